@@ -1,0 +1,231 @@
+//! Groups: named, numbered or default, each with a count of live tasks and
+//! the ids of its members (for stopping a group in time proportional to its
+//! size, whatever else is queued).
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+
+/// What kind of group a [`GroupKey`] names.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum GroupKind {
+    /// The group of tasks added without one.
+    Default,
+    /// A number the host picked or got from `next_group_id`.
+    Numbered,
+    /// A name interned with `Manager::group_named`; `value` is its index.
+    Named,
+}
+
+/// A group's identity. Named groups never equal numbered ones.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GroupKey {
+    /// Kind of the group.
+    pub kind: GroupKind,
+    /// The number (numbered), the interned name's index (named), 0 (default).
+    pub value: u64,
+}
+
+impl GroupKey {
+    /// The default group.
+    pub const DEFAULT: GroupKey = GroupKey {
+        kind: GroupKind::Default,
+        value: 0,
+    };
+
+    /// A numbered group.
+    pub fn numbered(value: u64) -> Self {
+        GroupKey {
+            kind: GroupKind::Numbered,
+            value,
+        }
+    }
+}
+
+/// Ids of a group's members, stored as 32-bit offsets from the first id
+/// while they fit (they almost always do), 64-bit otherwise.
+#[derive(Default)]
+pub(crate) struct IdList {
+    base: u64,
+    narrow: Vec<u32>,
+    wide: Vec<u64>,
+}
+
+impl IdList {
+    pub(crate) fn len(&self) -> usize {
+        self.narrow.len() + self.wide.len()
+    }
+
+    pub(crate) fn push(&mut self, id: u64) {
+        if self.narrow.is_empty() && self.wide.is_empty() {
+            self.base = id;
+        }
+        match id.checked_sub(self.base) {
+            Some(off) if off <= u64::from(u32::MAX) => self.narrow.push(off as u32),
+            _ => self.wide.push(id),
+        }
+    }
+
+    pub(crate) fn to_vec(&self) -> Vec<u64> {
+        let base = self.base;
+        self.narrow
+            .iter()
+            .map(|&o| base + u64::from(o))
+            .chain(self.wide.iter().copied())
+            .collect()
+    }
+
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
+        let base = self.base;
+        self.narrow.retain(|&o| keep(base + u64::from(o)));
+        self.wide.retain(|&id| keep(id));
+    }
+}
+
+pub(crate) struct GroupSlot {
+    pub(crate) key: GroupKey,
+    pub(crate) live: u64,
+    pub(crate) members: IdList,
+}
+
+/// Live groups, addressed by a small index stored in each task.
+pub(crate) struct GroupTable {
+    index: HashMap<GroupKey, u32>,
+    slots: Vec<Option<GroupSlot>>,
+    free: Vec<u32>,
+    /// Last key looked up, to skip hashing for runs of adds to one group.
+    cache: Option<(GroupKey, u32)>,
+    names: Vec<CString>,
+    name_index: HashMap<CString, u64>,
+}
+
+/// Index of the default group, which always exists.
+pub(crate) const DEFAULT_GROUP: u32 = 0;
+
+impl GroupTable {
+    pub(crate) fn new() -> Self {
+        let mut t = GroupTable {
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            cache: None,
+            names: Vec::new(),
+            name_index: HashMap::new(),
+        };
+        t.slots.push(Some(GroupSlot {
+            key: GroupKey::DEFAULT,
+            live: 0,
+            members: IdList::default(),
+        }));
+        t.index.insert(GroupKey::DEFAULT, DEFAULT_GROUP);
+        t
+    }
+
+    /// Interns a group name and returns its key.
+    pub(crate) fn named(&mut self, name: &CStr) -> GroupKey {
+        if let Some(&value) = self.name_index.get(name) {
+            return GroupKey {
+                kind: GroupKind::Named,
+                value,
+            };
+        }
+        let value = self.names.len() as u64;
+        self.names.push(name.to_owned());
+        self.name_index.insert(name.to_owned(), value);
+        GroupKey {
+            kind: GroupKind::Named,
+            value,
+        }
+    }
+
+    /// True if `key` can be used (named keys must have been interned).
+    pub(crate) fn is_valid(&self, key: GroupKey) -> bool {
+        key.kind != GroupKind::Named || key.value < self.names.len() as u64
+    }
+
+    /// The interned name of a named group (stable for the table's lifetime).
+    pub(crate) fn name(&self, key: GroupKey) -> Option<&CStr> {
+        match key.kind {
+            GroupKind::Named => self.names.get(key.value as usize).map(|s| s.as_c_str()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn find(&self, key: GroupKey) -> Option<u32> {
+        self.index.get(&key).copied()
+    }
+
+    /// Adds a live member to the group, creating the group if needed.
+    pub(crate) fn join(&mut self, key: GroupKey, id: u64) -> u32 {
+        let index = match self.cache {
+            Some((k, i)) if k == key => i,
+            _ => {
+                let i = match self.index.get(&key) {
+                    Some(&i) => i,
+                    None => {
+                        let slot = GroupSlot {
+                            key,
+                            live: 0,
+                            members: IdList::default(),
+                        };
+                        let i = match self.free.pop() {
+                            Some(i) => {
+                                self.slots[i as usize] = Some(slot);
+                                i
+                            }
+                            None => {
+                                self.slots.push(Some(slot));
+                                (self.slots.len() - 1) as u32
+                            }
+                        };
+                        self.index.insert(key, i);
+                        i
+                    }
+                };
+                self.cache = Some((key, i));
+                i
+            }
+        };
+        let slot = self.slots[index as usize]
+            .as_mut()
+            .expect("live group slot");
+        slot.live += 1;
+        slot.members.push(id);
+        index
+    }
+
+    pub(crate) fn slot(&self, index: u32) -> &GroupSlot {
+        self.slots[index as usize]
+            .as_ref()
+            .expect("live group slot")
+    }
+
+    pub(crate) fn slot_mut(&mut self, index: u32) -> &mut GroupSlot {
+        self.slots[index as usize]
+            .as_mut()
+            .expect("live group slot")
+    }
+
+    /// Removes a live member. Returns the group's key if it has no live
+    /// member left (the group slot is then released).
+    pub(crate) fn leave(&mut self, index: u32) -> Option<GroupKey> {
+        let slot = self.slots[index as usize]
+            .as_mut()
+            .expect("live group slot");
+        slot.live -= 1;
+        if slot.live > 0 {
+            return None;
+        }
+        let key = slot.key;
+        if index == DEFAULT_GROUP {
+            slot.members = IdList::default();
+        } else {
+            self.slots[index as usize] = None;
+            self.index.remove(&key);
+            self.free.push(index);
+            if matches!(self.cache, Some((_, i)) if i == index) {
+                self.cache = None;
+            }
+        }
+        Some(key)
+    }
+}

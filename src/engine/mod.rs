@@ -1,0 +1,1474 @@
+//! The task engine: plain Rust, no C types beyond the host's own pointers.
+//!
+//! One mutex guards the whole scheduling state ([`State`]); every operation
+//! holds it for O(log n) or O(work done) and never calls host code while
+//! holding it. Host code (task functions, free functions, hooks) always runs
+//! after the lock is released, so it may call back into the manager.
+//!
+//! A task is *live* from its add until the host polls its final event or it
+//! is stopped. Its record stays in the [`table::Table`] while live; events in
+//! the queue only carry ids and are validated against the table when polled,
+//! which is how a stop withdraws events already queued.
+
+mod foreign;
+mod group;
+mod ready;
+mod table;
+
+pub use foreign::{Failure, FreeFn, Job, Owned, ResultSet, TaskFn, Value};
+pub use group::{GroupKey, GroupKind};
+
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::mem;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use group::GroupTable;
+use ready::ReadyQueue;
+use table::Table;
+
+/// `max_threads` of 0 means this many, as in the original.
+pub const DEFAULT_MAX_THREADS: usize = 8;
+/// Largest accepted `max_threads`.
+pub const MAX_THREADS_LIMIT: usize = 1024;
+
+/// Why an engine operation did not do what was asked.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The task or group is unknown or no longer live (not an error for stops).
+    NotFound,
+    /// An upstream id was never issued by this manager.
+    UnknownUpstream,
+    /// A named group that was never interned by this manager.
+    InvalidGroup,
+    /// The manager has been shut down.
+    ShutDown,
+    /// `shut_down` was already called.
+    AlreadyShutDown,
+    /// The wait ended before the condition held.
+    TimedOut,
+    /// The call would wait for the calling task itself.
+    WouldDeadlock,
+    /// `max_threads` is negative or absurdly large.
+    InvalidThreadCount,
+    /// The task exists but is not queued (running or finished).
+    NotQueued,
+}
+
+/// Host callbacks run on worker threads, with their shared userdata.
+pub struct ThreadHooks {
+    /// Called on each new worker thread before it runs any task.
+    pub on_start: Option<unsafe extern "C" fn(*mut c_void, u32)>,
+    /// Called on each worker thread just before it exits.
+    pub on_stop: Option<unsafe extern "C" fn(*mut c_void, u32)>,
+    /// Userdata for both hooks, freed when the manager is dropped.
+    pub data: Owned,
+}
+
+/// How a manager is created.
+pub struct Config {
+    /// Maximum worker threads; 0 means [`DEFAULT_MAX_THREADS`].
+    pub max_threads: usize,
+    /// Whether tasks start running as soon as they are added.
+    pub start_processing: bool,
+    /// Optional worker thread hooks.
+    pub thread_hooks: Option<ThreadHooks>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_threads: 0,
+            start_processing: false,
+            thread_hooks: None,
+        }
+    }
+}
+
+/// What a stop did, by the state each stopped task was in.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct StopReport {
+    /// Tasks stopped before they started (queued or blocked).
+    pub before_start: u64,
+    /// Tasks stopped while running (they run to the end; outcome dropped).
+    pub while_running: u64,
+    /// Tasks that had finished but whose final event was not yet polled
+    /// (the event is withdrawn).
+    pub after_finish: u64,
+}
+
+impl StopReport {
+    /// Number of tasks the stop reached.
+    pub fn total(&self) -> u64 {
+        self.before_start + self.while_running + self.after_finish
+    }
+}
+
+/// Counts describing the manager (or one group) at one moment.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Ready tasks waiting for a worker.
+    pub queued: u64,
+    /// Tasks waiting for upstream tasks.
+    pub blocked: u64,
+    /// Tasks running on a worker.
+    pub running: u64,
+    /// Tasks whose final event is waiting to be polled.
+    pub undelivered: u64,
+    /// Tasks completed since creation (events delivered or not).
+    pub completed_total: u64,
+    /// Tasks failed since creation (including cascades).
+    pub failed_total: u64,
+    /// Tasks stopped since creation.
+    pub stopped_total: u64,
+    /// Worker threads alive.
+    pub threads: u64,
+    /// Worker threads the system refused to create.
+    pub spawn_failures: u64,
+}
+
+/// The kind of a polled event.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A task completed; `values` is its result.
+    Completed,
+    /// A task failed (itself or through an upstream).
+    Failed,
+    /// The last live task of a group finished.
+    GroupFinished,
+    /// A running task reported progress.
+    Progress,
+}
+
+/// One polled event. Pointers stay valid until the next poll on the same
+/// manager (or until the manager is dropped).
+#[derive(Copy, Clone, Debug)]
+pub struct EventView {
+    /// What happened.
+    pub kind: EventKind,
+    /// The task (0 for group finished).
+    pub task_id: u64,
+    /// The task's group, or the group that finished.
+    pub group: GroupKey,
+    /// Name of a named group (NUL-terminated), or NULL.
+    pub group_name: *const c_char,
+    /// Completed: the result entries.
+    pub values: *const Value,
+    /// Number of entries at `values`.
+    pub value_count: usize,
+    /// Failed: the message; progress: the message or NULL.
+    pub message: *const c_char,
+    /// Failed: the details.
+    pub details: *const c_char,
+    /// Progress: the fraction reported.
+    pub progress: f64,
+}
+
+impl EventView {
+    fn new(kind: EventKind, task_id: u64, group: GroupKey, group_name: *const c_char) -> Self {
+        EventView {
+            kind,
+            task_id,
+            group,
+            group_name,
+            values: std::ptr::null(),
+            value_count: 0,
+            message: std::ptr::null(),
+            details: std::ptr::null(),
+            progress: 0.0,
+        }
+    }
+}
+
+/// The outcome of running a task.
+enum Outcome {
+    Completed(Option<ResultSet>),
+    Failed(Failure),
+}
+
+/// Edges and inputs of a task that has upstream or downstream tasks.
+#[derive(Default)]
+struct Links {
+    /// Upstream tasks not yet completed.
+    waiting: u32,
+    /// Upstream tasks that were live when this task was added.
+    upstream: Vec<u64>,
+    /// Tasks added later that named this one as upstream (ascending ids).
+    downstream: Vec<u64>,
+    /// Upstream results, in completion order.
+    received: Vec<Arc<ResultSet>>,
+}
+
+enum Body {
+    Pending(Job),
+    Running { worker: u32 },
+    Completed { result: Option<Arc<ResultSet>> },
+    Failed(Arc<Failure>),
+}
+
+struct Task {
+    body: Body,
+    priority: i32,
+    group: u32,
+    links: Option<Box<Links>>,
+}
+
+impl Task {
+    fn waiting(&self) -> u32 {
+        self.links.as_ref().map_or(0, |l| l.waiting)
+    }
+}
+
+enum Ev {
+    Final(u64),
+    Progress(u64),
+    GroupFinished(GroupKey),
+}
+
+struct Progress {
+    fraction: f64,
+    message: Option<CString>,
+}
+
+/// Host data released after the lock is dropped.
+enum Garbage {
+    Job(#[allow(dead_code)] Job),
+    Result(#[allow(dead_code)] Arc<ResultSet>),
+    Results(#[allow(dead_code)] Vec<Arc<ResultSet>>),
+    Failure(#[allow(dead_code)] Arc<Failure>),
+    Outcome(#[allow(dead_code)] Outcome),
+    Text(#[allow(dead_code)] Option<CString>),
+}
+
+/// Work to do once the state lock is released.
+#[derive(Default)]
+struct After {
+    garbage: Vec<Garbage>,
+    spawn: Vec<(u32, Arc<AtomicBool>)>,
+    wake: u32,
+    wake_all: bool,
+    /// Wake host threads blocked in a wait.
+    wake_host: bool,
+    /// Tell spinning workers that work arrived.
+    hint: bool,
+}
+
+struct WorkerSlot {
+    stopped: Arc<AtomicBool>,
+}
+
+struct State {
+    next_id: u64,
+    next_group: u64,
+    tasks: Table<Task>,
+    ready: ReadyQueue,
+    groups: GroupTable,
+    events: VecDeque<Ev>,
+    /// Events in `events` that will really be delivered.
+    deliverable: usize,
+    progress: HashMap<u64, Progress>,
+    /// Results and failures of the last poll, kept alive until the next one.
+    delivered: Vec<Garbage>,
+    processing: bool,
+    shut_down: bool,
+    max_threads: usize,
+    /// Worker threads counted against `max_threads` (alive or starting,
+    /// not retiring).
+    threads: usize,
+    /// Worker threads whose OS thread has not finished exiting.
+    alive: usize,
+    spinning: usize,
+    sleeping: usize,
+    running: usize,
+    pending: usize,
+    workers: Vec<WorkerSlot>,
+    handles: Vec<JoinHandle<()>>,
+    completed_total: u64,
+    failed_total: u64,
+    stopped_total: u64,
+    spawn_failures: u64,
+    /// Host waiters in `wait_events` / `wait_idle`.
+    host_waiters: usize,
+}
+
+/// A task manager. Shared by the host handle and every worker thread.
+pub struct Manager {
+    state: Mutex<State>,
+    work_cv: Condvar,
+    host_cv: Condvar,
+    /// Set (under the lock) when work arrives while a worker spins.
+    work_hint: AtomicUsize,
+    hooks: Option<ThreadHooks>,
+}
+
+thread_local! {
+    /// The manager whose worker this thread is, if any.
+    static CURRENT: Cell<*const Manager> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Spin iterations of a worker before it yields, and yields before it sleeps.
+const SPIN_ITERS: u32 = 128;
+const YIELD_ITERS: u32 = 64;
+
+impl Manager {
+    /// Creates a manager; no thread starts until a task is ready to run.
+    pub fn new(config: Config) -> Result<Arc<Manager>, Error> {
+        let max_threads = match config.max_threads {
+            0 => DEFAULT_MAX_THREADS,
+            n if n > MAX_THREADS_LIMIT => return Err(Error::InvalidThreadCount),
+            n => n,
+        };
+        Ok(Arc::new(Manager {
+            state: Mutex::new(State {
+                next_id: 1,
+                next_group: 1,
+                tasks: Table::new(),
+                ready: ReadyQueue::default(),
+                groups: GroupTable::new(),
+                events: VecDeque::new(),
+                deliverable: 0,
+                progress: HashMap::new(),
+                delivered: Vec::new(),
+                processing: config.start_processing,
+                shut_down: false,
+                max_threads,
+                threads: 0,
+                alive: 0,
+                spinning: 0,
+                sleeping: 0,
+                running: 0,
+                pending: 0,
+                workers: Vec::new(),
+                handles: Vec::new(),
+                completed_total: 0,
+                failed_total: 0,
+                stopped_total: 0,
+                spawn_failures: 0,
+                host_waiters: 0,
+            }),
+            work_cv: Condvar::new(),
+            host_cv: Condvar::new(),
+            work_hint: AtomicUsize::new(0),
+            hooks: config.thread_hooks,
+        }))
+    }
+
+    /// True when the calling thread is one of this manager's workers.
+    pub fn is_current_worker(&self) -> bool {
+        CURRENT.with(|c| std::ptr::eq(c.get(), self))
+    }
+
+    fn locked<R>(self: &Arc<Self>, f: impl FnOnce(&mut State, &mut After) -> R) -> R {
+        let mut after = After::default();
+        let r = {
+            let mut st = self.state.lock();
+            let r = f(&mut st, &mut after);
+            after.wake_host |= st.host_waiters > 0;
+            r
+        };
+        self.run_after(after);
+        r
+    }
+
+    fn run_after(self: &Arc<Self>, after: After) {
+        let After {
+            garbage,
+            spawn,
+            wake,
+            wake_all,
+            wake_host,
+            hint,
+        } = after;
+        if hint {
+            self.work_hint.store(1, Ordering::Relaxed);
+        }
+        if wake_all {
+            self.work_cv.notify_all();
+        } else {
+            for _ in 0..wake {
+                self.work_cv.notify_one();
+            }
+        }
+        if wake_host {
+            self.host_cv.notify_all();
+        }
+        for (index, stopped) in spawn {
+            self.spawn_worker(index, stopped);
+        }
+        // Last: free functions may call back into the manager.
+        drop(garbage);
+    }
+
+    /// Adds a task (or, when `job.run` is `None`, a pass-through task whose
+    /// payload is `job.data`). On error the job is dropped (its data freed)
+    /// on the calling thread before returning.
+    pub fn add(
+        self: &Arc<Self>,
+        job: Job,
+        priority: i32,
+        group: GroupKey,
+        upstream: &[u64],
+    ) -> Result<u64, Error> {
+        let mut rejected = None;
+        let r = self.locked(
+            |st, after| match st.add(job, priority, group, upstream, after) {
+                Ok(id) => Ok(id),
+                Err((e, job)) => {
+                    rejected = Some(job);
+                    Err(e)
+                }
+            },
+        );
+        drop(rejected);
+        r
+    }
+
+    /// A fresh group number, never returned before by this manager.
+    pub fn next_group_id(&self) -> u64 {
+        let mut st = self.state.lock();
+        let id = st.next_group;
+        st.next_group += 1;
+        id
+    }
+
+    /// The group key for `name`, interned for the manager's lifetime.
+    pub fn group_named(&self, name: &CStr) -> GroupKey {
+        self.state.lock().groups.named(name)
+    }
+
+    /// Starts running queued tasks (idempotent).
+    pub fn start_processing(self: &Arc<Self>) -> Result<(), Error> {
+        self.locked(|st, after| {
+            if st.shut_down {
+                return Err(Error::ShutDown);
+            }
+            if !st.processing {
+                st.processing = true;
+                after.wake_all = true;
+                st.provision(after);
+            }
+            Ok(())
+        })
+    }
+
+    /// Lets running tasks finish; starts nothing new (idempotent).
+    pub fn pause_processing(&self) -> Result<(), Error> {
+        let mut st = self.state.lock();
+        if st.shut_down {
+            return Err(Error::ShutDown);
+        }
+        st.processing = false;
+        Ok(())
+    }
+
+    /// Stops a task (and, transitively, its upstream and/or downstream).
+    pub fn stop_task(self: &Arc<Self>, id: u64, up: bool, down: bool) -> Result<StopReport, Error> {
+        self.locked(|st, after| {
+            if st.tasks.get(id).is_none() {
+                return Err(Error::NotFound);
+            }
+            Ok(st.stop(vec![id], up, down, after))
+        })
+    }
+
+    /// Stops every live task of a group (and their upstream/downstream).
+    pub fn stop_group(
+        self: &Arc<Self>,
+        group: GroupKey,
+        up: bool,
+        down: bool,
+    ) -> Result<StopReport, Error> {
+        self.locked(|st, after| {
+            if !st.groups.is_valid(group) {
+                return Err(Error::InvalidGroup);
+            }
+            let Some(index) = st.groups.find(group) else {
+                return Err(Error::NotFound);
+            };
+            if st.groups.slot(index).live == 0 {
+                return Err(Error::NotFound);
+            }
+            let tasks = &st.tasks;
+            let mut roots = st.groups.slot(index).members.to_vec();
+            roots.retain(|&id| tasks.get(id).is_some_and(|t| t.group == index));
+            Ok(st.stop(roots, up, down, after))
+        })
+    }
+
+    /// Stops every live task.
+    pub fn stop_all(self: &Arc<Self>) -> StopReport {
+        self.locked(|st, after| {
+            let roots = st.tasks.ids();
+            st.stop(roots, false, false, after)
+        })
+    }
+
+    /// Changes the priority of a queued or blocked task.
+    pub fn set_priority(self: &Arc<Self>, id: u64, priority: i32) -> Result<(), Error> {
+        self.locked(|st, after| {
+            let task = st.tasks.get_mut(id).ok_or(Error::NotFound)?;
+            if !matches!(task.body, Body::Pending(_)) {
+                return Err(Error::NotQueued);
+            }
+            let old = mem::replace(&mut task.priority, priority);
+            if old != priority && task.waiting() == 0 {
+                st.ready.forget(old);
+                st.ready.push(priority, id);
+                st.provision(after);
+            }
+            Ok(())
+        })
+    }
+
+    /// Changes the maximum number of worker threads; extra threads retire
+    /// once idle.
+    pub fn set_max_threads(self: &Arc<Self>, max_threads: usize) -> Result<(), Error> {
+        let max_threads = match max_threads {
+            0 => DEFAULT_MAX_THREADS,
+            n if n > MAX_THREADS_LIMIT => return Err(Error::InvalidThreadCount),
+            n => n,
+        };
+        self.locked(|st, after| {
+            if st.shut_down {
+                return Err(Error::ShutDown);
+            }
+            st.max_threads = max_threads;
+            after.wake_all = true;
+            st.provision(after);
+            Ok(())
+        })
+    }
+
+    /// Writes up to `capacity` events to `sink`, in order. Results and
+    /// messages of the previous poll are released first.
+    pub fn poll(self: &Arc<Self>, capacity: usize, mut sink: impl FnMut(EventView)) -> usize {
+        let mut after = After::default();
+        let mut written = 0;
+        {
+            let mut st = self.state.lock();
+            let st = &mut *st;
+            after.garbage = mem::take(&mut st.delivered);
+            while written < capacity {
+                let Some(ev) = st.events.pop_front() else {
+                    break;
+                };
+                match ev {
+                    Ev::Final(id) => {
+                        let Some(task) = st.tasks.remove(id) else {
+                            continue;
+                        };
+                        st.deliverable -= 1;
+                        let key = st.groups.slot(task.group).key;
+                        let name = st.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
+                        match task.body {
+                            Body::Completed { result } => {
+                                let mut view = EventView::new(EventKind::Completed, id, key, name);
+                                if let Some(r) = result {
+                                    let values = r.values();
+                                    view.values = values.as_ptr();
+                                    view.value_count = values.len();
+                                    st.delivered.push(Garbage::Result(r));
+                                }
+                                sink(view);
+                            }
+                            Body::Failed(f) => {
+                                let mut view = EventView::new(EventKind::Failed, id, key, name);
+                                view.message = f.message.as_ptr();
+                                view.details = f.details.as_ptr();
+                                st.delivered.push(Garbage::Failure(f));
+                                sink(view);
+                            }
+                            Body::Pending(_) | Body::Running { .. } => {
+                                unreachable!("final event of an unfinished task")
+                            }
+                        }
+                        written += 1;
+                        if let Some(links) = task.links {
+                            if !links.received.is_empty() {
+                                after.garbage.push(Garbage::Results(links.received));
+                            }
+                        }
+                        if let Some(key) = st.groups.leave(task.group) {
+                            if written < capacity {
+                                let mut view =
+                                    EventView::new(EventKind::GroupFinished, 0, key, name);
+                                view.group_name = name;
+                                sink(view);
+                                written += 1;
+                            } else {
+                                st.events.push_front(Ev::GroupFinished(key));
+                                st.deliverable += 1;
+                            }
+                        }
+                    }
+                    Ev::Progress(id) => {
+                        let Some(p) = st.progress.remove(&id) else {
+                            continue;
+                        };
+                        st.deliverable -= 1;
+                        let Some(task) = st.tasks.get(id) else {
+                            continue;
+                        };
+                        let key = st.groups.slot(task.group).key;
+                        let name = st.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
+                        let mut view = EventView::new(EventKind::Progress, id, key, name);
+                        view.progress = p.fraction;
+                        if let Some(m) = &p.message {
+                            view.message = m.as_ptr();
+                        }
+                        st.delivered.push(Garbage::Text(p.message));
+                        sink(view);
+                        written += 1;
+                    }
+                    Ev::GroupFinished(key) => {
+                        st.deliverable -= 1;
+                        let name = st.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
+                        sink(EventView::new(EventKind::GroupFinished, 0, key, name));
+                        written += 1;
+                    }
+                }
+            }
+            if st.deliverable == 0 {
+                // Only stale entries can be left: drop them now.
+                st.events.clear();
+            }
+            after.wake_host = st.host_waiters > 0;
+        }
+        self.run_after(after);
+        written
+    }
+
+    /// Number of events a poll would deliver now.
+    pub fn pending_events(&self) -> usize {
+        self.state.lock().deliverable
+    }
+
+    /// Blocks until an event is pending or `timeout` passes.
+    pub fn wait_events(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        self.wait_until(timeout, |st| match (st.deliverable > 0, st.shut_down) {
+            (true, _) => Some(Ok(())),
+            (false, true) => Some(Err(Error::ShutDown)),
+            (false, false) => None,
+        })
+    }
+
+    /// Blocks until no task is queued, blocked or running.
+    pub fn wait_idle(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        if self.is_current_worker() {
+            return Err(Error::WouldDeadlock);
+        }
+        self.wait_until(timeout, |st| {
+            (st.running == 0 && st.pending == 0).then_some(Ok(()))
+        })
+    }
+
+    /// Waits on `host_cv` until `check` gives an answer or the deadline.
+    fn wait_until(
+        &self,
+        timeout: Option<Duration>,
+        check: impl Fn(&State) -> Option<Result<(), Error>>,
+    ) -> Result<(), Error> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.state.lock();
+        st.host_waiters += 1;
+        let r = loop {
+            if let Some(r) = check(&st) {
+                break r;
+            }
+            match deadline {
+                Some(d) => {
+                    if self.host_cv.wait_until(&mut st, d).timed_out() {
+                        break check(&st).unwrap_or(Err(Error::TimedOut));
+                    }
+                }
+                None => self.host_cv.wait(&mut st),
+            }
+        };
+        st.host_waiters -= 1;
+        r
+    }
+
+    /// Counts for the whole manager.
+    pub fn stats(&self) -> Stats {
+        let st = self.state.lock();
+        Stats {
+            queued: st.ready.len() as u64,
+            blocked: (st.pending - st.ready.len()) as u64,
+            running: st.running as u64,
+            undelivered: st.deliverable as u64,
+            completed_total: st.completed_total,
+            failed_total: st.failed_total,
+            stopped_total: st.stopped_total,
+            threads: st.threads as u64,
+            spawn_failures: st.spawn_failures,
+        }
+    }
+
+    /// Live tasks of one group by state: (queued, blocked, running, finished
+    /// but not yet polled).
+    pub fn group_stats(&self, group: GroupKey) -> Result<[u64; 4], Error> {
+        let st = self.state.lock();
+        if !st.groups.is_valid(group) {
+            return Err(Error::InvalidGroup);
+        }
+        let mut counts = [0u64; 4];
+        let Some(index) = st.groups.find(group) else {
+            return Ok(counts);
+        };
+        for id in st.groups.slot(index).members.to_vec() {
+            let Some(task) = st.tasks.get(id).filter(|t| t.group == index) else {
+                continue;
+            };
+            let i = match task.body {
+                Body::Pending(_) if task.waiting() == 0 => 0,
+                Body::Pending(_) => 1,
+                Body::Running { .. } => 2,
+                Body::Completed { .. } | Body::Failed(_) => 3,
+            };
+            counts[i] += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Stops everything, then waits up to `timeout` (forever if `None`) for
+    /// the worker threads to exit. On timeout returns `TimedOut` with the
+    /// number of threads still running a task; they finish on their own
+    /// (their task's userdata is freed when it returns) and then exit.
+    pub fn shut_down(self: &Arc<Self>, timeout: Option<Duration>) -> Result<(), (Error, usize)> {
+        self.locked(|st, after| {
+            if st.shut_down {
+                return Err((Error::AlreadyShutDown, 0));
+            }
+            st.shut_down = true;
+            st.processing = false;
+            let roots = st.tasks.ids();
+            st.stop(roots, false, false, after);
+            st.events.clear();
+            st.deliverable = 0;
+            after.wake_all = true;
+            Ok(())
+        })?;
+        self.join_workers(timeout)
+    }
+
+    /// True once `shut_down` has been called.
+    pub fn is_shut_down(&self) -> bool {
+        self.state.lock().shut_down
+    }
+
+    fn join_workers(&self, timeout: Option<Duration>) -> Result<(), (Error, usize)> {
+        let me = usize::from(self.is_current_worker());
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.state.lock();
+        st.host_waiters += 1;
+        let result = loop {
+            if st.alive <= me {
+                break Ok(());
+            }
+            match deadline {
+                Some(d) => {
+                    if self.host_cv.wait_until(&mut st, d).timed_out() && st.alive > me {
+                        break Err((Error::TimedOut, st.alive - me));
+                    }
+                }
+                None => self.host_cv.wait(&mut st),
+            }
+        };
+        st.host_waiters -= 1;
+        let handles = mem::take(&mut st.handles);
+        drop(st);
+        let mut unfinished = Vec::new();
+        for h in handles {
+            if h.is_finished() && h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            } else {
+                unfinished.push(h);
+            }
+        }
+        // Threads still running a task are detached: each holds its own
+        // reference to the manager and exits after its task returns.
+        drop(unfinished);
+        result
+    }
+
+    fn spawn_worker(self: &Arc<Self>, index: u32, stopped: Arc<AtomicBool>) {
+        let manager = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name(format!("btm-worker-{index}"))
+            .spawn(move || worker_main(manager, index, stopped));
+        let mut st = self.state.lock();
+        match spawned {
+            Ok(handle) => st.handles.push(handle),
+            Err(_) => {
+                st.threads -= 1;
+                st.alive -= 1;
+                st.spawn_failures += 1;
+                if st.threads == 0 {
+                    // Nobody will run the queue; tell waiters so they can
+                    // observe the failure instead of hanging.
+                    self.host_cv.notify_all();
+                }
+            }
+        }
+    }
+}
+
+impl State {
+    fn add(
+        &mut self,
+        job: Job,
+        priority: i32,
+        group: GroupKey,
+        upstream: &[u64],
+        after: &mut After,
+    ) -> Result<u64, (Error, Job)> {
+        if self.shut_down {
+            return Err((Error::ShutDown, job));
+        }
+        if !self.groups.is_valid(group) {
+            return Err((Error::InvalidGroup, job));
+        }
+        if upstream.iter().any(|&u| u == 0 || u >= self.next_id) {
+            return Err((Error::UnknownUpstream, job));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let group_index = self.groups.join(group, id);
+        self.compact_group(group_index);
+
+        let mut links: Option<Box<Links>> = None;
+        let mut failed: Option<Arc<Failure>> = None;
+        if !upstream.is_empty() {
+            let mut ups = upstream.to_vec();
+            ups.sort_unstable();
+            ups.dedup();
+            let mut l = Links::default();
+            let mut done: Vec<(u64, Arc<ResultSet>)> = Vec::new();
+            for u in ups {
+                let Some(ut) = self.tasks.get_mut(u) else {
+                    continue;
+                };
+                match &ut.body {
+                    Body::Pending(_) | Body::Running { .. } => l.waiting += 1,
+                    Body::Completed { result } => {
+                        if let Some(r) = result {
+                            done.push((u, Arc::clone(r)));
+                        }
+                    }
+                    Body::Failed(f) => {
+                        failed.get_or_insert_with(|| Arc::clone(f));
+                    }
+                }
+                ut.links
+                    .get_or_insert_with(Default::default)
+                    .downstream
+                    .push(id);
+                l.upstream.push(u);
+            }
+            // Already-completed upstream results, in completion order: the
+            // order of their final events in the queue.
+            if done.len() > 1 {
+                let order: HashMap<u64, usize> = self
+                    .events
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, e)| match e {
+                        Ev::Final(id) => Some((*id, i)),
+                        _ => None,
+                    })
+                    .collect();
+                done.sort_by_key(|(u, _)| order.get(u).copied().unwrap_or(usize::MAX));
+            }
+            l.received = done.into_iter().map(|(_, r)| r).collect();
+            links = Some(Box::new(l));
+        }
+
+        if let Some(f) = failed {
+            // An upstream failed and its failure is not yet polled: this
+            // task fails with it, its event queued now.
+            after.garbage.push(Garbage::Job(job));
+            if let Some(l) = links.as_mut() {
+                if !l.received.is_empty() {
+                    after
+                        .garbage
+                        .push(Garbage::Results(mem::take(&mut l.received)));
+                }
+                l.waiting = 0;
+            }
+            self.tasks.insert(
+                id,
+                Task {
+                    body: Body::Failed(f),
+                    priority,
+                    group: group_index,
+                    links,
+                },
+            );
+            self.failed_total += 1;
+            self.push_event(Ev::Final(id), after);
+            return Ok(id);
+        }
+
+        let ready = links.as_ref().map_or(true, |l| l.waiting == 0);
+        self.tasks.insert(
+            id,
+            Task {
+                body: Body::Pending(job),
+                priority,
+                group: group_index,
+                links,
+            },
+        );
+        self.pending += 1;
+        if ready {
+            self.make_ready(priority, id, after);
+        }
+        Ok(id)
+    }
+
+    /// Drops member ids of tasks that left the group once they outnumber
+    /// the live members, keeping member lists proportional to live tasks.
+    fn compact_group(&mut self, index: u32) {
+        let slot = self.groups.slot(index);
+        if slot.members.len() as u64 <= 2 * slot.live + 64 {
+            return;
+        }
+        let tasks = &self.tasks;
+        self.groups
+            .slot_mut(index)
+            .members
+            .retain(|id| tasks.get(id).is_some_and(|t| t.group == index));
+    }
+
+    fn make_ready(&mut self, priority: i32, id: u64, after: &mut After) {
+        self.ready.push(priority, id);
+        self.provision(after);
+    }
+
+    /// Makes sure ready work has a worker: wakes a sleeping one or starts a
+    /// new thread.
+    fn provision(&mut self, after: &mut After) {
+        if !self.processing || self.shut_down || self.ready.len() == 0 {
+            return;
+        }
+        if self.spinning > 0 {
+            // Spinning workers poll this hint instead of the lock.
+            after.hint = true;
+        }
+        let coming = self.spinning + after.wake as usize + after.spawn.len();
+        if self.ready.len() <= coming {
+            return;
+        }
+        if self.sleeping > after.wake as usize {
+            after.wake += 1;
+        } else if self.threads < self.max_threads {
+            let index = self.workers.len() as u32;
+            let stopped = Arc::new(AtomicBool::new(false));
+            self.workers.push(WorkerSlot {
+                stopped: Arc::clone(&stopped),
+            });
+            self.threads += 1;
+            self.alive += 1;
+            after.spawn.push((index, stopped));
+        }
+    }
+
+    fn push_event(&mut self, ev: Ev, after: &mut After) {
+        self.events.push_back(ev);
+        self.deliverable += 1;
+        if self.host_waiters > 0 {
+            after.wake_host = true;
+        }
+    }
+
+    /// Takes the next ready task for worker `index`. Pass-through tasks are
+    /// completed inline; the returned task is marked running.
+    fn take_next(&mut self, index: u32, after: &mut After) -> Option<RunJob> {
+        loop {
+            let (priority, id) = self.ready.pop()?;
+            let Some(task) = self.tasks.get_mut(id) else {
+                continue;
+            };
+            if task.priority != priority
+                || task.waiting() != 0
+                || !matches!(task.body, Body::Pending(_))
+            {
+                continue; // stale entry
+            }
+            self.ready.taken(priority);
+            self.pending -= 1;
+            self.running += 1;
+            let Body::Pending(job) = mem::replace(&mut task.body, Body::Running { worker: index })
+            else {
+                unreachable!()
+            };
+            let received = task
+                .links
+                .as_mut()
+                .map(|l| mem::take(&mut l.received))
+                .unwrap_or_default();
+            match job.run {
+                Some(run) => {
+                    self.workers[index as usize]
+                        .stopped
+                        .store(false, Ordering::Relaxed);
+                    return Some(RunJob {
+                        id,
+                        run,
+                        data: job.data,
+                        received,
+                    });
+                }
+                None => {
+                    let gathered = gather(id, job.data, received);
+                    self.finish(id, Outcome::Completed(gathered), after);
+                }
+            }
+        }
+    }
+
+    /// Records the outcome of a task that was running.
+    fn finish(&mut self, id: u64, outcome: Outcome, after: &mut After) {
+        self.running -= 1;
+        if self.tasks.get(id).is_none() {
+            // Stopped while running: the outcome is dropped.
+            after.garbage.push(Garbage::Outcome(outcome));
+            return;
+        }
+        match outcome {
+            Outcome::Completed(result) => {
+                let result = result.map(Arc::new);
+                let task = self.tasks.get_mut(id).expect("checked above");
+                let downstream = task
+                    .links
+                    .as_mut()
+                    .map(|l| mem::take(&mut l.downstream))
+                    .unwrap_or_default();
+                for &d in &downstream {
+                    let Some(dt) = self.tasks.get_mut(d) else {
+                        continue;
+                    };
+                    if !matches!(dt.body, Body::Pending(_)) {
+                        continue;
+                    }
+                    let l = dt.links.as_mut().expect("downstream has links");
+                    if let Some(r) = &result {
+                        l.received.push(Arc::clone(r));
+                    }
+                    l.waiting -= 1;
+                    if l.waiting == 0 {
+                        let p = dt.priority;
+                        self.make_ready(p, d, after);
+                    }
+                }
+                let task = self.tasks.get_mut(id).expect("checked above");
+                if let Some(l) = task.links.as_mut() {
+                    l.downstream = downstream;
+                }
+                task.body = Body::Completed { result };
+                self.completed_total += 1;
+                self.push_event(Ev::Final(id), after);
+            }
+            Outcome::Failed(failure) => self.fail(id, failure, after),
+        }
+    }
+
+    /// Fails a task and, breadth-first, every live task downstream of it.
+    fn fail(&mut self, id: u64, failure: Failure, after: &mut After) {
+        let failure = Arc::new(failure);
+        let task = self.tasks.get_mut(id).expect("failing task is live");
+        task.body = Body::Failed(Arc::clone(&failure));
+        let mut queue: VecDeque<u64> = task
+            .links
+            .as_ref()
+            .map(|l| l.downstream.iter().copied().collect())
+            .unwrap_or_default();
+        self.failed_total += 1;
+        self.push_event(Ev::Final(id), after);
+        while let Some(d) = queue.pop_front() {
+            let Some(dt) = self.tasks.get_mut(d) else {
+                continue;
+            };
+            if !matches!(dt.body, Body::Pending(_)) {
+                continue;
+            }
+            let was_ready = dt.waiting() == 0;
+            let priority = dt.priority;
+            if let Body::Pending(job) =
+                mem::replace(&mut dt.body, Body::Failed(Arc::clone(&failure)))
+            {
+                after.garbage.push(Garbage::Job(job));
+            }
+            if let Some(l) = dt.links.as_mut() {
+                if !l.received.is_empty() {
+                    after
+                        .garbage
+                        .push(Garbage::Results(mem::take(&mut l.received)));
+                }
+                queue.extend(l.downstream.iter().copied());
+            }
+            if was_ready {
+                self.ready.forget(priority);
+            }
+            self.pending -= 1;
+            self.failed_total += 1;
+            self.push_event(Ev::Final(d), after);
+        }
+    }
+
+    /// Stops `roots` and, transitively, what the flags reach.
+    fn stop(&mut self, mut stack: Vec<u64>, up: bool, down: bool, after: &mut After) -> StopReport {
+        let mut report = StopReport::default();
+        while let Some(id) = stack.pop() {
+            let Some(task) = self.tasks.remove(id) else {
+                continue;
+            };
+            let Task {
+                body,
+                priority,
+                group,
+                links,
+            } = task;
+            let unfinished = matches!(body, Body::Pending(_) | Body::Running { .. });
+            match body {
+                Body::Pending(job) => {
+                    report.before_start += 1;
+                    self.pending -= 1;
+                    if links.as_ref().map_or(0, |l| l.waiting) == 0 {
+                        self.ready.forget(priority);
+                    }
+                    after.garbage.push(Garbage::Job(job));
+                }
+                Body::Running { worker } => {
+                    report.while_running += 1;
+                    self.workers[worker as usize]
+                        .stopped
+                        .store(true, Ordering::Relaxed);
+                }
+                Body::Completed { result } => {
+                    report.after_finish += 1;
+                    self.deliverable -= 1;
+                    if let Some(r) = result {
+                        after.garbage.push(Garbage::Result(r));
+                    }
+                }
+                Body::Failed(f) => {
+                    report.after_finish += 1;
+                    self.deliverable -= 1;
+                    after.garbage.push(Garbage::Failure(f));
+                }
+            }
+            if let Some(p) = self.progress.remove(&id) {
+                self.deliverable -= 1;
+                after.garbage.push(Garbage::Text(p.message));
+            }
+            self.stopped_total += 1;
+            self.groups.leave(group);
+            let Some(mut links) = links else { continue };
+            if !links.received.is_empty() {
+                after
+                    .garbage
+                    .push(Garbage::Results(mem::take(&mut links.received)));
+            }
+            if up {
+                stack.extend(links.upstream.iter().copied());
+            }
+            if down {
+                stack.extend(links.downstream.iter().copied());
+            } else if unfinished {
+                // Downstream tasks no longer wait for this one; they run
+                // without its result, as soon as they are otherwise ready.
+                for &d in &links.downstream {
+                    let Some(dt) = self.tasks.get_mut(d) else {
+                        continue;
+                    };
+                    if !matches!(dt.body, Body::Pending(_)) {
+                        continue;
+                    }
+                    let l = dt.links.as_mut().expect("downstream has links");
+                    l.waiting -= 1;
+                    if l.waiting == 0 {
+                        let p = dt.priority;
+                        self.make_ready(p, d, after);
+                    }
+                }
+            }
+        }
+        if self.deliverable == 0 {
+            self.events.clear();
+        }
+        report
+    }
+
+    fn report_progress(
+        &mut self,
+        id: u64,
+        fraction: f64,
+        message: Option<CString>,
+        after: &mut After,
+    ) -> bool {
+        if !matches!(
+            self.tasks.get(id),
+            Some(Task {
+                body: Body::Running { .. },
+                ..
+            })
+        ) {
+            after.garbage.push(Garbage::Text(message));
+            return false;
+        }
+        match self.progress.get_mut(&id) {
+            Some(p) => {
+                p.fraction = fraction;
+                after
+                    .garbage
+                    .push(Garbage::Text(mem::replace(&mut p.message, message)));
+            }
+            None => {
+                self.progress.insert(id, Progress { fraction, message });
+                self.push_event(Ev::Progress(id), after);
+            }
+        }
+        true
+    }
+}
+
+/// The gathered result of a pass-through: payload first, then upstream
+/// results (flattened) in completion order.
+fn gather(id: u64, payload: Owned, received: Vec<Arc<ResultSet>>) -> Option<ResultSet> {
+    let payload = (!payload.is_null()).then(|| Arc::new(ResultSet::single(id, payload)));
+    if received.is_empty() {
+        return payload.map(|p| Arc::try_unwrap(p).ok().expect("unshared"));
+    }
+    let mut values = Vec::new();
+    let mut parts = Vec::with_capacity(received.len() + 1);
+    if let Some(p) = payload {
+        values.extend_from_slice(p.values());
+        parts.push(p);
+    }
+    for r in received {
+        values.extend_from_slice(r.values());
+        parts.push(r);
+    }
+    Some(ResultSet::Gathered { values, parts })
+}
+
+/// A task taken by a worker, to run outside the lock.
+struct RunJob {
+    id: u64,
+    run: TaskFn,
+    data: Owned,
+    received: Vec<Arc<ResultSet>>,
+}
+
+/// What a running task sees of btm. Lives on the worker's stack for the
+/// duration of the task function.
+pub struct TaskContext {
+    manager: *const Manager,
+    id: u64,
+    upstream: *const Value,
+    upstream_len: usize,
+    result: Option<Owned>,
+    failure: Option<Failure>,
+    stopped: *const AtomicBool,
+}
+
+impl TaskContext {
+    /// The running task's id.
+    pub fn task_id(&self) -> u64 {
+        self.id
+    }
+
+    /// The manager running the task (valid while the task runs).
+    pub fn manager(&self) -> *const Manager {
+        self.manager
+    }
+
+    /// Upstream results in completion order.
+    pub fn upstream(&self) -> &[Value] {
+        if self.upstream_len == 0 {
+            return &[];
+        }
+        // SAFETY: points into `received` (or a flattened copy) owned by the
+        // worker for the whole task call, during which `self` is borrowed.
+        unsafe { std::slice::from_raw_parts(self.upstream, self.upstream_len) }
+    }
+
+    /// Sets the task's result, replacing (and freeing) a previous one.
+    pub fn set_result(&mut self, value: Owned) {
+        self.result = Some(value);
+    }
+
+    /// Marks the task failed; the last call wins.
+    pub fn fail(&mut self, failure: Failure) {
+        self.failure = Some(failure);
+    }
+
+    /// True once the task has been stopped.
+    pub fn is_stopped(&self) -> bool {
+        // SAFETY: the flag is owned by the worker (an `Arc` it holds) and
+        // outlives the task call.
+        unsafe { (*self.stopped).load(Ordering::Relaxed) }
+    }
+
+    /// Reports progress; coalesced with any undelivered progress event of
+    /// this task. Returns false if the task was stopped.
+    pub fn report_progress(&self, fraction: f64, message: Option<CString>) -> bool {
+        // SAFETY: the worker holds an `Arc<Manager>` for the whole call.
+        let manager = unsafe { &*self.manager };
+        let mut after = After::default();
+        let r = {
+            let mut st = manager.state.lock();
+            st.report_progress(self.id, fraction, message, &mut after)
+        };
+        // Only message strings can be garbage here, and the only wake-up
+        // needed is the host's.
+        if after.wake_host {
+            manager.host_cv.notify_all();
+        }
+        drop(after.garbage);
+        r
+    }
+}
+
+fn worker_main(manager: Arc<Manager>, index: u32, stopped: Arc<AtomicBool>) {
+    CURRENT.with(|c| c.set(Arc::as_ptr(&manager)));
+    if let Some(h) = &manager.hooks {
+        if let Some(start) = h.on_start {
+            // SAFETY: host hook with its own userdata, as registered.
+            unsafe { start(h.data.data(), index) };
+        }
+    }
+    let mut done: Option<(u64, Outcome)> = None;
+    loop {
+        let mut after = After::default();
+        let next = {
+            let mut st = manager.state.lock();
+            if let Some((id, outcome)) = done.take() {
+                st.finish(id, outcome, &mut after);
+                after.wake_host |= st.host_waiters > 0;
+            }
+            next_job(&manager, &mut st, index, &mut after)
+        };
+        manager.run_after(after);
+        let Some(job) = next else { break };
+        done = Some(run_job(&manager, job, &stopped));
+    }
+    if let Some(h) = &manager.hooks {
+        if let Some(stop) = h.on_stop {
+            // SAFETY: as for `on_start`.
+            unsafe { stop(h.data.data(), index) };
+        }
+    }
+    let mut st = manager.state.lock();
+    st.alive -= 1;
+    manager.host_cv.notify_all();
+    drop(st);
+    CURRENT.with(|c| c.set(std::ptr::null()));
+}
+
+/// Finds the next job for a worker, spinning briefly and then sleeping when
+/// there is none. Returns `None` when the worker must exit.
+fn next_job(
+    manager: &Manager,
+    st: &mut MutexGuard<'_, State>,
+    index: u32,
+    after: &mut After,
+) -> Option<RunJob> {
+    let mut spun = false;
+    loop {
+        if st.shut_down || st.threads > st.max_threads {
+            // Exiting (shut down) or retiring (max_threads lowered): stop
+            // counting against `max_threads` now, so that exactly the extra
+            // threads retire.
+            st.threads -= 1;
+            return None;
+        }
+        if st.processing {
+            if let Some(job) = st.take_next(index, after) {
+                return Some(job);
+            }
+            if !spun {
+                spun = true;
+                st.spinning += 1;
+                manager.work_hint.store(0, Ordering::Relaxed);
+                MutexGuard::unlocked(st, || spin(manager));
+                st.spinning -= 1;
+                continue;
+            }
+        }
+        spun = false;
+        st.sleeping += 1;
+        manager.work_cv.wait(st);
+        st.sleeping -= 1;
+    }
+}
+
+fn spin(manager: &Manager) {
+    for _ in 0..SPIN_ITERS {
+        if manager.work_hint.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        std::hint::spin_loop();
+    }
+    for _ in 0..YIELD_ITERS {
+        if manager.work_hint.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        std::thread::yield_now();
+    }
+}
+
+fn run_job(manager: &Arc<Manager>, job: RunJob, stopped: &Arc<AtomicBool>) -> (u64, Outcome) {
+    let RunJob {
+        id,
+        run,
+        data,
+        received,
+    } = job;
+    let flat: Vec<Value>;
+    let (ptr, len) = match received.as_slice() {
+        [] => (std::ptr::null(), 0),
+        [one] => (one.values().as_ptr(), one.values().len()),
+        many => {
+            flat = many
+                .iter()
+                .flat_map(|r| r.values().iter().copied())
+                .collect();
+            (flat.as_ptr(), flat.len())
+        }
+    };
+    let mut ctx = TaskContext {
+        manager: Arc::as_ptr(manager),
+        id,
+        upstream: ptr,
+        upstream_len: len,
+        result: None,
+        failure: None,
+        stopped: Arc::as_ptr(stopped),
+    };
+    // SAFETY: a host task function with the userdata it was registered with
+    // and a context that lives for the whole call.
+    unsafe { run(data.data(), &mut ctx) };
+    drop(data);
+    drop(received);
+    let outcome = match ctx.failure.take() {
+        Some(f) => {
+            drop(ctx.result.take());
+            Outcome::Failed(f)
+        }
+        None => Outcome::Completed(
+            ctx.result
+                .take()
+                .filter(|r| !r.is_null())
+                .map(|r| ResultSet::single(id, r)),
+        ),
+    };
+    (id, outcome)
+}

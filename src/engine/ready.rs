@@ -1,0 +1,145 @@
+//! The ready queue: tasks whose upstream tasks are all done, ordered by
+//! priority (higher first) and then by id (the order they were added).
+//!
+//! Each priority level keeps a FIFO of 32-bit offsets from a per-level base
+//! id, the common case (tasks become ready in the order they were added), and
+//! a min-heap for tasks that become ready out of order (a downstream task
+//! unblocked after later tasks were queued, a priority change). Entries are
+//! removed lazily: the caller validates a popped id against the task table and
+//! reports removals with [`ReadyQueue::forget`], which drops a level (and its
+//! stale entries) as soon as it holds no valid entry.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+#[derive(Default)]
+struct Level {
+    base: u64,
+    fifo: VecDeque<u32>,
+    /// Highest id pushed to `fifo`; the FIFO only accepts larger ids.
+    fifo_last: u64,
+    late: BinaryHeap<Reverse<u64>>,
+    /// Valid (not yet popped or forgotten) entries.
+    valid: usize,
+}
+
+impl Level {
+    fn push(&mut self, id: u64) {
+        if self.fifo.is_empty() {
+            self.base = id;
+            self.fifo_last = 0;
+        }
+        let offset = id.wrapping_sub(self.base);
+        if id > self.fifo_last && offset <= u64::from(u32::MAX) {
+            self.fifo.push_back(offset as u32);
+            self.fifo_last = id;
+        } else {
+            self.late.push(Reverse(id));
+        }
+        self.valid += 1;
+    }
+
+    fn pop(&mut self) -> Option<u64> {
+        let front = self.fifo.front().map(|&o| self.base + u64::from(o));
+        let late = self.late.peek().map(|r| r.0);
+        match (front, late) {
+            (Some(f), Some(l)) if l < f => self.late.pop().map(|r| r.0),
+            (Some(_), _) => self.fifo.pop_front().map(|o| self.base + u64::from(o)),
+            (None, Some(_)) => self.late.pop().map(|r| r.0),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Priority-ordered queue of ready task ids.
+#[derive(Default)]
+pub(crate) struct ReadyQueue {
+    levels: BTreeMap<Reverse<i32>, Level>,
+    valid: usize,
+}
+
+impl ReadyQueue {
+    /// Number of valid entries.
+    pub(crate) fn len(&self) -> usize {
+        self.valid
+    }
+
+    pub(crate) fn push(&mut self, priority: i32, id: u64) {
+        self.levels.entry(Reverse(priority)).or_default().push(id);
+        self.valid += 1;
+    }
+
+    /// Pops the best candidate: `(priority, id)`. The caller must check that
+    /// the task is still ready at that priority; if it is, it must call
+    /// [`ReadyQueue::taken`]; if not, the entry was stale and is simply gone.
+    pub(crate) fn pop(&mut self) -> Option<(i32, u64)> {
+        loop {
+            let mut entry = self.levels.first_entry()?;
+            let priority = entry.key().0;
+            if let Some(id) = entry.get_mut().pop() {
+                return Some((priority, id));
+            }
+            entry.remove();
+        }
+    }
+
+    /// Records that a popped entry was valid and its task has left the queue.
+    pub(crate) fn taken(&mut self, priority: i32) {
+        self.forget(priority);
+    }
+
+    /// Records that a queued task at `priority` left the queue without being
+    /// popped (stopped, failed, re-prioritised). Its entry becomes stale.
+    pub(crate) fn forget(&mut self, priority: i32) {
+        self.valid -= 1;
+        if let Some(level) = self.levels.get_mut(&Reverse(priority)) {
+            level.valid -= 1;
+            if level.valid == 0 {
+                self.levels.remove(&Reverse(priority));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(q: &mut ReadyQueue) -> Vec<(i32, u64)> {
+        let mut out = vec![];
+        while let Some((p, id)) = q.pop() {
+            q.taken(p);
+            out.push((p, id));
+        }
+        out
+    }
+
+    #[test]
+    fn priority_then_id_order_including_late_arrivals() {
+        let mut q = ReadyQueue::default();
+        q.push(0, 10);
+        q.push(5, 11);
+        q.push(0, 12);
+        q.push(0, 3); // became ready late: still runs before 10
+        q.push(-1, 1);
+        assert_eq!(q.len(), 5);
+        assert_eq!(
+            drain(&mut q),
+            vec![(5, 11), (0, 3), (0, 10), (0, 12), (-1, 1)]
+        );
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn forgetting_every_entry_drops_the_level() {
+        let mut q = ReadyQueue::default();
+        for id in 1..=1000 {
+            q.push(2, id);
+        }
+        for _ in 1..=1000 {
+            q.forget(2);
+        }
+        assert!(q.levels.is_empty());
+        assert_eq!(q.pop(), None);
+    }
+}

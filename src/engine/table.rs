@@ -1,0 +1,150 @@
+//! The task table: every live task, indexed by its id.
+//!
+//! Ids are issued sequentially and never reused, so the table is a deque of
+//! fixed-size chunks addressed by `id >> CHUNK_BITS`: lookups are two index
+//! operations, with no hashing and no per-task allocation. A chunk is freed as
+//! soon as all of its ids have been issued and none of its tasks is live, so a
+//! long-lived task pins at most one chunk, never the tasks issued after it.
+
+use std::collections::VecDeque;
+
+const CHUNK_BITS: u32 = 10;
+const CHUNK_LEN: usize = 1 << CHUNK_BITS;
+const CHUNK_MASK: u64 = (CHUNK_LEN as u64) - 1;
+
+struct Chunk<T> {
+    slots: Box<[Option<T>]>,
+    live: u32,
+}
+
+/// A map from task id to `T` for sequentially issued ids.
+pub(crate) struct Table<T> {
+    /// Chunk index of `chunks[0]`.
+    first: u64,
+    chunks: VecDeque<Option<Chunk<T>>>,
+    /// One past the highest id inserted so far (ids below it are "issued").
+    issued_end: u64,
+    live: usize,
+}
+
+impl<T> Table<T> {
+    pub(crate) fn new() -> Self {
+        Table {
+            first: 0,
+            chunks: VecDeque::new(),
+            issued_end: 0,
+            live: 0,
+        }
+    }
+
+    fn locate(&self, id: u64) -> Option<(usize, usize)> {
+        let chunk = id >> CHUNK_BITS;
+        if chunk < self.first {
+            return None;
+        }
+        let index = usize::try_from(chunk - self.first).ok()?;
+        Some((index, (id & CHUNK_MASK) as usize))
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Option<&T> {
+        let (c, s) = self.locate(id)?;
+        self.chunks.get(c)?.as_ref()?.slots[s].as_ref()
+    }
+
+    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut T> {
+        let (c, s) = self.locate(id)?;
+        self.chunks.get_mut(c)?.as_mut()?.slots[s].as_mut()
+    }
+
+    /// Inserts the entry for a new id. Ids must be inserted in increasing
+    /// order (gaps are allowed).
+    pub(crate) fn insert(&mut self, id: u64, value: T) {
+        debug_assert!(
+            id >= self.issued_end,
+            "ids must be inserted in increasing order"
+        );
+        if self.chunks.is_empty() {
+            self.first = id >> CHUNK_BITS;
+        }
+        let chunk = id >> CHUNK_BITS;
+        while self.first + (self.chunks.len() as u64) <= chunk {
+            self.chunks.push_back(None);
+        }
+        let c = (chunk - self.first) as usize;
+        let entry = self.chunks[c].get_or_insert_with(|| Chunk {
+            slots: (0..CHUNK_LEN).map(|_| None).collect(),
+            live: 0,
+        });
+        entry.slots[(id & CHUNK_MASK) as usize] = Some(value);
+        entry.live += 1;
+        self.live += 1;
+        self.issued_end = id + 1;
+    }
+
+    /// Removes and returns the entry for `id`, freeing its chunk when the
+    /// chunk has no live entry left and can receive no new one.
+    pub(crate) fn remove(&mut self, id: u64) -> Option<T> {
+        let (c, s) = self.locate(id)?;
+        let chunk = self.chunks.get_mut(c)?.as_mut()?;
+        let value = chunk.slots[s].take()?;
+        chunk.live -= 1;
+        self.live -= 1;
+        if chunk.live == 0 {
+            let chunk_end = (self.first + c as u64 + 1) << CHUNK_BITS;
+            if chunk_end <= self.issued_end {
+                self.chunks[c] = None;
+                while matches!(self.chunks.front(), Some(None)) {
+                    self.chunks.pop_front();
+                    self.first += 1;
+                }
+            }
+        }
+        Some(value)
+    }
+
+    /// Ids of every live entry, in ascending order.
+    pub(crate) fn ids(&self) -> Vec<u64> {
+        let mut out = Vec::with_capacity(self.live);
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            if let Some(chunk) = chunk {
+                let base = (self.first + c as u64) << CHUNK_BITS;
+                for (s, slot) in chunk.slots.iter().enumerate() {
+                    if slot.is_some() {
+                        out.push(base + s as u64);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_get_remove_and_chunk_release() {
+        let mut t = Table::new();
+        for id in 1..=5000u64 {
+            t.insert(id, id * 2);
+        }
+        assert_eq!(t.live, 5000);
+        assert_eq!(t.get(1234), Some(&2468));
+        assert_eq!(t.get(0), None);
+        assert_eq!(t.get(5001), None);
+        // Keep one old entry alive; everything else goes.
+        for id in 2..=5000u64 {
+            assert_eq!(t.remove(id), Some(id * 2));
+        }
+        assert_eq!(t.remove(2), None);
+        assert_eq!(t.live, 1);
+        assert_eq!(t.ids(), vec![1]);
+        // Only the chunk holding id 1 and the still-open last chunk remain.
+        assert_eq!(t.chunks.iter().filter(|c| c.is_some()).count(), 2);
+        t.insert(9000, 1);
+        assert_eq!(t.get(9000), Some(&1));
+        assert_eq!(t.remove(1), Some(2));
+        assert_eq!(t.ids(), vec![9000]);
+    }
+}

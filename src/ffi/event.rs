@@ -1,0 +1,189 @@
+//! Draining events on the host's thread, and waiting for them.
+
+use std::ffi::c_char;
+
+use crate::engine::{EventKind, Manager, Value};
+
+use super::manager::{btm_group, timeout};
+use super::status::btm_status;
+use super::task::btm_task_id;
+use super::{ffi_guard, manager_ref};
+
+/// Kinds of `btm_event`.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum btm_event_kind {
+    /// A task completed: `task_id`, `group`, `results`/`result_count`.
+    BTM_EVENT_TASK_COMPLETED = 1,
+    /// A task failed (itself, or because an upstream task failed):
+    /// `task_id`, `group`, `message`, `details`.
+    BTM_EVENT_TASK_FAILED = 2,
+    /// The last live task of `group` ended by completing or failing; this
+    /// event comes right after that task's event. Never caused by a stop.
+    BTM_EVENT_GROUP_FINISHED = 3,
+    /// A running task reported progress: `task_id`, `group`, `progress`,
+    /// `message` (may be NULL). At most one is queued per task (the latest
+    /// value wins); none is delivered after the task's final event or stop.
+    BTM_EVENT_TASK_PROGRESS = 4,
+}
+
+/// An event, written by `btm_poll_events`.
+///
+/// Lifetime of the pointers inside (`group_name`, `results` and the data
+/// they point to, `message`, `details`): valid until the next call of
+/// `btm_poll_events` on the same manager (from any thread), or
+/// `btm_destroy`. btm owns them; never free them. Copy what you need to
+/// keep. `group_name` alone stays valid until `btm_destroy`.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct btm_event {
+    /// One of `btm_event_kind`.
+    pub kind: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
+    /// The task; 0 for `BTM_EVENT_GROUP_FINISHED`.
+    pub task_id: btm_task_id,
+    /// The task's group, or the group that finished.
+    pub group: btm_group,
+    /// For a named group, its name (NUL-terminated UTF-8); otherwise NULL.
+    pub group_name: *const c_char,
+    /// Completed: the result entries, or NULL when `result_count` is 0. A
+    /// task's own result is one entry `{task_id, data}`; a pass-through
+    /// result is its payload then its gathered upstream entries.
+    pub results: *const Value,
+    /// Number of entries at `results`.
+    pub result_count: usize,
+    /// Failed: the message (never NULL). Progress: the message, or NULL.
+    /// Otherwise NULL.
+    pub message: *const c_char,
+    /// Failed: the details / traceback (never NULL, may be ""). Otherwise
+    /// NULL.
+    pub details: *const c_char,
+    /// Progress: the fraction reported (0.0 to 1.0). Otherwise 0.
+    pub progress: f64,
+}
+
+/// Drains up to `capacity` pending events into `events`, in the order the
+/// state changes happened, and writes how many to `count_out` (0 when
+/// nothing is pending). Never blocks.
+///
+/// Polling a task's final event (completed or failed) ends the task's life:
+/// from then on, stops do not find it and new tasks naming it as upstream do
+/// not wait for it. Polling also releases the results and messages of the
+/// previous poll (their free functions run on this thread), so pointers in
+/// events stay valid exactly until the next poll.
+///
+/// Errors: `NULL_ARGUMENT` (manager, `events`, `count_out`),
+/// `ZERO_CAPACITY`. Threads: any, but polls of one manager must not overlap
+/// in time with the use of a previous poll's pointers; hosts normally poll
+/// from one thread. Calls back only free functions of the previous poll's
+/// results, after btm's locks are released.
+///
+/// # Safety
+/// `manager` NULL or live; `events` NULL or writable for `capacity` events;
+/// `count_out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn btm_poll_events(
+    manager: *mut Manager,
+    events: *mut btm_event,
+    capacity: usize,
+    count_out: *mut usize,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        if events.is_null() || count_out.is_null() {
+            return btm_status::BTM_STATUS_NULL_ARGUMENT;
+        }
+        if capacity == 0 {
+            return btm_status::BTM_STATUS_ZERO_CAPACITY;
+        }
+        let mut i = 0usize;
+        let n = m.poll(capacity, |e| {
+            let kind = match e.kind {
+                EventKind::Completed => btm_event_kind::BTM_EVENT_TASK_COMPLETED,
+                EventKind::Failed => btm_event_kind::BTM_EVENT_TASK_FAILED,
+                EventKind::GroupFinished => btm_event_kind::BTM_EVENT_GROUP_FINISHED,
+                EventKind::Progress => btm_event_kind::BTM_EVENT_TASK_PROGRESS,
+            };
+            let out = btm_event {
+                kind: kind as u32,
+                reserved: 0,
+                task_id: e.task_id,
+                group: e.group.into(),
+                group_name: e.group_name,
+                results: if e.value_count == 0 {
+                    std::ptr::null()
+                } else {
+                    e.values
+                },
+                result_count: e.value_count,
+                message: e.message,
+                details: e.details,
+                progress: e.progress,
+            };
+            // SAFETY: the engine writes at most `capacity` events and the
+            // caller gave room for `capacity`.
+            unsafe { events.add(i).write(out) };
+            i += 1;
+        });
+        // SAFETY: checked non-NULL.
+        unsafe { count_out.write(n) };
+        btm_status::BTM_STATUS_OK
+    })
+}
+
+/// Blocks until at least one event is pending (returns `OK` at once if one
+/// is) or `timeout_ms` milliseconds pass (`TIMED_OUT`; `BTM_WAIT_FOREVER`
+/// waits without limit). Returns `SHUT_DOWN` if the manager is shut down
+/// (no event will come).
+///
+/// Errors: `NULL_ARGUMENT`. Threads: any; from inside a task it simply
+/// waits (the task's own outcome is never awaited). Never calls back.
+///
+/// # Safety
+/// `manager` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn btm_wait_events(manager: *mut Manager, timeout_ms: u32) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        match m.wait_events(timeout(timeout_ms)) {
+            Ok(()) => btm_status::BTM_STATUS_OK,
+            Err(e) => e.into(),
+        }
+    })
+}
+
+/// Blocks until no task is queued, blocked or running (events may still be
+/// pending: poll them), or `timeout_ms` passes (`TIMED_OUT`). While
+/// processing is paused, queued tasks never run, so this waits for the
+/// running ones and then times out unless nothing is queued.
+///
+/// Errors: `NULL_ARGUMENT`; `WOULD_DEADLOCK` when called from inside one of
+/// this manager's tasks (that task is running, so the manager cannot become
+/// idle while it waits). Threads: any. Never calls back.
+///
+/// # Safety
+/// `manager` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn btm_wait_idle(manager: *mut Manager, timeout_ms: u32) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        match m.wait_idle(timeout(timeout_ms)) {
+            Ok(()) => btm_status::BTM_STATUS_OK,
+            Err(e) => e.into(),
+        }
+    })
+}

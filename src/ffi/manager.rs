@@ -1,0 +1,592 @@
+//! Creating, configuring, pausing, shutting down and destroying a manager;
+//! groups; statistics.
+
+use std::ffi::{c_char, c_void, CStr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::{
+    Config, GroupKey, GroupKind, Manager, Owned, ThreadHooks, DEFAULT_MAX_THREADS,
+    MAX_THREADS_LIMIT,
+};
+
+use super::status::btm_status;
+use super::{ffi_guard, manager_ref, status_of, write_out};
+
+/// A host free function: releases `data`. btm calls it exactly once per
+/// pointer it was given, never with NULL.
+pub type btm_free_fn = Option<unsafe extern "C" fn(data: *mut c_void)>;
+
+/// A worker thread hook: called on the worker thread with the hook userdata
+/// and the worker's index (0, 1, 2...; the thread is named `btm-worker-N`).
+pub type btm_thread_hook_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, worker_index: u32)>;
+
+/// Number of worker threads a `max_threads` of 0 stands for (as in the
+/// original).
+pub const BTM_DEFAULT_MAX_THREADS: u32 = 8;
+/// Largest accepted `max_threads`.
+pub const BTM_MAX_THREADS_LIMIT: u32 = 1024;
+const _: () = assert!(BTM_DEFAULT_MAX_THREADS as usize == DEFAULT_MAX_THREADS);
+const _: () = assert!(BTM_MAX_THREADS_LIMIT as usize == MAX_THREADS_LIMIT);
+/// Timeout value meaning "wait as long as it takes".
+pub const BTM_WAIT_FOREVER: u32 = u32::MAX;
+
+/// How to create a manager. Always initialise it with `btm_config_init`
+/// (which sets `struct_size` and every default), then change fields.
+///
+/// ABI evolution: new fields are only ever appended. The library reads
+/// `struct_size` bytes: an older caller's shorter struct gets defaults for
+/// the fields it lacks; a newer caller's longer struct is accepted if the
+/// bytes this library does not know are all zero.
+///
+/// C# / P/Invoke: `start_processing` is a 1-byte C `bool`
+/// (`[MarshalAs(UnmanagedType.U1)]`).
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct btm_config {
+    /// `sizeof(btm_config)` as compiled by the caller.
+    pub struct_size: u32,
+    /// Maximum number of worker threads, created lazily. 0 means 8 (as in
+    /// the original); negative or above `BTM_MAX_THREADS_LIMIT` is
+    /// rejected with `BTM_STATUS_INVALID_THREAD_COUNT`. Default 0.
+    pub max_threads: i32,
+    /// If false (the default, as in the original), tasks queue until
+    /// `btm_start_processing`.
+    pub start_processing: bool,
+    /// Optional: called on each worker thread before it runs any task (to
+    /// attach it to a runtime: GIL state, JNI env, profiler). Default NULL.
+    pub thread_start: btm_thread_hook_fn,
+    /// Optional: called on each worker thread just before it exits.
+    pub thread_stop: btm_thread_hook_fn,
+    /// Userdata passed to both thread hooks.
+    pub thread_hook_userdata: *mut c_void,
+    /// Optional: frees `thread_hook_userdata` once, when the manager is
+    /// freed (after the last worker exited). Called even if `btm_create`
+    /// fails.
+    pub thread_hook_free: btm_free_fn,
+}
+
+const CONFIG_MIN_SIZE: usize = std::mem::offset_of!(btm_config, start_processing) + 1;
+
+fn default_config() -> btm_config {
+    btm_config {
+        struct_size: std::mem::size_of::<btm_config>() as u32,
+        max_threads: 0,
+        start_processing: false,
+        thread_start: None,
+        thread_stop: None,
+        thread_hook_userdata: std::ptr::null_mut(),
+        thread_hook_free: None,
+    }
+}
+
+/// Fills `config` with the defaults and sets `struct_size`.
+///
+/// Returns `BTM_STATUS_NULL_ARGUMENT` if `config` is NULL. Threads: any.
+/// Never calls back.
+///
+/// # Safety
+/// `config` must be NULL or point to writable memory for a `btm_config`.
+#[no_mangle]
+pub unsafe extern "C" fn btm_config_init(config: *mut btm_config) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        unsafe { write_out(config, default_config()) }
+    })
+}
+
+/// Reads a caller's config of `struct_size` bytes over the defaults.
+///
+/// # Safety
+/// `config` must be valid for reading `struct_size` bytes.
+unsafe fn read_config(config: *const btm_config) -> Result<btm_config, btm_status> {
+    let mut out = default_config();
+    if config.is_null() {
+        return Ok(out);
+    }
+    // SAFETY: every config starts with its u32 size.
+    let size = unsafe { config.cast::<u32>().read_unaligned() } as usize;
+    let ours = std::mem::size_of::<btm_config>();
+    if size < CONFIG_MIN_SIZE {
+        return Err(btm_status::BTM_STATUS_INVALID_CONFIG);
+    }
+    let bytes = config.cast::<u8>();
+    if size > ours {
+        // SAFETY: the caller says the struct is `size` bytes long.
+        let extra = unsafe { std::slice::from_raw_parts(bytes.add(ours), size - ours) };
+        if extra.iter().any(|&b| b != 0) {
+            return Err(btm_status::BTM_STATUS_INVALID_CONFIG);
+        }
+    }
+    let n = size.min(ours);
+    // SAFETY: both regions are at least `n` bytes; `out` is a plain
+    // repr(C) struct of integers and nullable pointers.
+    unsafe { std::ptr::copy_nonoverlapping(bytes, (&mut out as *mut btm_config).cast::<u8>(), n) };
+    // `bool` must be 0 or 1; anything else would be undefined behaviour if
+    // read as bool, so read it as a byte.
+    // SAFETY: within `n` bytes (CONFIG_MIN_SIZE covers it).
+    let flag = unsafe {
+        bytes
+            .add(std::mem::offset_of!(btm_config, start_processing))
+            .read()
+    };
+    if flag > 1 {
+        return Err(btm_status::BTM_STATUS_INVALID_CONFIG);
+    }
+    Ok(out)
+}
+
+/// Creates a manager and writes its handle to `manager_out`.
+///
+/// `config` may be NULL for the defaults (8 threads at most, paused). No
+/// thread starts until a task is ready to run with processing on.
+///
+/// Errors: `NULL_ARGUMENT` (`manager_out` NULL), `INVALID_CONFIG`,
+/// `INVALID_THREAD_COUNT`. On error `thread_hook_free` (if any) has been
+/// called on `thread_hook_userdata`, except on `INVALID_CONFIG`, where btm
+/// cannot trust the struct and the caller keeps ownership.
+///
+/// Ownership: the handle belongs to the caller until `btm_destroy`.
+/// Threads: any. Never calls back (except `thread_hook_free` on error).
+///
+/// # Safety
+/// `config` must be NULL or point to a config of `config->struct_size`
+/// bytes; `manager_out` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn btm_create(
+    config: *const btm_config,
+    manager_out: *mut *mut Manager,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let cfg = match unsafe { read_config(config) } {
+            Ok(c) => c,
+            Err(s) => return s,
+        };
+        let hook_data = Owned::new(cfg.thread_hook_userdata, cfg.thread_hook_free);
+        if manager_out.is_null() {
+            return btm_status::BTM_STATUS_NULL_ARGUMENT;
+        }
+        if cfg.max_threads < 0 || cfg.max_threads as u32 > BTM_MAX_THREADS_LIMIT {
+            return btm_status::BTM_STATUS_INVALID_THREAD_COUNT;
+        }
+        let thread_hooks =
+            if cfg.thread_start.is_some() || cfg.thread_stop.is_some() || !hook_data.is_null() {
+                Some(ThreadHooks {
+                    on_start: cfg.thread_start,
+                    on_stop: cfg.thread_stop,
+                    data: hook_data,
+                })
+            } else {
+                None
+            };
+        let config = Config {
+            max_threads: cfg.max_threads as usize,
+            start_processing: cfg.start_processing,
+            thread_hooks,
+        };
+        match Manager::new(config) {
+            Ok(m) => {
+                // SAFETY: checked non-NULL above.
+                unsafe { manager_out.write(Arc::into_raw(m).cast_mut()) };
+                btm_status::BTM_STATUS_OK
+            }
+            Err(e) => e.into(),
+        }
+    })
+}
+
+/// Shuts the manager down (if not done yet, waiting as long as running tasks
+/// take) and releases the handle. NULL is a no-op.
+///
+/// Everything still queued is stopped (free functions run on the calling
+/// thread); results of the last poll are freed. If `btm_shut_down` timed out
+/// earlier, the threads it left running are not waited for again: each
+/// frees its task's userdata when the task returns, then exits.
+///
+/// Called from inside one of this manager's tasks, it shuts down without
+/// waiting for the calling worker, and the memory is released when that
+/// task returns. The handle must not be used after this call (handles
+/// obtained with `btm_context_manager` stay usable until their task returns,
+/// and then only report `BTM_STATUS_SHUT_DOWN`).
+///
+/// # Safety
+/// `manager` must be NULL or a live handle from `btm_create`, destroyed once.
+#[no_mangle]
+pub unsafe extern "C" fn btm_destroy(manager: *mut Manager) {
+    ffi_guard!((), {
+        if manager.is_null() {
+            return;
+        }
+        // SAFETY: takes back the reference `btm_create` gave out.
+        let m = unsafe { Arc::from_raw(manager.cast_const()) };
+        let _ = m.shut_down(None);
+        drop(m);
+    })
+}
+
+/// Starts (or resumes) running queued tasks. Idempotent.
+///
+/// Errors: `NULL_ARGUMENT`, `SHUT_DOWN`. Threads: any, including inside a
+/// task. May start worker threads (which call `thread_start`); never calls
+/// other host code.
+///
+/// # Safety
+/// `manager` must be NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn btm_start_processing(manager: *mut Manager) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        status_of(m.start_processing().map_err(Into::into))
+    })
+}
+
+/// Pauses: running tasks finish and report; nothing new starts until
+/// `btm_start_processing`. Idempotent.
+///
+/// Errors: `NULL_ARGUMENT`, `SHUT_DOWN`. Threads: any. Never calls back.
+///
+/// # Safety
+/// `manager` must be NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn btm_pause_processing(manager: *mut Manager) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        status_of(m.pause_processing().map_err(Into::into))
+    })
+}
+
+/// Shuts the manager down: stops every task (no event is ever delivered
+/// again, not even for running tasks), rejects new tasks with
+/// `BTM_STATUS_SHUT_DOWN`, and waits up to `timeout_ms` milliseconds
+/// (`BTM_WAIT_FOREVER` for no limit) for the worker threads to exit.
+///
+/// Returns `OK` when every worker has exited: no btm thread will call host
+/// code again. Returns `TIMED_OUT` when some workers are still inside a task
+/// that has not returned; their number is written to `still_running_out`
+/// (optional, may be NULL; written 0 on `OK`). Those threads are left to
+/// finish alone: when the task returns, its userdata is freed on that
+/// thread, `thread_stop` runs, and the thread exits; nothing is freed under
+/// the task's feet. A second call returns `ALREADY_SHUT_DOWN`.
+///
+/// Free functions of stopped tasks run on the calling thread. Called from
+/// inside a task of this manager it does not wait for that task's own
+/// worker. Threads: any.
+///
+/// # Safety
+/// `manager` must be NULL or a live handle; `still_running_out` NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn btm_shut_down(
+    manager: *mut Manager,
+    timeout_ms: u32,
+    still_running_out: *mut usize,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        let (status, left) = match m.shut_down(timeout(timeout_ms)) {
+            Ok(()) => (btm_status::BTM_STATUS_OK, 0),
+            Err((e, left)) => (e.into(), left),
+        };
+        if !still_running_out.is_null() && status != btm_status::BTM_STATUS_ALREADY_SHUT_DOWN {
+            // SAFETY: non-NULL, writable per the contract.
+            unsafe { still_running_out.write(left) };
+        }
+        status
+    })
+}
+
+pub(crate) fn timeout(ms: u32) -> Option<Duration> {
+    (ms != BTM_WAIT_FOREVER).then(|| Duration::from_millis(u64::from(ms)))
+}
+
+/// Kinds of `btm_group`.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum btm_group_kind {
+    /// The default group: tasks added without a group. `value` is ignored.
+    BTM_GROUP_KIND_DEFAULT = 0,
+    /// A numbered group: any 64-bit `value` the host picks, or one from
+    /// `btm_next_group_id`.
+    BTM_GROUP_KIND_NUMBERED = 1,
+    /// A named group from `btm_group_named`; `value` identifies the name
+    /// within its manager. Never equal to a numbered group.
+    BTM_GROUP_KIND_NAMED = 2,
+}
+
+/// A task group. Build numbered groups directly
+/// (`{BTM_GROUP_KIND_NUMBERED, 0, 42}`), named ones with `btm_group_named`.
+/// Passing a NULL `const btm_group *` means the default group.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct btm_group {
+    /// One of `btm_group_kind`.
+    pub kind: u32,
+    /// Reserved, set to 0.
+    pub reserved: u32,
+    /// The number (numbered) or name id (named).
+    pub value: u64,
+}
+
+impl From<GroupKey> for btm_group {
+    fn from(k: GroupKey) -> Self {
+        let kind = match k.kind {
+            GroupKind::Default => btm_group_kind::BTM_GROUP_KIND_DEFAULT,
+            GroupKind::Numbered => btm_group_kind::BTM_GROUP_KIND_NUMBERED,
+            GroupKind::Named => btm_group_kind::BTM_GROUP_KIND_NAMED,
+        };
+        btm_group {
+            kind: kind as u32,
+            reserved: 0,
+            value: k.value,
+        }
+    }
+}
+
+/// Reads an optional group pointer (NULL: the default group).
+///
+/// # Safety
+/// `group` must be NULL or readable.
+pub(crate) unsafe fn read_group(group: *const btm_group) -> Result<GroupKey, btm_status> {
+    if group.is_null() {
+        return Ok(GroupKey::DEFAULT);
+    }
+    // SAFETY: non-NULL and readable per the contract.
+    let g = unsafe { group.read() };
+    match g.kind {
+        0 => Ok(GroupKey::DEFAULT),
+        1 => Ok(GroupKey::numbered(g.value)),
+        2 => Ok(GroupKey {
+            kind: GroupKind::Named,
+            value: g.value,
+        }),
+        _ => Err(btm_status::BTM_STATUS_INVALID_GROUP),
+    }
+}
+
+/// Writes a numbered group whose number this manager has never returned
+/// before (1, 2, 3...). As in the original, numbers the host picked itself
+/// are not checked.
+///
+/// Errors: `NULL_ARGUMENT`. Threads: any. Never calls back.
+///
+/// # Safety
+/// `manager` NULL or live; `group_out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn btm_next_group_id(
+    manager: *mut Manager,
+    group_out: *mut btm_group,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        if group_out.is_null() {
+            return btm_status::BTM_STATUS_NULL_ARGUMENT;
+        }
+        let g = GroupKey::numbered(m.next_group_id());
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(group_out, g.into()) }
+    })
+}
+
+/// Writes the named group for `name` (a NUL-terminated UTF-8 string, copied;
+/// the same name always gives the same group; "" is a valid name). Named
+/// groups never collide with numbered ones. Names are kept for the manager's
+/// lifetime: events point at them.
+///
+/// Errors: `NULL_ARGUMENT`, `INVALID_UTF8`. Threads: any. Never calls back.
+///
+/// # Safety
+/// `manager` NULL or live; `name` NULL or a NUL-terminated string;
+/// `group_out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn btm_group_named(
+    manager: *mut Manager,
+    name: *const c_char,
+    group_out: *mut btm_group,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        if name.is_null() || group_out.is_null() {
+            return btm_status::BTM_STATUS_NULL_ARGUMENT;
+        }
+        // SAFETY: non-NULL, NUL-terminated per the contract.
+        let name = unsafe { CStr::from_ptr(name) };
+        if name.to_str().is_err() {
+            return btm_status::BTM_STATUS_INVALID_UTF8;
+        }
+        let g = m.group_named(name);
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(group_out, g.into()) }
+    })
+}
+
+/// Changes the maximum number of worker threads at run time (0 means 8).
+/// More threads start as work needs them; extra threads finish their
+/// current task and exit once idle.
+///
+/// Errors: `NULL_ARGUMENT`, `INVALID_THREAD_COUNT`, `SHUT_DOWN`. Threads:
+/// any. May start threads (calling `thread_start` on them).
+///
+/// # Safety
+/// `manager` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn btm_set_max_threads(
+    manager: *mut Manager,
+    max_threads: i32,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        if max_threads < 0 || max_threads as u32 > BTM_MAX_THREADS_LIMIT {
+            return btm_status::BTM_STATUS_INVALID_THREAD_COUNT;
+        }
+        status_of(m.set_max_threads(max_threads as usize).map_err(Into::into))
+    })
+}
+
+/// A snapshot of a manager's counters.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default)]
+pub struct btm_stats {
+    /// Ready tasks waiting for a worker (or for `btm_start_processing`).
+    pub queued: u64,
+    /// Tasks waiting for upstream tasks.
+    pub blocked: u64,
+    /// Tasks on a worker right now (including stopped ones still running).
+    pub running: u64,
+    /// Events a poll would deliver now.
+    pub undelivered: u64,
+    /// Tasks completed since creation.
+    pub completed_total: u64,
+    /// Tasks failed since creation (including cascaded failures).
+    pub failed_total: u64,
+    /// Tasks stopped since creation.
+    pub stopped_total: u64,
+    /// Worker threads alive.
+    pub threads: u64,
+    /// Worker threads the system refused to create (btm goes on with the
+    /// threads it has and retries when more work arrives).
+    pub spawn_failures: u64,
+}
+
+/// Writes a snapshot of the manager's counters to `stats_out`.
+///
+/// Errors: `NULL_ARGUMENT`. Threads: any. Never calls back.
+///
+/// # Safety
+/// `manager` NULL or live; `stats_out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn btm_get_stats(
+    manager: *mut Manager,
+    stats_out: *mut btm_stats,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        let s = m.stats();
+        let out = btm_stats {
+            queued: s.queued,
+            blocked: s.blocked,
+            running: s.running,
+            undelivered: s.undelivered,
+            completed_total: s.completed_total,
+            failed_total: s.failed_total,
+            stopped_total: s.stopped_total,
+            threads: s.threads,
+            spawn_failures: s.spawn_failures,
+        };
+        // SAFETY: caller contract.
+        unsafe { write_out(stats_out, out) }
+    })
+}
+
+/// Live tasks of one group, by state.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default)]
+pub struct btm_group_stats {
+    /// Ready and waiting for a worker.
+    pub queued: u64,
+    /// Waiting for upstream tasks.
+    pub blocked: u64,
+    /// On a worker.
+    pub running: u64,
+    /// Finished, final event not yet polled.
+    pub undelivered: u64,
+}
+
+/// Writes the counts of one group's live tasks (all zero for a group with
+/// no live task). `group` NULL means the default group.
+///
+/// Errors: `NULL_ARGUMENT`, `INVALID_GROUP`. Threads: any. Never calls back.
+/// Cost: proportional to the group's size.
+///
+/// # Safety
+/// `manager` NULL or live; `group` NULL or readable; `stats_out` NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn btm_get_group_stats(
+    manager: *mut Manager,
+    group: *const btm_group,
+    stats_out: *mut btm_group_stats,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        if stats_out.is_null() {
+            return btm_status::BTM_STATUS_NULL_ARGUMENT;
+        }
+        // SAFETY: caller contract.
+        let key = match unsafe { read_group(group) } {
+            Ok(k) => k,
+            Err(s) => return s,
+        };
+        match m.group_stats(key) {
+            Ok([queued, blocked, running, undelivered]) => {
+                // SAFETY: checked non-NULL.
+                unsafe {
+                    write_out(
+                        stats_out,
+                        btm_group_stats {
+                            queued,
+                            blocked,
+                            running,
+                            undelivered,
+                        },
+                    )
+                }
+            }
+            Err(e) => e.into(),
+        }
+    })
+}

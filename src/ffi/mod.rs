@@ -1,0 +1,72 @@
+//! The C boundary: thin, checked, panic-proof wrappers over [`crate::engine`].
+//!
+//! Rules every export follows:
+//! - its body sits inside [`ffi_guard!`], so a Rust panic becomes
+//!   `BTM_STATUS_PANIC` (or the documented fallback) instead of unwinding
+//!   into the host;
+//! - only raw pointers and plain integers cross the boundary; every pointer
+//!   is checked for NULL and every enum read from C is a `u32` converted with
+//!   a fallback;
+//! - out-parameters are written only on success.
+
+pub mod context;
+pub mod event;
+pub mod manager;
+pub mod status;
+pub mod task;
+
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
+
+use crate::engine::Manager;
+use status::btm_status;
+
+/// Runs `$body` (a block evaluating to the return value), turning a panic
+/// into `$fallback`. The macro sits inside the function body, so cbindgen
+/// sees plain signatures.
+macro_rules! ffi_guard {
+    ($fallback:expr, $body:block) => {{
+        match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| $body)) {
+            Ok(value) => value,
+            Err(_) => $fallback,
+        }
+    }};
+}
+pub(crate) use ffi_guard;
+
+/// Borrows the manager behind a handle without touching its reference count.
+///
+/// # Safety
+/// `ptr` must be NULL or a handle from `btm_create` not yet destroyed (or
+/// a handle from `btm_context_manager` inside a running task).
+pub(crate) unsafe fn manager_ref(
+    ptr: *const Manager,
+) -> Result<ManuallyDrop<Arc<Manager>>, btm_status> {
+    if ptr.is_null() {
+        return Err(btm_status::BTM_STATUS_NULL_ARGUMENT);
+    }
+    // SAFETY: per the contract above, `ptr` came from `Arc::into_raw` and the
+    // reference it stands for is alive; ManuallyDrop leaves the count alone.
+    Ok(ManuallyDrop::new(unsafe { Arc::from_raw(ptr) }))
+}
+
+/// Writes `value` to an out-parameter, or fails with `NULL_ARGUMENT`.
+///
+/// # Safety
+/// `out` must be NULL or valid for writing a `T`.
+pub(crate) unsafe fn write_out<T>(out: *mut T, value: T) -> btm_status {
+    if out.is_null() {
+        return btm_status::BTM_STATUS_NULL_ARGUMENT;
+    }
+    // SAFETY: non-NULL and valid for writes per the contract.
+    unsafe { out.write(value) };
+    btm_status::BTM_STATUS_OK
+}
+
+/// Turns a `Result<(), btm_status>` into a status.
+pub(crate) fn status_of(r: Result<(), btm_status>) -> btm_status {
+    match r {
+        Ok(()) => btm_status::BTM_STATUS_OK,
+        Err(s) => s,
+    }
+}

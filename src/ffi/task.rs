@@ -1,0 +1,376 @@
+//! Adding, stopping and re-prioritising tasks.
+
+use std::ffi::c_void;
+
+use crate::engine::{Job, Manager, Owned, StopReport, TaskContext};
+
+use super::manager::{btm_free_fn, btm_group, read_group};
+use super::status::btm_status;
+use super::{ffi_guard, manager_ref, write_out};
+
+/// A task id: unique per manager, never reused, never 0.
+pub type btm_task_id = u64;
+
+/// A task function: runs on a worker thread with the task's userdata and
+/// its context. Returning completes the task (with the result set through
+/// `btm_context_set_result`, if any) unless it called `btm_context_fail`.
+/// It must not unwind (C++ exceptions, Rust panics) out of the call: the
+/// process would abort.
+pub type btm_task_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, context: *mut TaskContext)>;
+
+/// What a stop reached, by the state each stopped task was in. Add the
+/// three for the number of tasks stopped.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct btm_stop_report {
+    /// Stopped before they started (queued or blocked): they never run.
+    pub before_start: u64,
+    /// Stopped while running: they run to the end (keeping their thread);
+    /// their result or failure is dropped. Their task can see it with
+    /// `btm_context_is_stopped`.
+    pub while_running: u64,
+    /// Finished but not yet polled: the queued event is withdrawn.
+    pub after_finish: u64,
+}
+
+impl From<StopReport> for btm_stop_report {
+    fn from(r: StopReport) -> Self {
+        btm_stop_report {
+            before_start: r.before_start,
+            while_running: r.while_running,
+            after_finish: r.after_finish,
+        }
+    }
+}
+
+/// Reads an optional id array.
+///
+/// # Safety
+/// `ids` must be NULL or valid for `len` reads.
+unsafe fn read_ids<'a>(ids: *const btm_task_id, len: usize) -> Result<&'a [u64], btm_status> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ids.is_null() {
+        return Err(btm_status::BTM_STATUS_INVALID_ARGUMENT);
+    }
+    if len > isize::MAX as usize / std::mem::size_of::<u64>() {
+        return Err(btm_status::BTM_STATUS_INVALID_ARGUMENT);
+    }
+    // SAFETY: non-NULL and valid for `len` reads per the contract.
+    Ok(unsafe { std::slice::from_raw_parts(ids, len) })
+}
+
+/// Shared body of the two add functions. `job` is dropped (its data freed)
+/// on every error path.
+///
+/// # Safety
+/// As for `btm_add_task`.
+unsafe fn add(
+    manager: *mut Manager,
+    job: Job,
+    priority: i32,
+    group: *const btm_group,
+    upstream: *const btm_task_id,
+    upstream_len: usize,
+    task_id_out: *mut btm_task_id,
+) -> btm_status {
+    // SAFETY: caller contract.
+    let m = match unsafe { manager_ref(manager) } {
+        Ok(m) => m,
+        Err(s) => return s,
+    };
+    if task_id_out.is_null() {
+        return btm_status::BTM_STATUS_NULL_ARGUMENT;
+    }
+    // SAFETY: caller contract.
+    let key = match unsafe { read_group(group) } {
+        Ok(k) => k,
+        Err(s) => return s,
+    };
+    // SAFETY: caller contract.
+    let ups = match unsafe { read_ids(upstream, upstream_len) } {
+        Ok(u) => u,
+        Err(s) => return s,
+    };
+    match m.add(job, priority, key, ups) {
+        // SAFETY: checked non-NULL.
+        Ok(id) => unsafe { write_out(task_id_out, id) },
+        Err(e) => e.into(),
+    }
+}
+
+/// Adds a task and writes its id to `task_id_out`.
+///
+/// - `task_fn`: required; runs on a worker thread as
+///   `task_fn(userdata, context)`.
+/// - `userdata` / `userdata_free`: optional. **Ownership passes to btm on
+///   every call, even a failing one**: `userdata_free(userdata)` is called
+///   exactly once (if both are non-NULL): on the worker right after
+///   `task_fn` returns; or, for a task that never runs (stopped, failed
+///   through an upstream, rejected by this call), on the thread that stopped
+///   it, polled its upstream's failure, or made this call.
+/// - `priority`: higher runs first; equal priorities run in the order added.
+///   0 is the default; negative is fine.
+/// - `group`: NULL for the default group.
+/// - `upstream` / `upstream_len`: tasks that must complete first. Ids of
+///   tasks no longer live are ignored; ids never issued are rejected;
+///   duplicates count once. `upstream` may be NULL when `upstream_len` is 0.
+///   If an upstream task already failed and its failure is not yet polled,
+///   this task fails with it at once (its failed event follows the events
+///   already queued).
+///
+/// Errors: `NULL_ARGUMENT` (manager, `task_fn`, `task_id_out`),
+/// `INVALID_ARGUMENT` (`upstream` NULL with a length), `UNKNOWN_UPSTREAM`,
+/// `INVALID_GROUP`, `SHUT_DOWN`. A rejected add issues no id.
+///
+/// Threads: any, including inside a running task (use
+/// `btm_context_manager`). Calls back only `userdata_free`, on error, after
+/// every btm lock is released.
+///
+/// # Safety
+/// `manager` NULL or live; `group` NULL or readable; `upstream` NULL or
+/// valid for `upstream_len` reads; `task_id_out` NULL or writable;
+/// `task_fn` and `userdata_free` safe to call from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn btm_add_task(
+    manager: *mut Manager,
+    task_fn: super::task::btm_task_fn,
+    userdata: *mut c_void,
+    userdata_free: btm_free_fn,
+    priority: i32,
+    group: *const btm_group,
+    upstream: *const btm_task_id,
+    upstream_len: usize,
+    task_id_out: *mut btm_task_id,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        let data = Owned::new(userdata, userdata_free);
+        let Some(run) = task_fn else {
+            drop(data);
+            return btm_status::BTM_STATUS_NULL_ARGUMENT;
+        };
+        // SAFETY: caller contract.
+        unsafe {
+            add(
+                manager,
+                Job {
+                    run: Some(run),
+                    data,
+                },
+                priority,
+                group,
+                upstream,
+                upstream_len,
+                task_id_out,
+            )
+        }
+    })
+}
+
+/// Adds a pass-through task: it runs no code but is scheduled like any
+/// other task (waits for its upstream tasks and its priority turn) and then
+/// completes at once with everything it gathered: its payload (if `payload`
+/// is not NULL; the original's `task_kwargs`) first, then its upstream
+/// results in the order those completed (a pass-through upstream
+/// contributes all of its entries). Its completed event and its downstream
+/// tasks see that list; in a dictionary view later entries win, so upstream
+/// results win over the payload. With no upstream result and no payload it
+/// completes with an empty result.
+///
+/// `payload` / `payload_free`: ownership passes to btm on every call, even a
+/// failing one; freed exactly once, after the last reader (the completed
+/// event and downstream tasks) is done, or when the task is stopped or
+/// rejected.
+///
+/// Other parameters, errors and threads: as `btm_add_task`.
+///
+/// # Safety
+/// As for `btm_add_task`.
+#[no_mangle]
+pub unsafe extern "C" fn btm_add_pass_through_task(
+    manager: *mut Manager,
+    priority: i32,
+    group: *const btm_group,
+    upstream: *const btm_task_id,
+    upstream_len: usize,
+    payload: *mut c_void,
+    payload_free: btm_free_fn,
+    task_id_out: *mut btm_task_id,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        let data = Owned::new(payload, payload_free);
+        // SAFETY: caller contract.
+        unsafe {
+            add(
+                manager,
+                Job { run: None, data },
+                priority,
+                group,
+                upstream,
+                upstream_len,
+                task_id_out,
+            )
+        }
+    })
+}
+
+/// Writes a stop report if asked for.
+///
+/// # Safety
+/// `out` NULL or writable.
+unsafe fn report(out: *mut btm_stop_report, r: StopReport) {
+    if !out.is_null() {
+        // SAFETY: non-NULL and writable per the contract.
+        unsafe { out.write(r.into()) };
+    }
+}
+
+/// Stops a task. With `stop_upstream` / `stop_downstream` (the original's
+/// defaults are both true) the stop spreads transitively to the tasks
+/// upstream / downstream of every stopped task. Stopped tasks get no event,
+/// ever: after this returns, no event of theirs is delivered, even one
+/// already queued, and no `group finished` results from the stop. A task
+/// already running keeps running to the end; its outcome is dropped.
+/// Downstream tasks that are not stopped run without the stopped task's
+/// result, as soon as they are otherwise ready.
+///
+/// `report_out` (optional) receives what was stopped, by state.
+///
+/// Returns `OK`, or `NOT_FOUND` (not an error) when `task_id` is not a live
+/// task (never issued, finished and polled, or already stopped). Errors:
+/// `NULL_ARGUMENT` (manager).
+///
+/// Free functions of tasks that never ran run on the calling thread, after
+/// btm's locks are released (they may call btm). Threads: any, including
+/// inside a task.
+///
+/// # Safety
+/// `manager` NULL or live; `report_out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn btm_stop_task(
+    manager: *mut Manager,
+    task_id: btm_task_id,
+    stop_upstream: bool,
+    stop_downstream: bool,
+    report_out: *mut btm_stop_report,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        match m.stop_task(task_id, stop_upstream, stop_downstream) {
+            Ok(r) => {
+                // SAFETY: caller contract.
+                unsafe { report(report_out, r) };
+                btm_status::BTM_STATUS_OK
+            }
+            Err(e) => {
+                // SAFETY: caller contract.
+                unsafe { report(report_out, StopReport::default()) };
+                e.into()
+            }
+        }
+    })
+}
+
+/// Stops every live task of `group` (NULL: the default group), spreading
+/// upstream/downstream as `btm_stop_task` does. Cost: proportional to the
+/// group's size, whatever else is queued.
+///
+/// Returns `OK`, or `NOT_FOUND` when the group has no live task. Errors:
+/// `NULL_ARGUMENT`, `INVALID_GROUP`. Free functions and threads as
+/// `btm_stop_task`.
+///
+/// # Safety
+/// `manager` NULL or live; `group` NULL or readable; `report_out` NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn btm_stop_task_group(
+    manager: *mut Manager,
+    group: *const btm_group,
+    stop_upstream: bool,
+    stop_downstream: bool,
+    report_out: *mut btm_stop_report,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        // SAFETY: caller contract.
+        let key = match unsafe { read_group(group) } {
+            Ok(k) => k,
+            Err(s) => return s,
+        };
+        match m.stop_group(key, stop_upstream, stop_downstream) {
+            Ok(r) => {
+                // SAFETY: caller contract.
+                unsafe { report(report_out, r) };
+                btm_status::BTM_STATUS_OK
+            }
+            Err(e) => {
+                // SAFETY: caller contract.
+                unsafe { report(report_out, StopReport::default()) };
+                e.into()
+            }
+        }
+    })
+}
+
+/// Stops every live task (ids are not reused afterwards). Always `OK` for a
+/// live manager, even with nothing to stop; the manager keeps working.
+///
+/// Errors: `NULL_ARGUMENT`. Free functions and threads as `btm_stop_task`.
+///
+/// # Safety
+/// `manager` NULL or live; `report_out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn btm_stop_all_tasks(
+    manager: *mut Manager,
+    report_out: *mut btm_stop_report,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        let r = m.stop_all();
+        // SAFETY: caller contract.
+        unsafe { report(report_out, r) };
+        btm_status::BTM_STATUS_OK
+    })
+}
+
+/// Changes the priority of a task that has not started (queued or blocked);
+/// it then competes with its new priority (among equal priorities, still in
+/// the order added).
+///
+/// Returns `OK`, `NOT_FOUND` (not live), `NOT_QUEUED` (running or finished).
+/// Errors: `NULL_ARGUMENT`. Threads: any. Never calls back.
+///
+/// # Safety
+/// `manager` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn btm_set_task_priority(
+    manager: *mut Manager,
+    task_id: btm_task_id,
+    priority: i32,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        match m.set_priority(task_id, priority) {
+            Ok(()) => btm_status::BTM_STATUS_OK,
+            Err(e) => e.into(),
+        }
+    })
+}
