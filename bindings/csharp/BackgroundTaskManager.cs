@@ -1,0 +1,733 @@
+// The public API: BackgroundTaskManager, modelled on the original
+// (tk-framework-shotgunutils' BackgroundTaskManager), over libbtm's C API.
+
+using System;
+using System.Collections.Concurrent;
+using System.Collections.Generic;
+using System.Linq;
+using System.Threading;
+using Btm.Native;
+
+namespace Btm
+{
+    /// <summary>A task completed. <paramref name="result"/> is what the task returned (null for none); for a pass-through task it is a <see cref="PassThroughResult"/>.</summary>
+    public delegate void TaskCompletedHandler(ulong taskId, TaskGroup group, object result);
+
+    /// <summary>A task failed, itself (an exception: <paramref name="details"/> is Exception.ToString()) or because an upstream task failed (same message and details).</summary>
+    public delegate void TaskFailedHandler(ulong taskId, TaskGroup group, string message, string details);
+
+    /// <summary>The last live task of a group completed or failed (never because of a stop).</summary>
+    public delegate void TaskGroupFinishedHandler(TaskGroup group);
+
+    /// <summary>A running task reported progress (coalesced: the latest value wins).</summary>
+    public delegate void TaskProgressHandler(ulong taskId, TaskGroup group, double progress, string message);
+
+    /// <summary>What a stop reached, by the state each stopped task was in.</summary>
+    public readonly struct StopReport
+    {
+        internal StopReport(BtmStopReport r)
+        {
+            BeforeStart = checked((long)r.before_start);
+            WhileRunning = checked((long)r.while_running);
+            AfterFinish = checked((long)r.after_finish);
+        }
+
+        /// <summary>Stopped while queued or blocked: they never run.</summary>
+        public long BeforeStart { get; }
+
+        /// <summary>Stopped while running: they run to the end; their outcome is dropped.</summary>
+        public long WhileRunning { get; }
+
+        /// <summary>Finished but not yet polled: their event is withdrawn.</summary>
+        public long AfterFinish { get; }
+
+        /// <summary>Number of tasks stopped (0: the task or group was not live).</summary>
+        public long Total
+        {
+            get { return BeforeStart + WhileRunning + AfterFinish; }
+        }
+    }
+
+    /// <summary>A snapshot of a manager's counters.</summary>
+    public readonly struct ManagerStats
+    {
+        internal ManagerStats(BtmStats s)
+        {
+            Queued = (long)s.queued;
+            Blocked = (long)s.blocked;
+            Running = (long)s.running;
+            Undelivered = (long)s.undelivered;
+            CompletedTotal = (long)s.completed_total;
+            FailedTotal = (long)s.failed_total;
+            StoppedTotal = (long)s.stopped_total;
+            Threads = (long)s.threads;
+            SpawnFailures = (long)s.spawn_failures;
+        }
+
+        public long Queued { get; }
+        public long Blocked { get; }
+        public long Running { get; }
+        /// <summary>Events a PollEvents call would deliver now.</summary>
+        public long Undelivered { get; }
+        public long CompletedTotal { get; }
+        public long FailedTotal { get; }
+        public long StoppedTotal { get; }
+        /// <summary>Worker threads alive.</summary>
+        public long Threads { get; }
+        public long SpawnFailures { get; }
+    }
+
+    /// <summary>Live tasks of one group, by state.</summary>
+    public readonly struct GroupStats
+    {
+        internal GroupStats(BtmGroupStats s)
+        {
+            Queued = (long)s.queued;
+            Blocked = (long)s.blocked;
+            Running = (long)s.running;
+            Undelivered = (long)s.undelivered;
+        }
+
+        public long Queued { get; }
+        public long Blocked { get; }
+        public long Running { get; }
+        public long Undelivered { get; }
+
+        public long Total
+        {
+            get { return Queued + Blocked + Running + Undelivered; }
+        }
+    }
+
+    /// <summary>
+    /// Runs tasks on a pool of native worker threads and reports their outcome
+    /// through C# events raised by <see cref="PollEvents"/>, on the thread that
+    /// calls it (normally the main thread: call it once per frame or UI tick).
+    ///
+    /// Tasks are delegates: <c>Func&lt;object&gt;</c>, <c>Func&lt;TaskContext, object&gt;</c>,
+    /// <c>Action</c> or <c>Action&lt;TaskContext&gt;</c>. A task's return value is
+    /// its result (null: no result); an exception makes it fail with
+    /// message = ex.Message and details = ex.ToString(). Tasks run on worker
+    /// threads: they must not touch thread-affine state (Unity objects, UI).
+    ///
+    /// Every method may be called from any thread, including from inside a
+    /// task (capture the manager in the task's closure). Events are only
+    /// raised inside PollEvents. Always Dispose the manager (Unity: in
+    /// OnDestroy); a manager that is never disposed keeps its pending tasks'
+    /// delegates alive.
+    /// </summary>
+    public sealed class BackgroundTaskManager : IDisposable
+    {
+        /// <summary>Number of threads a maxThreads of 0 stands for (BTM_DEFAULT_MAX_THREADS).</summary>
+        public const int DefaultMaxThreads = NativeMethods.DefaultMaxThreads;
+
+        private readonly BtmManagerHandle handle;
+        // Serialises polls (and Dispose) so no poll reads pointers a later poll
+        // or btm_destroy has released.
+        private readonly object pollLock = new object();
+        private readonly BtmEvent[] eventBuffer = new BtmEvent[1];
+        private readonly List<TaskResult> entryBuffer = new List<TaskResult>();
+        private readonly ConcurrentDictionary<string, ulong> namedGroupIds = new ConcurrentDictionary<string, ulong>(StringComparer.Ordinal);
+        private readonly ConcurrentDictionary<ulong, string> groupNamesById = new ConcurrentDictionary<ulong, string>();
+        private int disposed;
+        // 0: running; 1: shut down, every worker exited; 2: shut down, timed out.
+        private int shutDownState;
+        private long stillRunningAtShutDown;
+
+        /// <summary>Raised by PollEvents when a task completed.</summary>
+        public event TaskCompletedHandler TaskCompleted;
+
+        /// <summary>Raised by PollEvents when a task failed.</summary>
+        public event TaskFailedHandler TaskFailed;
+
+        /// <summary>Raised by PollEvents right after the event of the last live task of a group.</summary>
+        public event TaskGroupFinishedHandler TaskGroupFinished;
+
+        /// <summary>Raised by PollEvents when a running task reported progress.</summary>
+        public event TaskProgressHandler TaskProgress;
+
+        /// <summary>
+        /// Creates a manager. <paramref name="maxThreads"/>: worker threads, created
+        /// lazily (0 means 8; up to 1024). With <paramref name="startProcessing"/>
+        /// false (the default, as in the original) tasks queue until
+        /// <see cref="StartProcessing"/>.
+        /// </summary>
+        public BackgroundTaskManager(int maxThreads = DefaultMaxThreads, bool startProcessing = false)
+        {
+            var config = new BtmConfig();
+            BtmException.ThrowIfFailed(NativeMethods.btm_config_init(ref config), "btm_config_init");
+            config.max_threads = maxThreads;
+            config.start_processing = startProcessing;
+            BtmManagerHandle created;
+            BtmStatus status = NativeMethods.btm_create(ref config, out created);
+            if (status != BtmStatus.Ok)
+            {
+                if (created != null)
+                {
+                    created.SetHandleAsInvalid();
+                }
+                throw new BtmException(status, "btm_create(maxThreads: " + maxThreads + ")");
+            }
+            handle = created;
+        }
+
+        /// <summary>Handles (task delegates, results, payloads) this binding gave btm and btm has not freed yet, over all managers. For tests and leak checks.</summary>
+        public static long LiveGCHandleCount
+        {
+            get { return Bridge.LiveHandles; }
+        }
+
+        /// <summary>Version of the loaded native library ("MAJOR.MINOR.PATCH").</summary>
+        public static string NativeVersion
+        {
+            get { return Utf8.FromNative(NativeMethods.btm_version()); }
+        }
+
+        public bool IsDisposed
+        {
+            get { return Volatile.Read(ref disposed) != 0; }
+        }
+
+        /// <summary>True once ShutDown (or Dispose) has been called.</summary>
+        public bool IsShutDown
+        {
+            get { return Volatile.Read(ref shutDownState) != 0; }
+        }
+
+        // ------------------------------------------------------------------
+        // Adding tasks
+
+        /// <summary>Adds a task; returns its id (unique, never reused, never 0).</summary>
+        /// <param name="task">Runs on a worker thread; its return value is the task's result.</param>
+        /// <param name="priority">Higher runs first; equal priorities run in the order added.</param>
+        /// <param name="group">The task's group (a string converts to a named group).</param>
+        /// <param name="upstreamTaskIds">Tasks that must complete first; their results reach this task through <see cref="TaskContext.UpstreamResults"/>.</param>
+        public ulong AddTask(Func<TaskContext, object> task, int priority = 0, TaskGroup group = default(TaskGroup), IEnumerable<ulong> upstreamTaskIds = null)
+        {
+            return AddTaskCore(task, priority, group, upstreamTaskIds);
+        }
+
+        /// <summary>Adds a task that needs no context; see the main overload.</summary>
+        public ulong AddTask(Func<object> task, int priority = 0, TaskGroup group = default(TaskGroup), IEnumerable<ulong> upstreamTaskIds = null)
+        {
+            return AddTaskCore(task, priority, group, upstreamTaskIds);
+        }
+
+        /// <summary>Adds a task without a result; see the main overload.</summary>
+        public ulong AddTask(Action<TaskContext> task, int priority = 0, TaskGroup group = default(TaskGroup), IEnumerable<ulong> upstreamTaskIds = null)
+        {
+            return AddTaskCore(task, priority, group, upstreamTaskIds);
+        }
+
+        /// <summary>Adds a task without context or result; see the main overload.</summary>
+        public ulong AddTask(Action task, int priority = 0, TaskGroup group = default(TaskGroup), IEnumerable<ulong> upstreamTaskIds = null)
+        {
+            return AddTaskCore(task, priority, group, upstreamTaskIds);
+        }
+
+        /// <summary>
+        /// Adds a pass-through task: it runs no code but is scheduled like any
+        /// other task, then completes with a <see cref="PassThroughResult"/>
+        /// gathering its <paramref name="payload"/> (if not null) and the results
+        /// of its upstream tasks. Its downstream tasks see those entries.
+        /// </summary>
+        public ulong AddPassThroughTask(int priority = 0, TaskGroup group = default(TaskGroup), IEnumerable<ulong> upstreamTaskIds = null, object payload = null)
+        {
+            ThrowIfDisposed();
+            BtmGroup nativeGroup = ToNative(group);
+            ulong[] upstream = ToArray(upstreamTaskIds);
+            IntPtr userPayload = Bridge.Alloc(new PassThroughPayload(payload));
+            BtmStatus status = BtmStatus.Panic;
+            ulong id = 0;
+            bool reachedNative = false;
+            try
+            {
+                status = NativeMethods.btm_add_pass_through_task(handle, priority, ref nativeGroup, upstream, Length(upstream), userPayload, Bridge.FreeHandleFn, out id);
+                reachedNative = true;
+            }
+            finally
+            {
+                // btm owns the payload from the moment the call reaches it (even
+                // on error); free it only if the call never got there.
+                if (!reachedNative)
+                {
+                    Bridge.FreeHandle(userPayload);
+                }
+            }
+            BtmException.ThrowIfFailed(status, "btm_add_pass_through_task");
+            return id;
+        }
+
+        private ulong AddTaskCore(Delegate task, int priority, TaskGroup group, IEnumerable<ulong> upstreamTaskIds)
+        {
+            if (task == null)
+            {
+                throw new ArgumentNullException("task");
+            }
+            ThrowIfDisposed();
+            BtmGroup nativeGroup = ToNative(group);
+            ulong[] upstream = ToArray(upstreamTaskIds);
+            IntPtr userdata = Bridge.Alloc(task);
+            BtmStatus status = BtmStatus.Panic;
+            ulong id = 0;
+            bool reachedNative = false;
+            try
+            {
+                status = NativeMethods.btm_add_task(handle, Bridge.RunTaskFn, userdata, Bridge.FreeHandleFn, priority, ref nativeGroup, upstream, Length(upstream), out id);
+                reachedNative = true;
+            }
+            finally
+            {
+                // Ownership passes to btm on every call that reaches it, even a
+                // failing one (btm calls FreeHandle itself).
+                if (!reachedNative)
+                {
+                    Bridge.FreeHandle(userdata);
+                }
+            }
+            BtmException.ThrowIfFailed(status, "btm_add_task");
+            return id;
+        }
+
+        /// <summary>A numbered group this manager has never returned before (1, 2, 3...).</summary>
+        public TaskGroup NextGroupId()
+        {
+            ThrowIfDisposed();
+            BtmGroup g;
+            BtmException.ThrowIfFailed(NativeMethods.btm_next_group_id(handle, out g), "btm_next_group_id");
+            return TaskGroup.Numbered(g.value);
+        }
+
+        /// <summary>Changes the priority of a task that has not started. False if it is running, finished or not live.</summary>
+        public bool SetTaskPriority(ulong taskId, int priority)
+        {
+            ThrowIfDisposed();
+            BtmStatus status = NativeMethods.btm_set_task_priority(handle, taskId, priority);
+            if (status == BtmStatus.NotFound || status == BtmStatus.NotQueued)
+            {
+                return false;
+            }
+            BtmException.ThrowIfFailed(status, "btm_set_task_priority");
+            return true;
+        }
+
+        // ------------------------------------------------------------------
+        // Processing
+
+        /// <summary>Starts (or resumes) running queued tasks. Idempotent.</summary>
+        public void StartProcessing()
+        {
+            ThrowIfDisposed();
+            BtmException.ThrowIfFailed(NativeMethods.btm_start_processing(handle), "btm_start_processing");
+        }
+
+        /// <summary>Running tasks finish and report; nothing new starts until StartProcessing. Idempotent.</summary>
+        public void PauseProcessing()
+        {
+            ThrowIfDisposed();
+            BtmException.ThrowIfFailed(NativeMethods.btm_pause_processing(handle), "btm_pause_processing");
+        }
+
+        /// <summary>Changes the maximum number of worker threads (0 means 8).</summary>
+        public void SetMaxThreads(int maxThreads)
+        {
+            ThrowIfDisposed();
+            BtmException.ThrowIfFailed(NativeMethods.btm_set_max_threads(handle, maxThreads), "btm_set_max_threads");
+        }
+
+        /// <summary>
+        /// Shuts the manager down: stops every task (no event is raised again,
+        /// not even for running tasks), rejects new tasks, and waits up to
+        /// <paramref name="millisecondsTimeout"/> (Timeout.Infinite: no limit)
+        /// for the worker threads to exit. Returns true when every worker
+        /// exited (no managed task code runs any more); false when some are
+        /// still inside a task (<see cref="TasksStillRunningAtShutDown"/>):
+        /// they finish alone and their delegates are freed then. A second call
+        /// does not wait again and returns the first call's answer.
+        /// </summary>
+        public bool ShutDown(int millisecondsTimeout = Timeout.Infinite)
+        {
+            ThrowIfDisposed();
+            return ShutDownCore(millisecondsTimeout);
+        }
+
+        /// <summary>Workers that were still inside a task when ShutDown timed out.</summary>
+        public long TasksStillRunningAtShutDown
+        {
+            get { return Interlocked.Read(ref stillRunningAtShutDown); }
+        }
+
+        private bool ShutDownCore(int millisecondsTimeout)
+        {
+            UIntPtr stillRunning;
+            BtmStatus status = NativeMethods.btm_shut_down(handle, ToNativeTimeout(millisecondsTimeout), out stillRunning);
+            switch (status)
+            {
+                case BtmStatus.Ok:
+                    Volatile.Write(ref shutDownState, 1);
+                    return true;
+                case BtmStatus.TimedOut:
+                    Interlocked.Exchange(ref stillRunningAtShutDown, (long)stillRunning.ToUInt64());
+                    Volatile.Write(ref shutDownState, 2);
+                    return false;
+                case BtmStatus.AlreadyShutDown:
+                    return Volatile.Read(ref shutDownState) == 1;
+                default:
+                    throw new BtmException(status, "btm_shut_down");
+            }
+        }
+
+        // ------------------------------------------------------------------
+        // Stops
+
+        /// <summary>
+        /// Stops a task (and, transitively, the tasks upstream / downstream of
+        /// it). Stopped tasks raise no event, ever, after this returns; a
+        /// running one runs to the end and its outcome is dropped. Unknown or
+        /// finished ids are a no-op (an empty report).
+        /// </summary>
+        public StopReport StopTask(ulong taskId, bool stopUpstream = true, bool stopDownstream = true)
+        {
+            ThrowIfDisposed();
+            BtmStopReport report;
+            BtmStatus status = NativeMethods.btm_stop_task(handle, taskId, stopUpstream, stopDownstream, out report);
+            return StopResult(status, report, "btm_stop_task");
+        }
+
+        /// <summary>Stops every live task of a group (spreading as StopTask does).</summary>
+        public StopReport StopTaskGroup(TaskGroup group, bool stopUpstream = true, bool stopDownstream = true)
+        {
+            ThrowIfDisposed();
+            BtmGroup nativeGroup = ToNative(group);
+            BtmStopReport report;
+            BtmStatus status = NativeMethods.btm_stop_task_group(handle, ref nativeGroup, stopUpstream, stopDownstream, out report);
+            return StopResult(status, report, "btm_stop_task_group");
+        }
+
+        /// <summary>Stops every live task; the manager keeps working.</summary>
+        public StopReport StopAllTasks()
+        {
+            ThrowIfDisposed();
+            BtmStopReport report;
+            BtmStatus status = NativeMethods.btm_stop_all_tasks(handle, out report);
+            return StopResult(status, report, "btm_stop_all_tasks");
+        }
+
+        private static StopReport StopResult(BtmStatus status, BtmStopReport report, string what)
+        {
+            if (status == BtmStatus.NotFound)
+            {
+                return default(StopReport);
+            }
+            BtmException.ThrowIfFailed(status, what);
+            return new StopReport(report);
+        }
+
+        // ------------------------------------------------------------------
+        // Events
+
+        /// <summary>
+        /// Delivers pending events by raising TaskCompleted, TaskFailed,
+        /// TaskGroupFinished and TaskProgress on the calling thread, in the order
+        /// the state changes happened, up to <paramref name="maxEvents"/> (e.g. a
+        /// per-frame budget). Never blocks; returns the number delivered.
+        ///
+        /// Events are taken from btm one at a time, so a handler that stops a
+        /// task (or disposes the manager) never sees an event of that task
+        /// afterwards. An exception thrown by a handler propagates to the caller
+        /// (the events after it stay queued for the next call).
+        /// </summary>
+        public int PollEvents(int maxEvents = int.MaxValue)
+        {
+            ThrowIfDisposed();
+            int delivered = 0;
+            while (delivered < maxEvents)
+            {
+                ReceivedEvent ev;
+                lock (pollLock)
+                {
+                    if (IsDisposed)
+                    {
+                        break;
+                    }
+                    UIntPtr count;
+                    BtmException.ThrowIfFailed(NativeMethods.btm_poll_events(handle, eventBuffer, (UIntPtr)1, out count), "btm_poll_events");
+                    if (count.ToUInt64() == 0)
+                    {
+                        break;
+                    }
+                    // Copy everything out now: the pointers are released by the next
+                    // poll or by Dispose, which a handler may call.
+                    ev = Read(ref eventBuffer[0]);
+                }
+                delivered++;
+                Raise(ref ev);
+            }
+            return delivered;
+        }
+
+        /// <summary>
+        /// Blocks until an event is pending (true) or the timeout passes or the
+        /// manager is shut down (false). For hosts without a frame loop.
+        /// </summary>
+        public bool WaitForEvents(int millisecondsTimeout)
+        {
+            ThrowIfDisposed();
+            BtmStatus status = NativeMethods.btm_wait_events(handle, ToNativeTimeout(millisecondsTimeout));
+            if (status == BtmStatus.TimedOut || status == BtmStatus.ShutDown)
+            {
+                return false;
+            }
+            BtmException.ThrowIfFailed(status, "btm_wait_events");
+            return true;
+        }
+
+        /// <summary>
+        /// Blocks until no task is queued, blocked or running (true), or the
+        /// timeout passes (false). Events may still be pending: poll them. From
+        /// inside a task it throws (the manager cannot become idle).
+        /// </summary>
+        public bool WaitIdle(int millisecondsTimeout)
+        {
+            ThrowIfDisposed();
+            BtmStatus status = NativeMethods.btm_wait_idle(handle, ToNativeTimeout(millisecondsTimeout));
+            if (status == BtmStatus.TimedOut)
+            {
+                return false;
+            }
+            BtmException.ThrowIfFailed(status, "btm_wait_idle");
+            return true;
+        }
+
+        /// <summary>A snapshot of the manager's counters.</summary>
+        public ManagerStats GetStats()
+        {
+            ThrowIfDisposed();
+            BtmStats stats;
+            BtmException.ThrowIfFailed(NativeMethods.btm_get_stats(handle, out stats), "btm_get_stats");
+            return new ManagerStats(stats);
+        }
+
+        /// <summary>Counts of one group's live tasks (all zero for an empty group).</summary>
+        public GroupStats GetGroupStats(TaskGroup group)
+        {
+            ThrowIfDisposed();
+            BtmGroup nativeGroup = ToNative(group);
+            BtmGroupStats stats;
+            BtmException.ThrowIfFailed(NativeMethods.btm_get_group_stats(handle, ref nativeGroup, out stats), "btm_get_group_stats");
+            return new GroupStats(stats);
+        }
+
+        private struct ReceivedEvent
+        {
+            public BtmEventKind Kind;
+            public ulong TaskId;
+            public TaskGroup Group;
+            public object Result;
+            public string Message;
+            public string Details;
+            public double Progress;
+        }
+
+        private ReceivedEvent Read(ref BtmEvent e)
+        {
+            var ev = new ReceivedEvent
+            {
+                Kind = (BtmEventKind)e.kind,
+                TaskId = e.task_id,
+                Group = FromNative(ref e.group, e.group_name),
+                Progress = e.progress,
+            };
+            switch (ev.Kind)
+            {
+                case BtmEventKind.TaskCompleted:
+                    ev.Result = ReadResult(ref e);
+                    break;
+                case BtmEventKind.TaskFailed:
+                case BtmEventKind.TaskProgress:
+                    ev.Message = Utf8.FromNative(e.message);
+                    ev.Details = Utf8.FromNative(e.details);
+                    break;
+            }
+            return ev;
+        }
+
+        private object ReadResult(ref BtmEvent e)
+        {
+            int count = checked((int)e.result_count.ToUInt64());
+            if (count == 0)
+            {
+                return null;
+            }
+            // A pass-through's first entry is always its marker payload.
+            object first = Bridge.Target(System.Runtime.InteropServices.Marshal.ReadIntPtr(e.results, Bridge.DataOffset));
+            var marker = first as PassThroughPayload;
+            if (marker == null)
+            {
+                return first;
+            }
+            entryBuffer.Clear();
+            Bridge.ReadEntries(e.results, count, entryBuffer);
+            return new PassThroughResult(e.task_id, marker.Payload, entryBuffer.ToArray());
+        }
+
+        private void Raise(ref ReceivedEvent ev)
+        {
+            switch (ev.Kind)
+            {
+                case BtmEventKind.TaskCompleted:
+                    {
+                        TaskCompletedHandler h = TaskCompleted;
+                        if (h != null)
+                        {
+                            h(ev.TaskId, ev.Group, ev.Result);
+                        }
+                        break;
+                    }
+                case BtmEventKind.TaskFailed:
+                    {
+                        TaskFailedHandler h = TaskFailed;
+                        if (h != null)
+                        {
+                            h(ev.TaskId, ev.Group, ev.Message, ev.Details ?? string.Empty);
+                        }
+                        break;
+                    }
+                case BtmEventKind.GroupFinished:
+                    {
+                        TaskGroupFinishedHandler h = TaskGroupFinished;
+                        if (h != null)
+                        {
+                            h(ev.Group);
+                        }
+                        break;
+                    }
+                case BtmEventKind.TaskProgress:
+                    {
+                        TaskProgressHandler h = TaskProgress;
+                        if (h != null)
+                        {
+                            h(ev.TaskId, ev.Group, ev.Progress, ev.Message);
+                        }
+                        break;
+                    }
+                default:
+                    // A kind this binding does not know (newer library): skip it.
+                    break;
+            }
+        }
+
+        // ------------------------------------------------------------------
+        // Lifetime
+
+        /// <summary>
+        /// Shuts down (waiting for running tasks; call ShutDown(timeout) first to
+        /// bound the wait) and releases the native manager, freeing every task
+        /// delegate, payload and result it still holds. Idempotent; safe from an
+        /// event handler or from inside a task.
+        /// </summary>
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref disposed, 1) != 0)
+            {
+                return;
+            }
+            try
+            {
+                if (!IsShutDown)
+                {
+                    // Also wakes any thread blocked in WaitForEvents, so that no
+                    // call in flight keeps the handle (and btm_destroy) waiting.
+                    ShutDownCore(Timeout.Infinite);
+                }
+            }
+            finally
+            {
+                lock (pollLock)
+                {
+                    handle.Dispose();
+                }
+            }
+        }
+
+        private void ThrowIfDisposed()
+        {
+            if (Volatile.Read(ref disposed) != 0)
+            {
+                throw new ObjectDisposedException("BackgroundTaskManager");
+            }
+        }
+
+        // ------------------------------------------------------------------
+        // Conversions
+
+        private BtmGroup ToNative(TaskGroup group)
+        {
+            switch (group.Kind)
+            {
+                case TaskGroupKind.Numbered:
+                    return new BtmGroup { kind = (uint)BtmGroupKind.Numbered, value = group.Number };
+                case TaskGroupKind.Named:
+                    ulong id;
+                    if (!namedGroupIds.TryGetValue(group.Name, out id))
+                    {
+                        BtmGroup named;
+                        BtmException.ThrowIfFailed(NativeMethods.btm_group_named(handle, Utf8.ToNative(group.Name), out named), "btm_group_named");
+                        id = named.value;
+                        namedGroupIds[group.Name] = id;
+                        groupNamesById[id] = group.Name;
+                    }
+                    return new BtmGroup { kind = (uint)BtmGroupKind.Named, value = id };
+                default:
+                    return new BtmGroup { kind = (uint)BtmGroupKind.Default };
+            }
+        }
+
+        private TaskGroup FromNative(ref BtmGroup group, IntPtr name)
+        {
+            switch ((BtmGroupKind)group.kind)
+            {
+                case BtmGroupKind.Numbered:
+                    return TaskGroup.Numbered(group.value);
+                case BtmGroupKind.Named:
+                    string text;
+                    if (!groupNamesById.TryGetValue(group.value, out text))
+                    {
+                        text = Utf8.FromNative(name) ?? string.Empty;
+                        groupNamesById[group.value] = text;
+                    }
+                    return TaskGroup.Named(text);
+                default:
+                    return TaskGroup.Default;
+            }
+        }
+
+        private static ulong[] ToArray(IEnumerable<ulong> ids)
+        {
+            if (ids == null)
+            {
+                return null;
+            }
+            ulong[] array = ids as ulong[] ?? ids.ToArray();
+            return array.Length == 0 ? null : array;
+        }
+
+        private static UIntPtr Length(ulong[] array)
+        {
+            return (UIntPtr)(array == null ? 0u : (uint)array.Length);
+        }
+
+        private static uint ToNativeTimeout(int milliseconds)
+        {
+            if (milliseconds == Timeout.Infinite)
+            {
+                return NativeMethods.WaitForever;
+            }
+            if (milliseconds < 0)
+            {
+                throw new ArgumentOutOfRangeException("millisecondsTimeout", "must be >= 0 or Timeout.Infinite");
+            }
+            return (uint)milliseconds;
+        }
+    }
+}

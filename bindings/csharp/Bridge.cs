@@ -1,0 +1,210 @@
+// The native -> managed bridge: the only code btm's worker threads (and its
+// free calls) ever enter.
+//
+// - Callbacks are static methods marked [MonoPInvokeCallback] (IL2CPP needs
+//   both), marshalled from delegates held in static readonly fields, so the
+//   GC never collects a delegate native code still points to.
+// - Every callback body catches every exception: an exception crossing into
+//   native code would kill the process. A task's exception becomes
+//   btm_context_fail(message = ex.Message, details = ex.ToString()).
+// - Managed objects travel as GCHandle.ToIntPtr: a task's delegate as its
+//   userdata, its result, a pass-through payload. btm frees each exactly
+//   once through FreeHandle (whatever the task's fate); LiveHandles counts
+//   the handles this binding allocated and btm has not freed yet.
+
+using System;
+using System.Collections.Generic;
+using System.Runtime.InteropServices;
+using System.Threading;
+using AOT;
+using Btm.Native;
+
+namespace Btm
+{
+    /// <summary>
+    /// The payload of every pass-through task (also when the host gives none),
+    /// so a completed event can tell a pass-through result (first entry is this
+    /// marker, with the event's own task id) from a plain task's result.
+    /// </summary>
+    internal sealed class PassThroughPayload
+    {
+        internal readonly object Payload;
+
+        internal PassThroughPayload(object payload)
+        {
+            Payload = payload;
+        }
+    }
+
+    internal static class Bridge
+    {
+        private static long liveHandles;
+
+        // btm_value layout as this platform lays it out (16 bytes on 64-bit).
+        private static readonly int ValueSize = Marshal.SizeOf(typeof(BtmValue));
+        internal static readonly int DataOffset = Marshal.OffsetOf(typeof(BtmValue), "data").ToInt32();
+
+        internal static readonly BtmTaskFn RunTaskFn = RunTask;
+        internal static readonly BtmFreeFn FreeHandleFn = FreeHandle;
+
+        internal static long LiveHandles
+        {
+            get { return Interlocked.Read(ref liveHandles); }
+        }
+
+        /// <summary>Allocates a GCHandle whose ownership will pass to btm.</summary>
+        internal static IntPtr Alloc(object target)
+        {
+            GCHandle h = GCHandle.Alloc(target);
+            Interlocked.Increment(ref liveHandles);
+            return GCHandle.ToIntPtr(h);
+        }
+
+        internal static object Target(IntPtr p)
+        {
+            return GCHandle.FromIntPtr(p).Target;
+        }
+
+        /// <summary>btm_free_fn for every GCHandle this binding hands to btm. Runs exactly once per handle.</summary>
+        [MonoPInvokeCallback(typeof(BtmFreeFn))]
+        internal static void FreeHandle(IntPtr data)
+        {
+            try
+            {
+                if (data == IntPtr.Zero)
+                {
+                    return;
+                }
+                GCHandle.FromIntPtr(data).Free();
+                Interlocked.Decrement(ref liveHandles);
+            }
+            catch (Exception)
+            {
+                // Nothing may cross into native code.
+            }
+        }
+
+        /// <summary>btm_task_fn for every managed task. Never throws.</summary>
+        [MonoPInvokeCallback(typeof(BtmTaskFn))]
+        private static void RunTask(IntPtr userdata, IntPtr context)
+        {
+            TaskContext ctx = null;
+            try
+            {
+                object fn = Target(userdata);
+                object result = null;
+                var withContext = fn as Func<TaskContext, object>;
+                if (withContext != null)
+                {
+                    ctx = new TaskContext(context);
+                    result = withContext(ctx);
+                }
+                else
+                {
+                    var plain = fn as Func<object>;
+                    if (plain != null)
+                    {
+                        result = plain();
+                    }
+                    else
+                    {
+                        var action = fn as Action<TaskContext>;
+                        if (action != null)
+                        {
+                            ctx = new TaskContext(context);
+                            action(ctx);
+                        }
+                        else
+                        {
+                            ((Action)fn)();
+                        }
+                    }
+                }
+                if (result != null)
+                {
+                    // Ownership of the handle passes to btm on every path.
+                    NativeMethods.btm_context_set_result(context, Alloc(result), FreeHandleFn);
+                }
+            }
+            catch (Exception ex)
+            {
+                Fail(context, ex);
+            }
+            finally
+            {
+                if (ctx != null)
+                {
+                    ctx.Invalidate();
+                }
+            }
+        }
+
+        private static void Fail(IntPtr context, Exception ex)
+        {
+            try
+            {
+                string message;
+                string details;
+                try
+                {
+                    message = ex.Message;
+                }
+                catch (Exception)
+                {
+                    message = null;
+                }
+                try
+                {
+                    details = ex.ToString();
+                }
+                catch (Exception)
+                {
+                    details = null;
+                }
+                if (message == null)
+                {
+                    message = ex.GetType().FullName;
+                }
+                NativeMethods.btm_context_fail(context, Utf8.ToNative(message), Utf8.ToNative(details ?? message));
+            }
+            catch (Exception)
+            {
+                try
+                {
+                    // Out of memory or similar: still fail the task ("task failed").
+                    NativeMethods.btm_context_fail(context, null, null);
+                }
+                catch (Exception)
+                {
+                }
+            }
+        }
+
+        /// <summary>
+        /// Reads <paramref name="count"/> btm_value entries and
+        /// appends them as TaskResults, unwrapping pass-through payloads
+        /// (dropping the marker of a pass-through without payload).
+        /// </summary>
+        internal static void ReadEntries(IntPtr values, int count, List<TaskResult> into)
+        {
+            for (int i = 0; i < count; i++)
+            {
+                ulong taskId = (ulong)Marshal.ReadInt64(values, i * ValueSize);
+                IntPtr data = Marshal.ReadIntPtr(values, i * ValueSize + DataOffset);
+                object target = Target(data);
+                var marker = target as PassThroughPayload;
+                if (marker != null)
+                {
+                    if (marker.Payload != null)
+                    {
+                        into.Add(new TaskResult(taskId, marker.Payload));
+                    }
+                }
+                else
+                {
+                    into.Add(new TaskResult(taskId, target));
+                }
+            }
+        }
+    }
+}

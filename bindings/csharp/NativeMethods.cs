@@ -1,0 +1,264 @@
+// Raw P/Invoke layer for libbtm (include/btm.h). Hand-written, one
+// declaration per exported function, names exactly as exported: the drift
+// check in tests/csharp/run.sh compares the DllImport names below with
+// `nm -D --defined-only libbtm.so`, and the test suite compares parameter
+// counts with include/btm.h and struct layouts with the C compiler's.
+//
+// Rules of this layer:
+// - Nothing here is public; the public API is BackgroundTaskManager.
+// - C `bool` is one byte: every bool is [MarshalAs(UnmanagedType.U1)].
+// - Strings handed to btm are NUL-terminated UTF-8 byte[] (never `string`,
+//   whose default marshalling differs between Mono, .NET and IL2CPP); strings
+//   returned by btm are IntPtr (never `string`: the marshaller would free
+//   btm's static or borrowed memory).
+// - The manager handle is a SafeHandle (BtmManagerHandle) for every call
+//   the host makes; the task context is a plain IntPtr (it lives on the
+//   worker's stack for the duration of the task function only).
+// - No `unsafe` code, so Unity projects need no "Allow unsafe code".
+
+using System;
+using System.Runtime.InteropServices;
+
+namespace Btm
+{
+    /// <summary>Status codes of the C API (btm_status). 0 is OK; the numbers are ABI and never renumbered.</summary>
+    public enum BtmStatus : uint
+    {
+        Ok = 0,
+        NotFound = 1,
+        NullArgument = 2,
+        InvalidArgument = 3,
+        UnknownUpstream = 4,
+        InvalidUtf8 = 5,
+        InvalidThreadCount = 6,
+        ShutDown = 7,
+        AlreadyShutDown = 8,
+        TimedOut = 9,
+        WouldDeadlock = 10,
+        ZeroCapacity = 11,
+        InvalidConfig = 12,
+        InvalidGroup = 13,
+        NotQueued = 14,
+        Panic = 15,
+    }
+}
+
+namespace Btm.Native
+{
+    internal enum BtmEventKind : uint
+    {
+        TaskCompleted = 1,
+        TaskFailed = 2,
+        GroupFinished = 3,
+        TaskProgress = 4,
+    }
+
+    internal enum BtmGroupKind : uint
+    {
+        Default = 0,
+        Numbered = 1,
+        Named = 2,
+    }
+
+    /// <summary>btm_group (16 bytes).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct BtmGroup
+    {
+        public uint kind;
+        public uint reserved;
+        public ulong value;
+    }
+
+    /// <summary>btm_value (16 bytes): one result entry.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct BtmValue
+    {
+        public ulong task_id;
+        public IntPtr data;
+    }
+
+    /// <summary>btm_event (80 bytes), blittable.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct BtmEvent
+    {
+        public uint kind;
+        public uint reserved;
+        public ulong task_id;
+        public BtmGroup group;
+        public IntPtr group_name;
+        public IntPtr results;
+        public UIntPtr result_count;
+        public IntPtr message;
+        public IntPtr details;
+        public double progress;
+    }
+
+    /// <summary>btm_config (48 bytes on 64-bit). Always initialise with btm_config_init.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct BtmConfig
+    {
+        public uint struct_size;
+        public int max_threads;
+        [MarshalAs(UnmanagedType.U1)]
+        public bool start_processing;
+        public IntPtr thread_start;          // btm_thread_hook_fn
+        public IntPtr thread_stop;           // btm_thread_hook_fn
+        public IntPtr thread_hook_userdata;
+        public IntPtr thread_hook_free;      // btm_free_fn
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct BtmStats
+    {
+        public ulong queued;
+        public ulong blocked;
+        public ulong running;
+        public ulong undelivered;
+        public ulong completed_total;
+        public ulong failed_total;
+        public ulong stopped_total;
+        public ulong threads;
+        public ulong spawn_failures;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct BtmGroupStats
+    {
+        public ulong queued;
+        public ulong blocked;
+        public ulong running;
+        public ulong undelivered;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct BtmStopReport
+    {
+        public ulong before_start;
+        public ulong while_running;
+        public ulong after_finish;
+    }
+
+    /// <summary>btm_task_fn: void (*)(void *userdata, btm_task_context *context).</summary>
+    [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+    internal delegate void BtmTaskFn(IntPtr userdata, IntPtr context);
+
+    /// <summary>btm_free_fn: void (*)(void *data).</summary>
+    [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+    internal delegate void BtmFreeFn(IntPtr data);
+
+    /// <summary>btm_thread_hook_fn: void (*)(void *userdata, uint32_t worker_index).</summary>
+    [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+    internal delegate void BtmThreadHookFn(IntPtr userdata, uint workerIndex);
+
+    internal static class NativeMethods
+    {
+#if (UNITY_IOS || UNITY_WEBGL) && !UNITY_EDITOR
+        internal const string Lib = "__Internal";
+#else
+        internal const string Lib = "btm";
+#endif
+
+        internal const uint WaitForever = uint.MaxValue;    // BTM_WAIT_FOREVER
+        internal const int DefaultMaxThreads = 8;           // BTM_DEFAULT_MAX_THREADS
+        internal const int MaxThreadsLimit = 1024;          // BTM_MAX_THREADS_LIMIT
+
+        // ---- task context (worker thread, during the task function only) ----
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern ulong btm_context_task_id(IntPtr context);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern IntPtr btm_context_manager(IntPtr context);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_context_upstream(IntPtr context, out IntPtr values_out, out UIntPtr count_out);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_context_set_result(IntPtr context, IntPtr data, BtmFreeFn data_free);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_context_fail(IntPtr context, byte[] message, byte[] details);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        [return: MarshalAs(UnmanagedType.U1)]
+        internal static extern bool btm_context_is_stopped(IntPtr context);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_context_report_progress(IntPtr context, double fraction, byte[] message);
+
+        // ---- events ----
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_poll_events(BtmManagerHandle manager, [Out] BtmEvent[] events, UIntPtr capacity, out UIntPtr count_out);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_wait_events(BtmManagerHandle manager, uint timeout_ms);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_wait_idle(BtmManagerHandle manager, uint timeout_ms);
+
+        // ---- manager ----
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_config_init(ref BtmConfig config);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_create(ref BtmConfig config, out BtmManagerHandle manager_out);
+
+        /// <summary>Only BtmManagerHandle.ReleaseHandle calls this.</summary>
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern void btm_destroy(IntPtr manager);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_start_processing(BtmManagerHandle manager);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_pause_processing(BtmManagerHandle manager);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_shut_down(BtmManagerHandle manager, uint timeout_ms, out UIntPtr still_running_out);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_next_group_id(BtmManagerHandle manager, out BtmGroup group_out);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_group_named(BtmManagerHandle manager, byte[] name, out BtmGroup group_out);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_set_max_threads(BtmManagerHandle manager, int max_threads);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_get_stats(BtmManagerHandle manager, out BtmStats stats_out);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_get_group_stats(BtmManagerHandle manager, ref BtmGroup group, out BtmGroupStats stats_out);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern IntPtr btm_status_str(uint status);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern IntPtr btm_version();
+
+        // ---- tasks ----
+
+        /// <summary>Ownership of userdata passes to btm on every call that reaches native code, even a failing one.</summary>
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_add_task(BtmManagerHandle manager, BtmTaskFn task_fn, IntPtr userdata, BtmFreeFn userdata_free, int priority, ref BtmGroup group, ulong[] upstream, UIntPtr upstream_len, out ulong task_id_out);
+
+        /// <summary>Ownership of payload passes to btm on every call that reaches native code, even a failing one.</summary>
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_add_pass_through_task(BtmManagerHandle manager, int priority, ref BtmGroup group, ulong[] upstream, UIntPtr upstream_len, IntPtr payload, BtmFreeFn payload_free, out ulong task_id_out);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_stop_task(BtmManagerHandle manager, ulong task_id, [MarshalAs(UnmanagedType.U1)] bool stop_upstream, [MarshalAs(UnmanagedType.U1)] bool stop_downstream, out BtmStopReport report_out);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_stop_task_group(BtmManagerHandle manager, ref BtmGroup group, [MarshalAs(UnmanagedType.U1)] bool stop_upstream, [MarshalAs(UnmanagedType.U1)] bool stop_downstream, out BtmStopReport report_out);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_stop_all_tasks(BtmManagerHandle manager, out BtmStopReport report_out);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_set_task_priority(BtmManagerHandle manager, ulong task_id, int priority);
+    }
+}

@@ -1,0 +1,35 @@
+// Sealed SafeHandle types over btm's opaque handles.
+//
+// btm has one owned handle type, btm_manager*. The task context is borrowed
+// and stack-scoped (valid during one task function), so it stays an IntPtr.
+
+using System;
+using System.Runtime.InteropServices;
+
+namespace Btm.Native
+{
+    /// <summary>
+    /// Owns a btm_manager*. Releasing it calls btm_destroy, which shuts the
+    /// manager down (if not done yet, waiting for running tasks) and frees
+    /// every userdata, payload and result still held: the binding's free
+    /// callback runs for each on the releasing thread. P/Invoke calls hold a
+    /// reference on the handle for their duration, so btm_destroy never runs
+    /// under a call in flight on another thread.
+    /// </summary>
+    internal sealed class BtmManagerHandle : SafeHandle
+    {
+        // Called by the marshaller for `out BtmManagerHandle`.
+        private BtmManagerHandle() : base(IntPtr.Zero, true) { }
+
+        public override bool IsInvalid
+        {
+            get { return handle == IntPtr.Zero; }
+        }
+
+        protected override bool ReleaseHandle()
+        {
+            NativeMethods.btm_destroy(handle);
+            return true;
+        }
+    }
+}
