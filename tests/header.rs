@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 fn generate() -> String {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut config =
-        cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
+    let mut config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
     config.after_includes = Some(format!(
         "\n/** Version of the header (compare with btm_version() at run time). */\n\
          #define BTM_VERSION \"{v}\"\n#define BTM_VERSION_MAJOR {ma}\n#define BTM_VERSION_MINOR {mi}\n\
@@ -50,13 +49,7 @@ fn header_version_macros_match_cargo() {
         ("BTM_VERSION_MINOR", env!("CARGO_PKG_VERSION_MINOR")),
         ("BTM_VERSION_PATCH", env!("CARGO_PKG_VERSION_PATCH")),
     ] {
-        assert!(
-            header.contains(&format!("#define {name} {value}\n")),
-            "{name} must be {value}"
-        );
+        assert!(header.contains(&format!("#define {name} {value}\n")), "{name} must be {value}");
     }
-    assert!(header.contains(&format!(
-        "#define BTM_VERSION \"{}\"",
-        env!("CARGO_PKG_VERSION")
-    )));
+    assert!(header.contains(&format!("#define BTM_VERSION \"{}\"", env!("CARGO_PKG_VERSION"))));
 }

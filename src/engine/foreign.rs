@@ -64,6 +64,18 @@ pub struct Job {
     pub(crate) data: Owned,
 }
 
+impl Job {
+    /// A task that calls `run(data, context)` on a worker.
+    pub fn task(run: TaskFn, data: Owned) -> Self {
+        Job { run: Some(run), data }
+    }
+
+    /// A pass-through task whose payload is `payload`.
+    pub fn pass_through(payload: Owned) -> Self {
+        Job { run: None, data: payload }
+    }
+}
+
 /// One entry of a result as the host sees it: the id of the task that
 /// produced it and its data.
 #[repr(C)]
@@ -106,13 +118,7 @@ unsafe impl Sync for ResultSet {}
 impl ResultSet {
     /// A single value produced by task `task_id`.
     pub fn single(task_id: u64, owned: Owned) -> Self {
-        ResultSet::Single {
-            value: Value {
-                task_id,
-                data: owned.data(),
-            },
-            owned,
-        }
+        ResultSet::Single { value: Value { task_id, data: owned.data() }, owned }
     }
 
     /// The values, contiguous.
@@ -137,10 +143,7 @@ impl Failure {
             let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
             CString::new(&bytes[..end]).expect("no interior NUL")
         }
-        Failure {
-            message: cut(message),
-            details: cut(details),
-        }
+        Failure { message: cut(message), details: cut(details) }
     }
 
     /// The short message.

@@ -27,17 +27,11 @@ pub struct GroupKey {
 
 impl GroupKey {
     /// The default group.
-    pub const DEFAULT: GroupKey = GroupKey {
-        kind: GroupKind::Default,
-        value: 0,
-    };
+    pub const DEFAULT: GroupKey = GroupKey { kind: GroupKind::Default, value: 0 };
 
     /// A numbered group.
     pub fn numbered(value: u64) -> Self {
-        GroupKey {
-            kind: GroupKind::Numbered,
-            value,
-        }
+        GroupKey { kind: GroupKind::Numbered, value }
     }
 }
 
@@ -65,13 +59,9 @@ impl IdList {
         }
     }
 
-    pub(crate) fn to_vec(&self) -> Vec<u64> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         let base = self.base;
-        self.narrow
-            .iter()
-            .map(|&o| base + u64::from(o))
-            .chain(self.wide.iter().copied())
-            .collect()
+        self.narrow.iter().map(move |&o| base + u64::from(o)).chain(self.wide.iter().copied())
     }
 
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
@@ -111,11 +101,7 @@ impl GroupTable {
             names: Vec::new(),
             name_index: HashMap::new(),
         };
-        t.slots.push(Some(GroupSlot {
-            key: GroupKey::DEFAULT,
-            live: 0,
-            members: IdList::default(),
-        }));
+        t.slots.push(Some(GroupSlot { key: GroupKey::DEFAULT, live: 0, members: IdList::default() }));
         t.index.insert(GroupKey::DEFAULT, DEFAULT_GROUP);
         t
     }
@@ -123,18 +109,12 @@ impl GroupTable {
     /// Interns a group name and returns its key.
     pub(crate) fn named(&mut self, name: &CStr) -> GroupKey {
         if let Some(&value) = self.name_index.get(name) {
-            return GroupKey {
-                kind: GroupKind::Named,
-                value,
-            };
+            return GroupKey { kind: GroupKind::Named, value };
         }
         let value = self.names.len() as u64;
         self.names.push(name.to_owned());
         self.name_index.insert(name.to_owned(), value);
-        GroupKey {
-            kind: GroupKind::Named,
-            value,
-        }
+        GroupKey { kind: GroupKind::Named, value }
     }
 
     /// True if `key` can be used (named keys must have been interned).
@@ -162,11 +142,7 @@ impl GroupTable {
                 let i = match self.index.get(&key) {
                     Some(&i) => i,
                     None => {
-                        let slot = GroupSlot {
-                            key,
-                            live: 0,
-                            members: IdList::default(),
-                        };
+                        let slot = GroupSlot { key, live: 0, members: IdList::default() };
                         let i = match self.free.pop() {
                             Some(i) => {
                                 self.slots[i as usize] = Some(slot);
@@ -185,32 +161,24 @@ impl GroupTable {
                 i
             }
         };
-        let slot = self.slots[index as usize]
-            .as_mut()
-            .expect("live group slot");
+        let slot = self.slots[index as usize].as_mut().expect("live group slot");
         slot.live += 1;
         slot.members.push(id);
         index
     }
 
     pub(crate) fn slot(&self, index: u32) -> &GroupSlot {
-        self.slots[index as usize]
-            .as_ref()
-            .expect("live group slot")
+        self.slots[index as usize].as_ref().expect("live group slot")
     }
 
     pub(crate) fn slot_mut(&mut self, index: u32) -> &mut GroupSlot {
-        self.slots[index as usize]
-            .as_mut()
-            .expect("live group slot")
+        self.slots[index as usize].as_mut().expect("live group slot")
     }
 
     /// Removes a live member. Returns the group's key if it has no live
     /// member left (the group slot is then released).
     pub(crate) fn leave(&mut self, index: u32) -> Option<GroupKey> {
-        let slot = self.slots[index as usize]
-            .as_mut()
-            .expect("live group slot");
+        let slot = self.slots[index as usize].as_mut().expect("live group slot");
         slot.live -= 1;
         if slot.live > 0 {
             return None;

@@ -72,6 +72,7 @@ pub struct ThreadHooks {
 }
 
 /// How a manager is created.
+#[derive(Default)]
 pub struct Config {
     /// Maximum worker threads; 0 means [`DEFAULT_MAX_THREADS`].
     pub max_threads: usize,
@@ -81,15 +82,6 @@ pub struct Config {
     pub thread_hooks: Option<ThreadHooks>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_threads: 0,
-            start_processing: false,
-            thread_hooks: None,
-        }
-    }
-}
 
 /// What a stop did, by the state each stopped task was in.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -238,7 +230,6 @@ struct Progress {
 
 /// Host data released after the lock is dropped.
 enum Garbage {
-    Job(#[allow(dead_code)] Job),
     Result(#[allow(dead_code)] Arc<ResultSet>),
     Results(#[allow(dead_code)] Vec<Arc<ResultSet>>),
     Failure(#[allow(dead_code)] Arc<Failure>),
@@ -249,6 +240,10 @@ enum Garbage {
 /// Work to do once the state lock is released.
 #[derive(Default)]
 struct After {
+    /// Host pointers to free, in blocks of `FREE_BLOCK` so that a large stop
+    /// reuses the heap memory its removed task chunks just gave back rather
+    /// than faulting in one huge fresh vector.
+    frees: Vec<Vec<Owned>>,
     garbage: Vec<Garbage>,
     spawn: Vec<(u32, Arc<AtomicBool>)>,
     wake: u32,
@@ -257,6 +252,34 @@ struct After {
     wake_host: bool,
     /// Tell spinning workers that work arrived.
     hint: bool,
+}
+
+const FREE_BLOCK: usize = 1024;
+
+impl After {
+    fn free(&mut self, owned: Owned) {
+        if owned.is_null() {
+            return;
+        }
+        match self.frees.last_mut() {
+            Some(block) if block.len() < FREE_BLOCK => block.push(owned),
+            _ => {
+                let mut block = Vec::with_capacity(FREE_BLOCK);
+                block.push(owned);
+                self.frees.push(block);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.frees.is_empty()
+            && self.garbage.is_empty()
+            && self.spawn.is_empty()
+            && self.wake == 0
+            && !self.wake_all
+            && !self.wake_host
+            && !self.hint
+    }
 }
 
 struct WorkerSlot {
@@ -377,14 +400,7 @@ impl Manager {
     }
 
     fn run_after(self: &Arc<Self>, after: After) {
-        let After {
-            garbage,
-            spawn,
-            wake,
-            wake_all,
-            wake_host,
-            hint,
-        } = after;
+        let After { frees, garbage, spawn, wake, wake_all, wake_host, hint } = after;
         if hint {
             self.work_hint.store(1, Ordering::Relaxed);
         }
@@ -403,28 +419,23 @@ impl Manager {
         }
         // Last: free functions may call back into the manager.
         drop(garbage);
+        for block in frees {
+            drop(block);
+        }
     }
 
     /// Adds a task (or, when `job.run` is `None`, a pass-through task whose
     /// payload is `job.data`). On error the job is dropped (its data freed)
     /// on the calling thread before returning.
-    pub fn add(
-        self: &Arc<Self>,
-        job: Job,
-        priority: i32,
-        group: GroupKey,
-        upstream: &[u64],
-    ) -> Result<u64, Error> {
+    pub fn add(self: &Arc<Self>, job: Job, priority: i32, group: GroupKey, upstream: &[u64]) -> Result<u64, Error> {
         let mut rejected = None;
-        let r = self.locked(
-            |st, after| match st.add(job, priority, group, upstream, after) {
-                Ok(id) => Ok(id),
-                Err((e, job)) => {
-                    rejected = Some(job);
-                    Err(e)
-                }
-            },
-        );
+        let r = self.locked(|st, after| match st.add(job, priority, group, upstream, after) {
+            Ok(id) => Ok(id),
+            Err((e, job)) => {
+                rejected = Some(job);
+                Err(e)
+            }
+        });
         drop(rejected);
         r
     }
@@ -478,12 +489,7 @@ impl Manager {
     }
 
     /// Stops every live task of a group (and their upstream/downstream).
-    pub fn stop_group(
-        self: &Arc<Self>,
-        group: GroupKey,
-        up: bool,
-        down: bool,
-    ) -> Result<StopReport, Error> {
+    pub fn stop_group(self: &Arc<Self>, group: GroupKey, up: bool, down: bool) -> Result<StopReport, Error> {
         self.locked(|st, after| {
             if !st.groups.is_valid(group) {
                 return Err(Error::InvalidGroup);
@@ -494,10 +500,7 @@ impl Manager {
             if st.groups.slot(index).live == 0 {
                 return Err(Error::NotFound);
             }
-            let tasks = &st.tasks;
-            let mut roots = st.groups.slot(index).members.to_vec();
-            roots.retain(|&id| tasks.get(id).is_some_and(|t| t.group == index));
-            Ok(st.stop(roots, up, down, after))
+            Ok(st.stop_group(index, up, down, after))
         })
     }
 
@@ -596,8 +599,7 @@ impl Manager {
                         }
                         if let Some(key) = st.groups.leave(task.group) {
                             if written < capacity {
-                                let mut view =
-                                    EventView::new(EventKind::GroupFinished, 0, key, name);
+                                let mut view = EventView::new(EventKind::GroupFinished, 0, key, name);
                                 view.group_name = name;
                                 sink(view);
                                 written += 1;
@@ -663,9 +665,7 @@ impl Manager {
         if self.is_current_worker() {
             return Err(Error::WouldDeadlock);
         }
-        self.wait_until(timeout, |st| {
-            (st.running == 0 && st.pending == 0).then_some(Ok(()))
-        })
+        self.wait_until(timeout, |st| (st.running == 0 && st.pending == 0).then_some(Ok(())))
     }
 
     /// Waits on `host_cv` until `check` gives an answer or the deadline.
@@ -721,7 +721,8 @@ impl Manager {
         let Some(index) = st.groups.find(group) else {
             return Ok(counts);
         };
-        for id in st.groups.slot(index).members.to_vec() {
+        let st = &*st;
+        for id in st.groups.slot(index).members.iter() {
             let Some(task) = st.tasks.get(id).filter(|t| t.group == index) else {
                 continue;
             };
@@ -865,10 +866,7 @@ impl State {
                         failed.get_or_insert_with(|| Arc::clone(f));
                     }
                 }
-                ut.links
-                    .get_or_insert_with(Default::default)
-                    .downstream
-                    .push(id);
+                ut.links.get_or_insert_with(Default::default).downstream.push(id);
                 l.upstream.push(u);
             }
             // Already-completed upstream results, in completion order: the
@@ -892,39 +890,21 @@ impl State {
         if let Some(f) = failed {
             // An upstream failed and its failure is not yet polled: this
             // task fails with it, its event queued now.
-            after.garbage.push(Garbage::Job(job));
+            after.free(job.data);
             if let Some(l) = links.as_mut() {
                 if !l.received.is_empty() {
-                    after
-                        .garbage
-                        .push(Garbage::Results(mem::take(&mut l.received)));
+                    after.garbage.push(Garbage::Results(mem::take(&mut l.received)));
                 }
                 l.waiting = 0;
             }
-            self.tasks.insert(
-                id,
-                Task {
-                    body: Body::Failed(f),
-                    priority,
-                    group: group_index,
-                    links,
-                },
-            );
+            self.tasks.insert(id, Task { body: Body::Failed(f), priority, group: group_index, links });
             self.failed_total += 1;
             self.push_event(Ev::Final(id), after);
             return Ok(id);
         }
 
         let ready = links.as_ref().map_or(true, |l| l.waiting == 0);
-        self.tasks.insert(
-            id,
-            Task {
-                body: Body::Pending(job),
-                priority,
-                group: group_index,
-                links,
-            },
-        );
+        self.tasks.insert(id, Task { body: Body::Pending(job), priority, group: group_index, links });
         self.pending += 1;
         if ready {
             self.make_ready(priority, id, after);
@@ -940,10 +920,7 @@ impl State {
             return;
         }
         let tasks = &self.tasks;
-        self.groups
-            .slot_mut(index)
-            .members
-            .retain(|id| tasks.get(id).is_some_and(|t| t.group == index));
+        self.groups.slot_mut(index).members.retain(|id| tasks.get(id).is_some_and(|t| t.group == index));
     }
 
     fn make_ready(&mut self, priority: i32, id: u64, after: &mut After) {
@@ -970,9 +947,7 @@ impl State {
         } else if self.threads < self.max_threads {
             let index = self.workers.len() as u32;
             let stopped = Arc::new(AtomicBool::new(false));
-            self.workers.push(WorkerSlot {
-                stopped: Arc::clone(&stopped),
-            });
+            self.workers.push(WorkerSlot { stopped: Arc::clone(&stopped) });
             self.threads += 1;
             self.alive += 1;
             after.spawn.push((index, stopped));
@@ -995,35 +970,20 @@ impl State {
             let Some(task) = self.tasks.get_mut(id) else {
                 continue;
             };
-            if task.priority != priority
-                || task.waiting() != 0
-                || !matches!(task.body, Body::Pending(_))
-            {
+            if task.priority != priority || task.waiting() != 0 || !matches!(task.body, Body::Pending(_)) {
                 continue; // stale entry
             }
             self.ready.taken(priority);
             self.pending -= 1;
             self.running += 1;
-            let Body::Pending(job) = mem::replace(&mut task.body, Body::Running { worker: index })
-            else {
+            let Body::Pending(job) = mem::replace(&mut task.body, Body::Running { worker: index }) else {
                 unreachable!()
             };
-            let received = task
-                .links
-                .as_mut()
-                .map(|l| mem::take(&mut l.received))
-                .unwrap_or_default();
+            let received = task.links.as_mut().map(|l| mem::take(&mut l.received)).unwrap_or_default();
             match job.run {
                 Some(run) => {
-                    self.workers[index as usize]
-                        .stopped
-                        .store(false, Ordering::Relaxed);
-                    return Some(RunJob {
-                        id,
-                        run,
-                        data: job.data,
-                        received,
-                    });
+                    self.workers[index as usize].stopped.store(false, Ordering::Relaxed);
+                    return Some(RunJob { id, run, data: job.data, received });
                 }
                 None => {
                     let gathered = gather(id, job.data, received);
@@ -1045,11 +1005,7 @@ impl State {
             Outcome::Completed(result) => {
                 let result = result.map(Arc::new);
                 let task = self.tasks.get_mut(id).expect("checked above");
-                let downstream = task
-                    .links
-                    .as_mut()
-                    .map(|l| mem::take(&mut l.downstream))
-                    .unwrap_or_default();
+                let downstream = task.links.as_mut().map(|l| mem::take(&mut l.downstream)).unwrap_or_default();
                 for &d in &downstream {
                     let Some(dt) = self.tasks.get_mut(d) else {
                         continue;
@@ -1084,11 +1040,8 @@ impl State {
         let failure = Arc::new(failure);
         let task = self.tasks.get_mut(id).expect("failing task is live");
         task.body = Body::Failed(Arc::clone(&failure));
-        let mut queue: VecDeque<u64> = task
-            .links
-            .as_ref()
-            .map(|l| l.downstream.iter().copied().collect())
-            .unwrap_or_default();
+        let mut queue: VecDeque<u64> =
+            task.links.as_ref().map(|l| l.downstream.iter().copied().collect()).unwrap_or_default();
         self.failed_total += 1;
         self.push_event(Ev::Final(id), after);
         while let Some(d) = queue.pop_front() {
@@ -1100,16 +1053,12 @@ impl State {
             }
             let was_ready = dt.waiting() == 0;
             let priority = dt.priority;
-            if let Body::Pending(job) =
-                mem::replace(&mut dt.body, Body::Failed(Arc::clone(&failure)))
-            {
-                after.garbage.push(Garbage::Job(job));
+            if let Body::Pending(job) = mem::replace(&mut dt.body, Body::Failed(Arc::clone(&failure))) {
+                after.free(job.data);
             }
             if let Some(l) = dt.links.as_mut() {
                 if !l.received.is_empty() {
-                    after
-                        .garbage
-                        .push(Garbage::Results(mem::take(&mut l.received)));
+                    after.garbage.push(Garbage::Results(mem::take(&mut l.received)));
                 }
                 queue.extend(l.downstream.iter().copied());
             }
@@ -1123,18 +1072,50 @@ impl State {
     }
 
     /// Stops `roots` and, transitively, what the flags reach.
-    fn stop(&mut self, mut stack: Vec<u64>, up: bool, down: bool, after: &mut After) -> StopReport {
+    fn stop(&mut self, roots: Vec<u64>, up: bool, down: bool, after: &mut After) -> StopReport {
         let mut report = StopReport::default();
+        let mut stack = Vec::new();
+        for id in roots {
+            stack.push(id);
+            self.stop_reachable(&mut stack, up, down, &mut report, after);
+        }
+        if self.deliverable == 0 {
+            self.events.clear();
+        }
+        report
+    }
+
+    /// Stops the live tasks of group slot `index` and what the flags reach.
+    fn stop_group(&mut self, index: u32, up: bool, down: bool, after: &mut After) -> StopReport {
+        let mut report = StopReport::default();
+        let members = mem::take(&mut self.groups.slot_mut(index).members);
+        let mut stack = Vec::new();
+        for id in members.iter() {
+            if self.tasks.get(id).is_some_and(|t| t.group == index) {
+                stack.push(id);
+                self.stop_reachable(&mut stack, up, down, &mut report, after);
+            }
+        }
+        if self.deliverable == 0 {
+            self.events.clear();
+        }
+        report
+    }
+
+    /// Stops every task on `stack` and, transitively, what the flags reach.
+    fn stop_reachable(
+        &mut self,
+        stack: &mut Vec<u64>,
+        up: bool,
+        down: bool,
+        report: &mut StopReport,
+        after: &mut After,
+    ) {
         while let Some(id) = stack.pop() {
             let Some(task) = self.tasks.remove(id) else {
                 continue;
             };
-            let Task {
-                body,
-                priority,
-                group,
-                links,
-            } = task;
+            let Task { body, priority, group, links } = task;
             let unfinished = matches!(body, Body::Pending(_) | Body::Running { .. });
             match body {
                 Body::Pending(job) => {
@@ -1143,13 +1124,11 @@ impl State {
                     if links.as_ref().map_or(0, |l| l.waiting) == 0 {
                         self.ready.forget(priority);
                     }
-                    after.garbage.push(Garbage::Job(job));
+                    after.free(job.data);
                 }
                 Body::Running { worker } => {
                     report.while_running += 1;
-                    self.workers[worker as usize]
-                        .stopped
-                        .store(true, Ordering::Relaxed);
+                    self.workers[worker as usize].stopped.store(true, Ordering::Relaxed);
                 }
                 Body::Completed { result } => {
                     report.after_finish += 1;
@@ -1164,17 +1143,17 @@ impl State {
                     after.garbage.push(Garbage::Failure(f));
                 }
             }
-            if let Some(p) = self.progress.remove(&id) {
-                self.deliverable -= 1;
-                after.garbage.push(Garbage::Text(p.message));
+            if !self.progress.is_empty() {
+                if let Some(p) = self.progress.remove(&id) {
+                    self.deliverable -= 1;
+                    after.garbage.push(Garbage::Text(p.message));
+                }
             }
             self.stopped_total += 1;
             self.groups.leave(group);
             let Some(mut links) = links else { continue };
             if !links.received.is_empty() {
-                after
-                    .garbage
-                    .push(Garbage::Results(mem::take(&mut links.received)));
+                after.garbage.push(Garbage::Results(mem::take(&mut links.received)));
             }
             if up {
                 stack.extend(links.upstream.iter().copied());
@@ -1200,35 +1179,17 @@ impl State {
                 }
             }
         }
-        if self.deliverable == 0 {
-            self.events.clear();
-        }
-        report
     }
 
-    fn report_progress(
-        &mut self,
-        id: u64,
-        fraction: f64,
-        message: Option<CString>,
-        after: &mut After,
-    ) -> bool {
-        if !matches!(
-            self.tasks.get(id),
-            Some(Task {
-                body: Body::Running { .. },
-                ..
-            })
-        ) {
+    fn report_progress(&mut self, id: u64, fraction: f64, message: Option<CString>, after: &mut After) -> bool {
+        if !matches!(self.tasks.get(id), Some(Task { body: Body::Running { .. }, .. })) {
             after.garbage.push(Garbage::Text(message));
             return false;
         }
         match self.progress.get_mut(&id) {
             Some(p) => {
                 p.fraction = fraction;
-                after
-                    .garbage
-                    .push(Garbage::Text(mem::replace(&mut p.message, message)));
+                after.garbage.push(Garbage::Text(mem::replace(&mut p.message, message)));
             }
             None => {
                 self.progress.insert(id, Progress { fraction, message });
@@ -1356,6 +1317,10 @@ fn worker_main(manager: Arc<Manager>, index: u32, stopped: Arc<AtomicBool>) {
             }
             next_job(&manager, &mut st, index, &mut after)
         };
+        // Whatever finishing the last task produced (events to announce,
+        // threads to start, host data to free) is done before running the
+        // next task; when there was no next task, `next_job` did it before
+        // sleeping.
         manager.run_after(after);
         let Some(job) = next else { break };
         done = Some(run_job(&manager, job, &stopped));
@@ -1375,12 +1340,7 @@ fn worker_main(manager: Arc<Manager>, index: u32, stopped: Arc<AtomicBool>) {
 
 /// Finds the next job for a worker, spinning briefly and then sleeping when
 /// there is none. Returns `None` when the worker must exit.
-fn next_job(
-    manager: &Manager,
-    st: &mut MutexGuard<'_, State>,
-    index: u32,
-    after: &mut After,
-) -> Option<RunJob> {
+fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, after: &mut After) -> Option<RunJob> {
     let mut spun = false;
     loop {
         if st.shut_down || st.threads > st.max_threads {
@@ -1394,14 +1354,23 @@ fn next_job(
             if let Some(job) = st.take_next(index, after) {
                 return Some(job);
             }
-            if !spun {
-                spun = true;
-                st.spinning += 1;
-                manager.work_hint.store(0, Ordering::Relaxed);
-                MutexGuard::unlocked(st, || spin(manager));
-                st.spinning -= 1;
-                continue;
-            }
+        }
+        if !after.is_empty() {
+            // Never sleep on pending work for others (a host waiting for an
+            // event, host data to free): do it unlocked, then look again.
+            let pending = mem::take(after);
+            MutexGuard::unlocked(st, || manager.run_after(pending));
+            continue;
+        }
+        if st.processing && !spun {
+            // Spin briefly before sleeping: a task arriving within
+            // microseconds starts without a futex wake-up.
+            spun = true;
+            st.spinning += 1;
+            manager.work_hint.store(0, Ordering::Relaxed);
+            MutexGuard::unlocked(st, || spin(manager));
+            st.spinning -= 1;
+            continue;
         }
         spun = false;
         st.sleeping += 1;
@@ -1426,21 +1395,13 @@ fn spin(manager: &Manager) {
 }
 
 fn run_job(manager: &Arc<Manager>, job: RunJob, stopped: &Arc<AtomicBool>) -> (u64, Outcome) {
-    let RunJob {
-        id,
-        run,
-        data,
-        received,
-    } = job;
+    let RunJob { id, run, data, received } = job;
     let flat: Vec<Value>;
     let (ptr, len) = match received.as_slice() {
         [] => (std::ptr::null(), 0),
         [one] => (one.values().as_ptr(), one.values().len()),
         many => {
-            flat = many
-                .iter()
-                .flat_map(|r| r.values().iter().copied())
-                .collect();
+            flat = many.iter().flat_map(|r| r.values().iter().copied()).collect();
             (flat.as_ptr(), flat.len())
         }
     };
@@ -1463,12 +1424,7 @@ fn run_job(manager: &Arc<Manager>, job: RunJob, stopped: &Arc<AtomicBool>) -> (u
             drop(ctx.result.take());
             Outcome::Failed(f)
         }
-        None => Outcome::Completed(
-            ctx.result
-                .take()
-                .filter(|r| !r.is_null())
-                .map(|r| ResultSet::single(id, r)),
-        ),
+        None => Outcome::Completed(ctx.result.take().filter(|r| !r.is_null()).map(|r| ResultSet::single(id, r))),
     };
     (id, outcome)
 }

@@ -123,10 +123,7 @@ mod tests {
         q.push(0, 3); // became ready late: still runs before 10
         q.push(-1, 1);
         assert_eq!(q.len(), 5);
-        assert_eq!(
-            drain(&mut q),
-            vec![(5, 11), (0, 3), (0, 10), (0, 12), (-1, 1)]
-        );
+        assert_eq!(drain(&mut q), vec![(5, 11), (0, 3), (0, 10), (0, 12), (-1, 1)]);
         assert_eq!(q.len(), 0);
     }
 

@@ -29,12 +29,7 @@ pub(crate) struct Table<T> {
 
 impl<T> Table<T> {
     pub(crate) fn new() -> Self {
-        Table {
-            first: 0,
-            chunks: VecDeque::new(),
-            issued_end: 0,
-            live: 0,
-        }
+        Table { first: 0, chunks: VecDeque::new(), issued_end: 0, live: 0 }
     }
 
     fn locate(&self, id: u64) -> Option<(usize, usize)> {
@@ -59,10 +54,7 @@ impl<T> Table<T> {
     /// Inserts the entry for a new id. Ids must be inserted in increasing
     /// order (gaps are allowed).
     pub(crate) fn insert(&mut self, id: u64, value: T) {
-        debug_assert!(
-            id >= self.issued_end,
-            "ids must be inserted in increasing order"
-        );
+        debug_assert!(id >= self.issued_end, "ids must be inserted in increasing order");
         if self.chunks.is_empty() {
             self.first = id >> CHUNK_BITS;
         }
@@ -71,10 +63,8 @@ impl<T> Table<T> {
             self.chunks.push_back(None);
         }
         let c = (chunk - self.first) as usize;
-        let entry = self.chunks[c].get_or_insert_with(|| Chunk {
-            slots: (0..CHUNK_LEN).map(|_| None).collect(),
-            live: 0,
-        });
+        let entry =
+            self.chunks[c].get_or_insert_with(|| Chunk { slots: (0..CHUNK_LEN).map(|_| None).collect(), live: 0 });
         entry.slots[(id & CHUNK_MASK) as usize] = Some(value);
         entry.live += 1;
         self.live += 1;

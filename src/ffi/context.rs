@@ -72,11 +72,7 @@ pub unsafe extern "C" fn btm_context_upstream(
         let v = ctx.upstream();
         // SAFETY: both checked non-NULL, writable per the contract.
         unsafe {
-            values_out.write(if v.is_empty() {
-                std::ptr::null()
-            } else {
-                v.as_ptr()
-            });
+            values_out.write(if v.is_empty() { std::ptr::null() } else { v.as_ptr() });
             count_out.write(v.len());
         }
         btm_status::BTM_STATUS_OK

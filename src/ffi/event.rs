@@ -116,11 +116,7 @@ pub unsafe extern "C" fn btm_poll_events(
                 task_id: e.task_id,
                 group: e.group.into(),
                 group_name: e.group_name,
-                results: if e.value_count == 0 {
-                    std::ptr::null()
-                } else {
-                    e.values
-                },
+                results: if e.value_count == 0 { std::ptr::null() } else { e.values },
                 result_count: e.value_count,
                 message: e.message,
                 details: e.details,

@@ -5,10 +5,7 @@ use std::ffi::{c_char, c_void, CStr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::{
-    Config, GroupKey, GroupKind, Manager, Owned, ThreadHooks, DEFAULT_MAX_THREADS,
-    MAX_THREADS_LIMIT,
-};
+use crate::engine::{Config, GroupKey, GroupKind, Manager, Owned, ThreadHooks, DEFAULT_MAX_THREADS, MAX_THREADS_LIMIT};
 
 use super::status::btm_status;
 use super::{ffi_guard, manager_ref, status_of, write_out};
@@ -19,8 +16,7 @@ pub type btm_free_fn = Option<unsafe extern "C" fn(data: *mut c_void)>;
 
 /// A worker thread hook: called on the worker thread with the hook userdata
 /// and the worker's index (0, 1, 2...; the thread is named `btm-worker-N`).
-pub type btm_thread_hook_fn =
-    Option<unsafe extern "C" fn(userdata: *mut c_void, worker_index: u32)>;
+pub type btm_thread_hook_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, worker_index: u32)>;
 
 /// Number of worker threads a `max_threads` of 0 stands for (as in the
 /// original).
@@ -126,11 +122,7 @@ unsafe fn read_config(config: *const btm_config) -> Result<btm_config, btm_statu
     // `bool` must be 0 or 1; anything else would be undefined behaviour if
     // read as bool, so read it as a byte.
     // SAFETY: within `n` bytes (CONFIG_MIN_SIZE covers it).
-    let flag = unsafe {
-        bytes
-            .add(std::mem::offset_of!(btm_config, start_processing))
-            .read()
-    };
+    let flag = unsafe { bytes.add(std::mem::offset_of!(btm_config, start_processing)).read() };
     if flag > 1 {
         return Err(btm_status::BTM_STATUS_INVALID_CONFIG);
     }
@@ -154,10 +146,7 @@ unsafe fn read_config(config: *const btm_config) -> Result<btm_config, btm_statu
 /// `config` must be NULL or point to a config of `config->struct_size`
 /// bytes; `manager_out` must be NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn btm_create(
-    config: *const btm_config,
-    manager_out: *mut *mut Manager,
-) -> btm_status {
+pub unsafe extern "C" fn btm_create(config: *const btm_config, manager_out: *mut *mut Manager) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
         // SAFETY: caller contract.
         let cfg = match unsafe { read_config(config) } {
@@ -171,21 +160,13 @@ pub unsafe extern "C" fn btm_create(
         if cfg.max_threads < 0 || cfg.max_threads as u32 > BTM_MAX_THREADS_LIMIT {
             return btm_status::BTM_STATUS_INVALID_THREAD_COUNT;
         }
-        let thread_hooks =
-            if cfg.thread_start.is_some() || cfg.thread_stop.is_some() || !hook_data.is_null() {
-                Some(ThreadHooks {
-                    on_start: cfg.thread_start,
-                    on_stop: cfg.thread_stop,
-                    data: hook_data,
-                })
-            } else {
-                None
-            };
-        let config = Config {
-            max_threads: cfg.max_threads as usize,
-            start_processing: cfg.start_processing,
-            thread_hooks,
+        let thread_hooks = if cfg.thread_start.is_some() || cfg.thread_stop.is_some() || !hook_data.is_null() {
+            Some(ThreadHooks { on_start: cfg.thread_start, on_stop: cfg.thread_stop, data: hook_data })
+        } else {
+            None
         };
+        let config =
+            Config { max_threads: cfg.max_threads as usize, start_processing: cfg.start_processing, thread_hooks };
         match Manager::new(config) {
             Ok(m) => {
                 // SAFETY: checked non-NULL above.
@@ -349,11 +330,7 @@ impl From<GroupKey> for btm_group {
             GroupKind::Numbered => btm_group_kind::BTM_GROUP_KIND_NUMBERED,
             GroupKind::Named => btm_group_kind::BTM_GROUP_KIND_NAMED,
         };
-        btm_group {
-            kind: kind as u32,
-            reserved: 0,
-            value: k.value,
-        }
+        btm_group { kind: kind as u32, reserved: 0, value: k.value }
     }
 }
 
@@ -370,10 +347,7 @@ pub(crate) unsafe fn read_group(group: *const btm_group) -> Result<GroupKey, btm
     match g.kind {
         0 => Ok(GroupKey::DEFAULT),
         1 => Ok(GroupKey::numbered(g.value)),
-        2 => Ok(GroupKey {
-            kind: GroupKind::Named,
-            value: g.value,
-        }),
+        2 => Ok(GroupKey { kind: GroupKind::Named, value: g.value }),
         _ => Err(btm_status::BTM_STATUS_INVALID_GROUP),
     }
 }
@@ -387,10 +361,7 @@ pub(crate) unsafe fn read_group(group: *const btm_group) -> Result<GroupKey, btm
 /// # Safety
 /// `manager` NULL or live; `group_out` NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn btm_next_group_id(
-    manager: *mut Manager,
-    group_out: *mut btm_group,
-) -> btm_status {
+pub unsafe extern "C" fn btm_next_group_id(manager: *mut Manager, group_out: *mut btm_group) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
         // SAFETY: caller contract.
         let m = match unsafe { manager_ref(manager) } {
@@ -452,10 +423,7 @@ pub unsafe extern "C" fn btm_group_named(
 /// # Safety
 /// `manager` NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn btm_set_max_threads(
-    manager: *mut Manager,
-    max_threads: i32,
-) -> btm_status {
+pub unsafe extern "C" fn btm_set_max_threads(manager: *mut Manager, max_threads: i32) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
         // SAFETY: caller contract.
         let m = match unsafe { manager_ref(manager) } {
@@ -501,10 +469,7 @@ pub struct btm_stats {
 /// # Safety
 /// `manager` NULL or live; `stats_out` NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn btm_get_stats(
-    manager: *mut Manager,
-    stats_out: *mut btm_stats,
-) -> btm_status {
+pub unsafe extern "C" fn btm_get_stats(manager: *mut Manager, stats_out: *mut btm_stats) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
         // SAFETY: caller contract.
         let m = match unsafe { manager_ref(manager) } {
@@ -574,17 +539,7 @@ pub unsafe extern "C" fn btm_get_group_stats(
         match m.group_stats(key) {
             Ok([queued, blocked, running, undelivered]) => {
                 // SAFETY: checked non-NULL.
-                unsafe {
-                    write_out(
-                        stats_out,
-                        btm_group_stats {
-                            queued,
-                            blocked,
-                            running,
-                            undelivered,
-                        },
-                    )
-                }
+                unsafe { write_out(stats_out, btm_group_stats { queued, blocked, running, undelivered }) }
             }
             Err(e) => e.into(),
         }

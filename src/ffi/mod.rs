@@ -39,9 +39,7 @@ pub(crate) use ffi_guard;
 /// # Safety
 /// `ptr` must be NULL or a handle from `btm_create` not yet destroyed (or
 /// a handle from `btm_context_manager` inside a running task).
-pub(crate) unsafe fn manager_ref(
-    ptr: *const Manager,
-) -> Result<ManuallyDrop<Arc<Manager>>, btm_status> {
+pub(crate) unsafe fn manager_ref(ptr: *const Manager) -> Result<ManuallyDrop<Arc<Manager>>, btm_status> {
     if ptr.is_null() {
         return Err(btm_status::BTM_STATUS_NULL_ARGUMENT);
     }

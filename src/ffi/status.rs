@@ -110,7 +110,5 @@ pub extern "C" fn btm_status_str(status: u32) -> *const c_char {
 /// Ownership: static; never free it. Threads: any. Never calls back.
 #[no_mangle]
 pub extern "C" fn btm_version() -> *const c_char {
-    ffi_guard!(std::ptr::null(), {
-        concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
-    })
+    ffi_guard!(std::ptr::null(), { concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast() })
 }

@@ -16,8 +16,7 @@ pub type btm_task_id = u64;
 /// `btm_context_set_result`, if any) unless it called `btm_context_fail`.
 /// It must not unwind (C++ exceptions, Rust panics) out of the call: the
 /// process would abort.
-pub type btm_task_fn =
-    Option<unsafe extern "C" fn(userdata: *mut c_void, context: *mut TaskContext)>;
+pub type btm_task_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, context: *mut TaskContext)>;
 
 /// What a stop reached, by the state each stopped task was in. Add the
 /// three for the number of tasks stopped.
@@ -36,11 +35,7 @@ pub struct btm_stop_report {
 
 impl From<StopReport> for btm_stop_report {
     fn from(r: StopReport) -> Self {
-        btm_stop_report {
-            before_start: r.before_start,
-            while_running: r.while_running,
-            after_finish: r.after_finish,
-        }
+        btm_stop_report { before_start: r.before_start, while_running: r.while_running, after_finish: r.after_finish }
     }
 }
 
@@ -152,20 +147,7 @@ pub unsafe extern "C" fn btm_add_task(
             return btm_status::BTM_STATUS_NULL_ARGUMENT;
         };
         // SAFETY: caller contract.
-        unsafe {
-            add(
-                manager,
-                Job {
-                    run: Some(run),
-                    data,
-                },
-                priority,
-                group,
-                upstream,
-                upstream_len,
-                task_id_out,
-            )
-        }
+        unsafe { add(manager, Job { run: Some(run), data }, priority, group, upstream, upstream_len, task_id_out) }
     })
 }
 
@@ -202,17 +184,7 @@ pub unsafe extern "C" fn btm_add_pass_through_task(
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
         let data = Owned::new(payload, payload_free);
         // SAFETY: caller contract.
-        unsafe {
-            add(
-                manager,
-                Job { run: None, data },
-                priority,
-                group,
-                upstream,
-                upstream_len,
-                task_id_out,
-            )
-        }
+        unsafe { add(manager, Job { run: None, data }, priority, group, upstream, upstream_len, task_id_out) }
     })
 }
 
@@ -330,10 +302,7 @@ pub unsafe extern "C" fn btm_stop_task_group(
 /// # Safety
 /// `manager` NULL or live; `report_out` NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn btm_stop_all_tasks(
-    manager: *mut Manager,
-    report_out: *mut btm_stop_report,
-) -> btm_status {
+pub unsafe extern "C" fn btm_stop_all_tasks(manager: *mut Manager, report_out: *mut btm_stop_report) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
         // SAFETY: caller contract.
         let m = match unsafe { manager_ref(manager) } {

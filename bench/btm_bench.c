@@ -1,0 +1,180 @@
+/*
+ * btm side of the side-by-side benchmark (bench/run.py runs it with the
+ * peers). Usage: btm_bench <workload> <N>; prints one JSON line.
+ * Workloads: w1 (N empty tasks, all completions polled), w2a (1000 chains of
+ * 100), w2b (N tasks fanning into one), w3 (stop N queued tasks in one group,
+ * including every free call), w4 (round trip, 10,000 times; w4fd: the host
+ * sleeps in btm_wait_events instead of spinning on poll), w5 (bytes per
+ * queued task), w6 (w1 with 4 priority levels).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "btm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static void empty_task(void *ud, btm_task_context *ctx) {
+    (void)ud;
+    (void)ctx;
+}
+
+static size_t frees;
+static void count_free(void *p) {
+    free(p);
+    frees++;
+}
+
+static btm_manager *make(int start) {
+    btm_config cfg;
+    btm_config_init(&cfg);
+    cfg.max_threads = 2;
+    cfg.start_processing = start != 0;
+    btm_manager *m = NULL;
+    if (btm_create(&cfg, &m) != BTM_STATUS_OK) {
+        fprintf(stderr, "btm_create failed\n");
+        exit(1);
+    }
+    return m;
+}
+
+static btm_event events[4096];
+
+/* Polls until `want` final events (completed or failed) were seen. */
+static void drain(btm_manager *m, size_t want, int sleep_on_wait) {
+    size_t seen = 0;
+    while (seen < want) {
+        size_t n = 0;
+        if (sleep_on_wait) btm_wait_events(m, BTM_WAIT_FOREVER);
+        btm_poll_events(m, events, 4096, &n);
+        for (size_t i = 0; i < n; i++)
+            if (events[i].kind == BTM_EVENT_TASK_COMPLETED || events[i].kind == BTM_EVENT_TASK_FAILED) seen++;
+    }
+}
+
+static void add(btm_manager *m, int prio, const btm_task_id *ups, size_t n_ups, btm_task_id *id) {
+    if (btm_add_task(m, empty_task, NULL, NULL, prio, NULL, ups, n_ups, id) != BTM_STATUS_OK) {
+        fprintf(stderr, "add failed\n");
+        exit(1);
+    }
+}
+
+static long rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, rss = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
+    fclose(f);
+    return rss * 4096;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s <w1|w2a|w2b|w3|w4|w4fd|w5|w6> <N>\n", argv[0]);
+        return 2;
+    }
+    const char *w = argv[1];
+    size_t n = (size_t)strtoull(argv[2], NULL, 10);
+    btm_manager *m;
+    btm_task_id id;
+
+    if (!strcmp(w, "w1") || !strcmp(w, "w6")) {
+        int levels = !strcmp(w, "w6") ? 4 : 1;
+        m = make(1);
+        double t0 = now_ns();
+        for (size_t i = 0; i < n; i++) add(m, (int)(i % (size_t)levels), NULL, 0, &id);
+        drain(m, n, 0);
+        double t = now_ns() - t0;
+        printf("{\"peer\":\"btm\",\"workload\":\"%s\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", w, n, t / (double)n,
+               t / 1e6);
+    } else if (!strcmp(w, "w2a")) {
+        size_t chains = 1000, len = 100;
+        m = make(1);
+        double t0 = now_ns();
+        for (size_t c = 0; c < chains; c++) {
+            add(m, 0, NULL, 0, &id);
+            for (size_t i = 1; i < len; i++) {
+                btm_task_id prev = id;
+                add(m, 0, &prev, 1, &id);
+            }
+        }
+        drain(m, chains * len, 0);
+        double t = now_ns() - t0;
+        printf("{\"peer\":\"btm\",\"workload\":\"w2a\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", chains * len,
+               t / (double)(chains * len), t / 1e6);
+    } else if (!strcmp(w, "w2b")) {
+        m = make(1);
+        btm_task_id *ids = malloc(n * sizeof *ids);
+        double t0 = now_ns();
+        for (size_t i = 0; i < n; i++) add(m, 0, NULL, 0, &ids[i]);
+        add(m, 0, ids, n, &id);
+        drain(m, n + 1, 0);
+        double t = now_ns() - t0;
+        free(ids);
+        printf("{\"peer\":\"btm\",\"workload\":\"w2b\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", n,
+               t / (double)(n + 1), t / 1e6);
+    } else if (!strcmp(w, "w3")) {
+        m = make(0); /* paused: every task stays queued */
+        btm_group g = {BTM_GROUP_KIND_NUMBERED, 0, 7};
+        for (size_t i = 0; i < n; i++) {
+            void *p = malloc(16);
+            if (btm_add_task(m, empty_task, p, count_free, 0, &g, NULL, 0, &id) != BTM_STATUS_OK) return 1;
+        }
+        long rss_full = rss_bytes();
+        double t0 = now_ns();
+        btm_stop_report r;
+        btm_stop_task_group(m, &g, false, false, &r);
+        double t = now_ns() - t0;
+        long rss_after = rss_bytes();
+        if (frees != n || r.before_start != n) {
+            fprintf(stderr, "w3: %zu frees, %llu stopped, want %zu\n", frees, (unsigned long long)r.before_start, n);
+            return 1;
+        }
+        printf("{\"peer\":\"btm\",\"workload\":\"w3\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f,"
+               "\"rss_returned_mb\":%.1f}\n",
+               n, t / (double)n, t / 1e6, (double)(rss_full - rss_after) / 1e6);
+    } else if (!strcmp(w, "w4") || !strcmp(w, "w4fd")) {
+        int sleep_on_wait = !strcmp(w, "w4fd");
+        size_t reps = n ? n : 10000;
+        double *lat = malloc(reps * sizeof *lat);
+        m = make(1);
+        for (size_t i = 0; i < 100; i++) { /* warm up: threads started */
+            add(m, 0, NULL, 0, &id);
+            drain(m, 1, sleep_on_wait);
+        }
+        for (size_t i = 0; i < reps; i++) {
+            double t0 = now_ns();
+            add(m, 0, NULL, 0, &id);
+            drain(m, 1, sleep_on_wait);
+            lat[i] = (now_ns() - t0) / 1000.0;
+        }
+        qsort(lat, reps, sizeof *lat, cmp_double);
+        printf("{\"peer\":\"btm\",\"workload\":\"%s\",\"n\":%zu,\"median_us\":%.2f,\"p99_us\":%.2f}\n", w, reps,
+               lat[reps / 2], lat[reps * 99 / 100]);
+        free(lat);
+    } else if (!strcmp(w, "w5")) {
+        m = make(0);
+        long before = rss_bytes();
+        for (size_t i = 0; i < n; i++) add(m, 0, NULL, 0, &id);
+        long after = rss_bytes();
+        printf("{\"peer\":\"btm\",\"workload\":\"w5\",\"n\":%zu,\"bytes_per_task\":%.1f}\n", n,
+               (double)(after - before) / (double)n);
+    } else {
+        fprintf(stderr, "unknown workload %s\n", w);
+        return 2;
+    }
+    btm_destroy(m);
+    return 0;
+}

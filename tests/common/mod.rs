@@ -1,0 +1,252 @@
+//! Test harness over the engine: Rust closures as tasks, boxed `i64`
+//! results, live-allocation counters proving every free function ran exactly
+//! once, and events copied into owned values.
+#![allow(dead_code)]
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use btm::engine::{Config, EventKind, Failure, GroupKey, Job, Manager, Owned, TaskContext};
+
+/// Userdata and results allocated and not yet freed, across all tests of
+/// one binary (each test checks its own delta via `Counters`).
+pub static LIVE_USERDATA: AtomicI64 = AtomicI64::new(0);
+pub static LIVE_RESULTS: AtomicI64 = AtomicI64::new(0);
+
+pub type Body = Box<dyn FnOnce(&mut TaskContext) + Send>;
+
+unsafe extern "C" fn trampoline(userdata: *mut c_void, ctx: *mut TaskContext) {
+    // SAFETY: `userdata` is the `Box<Option<Body>>` made by `job`.
+    let slot = unsafe { &mut *(userdata as *mut Option<Body>) };
+    if let Some(f) = slot.take() {
+        // SAFETY: the context is valid for the duration of the call.
+        f(unsafe { &mut *ctx });
+    }
+}
+
+unsafe extern "C" fn free_body(userdata: *mut c_void) {
+    // SAFETY: made by `job` with Box::into_raw.
+    drop(unsafe { Box::from_raw(userdata as *mut Option<Body>) });
+    LIVE_USERDATA.fetch_sub(1, Ordering::SeqCst);
+}
+
+unsafe extern "C" fn free_i64(data: *mut c_void) {
+    // SAFETY: made by `value` with Box::into_raw.
+    drop(unsafe { Box::from_raw(data as *mut i64) });
+    LIVE_RESULTS.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// A job running `f`.
+pub fn job(f: impl FnOnce(&mut TaskContext) + Send + 'static) -> Job {
+    let body: Box<Option<Body>> = Box::new(Some(Box::new(f)));
+    LIVE_USERDATA.fetch_add(1, Ordering::SeqCst);
+    Job::task(trampoline, Owned::new(Box::into_raw(body).cast(), Some(free_body)))
+}
+
+/// An owned boxed `i64` (a result or payload).
+pub fn value(v: i64) -> Owned {
+    LIVE_RESULTS.fetch_add(1, Ordering::SeqCst);
+    Owned::new(Box::into_raw(Box::new(v)).cast(), Some(free_i64))
+}
+
+/// Reads the i64 behind a value pointer.
+pub fn read(data: *mut c_void) -> i64 {
+    // SAFETY: every value in these tests is a boxed i64 alive while read.
+    unsafe { *(data as *const i64) }
+}
+
+/// Upstream values seen by a task: (producer id, value).
+pub fn upstream(ctx: &TaskContext) -> Vec<(u64, i64)> {
+    ctx.upstream().iter().map(|v| (v.task_id, read(v.data))).collect()
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ev {
+    Completed { id: u64, group: GroupKey, values: Vec<(u64, i64)> },
+    Failed { id: u64, group: GroupKey, message: String, details: String },
+    GroupFinished { group: GroupKey },
+    Progress { id: u64, fraction: f64, message: Option<String> },
+}
+
+impl Ev {
+    pub fn task(&self) -> Option<u64> {
+        match self {
+            Ev::Completed { id, .. } | Ev::Failed { id, .. } | Ev::Progress { id, .. } => Some(*id),
+            Ev::GroupFinished { .. } => None,
+        }
+    }
+}
+
+pub fn manager(max_threads: usize, start: bool) -> Arc<Manager> {
+    Manager::new(Config { max_threads, start_processing: start, thread_hooks: None }).expect("manager")
+}
+
+fn cstr(p: *const std::ffi::c_char) -> Option<String> {
+    // SAFETY: event strings are valid until the next poll.
+    (!p.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+/// Polls once (capacity `cap`), copying events out.
+pub fn poll_n(m: &Arc<Manager>, cap: usize) -> Vec<Ev> {
+    let mut out = Vec::new();
+    m.poll(cap, |e| {
+        out.push(match e.kind {
+            EventKind::Completed => {
+                let values = if e.value_count == 0 {
+                    vec![]
+                } else {
+                    // SAFETY: valid until the next poll.
+                    unsafe { std::slice::from_raw_parts(e.values, e.value_count) }
+                        .iter()
+                        .map(|v| (v.task_id, read(v.data)))
+                        .collect()
+                };
+                Ev::Completed { id: e.task_id, group: e.group, values }
+            }
+            EventKind::Failed => Ev::Failed {
+                id: e.task_id,
+                group: e.group,
+                message: cstr(e.message).unwrap_or_default(),
+                details: cstr(e.details).unwrap_or_default(),
+            },
+            EventKind::GroupFinished => Ev::GroupFinished { group: e.group },
+            EventKind::Progress => Ev::Progress { id: e.task_id, fraction: e.progress, message: cstr(e.message) },
+        })
+    });
+    out
+}
+
+pub fn poll(m: &Arc<Manager>) -> Vec<Ev> {
+    poll_n(m, 1024)
+}
+
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Polls until `n` final events (completed/failed) arrived; returns every
+/// event seen. Panics after `TIMEOUT`.
+pub fn collect_finals(m: &Arc<Manager>, n: usize) -> Vec<Ev> {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut all = Vec::new();
+    let finals = |v: &Vec<Ev>| v.iter().filter(|e| matches!(e, Ev::Completed { .. } | Ev::Failed { .. })).count();
+    while finals(&all) < n {
+        assert!(Instant::now() < deadline, "timed out waiting for {n} final events; got {all:?}");
+        let _ = m.wait_events(Some(Duration::from_millis(50)));
+        all.extend(poll(m));
+    }
+    all
+}
+
+/// Waits until the manager has nothing queued, blocked or running, then
+/// returns every remaining event.
+pub fn drain(m: &Arc<Manager>) -> Vec<Ev> {
+    m.wait_idle(Some(TIMEOUT)).expect("idle in time");
+    let mut all = Vec::new();
+    loop {
+        let got = poll(m);
+        if got.is_empty() {
+            return all;
+        }
+        all.extend(got);
+    }
+}
+
+/// Waits until `cond` holds, panicking after `TIMEOUT`.
+pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A gate tasks block on until the test opens it, and which records that
+/// a task reached it.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<(bool, usize)>, Condvar)>);
+
+impl Gate {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Called by a task: announces arrival, blocks until opened.
+    pub fn pass(&self) {
+        let (lock, cv) = &*self.0;
+        let mut g = lock.lock().unwrap();
+        g.1 += 1;
+        cv.notify_all();
+        while !g.0 {
+            g = cv.wait(g).unwrap();
+        }
+    }
+    pub fn arrived(&self) -> usize {
+        self.0 .0.lock().unwrap().1
+    }
+    pub fn wait_arrivals(&self, n: usize) {
+        let (lock, cv) = &*self.0;
+        let deadline = Instant::now() + TIMEOUT;
+        let mut g = lock.lock().unwrap();
+        while g.1 < n {
+            assert!(Instant::now() < deadline, "timed out waiting for {n} tasks at the gate");
+            g = cv.wait_timeout(g, Duration::from_millis(50)).unwrap().0;
+        }
+    }
+    pub fn open(&self) {
+        let (lock, cv) = &*self.0;
+        lock.lock().unwrap().0 = true;
+        cv.notify_all();
+    }
+}
+
+/// A shared log of task runs, in order.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<i64>>>);
+
+impl Log {
+    pub fn push(&self, v: i64) {
+        self.0.lock().unwrap().push(v);
+    }
+    pub fn get(&self) -> Vec<i64> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A task that logs `tag` and returns `tag` as its result.
+pub fn logging(log: &Log, tag: i64) -> Job {
+    let log = log.clone();
+    job(move |ctx| {
+        log.push(tag);
+        ctx.set_result(value(tag));
+    })
+}
+
+pub fn failing(message: &str, details: &str) -> Job {
+    let (m, d) = (message.to_owned(), details.to_owned());
+    job(move |ctx| ctx.fail(Failure::new(m.as_bytes(), d.as_bytes())))
+}
+
+pub fn nop() -> Job {
+    job(|_| {})
+}
+
+pub const DEFAULT: GroupKey = GroupKey::DEFAULT;
+
+pub fn g(n: u64) -> GroupKey {
+    GroupKey::numbered(n)
+}
+
+/// Asserts every userdata and result allocated by this process's tests has
+/// been freed. Only meaningful in test binaries whose tests run serially
+/// (see `serial`).
+pub fn assert_all_freed() {
+    wait_until("every free function to run", || {
+        LIVE_USERDATA.load(Ordering::SeqCst) == 0 && LIVE_RESULTS.load(Ordering::SeqCst) == 0
+    });
+}
+
+/// Tests share the global counters: run them one at a time.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
