@@ -318,6 +318,11 @@ typedef struct btm_event {
 } btm_event;
 
 /**
+ * A notify callback: `notify(userdata)`.
+ */
+typedef void (*btm_notify_fn)(void *userdata);
+
+/**
  * A worker thread hook: called on the worker thread with the hook userdata
  * and the worker's index (0, 1, 2...; the thread is named `btm-worker-N`).
  */
@@ -437,6 +442,16 @@ typedef struct btm_group_stats {
      */
     uint64_t undelivered;
 } btm_group_stats;
+
+/**
+ * An instrumentation hook: `(userdata, task_id, group_kind, group_value,
+ * worker_index)`, `group_kind`/`group_value` as in `btm_group`.
+ */
+typedef void (*btm_task_hook_fn)(void *userdata,
+                                 uint64_t task_id,
+                                 uint32_t group_kind,
+                                 uint64_t group_value,
+                                 uint32_t worker_index);
 
 /**
  * A task function: runs on a worker thread with the task's userdata and
@@ -632,6 +647,54 @@ btm_status btm_wait_idle(struct btm_manager *manager,
                          uint32_t timeout_ms);
 
 /**
+ * Registers the host's wake-up callback (replacing any previous one; NULL
+ * `notify` removes it). btm calls `notify(userdata)` when the event queue
+ * goes from empty to non-empty, at most once until the host polls again:
+ * after a call, the next one comes only after a `btm_poll_events` and a
+ * new empty-to-non-empty transition. Drain until a poll returns fewer
+ * events than its capacity, or you may wait for a call that never comes.
+ *
+ * The callback runs on a worker thread (or, for a task failing at its
+ * add, the thread calling `btm_add_task`), outside btm's locks. It should
+ * only post a message to the host's loop (Qt `QMetaObject::invokeMethod`,
+ * Win32 `PostMessage`, Unity's main-thread queue): it must not poll from
+ * that thread, and it must not block.
+ *
+ * `userdata` / `userdata_free`: owned by btm on every call (freed at once
+ * on error); freed when replaced (after any call in progress), or when the
+ * manager is freed. If events are already pending when you register, no
+ * call comes for them: poll once.
+ *
+ * Errors: `NULL_ARGUMENT` (manager). Threads: any.
+ *
+ * # Safety
+ * `manager` NULL or live; `notify` and `userdata_free` callable from any
+ * thread.
+ */
+btm_status btm_set_notify(struct btm_manager *manager,
+                          btm_notify_fn notify,
+                          void *userdata,
+                          btm_free_fn userdata_free);
+
+/**
+ * Writes a file descriptor that is readable exactly while undelivered
+ * events exist (Linux: an eventfd; elsewhere the read end of a pipe).
+ * Add it to `poll`/`epoll`, libuv `uv_poll_t`, GLib `g_unix_fd_add`, Qt
+ * `QSocketNotifier`; when it is readable, call `btm_poll_events` until it
+ * returns fewer events than its capacity. Never read from it or close it:
+ * polling clears it, `btm_destroy` closes it. The same descriptor is
+ * returned on every call; creating it costs nothing until first asked.
+ *
+ * Errors: `NULL_ARGUMENT`; `INVALID_ARGUMENT` if the system refused to
+ * create the descriptor (out of descriptors). Threads: any.
+ *
+ * # Safety
+ * `manager` NULL or live; `fd_out` NULL or writable.
+ */
+btm_status btm_get_event_fd(struct btm_manager *manager,
+                            int32_t *fd_out);
+
+/**
  * Fills `config` with the defaults and sets `struct_size`.
  *
  * Returns `BTM_STATUS_NULL_ARGUMENT` if `config` is NULL. Threads: any.
@@ -800,6 +863,32 @@ btm_status btm_get_stats(struct btm_manager *manager,
 btm_status btm_get_group_stats(struct btm_manager *manager,
                                const struct btm_group *group,
                                struct btm_group_stats *stats_out);
+
+/**
+ * Registers instrumentation hooks (replacing previous ones; both NULL
+ * removes them): `on_start` runs on the worker just before a task function,
+ * `on_end` just after it returns (pass-through tasks run no function and
+ * are not reported). Meant for profilers (Tracy zones, Chrome trace
+ * events, Unreal Insights). With no hooks registered, btm does no work for
+ * them at all.
+ *
+ * `userdata` / `userdata_free`: owned by btm on every call; freed when the
+ * hooks are replaced and no task that started with them is still running,
+ * or when the manager is freed. Tasks already running keep the hooks they
+ * started with.
+ *
+ * Errors: `NULL_ARGUMENT` (manager). Threads: any. The hooks run on worker
+ * threads, outside btm's locks, and may call btm.
+ *
+ * # Safety
+ * `manager` NULL or live; hooks and `userdata_free` callable from any
+ * thread.
+ */
+btm_status btm_set_task_hooks(struct btm_manager *manager,
+                              btm_task_hook_fn on_start,
+                              btm_task_hook_fn on_end,
+                              void *userdata,
+                              btm_free_fn userdata_free);
 
 /**
  * Returns a static, NUL-terminated English description of a status code

@@ -5,15 +5,17 @@
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 
-/// What kind of group a [`GroupKey`] names.
+/// What kind of group a [`GroupKey`] names (the numbers are the C API's
+/// `btm_group_kind`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
 pub enum GroupKind {
     /// The group of tasks added without one.
-    Default,
+    Default = 0,
     /// A number the host picked or got from `next_group_id`.
-    Numbered,
+    Numbered = 1,
     /// A name interned with `Manager::group_named`; `value` is its index.
-    Named,
+    Named = 2,
 }
 
 /// A group's identity. Named groups never equal numbered ones.

@@ -13,10 +13,12 @@
 mod foreign;
 mod group;
 mod ready;
+mod signal;
 mod table;
 
 pub use foreign::{Failure, FreeFn, Job, Owned, ResultSet, TaskFn, Value};
 pub use group::{GroupKey, GroupKind};
+pub use signal::{Notify, TaskHookFn, TaskHooks};
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
@@ -31,6 +33,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use group::GroupTable;
 use ready::ReadyQueue;
+use signal::{EventFd, Signal};
 use table::Table;
 
 /// `max_threads` of 0 means this many, as in the original.
@@ -81,7 +84,6 @@ pub struct Config {
     /// Optional worker thread hooks.
     pub thread_hooks: Option<ThreadHooks>,
 }
-
 
 /// What a stop did, by the state each stopped task was in.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -235,6 +237,8 @@ enum Garbage {
     Failure(#[allow(dead_code)] Arc<Failure>),
     Outcome(#[allow(dead_code)] Outcome),
     Text(#[allow(dead_code)] Option<CString>),
+    Notify(#[allow(dead_code)] Arc<Notify>),
+    Hooks(#[allow(dead_code)] Arc<TaskHooks>),
 }
 
 /// Work to do once the state lock is released.
@@ -252,6 +256,8 @@ struct After {
     wake_host: bool,
     /// Tell spinning workers that work arrived.
     hint: bool,
+    /// Call the host's notify callback.
+    notify: Option<Arc<Notify>>,
 }
 
 const FREE_BLOCK: usize = 1024;
@@ -318,6 +324,8 @@ struct State {
     spawn_failures: u64,
     /// Host waiters in `wait_events` / `wait_idle`.
     host_waiters: usize,
+    signal: Signal,
+    task_hooks: Option<Arc<TaskHooks>>,
 }
 
 /// A task manager. Shared by the host handle and every worker thread.
@@ -374,6 +382,8 @@ impl Manager {
                 stopped_total: 0,
                 spawn_failures: 0,
                 host_waiters: 0,
+                signal: Signal { armed: true, ..Signal::default() },
+                task_hooks: None,
             }),
             work_cv: Condvar::new(),
             host_cv: Condvar::new(),
@@ -393,6 +403,7 @@ impl Manager {
             let mut st = self.state.lock();
             let r = f(&mut st, &mut after);
             after.wake_host |= st.host_waiters > 0;
+            st.sync_signal(&mut after);
             r
         };
         self.run_after(after);
@@ -400,7 +411,10 @@ impl Manager {
     }
 
     fn run_after(self: &Arc<Self>, after: After) {
-        let After { frees, garbage, spawn, wake, wake_all, wake_host, hint } = after;
+        let After { frees, garbage, spawn, wake, wake_all, wake_host, hint, notify } = after;
+        if let Some(n) = notify {
+            n.call();
+        }
         if hint {
             self.work_hint.store(1, Ordering::Relaxed);
         }
@@ -557,6 +571,7 @@ impl Manager {
             let mut st = self.state.lock();
             let st = &mut *st;
             after.garbage = mem::take(&mut st.delivered);
+            st.signal.armed = true;
             while written < capacity {
                 let Some(ev) = st.events.pop_front() else {
                     break;
@@ -641,9 +656,48 @@ impl Manager {
                 st.events.clear();
             }
             after.wake_host = st.host_waiters > 0;
+            st.sync_signal(&mut after);
         }
         self.run_after(after);
         written
+    }
+
+    /// Registers (or with `None` removes) the callback called when events
+    /// become available; the previous one's userdata is freed once no call
+    /// to it is in progress.
+    pub fn set_notify(self: &Arc<Self>, notify: Option<Notify>) {
+        self.locked(|st, after| {
+            if let Some(old) = mem::replace(&mut st.signal.notify, notify.map(Arc::new)) {
+                after.garbage.push(Garbage::Notify(old));
+            }
+            st.signal.armed = true;
+        })
+    }
+
+    /// Registers (or removes) the task start/end hooks; running tasks keep
+    /// the hooks they started with.
+    pub fn set_task_hooks(self: &Arc<Self>, hooks: Option<TaskHooks>) {
+        self.locked(|st, after| {
+            if let Some(old) = mem::replace(&mut st.task_hooks, hooks.map(Arc::new)) {
+                after.garbage.push(Garbage::Hooks(old));
+            }
+        })
+    }
+
+    /// The descriptor that is readable exactly while undelivered events
+    /// exist (created on first use, closed with the manager).
+    pub fn event_fd(&self) -> std::io::Result<std::os::fd::RawFd> {
+        let mut st = self.state.lock();
+        if let Some(fd) = &st.signal.fd {
+            return Ok(fd.fd());
+        }
+        let fd = EventFd::new()?;
+        if st.signal.raised {
+            fd.raise();
+        }
+        let raw = fd.fd();
+        st.signal.fd = Some(fd);
+        Ok(raw)
     }
 
     /// Number of events a poll would deliver now.
@@ -821,6 +875,30 @@ impl Manager {
 }
 
 impl State {
+    /// Brings the event descriptor and the notify callback in line with
+    /// whether undelivered events exist. Called at the end of every
+    /// operation that can change it.
+    fn sync_signal(&mut self, after: &mut After) {
+        let want = self.deliverable > 0;
+        if want == self.signal.raised {
+            return;
+        }
+        self.signal.raised = want;
+        if let Some(fd) = &self.signal.fd {
+            if want {
+                fd.raise();
+            } else {
+                fd.clear();
+            }
+        }
+        if want && self.signal.armed {
+            if let Some(n) = &self.signal.notify {
+                self.signal.armed = false;
+                after.notify = Some(Arc::clone(n));
+            }
+        }
+    }
+
     fn add(
         &mut self,
         job: Job,
@@ -980,10 +1058,15 @@ impl State {
                 unreachable!()
             };
             let received = task.links.as_mut().map(|l| mem::take(&mut l.received)).unwrap_or_default();
+            let task_group = task.group;
             match job.run {
                 Some(run) => {
                     self.workers[index as usize].stopped.store(false, Ordering::Relaxed);
-                    return Some(RunJob { id, run, data: job.data, received });
+                    let hooks = match &self.task_hooks {
+                        None => None,
+                        Some(h) => Some((Arc::clone(h), self.groups.slot(task_group).key)),
+                    };
+                    return Some(RunJob { id, run, data: job.data, received, hooks, worker: index });
                 }
                 None => {
                     let gathered = gather(id, job.data, received);
@@ -1226,6 +1309,9 @@ struct RunJob {
     run: TaskFn,
     data: Owned,
     received: Vec<Arc<ResultSet>>,
+    /// Instrumentation hooks and the task's group, only when registered.
+    hooks: Option<(Arc<TaskHooks>, GroupKey)>,
+    worker: u32,
 }
 
 /// What a running task sees of btm. Lives on the worker's stack for the
@@ -1286,12 +1372,16 @@ impl TaskContext {
         let mut after = After::default();
         let r = {
             let mut st = manager.state.lock();
-            st.report_progress(self.id, fraction, message, &mut after)
+            let r = st.report_progress(self.id, fraction, message, &mut after);
+            st.sync_signal(&mut after);
+            r
         };
-        // Only message strings can be garbage here, and the only wake-up
-        // needed is the host's.
+        // Only message strings can be garbage here; no thread to start.
         if after.wake_host {
             manager.host_cv.notify_all();
+        }
+        if let Some(n) = after.notify.take() {
+            n.call();
         }
         drop(after.garbage);
         r
@@ -1314,6 +1404,7 @@ fn worker_main(manager: Arc<Manager>, index: u32, stopped: Arc<AtomicBool>) {
             if let Some((id, outcome)) = done.take() {
                 st.finish(id, outcome, &mut after);
                 after.wake_host |= st.host_waiters > 0;
+                st.sync_signal(&mut after);
             }
             next_job(&manager, &mut st, index, &mut after)
         };
@@ -1395,7 +1486,7 @@ fn spin(manager: &Manager) {
 }
 
 fn run_job(manager: &Arc<Manager>, job: RunJob, stopped: &Arc<AtomicBool>) -> (u64, Outcome) {
-    let RunJob { id, run, data, received } = job;
+    let RunJob { id, run, data, received, hooks, worker } = job;
     let flat: Vec<Value>;
     let (ptr, len) = match received.as_slice() {
         [] => (std::ptr::null(), 0),
@@ -1414,9 +1505,21 @@ fn run_job(manager: &Arc<Manager>, job: RunJob, stopped: &Arc<AtomicBool>) -> (u
         failure: None,
         stopped: Arc::as_ptr(stopped),
     };
+    let hook = |f: Option<TaskHookFn>, h: &TaskHooks, group: GroupKey| {
+        if let Some(f) = f {
+            // SAFETY: host hook with the userdata it was registered with.
+            unsafe { f(h.data.data(), id, group.kind as u32, group.value, worker) };
+        }
+    };
+    if let Some((h, group)) = &hooks {
+        hook(h.on_start, h, *group);
+    }
     // SAFETY: a host task function with the userdata it was registered with
     // and a context that lives for the whole call.
     unsafe { run(data.data(), &mut ctx) };
+    if let Some((h, group)) = &hooks {
+        hook(h.on_end, h, *group);
+    }
     drop(data);
     drop(received);
     let outcome = match ctx.failure.take() {

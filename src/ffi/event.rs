@@ -1,13 +1,13 @@
 //! Draining events on the host's thread, and waiting for them.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 
-use crate::engine::{EventKind, Manager, Value};
+use crate::engine::{EventKind, Manager, Notify, Owned, Value};
 
-use super::manager::{btm_group, timeout};
+use super::manager::{btm_free_fn, btm_group, timeout};
 use super::status::btm_status;
 use super::task::btm_task_id;
-use super::{ffi_guard, manager_ref};
+use super::{ffi_guard, manager_ref, write_out};
 
 /// Kinds of `btm_event`.
 #[repr(u32)]
@@ -180,6 +180,83 @@ pub unsafe extern "C" fn btm_wait_idle(manager: *mut Manager, timeout_ms: u32) -
         match m.wait_idle(timeout(timeout_ms)) {
             Ok(()) => btm_status::BTM_STATUS_OK,
             Err(e) => e.into(),
+        }
+    })
+}
+
+/// A notify callback: `notify(userdata)`.
+pub type btm_notify_fn = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
+
+/// Registers the host's wake-up callback (replacing any previous one; NULL
+/// `notify` removes it). btm calls `notify(userdata)` when the event queue
+/// goes from empty to non-empty, at most once until the host polls again:
+/// after a call, the next one comes only after a `btm_poll_events` and a
+/// new empty-to-non-empty transition. Drain until a poll returns fewer
+/// events than its capacity, or you may wait for a call that never comes.
+///
+/// The callback runs on a worker thread (or, for a task failing at its
+/// add, the thread calling `btm_add_task`), outside btm's locks. It should
+/// only post a message to the host's loop (Qt `QMetaObject::invokeMethod`,
+/// Win32 `PostMessage`, Unity's main-thread queue): it must not poll from
+/// that thread, and it must not block.
+///
+/// `userdata` / `userdata_free`: owned by btm on every call (freed at once
+/// on error); freed when replaced (after any call in progress), or when the
+/// manager is freed. If events are already pending when you register, no
+/// call comes for them: poll once.
+///
+/// Errors: `NULL_ARGUMENT` (manager). Threads: any.
+///
+/// # Safety
+/// `manager` NULL or live; `notify` and `userdata_free` callable from any
+/// thread.
+#[no_mangle]
+pub unsafe extern "C" fn btm_set_notify(
+    manager: *mut Manager,
+    notify: btm_notify_fn,
+    userdata: *mut c_void,
+    userdata_free: btm_free_fn,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        let data = Owned::new(userdata, userdata_free);
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        m.set_notify(notify.map(|func| Notify { func, data }));
+        btm_status::BTM_STATUS_OK
+    })
+}
+
+/// Writes a file descriptor that is readable exactly while undelivered
+/// events exist (Linux: an eventfd; elsewhere the read end of a pipe).
+/// Add it to `poll`/`epoll`, libuv `uv_poll_t`, GLib `g_unix_fd_add`, Qt
+/// `QSocketNotifier`; when it is readable, call `btm_poll_events` until it
+/// returns fewer events than its capacity. Never read from it or close it:
+/// polling clears it, `btm_destroy` closes it. The same descriptor is
+/// returned on every call; creating it costs nothing until first asked.
+///
+/// Errors: `NULL_ARGUMENT`; `INVALID_ARGUMENT` if the system refused to
+/// create the descriptor (out of descriptors). Threads: any.
+///
+/// # Safety
+/// `manager` NULL or live; `fd_out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn btm_get_event_fd(manager: *mut Manager, fd_out: *mut i32) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        if fd_out.is_null() {
+            return btm_status::BTM_STATUS_NULL_ARGUMENT;
+        }
+        match m.event_fd() {
+            // SAFETY: checked non-NULL.
+            Ok(fd) => unsafe { write_out(fd_out, fd) },
+            Err(_) => btm_status::BTM_STATUS_INVALID_ARGUMENT,
         }
     })
 }

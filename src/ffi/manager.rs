@@ -5,7 +5,9 @@ use std::ffi::{c_char, c_void, CStr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::{Config, GroupKey, GroupKind, Manager, Owned, ThreadHooks, DEFAULT_MAX_THREADS, MAX_THREADS_LIMIT};
+use crate::engine::{
+    Config, GroupKey, GroupKind, Manager, Owned, TaskHooks, ThreadHooks, DEFAULT_MAX_THREADS, MAX_THREADS_LIMIT,
+};
 
 use super::status::btm_status;
 use super::{ffi_guard, manager_ref, status_of, write_out};
@@ -543,5 +545,50 @@ pub unsafe extern "C" fn btm_get_group_stats(
             }
             Err(e) => e.into(),
         }
+    })
+}
+
+/// An instrumentation hook: `(userdata, task_id, group_kind, group_value,
+/// worker_index)`, `group_kind`/`group_value` as in `btm_group`.
+pub type btm_task_hook_fn = Option<
+    unsafe extern "C" fn(userdata: *mut c_void, task_id: u64, group_kind: u32, group_value: u64, worker_index: u32),
+>;
+
+/// Registers instrumentation hooks (replacing previous ones; both NULL
+/// removes them): `on_start` runs on the worker just before a task function,
+/// `on_end` just after it returns (pass-through tasks run no function and
+/// are not reported). Meant for profilers (Tracy zones, Chrome trace
+/// events, Unreal Insights). With no hooks registered, btm does no work for
+/// them at all.
+///
+/// `userdata` / `userdata_free`: owned by btm on every call; freed when the
+/// hooks are replaced and no task that started with them is still running,
+/// or when the manager is freed. Tasks already running keep the hooks they
+/// started with.
+///
+/// Errors: `NULL_ARGUMENT` (manager). Threads: any. The hooks run on worker
+/// threads, outside btm's locks, and may call btm.
+///
+/// # Safety
+/// `manager` NULL or live; hooks and `userdata_free` callable from any
+/// thread.
+#[no_mangle]
+pub unsafe extern "C" fn btm_set_task_hooks(
+    manager: *mut Manager,
+    on_start: btm_task_hook_fn,
+    on_end: btm_task_hook_fn,
+    userdata: *mut c_void,
+    userdata_free: btm_free_fn,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        let data = Owned::new(userdata, userdata_free);
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        let hooks = (on_start.is_some() || on_end.is_some()).then(|| TaskHooks { on_start, on_end, data });
+        m.set_task_hooks(hooks);
+        btm_status::BTM_STATUS_OK
     })
 }
