@@ -1,0 +1,1107 @@
+// btm.hpp: header-only C++17 wrapper over the btm C API (btm.h).
+//
+// Overview
+// --------
+//   btm::Manager mgr{btm::Config{}.max_threads(4).start_processing(true)};
+//   btm::TaskId a = mgr.add_task([](btm::TaskContext& ctx) {
+//       ctx.report_progress(0.5, "half way");
+//       return std::string("thumbnail");          // becomes a typed result
+//   });
+//   btm::TaskId b = mgr.add_task([](btm::TaskContext& ctx) {
+//       return ctx.upstream<std::string>(0).size();  // typed upstream result
+//   }, btm::TaskOptions{}.upstream(a).priority(5));
+//   mgr.wait_events(std::chrono::seconds(1));
+//   for (const btm::Event& e : mgr.poll()) { ... std::visit / std::get_if ... }
+//
+// Conventions (one style throughout)
+// ----------------------------------
+// - Every C API error becomes a `btm::Error` exception carrying the status.
+//   Outcomes that the C API documents as "not an error" (a stop that finds
+//   nothing, a wait that times out, a progress report on a stopped task) are
+//   return values, never exceptions.
+// - A typed access to a result of the wrong type (or to a result that does not
+//   exist) throws `btm::BadResultAccess`, never undefined behaviour.
+// - Every function btm calls back (task trampolines, free functions, thread
+//   hooks) is `noexcept` and catches everything: nothing unwinds into Rust.
+//   An exception escaping a task becomes the task's failure: message =
+//   `what()`, details = "<exception type>: <what()>".
+// - Ownership: a callable passed to add_task is moved (or copied) into a heap
+//   object handed to btm, which destroys it exactly once, whatever the task's
+//   fate (also when add_task throws). Results and pass-through payloads are
+//   likewise destroyed exactly once by btm.
+// - Threads: every Manager member may be called from any thread, including
+//   from inside a running task (use TaskContext::manager()). Task callables,
+//   and destructors of callables and results, run on btm worker threads or
+//   on the thread that stops / polls / destroys (see btm.h for which).
+//
+// Results are only understood by this header: a value set through the raw C
+// API (btm_context_set_result) must not be read with get<T>().
+//
+// Requires C++17; works with and without RTTI (without RTTI, exception type
+// names in failure details are less precise).
+
+#ifndef BTM_HPP
+#define BTM_HPP
+
+#include "btm.h"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#if defined(__GNUC__) || defined(__clang__)
+#if __has_include(<cxxabi.h>)
+#include <cxxabi.h>
+#define BTM_HPP_HAVE_CXXABI 1
+#endif
+#endif
+#if defined(__cpp_rtti) || defined(__GXX_RTTI) || defined(_CPPRTTI)
+#include <typeinfo>
+#define BTM_HPP_HAVE_RTTI 1
+#endif
+
+namespace btm {
+
+/// A task id: unique per manager, never reused, never 0.
+using TaskId = btm_task_id;
+
+/// Status codes of the C API (same numbers as `btm_status`).
+enum class Status : std::uint32_t {
+    ok = BTM_STATUS_OK,
+    not_found = BTM_STATUS_NOT_FOUND,
+    null_argument = BTM_STATUS_NULL_ARGUMENT,
+    invalid_argument = BTM_STATUS_INVALID_ARGUMENT,
+    unknown_upstream = BTM_STATUS_UNKNOWN_UPSTREAM,
+    invalid_utf8 = BTM_STATUS_INVALID_UTF8,
+    invalid_thread_count = BTM_STATUS_INVALID_THREAD_COUNT,
+    shut_down = BTM_STATUS_SHUT_DOWN,
+    already_shut_down = BTM_STATUS_ALREADY_SHUT_DOWN,
+    timed_out = BTM_STATUS_TIMED_OUT,
+    would_deadlock = BTM_STATUS_WOULD_DEADLOCK,
+    zero_capacity = BTM_STATUS_ZERO_CAPACITY,
+    invalid_config = BTM_STATUS_INVALID_CONFIG,
+    invalid_group = BTM_STATUS_INVALID_GROUP,
+    not_queued = BTM_STATUS_NOT_QUEUED,
+    panic = BTM_STATUS_PANIC,
+};
+
+/// The static English description of a status (btm_status_str).
+inline const char* status_str(Status s) noexcept {
+    return btm_status_str(static_cast<std::uint32_t>(s));
+}
+
+/// Version of the loaded library ("MAJOR.MINOR.PATCH"); compare with
+/// BTM_VERSION, the version of the header compiled against.
+inline const char* version() noexcept { return btm_version(); }
+
+/// An error returned by the C API: `status()` says which, `what()` names the
+/// C function and describes the status.
+class Error : public std::runtime_error {
+public:
+    Error(Status status, const char* function)
+        : std::runtime_error(std::string(function) + ": " + status_str(status) + " (btm status " +
+                             std::to_string(static_cast<std::uint32_t>(status)) + ")"),
+          status_(status) {}
+
+    Status status() const noexcept { return status_; }
+    std::uint32_t code() const noexcept { return static_cast<std::uint32_t>(status_); }
+
+private:
+    Status status_;
+};
+
+/// A typed access to a result that does not exist, or that holds another type.
+class BadResultAccess : public std::logic_error {
+public:
+    using std::logic_error::logic_error;
+};
+
+namespace detail {
+
+inline void check(btm_status s, const char* function) {
+    if (s != BTM_STATUS_OK) {
+        throw Error(static_cast<Status>(s), function);
+    }
+}
+
+// ---- type identity without RTTI -------------------------------------------
+
+/// Readable name of T, taken from the compiler's function signature text.
+template <class T>
+constexpr std::string_view type_name() noexcept {
+#if defined(__clang__)
+    // "std::string_view btm::detail::type_name() [T = int]"
+    constexpr std::string_view p = __PRETTY_FUNCTION__;
+    constexpr std::size_t start = p.find("T = ") + 4;
+    constexpr std::size_t end = p.rfind(']');
+    return p.substr(start, end - start);
+#elif defined(__GNUC__)
+    // "constexpr std::string_view btm::detail::type_name() [with T = int;
+    //  std::string_view = std::basic_string_view<char>]"
+    constexpr std::string_view p = __PRETTY_FUNCTION__;
+    constexpr std::size_t start = p.find("T = ") + 4;
+    constexpr std::size_t semi = p.find(';', start);
+    constexpr std::size_t end = semi == std::string_view::npos ? p.rfind(']') : semi;
+    return p.substr(start, end - start);
+#elif defined(_MSC_VER)
+    // "class std::basic_string_view<...> __cdecl btm::detail::type_name<int>(void) noexcept"
+    constexpr std::string_view p = __FUNCSIG__;
+    constexpr std::size_t start = p.find("type_name<") + 10;
+    constexpr std::size_t end = p.rfind(">(void)");
+    return p.substr(start, end - start);
+#else
+    return "(unknown type)";
+#endif
+}
+
+/// One object per type; its address is the type's identity.
+struct TypeKey {
+    std::string_view name;
+};
+
+template <class T>
+inline constexpr TypeKey type_key{type_name<T>()};
+
+/// Same type? Addresses differ for the same type only when the header is
+/// used from several shared objects built with hidden visibility; then the
+/// names decide, except for types in anonymous namespaces (which really are
+/// different types in different translation units).
+inline bool same_type(const TypeKey* a, const TypeKey* b) noexcept {
+    if (a == b) {
+        return true;
+    }
+    if (a->name != b->name) {
+        return false;
+    }
+    return a->name.find("anonymous") == std::string_view::npos;
+}
+
+// ---- boxes: results and payloads ------------------------------------------
+
+/// What btm sees as a result's `void*`: always a `BoxBase*`.
+struct BoxBase {
+    const TypeKey* key;
+};
+
+template <class T>
+struct Box final : BoxBase {
+    template <class... A>
+    explicit Box(A&&... a) : BoxBase{&type_key<T>}, value(std::forward<A>(a)...) {}
+    T value;
+};
+
+template <class T>
+void free_box(void* p) noexcept {
+    delete static_cast<Box<T>*>(static_cast<BoxBase*>(p));
+}
+
+/// Boxes a value: returns the `void*` to give btm (as a BoxBase*).
+template <class T, class... A>
+void* make_box(A&&... a) {
+    return static_cast<BoxBase*>(new Box<T>(std::forward<A>(a)...));
+}
+
+template <class Fn>
+void free_callable(void* p) noexcept {
+    delete static_cast<Fn*>(p);
+}
+
+// ---- exception names --------------------------------------------------------
+
+inline std::string demangle(const char* name) {
+#if defined(BTM_HPP_HAVE_CXXABI)
+    int status = 0;
+    char* d = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+    if (status == 0 && d != nullptr) {
+        std::string out(d);
+        std::free(d);
+        return out;
+    }
+    std::free(d);
+#endif
+    return name;
+}
+
+/// The dynamic type name of the exception being handled (inside a catch).
+inline std::string current_exception_type_name(const std::exception* e) {
+#if defined(BTM_HPP_HAVE_CXXABI)
+    if (const std::type_info* t = abi::__cxa_current_exception_type()) {
+        return demangle(t->name());
+    }
+#endif
+#if defined(BTM_HPP_HAVE_RTTI)
+    if (e != nullptr) {
+        return demangle(typeid(*e).name());
+    }
+#endif
+    return e != nullptr ? "std::exception" : "unknown exception type";
+}
+
+/// Turns the exception being handled into a task failure. Never throws.
+inline void fail_with_current_exception(btm_task_context* ctx) noexcept {
+    try {
+        std::string message;
+        std::string type;
+        try {
+            throw;
+        } catch (const std::exception& e) {
+            message = e.what();
+            type = current_exception_type_name(&e);
+        } catch (...) {
+            type = current_exception_type_name(nullptr);
+            message = "unknown exception (not derived from std::exception) of type " + type;
+        }
+        const std::string details = type + ": " + message;
+        (void)btm_context_fail(ctx, message.c_str(), details.c_str());
+    } catch (...) {
+        // Out of memory while describing the exception: fail plainly.
+        (void)btm_context_fail(ctx, "task failed with an exception", "");
+    }
+}
+
+// ---- misc -------------------------------------------------------------------
+
+inline std::uint32_t to_timeout_ms(std::chrono::milliseconds t) noexcept {
+    if (t.count() <= 0) {
+        return 0;
+    }
+    constexpr auto limit = static_cast<std::chrono::milliseconds::rep>(BTM_WAIT_FOREVER - 1);
+    return t.count() >= limit ? BTM_WAIT_FOREVER - 1 : static_cast<std::uint32_t>(t.count());
+}
+
+template <class... Ts>
+struct always_false : std::false_type {};
+
+}  // namespace detail
+
+/// Wait without a time limit.
+inline constexpr std::chrono::milliseconds wait_forever = std::chrono::milliseconds::max();
+
+// =============================================================================
+// Groups
+// =============================================================================
+
+/// A task group: the default group, a numbered group (any 64-bit number, or
+/// one from Manager::next_group), or a named group (Manager::group_named).
+/// Equality compares the group, not the name text.
+class Group {
+public:
+    /// The default group.
+    Group() noexcept : raw_{BTM_GROUP_KIND_DEFAULT, 0, 0} {}
+
+    static Group numbered(std::uint64_t number) noexcept {
+        return Group(btm_group{BTM_GROUP_KIND_NUMBERED, 0, number}, nullptr);
+    }
+
+    /// Wraps a C group; `name` may be NULL (it is copied).
+    Group(const btm_group& raw, const char* name) : raw_(raw) {
+        if (name != nullptr) {
+            name_ = name;
+        }
+    }
+
+    bool is_default() const noexcept { return raw_.kind == BTM_GROUP_KIND_DEFAULT; }
+    bool is_numbered() const noexcept { return raw_.kind == BTM_GROUP_KIND_NUMBERED; }
+    bool is_named() const noexcept { return raw_.kind == BTM_GROUP_KIND_NAMED; }
+    /// The number of a numbered group (the name id of a named one).
+    std::uint64_t value() const noexcept { return raw_.value; }
+    /// The name of a named group, "" otherwise.
+    const std::string& name() const noexcept { return name_; }
+    const btm_group& raw() const noexcept { return raw_; }
+    /// For C calls: NULL for the default group.
+    const btm_group* c_ptr() const noexcept { return is_default() ? nullptr : &raw_; }
+
+    friend bool operator==(const Group& a, const Group& b) noexcept {
+        if (a.raw_.kind != b.raw_.kind) {
+            return false;
+        }
+        return a.is_default() || a.raw_.value == b.raw_.value;
+    }
+    friend bool operator!=(const Group& a, const Group& b) noexcept { return !(a == b); }
+
+private:
+    btm_group raw_;
+    std::string name_;
+};
+
+// =============================================================================
+// Results
+// =============================================================================
+
+/// One result entry: the id of the task that produced it and its value.
+/// Borrowed: valid as long as the event or task context it came from.
+class Value {
+public:
+    explicit Value(const btm_value& raw) noexcept : raw_(raw) {}
+
+    TaskId task_id() const noexcept { return raw_.task_id; }
+
+    /// True if the value holds a T.
+    template <class T>
+    bool is() const noexcept {
+        return raw_.data != nullptr && detail::same_type(box()->key, &detail::type_key<T>);
+    }
+
+    /// The value as a T; throws BadResultAccess if it holds another type.
+    template <class T>
+    const T& get() const {
+        if (!is<T>()) {
+            throw BadResultAccess("btm: the result of task " + std::to_string(raw_.task_id) + " holds " +
+                                  std::string(type_name()) + ", not the requested " +
+                                  std::string(detail::type_name<T>()));
+        }
+        return static_cast<const detail::Box<T>*>(box())->value;
+    }
+
+    /// The value as a T, or nullptr if it holds another type.
+    template <class T>
+    const T* get_if() const noexcept {
+        return is<T>() ? &static_cast<const detail::Box<T>*>(box())->value : nullptr;
+    }
+
+    /// Name of the type held (as the compiler spells it).
+    std::string_view type_name() const noexcept {
+        return raw_.data != nullptr ? box()->key->name : std::string_view("(null)");
+    }
+
+    /// The C entry, for interop.
+    const btm_value& raw() const noexcept { return raw_; }
+
+private:
+    const detail::BoxBase* box() const noexcept { return static_cast<const detail::BoxBase*>(raw_.data); }
+    btm_value raw_;
+};
+
+/// A borrowed, iterable list of result entries (a completed event's results,
+/// or a task's upstream results), in the order btm gives them.
+class Results {
+public:
+    class iterator {
+    public:
+        using iterator_category = std::random_access_iterator_tag;
+        using value_type = Value;
+        using difference_type = std::ptrdiff_t;
+        using reference = Value;
+        /// What operator-> returns: a Value held by value.
+        struct pointer {
+            Value value;
+            const Value* operator->() const noexcept { return &value; }
+        };
+
+        iterator() noexcept = default;
+        explicit iterator(const btm_value* p) noexcept : p_(p) {}
+        Value operator*() const noexcept { return Value(*p_); }
+        pointer operator->() const noexcept { return pointer{Value(*p_)}; }
+        Value operator[](difference_type n) const noexcept { return Value(p_[n]); }
+        iterator& operator++() noexcept { ++p_; return *this; }
+        iterator operator++(int) noexcept { iterator t = *this; ++p_; return t; }
+        iterator& operator--() noexcept { --p_; return *this; }
+        iterator operator--(int) noexcept { iterator t = *this; --p_; return t; }
+        iterator& operator+=(difference_type n) noexcept { p_ += n; return *this; }
+        iterator& operator-=(difference_type n) noexcept { p_ -= n; return *this; }
+        friend iterator operator+(iterator i, difference_type n) noexcept { return i += n; }
+        friend iterator operator+(difference_type n, iterator i) noexcept { return i += n; }
+        friend iterator operator-(iterator i, difference_type n) noexcept { return i -= n; }
+        friend difference_type operator-(iterator a, iterator b) noexcept { return a.p_ - b.p_; }
+        friend bool operator==(iterator a, iterator b) noexcept { return a.p_ == b.p_; }
+        friend bool operator!=(iterator a, iterator b) noexcept { return a.p_ != b.p_; }
+        friend bool operator<(iterator a, iterator b) noexcept { return a.p_ < b.p_; }
+        friend bool operator>(iterator a, iterator b) noexcept { return a.p_ > b.p_; }
+        friend bool operator<=(iterator a, iterator b) noexcept { return a.p_ <= b.p_; }
+        friend bool operator>=(iterator a, iterator b) noexcept { return a.p_ >= b.p_; }
+
+    private:
+        const btm_value* p_ = nullptr;
+    };
+
+    Results() noexcept = default;
+    Results(const btm_value* values, std::size_t count) noexcept : values_(values), count_(values ? count : 0) {}
+
+    std::size_t size() const noexcept { return count_; }
+    bool empty() const noexcept { return count_ == 0; }
+    iterator begin() const noexcept { return iterator(values_); }
+    iterator end() const noexcept { return iterator(values_ + count_); }
+
+    /// Entry i; throws std::out_of_range.
+    Value at(std::size_t i) const {
+        if (i >= count_) {
+            throw std::out_of_range("btm: result index " + std::to_string(i) + " out of range (" +
+                                    std::to_string(count_) + " entries)");
+        }
+        return Value(values_[i]);
+    }
+    Value operator[](std::size_t i) const { return at(i); }
+
+    /// Entry i as a T; throws std::out_of_range or BadResultAccess.
+    template <class T>
+    const T& get(std::size_t i) const {
+        return at(i).template get<T>();
+    }
+
+    /// True if some entry was produced by `task`.
+    bool contains(TaskId task) const noexcept {
+        for (std::size_t i = 0; i < count_; ++i) {
+            if (values_[i].task_id == task) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// The first entry produced by `task`; throws BadResultAccess if none.
+    Value from(TaskId task) const {
+        for (std::size_t i = 0; i < count_; ++i) {
+            if (values_[i].task_id == task) {
+                return Value(values_[i]);
+            }
+        }
+        throw BadResultAccess("btm: no result entry from task " + std::to_string(task));
+    }
+
+    /// Pointers to every entry that holds a T, in order (others skipped).
+    template <class T>
+    std::vector<const T*> all_of() const {
+        std::vector<const T*> out;
+        for (std::size_t i = 0; i < count_; ++i) {
+            if (const T* v = Value(values_[i]).template get_if<T>()) {
+                out.push_back(v);
+            }
+        }
+        return out;
+    }
+
+private:
+    const btm_value* values_ = nullptr;
+    std::size_t count_ = 0;
+};
+
+// =============================================================================
+// Events
+// =============================================================================
+
+/// A task completed. `results()` borrows from btm: valid until the next poll
+/// of the same manager.
+struct Completed {
+    TaskId task_id = 0;
+    Group group;
+    Results results;
+
+    /// True if the task produced a value of its own (for a pass-through: a
+    /// payload).
+    bool has_result() const noexcept { return !results.empty() && results.begin()->task_id() == task_id; }
+
+
+    /// The task's own result (for a pass-through: its payload) as a T.
+    /// Throws BadResultAccess if there is none or it holds another type.
+    template <class T>
+    const T& result() const {
+        if (!has_result()) {
+            throw BadResultAccess("btm: task " + std::to_string(task_id) + " completed without a result");
+        }
+        return results.begin()->template get<T>();
+    }
+};
+
+/// A task failed (itself, or through an upstream task).
+struct Failed {
+    TaskId task_id = 0;
+    Group group;
+    std::string message;
+    std::string details;
+};
+
+/// The last live task of a group ended by completing or failing.
+struct GroupFinished {
+    Group group;
+};
+
+/// A running task reported progress.
+struct Progress {
+    TaskId task_id = 0;
+    Group group;
+    double fraction = 0.0;
+    bool has_message = false;
+    std::string message;
+};
+
+/// One event; visit with std::visit (see btm::overloaded) or std::get_if.
+using Event = std::variant<Completed, Failed, GroupFinished, Progress>;
+
+/// Helper to build a visitor from lambdas: std::visit(btm::overloaded{...}, e).
+template <class... Fs>
+struct overloaded : Fs... {
+    using Fs::operator()...;
+};
+template <class... Fs>
+overloaded(Fs...) -> overloaded<Fs...>;
+
+/// Converts a C event. Results stay borrowed; strings are copied.
+inline Event to_event(const btm_event& e) {
+    Group group(e.group, e.group_name);
+    switch (e.kind) {
+        case BTM_EVENT_TASK_COMPLETED:
+            return Completed{e.task_id, std::move(group), Results(e.results, e.result_count)};
+        case BTM_EVENT_TASK_FAILED:
+            return Failed{e.task_id, std::move(group), e.message ? e.message : "", e.details ? e.details : ""};
+        case BTM_EVENT_GROUP_FINISHED:
+            return GroupFinished{std::move(group)};
+        case BTM_EVENT_TASK_PROGRESS:
+        default:
+            return Progress{e.task_id, std::move(group), e.progress, e.message != nullptr,
+                            e.message ? e.message : ""};
+    }
+}
+
+// =============================================================================
+// Options, stats, config
+// =============================================================================
+
+/// Named options for add_task / add_pass_through:
+///   btm::TaskOptions{}.priority(5).group(g).upstream(a).upstream({b, c})
+class TaskOptions {
+public:
+    /// Higher runs first; equal priorities run in the order added. Default 0.
+    TaskOptions& priority(std::int32_t p) noexcept { priority_ = p; return *this; }
+    /// The task's group (default: the default group).
+    TaskOptions& group(Group g) { group_ = std::move(g); return *this; }
+    /// Adds an upstream task that must complete first.
+    TaskOptions& upstream(TaskId id) { upstream_.push_back(id); return *this; }
+    /// Adds upstream tasks.
+    TaskOptions& upstream(std::initializer_list<TaskId> ids) {
+        // A loop rather than vector::insert: GCC 12 reports a false
+        // -Wstringop-overflow for insert at -O2, which breaks -Werror users.
+        for (TaskId id : ids) {
+            upstream_.push_back(id);
+        }
+        return *this;
+    }
+    template <class Range, class = decltype(std::begin(std::declval<const Range&>()))>
+    TaskOptions& upstream(const Range& ids) {
+        for (const auto& id : ids) {
+            upstream_.push_back(static_cast<TaskId>(id));
+        }
+        return *this;
+    }
+
+    std::int32_t get_priority() const noexcept { return priority_; }
+    const Group& get_group() const noexcept { return group_; }
+    const std::vector<TaskId>& get_upstream() const noexcept { return upstream_; }
+
+private:
+    std::int32_t priority_ = 0;
+    Group group_;
+    std::vector<TaskId> upstream_;
+};
+
+/// Named flags for stops; both default to true (as in the original).
+class StopOptions {
+public:
+    StopOptions& stop_upstream(bool v) noexcept { up_ = v; return *this; }
+    StopOptions& stop_downstream(bool v) noexcept { down_ = v; return *this; }
+    bool get_stop_upstream() const noexcept { return up_; }
+    bool get_stop_downstream() const noexcept { return down_; }
+
+private:
+    bool up_ = true;
+    bool down_ = true;
+};
+
+/// What a stop reached. `found` is false when nothing matched (not an error).
+struct StopReport {
+    bool found = false;
+    std::uint64_t before_start = 0;
+    std::uint64_t while_running = 0;
+    std::uint64_t after_finish = 0;
+    std::uint64_t total() const noexcept { return before_start + while_running + after_finish; }
+};
+
+using Stats = btm_stats;
+using GroupStats = btm_group_stats;
+
+/// Manager configuration:
+///   btm::Config{}.max_threads(4).start_processing(true)
+class Config {
+public:
+    using ThreadHook = std::function<void(std::uint32_t worker_index)>;
+
+    /// Maximum worker threads (0 means 8). Default 0.
+    Config& max_threads(std::int32_t n) noexcept { max_threads_ = n; return *this; }
+    /// Start processing at once (default false: tasks queue until start()).
+    Config& start_processing(bool v) noexcept { start_ = v; return *this; }
+    /// Called on each worker thread before it runs any task. Exceptions are
+    /// swallowed (they cannot be reported anywhere).
+    Config& on_thread_start(ThreadHook f) { thread_start_ = std::move(f); return *this; }
+    /// Called on each worker thread just before it exits.
+    Config& on_thread_stop(ThreadHook f) { thread_stop_ = std::move(f); return *this; }
+
+    std::int32_t get_max_threads() const noexcept { return max_threads_; }
+    bool get_start_processing() const noexcept { return start_; }
+
+private:
+    friend class Manager;
+    std::int32_t max_threads_ = 0;
+    bool start_ = false;
+    ThreadHook thread_start_;
+    ThreadHook thread_stop_;
+};
+
+class TaskContext;
+
+namespace detail {
+
+template <class Fn>
+void task_trampoline(void* userdata, btm_task_context* context) noexcept;
+
+struct ThreadHooks {
+    Config::ThreadHook start;
+    Config::ThreadHook stop;
+};
+
+inline void thread_start_trampoline(void* ud, std::uint32_t index) noexcept {
+    try {
+        auto* h = static_cast<ThreadHooks*>(ud);
+        if (h->start) {
+            h->start(index);
+        }
+    } catch (...) {
+    }
+}
+
+inline void thread_stop_trampoline(void* ud, std::uint32_t index) noexcept {
+    try {
+        auto* h = static_cast<ThreadHooks*>(ud);
+        if (h->stop) {
+            h->stop(index);
+        }
+    } catch (...) {
+    }
+}
+
+inline void free_thread_hooks(void* ud) noexcept { delete static_cast<ThreadHooks*>(ud); }
+
+template <class H, class E, class = void>
+struct has_on_completed : std::false_type {};
+template <class H, class E>
+struct has_on_completed<H, E, std::void_t<decltype(std::declval<H&>().on_completed(std::declval<const E&>()))>>
+    : std::true_type {};
+template <class H, class E, class = void>
+struct has_on_failed : std::false_type {};
+template <class H, class E>
+struct has_on_failed<H, E, std::void_t<decltype(std::declval<H&>().on_failed(std::declval<const E&>()))>>
+    : std::true_type {};
+template <class H, class E, class = void>
+struct has_on_group_finished : std::false_type {};
+template <class H, class E>
+struct has_on_group_finished<H, E,
+                             std::void_t<decltype(std::declval<H&>().on_group_finished(std::declval<const E&>()))>>
+    : std::true_type {};
+template <class H, class E, class = void>
+struct has_on_progress : std::false_type {};
+template <class H, class E>
+struct has_on_progress<H, E, std::void_t<decltype(std::declval<H&>().on_progress(std::declval<const E&>()))>>
+    : std::true_type {};
+
+template <class H>
+constexpr bool is_handler_v = has_on_completed<H, Completed>::value || has_on_failed<H, Failed>::value ||
+                              has_on_group_finished<H, GroupFinished>::value || has_on_progress<H, Progress>::value;
+
+// ---- the operations shared by Manager (owning) and ManagerRef (borrowed) ----
+
+template <class Derived>
+class ManagerApi {
+public:
+    /// Adds a task. `f` is any callable taking `btm::TaskContext&` or
+    /// nothing; it is moved/copied into a heap object that btm destroys
+    /// exactly once. It is invoked once, as an rvalue, on a worker thread.
+    /// Its return value (if not void) becomes the task's typed result.
+    /// Throws btm::Error (the callable has then already been destroyed).
+    template <class F>
+    TaskId add_task(F&& f, const TaskOptions& opts = {}) const {
+        using Fn = std::decay_t<F>;
+        static_assert(std::is_invocable_v<Fn&&, TaskContext&> || std::is_invocable_v<Fn&&>,
+                      "btm: a task must be callable as f(btm::TaskContext&) or f()");
+        auto holder = std::make_unique<Fn>(std::forward<F>(f));
+        const auto& up = opts.get_upstream();
+        TaskId id = 0;
+        // Ownership passes to btm on every call, even a failing one: release
+        // first so nothing here frees it again.
+        const btm_status s = btm_add_task(raw(), &task_trampoline<Fn>, holder.release(), &free_callable<Fn>,
+                                          opts.get_priority(), opts.get_group().c_ptr(),
+                                          up.empty() ? nullptr : up.data(), up.size(), &id);
+        check(s, "btm_add_task");
+        return id;
+    }
+
+    /// Adds a pass-through task with no payload: it gathers its upstream
+    /// results (iterate Completed::results or TaskContext::upstream()).
+    TaskId add_pass_through(const TaskOptions& opts = {}) const {
+        return add_pass_through_raw(nullptr, nullptr, opts);
+    }
+
+    /// Adds a pass-through task whose payload (a copy/move of `payload`) comes
+    /// first in its gathered result.
+    template <class P, class = std::enable_if_t<!std::is_same_v<std::decay_t<P>, TaskOptions>>>
+    TaskId add_pass_through(P&& payload, const TaskOptions& opts = {}) const {
+        using T = std::decay_t<P>;
+        void* box = make_box<T>(std::forward<P>(payload));
+        return add_pass_through_raw(box, &free_box<T>, opts);
+    }
+
+    /// Stops a task (see btm_stop_task). Returns what was stopped;
+    /// `found == false` if the task is not live.
+    StopReport stop_task(TaskId id, const StopOptions& opts = {}) const {
+        btm_stop_report r{};
+        const btm_status s =
+            btm_stop_task(raw(), id, opts.get_stop_upstream(), opts.get_stop_downstream(), &r);
+        return to_report(s, r, "btm_stop_task");
+    }
+
+    /// Stops every live task of a group.
+    StopReport stop_group(const Group& g, const StopOptions& opts = {}) const {
+        btm_stop_report r{};
+        const btm_status s =
+            btm_stop_task_group(raw(), g.c_ptr(), opts.get_stop_upstream(), opts.get_stop_downstream(), &r);
+        return to_report(s, r, "btm_stop_task_group");
+    }
+
+    /// Stops every live task; the manager keeps working.
+    StopReport stop_all() const {
+        btm_stop_report r{};
+        const btm_status s = btm_stop_all_tasks(raw(), &r);
+        return to_report(s, r, "btm_stop_all_tasks");
+    }
+
+    /// Changes the priority of a task that has not started. Returns false if
+    /// it is not live or no longer queued.
+    bool set_priority(TaskId id, std::int32_t priority) const {
+        const btm_status s = btm_set_task_priority(raw(), id, priority);
+        if (s == BTM_STATUS_NOT_FOUND || s == BTM_STATUS_NOT_QUEUED) {
+            return false;
+        }
+        check(s, "btm_set_task_priority");
+        return true;
+    }
+
+    void start() const { check(btm_start_processing(raw()), "btm_start_processing"); }
+    void pause() const { check(btm_pause_processing(raw()), "btm_pause_processing"); }
+
+    void set_max_threads(std::int32_t n) const { check(btm_set_max_threads(raw(), n), "btm_set_max_threads"); }
+
+    /// The named group for `name` (same name, same group).
+    Group group_named(const std::string& name) const {
+        btm_group g{};
+        check(btm_group_named(raw(), name.c_str(), &g), "btm_group_named");
+        return Group(g, name.c_str());
+    }
+
+    /// A numbered group this manager never returned before.
+    Group next_group() const {
+        btm_group g{};
+        check(btm_next_group_id(raw(), &g), "btm_next_group_id");
+        return Group(g, nullptr);
+    }
+
+    Stats stats() const {
+        Stats s{};
+        check(btm_get_stats(raw(), &s), "btm_get_stats");
+        return s;
+    }
+
+    GroupStats group_stats(const Group& g) const {
+        GroupStats s{};
+        check(btm_get_group_stats(raw(), g.c_ptr(), &s), "btm_get_group_stats");
+        return s;
+    }
+
+    /// Waits until an event is pending: true, or false on timeout.
+    /// Throws btm::Error(shut_down) if the manager is shut down.
+    bool wait_events(std::chrono::milliseconds timeout = wait_forever) const {
+        const std::uint32_t ms = timeout == wait_forever ? BTM_WAIT_FOREVER : to_timeout_ms(timeout);
+        const btm_status s = btm_wait_events(raw(), ms);
+        if (s == BTM_STATUS_TIMED_OUT) {
+            return false;
+        }
+        check(s, "btm_wait_events");
+        return true;
+    }
+
+    /// Waits until nothing is queued, blocked or running: true, or false on
+    /// timeout. Throws btm::Error(would_deadlock) from inside a task.
+    bool wait_idle(std::chrono::milliseconds timeout = wait_forever) const {
+        const std::uint32_t ms = timeout == wait_forever ? BTM_WAIT_FOREVER : to_timeout_ms(timeout);
+        const btm_status s = btm_wait_idle(raw(), ms);
+        if (s == BTM_STATUS_TIMED_OUT) {
+            return false;
+        }
+        check(s, "btm_wait_idle");
+        return true;
+    }
+
+    /// Drains up to `capacity` pending events (one btm_poll_events call).
+    /// Never blocks. The events' results borrow from btm and stay valid
+    /// until the next poll of this manager (by anyone); strings are copies.
+    std::vector<Event> poll(std::size_t capacity = 64) const {
+        std::vector<Event> out;
+        poll_raw(capacity, [&](const btm_event& e) { out.push_back(to_event(e)); });
+        return out;
+    }
+
+    /// Drains up to `capacity` pending events into a handler object with any
+    /// of on_completed(const Completed&), on_failed(const Failed&),
+    /// on_group_finished(const GroupFinished&), on_progress(const Progress&).
+    /// Returns the number of events drained. Exceptions from the handler
+    /// propagate (the remaining events of this batch are then lost).
+    template <class H, class = std::enable_if_t<is_handler_v<std::remove_reference_t<H>>>>
+    std::size_t poll(H&& handler, std::size_t capacity = 64) const {
+        using HT = std::remove_reference_t<H>;
+        return poll_raw(capacity, [&](const btm_event& raw_event) {
+            Event ev = to_event(raw_event);
+            if (auto* c = std::get_if<Completed>(&ev)) {
+                if constexpr (has_on_completed<HT, Completed>::value) handler.on_completed(*c);
+            } else if (auto* f = std::get_if<Failed>(&ev)) {
+                if constexpr (has_on_failed<HT, Failed>::value) handler.on_failed(*f);
+            } else if (auto* g = std::get_if<GroupFinished>(&ev)) {
+                if constexpr (has_on_group_finished<HT, GroupFinished>::value) handler.on_group_finished(*g);
+            } else if (auto* p = std::get_if<Progress>(&ev)) {
+                if constexpr (has_on_progress<HT, Progress>::value) handler.on_progress(*p);
+            }
+        });
+    }
+
+    /// The C handle (borrowed), for interop.
+    btm_manager* raw() const noexcept { return static_cast<const Derived*>(this)->get(); }
+
+private:
+    TaskId add_pass_through_raw(void* payload, btm_free_fn payload_free, const TaskOptions& opts) const {
+        const auto& up = opts.get_upstream();
+        TaskId id = 0;
+        const btm_status s =
+            btm_add_pass_through_task(raw(), opts.get_priority(), opts.get_group().c_ptr(),
+                                      up.empty() ? nullptr : up.data(), up.size(), payload, payload_free, &id);
+        check(s, "btm_add_pass_through_task");
+        return id;
+    }
+
+    static StopReport to_report(btm_status s, const btm_stop_report& r, const char* function) {
+        if (s == BTM_STATUS_NOT_FOUND) {
+            return StopReport{};
+        }
+        check(s, function);
+        return StopReport{true, r.before_start, r.while_running, r.after_finish};
+    }
+
+    template <class Sink>
+    std::size_t poll_raw(std::size_t capacity, Sink&& sink) const {
+        constexpr std::size_t stack_capacity = 64;
+        btm_event stack_events[stack_capacity];
+        std::vector<btm_event> heap_events;
+        btm_event* events = stack_events;
+        if (capacity > stack_capacity) {
+            heap_events.resize(capacity);
+            events = heap_events.data();
+        }
+        std::size_t n = 0;
+        check(btm_poll_events(raw(), events, capacity, &n), "btm_poll_events");
+        for (std::size_t i = 0; i < n; ++i) {
+            sink(events[i]);
+        }
+        return n;
+    }
+};
+
+}  // namespace detail
+
+/// A borrowed manager handle (for example TaskContext::manager()): all the
+/// operations of Manager, but it never destroys the manager.
+class ManagerRef : public detail::ManagerApi<ManagerRef> {
+public:
+    explicit ManagerRef(btm_manager* m) noexcept : m_(m) {}
+    btm_manager* get() const noexcept { return m_; }
+
+private:
+    btm_manager* m_;
+};
+
+/// A task manager (owning, move-only). Destruction shuts it down, waiting
+/// for running tasks, and destroys everything still queued.
+class Manager : public detail::ManagerApi<Manager> {
+public:
+    struct Deleter {
+        void operator()(btm_manager* m) const noexcept { btm_destroy(m); }
+    };
+
+    /// Creates a manager; throws btm::Error.
+    explicit Manager(const Config& config = Config{}) {
+        btm_config c{};
+        check_create(btm_config_init(&c));
+        c.max_threads = config.max_threads_;
+        c.start_processing = config.start_;
+        std::unique_ptr<detail::ThreadHooks> hooks;
+        if (config.thread_start_ || config.thread_stop_) {
+            hooks = std::make_unique<detail::ThreadHooks>(detail::ThreadHooks{config.thread_start_, config.thread_stop_});
+            c.thread_start = &detail::thread_start_trampoline;
+            c.thread_stop = &detail::thread_stop_trampoline;
+            c.thread_hook_free = &detail::free_thread_hooks;
+        }
+        c.thread_hook_userdata = hooks.get();
+        btm_manager* m = nullptr;
+        const btm_status s = btm_create(&c, &m);
+        // btm owns the hooks from here on, except on INVALID_CONFIG.
+        if (s != BTM_STATUS_INVALID_CONFIG) {
+            (void)hooks.release();
+        }
+        check_create(s);
+        handle_.reset(m);
+    }
+
+    /// Adopts a C handle (takes ownership; NULL makes an empty Manager).
+    static Manager adopt(btm_manager* m) noexcept { return Manager(m); }
+
+    Manager(Manager&&) noexcept = default;
+    Manager& operator=(Manager&&) noexcept = default;
+    Manager(const Manager&) = delete;
+    Manager& operator=(const Manager&) = delete;
+    ~Manager() = default;
+
+    btm_manager* get() const noexcept { return handle_.get(); }
+    explicit operator bool() const noexcept { return handle_ != nullptr; }
+    /// Gives up ownership of the C handle.
+    btm_manager* release() noexcept { return handle_.release(); }
+    /// Destroys the manager now (btm_destroy); the object becomes empty.
+    void reset() noexcept { handle_.reset(); }
+
+    /// A borrowed reference (for capturing in tasks).
+    ManagerRef ref() const noexcept { return ManagerRef(handle_.get()); }
+
+    /// Shuts down: stops everything, no event is ever delivered again, new
+    /// tasks are rejected. Waits up to `timeout` for workers; returns the
+    /// number still running a task (0 when all exited). Throws btm::Error
+    /// (already_shut_down on a second call).
+    std::size_t shut_down(std::chrono::milliseconds timeout = wait_forever) const {
+        const std::uint32_t ms = timeout == wait_forever ? BTM_WAIT_FOREVER : detail::to_timeout_ms(timeout);
+        std::size_t still = 0;
+        const btm_status s = btm_shut_down(get(), ms, &still);
+        if (s == BTM_STATUS_TIMED_OUT) {
+            return still;
+        }
+        detail::check(s, "btm_shut_down");
+        return 0;
+    }
+
+private:
+    explicit Manager(btm_manager* m) noexcept : handle_(m) {}
+    static void check_create(btm_status s) { detail::check(s, "btm_create"); }
+    std::unique_ptr<btm_manager, Deleter> handle_;
+};
+
+/// What a running task sees: its id, upstream results, progress, failure,
+/// stop flag and its manager. Valid only during the task call, on its thread.
+class TaskContext {
+public:
+    explicit TaskContext(btm_task_context* c) noexcept : c_(c) {}
+    TaskContext(const TaskContext&) = delete;
+    TaskContext& operator=(const TaskContext&) = delete;
+
+    TaskId id() const noexcept { return btm_context_task_id(c_); }
+
+    /// The manager running this task (borrowed), to add or stop tasks.
+    ManagerRef manager() const noexcept { return ManagerRef(btm_context_manager(c_)); }
+
+    /// Results of the upstream tasks, in the order those completed; valid
+    /// until the task returns.
+    Results upstream() const {
+        const btm_value* v = nullptr;
+        std::size_t n = 0;
+        detail::check(btm_context_upstream(c_, &v, &n), "btm_context_upstream");
+        return Results(v, n);
+    }
+
+    /// Upstream entry i as a T; throws std::out_of_range or BadResultAccess
+    /// (inside a task, either becomes the task's failure if not caught).
+    template <class T>
+    const T& upstream(std::size_t i) const {
+        return upstream().template get<T>(i);
+    }
+
+    /// True once the task was stopped: its outcome will be dropped.
+    bool is_stopped() const noexcept { return btm_context_is_stopped(c_); }
+
+    /// Reports progress (fraction clamped to 0..1). Returns false if the task
+    /// was stopped. Throws btm::Error(invalid_argument) for NaN.
+    bool report_progress(double fraction) const { return progress_raw(fraction, nullptr); }
+    bool report_progress(double fraction, const std::string& message) const {
+        return progress_raw(fraction, message.c_str());
+    }
+    bool report_progress(double fraction, const char* message) const { return progress_raw(fraction, message); }
+
+    /// Marks the task failed (it fails instead of completing when it
+    /// returns). Throwing an exception does the same.
+    void fail(const std::string& message, const std::string& details = std::string()) const {
+        detail::check(btm_context_fail(c_, message.c_str(), details.c_str()), "btm_context_fail");
+    }
+
+    btm_task_context* raw() const noexcept { return c_; }
+
+private:
+    bool progress_raw(double fraction, const char* message) const {
+        const btm_status s = btm_context_report_progress(c_, fraction, message);
+        if (s == BTM_STATUS_NOT_FOUND) {
+            return false;
+        }
+        detail::check(s, "btm_context_report_progress");
+        return true;
+    }
+
+    btm_task_context* c_;
+};
+
+namespace detail {
+
+template <class Fn>
+void task_trampoline(void* userdata, btm_task_context* context) noexcept {
+    try {
+        TaskContext ctx(context);
+        Fn& fn = *static_cast<Fn*>(userdata);
+        if constexpr (std::is_invocable_v<Fn&&, TaskContext&>) {
+            using R = std::invoke_result_t<Fn&&, TaskContext&>;
+            if constexpr (std::is_void_v<R>) {
+                std::invoke(std::move(fn), ctx);
+            } else {
+                using T = std::decay_t<R>;
+                void* box = make_box<T>(std::invoke(std::move(fn), ctx));
+                (void)btm_context_set_result(context, box, &free_box<T>);
+            }
+        } else {
+            using R = std::invoke_result_t<Fn&&>;
+            if constexpr (std::is_void_v<R>) {
+                std::invoke(std::move(fn));
+            } else {
+                using T = std::decay_t<R>;
+                void* box = make_box<T>(std::invoke(std::move(fn)));
+                (void)btm_context_set_result(context, box, &free_box<T>);
+            }
+        }
+    } catch (...) {
+        fail_with_current_exception(context);
+    }
+}
+
+}  // namespace detail
+
+}  // namespace btm
+
+#endif  // BTM_HPP

@@ -1,0 +1,159 @@
+// Events: variant visiting, handler objects, groups, progress.
+#include "test_support.hpp"
+
+using namespace test;
+
+TEST(Events, GroupsNamedNumberedAndDefault) {
+    btm::Manager m{btm::Config{}.max_threads(1)};
+    const btm::Group named = m.group_named("thumbnails");
+    EXPECT_TRUE(named.is_named());
+    EXPECT_EQ(named.name(), "thumbnails");
+    EXPECT_EQ(named, m.group_named("thumbnails"));
+    EXPECT_NE(named, m.group_named("other"));
+    EXPECT_NE(named, btm::Group::numbered(named.value()));  // named never equals numbered
+    const btm::Group n1 = m.next_group();
+    const btm::Group n2 = m.next_group();
+    EXPECT_TRUE(n1.is_numbered());
+    EXPECT_NE(n1, n2);
+    EXPECT_EQ(btm::Group::numbered(n1.value()), n1);
+    EXPECT_TRUE(btm::Group().is_default());
+    EXPECT_EQ(btm::Group().c_ptr(), nullptr);
+
+    const btm::TaskId t1 = m.add_task([] {}, btm::TaskOptions{}.group(named));
+    const btm::TaskId t2 = m.add_task([] {}, btm::TaskOptions{}.group(named));
+    const btm::TaskId t3 = m.add_task([] {}, btm::TaskOptions{}.group(btm::Group::numbered(4242)));
+    const btm::TaskId t4 = m.add_task([] {});
+    m.start();
+    const auto records = drain_records(m);
+    ASSERT_EQ(records.size(), 7u);  // 4 completed + 3 group finished
+    const Record* r1 = find(records, Record::completed, t1);
+    ASSERT_NE(r1, nullptr);
+    EXPECT_EQ(r1->group, named);
+    EXPECT_EQ(r1->group.name(), "thumbnails");  // the name travels with the event
+    EXPECT_EQ(find(records, Record::completed, t3)->group.value(), 4242u);
+    EXPECT_TRUE(find(records, Record::completed, t4)->group.is_default());
+    // The named group finished right after its last task (t2).
+    for (std::size_t i = 0; i < records.size(); ++i) {
+        if (records[i].kind == Record::completed && records[i].task == t2) {
+            ASSERT_LT(i + 1, records.size());
+            EXPECT_EQ(records[i + 1].kind, Record::group_finished);
+            EXPECT_EQ(records[i + 1].group, named);
+            EXPECT_EQ(records[i + 1].group.name(), "thumbnails");
+        }
+    }
+    EXPECT_EQ(count_kind(records, Record::group_finished), 3u);
+}
+
+TEST(Events, ProgressIsDeliveredBeforeCompletion) {
+    btm::Manager m{started(1)};
+    Latch seen;
+    const btm::TaskId id = m.add_task([&](btm::TaskContext& ctx) {
+        EXPECT_TRUE(ctx.report_progress(0.25, "a quarter"));
+        EXPECT_TRUE(seen.wait());  // the host saw the progress event
+        EXPECT_TRUE(ctx.report_progress(7.0));  // clamped to 1
+        return 1;
+    });
+    std::vector<Record> records;
+    ASSERT_TRUE(pump(
+        m,
+        [&](const btm::Event& e) {
+            records.push_back(Record::of(e));
+            if (std::holds_alternative<btm::Progress>(e)) {
+                seen.open();
+            }
+        },
+        [&] { return find(records, Record::completed, id) != nullptr; }));
+    ASSERT_GE(records.size(), 2u);
+    EXPECT_EQ(records[0].kind, Record::progress);
+    EXPECT_EQ(records[0].task, id);
+    EXPECT_DOUBLE_EQ(records[0].fraction, 0.25);
+    EXPECT_EQ(records[0].message, "a quarter");
+    // The second report either arrived (fraction 1, no message) or was
+    // superseded by the completion; nothing follows the completion.
+    EXPECT_EQ(records.back().kind == Record::group_finished ? records[records.size() - 2].kind : records.back().kind,
+              Record::completed);
+    for (const Record& r : records) {
+        if (r.kind == Record::progress && r.fraction > 0.5) {
+            EXPECT_DOUBLE_EQ(r.fraction, 1.0);
+            EXPECT_TRUE(r.message.empty());
+        }
+    }
+}
+
+namespace {
+
+/// A handler with only some of the methods.
+struct PartialHandler {
+    std::vector<btm::TaskId> completed;
+    std::vector<std::string> failed;
+    void on_completed(const btm::Completed& c) { completed.push_back(c.task_id); }
+    void on_failed(const btm::Failed& f) { failed.push_back(f.message); }
+};
+
+struct FullHandler {
+    int completed = 0, failed = 0, groups = 0, progress = 0;
+    int sum = 0;
+    void on_completed(const btm::Completed& c) {
+        ++completed;
+        if (c.has_result()) {
+            sum += c.result<int>();
+        }
+    }
+    void on_failed(const btm::Failed&) { ++failed; }
+    void on_group_finished(const btm::GroupFinished&) { ++groups; }
+    void on_progress(const btm::Progress&) { ++progress; }
+};
+
+}  // namespace
+
+TEST(Events, HandlerObjectsWithSomeOrAllMethods) {
+    btm::Manager m{btm::Config{}.max_threads(1)};
+    const btm::TaskId a = m.add_task([] { return 2; });
+    m.add_task([]() -> int { throw std::logic_error("nope"); });
+    m.start();
+    ASSERT_TRUE(m.wait_idle(kTimeout));
+    PartialHandler h;
+    std::size_t n = 0;
+    for (std::size_t got; (got = m.poll(h)) != 0;) {
+        n += got;
+    }
+    EXPECT_EQ(n, 3u);  // completed, failed, group finished (ignored by h)
+    EXPECT_EQ(h.completed, std::vector<btm::TaskId>{a});
+    EXPECT_EQ(h.failed, std::vector<std::string>{"nope"});
+
+    m.add_task([](btm::TaskContext& ctx) { ctx.report_progress(0.5); return 40; });
+    m.add_task([] { return 2; });
+    ASSERT_TRUE(m.wait_idle(kTimeout));
+    FullHandler full;
+    while (m.poll(full, 1) != 0) {  // capacity 1: one event per poll
+    }
+    EXPECT_EQ(full.completed, 2);
+    EXPECT_EQ(full.sum, 42);
+    EXPECT_EQ(full.groups, 1);
+    EXPECT_LE(full.progress, 1);
+}
+
+TEST(Events, VisitWithOverloadedAndLargeCapacities) {
+    btm::Manager m{started(2)};
+    for (int i = 0; i < 100; ++i) {
+        m.add_task([i] { return i; });
+    }
+    ASSERT_TRUE(m.wait_idle(kTimeout));
+    int completions = 0, groups = 0, sum = 0;
+    const std::vector<btm::Event> events = m.poll(1000);  // above the stack buffer
+    for (const btm::Event& e : events) {
+        std::visit(btm::overloaded{
+                       [&](const btm::Completed& c) {
+                           ++completions;
+                           sum += c.result<int>();
+                       },
+                       [&](const btm::GroupFinished&) { ++groups; },
+                       [&](const auto&) { ADD_FAILURE() << "unexpected event"; },
+                   },
+                   e);
+    }
+    EXPECT_EQ(completions, 100);
+    EXPECT_EQ(sum, 99 * 100 / 2);
+    EXPECT_EQ(groups, 1);
+    EXPECT_THROW(m.poll(0), btm::Error);  // zero capacity
+}
