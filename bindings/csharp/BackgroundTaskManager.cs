@@ -22,6 +22,9 @@ namespace Btm
     /// <summary>A running task reported progress (coalesced: the latest value wins).</summary>
     public delegate void TaskProgressHandler(ulong taskId, TaskGroup group, double progress, string message);
 
+    /// <summary>An instrumentation hook, run on the worker thread just before (or after) a task's delegate (not for pass-through tasks).</summary>
+    public delegate void TaskHook(ulong taskId, TaskGroup group, int workerIndex);
+
     /// <summary>What a stop reached, by the state each stopped task was in.</summary>
     public readonly struct StopReport
     {
@@ -615,6 +618,140 @@ namespace Btm
                     // A kind this binding does not know (newer library): skip it.
                     break;
             }
+        }
+
+        // ------------------------------------------------------------------
+        // Host integration: wake-ups and instrumentation
+
+        /// <summary>
+        /// Registers a callback that btm runs on a worker thread when events
+        /// become available (the queue goes from empty to non-empty), at most
+        /// once until the next PollEvents; null removes it. It must only post a
+        /// message to the host's loop (never poll there, never block). Drain
+        /// completely after each call (PollEvents() without a limit), or no new
+        /// call may come. If events are already pending when you register, no
+        /// call comes for them: poll once. Exceptions it throws are dropped.
+        /// </summary>
+        public void SetEventsAvailableCallback(Action callback)
+        {
+            ThrowIfDisposed();
+            if (callback == null)
+            {
+                BtmException.ThrowIfFailed(NativeMethods.btm_set_notify(handle, null, IntPtr.Zero, null), "btm_set_notify");
+                return;
+            }
+            IntPtr userdata = Bridge.Alloc(callback);
+            BtmStatus status = BtmStatus.Panic;
+            bool reachedNative = false;
+            try
+            {
+                status = NativeMethods.btm_set_notify(handle, Bridge.NotifyFn, userdata, Bridge.FreeHandleFn);
+                reachedNative = true;
+            }
+            finally
+            {
+                if (!reachedNative)
+                {
+                    Bridge.FreeHandle(userdata);
+                }
+            }
+            BtmException.ThrowIfFailed(status, "btm_set_notify");
+        }
+
+        /// <summary>
+        /// Delivers events through a SynchronizationContext (WinForms, WPF,
+        /// Avalonia, Unity's UnitySynchronizationContext...): whenever events
+        /// become available, a full PollEvents() is posted to
+        /// <paramref name="context"/>, so handlers run on its thread without a
+        /// polling loop. Null detaches. Replaces any SetEventsAvailableCallback.
+        /// </summary>
+        public void UseSynchronizationContext(SynchronizationContext context)
+        {
+            if (context == null)
+            {
+                SetEventsAvailableCallback(null);
+                return;
+            }
+            // A weak reference: the registered callback must not keep a
+            // forgotten manager alive.
+            var weak = new WeakReference(this);
+            SendOrPostCallback drain = state =>
+            {
+                var m = weak.Target as BackgroundTaskManager;
+                if (m == null || m.IsDisposed)
+                {
+                    return;
+                }
+                bool completed = false;
+                try
+                {
+                    m.PollEvents();
+                    completed = true;
+                }
+                finally
+                {
+                    // A handler threw: the events after it are still queued and
+                    // no new wake-up will come for them, so drain again later.
+                    if (!completed && !m.IsDisposed)
+                    {
+                        context.Post((SendOrPostCallback)state, state);
+                    }
+                }
+            };
+            SetEventsAvailableCallback(() => context.Post(drain, drain));
+            context.Post(drain, drain); // for events already pending
+        }
+
+        /// <summary>
+        /// A file descriptor that is readable exactly while events are pending
+        /// (Linux: an eventfd; elsewhere a pipe), for hosts with a poll/epoll
+        /// loop. Never read from it or close it: PollEvents clears it, Dispose
+        /// closes it.
+        /// </summary>
+        public int GetEventFileDescriptor()
+        {
+            ThrowIfDisposed();
+            int fd;
+            BtmException.ThrowIfFailed(NativeMethods.btm_get_event_fd(handle, out fd), "btm_get_event_fd");
+            return fd;
+        }
+
+        /// <summary>
+        /// Registers profiler hooks (both null removes them): run on the worker
+        /// thread right before and right after each task's delegate (Unity:
+        /// CustomSampler.Begin/End; Tracy zones...). Tasks already running keep
+        /// the hooks they started with. Exceptions they throw are dropped.
+        /// </summary>
+        public void SetTaskHooks(TaskHook onStart, TaskHook onEnd)
+        {
+            ThrowIfDisposed();
+            if (onStart == null && onEnd == null)
+            {
+                BtmException.ThrowIfFailed(NativeMethods.btm_set_task_hooks(handle, null, null, IntPtr.Zero, null), "btm_set_task_hooks");
+                return;
+            }
+            IntPtr userdata = Bridge.Alloc(new TaskHooks(onStart, onEnd, groupNamesById));
+            BtmStatus status = BtmStatus.Panic;
+            bool reachedNative = false;
+            try
+            {
+                status = NativeMethods.btm_set_task_hooks(handle, Bridge.TaskStartHookFn, Bridge.TaskEndHookFn, userdata, Bridge.FreeHandleFn);
+                reachedNative = true;
+            }
+            finally
+            {
+                if (!reachedNative)
+                {
+                    Bridge.FreeHandle(userdata);
+                }
+            }
+            BtmException.ThrowIfFailed(status, "btm_set_task_hooks");
+        }
+
+        /// <summary>Exceptions thrown (and dropped) by events-available callbacks and task hooks, over all managers.</summary>
+        public static long DroppedCallbackExceptionCount
+        {
+            get { return Bridge.CallbackExceptions; }
         }
 
         // ------------------------------------------------------------------

@@ -13,6 +13,7 @@
 //   the handles this binding allocated and btm has not freed yet.
 
 using System;
+using System.Collections.Concurrent;
 using System.Collections.Generic;
 using System.Runtime.InteropServices;
 using System.Threading;
@@ -36,6 +37,21 @@ namespace Btm
         }
     }
 
+    /// <summary>The userdata of btm_set_task_hooks: both hooks and the manager's group names (no manager reference).</summary>
+    internal sealed class TaskHooks
+    {
+        internal readonly TaskHook OnStart;
+        internal readonly TaskHook OnEnd;
+        internal readonly ConcurrentDictionary<ulong, string> GroupNames;
+
+        internal TaskHooks(TaskHook onStart, TaskHook onEnd, ConcurrentDictionary<ulong, string> groupNames)
+        {
+            OnStart = onStart;
+            OnEnd = onEnd;
+            GroupNames = groupNames;
+        }
+    }
+
     internal static class Bridge
     {
         private static long liveHandles;
@@ -46,6 +62,9 @@ namespace Btm
 
         internal static readonly BtmTaskFn RunTaskFn = RunTask;
         internal static readonly BtmFreeFn FreeHandleFn = FreeHandle;
+        internal static readonly BtmNotifyFn NotifyFn = Notify;
+        internal static readonly BtmTaskHookFn TaskStartHookFn = TaskStartHook;
+        internal static readonly BtmTaskHookFn TaskEndHookFn = TaskEndHook;
 
         internal static long LiveHandles
         {
@@ -136,6 +155,84 @@ namespace Btm
                 {
                     ctx.Invalidate();
                 }
+            }
+        }
+
+        /// <summary>btm_notify_fn: runs the host's Action on a worker thread. Never throws.</summary>
+        [MonoPInvokeCallback(typeof(BtmNotifyFn))]
+        private static void Notify(IntPtr userdata)
+        {
+            try
+            {
+                ((Action)Target(userdata))();
+            }
+            catch (Exception ex)
+            {
+                ReportCallbackException("events-available callback", ex);
+            }
+        }
+
+        [MonoPInvokeCallback(typeof(BtmTaskHookFn))]
+        private static void TaskStartHook(IntPtr userdata, ulong taskId, uint groupKind, ulong groupValue, uint workerIndex)
+        {
+            RunHook(userdata, true, taskId, groupKind, groupValue, workerIndex);
+        }
+
+        [MonoPInvokeCallback(typeof(BtmTaskHookFn))]
+        private static void TaskEndHook(IntPtr userdata, ulong taskId, uint groupKind, ulong groupValue, uint workerIndex)
+        {
+            RunHook(userdata, false, taskId, groupKind, groupValue, workerIndex);
+        }
+
+        private static void RunHook(IntPtr userdata, bool start, ulong taskId, uint groupKind, ulong groupValue, uint workerIndex)
+        {
+            try
+            {
+                var hooks = (TaskHooks)Target(userdata);
+                TaskHook hook = start ? hooks.OnStart : hooks.OnEnd;
+                if (hook == null)
+                {
+                    return;
+                }
+                TaskGroup group;
+                switch ((BtmGroupKind)groupKind)
+                {
+                    case BtmGroupKind.Numbered:
+                        group = TaskGroup.Numbered(groupValue);
+                        break;
+                    case BtmGroupKind.Named:
+                        string name;
+                        group = TaskGroup.Named(hooks.GroupNames.TryGetValue(groupValue, out name) ? name : "?" + groupValue);
+                        break;
+                    default:
+                        group = TaskGroup.Default;
+                        break;
+                }
+                hook(taskId, group, (int)workerIndex);
+            }
+            catch (Exception ex)
+            {
+                ReportCallbackException(start ? "task start hook" : "task end hook", ex);
+            }
+        }
+
+        private static long callbackExceptions;
+
+        /// <summary>Exceptions thrown by host callbacks that have no failure channel (notify, hooks): counted, then dropped.</summary>
+        internal static long CallbackExceptions
+        {
+            get { return Interlocked.Read(ref callbackExceptions); }
+        }
+
+        private static void ReportCallbackException(string what, Exception ex)
+        {
+            try
+            {
+                Interlocked.Increment(ref callbackExceptions);
+                System.Diagnostics.Debug.WriteLine("btm: exception in " + what + ": " + ex);
+            }
+            catch (Exception)
+            {
             }
         }
 

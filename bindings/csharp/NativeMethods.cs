@@ -146,6 +146,14 @@ namespace Btm.Native
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
     internal delegate void BtmFreeFn(IntPtr data);
 
+    /// <summary>btm_notify_fn: void (*)(void *userdata).</summary>
+    [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+    internal delegate void BtmNotifyFn(IntPtr userdata);
+
+    /// <summary>btm_task_hook_fn: void (*)(void *userdata, uint64_t task_id, uint32_t group_kind, uint64_t group_value, uint32_t worker_index).</summary>
+    [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+    internal delegate void BtmTaskHookFn(IntPtr userdata, ulong taskId, uint groupKind, ulong groupValue, uint workerIndex);
+
     /// <summary>btm_thread_hook_fn: void (*)(void *userdata, uint32_t worker_index).</summary>
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
     internal delegate void BtmThreadHookFn(IntPtr userdata, uint workerIndex);
@@ -196,6 +204,19 @@ namespace Btm.Native
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern BtmStatus btm_wait_idle(BtmManagerHandle manager, uint timeout_ms);
+
+        // ---- host integration (wake-ups, instrumentation) ----
+
+        /// <summary>Ownership of userdata passes to btm on every call that reaches native code. NULL notify removes the callback.</summary>
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_set_notify(BtmManagerHandle manager, BtmNotifyFn notify, IntPtr userdata, BtmFreeFn userdata_free);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_get_event_fd(BtmManagerHandle manager, out int fd_out);
+
+        /// <summary>Ownership of userdata passes to btm on every call that reaches native code. Both hooks NULL removes them.</summary>
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_set_task_hooks(BtmManagerHandle manager, BtmTaskHookFn on_start, BtmTaskHookFn on_end, IntPtr userdata, BtmFreeFn userdata_free);
 
         // ---- manager ----
 

@@ -88,6 +88,49 @@ namespace Btm.Tests
             }
         }
 
+        private static bool AllRunAtOnce(BackgroundTaskManager m, int n)
+        {
+            // n tasks that each wait (2 s at most) until all n are running at
+            // the same time. Run one after the other, the first gives up and the
+            // others do not wait.
+            int arrived = 0;
+            int gaveUp = 0;
+            var rec = new Recorder(m);
+            var ids = new List<ulong>();
+            for (int i = 0; i < n; i++)
+            {
+                ids.Add(m.AddTask(() =>
+                {
+                    Interlocked.Increment(ref arrived);
+                    if (Volatile.Read(ref gaveUp) == 0 && !Wait.Until(() => Volatile.Read(ref arrived) >= n, 2000))
+                    {
+                        Interlocked.Exchange(ref gaveUp, 1);
+                    }
+                }));
+            }
+            m.StartProcessing();
+            Wait.Polling(m, () => rec.HasAll(ids), "all tasks");
+            return Volatile.Read(ref gaveUp) == 0;
+        }
+
+        [Test]
+        public static void TasksAddedWhileProcessingRunInParallel()
+        {
+            using (var m = new BackgroundTaskManager(4, true))
+            {
+                Check.True(AllRunAtOnce(m, 4), "4 tasks on 4 threads ran at the same time (threads: " + m.GetStats().Threads + ")");
+            }
+        }
+
+        [Test(KnownIssue = "btm starts a single worker when StartProcessing finds many queued tasks (reported to the lead with a C reproduction)")]
+        public static void TasksQueuedWhilePausedRunInParallelAfterStartProcessing()
+        {
+            using (var m = new BackgroundTaskManager(4))
+            {
+                Check.True(AllRunAtOnce(m, 4), "4 tasks queued while paused ran at the same time on 4 threads after StartProcessing (threads: " + m.GetStats().Threads + ")");
+            }
+        }
+
         // ------------------------------------------------------------------
         // Priorities
 

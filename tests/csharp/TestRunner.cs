@@ -18,6 +18,12 @@ namespace Btm.Tests
     [AttributeUsage(AttributeTargets.Method)]
     public sealed class TestAttribute : Attribute
     {
+        /// <summary>
+        /// Set for a test that fails because of a known, reported bug outside
+        /// this binding: its failure is reported as XFAIL and does not fail the
+        /// run; if it passes, XPASS asks for the marker to be removed.
+        /// </summary>
+        public string KnownIssue { get; set; }
     }
 
     public sealed class TestFailure : Exception
@@ -43,6 +49,7 @@ namespace Btm.Tests
             Console.WriteLine("btm C# tests: libbtm " + BackgroundTaskManager.NativeVersion + ", " + tests.Count + " tests, Mono/.NET " + Environment.Version);
             int passed = 0;
             int failed = 0;
+            int knownFailures = 0;
             var total = Stopwatch.StartNew();
             foreach (MethodInfo test in tests)
             {
@@ -54,10 +61,17 @@ namespace Btm.Tests
                     error = CheckNoLeak();
                 }
                 sw.Stop();
-                if (error == null)
+                var attribute = (TestAttribute)test.GetCustomAttributes(typeof(TestAttribute), false)[0];
+                if (attribute.KnownIssue != null && error != null && !error.StartsWith("TIMEOUT", StringComparison.Ordinal) && !error.StartsWith("LEAK", StringComparison.Ordinal))
+                {
+                    knownFailures++;
+                    Console.WriteLine("XFAIL {0} ({1} ms): known issue: {2}\n    {3}", name, sw.ElapsedMilliseconds, attribute.KnownIssue, error.Replace("\n", "\n    "));
+                }
+                else if (error == null)
                 {
                     passed++;
-                    Console.WriteLine("PASS {0} ({1} ms)", name, sw.ElapsedMilliseconds);
+                    Console.WriteLine("{0} {1} ({2} ms){3}", attribute.KnownIssue != null ? "XPASS" : "PASS", name, sw.ElapsedMilliseconds,
+                        attribute.KnownIssue != null ? ": the known issue seems fixed, remove KnownIssue" : string.Empty);
                 }
                 else
                 {
@@ -67,11 +81,15 @@ namespace Btm.Tests
                 if (error != null && error.StartsWith("TIMEOUT", StringComparison.Ordinal))
                 {
                     // The hung test's thread cannot be killed; stop here.
-                    failed += tests.Count - passed - failed;
+                    failed += tests.Count - passed - failed - knownFailures;
                     break;
                 }
             }
             Console.WriteLine("total {0} ms", total.ElapsedMilliseconds);
+            if (knownFailures > 0)
+            {
+                Console.WriteLine("{0} known failures (XFAIL, not counted as failed)", knownFailures);
+            }
             Console.WriteLine("{0} passed, {1} failed", passed, failed);
             Console.Out.Flush();
             int code = (failed > 0 || passed == 0) ? 1 : 0;
