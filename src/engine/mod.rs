@@ -278,7 +278,8 @@ impl After {
     }
 
     fn is_empty(&self) -> bool {
-        self.frees.is_empty()
+        self.notify.is_none()
+            && self.frees.is_empty()
             && self.garbage.is_empty()
             && self.spawn.is_empty()
             && self.wake == 0
@@ -1016,19 +1017,22 @@ impl State {
             // Spinning workers poll this hint instead of the lock.
             after.hint = true;
         }
-        let coming = self.spinning + after.wake as usize + after.spawn.len();
-        if self.ready.len() <= coming {
-            return;
-        }
-        if self.sleeping > after.wake as usize {
-            after.wake += 1;
-        } else if self.threads < self.max_threads {
-            let index = self.workers.len() as u32;
-            let stopped = Arc::new(AtomicBool::new(false));
-            self.workers.push(WorkerSlot { stopped: Arc::clone(&stopped) });
-            self.threads += 1;
-            self.alive += 1;
-            after.spawn.push((index, stopped));
+        // Workers about to look for work: spinning, being woken, starting.
+        let mut coming = self.spinning + after.wake as usize + after.spawn.len();
+        while self.ready.len() > coming {
+            if self.sleeping > after.wake as usize {
+                after.wake += 1;
+            } else if self.threads < self.max_threads {
+                let index = self.workers.len() as u32;
+                let stopped = Arc::new(AtomicBool::new(false));
+                self.workers.push(WorkerSlot { stopped: Arc::clone(&stopped) });
+                self.threads += 1;
+                self.alive += 1;
+                after.spawn.push((index, stopped));
+            } else {
+                break;
+            }
+            coming += 1;
         }
     }
 

@@ -1,0 +1,374 @@
+//! Wake-ups, waiting, progress, live control and instrumentation (the
+//! host-integration features), through the engine API.
+mod common;
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use btm::engine::{Config, Error, Manager, Notify, Owned, TaskHooks, ThreadHooks};
+use common::*;
+
+fn finish(m: Arc<Manager>) {
+    m.shut_down(Some(TIMEOUT)).expect("shut down in time");
+    drop(m);
+    assert_all_freed();
+}
+
+fn readable(fd: i32) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, zero timeout.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 }
+}
+
+fn wait_readable(fd: i32, ms: i32) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, ms) == 1 }
+}
+
+#[test]
+fn event_fd_is_readable_exactly_while_events_are_undelivered() {
+    let _s = serial();
+    let m = manager(2, false);
+    let fd = m.event_fd().unwrap();
+    assert_eq!(m.event_fd().unwrap(), fd, "same descriptor every time");
+    assert!(!readable(fd));
+    let a = m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    assert!(!readable(fd), "queued but not finished: nothing to poll");
+    m.start_processing().unwrap();
+    assert!(wait_readable(fd, 20_000));
+    // A poll with capacity 1 leaves the group-finished event: still readable.
+    assert_eq!(poll_n(&m, 1).len(), 1);
+    assert!(readable(fd));
+    assert_eq!(poll_n(&m, 1).len(), 1);
+    assert!(!readable(fd), "drained: cleared");
+    // A stop that withdraws the only queued event clears it too.
+    m.pause_processing().unwrap();
+    let b = m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    m.start_processing().unwrap();
+    assert!(wait_readable(fd, 20_000));
+    m.stop_task(b, true, true).unwrap();
+    assert!(!readable(fd), "nothing left to poll after the stop withdrew the event");
+    assert_eq!(poll(&m), vec![]);
+    let _ = a;
+    finish(m);
+}
+
+#[test]
+fn event_fd_never_misses_an_event_under_concurrent_producers() {
+    let _s = serial();
+    let m = manager(2, true);
+    let fd = m.event_fd().unwrap();
+    let producers: Vec<_> = (0..3)
+        .map(|_| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                for i in 0..3000 {
+                    m.add(nop(), 0, g(i % 7), &[]).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut finals = 0;
+    let mut spurious = 0;
+    while finals < 9000 {
+        // Sleep on the descriptor only: a missed wake-up would hang here
+        // (and fail after the timeout).
+        assert!(wait_readable(fd, 20_000), "fd not readable with {finals}/9000 events seen");
+        let got = poll(&m);
+        if got.is_empty() {
+            spurious += 1;
+        }
+        finals += got.iter().filter(|e| matches!(e, Ev::Completed { .. })).count();
+    }
+    for p in producers {
+        p.join().unwrap();
+    }
+    m.wait_idle(Some(TIMEOUT)).unwrap();
+    drain(&m);
+    assert!(!readable(fd), "readable with nothing to poll");
+    assert_eq!(spurious, 0, "readable but nothing to poll {spurious} times");
+    finish(m);
+}
+
+static NOTIFIED: AtomicUsize = AtomicUsize::new(0);
+unsafe extern "C" fn on_notify(data: *mut c_void) {
+    assert_eq!(data as usize, 0x5eed);
+    NOTIFIED.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn notify_fires_once_per_drain_on_the_empty_to_non_empty_transition() {
+    let _s = serial();
+    NOTIFIED.store(0, Ordering::SeqCst);
+    let m = manager(1, false);
+    m.set_notify(Some(Notify { func: on_notify, data: Owned::new(0x5eed as *mut c_void, None) }));
+    for _ in 0..5 {
+        m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    }
+    m.start_processing().unwrap();
+    m.wait_idle(Some(TIMEOUT)).unwrap();
+    assert_eq!(NOTIFIED.load(Ordering::SeqCst), 1, "five events, one call until the host polls");
+    assert_eq!(drain(&m).len(), 6);
+    m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    wait_until("second notify", || NOTIFIED.load(Ordering::SeqCst) == 2);
+    drain(&m);
+    m.set_notify(None);
+    m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    collect_finals(&m, 1);
+    assert_eq!(NOTIFIED.load(Ordering::SeqCst), 2, "removed callback is not called");
+    finish(m);
+}
+
+#[test]
+fn waits_time_out_succeed_and_refuse_to_deadlock_inside_a_task() {
+    let _s = serial();
+    let m = manager(1, false);
+    assert_eq!(m.wait_events(Some(Duration::from_millis(30))), Err(Error::TimedOut));
+    assert_eq!(m.wait_idle(Some(Duration::from_millis(30))), Ok(()), "nothing queued: idle");
+    m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    assert_eq!(m.wait_idle(Some(Duration::from_millis(30))), Err(Error::TimedOut), "paused with work queued");
+    let seen = Arc::new(Mutex::new(None));
+    let s2 = seen.clone();
+    m.add(
+        job(move |ctx| {
+            // SAFETY: the manager outlives the running task.
+            let mm = unsafe { &*ctx.manager() };
+            *s2.lock().unwrap() = Some(mm.wait_idle(Some(Duration::from_secs(5))));
+        }),
+        0,
+        DEFAULT,
+        &[],
+    )
+    .unwrap();
+    m.start_processing().unwrap();
+    assert_eq!(m.wait_events(Some(TIMEOUT)), Ok(()));
+    assert_eq!(m.wait_idle(Some(TIMEOUT)), Ok(()));
+    assert_eq!(*seen.lock().unwrap(), Some(Err(Error::WouldDeadlock)));
+    drain(&m);
+    let m2 = m.clone();
+    let waiter = std::thread::spawn(move || m2.wait_events(None));
+    std::thread::sleep(Duration::from_millis(20));
+    m.shut_down(Some(TIMEOUT)).unwrap();
+    assert_eq!(waiter.join().unwrap(), Err(Error::ShutDown), "a waiter is released by shut down");
+    drop(m);
+    assert_all_freed();
+}
+
+#[test]
+fn progress_is_dropped_after_a_stop() {
+    let _s = serial();
+    let m = manager(1, true);
+    let (gate, after_stop) = (Gate::new(), Gate::new());
+    let (g2, a2) = (gate.clone(), after_stop.clone());
+    let result = Arc::new(Mutex::new(None));
+    let r2 = result.clone();
+    let t = m
+        .add(
+            job(move |ctx| {
+                assert!(ctx.report_progress(0.5, None));
+                g2.pass();
+                a2.pass();
+                *r2.lock().unwrap() = Some(ctx.report_progress(0.9, None));
+            }),
+            0,
+            DEFAULT,
+            &[],
+        )
+        .unwrap();
+    gate.wait_arrivals(1);
+    gate.open();
+    assert_eq!(m.stats().undelivered, 1);
+    m.stop_task(t, false, false).unwrap();
+    assert_eq!(m.stats().undelivered, 0, "the queued progress event was withdrawn");
+    after_stop.open();
+    wait_until("task to report", || result.lock().unwrap().is_some());
+    assert_eq!(*result.lock().unwrap(), Some(false));
+    assert_eq!(poll(&m), vec![]);
+    finish(m);
+}
+
+#[test]
+fn stats_and_group_stats_count_each_state() {
+    let _s = serial();
+    let m = manager(1, false);
+    let gate = Gate::new();
+    let g2 = gate.clone();
+    let a = m.add(job(move |_| g2.pass()), 5, g(1), &[]).unwrap();
+    m.add(nop(), 0, g(1), &[a]).unwrap();
+    m.add(nop(), 0, g(2), &[]).unwrap();
+    m.start_processing().unwrap();
+    gate.wait_arrivals(1);
+    let s = m.stats();
+    assert_eq!((s.queued, s.blocked, s.running, s.undelivered), (1, 1, 1, 0));
+    assert_eq!(m.group_stats(g(1)).unwrap(), [0, 1, 1, 0]);
+    assert_eq!(m.group_stats(g(2)).unwrap(), [1, 0, 0, 0]);
+    assert_eq!(m.group_stats(g(9)).unwrap(), [0, 0, 0, 0]);
+    m.stop_group(g(2), false, false).unwrap();
+    gate.open();
+    m.wait_idle(Some(TIMEOUT)).unwrap();
+    let s = m.stats();
+    assert_eq!((s.undelivered, s.completed_total, s.stopped_total), (2, 2, 1));
+    drain(&m);
+    finish(m);
+}
+
+#[test]
+fn max_threads_changes_at_run_time_and_extra_threads_retire() {
+    let _s = serial();
+    let m = manager(4, true);
+    let gate = Gate::new();
+    for _ in 0..4 {
+        let g2 = gate.clone();
+        m.add(job(move |_| g2.pass()), 0, DEFAULT, &[]).unwrap();
+    }
+    gate.wait_arrivals(4);
+    assert_eq!(m.stats().threads, 4);
+    m.set_max_threads(1).unwrap();
+    gate.open();
+    collect_finals(&m, 4);
+    wait_until("extra threads to retire", || m.stats().threads == 1);
+    let gate2 = Gate::new();
+    for _ in 0..3 {
+        let g2 = gate2.clone();
+        m.add(job(move |_| g2.pass()), 0, DEFAULT, &[]).unwrap();
+    }
+    gate2.wait_arrivals(1);
+    assert_eq!(m.stats().running, 1, "one thread now");
+    m.set_max_threads(3).unwrap();
+    gate2.wait_arrivals(3);
+    gate2.open();
+    collect_finals(&m, 3);
+    assert_eq!(m.set_max_threads(100_000), Err(Error::InvalidThreadCount));
+    finish(m);
+}
+
+static THREAD_STARTS: AtomicUsize = AtomicUsize::new(0);
+static THREAD_STOPS: AtomicUsize = AtomicUsize::new(0);
+static NAMES_OK: AtomicUsize = AtomicUsize::new(0);
+unsafe extern "C" fn thread_start(_: *mut c_void, index: u32) {
+    THREAD_STARTS.fetch_add(1, Ordering::SeqCst);
+    if std::thread::current().name() == Some(&format!("btm-worker-{index}")) {
+        NAMES_OK.fetch_add(1, Ordering::SeqCst);
+    }
+}
+unsafe extern "C" fn thread_stop(_: *mut c_void, _: u32) {
+    THREAD_STOPS.fetch_add(1, Ordering::SeqCst);
+}
+static HOOK_DATA_FREED: AtomicUsize = AtomicUsize::new(0);
+unsafe extern "C" fn free_hook_data(_: *mut c_void) {
+    HOOK_DATA_FREED.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn workers_are_named_and_thread_hooks_run_before_any_task_and_at_exit() {
+    let _s = serial();
+    let hooks = ThreadHooks {
+        on_start: Some(thread_start),
+        on_stop: Some(thread_stop),
+        data: Owned::new(1 as *mut c_void, Some(free_hook_data)),
+    };
+    let m = Manager::new(Config { max_threads: 2, start_processing: true, thread_hooks: Some(hooks) }).unwrap();
+    let starts_seen = Arc::new(AtomicUsize::new(0));
+    let gate = Gate::new();
+    for _ in 0..2 {
+        let (s2, g2) = (starts_seen.clone(), gate.clone());
+        m.add(
+            job(move |_| {
+                s2.fetch_max(THREAD_STARTS.load(Ordering::SeqCst), Ordering::SeqCst);
+                g2.pass();
+            }),
+            0,
+            DEFAULT,
+            &[],
+        )
+        .unwrap();
+    }
+    gate.wait_arrivals(2);
+    gate.open();
+    collect_finals(&m, 2);
+    assert!(starts_seen.load(Ordering::SeqCst) >= 1, "the hook ran before the task on its thread");
+    m.shut_down(Some(TIMEOUT)).unwrap();
+    assert_eq!(THREAD_STARTS.load(Ordering::SeqCst), 2);
+    assert_eq!(NAMES_OK.load(Ordering::SeqCst), 2);
+    assert_eq!(THREAD_STOPS.load(Ordering::SeqCst), 2, "shut down returns after every stop hook");
+    assert_eq!(HOOK_DATA_FREED.load(Ordering::SeqCst), 0);
+    drop(m);
+    assert_eq!(HOOK_DATA_FREED.load(Ordering::SeqCst), 1);
+    assert_all_freed();
+}
+
+static TRACE: Mutex<Vec<(char, u64, u32, u64)>> = Mutex::new(Vec::new());
+static CURRENT_TASK: AtomicU64 = AtomicU64::new(0);
+unsafe extern "C" fn task_start(_: *mut c_void, id: u64, kind: u32, value: u64, _worker: u32) {
+    CURRENT_TASK.store(id, Ordering::SeqCst);
+    TRACE.lock().unwrap().push(('B', id, kind, value));
+}
+unsafe extern "C" fn task_end(_: *mut c_void, id: u64, kind: u32, value: u64, _worker: u32) {
+    TRACE.lock().unwrap().push(('E', id, kind, value));
+}
+
+#[test]
+fn task_hooks_bracket_every_task_run() {
+    let _s = serial();
+    TRACE.lock().unwrap().clear();
+    let m = manager(1, false);
+    let a = m.add(nop(), 0, g(4), &[]).unwrap();
+    m.set_task_hooks(Some(TaskHooks {
+        on_start: Some(task_start),
+        on_end: Some(task_end),
+        data: Owned::new(std::ptr::null_mut(), None),
+    }));
+    let ran_inside = Arc::new(AtomicU64::new(0));
+    let r2 = ran_inside.clone();
+    let b = m
+        .add(
+            job(move |ctx| r2.store(CURRENT_TASK.load(Ordering::SeqCst) ^ ctx.task_id(), Ordering::SeqCst)),
+            0,
+            DEFAULT,
+            &[],
+        )
+        .unwrap();
+    m.start_processing().unwrap();
+    collect_finals(&m, 2);
+    assert_eq!(ran_inside.load(Ordering::SeqCst), 0, "the start hook ran just before the task");
+    assert_eq!(*TRACE.lock().unwrap(), vec![('B', a, 1, 4), ('E', a, 1, 4), ('B', b, 0, 0), ('E', b, 0, 0)]);
+    m.set_task_hooks(None);
+    m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    collect_finals(&m, 1);
+    assert_eq!(TRACE.lock().unwrap().len(), 4);
+    finish(m);
+}
+
+#[test]
+fn idle_manager_parks_its_workers() {
+    let _s = serial();
+    let m = manager(2, true);
+    for _ in 0..100 {
+        m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    }
+    collect_finals(&m, 100);
+    // Once idle, the workers sleep: their CPU time stops growing.
+    let cpu = || {
+        let mut total = 0u64;
+        for entry in std::fs::read_dir("/proc/self/task").unwrap() {
+            let path = entry.unwrap().path();
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            if comm.starts_with("btm-worker") {
+                let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+                let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+                total += fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0)
+                    + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+        total
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let before = cpu();
+    std::thread::sleep(Duration::from_millis(500));
+    let used = cpu() - before;
+    assert!(used <= 1, "idle workers used {used} clock ticks in 500 ms");
+    finish(m);
+}
