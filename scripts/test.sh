@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every test of btm: Rust (engine, semantics, host integration, C ABI,
+# header), C (plus ASan/UBSan, valgrind, plugin reload), C++ (GoogleTest, the
+# installed CMake/pkg-config package, sanitizers), C# (Mono) and a smoke run
+# of the benchmark. Installs what it needs (Debian: apt-get, as root or with
+# sudo). Exits non-zero if anything fails.
+#
+#   bash scripts/test.sh            # everything
+#   bash scripts/test.sh rust c     # only some sections (rust c cpp csharp bench)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+sections=("$@")
+[ ${#sections[@]} -eq 0 ] && sections=(rust c cpp csharp bench)
+
+results=()
+failed=0
+run() {
+    local name=$1
+    shift
+    echo
+    echo "=================== $name ==================="
+    local start=$SECONDS
+    if "$@"; then
+        results+=("PASS  $name ($((SECONDS - start)) s)")
+    else
+        results+=("FAIL  $name ($((SECONDS - start)) s)")
+        failed=1
+    fi
+}
+
+rust_tests() {
+    cargo build --release && ln -sf libbtm.so target/release/libbtm.so.0 && cargo test --release
+}
+
+for s in "${sections[@]}"; do
+    case "$s" in
+        rust) run "Rust tests (cargo test)" rust_tests ;;
+        c) run "C tests (plain, ASan+UBSan, valgrind, reload, header, symbols)" bash tests/c/run.sh ;;
+        cpp) run "C++ binding and packaging" bash tests/cpp/run.sh ;;
+        csharp) run "C# binding (Mono)" bash tests/csharp/run.sh ;;
+        bench) run "Benchmark smoke run" python3 bench/run.py --quick ;;
+        *) echo "unknown section: $s (expected rust c cpp csharp bench)"; exit 2 ;;
+    esac
+done
+
+echo
+echo "=================== summary ==================="
+printf '%s\n' "${results[@]}"
+exit $failed
