@@ -5,6 +5,7 @@ using System;
 using System.Collections.Concurrent;
 using System.Collections.Generic;
 using System.Linq;
+using System.Runtime.InteropServices;
 using System.Threading;
 using Btm.Native;
 
@@ -161,6 +162,7 @@ namespace Btm
             BtmException.ThrowIfFailed(NativeMethods.btm_config_init(ref config), "btm_config_init");
             config.max_threads = maxThreads;
             config.start_processing = startProcessing;
+            config.thread_start = Marshal.GetFunctionPointerForDelegate(Bridge.WorkerStartFn);
             BtmManagerHandle created;
             BtmStatus status = NativeMethods.btm_create(ref config, out created);
             if (status != BtmStatus.Ok)
@@ -172,6 +174,73 @@ namespace Btm
                 throw new BtmException(status, "btm_create(maxThreads: " + maxThreads + ")");
             }
             handle = created;
+            Register(this);
+        }
+
+        // ------------------------------------------------------------------
+        // Managers still alive when the process exits or the domain unloads
+
+        private static readonly object registryLock = new object();
+        private static readonly List<WeakReference> registry = new List<WeakReference>();
+        private static bool exitHooked;
+
+        /// <summary>How long the exit hook waits, over all managers, for running tasks to return.</summary>
+        private const int ExitShutDownBudgetMs = 2000;
+
+        private static void Register(BackgroundTaskManager manager)
+        {
+            lock (registryLock)
+            {
+                if (!exitHooked)
+                {
+                    exitHooked = true;
+                    AppDomain.CurrentDomain.ProcessExit += (s, e) => ShutDownAllForExit();
+                    AppDomain.CurrentDomain.DomainUnload += (s, e) => ShutDownAllForExit();
+                }
+                registry.RemoveAll(w => !w.IsAlive);
+                registry.Add(new WeakReference(manager));
+            }
+        }
+
+        private static void Unregister(BackgroundTaskManager manager)
+        {
+            lock (registryLock)
+            {
+                registry.RemoveAll(w => !w.IsAlive || ReferenceEquals(w.Target, manager));
+            }
+        }
+
+        /// <summary>
+        /// A manager that was never disposed keeps worker threads that the
+        /// runtime has attached; Mono would wait for them forever at exit (and
+        /// Unity must not unload a domain while they may run managed code). So
+        /// at ProcessExit / DomainUnload every live manager is shut down (with a
+        /// shared, bounded wait for running tasks) and disposed.
+        /// </summary>
+        private static void ShutDownAllForExit()
+        {
+            List<BackgroundTaskManager> alive;
+            lock (registryLock)
+            {
+                alive = registry.Select(w => w.Target as BackgroundTaskManager).Where(m => m != null).ToList();
+                registry.Clear();
+            }
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            foreach (BackgroundTaskManager m in alive)
+            {
+                try
+                {
+                    if (!m.IsDisposed && !m.IsShutDown)
+                    {
+                        m.ShutDownCore((int)Math.Max(0, ExitShutDownBudgetMs - clock.ElapsedMilliseconds));
+                    }
+                    m.Dispose();
+                }
+                catch (Exception)
+                {
+                    // Exiting: nothing useful to do with it.
+                }
+            }
         }
 
         /// <summary>Handles (task delegates, results, payloads) this binding gave btm and btm has not freed yet, over all managers. For tests and leak checks.</summary>
@@ -769,6 +838,7 @@ namespace Btm
             {
                 return;
             }
+            Unregister(this);
             try
             {
                 if (!IsShutDown)

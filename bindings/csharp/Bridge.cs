@@ -63,6 +63,7 @@ namespace Btm
         internal static readonly BtmTaskFn RunTaskFn = RunTask;
         internal static readonly BtmFreeFn FreeHandleFn = FreeHandle;
         internal static readonly BtmNotifyFn NotifyFn = Notify;
+        internal static readonly BtmThreadHookFn WorkerStartFn = WorkerStart;
         internal static readonly BtmTaskHookFn TaskStartHookFn = TaskStartHook;
         internal static readonly BtmTaskHookFn TaskEndHookFn = TaskEndHook;
 
@@ -155,6 +156,30 @@ namespace Btm
                 {
                     ctx.Invalidate();
                 }
+            }
+        }
+
+        /// <summary>
+        /// btm_config.thread_start: runs on each worker thread before its first
+        /// task. The runtime attaches the native thread here; marking it a
+        /// background thread lets the process exit even if a manager was never
+        /// disposed (Mono otherwise waits at exit for attached threads, which
+        /// wait for a btm_destroy that never comes). Never throws.
+        /// </summary>
+        [MonoPInvokeCallback(typeof(BtmThreadHookFn))]
+        private static void WorkerStart(IntPtr userdata, uint workerIndex)
+        {
+            try
+            {
+                Thread current = Thread.CurrentThread;
+                current.IsBackground = true;
+                if (current.Name == null)
+                {
+                    current.Name = "btm-worker-" + workerIndex;
+                }
+            }
+            catch (Exception)
+            {
             }
         }
 

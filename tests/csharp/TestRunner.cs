@@ -39,6 +39,10 @@ namespace Btm.Tests
 
         public static int Main(string[] args)
         {
+            if (args.Length == 1 && args[0] == ProcessTests.ChildArgument)
+            {
+                return ProcessTests.ChildExitWithoutDispose();
+            }
             List<MethodInfo> tests = typeof(TestRunner).Assembly.GetTypes()
                 .SelectMany(t => t.GetMethods(BindingFlags.Public | BindingFlags.Static))
                 .Where(m => m.GetCustomAttributes(typeof(TestAttribute), false).Length > 0)
