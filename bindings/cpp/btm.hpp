@@ -693,6 +693,25 @@ inline void thread_stop_trampoline(void* ud, std::uint32_t index) noexcept {
 
 inline void free_thread_hooks(void* ud) noexcept { delete static_cast<ThreadHooks*>(ud); }
 
+template <class Fn>
+void notify_trampoline(void* ud) noexcept {
+    try {
+        (*static_cast<Fn*>(ud))();
+    } catch (...) {
+        // Nowhere to report it: a notify callback must not throw.
+    }
+}
+
+template <class Start, class End>
+struct TaskHooks {
+    Start start;
+    End end;
+};
+
+template <class Hooks, bool IsStart>
+void task_hook_trampoline(void* ud, std::uint64_t task_id, std::uint32_t group_kind, std::uint64_t group_value,
+                          std::uint32_t worker_index) noexcept;
+
 template <class H, class E, class = void>
 struct has_on_completed : std::false_type {};
 template <class H, class E>
@@ -827,6 +846,60 @@ public:
         return s;
     }
 
+    /// Registers the host's wake-up callback (replacing any previous one):
+    /// `notify()` runs on a worker thread when the event queue goes from
+    /// empty to non-empty, at most once until the next poll. It should only
+    /// post a message to the host's loop, which then calls drain(). It must
+    /// not poll or block; an exception escaping it is swallowed. The
+    /// callable is destroyed exactly once, by btm (when replaced, cleared,
+    /// or when the manager is freed).
+    template <class F>
+    void set_notify(F&& notify) const {
+        using Fn = std::decay_t<F>;
+        static_assert(std::is_invocable_v<Fn&>, "btm: a notify callback must be callable as f()");
+        auto holder = std::make_unique<Fn>(std::forward<F>(notify));
+        // Owned by btm on every call, even a failing one.
+        check(btm_set_notify(raw(), &notify_trampoline<Fn>, holder.release(), &free_callable<Fn>),
+              "btm_set_notify");
+    }
+
+    /// Removes the notify callback.
+    void clear_notify() const { check(btm_set_notify(raw(), nullptr, nullptr, nullptr), "btm_set_notify"); }
+
+    /// A file descriptor readable exactly while undelivered events exist
+    /// (for poll/epoll, libuv, GLib, QSocketNotifier); when readable, call
+    /// drain(). Never read from it or close it: btm owns it.
+    int event_fd() const {
+        std::int32_t fd = -1;
+        check(btm_get_event_fd(raw(), &fd), "btm_get_event_fd");
+        return static_cast<int>(fd);
+    }
+
+    /// Registers instrumentation hooks (replacing previous ones), for
+    /// profilers: `on_start(task_id, group, worker_index)` runs on the worker
+    /// just before a task, `on_end(...)` just after it (pass-through tasks are
+    /// not reported). `group.name()` is empty in hooks (no allocation there).
+    /// Exceptions escaping a hook are swallowed. The hooks are destroyed
+    /// exactly once, by btm.
+    template <class Start, class End>
+    void set_task_hooks(Start&& on_start, End&& on_end) const {
+        using S = std::decay_t<Start>;
+        using E = std::decay_t<End>;
+        static_assert(std::is_invocable_v<S&, TaskId, const Group&, std::uint32_t> &&
+                          std::is_invocable_v<E&, TaskId, const Group&, std::uint32_t>,
+                      "btm: task hooks must be callable as f(btm::TaskId, const btm::Group&, std::uint32_t)");
+        using Hooks = TaskHooks<S, E>;
+        auto holder = std::make_unique<Hooks>(Hooks{std::forward<Start>(on_start), std::forward<End>(on_end)});
+        check(btm_set_task_hooks(raw(), &task_hook_trampoline<Hooks, true>, &task_hook_trampoline<Hooks, false>,
+                                 holder.release(), &free_callable<Hooks>),
+              "btm_set_task_hooks");
+    }
+
+    /// Removes the instrumentation hooks.
+    void clear_task_hooks() const {
+        check(btm_set_task_hooks(raw(), nullptr, nullptr, nullptr, nullptr), "btm_set_task_hooks");
+    }
+
     /// Waits until an event is pending: true, or false on timeout.
     /// Throws btm::Error(shut_down) if the manager is shut down.
     bool wait_events(std::chrono::milliseconds timeout = wait_forever) const {
@@ -880,6 +953,34 @@ public:
                 if constexpr (has_on_progress<HT, Progress>::value) handler.on_progress(*p);
             }
         });
+    }
+
+    /// Delivers every pending event: polls batches of `capacity` until a
+    /// poll returns fewer, passing each event, before the next poll, to
+    /// `sink`: a handler object (as for poll(handler)) or a callable taking
+    /// `const btm::Event&`. Returns the number of events. This is what a
+    /// notify callback or a readable event_fd() should lead to.
+    template <class Sink>
+    std::size_t drain(Sink&& sink, std::size_t capacity = 64) const {
+        using ST = std::remove_reference_t<Sink>;
+        static_assert(is_handler_v<ST> || std::is_invocable_v<ST&, const Event&>,
+                      "btm: drain() takes a handler object or a callable taking const btm::Event&");
+        std::size_t total = 0;
+        for (;;) {
+            std::size_t n = 0;
+            if constexpr (is_handler_v<ST>) {
+                n = poll(sink, capacity);
+            } else {
+                n = poll_raw(capacity, [&](const btm_event& e) {
+                    const Event ev = to_event(e);
+                    sink(ev);
+                });
+            }
+            total += n;
+            if (n < capacity) {
+                return total;
+            }
+        }
     }
 
     /// The C handle (borrowed), for interop.
@@ -1070,6 +1171,22 @@ private:
 };
 
 namespace detail {
+
+template <class Hooks, bool IsStart>
+void task_hook_trampoline(void* ud, std::uint64_t task_id, std::uint32_t group_kind, std::uint64_t group_value,
+                          std::uint32_t worker_index) noexcept {
+    try {
+        auto* hooks = static_cast<Hooks*>(ud);
+        const Group group(btm_group{group_kind, 0, group_value}, nullptr);
+        if constexpr (IsStart) {
+            hooks->start(task_id, group, worker_index);
+        } else {
+            hooks->end(task_id, group, worker_index);
+        }
+    } catch (...) {
+        // Nowhere to report it: instrumentation must not disturb the task.
+    }
+}
 
 template <class Fn>
 void task_trampoline(void* userdata, btm_task_context* context) noexcept {

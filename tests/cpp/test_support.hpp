@@ -39,6 +39,19 @@ bool pump(const btm::Manager& m, Visit&& visit, Done&& done, std::chrono::millis
     return true;
 }
 
+/// Polls `pred` (every millisecond) until it holds or `timeout` passes.
+template <class Pred>
+bool eventually(Pred&& pred, std::chrono::milliseconds timeout = 5s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(1ms);
+    }
+    return true;
+}
+
 /// Waits until nothing is queued/blocked/running, then polls until no event
 /// is left, calling `visit` on each. Returns false on timeout.
 template <class Visit>
