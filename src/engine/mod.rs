@@ -411,7 +411,15 @@ impl Manager {
         r
     }
 
+    #[inline]
     fn run_after(self: &Arc<Self>, after: After) {
+        if !after.is_empty() {
+            self.run_after_slow(after);
+        }
+    }
+
+    #[inline(never)]
+    fn run_after_slow(self: &Arc<Self>, after: After) {
         let After { frees, garbage, spawn, wake, wake_all, wake_host, hint, notify } = after;
         if let Some(n) = notify {
             n.call();

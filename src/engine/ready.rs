@@ -10,7 +10,7 @@
 //! stale entries) as soon as it holds no valid entry.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 
 #[derive(Default)]
 struct Level {
@@ -51,10 +51,12 @@ impl Level {
     }
 }
 
-/// Priority-ordered queue of ready task ids.
+/// Priority-ordered queue of ready task ids. Levels are kept in a vector
+/// sorted by descending priority: hosts use a handful of priorities, so a
+/// short binary search beats a tree, and the best level is always first.
 #[derive(Default)]
 pub(crate) struct ReadyQueue {
-    levels: BTreeMap<Reverse<i32>, Level>,
+    levels: Vec<(i32, Level)>,
     valid: usize,
 }
 
@@ -64,8 +66,23 @@ impl ReadyQueue {
         self.valid
     }
 
+    fn find(&self, priority: i32) -> Result<usize, usize> {
+        // Descending order: compare reversed.
+        self.levels.binary_search_by(|(p, _)| priority.cmp(p))
+    }
+
     pub(crate) fn push(&mut self, priority: i32, id: u64) {
-        self.levels.entry(Reverse(priority)).or_default().push(id);
+        let i = match self.levels.first() {
+            Some((p, _)) if *p == priority => 0,
+            _ => match self.find(priority) {
+                Ok(i) => i,
+                Err(i) => {
+                    self.levels.insert(i, (priority, Level::default()));
+                    i
+                }
+            },
+        };
+        self.levels[i].1.push(id);
         self.valid += 1;
     }
 
@@ -74,12 +91,11 @@ impl ReadyQueue {
     /// [`ReadyQueue::taken`]; if not, the entry was stale and is simply gone.
     pub(crate) fn pop(&mut self) -> Option<(i32, u64)> {
         loop {
-            let mut entry = self.levels.first_entry()?;
-            let priority = entry.key().0;
-            if let Some(id) = entry.get_mut().pop() {
-                return Some((priority, id));
+            let (priority, level) = self.levels.first_mut()?;
+            if let Some(id) = level.pop() {
+                return Some((*priority, id));
             }
-            entry.remove();
+            self.levels.remove(0);
         }
     }
 
@@ -92,11 +108,17 @@ impl ReadyQueue {
     /// popped (stopped, failed, re-prioritised). Its entry becomes stale.
     pub(crate) fn forget(&mut self, priority: i32) {
         self.valid -= 1;
-        if let Some(level) = self.levels.get_mut(&Reverse(priority)) {
-            level.valid -= 1;
-            if level.valid == 0 {
-                self.levels.remove(&Reverse(priority));
-            }
+        let i = match self.levels.first() {
+            Some((p, _)) if *p == priority => 0,
+            _ => match self.find(priority) {
+                Ok(i) => i,
+                Err(_) => return,
+            },
+        };
+        let level = &mut self.levels[i].1;
+        level.valid -= 1;
+        if level.valid == 0 {
+            self.levels.remove(i);
         }
     }
 }
