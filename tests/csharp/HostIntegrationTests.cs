@@ -51,13 +51,11 @@ namespace Btm.Tests
             }
         }
 
-        private const string NotifyIssue = "btm_set_notify: the wake-up raised when a worker finishes its last task is held until that worker runs another task (After::is_empty in src/engine/mod.rs ignores `notify`); reported with a C reproduction";
-
         // Once an event is visible, its wake-up has been (or is about to be)
         // made: a few seconds are ample for it to arrive.
         private const int AfterIdleMs = 5000;
 
-        [Test(KnownIssue = NotifyIssue)]
+        [Test]
         public static void SynchronizationContextDeliversEventsWithoutAPollingLoop()
         {
             using (var m = new BackgroundTaskManager(2, true))
@@ -109,7 +107,7 @@ namespace Btm.Tests
             }
         }
 
-        [Test(KnownIssue = NotifyIssue)]
+        [Test]
         public static void EventsAvailableCallbackRunsOffTheHostThread()
         {
             using (var m = new BackgroundTaskManager(2, true))
@@ -123,7 +121,9 @@ namespace Btm.Tests
                     signalled.Set();
                 });
                 ulong t = m.AddTask(() => "x");
-                // Not WaitIdle: a host waiting inside btm hides the bug this checks.
+                // Not WaitIdle: a host waiting inside btm would wake it up anyway
+                // (that hid a bug in btm once: the wake-up of a worker's last task
+                // was held until the worker ran another task).
                 Wait.For(() => m.GetStats().Undelivered >= 1, "t finished");
                 Check.True(signalled.Wait(AfterIdleMs), "the callback ran (no host call needed)");
                 Check.True(callbackThread != Thread.CurrentThread.ManagedThreadId, "on a worker thread");

@@ -122,7 +122,9 @@ namespace Btm.Tests
             }
         }
 
-        [Test(KnownIssue = "btm starts a single worker when StartProcessing finds many queued tasks (reported to the lead with a C reproduction)")]
+        // Regression: btm once started a single worker when StartProcessing found
+        // many queued tasks, so they ran one after the other.
+        [Test]
         public static void TasksQueuedWhilePausedRunInParallelAfterStartProcessing()
         {
             using (var m = new BackgroundTaskManager(4))
