@@ -352,7 +352,11 @@ int main(void) {
     size_t still = 0;
     check(btm_shut_down(m, 5000, &still), "btm_shut_down");
     btm_destroy(m);
-    printf("host objects: %ld allocated, %ld freed by btm\n", (long)atomic_load(&allocations),
-           (long)atomic_load(&frees));
-    return atomic_load(&allocations) == atomic_load(&frees) ? 0 : 1;
+    long a = atomic_load(&allocations), f = atomic_load(&frees);
+    printf("host objects: %ld allocated, %ld freed by btm\n", a, f);
+    if (a != f) {
+        fprintf(stderr, "ERROR: btm_destroy returned before freeing every host object\n");
+        return 1;
+    }
+    return 0;
 }
