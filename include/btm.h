@@ -395,7 +395,10 @@ typedef struct btm_stats {
      */
     uint64_t running;
     /**
-     * Events a poll would deliver now.
+     * Events waiting in the queue (completed, failed, progress). A group's
+     * `group finished` event is decided when the host polls the event of
+     * the group's last task, so a poll can deliver one more event per
+     * group than counted here.
      */
     uint64_t undelivered;
     /**
@@ -599,6 +602,11 @@ btm_status btm_context_report_progress(const struct btm_task_context *context,
  * not wait for it. Polling also releases the results and messages of the
  * previous poll (their free functions run on this thread), so pointers in
  * events stay valid exactly until the next poll.
+ *
+ * A stop withdraws events that are still queued, not events a poll
+ * already copied into your buffer: if handling one event of a batch stops
+ * another task whose event comes later in the same batch, skip that event
+ * yourself (or poll with a capacity of 1 while handlers stop tasks).
  *
  * Errors: `NULL_ARGUMENT` (manager, `events`, `count_out`),
  * `ZERO_CAPACITY`. Threads: any, but polls of one manager must not overlap

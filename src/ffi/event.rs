@@ -74,6 +74,11 @@ pub struct btm_event {
 /// previous poll (their free functions run on this thread), so pointers in
 /// events stay valid exactly until the next poll.
 ///
+/// A stop withdraws events that are still queued, not events a poll
+/// already copied into your buffer: if handling one event of a batch stops
+/// another task whose event comes later in the same batch, skip that event
+/// yourself (or poll with a capacity of 1 while handlers stop tasks).
+///
 /// Errors: `NULL_ARGUMENT` (manager, `events`, `count_out`),
 /// `ZERO_CAPACITY`. Threads: any, but polls of one manager must not overlap
 /// in time with the use of a previous poll's pointers; hosts normally poll

@@ -449,7 +449,10 @@ pub struct btm_stats {
     pub blocked: u64,
     /// Tasks on a worker right now (including stopped ones still running).
     pub running: u64,
-    /// Events a poll would deliver now.
+    /// Events waiting in the queue (completed, failed, progress). A group's
+    /// `group finished` event is decided when the host polls the event of
+    /// the group's last task, so a poll can deliver one more event per
+    /// group than counted here.
     pub undelivered: u64,
     /// Tasks completed since creation.
     pub completed_total: u64,
