@@ -185,8 +185,13 @@ impl GroupTable {
     /// Removes a live member. Returns the group's key if it has no live
     /// member left (the group slot is then released).
     pub(crate) fn leave(&mut self, index: u32) -> Option<GroupKey> {
+        self.leave_n(index, 1)
+    }
+
+    /// `leave` for `n` members at once.
+    pub(crate) fn leave_n(&mut self, index: u32, n: u64) -> Option<GroupKey> {
         let slot = self.slots[index as usize].as_mut().expect("live group slot");
-        slot.live -= 1;
+        slot.live -= n;
         if slot.live > 0 {
             return None;
         }

@@ -375,6 +375,19 @@ thread_local! {
     static CURRENT: Cell<*const Manager> = const { Cell::new(std::ptr::null()) };
 }
 
+/// Stops that free at least this many blocks of host data (1024 each) also
+/// return free heap memory to the system.
+const TRIM_AFTER_BLOCKS: usize = 64;
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    // SAFETY: glibc's malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
+
 /// Spin iterations of a worker before it yields, and yields before it sleeps.
 const SPIN_ITERS: u32 = 128;
 const YIELD_ITERS: u32 = 64;
@@ -479,8 +492,14 @@ impl Manager {
         }
         // Last: free functions may call back into the manager.
         drop(garbage);
+        let big = frees.len() >= TRIM_AFTER_BLOCKS;
         for block in frees {
             drop(block);
+        }
+        if big {
+            // A large stop just released task records and host data: give
+            // the freed heap back to the system instead of keeping it.
+            release_free_memory();
         }
     }
 
@@ -1291,11 +1310,38 @@ impl State {
         let mut report = StopReport::default();
         let members = mem::take(&mut self.groups.slot_mut(index).members);
         let mut stack = Vec::new();
+        // Fast path for the common case (a queued task with no links and no
+        // progress): removed with one lookup, with the ready-queue and group
+        // counters settled once per run of equal priorities.
+        let mut forgets: (i32, usize) = (0, 0);
+        let mut left_group = 0u64;
+        let progress_empty = self.progress.is_empty();
         for id in members.iter() {
+            let simple = |t: &Task| {
+                t.group == index && t.links.is_none() && matches!(t.body, Body::Pending(_)) && progress_empty
+            };
+            if let Some(task) = self.tasks.remove_if(id, simple) {
+                let Body::Pending(job) = task.body else { unreachable!("checked by the predicate") };
+                if forgets.0 != task.priority {
+                    self.ready.forget_n(forgets.0, forgets.1);
+                    forgets = (task.priority, 0);
+                }
+                forgets.1 += 1;
+                left_group += 1;
+                after.free(job.data);
+                continue;
+            }
             if self.tasks.get(id).is_some_and(|t| t.group == index) {
                 stack.push(id);
                 self.stop_reachable(&mut stack, up, down, &mut report, after);
             }
+        }
+        self.ready.forget_n(forgets.0, forgets.1);
+        report.before_start += left_group;
+        self.pending -= left_group as usize;
+        self.stopped_total += left_group;
+        if left_group > 0 {
+            self.groups.leave_n(index, left_group);
         }
         if self.deliverable == 0 {
             self.events.clear();

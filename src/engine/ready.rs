@@ -107,7 +107,15 @@ impl ReadyQueue {
     /// Records that a queued task at `priority` left the queue without being
     /// popped (stopped, failed, re-prioritised). Its entry becomes stale.
     pub(crate) fn forget(&mut self, priority: i32) {
-        self.valid -= 1;
+        self.forget_n(priority, 1);
+    }
+
+    /// `forget` for `n` entries of one level at once.
+    pub(crate) fn forget_n(&mut self, priority: i32, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.valid -= n;
         let i = match self.levels.first() {
             Some((p, _)) if *p == priority => 0,
             _ => match self.find(priority) {
@@ -116,7 +124,7 @@ impl ReadyQueue {
             },
         };
         let level = &mut self.levels[i].1;
-        level.valid -= 1;
+        level.valid -= n;
         if level.valid == 0 {
             self.levels.remove(i);
         }

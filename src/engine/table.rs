@@ -92,6 +92,17 @@ impl<T> Table<T> {
         Some(value)
     }
 
+    /// Removes and returns the entry for `id` if `pred` accepts it (one
+    /// lookup instead of a `get` followed by a `remove`).
+    pub(crate) fn remove_if(&mut self, id: u64, pred: impl FnOnce(&T) -> bool) -> Option<T> {
+        let (c, s) = self.locate(id)?;
+        let chunk = self.chunks.get_mut(c)?.as_mut()?;
+        if !pred(chunk.slots[s].as_ref()?) {
+            return None;
+        }
+        self.remove(id)
+    }
+
     /// Ids of every live entry, in ascending order.
     pub(crate) fn ids(&self) -> Vec<u64> {
         let mut out = Vec::with_capacity(self.live);
