@@ -13,6 +13,18 @@
 //   mgr.wait_events(std::chrono::seconds(1));
 //   for (const btm::Event& e : mgr.poll()) { ... std::visit / std::get_if ... }
 //
+// Events: poll() returns a std::vector<btm::Event> (a std::variant of
+// Completed, Failed, GroupFinished, Progress); poll(handler) and drain(sink)
+// hand them to an object with on_completed / on_failed / on_group_finished /
+// on_progress (any subset) or to a callable. A host woken by set_notify() or
+// a readable event_fd() calls drain(). Results inside events (Completed::
+// results, result<T>()) BORROW from btm: they are valid until the next poll
+// of the same manager; strings in events are copies.
+//
+// Pass-through tasks (add_pass_through) gather: their completed event (and a
+// downstream task's ctx.upstream()) lists the payload first, then every
+// upstream result, each entry typed (Value::get<T>(), get_if<T>()).
+//
 // Conventions (one style throughout)
 // ----------------------------------
 // - Every C API error becomes a `btm::Error` exception carrying the status.
@@ -43,6 +55,10 @@
 #ifndef BTM_HPP
 #define BTM_HPP
 
+#if !defined(__cpp_exceptions) && !defined(__EXCEPTIONS) && !defined(_CPPUNWIND)
+#error "btm.hpp reports errors with exceptions: compile with exceptions enabled (or use btm.h directly)"
+#endif
+
 #include "btm.h"
 
 #include <chrono>
@@ -55,10 +71,12 @@
 #include <iterator>
 #include <memory>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -70,7 +88,6 @@
 #endif
 #endif
 #if defined(__cpp_rtti) || defined(__GXX_RTTI) || defined(_CPPRTTI)
-#include <typeinfo>
 #define BTM_HPP_HAVE_RTTI 1
 #endif
 
@@ -170,24 +187,33 @@ constexpr std::string_view type_name() noexcept {
 
 /// One object per type; its address is the type's identity.
 struct TypeKey {
+    /// Readable name (for messages only).
     std::string_view name;
+    /// `&typeid(T)` when the TU that made the key had RTTI, else NULL.
+    const std::type_info* rtti;
 };
 
-template <class T>
-inline constexpr TypeKey type_key{type_name<T>()};
+#if defined(BTM_HPP_HAVE_RTTI)
+#define BTM_HPP_TYPEID_OR_NULL(T) (&typeid(T))
+#else
+#define BTM_HPP_TYPEID_OR_NULL(T) nullptr
+#endif
 
-/// Same type? Addresses differ for the same type only when the header is
-/// used from several shared objects built with hidden visibility; then the
-/// names decide, except for types in anonymous namespaces (which really are
-/// different types in different translation units).
+template <class T>
+inline constexpr TypeKey type_key{type_name<T>(), BTM_HPP_TYPEID_OR_NULL(T)};
+
+/// Same type? Within one program image the key's address decides (no RTTI
+/// needed). A type's keys differ only across shared objects built with
+/// hidden visibility (each has its own copy); then, if both sides were
+/// compiled with RTTI, std::type_info equality decides, which follows the C++
+/// ABI: equal mangled names for types with linkage, identity for local and
+/// anonymous-namespace types. Without RTTI on either side such values are
+/// reported as a mismatch (BadResultAccess), never misread.
 inline bool same_type(const TypeKey* a, const TypeKey* b) noexcept {
     if (a == b) {
         return true;
     }
-    if (a->name != b->name) {
-        return false;
-    }
-    return a->name.find("anonymous") == std::string_view::npos;
+    return a->rtti != nullptr && b->rtti != nullptr && *a->rtti == *b->rtti;
 }
 
 // ---- boxes: results and payloads ------------------------------------------
@@ -360,9 +386,13 @@ public:
     template <class T>
     const T& get() const {
         if (!is<T>()) {
-            throw BadResultAccess("btm: the result of task " + std::to_string(raw_.task_id) + " holds " +
-                                  std::string(type_name()) + ", not the requested " +
-                                  std::string(detail::type_name<T>()));
+            std::string what = "btm: the result of task " + std::to_string(raw_.task_id) + " holds " +
+                               std::string(type_name()) + ", not the requested " + std::string(detail::type_name<T>());
+            if (raw_.data != nullptr && type_name() == detail::type_name<T>()) {
+                what += " (same name, different type: a local or unnamed type, or a type from another shared object "
+                        "built without RTTI)";
+            }
+            throw BadResultAccess(what);
         }
         return static_cast<const detail::Box<T>*>(box())->value;
     }
@@ -549,20 +579,23 @@ struct overloaded : Fs... {
 template <class... Fs>
 overloaded(Fs...) -> overloaded<Fs...>;
 
-/// Converts a C event. Results stay borrowed; strings are copied.
-inline Event to_event(const btm_event& e) {
-    Group group(e.group, e.group_name);
+/// Converts a C event (results stay borrowed; strings are copied). Returns
+/// nothing for a kind this header does not know (a newer library): such
+/// events are skipped by poll() and drain().
+inline std::optional<Event> to_event(const btm_event& e) {
     switch (e.kind) {
         case BTM_EVENT_TASK_COMPLETED:
-            return Completed{e.task_id, std::move(group), Results(e.results, e.result_count)};
+            return Event{Completed{e.task_id, Group(e.group, e.group_name), Results(e.results, e.result_count)}};
         case BTM_EVENT_TASK_FAILED:
-            return Failed{e.task_id, std::move(group), e.message ? e.message : "", e.details ? e.details : ""};
+            return Event{Failed{e.task_id, Group(e.group, e.group_name), e.message ? e.message : "",
+                                e.details ? e.details : ""}};
         case BTM_EVENT_GROUP_FINISHED:
-            return GroupFinished{std::move(group)};
+            return Event{GroupFinished{Group(e.group, e.group_name)}};
         case BTM_EVENT_TASK_PROGRESS:
+            return Event{Progress{e.task_id, Group(e.group, e.group_name), e.progress, e.message != nullptr,
+                                  e.message ? e.message : ""}};
         default:
-            return Progress{e.task_id, std::move(group), e.progress, e.message != nullptr,
-                            e.message ? e.message : ""};
+            return std::nullopt;
     }
 }
 
@@ -929,20 +962,29 @@ public:
     /// until the next poll of this manager (by anyone); strings are copies.
     std::vector<Event> poll(std::size_t capacity = 64) const {
         std::vector<Event> out;
-        poll_raw(capacity, [&](const btm_event& e) { out.push_back(to_event(e)); });
+        poll_raw(capacity, [&](const btm_event& e) {
+            if (std::optional<Event> ev = to_event(e)) {
+                out.push_back(std::move(*ev));
+            }
+        });
         return out;
     }
 
     /// Drains up to `capacity` pending events into a handler object with any
     /// of on_completed(const Completed&), on_failed(const Failed&),
     /// on_group_finished(const GroupFinished&), on_progress(const Progress&).
-    /// Returns the number of events drained. Exceptions from the handler
-    /// propagate (the remaining events of this batch are then lost).
+    /// Returns the number of events drained. If a handler method throws, the
+    /// other events of the batch are still handed to the handler, then the
+    /// first exception is rethrown (polled events are never lost).
     template <class H, class = std::enable_if_t<is_handler_v<std::remove_reference_t<H>>>>
     std::size_t poll(H&& handler, std::size_t capacity = 64) const {
         using HT = std::remove_reference_t<H>;
         return poll_raw(capacity, [&](const btm_event& raw_event) {
-            Event ev = to_event(raw_event);
+            std::optional<Event> converted = to_event(raw_event);
+            if (!converted) {
+                return;
+            }
+            Event& ev = *converted;
             if (auto* c = std::get_if<Completed>(&ev)) {
                 if constexpr (has_on_completed<HT, Completed>::value) handler.on_completed(*c);
             } else if (auto* f = std::get_if<Failed>(&ev)) {
@@ -959,7 +1001,9 @@ public:
     /// poll returns fewer, passing each event, before the next poll, to
     /// `sink`: a handler object (as for poll(handler)) or a callable taking
     /// `const btm::Event&`. Returns the number of events. This is what a
-    /// notify callback or a readable event_fd() should lead to.
+    /// notify callback or a readable event_fd() should lead to. If the sink
+    /// throws, the rest of that batch is still delivered, then the first
+    /// exception propagates; later events stay queued in btm.
     template <class Sink>
     std::size_t drain(Sink&& sink, std::size_t capacity = 64) const {
         using ST = std::remove_reference_t<Sink>;
@@ -972,8 +1016,9 @@ public:
                 n = poll(sink, capacity);
             } else {
                 n = poll_raw(capacity, [&](const btm_event& e) {
-                    const Event ev = to_event(e);
-                    sink(ev);
+                    if (const std::optional<Event> ev = to_event(e)) {
+                        sink(*ev);
+                    }
                 });
             }
             total += n;
@@ -1005,6 +1050,8 @@ private:
         return StopReport{true, r.before_start, r.while_running, r.after_finish};
     }
 
+    /// One btm_poll_events call; every event goes to `sink`, even if an
+    /// earlier one threw; the first exception is rethrown at the end.
     template <class Sink>
     std::size_t poll_raw(std::size_t capacity, Sink&& sink) const {
         constexpr std::size_t stack_capacity = 64;
@@ -1017,8 +1064,18 @@ private:
         }
         std::size_t n = 0;
         check(btm_poll_events(raw(), events, capacity, &n), "btm_poll_events");
+        std::exception_ptr first;
         for (std::size_t i = 0; i < n; ++i) {
-            sink(events[i]);
+            try {
+                sink(events[i]);
+            } catch (...) {
+                if (!first) {
+                    first = std::current_exception();
+                }
+            }
+        }
+        if (first) {
+            std::rethrow_exception(first);
         }
         return n;
     }
@@ -1026,8 +1083,10 @@ private:
 
 }  // namespace detail
 
-/// A borrowed manager handle (for example TaskContext::manager()): all the
-/// operations of Manager, but it never destroys the manager.
+/// A borrowed manager handle (Manager::ref(), TaskContext::manager()): all
+/// the operations of Manager, but it never destroys the manager. It must not
+/// outlive its Manager (one from TaskContext::manager() stays usable until
+/// the task returns).
 class ManagerRef : public detail::ManagerApi<ManagerRef> {
 public:
     explicit ManagerRef(btm_manager* m) noexcept : m_(m) {}

@@ -157,3 +157,38 @@ TEST(Events, VisitWithOverloadedAndLargeCapacities) {
     EXPECT_EQ(groups, 1);
     EXPECT_THROW(m.poll(0), btm::Error);  // zero capacity
 }
+
+TEST(Events, AThrowingHandlerLosesNoEvents) {
+    struct Throwing {
+        std::vector<btm::TaskId> seen;
+        void on_completed(const btm::Completed& c) {
+            seen.push_back(c.task_id);
+            throw std::runtime_error("handler failed on task " + std::to_string(c.task_id));
+        }
+    };
+    btm::Manager m{started(1)};
+    std::vector<btm::TaskId> ids;
+    for (int i = 0; i < 5; ++i) {
+        ids.push_back(m.add_task([] {}));
+    }
+    ASSERT_TRUE(m.wait_idle(kTimeout));
+    Throwing h;
+    try {
+        m.poll(h);
+        ADD_FAILURE() << "the handler's exception was not rethrown";
+    } catch (const std::runtime_error& e) {
+        // The first exception, after every event of the batch was handed over.
+        EXPECT_EQ(std::string(e.what()), "handler failed on task " + std::to_string(ids[0]));
+    }
+    EXPECT_EQ(h.seen, ids);
+    // drain() with a throwing callable: same rule.
+    m.add_task([] {});
+    ASSERT_TRUE(m.wait_idle(kTimeout));
+    int n = 0;
+    EXPECT_THROW(m.drain([&](const btm::Event&) {
+        ++n;
+        throw 1;
+    }),
+                 int);
+    EXPECT_EQ(n, 2);  // completed + group finished
+}
