@@ -119,11 +119,6 @@ impl GroupTable {
         GroupKey { kind: GroupKind::Named, value }
     }
 
-    /// Number of interned names.
-    pub(crate) fn name_count(&self) -> u64 {
-        self.names.len() as u64
-    }
-
     /// True if `key` can be used (named keys must have been interned).
     pub(crate) fn is_valid(&self, key: GroupKey) -> bool {
         key.kind != GroupKind::Named || key.value < self.names.len() as u64

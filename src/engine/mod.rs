@@ -24,7 +24,7 @@ use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::mem;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -289,25 +289,6 @@ impl After {
     }
 }
 
-/// An add accepted (validated, id issued) but not yet applied to the
-/// scheduling state. Adds go through this inbox so that a host adding tasks
-/// while every worker is busy never waits for the state lock; whoever takes
-/// the state lock next applies them, in id order, before anything else.
-struct Entry {
-    id: u64,
-    job: Job,
-    priority: i32,
-    group: GroupKey,
-    upstream: Box<[u64]>,
-}
-
-struct Inbox {
-    next_id: u64,
-    entries: Vec<Entry>,
-    /// Set by shut down: adds are rejected from then on.
-    closed: bool,
-}
-
 struct WorkerSlot {
     stopped: Arc<AtomicBool>,
     /// The worker left its loop for good (set in its last lock section).
@@ -315,6 +296,7 @@ struct WorkerSlot {
 }
 
 struct State {
+    next_id: u64,
     next_group: u64,
     tasks: Table<Task>,
     ready: ReadyQueue,
@@ -356,17 +338,6 @@ pub struct Manager {
     host_cv: Condvar,
     /// Set (under the lock) when work arrives while a worker spins.
     work_hint: AtomicUsize,
-    inbox: Mutex<Inbox>,
-    /// Entries in the inbox (spinning workers watch it too).
-    inbox_len: AtomicUsize,
-    /// True while every worker is busy running tasks (processing on, no
-    /// thread to start, none idle): an add can then leave its entry in the
-    /// inbox for a worker to apply. See `Manager::add` for the protocol.
-    fast: AtomicBool,
-    /// Workers in their spin phase (they watch `inbox_len`).
-    spinners: AtomicUsize,
-    /// Number of interned group names (named group values below it exist).
-    named: AtomicU64,
     hooks: Option<ThreadHooks>,
 }
 
@@ -402,6 +373,7 @@ impl Manager {
         };
         Ok(Arc::new(Manager {
             state: Mutex::new(State {
+                next_id: 1,
                 next_group: 1,
                 tasks: Table::new(),
                 ready: ReadyQueue::default(),
@@ -432,11 +404,6 @@ impl Manager {
             work_cv: Condvar::new(),
             host_cv: Condvar::new(),
             work_hint: AtomicUsize::new(0),
-            inbox: Mutex::new(Inbox { next_id: 1, entries: Vec::new(), closed: false }),
-            inbox_len: AtomicUsize::new(0),
-            fast: AtomicBool::new(false),
-            spinners: AtomicUsize::new(0),
-            named: AtomicU64::new(0),
             hooks: config.thread_hooks,
         }))
     }
@@ -450,11 +417,9 @@ impl Manager {
         let mut after = After::default();
         let r = {
             let mut st = self.state.lock();
-            st.drain(&self.inbox, &self.inbox_len, &mut after);
             let r = f(&mut st, &mut after);
             after.wake_host |= st.host_waiters > 0;
             st.sync_signal(&mut after);
-            self.fast.store(st.fast_ok(), Ordering::SeqCst);
             r
         };
         self.run_after(after);
@@ -507,37 +472,16 @@ impl Manager {
     /// payload is `job.data`). On error the job is dropped (its data freed)
     /// on the calling thread before returning.
     pub fn add(self: &Arc<Self>, job: Job, priority: i32, group: GroupKey, upstream: &[u64]) -> Result<u64, Error> {
-        if group.kind == GroupKind::Named && group.value >= self.named.load(Ordering::Acquire) {
-            return Err(Error::InvalidGroup);
-        }
-        let upstream: Box<[u64]> = if upstream.is_empty() { Box::default() } else { upstream.into() };
-        let id = {
-            let mut inbox = self.inbox.lock();
-            if inbox.closed {
-                drop(inbox);
-                drop(job);
-                return Err(Error::ShutDown);
+        let mut rejected = None;
+        let r = self.locked(|st, after| match st.add(job, priority, group, upstream, after) {
+            Ok(id) => Ok(id),
+            Err((e, job)) => {
+                rejected = Some(job);
+                Err(e)
             }
-            if upstream.iter().any(|&u| u == 0 || u >= inbox.next_id) {
-                drop(inbox);
-                drop(job);
-                return Err(Error::UnknownUpstream);
-            }
-            let id = inbox.next_id;
-            inbox.next_id += 1;
-            inbox.entries.push(Entry { id, job, priority, group, upstream });
-            id
-        };
-        // Dekker-style hand-off (all SeqCst): we publish the entry, then
-        // read `fast`/`spinners`; a worker going idle clears `fast` (or
-        // registers as a spinner), then reads `inbox_len`. One of the two
-        // sides sees the other, so the entry is never stranded.
-        self.inbox_len.fetch_add(1, Ordering::SeqCst);
-        if self.fast.load(Ordering::SeqCst) || self.spinners.load(Ordering::SeqCst) > 0 {
-            return Ok(id);
-        }
-        self.locked(|_, _| ());
-        Ok(id)
+        });
+        drop(rejected);
+        r
     }
 
     /// A fresh group number, never returned before by this manager.
@@ -550,10 +494,7 @@ impl Manager {
 
     /// The group key for `name`, interned for the manager's lifetime.
     pub fn group_named(&self, name: &CStr) -> GroupKey {
-        let mut st = self.state.lock();
-        let key = st.groups.named(name);
-        self.named.store(st.groups.name_count(), Ordering::Release);
-        key
+        self.state.lock().groups.named(name)
     }
 
     /// Starts running queued tasks (idempotent).
@@ -660,7 +601,6 @@ impl Manager {
             let mut st = self.state.lock();
             let st = &mut *st;
             after.garbage = mem::take(&mut st.delivered);
-            st.drain(&self.inbox, &self.inbox_len, &mut after);
             st.signal.armed = true;
             while written < capacity {
                 let Some(ev) = st.events.pop_front() else {
@@ -747,7 +687,6 @@ impl Manager {
             }
             after.wake_host = st.host_waiters > 0;
             st.sync_signal(&mut after);
-            self.fast.store(st.fast_ok(), Ordering::SeqCst);
         }
         self.run_after(after);
         written
@@ -793,25 +732,7 @@ impl Manager {
 
     /// Number of events a poll would deliver now.
     pub fn pending_events(&self) -> usize {
-        self.flush();
         self.state.lock().deliverable
-    }
-
-    /// This manager's `Arc` (a `Manager` only ever lives inside one).
-    fn arc(&self) -> Arc<Self> {
-        // SAFETY: `Manager::new` is the only constructor and returns it in
-        // an `Arc`; `&self` proves a strong reference is alive.
-        unsafe {
-            Arc::increment_strong_count(self);
-            Arc::from_raw(self)
-        }
-    }
-
-    /// Applies adds waiting in the inbox, so that what follows sees them.
-    fn flush(&self) {
-        if self.inbox_len.load(Ordering::SeqCst) != 0 {
-            self.arc().locked(|_, _| ());
-        }
     }
 
     /// Blocks until an event is pending or `timeout` passes.
@@ -828,9 +749,7 @@ impl Manager {
         if self.is_current_worker() {
             return Err(Error::WouldDeadlock);
         }
-        self.wait_until(timeout, |st| {
-            (st.running == 0 && st.pending == 0 && self.inbox_len.load(Ordering::SeqCst) == 0).then_some(Ok(()))
-        })
+        self.wait_until(timeout, |st| (st.running == 0 && st.pending == 0).then_some(Ok(())))
     }
 
     /// Waits on `host_cv` until `check` gives an answer or the deadline.
@@ -840,7 +759,6 @@ impl Manager {
         check: impl Fn(&State) -> Option<Result<(), Error>>,
     ) -> Result<(), Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        self.flush();
         let mut st = self.state.lock();
         st.host_waiters += 1;
         let r = loop {
@@ -862,7 +780,6 @@ impl Manager {
 
     /// Counts for the whole manager.
     pub fn stats(&self) -> Stats {
-        self.flush();
         let st = self.state.lock();
         Stats {
             queued: st.ready.len() as u64,
@@ -880,7 +797,6 @@ impl Manager {
     /// Live tasks of one group by state: (queued, blocked, running, finished
     /// but not yet polled).
     pub fn group_stats(&self, group: GroupKey) -> Result<[u64; 4], Error> {
-        self.flush();
         let st = self.state.lock();
         if !st.groups.is_valid(group) {
             return Err(Error::InvalidGroup);
@@ -914,9 +830,6 @@ impl Manager {
             if st.shut_down {
                 return Err((Error::AlreadyShutDown, 0));
             }
-            // Close the inbox (after `locked` drained it): adds fail from now.
-            self.inbox.lock().closed = true;
-            st.drain(&self.inbox, &self.inbox_len, after);
             st.shut_down = true;
             st.processing = false;
             let roots = st.tasks.ids();
@@ -1017,42 +930,25 @@ impl State {
         }
     }
 
-    /// True when every worker is busy running tasks, so an add may leave
-    /// its entry in the inbox for them.
-    fn fast_ok(&self) -> bool {
-        self.processing
-            && !self.shut_down
-            && self.threads >= self.max_threads
-            && self.spinning == 0
-            && self.sleeping == 0
-    }
-
-    /// Applies every add waiting in the inbox, in id order.
-    fn drain(&mut self, inbox: &Mutex<Inbox>, inbox_len: &AtomicUsize, after: &mut After) {
-        if inbox_len.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        let entries = {
-            let mut inbox = inbox.lock();
-            inbox_len.store(0, Ordering::SeqCst);
-            mem::take(&mut inbox.entries)
-        };
-        for e in entries {
-            self.apply(e, after);
-        }
-    }
-
-    /// Applies one validated add.
-    fn apply(&mut self, entry: Entry, after: &mut After) {
-        let Entry { id, job, priority, group, upstream } = entry;
-        let upstream = &upstream[..];
+    fn add(
+        &mut self,
+        job: Job,
+        priority: i32,
+        group: GroupKey,
+        upstream: &[u64],
+        after: &mut After,
+    ) -> Result<u64, (Error, Job)> {
         if self.shut_down {
-            // Accepted before the inbox closed, applied after: stopped by
-            // the shut down like every other task.
-            self.stopped_total += 1;
-            after.free(job.data);
-            return;
+            return Err((Error::ShutDown, job));
         }
+        if !self.groups.is_valid(group) {
+            return Err((Error::InvalidGroup, job));
+        }
+        if upstream.iter().any(|&u| u == 0 || u >= self.next_id) {
+            return Err((Error::UnknownUpstream, job));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
         let group_index = self.groups.join(group, id);
         self.compact_group(group_index);
 
@@ -1113,7 +1009,7 @@ impl State {
             self.tasks.insert(id, Task { body: Body::Failed(f), priority, group: group_index, links });
             self.failed_total += 1;
             self.push_event(Ev::Final(id), after);
-            return;
+            return Ok(id);
         }
 
         let ready = links.as_ref().map_or(true, |l| l.waiting == 0);
@@ -1122,6 +1018,7 @@ impl State {
         if ready {
             self.make_ready(priority, id, after);
         }
+        Ok(id)
     }
 
     /// Drops member ids of tasks that left the group once they outnumber
@@ -1565,7 +1462,6 @@ fn worker_main(manager: Arc<Manager>, index: u32, stopped: Arc<AtomicBool>) {
         let mut after = After::default();
         let next = {
             let mut st = manager.state.lock();
-            st.drain(&manager.inbox, &manager.inbox_len, &mut after);
             if let Some((id, outcome)) = done.take() {
                 st.finish(id, outcome, &mut after);
                 after.wake_host |= st.host_waiters > 0;
@@ -1600,18 +1496,15 @@ fn worker_main(manager: Arc<Manager>, index: u32, stopped: Arc<AtomicBool>) {
 fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, after: &mut After) -> Option<RunJob> {
     let mut spun = false;
     loop {
-        st.drain(&manager.inbox, &manager.inbox_len, after);
         if st.shut_down || st.threads > st.max_threads {
             // Exiting (shut down) or retiring (max_threads lowered): stop
             // counting against `max_threads` now, so that exactly the extra
             // threads retire.
             st.threads -= 1;
-            manager.fast.store(st.fast_ok(), Ordering::SeqCst);
             return None;
         }
         if st.processing {
             if let Some(job) = st.take_next(index, after) {
-                manager.fast.store(st.fast_ok(), Ordering::SeqCst);
                 return Some(job);
             }
         }
@@ -1627,36 +1520,27 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
             // microseconds starts without a futex wake-up.
             spun = true;
             st.spinning += 1;
-            manager.fast.store(false, Ordering::SeqCst);
-            manager.spinners.fetch_add(1, Ordering::SeqCst);
             manager.work_hint.store(0, Ordering::Relaxed);
             MutexGuard::unlocked(st, || spin(manager));
-            manager.spinners.fetch_sub(1, Ordering::SeqCst);
             st.spinning -= 1;
             continue;
         }
         spun = false;
         st.sleeping += 1;
-        manager.fast.store(false, Ordering::SeqCst);
-        // An add that saw `fast` still true left its entry in the inbox:
-        // apply it instead of sleeping (see `Manager::add`).
-        if manager.inbox_len.load(Ordering::SeqCst) == 0 {
-            manager.work_cv.wait(st);
-        }
+        manager.work_cv.wait(st);
         st.sleeping -= 1;
     }
 }
 
 fn spin(manager: &Manager) {
-    let work = || manager.work_hint.load(Ordering::Relaxed) != 0 || manager.inbox_len.load(Ordering::SeqCst) != 0;
     for _ in 0..SPIN_ITERS {
-        if work() {
+        if manager.work_hint.load(Ordering::Relaxed) != 0 {
             return;
         }
         std::hint::spin_loop();
     }
     for _ in 0..YIELD_ITERS {
-        if work() {
+        if manager.work_hint.load(Ordering::Relaxed) != 0 {
             return;
         }
         std::thread::yield_now();
