@@ -34,7 +34,8 @@
 // - A typed access to a result of the wrong type (or to a result that does not
 //   exist) throws `btm::BadResultAccess`, never undefined behaviour.
 // - Every function btm calls back (task trampolines, free functions, thread
-//   hooks) is `noexcept` and catches everything: nothing unwinds into Rust.
+//   hooks, notify callback, instrumentation hooks) is `noexcept` and catches
+//   everything: nothing unwinds into Rust.
 //   An exception escaping a task becomes the task's failure: message =
 //   `what()`, details = "<exception type>: <what()>".
 // - Ownership: a callable passed to add_task is moved (or copied) into a heap
@@ -49,8 +50,9 @@
 // Results are only understood by this header: a value set through the raw C
 // API (btm_context_set_result) must not be read with get<T>().
 //
-// Requires C++17; works with and without RTTI (without RTTI, exception type
-// names in failure details are less precise).
+// Requires C++17 and exceptions; works with and without RTTI (without RTTI a
+// result cannot be read in another shared object built with hidden
+// visibility: that is reported as BadResultAccess). See README.md here.
 
 #ifndef BTM_HPP
 #define BTM_HPP
@@ -65,12 +67,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <functional>
 #include <iterator>
 #include <memory>
-#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -308,9 +308,6 @@ inline std::uint32_t to_timeout_ms(std::chrono::milliseconds t) noexcept {
     constexpr auto limit = static_cast<std::chrono::milliseconds::rep>(BTM_WAIT_FOREVER - 1);
     return t.count() >= limit ? BTM_WAIT_FOREVER - 1 : static_cast<std::uint32_t>(t.count());
 }
-
-template <class... Ts>
-struct always_false : std::false_type {};
 
 }  // namespace detail
 
