@@ -135,7 +135,8 @@ typedef uint32_t btm_status;
 #endif // __cplusplus
 
 /**
- * Kinds of `btm_event`.
+ * Kinds of `btm_event`. Later versions may add kinds: skip events whose
+ * kind you do not know.
  */
 enum btm_event_kind
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -720,9 +721,10 @@ btm_status btm_config_init(struct btm_config *config);
  * thread starts until a task is ready to run with processing on.
  *
  * Errors: `NULL_ARGUMENT` (`manager_out` NULL), `INVALID_CONFIG`,
- * `INVALID_THREAD_COUNT`. On error `thread_hook_free` (if any) has been
- * called on `thread_hook_userdata`, except on `INVALID_CONFIG`, where btm
- * cannot trust the struct and the caller keeps ownership.
+ * `INVALID_THREAD_COUNT`. On every error `thread_hook_free` (if any) has
+ * been called on `thread_hook_userdata`, as everywhere in btm: ownership
+ * passes on every call. (A config whose `struct_size` is too small to
+ * contain the hook fields has no hook to free.)
  *
  * Ownership: the handle belongs to the caller until `btm_destroy`.
  * Threads: any. Never calls back (except `thread_hook_free` on error).
@@ -831,6 +833,24 @@ btm_status btm_next_group_id(struct btm_manager *manager,
 btm_status btm_group_named(struct btm_manager *manager,
                            const char *name,
                            struct btm_group *group_out);
+
+/**
+ * Writes the name of a named group (NUL-terminated UTF-8, valid until
+ * `btm_destroy`; never free it), or NULL for the default group and
+ * numbered groups. Useful in task hooks, which receive only a group's kind
+ * and value.
+ *
+ * Errors: `NULL_ARGUMENT` (manager, `group`, `name_out`), `INVALID_GROUP`
+ * (unknown kind, or a name id this manager never issued). Threads: any.
+ * Never calls back.
+ *
+ * # Safety
+ * `manager` NULL or live; `group` NULL or readable; `name_out` NULL or
+ * writable.
+ */
+btm_status btm_group_name(struct btm_manager *manager,
+                          const struct btm_group *group,
+                          const char **name_out);
 
 /**
  * Changes the maximum number of worker threads at run time (0 means 8).

@@ -190,12 +190,17 @@ fn config_size_and_thread_counts_are_checked() {
         newer.extra = 1;
         let mut m = null_mut();
         assert_eq!(btm_create(&newer.base, &mut m), BTM_STATUS_INVALID_CONFIG);
-        // A bool byte that is neither 0 nor 1.
+        // A bool byte that is neither 0 nor 1: rejected, and the hook
+        // userdata it carries is still freed (ownership passes on every call).
         let mut raw = cfg;
         raw.struct_size = std::mem::size_of::<btm_config>() as u32;
+        raw.thread_hook_userdata = 1 as *mut c_void;
+        raw.thread_hook_free = Some(count_free);
         let p = (&mut raw as *mut btm_config).cast::<u8>().add(std::mem::offset_of!(btm_config, start_processing));
         p.write(7);
+        let before = FREED.load(Ordering::SeqCst);
         assert_eq!(btm_create(&raw, &mut m), BTM_STATUS_INVALID_CONFIG);
+        assert_eq!(FREED.load(Ordering::SeqCst) - before, 1);
         // NULL config: defaults.
         assert_eq!(btm_create(null(), &mut m), BTM_STATUS_OK);
         assert_eq!(btm_set_max_threads(m, -3), BTM_STATUS_INVALID_THREAD_COUNT);
@@ -250,6 +255,15 @@ fn events_carry_results_and_named_group_names() {
         assert_eq!(ev[0].task_id, id);
         assert_eq!(ev[0].group, g);
         assert_eq!(CStr::from_ptr(ev[0].group_name).to_str(), Ok("thumbnails"));
+        let mut name = null();
+        assert_eq!(btm_group_name(m, &g, &mut name), BTM_STATUS_OK);
+        assert_eq!(name, ev[0].group_name);
+        let numbered = btm_group { kind: btm_group_kind::BTM_GROUP_KIND_NUMBERED as u32, reserved: 0, value: 3 };
+        assert_eq!(btm_group_name(m, &numbered, &mut name), BTM_STATUS_OK);
+        assert!(name.is_null());
+        let bogus = btm_group { kind: btm_group_kind::BTM_GROUP_KIND_NAMED as u32, reserved: 0, value: 99 };
+        assert_eq!(btm_group_name(m, &bogus, &mut name), BTM_STATUS_INVALID_GROUP);
+        assert_eq!(btm_group_name(m, null(), &mut name), BTM_STATUS_NULL_ARGUMENT);
         assert_eq!(ev[0].result_count, 1);
         assert_eq!((*ev[0].results).data as usize, 7);
         assert_eq!((*ev[0].results).task_id, id);

@@ -246,6 +246,9 @@ namespace Btm.Native
         internal static extern BtmStatus btm_group_named(BtmManagerHandle manager, byte[] name, out BtmGroup group_out);
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_group_name(BtmManagerHandle manager, ref BtmGroup group, out IntPtr name_out);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern BtmStatus btm_set_max_threads(BtmManagerHandle manager, int max_threads);
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]

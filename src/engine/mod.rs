@@ -497,6 +497,16 @@ impl Manager {
         self.state.lock().groups.named(name)
     }
 
+    /// The interned name of a named group (valid for the manager's
+    /// lifetime), NULL for other groups.
+    pub fn group_name(&self, key: GroupKey) -> Result<*const c_char, Error> {
+        let st = self.state.lock();
+        if !st.groups.is_valid(key) {
+            return Err(Error::InvalidGroup);
+        }
+        Ok(st.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr()))
+    }
+
     /// Starts running queued tasks (idempotent).
     pub fn start_processing(self: &Arc<Self>) -> Result<(), Error> {
         self.locked(|st, after| {

@@ -9,7 +9,8 @@ use super::status::btm_status;
 use super::task::btm_task_id;
 use super::{ffi_guard, manager_ref, write_out};
 
-/// Kinds of `btm_event`.
+/// Kinds of `btm_event`. Later versions may add kinds: skip events whose
+/// kind you do not know.
 #[repr(u32)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[allow(non_camel_case_types)]

@@ -98,37 +98,45 @@ pub unsafe extern "C" fn btm_config_init(config: *mut btm_config) -> btm_status 
 ///
 /// # Safety
 /// `config` must be valid for reading `struct_size` bytes.
-unsafe fn read_config(config: *const btm_config) -> Result<btm_config, btm_status> {
+///
+/// Returns what could be read (so that the hook userdata it names can be
+/// freed even when the config is rejected) and whether it is valid.
+unsafe fn read_config(config: *const btm_config) -> (btm_config, Result<(), btm_status>) {
     let mut out = default_config();
     if config.is_null() {
-        return Ok(out);
+        return (out, Ok(()));
     }
     // SAFETY: every config starts with its u32 size.
     let size = unsafe { config.cast::<u32>().read_unaligned() } as usize;
     let ours = std::mem::size_of::<btm_config>();
     if size < CONFIG_MIN_SIZE {
-        return Err(btm_status::BTM_STATUS_INVALID_CONFIG);
+        // Too short to hold even the first fields (nor any hook).
+        return (out, Err(btm_status::BTM_STATUS_INVALID_CONFIG));
     }
     let bytes = config.cast::<u8>();
+    let mut valid = true;
     if size > ours {
         // SAFETY: the caller says the struct is `size` bytes long.
         let extra = unsafe { std::slice::from_raw_parts(bytes.add(ours), size - ours) };
-        if extra.iter().any(|&b| b != 0) {
-            return Err(btm_status::BTM_STATUS_INVALID_CONFIG);
-        }
+        valid &= extra.iter().all(|&b| b == 0);
     }
     let n = size.min(ours);
-    // SAFETY: both regions are at least `n` bytes; `out` is a plain
-    // repr(C) struct of integers and nullable pointers.
-    unsafe { std::ptr::copy_nonoverlapping(bytes, (&mut out as *mut btm_config).cast::<u8>(), n) };
-    // `bool` must be 0 or 1; anything else would be undefined behaviour if
-    // read as bool, so read it as a byte.
-    // SAFETY: within `n` bytes (CONFIG_MIN_SIZE covers it).
-    let flag = unsafe { bytes.add(std::mem::offset_of!(btm_config, start_processing)).read() };
-    if flag > 1 {
-        return Err(btm_status::BTM_STATUS_INVALID_CONFIG);
+    // Copy everything but the `bool`, which is read as a byte: a value
+    // other than 0 or 1 must be rejected, not stored in a Rust `bool`.
+    let flag_at = std::mem::offset_of!(btm_config, start_processing);
+    let dst = (&mut out as *mut btm_config).cast::<u8>();
+    // SAFETY: both regions are at least `n` bytes (`n > flag_at` since
+    // `n >= CONFIG_MIN_SIZE`); the bytes copied are integers, pointers and
+    // padding of a repr(C) struct whose pointer fields accept any value.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes, dst, flag_at);
+        std::ptr::copy_nonoverlapping(bytes.add(flag_at + 1), dst.add(flag_at + 1), n - flag_at - 1);
     }
-    Ok(out)
+    // SAFETY: within `n` bytes.
+    let flag = unsafe { bytes.add(flag_at).read() };
+    valid &= flag <= 1;
+    out.start_processing = flag == 1;
+    (out, if valid { Ok(()) } else { Err(btm_status::BTM_STATUS_INVALID_CONFIG) })
 }
 
 /// Creates a manager and writes its handle to `manager_out`.
@@ -137,9 +145,10 @@ unsafe fn read_config(config: *const btm_config) -> Result<btm_config, btm_statu
 /// thread starts until a task is ready to run with processing on.
 ///
 /// Errors: `NULL_ARGUMENT` (`manager_out` NULL), `INVALID_CONFIG`,
-/// `INVALID_THREAD_COUNT`. On error `thread_hook_free` (if any) has been
-/// called on `thread_hook_userdata`, except on `INVALID_CONFIG`, where btm
-/// cannot trust the struct and the caller keeps ownership.
+/// `INVALID_THREAD_COUNT`. On every error `thread_hook_free` (if any) has
+/// been called on `thread_hook_userdata`, as everywhere in btm: ownership
+/// passes on every call. (A config whose `struct_size` is too small to
+/// contain the hook fields has no hook to free.)
 ///
 /// Ownership: the handle belongs to the caller until `btm_destroy`.
 /// Threads: any. Never calls back (except `thread_hook_free` on error).
@@ -151,11 +160,11 @@ unsafe fn read_config(config: *const btm_config) -> Result<btm_config, btm_statu
 pub unsafe extern "C" fn btm_create(config: *const btm_config, manager_out: *mut *mut Manager) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
         // SAFETY: caller contract.
-        let cfg = match unsafe { read_config(config) } {
-            Ok(c) => c,
-            Err(s) => return s,
-        };
+        let (cfg, valid) = unsafe { read_config(config) };
         let hook_data = Owned::new(cfg.thread_hook_userdata, cfg.thread_hook_free);
+        if let Err(s) = valid {
+            return s;
+        }
         if manager_out.is_null() {
             return btm_status::BTM_STATUS_NULL_ARGUMENT;
         }
@@ -412,6 +421,46 @@ pub unsafe extern "C" fn btm_group_named(
         let g = m.group_named(name);
         // SAFETY: checked non-NULL.
         unsafe { write_out(group_out, g.into()) }
+    })
+}
+
+/// Writes the name of a named group (NUL-terminated UTF-8, valid until
+/// `btm_destroy`; never free it), or NULL for the default group and
+/// numbered groups. Useful in task hooks, which receive only a group's kind
+/// and value.
+///
+/// Errors: `NULL_ARGUMENT` (manager, `group`, `name_out`), `INVALID_GROUP`
+/// (unknown kind, or a name id this manager never issued). Threads: any.
+/// Never calls back.
+///
+/// # Safety
+/// `manager` NULL or live; `group` NULL or readable; `name_out` NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn btm_group_name(
+    manager: *mut Manager,
+    group: *const btm_group,
+    name_out: *mut *const c_char,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        // SAFETY: caller contract.
+        let m = match unsafe { manager_ref(manager) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        };
+        if group.is_null() || name_out.is_null() {
+            return btm_status::BTM_STATUS_NULL_ARGUMENT;
+        }
+        // SAFETY: caller contract.
+        let key = match unsafe { read_group(group) } {
+            Ok(k) => k,
+            Err(s) => return s,
+        };
+        match m.group_name(key) {
+            // SAFETY: checked non-NULL.
+            Ok(name) => unsafe { write_out(name_out, name) },
+            Err(e) => e.into(),
+        }
     })
 }
 
