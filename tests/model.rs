@@ -35,6 +35,9 @@
 //! - `BTM_MODEL_SEED=S`    run only this seed (and shrink it if it fails)
 //! - `BTM_MODEL_OPS=N`     maximum operations per case (default 40)
 //! - `BTM_MODEL_VERBOSE=1` print the operations of every case
+//! - `BTM_MODEL_SHRINK_SECS=N` time spent shrinking a failure (default 30)
+//! - `BTM_MODEL_NOSHRINK=1` report a failure unshrunk
+//! - `BTM_MODEL_CHURN=0`   no long single-group churn cases (one case in 20)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ffi::{c_void, CStr};
@@ -1272,6 +1275,9 @@ impl Rng {
 struct Gen {
     rng: Rng,
     next_value: i64,
+    /// A long case churning one or two groups (adds, stops, polls), so that
+    /// groups accumulate many members that left (member-list compaction).
+    churn: bool,
 }
 
 impl Gen {
@@ -1281,6 +1287,9 @@ impl Gen {
     }
 
     fn pick(&mut self) -> Pick {
+        if self.churn && self.rng.pct(80) {
+            return Pick::Back(self.rng.below(2) as usize);
+        }
         if self.rng.pct(70) {
             Pick::Back(self.rng.below(4) as usize)
         } else {
@@ -1297,6 +1306,9 @@ impl Gen {
     }
 
     fn group(&mut self) -> Grp {
+        if self.churn {
+            return if self.rng.pct(85) { Grp::Num(0) } else { Grp::Default };
+        }
         match self.rng.below(100) {
             0 => Grp::BadNamed,
             1..=29 => Grp::Default,
@@ -1357,8 +1369,11 @@ impl Gen {
 
     fn op(&mut self, depth: u32, inner: bool) -> Op {
         // Add Start Pause Release Stop StopGroup StopAll Poll SetPriority ShutDown
-        let weights: [u64; 10] =
-            if inner { [40, 5, 5, 0, 20, 8, 2, 12, 6, 1] } else { [36, 10, 4, 7, 11, 5, 1, 18, 5, 0] };
+        let weights: [u64; 10] = match (inner, self.churn) {
+            (true, _) => [40, 5, 5, 0, 20, 8, 2, 12, 6, 1],
+            (false, false) => [36, 10, 4, 7, 11, 5, 1, 18, 5, 0],
+            (false, true) => [40, 2, 2, 0, 40, 0, 0, 10, 3, 0],
+        };
         match self.rng.weighted(&weights) {
             0 => Op::Add(self.add(depth)),
             1 => Op::Start,
@@ -1375,9 +1390,24 @@ impl Gen {
 }
 
 fn generate(seed: u64, max_ops: u64) -> Vec<Op> {
-    let mut g = Gen { rng: Rng(seed), next_value: (seed % 1000) as i64 * 1000 };
-    let n = 1 + g.rng.below(max_ops);
-    let mut ops: Vec<Op> = (0..n).map(|_| g.op(0, false)).collect();
+    let mut g = Gen { rng: Rng(seed), next_value: (seed % 1000) as i64 * 1000, churn: false };
+    // One case in twenty is a long churn of one group.
+    g.churn = g.rng.pct(5) && std::env::var("BTM_MODEL_CHURN").map_or(true, |v| v != "0");
+    let n = if g.churn { 100 + g.rng.below(8 * max_ops) } else { 1 + g.rng.below(max_ops) };
+    let mut ops: Vec<Op> = Vec::new();
+    if g.churn {
+        // A task blocked at its gate keeps the group alive (and the worker
+        // busy) while tasks come and go around it; at the end, the group is
+        // stopped as a whole.
+        let anchor = Behaviour { gated: true, inner: vec![], outcome: Outcome::Ok(None) };
+        ops.push(Op::Add(AddSpec { what: What::Task(anchor), priority: 0, group: Grp::Num(0), ups: vec![] }));
+        ops.push(Op::Start);
+    }
+    ops.extend((0..n).map(|_| g.op(0, false)));
+    if g.churn {
+        ops.push(Op::StopGroup(Grp::Num(0), false, false));
+        ops.push(Op::Poll(1024));
+    }
     // One case in ten shuts down in its second half and goes on (every
     // later call must then be rejected or be a no-op).
     if g.rng.pct(10) {
@@ -1435,7 +1465,8 @@ fn simpler_ops(op: &Op) -> Vec<Op> {
 }
 
 fn shrink(mut ops: Vec<Op>, mut error: String) -> (Vec<Op>, String) {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let secs = env_u64("BTM_MODEL_SHRINK_SECS").unwrap_or(30);
+    let deadline = Instant::now() + Duration::from_secs(secs);
     let mut runs = 0;
     'outer: loop {
         if Instant::now() > deadline || runs > 3000 {
