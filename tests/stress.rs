@@ -23,7 +23,7 @@
 //!   operation completes for 60 s.
 //!
 //! Environment: `BTM_STRESS_OPS` (operations per host thread and round,
-//! default 20000), `BTM_STRESS_ROUNDS` (default 3; rounds cycle through 1, 2
+//! default 60000), `BTM_STRESS_ROUNDS` (default 3; rounds cycle through 1, 2
 //! and 4 worker threads), `BTM_STRESS_SEED`.
 
 use std::collections::HashMap;
@@ -611,7 +611,7 @@ fn round(round: usize, workers: usize, host_threads: u64, ops: u64, seed: u64) {
 #[test]
 fn concurrent_hosts_and_tasks_keep_every_invariant() {
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-    let ops = env("BTM_STRESS_OPS").unwrap_or(20000);
+    let ops = env("BTM_STRESS_OPS").unwrap_or(60000);
     let rounds = env("BTM_STRESS_ROUNDS").unwrap_or(3);
     let seed = env("BTM_STRESS_SEED").unwrap_or(0x5EED);
     for r in 0..rounds {
