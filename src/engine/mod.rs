@@ -960,7 +960,8 @@ impl State {
         let id = self.next_id;
         self.next_id += 1;
         let group_index = self.groups.join(group, id);
-        self.compact_group(group_index);
+        // The new task is not in the table yet: the compaction must keep it.
+        self.compact_group(group_index, id);
 
         let mut links: Option<Box<Links>> = None;
         let mut failed: Option<Arc<Failure>> = None;
@@ -1033,13 +1034,17 @@ impl State {
 
     /// Drops member ids of tasks that left the group once they outnumber
     /// the live members, keeping member lists proportional to live tasks.
-    fn compact_group(&mut self, index: u32) {
+    /// `joining` is the member being added (not yet in the task table).
+    fn compact_group(&mut self, index: u32, joining: u64) {
         let slot = self.groups.slot(index);
         if slot.members.len() as u64 <= 2 * slot.live + 64 {
             return;
         }
         let tasks = &self.tasks;
-        self.groups.slot_mut(index).members.retain(|id| tasks.get(id).is_some_and(|t| t.group == index));
+        self.groups
+            .slot_mut(index)
+            .members
+            .retain(|id| id == joining || tasks.get(id).is_some_and(|t| t.group == index));
     }
 
     fn make_ready(&mut self, priority: i32, id: u64, after: &mut After) {
