@@ -411,7 +411,10 @@ typedef struct btm_stats {
      */
     uint64_t failed_total;
     /**
-     * Tasks stopped since creation.
+     * Tasks stopped since creation. A task stopped after it finished (its
+     * event withdrawn) also counts in `completed_total` or `failed_total`;
+     * what always balances is: tasks added = final events delivered +
+     * `stopped_total` + tasks still live.
      */
     uint64_t stopped_total;
     /**
@@ -641,7 +644,9 @@ btm_status btm_wait_events(struct btm_manager *manager,
 
 /**
  * Blocks until no task is queued, blocked or running (events may still be
- * pending: poll them), or `timeout_ms` passes (`TIMED_OUT`). While
+ * pending: poll them), or `timeout_ms` passes (`TIMED_OUT`). Free functions
+ * a worker runs after its last task (userdata of tasks failed by a cascade,
+ * outcomes of stopped tasks) may still be running when it returns. While
  * processing is paused, queued tasks never run, so this waits for the
  * running ones and then times out unless nothing is queued.
  *

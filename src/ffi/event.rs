@@ -165,7 +165,9 @@ pub unsafe extern "C" fn btm_wait_events(manager: *mut Manager, timeout_ms: u32)
 }
 
 /// Blocks until no task is queued, blocked or running (events may still be
-/// pending: poll them), or `timeout_ms` passes (`TIMED_OUT`). While
+/// pending: poll them), or `timeout_ms` passes (`TIMED_OUT`). Free functions
+/// a worker runs after its last task (userdata of tasks failed by a cascade,
+/// outcomes of stopped tasks) may still be running when it returns. While
 /// processing is paused, queued tasks never run, so this waits for the
 /// running ones and then times out unless nothing is queued.
 ///

@@ -507,7 +507,10 @@ pub struct btm_stats {
     pub completed_total: u64,
     /// Tasks failed since creation (including cascaded failures).
     pub failed_total: u64,
-    /// Tasks stopped since creation.
+    /// Tasks stopped since creation. A task stopped after it finished (its
+    /// event withdrawn) also counts in `completed_total` or `failed_total`;
+    /// what always balances is: tasks added = final events delivered +
+    /// `stopped_total` + tasks still live.
     pub stopped_total: u64,
     /// Worker threads alive.
     pub threads: u64,
