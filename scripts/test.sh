@@ -7,6 +7,8 @@
 #
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh rust c     # only some sections (rust c cpp csharp bench)
+#   bash scripts/test.sh rust-asan  # optional, not in the default run: the Rust
+#                                   # tests under AddressSanitizer (nightly)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -30,6 +32,16 @@ run() {
     fi
 }
 
+rust_asan() {
+    if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+        echo "rust-asan needs a nightly toolchain (rustup toolchain install nightly)"
+        return 1
+    fi
+    RUSTFLAGS=-Zsanitizer=address RUSTDOCFLAGS=-Zsanitizer=address ASAN_OPTIONS=detect_leaks=1 \
+        CARGO_TARGET_DIR=target/asan cargo +nightly test --target x86_64-unknown-linux-gnu \
+        --lib --test semantics --test host_integration --test ffi --test faults --test stress
+}
+
 rust_tests() {
     cargo build --release && ln -sf libbtm.so target/release/libbtm.so.0 && cargo test --release
 }
@@ -41,7 +53,8 @@ for s in "${sections[@]}"; do
         cpp) run "C++ binding and packaging" bash tests/cpp/run.sh ;;
         csharp) run "C# binding (Mono)" bash tests/csharp/run.sh ;;
         bench) run "Benchmark smoke run" python3 bench/run.py --quick ;;
-        *) echo "unknown section: $s (expected rust c cpp csharp bench)"; exit 2 ;;
+        rust-asan) run "Rust tests under AddressSanitizer (nightly)" rust_asan ;;
+        *) echo "unknown section: $s (expected rust c cpp csharp bench rust-asan)"; exit 2 ;;
     esac
 done
 
