@@ -6,7 +6,7 @@
 # sudo). Exits non-zero if anything fails.
 #
 #   bash scripts/test.sh            # everything
-#   bash scripts/test.sh rust c     # only some sections (rust c cpp csharp bench)
+#   bash scripts/test.sh rust c     # only some sections (rust c examples cpp csharp bench)
 #   bash scripts/test.sh rust-asan  # optional, not in the default run: the Rust
 #                                   # tests under AddressSanitizer (nightly)
 set -uo pipefail
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(rust c cpp csharp bench)
+[ ${#sections[@]} -eq 0 ] && sections=(rust c examples cpp csharp bench)
 
 results=()
 failed=0
@@ -50,11 +50,12 @@ for s in "${sections[@]}"; do
     case "$s" in
         rust) run "Rust tests (cargo test)" rust_tests ;;
         c) run "C tests (plain, ASan+UBSan, valgrind, reload, header, symbols)" bash tests/c/run.sh ;;
+        examples) run "C examples (demo, poll(2) host loop, frame loop)" bash examples/c/run.sh all ;;
         cpp) run "C++ binding and packaging" bash tests/cpp/run.sh ;;
         csharp) run "C# binding (Mono)" bash tests/csharp/run.sh ;;
         bench) run "Benchmark smoke run" python3 bench/run.py --quick ;;
         rust-asan) run "Rust tests under AddressSanitizer (nightly)" rust_asan ;;
-        *) echo "unknown section: $s (expected rust c cpp csharp bench rust-asan)"; exit 2 ;;
+        *) echo "unknown section: $s (expected rust c examples cpp csharp bench rust-asan)"; exit 2 ;;
     esac
 done
 
