@@ -12,6 +12,7 @@
 
 mod foreign;
 mod group;
+mod ids;
 mod ready;
 mod signal;
 mod table;
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use group::GroupTable;
+use ids::Ids;
 use ready::ReadyQueue;
 use signal::{EventFd, Signal};
 use table::Table;
@@ -192,9 +194,9 @@ struct Links {
     /// Upstream tasks not yet completed.
     waiting: u32,
     /// Upstream tasks that were live when this task was added.
-    upstream: Vec<u64>,
+    upstream: Ids,
     /// Tasks added later that named this one as upstream (ascending ids).
-    downstream: Vec<u64>,
+    downstream: Ids,
     /// Upstream results, in completion order.
     received: Vec<Arc<ResultSet>>,
 }
@@ -966,12 +968,20 @@ impl State {
         let mut links: Option<Box<Links>> = None;
         let mut failed: Option<Arc<Failure>> = None;
         if !upstream.is_empty() {
-            let mut ups = upstream.to_vec();
-            ups.sort_unstable();
-            ups.dedup();
+            // Duplicates count once; a single upstream needs no copy.
+            let sorted: Vec<u64>;
+            let ups: &[u64] = if upstream.len() > 1 {
+                let mut v = upstream.to_vec();
+                v.sort_unstable();
+                v.dedup();
+                sorted = v;
+                &sorted
+            } else {
+                upstream
+            };
             let mut l = Links::default();
             let mut done: Vec<(u64, Arc<ResultSet>)> = Vec::new();
-            for u in ups {
+            for &u in ups {
                 let Some(ut) = self.tasks.get_mut(u) else {
                     continue;
                 };
@@ -1138,7 +1148,7 @@ impl State {
                 let result = result.map(Arc::new);
                 let task = self.tasks.get_mut(id).expect("checked above");
                 let downstream = task.links.as_mut().map(|l| mem::take(&mut l.downstream)).unwrap_or_default();
-                for &d in &downstream {
+                for d in downstream.iter() {
                     let Some(dt) = self.tasks.get_mut(d) else {
                         continue;
                     };
@@ -1172,8 +1182,7 @@ impl State {
         let failure = Arc::new(failure);
         let task = self.tasks.get_mut(id).expect("failing task is live");
         task.body = Body::Failed(Arc::clone(&failure));
-        let mut queue: VecDeque<u64> =
-            task.links.as_ref().map(|l| l.downstream.iter().copied().collect()).unwrap_or_default();
+        let mut queue: VecDeque<u64> = task.links.as_ref().map(|l| l.downstream.iter().collect()).unwrap_or_default();
         self.failed_total += 1;
         self.push_event(Ev::Final(id), after);
         while let Some(d) = queue.pop_front() {
@@ -1192,7 +1201,7 @@ impl State {
                 if !l.received.is_empty() {
                     after.garbage.push(Garbage::Results(mem::take(&mut l.received)));
                 }
-                queue.extend(l.downstream.iter().copied());
+                queue.extend(l.downstream.iter());
             }
             if was_ready {
                 self.ready.forget(priority);
@@ -1315,14 +1324,14 @@ impl State {
                 after.garbage.push(Garbage::Results(mem::take(&mut links.received)));
             }
             if up {
-                stack.extend(links.upstream.iter().copied());
+                stack.extend(links.upstream.iter());
             }
             if down {
-                stack.extend(links.downstream.iter().copied());
+                stack.extend(links.downstream.iter());
             } else if unfinished {
                 // Downstream tasks no longer wait for this one; they run
                 // without its result, as soon as they are otherwise ready.
-                for &d in &links.downstream {
+                for d in links.downstream.iter() {
                     let Some(dt) = self.tasks.get_mut(d) else {
                         continue;
                     };

@@ -1,0 +1,52 @@
+//! A list of task ids that stores one id inline: most dependency edges are
+//! single (a chain link has one upstream and one downstream), so the common
+//! case needs no allocation.
+
+#[derive(Default, Clone, Debug)]
+pub(crate) enum Ids {
+    #[default]
+    Empty,
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Ids {
+    pub(crate) fn push(&mut self, id: u64) {
+        *self = match std::mem::take(self) {
+            Ids::Empty => Ids::One(id),
+            Ids::One(a) => Ids::Many(vec![a, id]),
+            Ids::Many(mut v) => {
+                v.push(id);
+                Ids::Many(v)
+            }
+        };
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u64] {
+        match self {
+            Ids::Empty => &[],
+            Ids::One(a) => std::slice::from_ref(a),
+            Ids::Many(v) => v,
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.as_slice().iter().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ids;
+
+    #[test]
+    fn grows_from_inline_to_vector() {
+        let mut ids = Ids::default();
+        assert!(ids.as_slice().is_empty());
+        ids.push(3);
+        assert_eq!(ids.as_slice(), &[3]);
+        ids.push(5);
+        ids.push(9);
+        assert_eq!(ids.iter().collect::<Vec<_>>(), vec![3, 5, 9]);
+    }
+}
