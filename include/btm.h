@@ -204,7 +204,10 @@ typedef uint32_t btm_group_kind;
 #endif // __cplusplus
 
 /**
- * A task manager. Shared by the host handle and every worker thread.
+ * A task manager (`btm_manager` in C). Shared by the host handle and every
+ * worker thread: each worker holds a reference, so dropping the host's
+ * `Arc` alone does not stop anything. Call [`Manager::shut_down`] first
+ * (the C API's `btm_destroy` does).
  */
 typedef struct btm_manager btm_manager;
 

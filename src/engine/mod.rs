@@ -333,7 +333,10 @@ struct State {
     task_hooks: Option<Arc<TaskHooks>>,
 }
 
-/// A task manager. Shared by the host handle and every worker thread.
+/// A task manager (`btm_manager` in C). Shared by the host handle and every
+/// worker thread: each worker holds a reference, so dropping the host's
+/// `Arc` alone does not stop anything. Call [`Manager::shut_down`] first
+/// (the C API's `btm_destroy` does).
 pub struct Manager {
     state: Mutex<State>,
     work_cv: Condvar,
