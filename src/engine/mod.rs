@@ -317,6 +317,8 @@ struct State {
     threads: usize,
     /// Worker threads whose OS thread has not finished exiting.
     alive: usize,
+    /// Threads decided on but whose handle is not stored yet.
+    spawning: usize,
     spinning: usize,
     sleeping: usize,
     running: usize,
@@ -392,6 +394,7 @@ impl Manager {
                 max_threads,
                 threads: 0,
                 alive: 0,
+                spawning: 0,
                 spinning: 0,
                 sleeping: 0,
                 running: 0,
@@ -441,6 +444,11 @@ impl Manager {
     #[inline(never)]
     fn run_after_slow(self: &Arc<Self>, after: After) {
         let After { frees, garbage, spawn, wake, wake_all, wake_host, hint, notify } = after;
+        // Threads first: a shut down waits for threads being started, so no
+        // host code (which may shut down) may run while one is pending.
+        for (index, stopped) in spawn {
+            self.spawn_worker(index, stopped);
+        }
         if let Some(n) = notify {
             n.call();
         }
@@ -456,9 +464,6 @@ impl Manager {
         }
         if wake_host {
             self.host_cv.notify_all();
-        }
-        for (index, stopped) in spawn {
-            self.spawn_worker(index, stopped);
         }
         // Last: free functions may call back into the manager.
         drop(garbage);
@@ -868,7 +873,9 @@ impl Manager {
         let mut st = self.state.lock();
         st.host_waiters += 1;
         let result = loop {
-            if st.alive <= me {
+            // `spawning`: a thread being started has no handle yet; wait
+            // for it, or it could not be joined.
+            if st.alive <= me && st.spawning == 0 {
                 break Ok(());
             }
             match deadline {
@@ -904,19 +911,18 @@ impl Manager {
             .name(format!("btm-worker-{index}"))
             .spawn(move || worker_main(manager, index, stopped));
         let mut st = self.state.lock();
+        st.spawning -= 1;
         match spawned {
             Ok(handle) => st.handles.push((index, handle)),
             Err(_) => {
                 st.threads -= 1;
                 st.alive -= 1;
                 st.spawn_failures += 1;
-                if st.threads == 0 {
-                    // Nobody will run the queue; tell waiters so they can
-                    // observe the failure instead of hanging.
-                    self.host_cv.notify_all();
-                }
             }
         }
+        // A shut down may be waiting for this handle (to join it), and
+        // waiters should see a failure rather than hang.
+        self.host_cv.notify_all();
     }
 }
 
@@ -1086,6 +1092,7 @@ impl State {
                 self.workers.push(WorkerSlot { stopped: Arc::clone(&stopped), exited: false });
                 self.threads += 1;
                 self.alive += 1;
+                self.spawning += 1;
                 after.spawn.push((index, stopped));
             } else {
                 break;

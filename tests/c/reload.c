@@ -98,13 +98,29 @@ static void tracked_free(void *p) {
     free(p);
 }
 
+/* Threads of this process, not counting those in state Z or X (done).
+ * Note: pthread_join returns as soon as the kernel clears the thread's tid,
+ * which happens inside the kernel's exit path; the thread can then stay
+ * listed (state R, running kernel exit code only, never user code again)
+ * for a few microseconds. Callers allow for that with a short grace period. */
 static int count_threads(void) {
     DIR *d = opendir("/proc/self/task");
     if (!d) return -1;
     int n = 0;
     struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.') n++;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char path[300], buf[512];
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue; /* gone meanwhile */
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        const char *paren = strrchr(buf, ')'); /* the state follows "(comm) " */
+        char state = (paren && paren[1] == ' ') ? paren[2] : '?';
+        if (state != 'Z' && state != 'X') n++;
+    }
     closedir(d);
     return n;
 }
@@ -250,6 +266,11 @@ int main(int argc, char **argv) {
         /* Right after destroy no btm thread may remain: once dlclose unmaps
          * the code, any thread still inside it would crash the host. */
         int extra = count_threads() - base_threads;
+        if (extra > 0) { /* grace period for the kernel's exit path, see count_threads */
+            uint64_t grace = now_ms() + 100;
+            while (count_threads() > base_threads && now_ms() < grace) sleep_ms(1);
+            extra = count_threads() - base_threads;
+        }
         if (extra > 0) {
             lingering_after_destroy++;
             if (extra > max_lingering) max_lingering = extra;
