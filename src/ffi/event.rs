@@ -7,7 +7,7 @@ use crate::engine::{EventKind, Manager, Notify, Owned, Value};
 use super::manager::{btm_free_fn, btm_group, timeout};
 use super::status::btm_status;
 use super::task::btm_task_id;
-use super::{ffi_guard, manager_ref, write_out};
+use super::{ffi_guard, manager_or_return, write_out};
 
 /// Kinds of `btm_event`. Later versions may add kinds: skip events whose
 /// kind you do not know.
@@ -97,11 +97,7 @@ pub unsafe extern "C" fn btm_poll_events(
     count_out: *mut usize,
 ) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         if events.is_null() || count_out.is_null() {
             return btm_status::BTM_STATUS_NULL_ARGUMENT;
         }
@@ -152,11 +148,7 @@ pub unsafe extern "C" fn btm_poll_events(
 #[no_mangle]
 pub unsafe extern "C" fn btm_wait_events(manager: *mut Manager, timeout_ms: u32) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         match m.wait_events(timeout(timeout_ms)) {
             Ok(()) => btm_status::BTM_STATUS_OK,
             Err(e) => e.into(),
@@ -180,11 +172,7 @@ pub unsafe extern "C" fn btm_wait_events(manager: *mut Manager, timeout_ms: u32)
 #[no_mangle]
 pub unsafe extern "C" fn btm_wait_idle(manager: *mut Manager, timeout_ms: u32) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         match m.wait_idle(timeout(timeout_ms)) {
             Ok(()) => btm_status::BTM_STATUS_OK,
             Err(e) => e.into(),
@@ -227,11 +215,7 @@ pub unsafe extern "C" fn btm_set_notify(
 ) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
         let data = Owned::new(userdata, userdata_free);
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         m.set_notify(notify.map(|func| Notify { func, data }));
         btm_status::BTM_STATUS_OK
     })
@@ -253,11 +237,7 @@ pub unsafe extern "C" fn btm_set_notify(
 #[no_mangle]
 pub unsafe extern "C" fn btm_get_event_fd(manager: *mut Manager, fd_out: *mut i32) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         if fd_out.is_null() {
             return btm_status::BTM_STATUS_NULL_ARGUMENT;
         }

@@ -10,7 +10,7 @@ use crate::engine::{
 };
 
 use super::status::btm_status;
-use super::{ffi_guard, manager_ref, status_of, write_out};
+use super::{ffi_guard, manager_or_return, status_of, write_out};
 
 /// A host free function: releases `data`. btm calls it exactly once per
 /// pointer it was given, never with NULL.
@@ -229,11 +229,7 @@ pub unsafe extern "C" fn btm_destroy(manager: *mut Manager) {
 #[no_mangle]
 pub unsafe extern "C" fn btm_start_processing(manager: *mut Manager) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         status_of(m.start_processing().map_err(Into::into))
     })
 }
@@ -248,11 +244,7 @@ pub unsafe extern "C" fn btm_start_processing(manager: *mut Manager) -> btm_stat
 #[no_mangle]
 pub unsafe extern "C" fn btm_pause_processing(manager: *mut Manager) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         status_of(m.pause_processing().map_err(Into::into))
     })
 }
@@ -284,11 +276,7 @@ pub unsafe extern "C" fn btm_shut_down(
     still_running_out: *mut usize,
 ) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         let (status, left) = match m.shut_down(timeout(timeout_ms)) {
             Ok(()) => (btm_status::BTM_STATUS_OK, 0),
             Err((e, left)) => (e.into(), left),
@@ -374,11 +362,7 @@ pub(crate) unsafe fn read_group(group: *const btm_group) -> Result<GroupKey, btm
 #[no_mangle]
 pub unsafe extern "C" fn btm_next_group_id(manager: *mut Manager, group_out: *mut btm_group) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         if group_out.is_null() {
             return btm_status::BTM_STATUS_NULL_ARGUMENT;
         }
@@ -405,11 +389,7 @@ pub unsafe extern "C" fn btm_group_named(
     group_out: *mut btm_group,
 ) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         if name.is_null() || group_out.is_null() {
             return btm_status::BTM_STATUS_NULL_ARGUMENT;
         }
@@ -443,11 +423,7 @@ pub unsafe extern "C" fn btm_group_name(
     name_out: *mut *const c_char,
 ) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         if group.is_null() || name_out.is_null() {
             return btm_status::BTM_STATUS_NULL_ARGUMENT;
         }
@@ -476,11 +452,7 @@ pub unsafe extern "C" fn btm_group_name(
 #[no_mangle]
 pub unsafe extern "C" fn btm_set_max_threads(manager: *mut Manager, max_threads: i32) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         if max_threads < 0 || max_threads as u32 > BTM_MAX_THREADS_LIMIT {
             return btm_status::BTM_STATUS_INVALID_THREAD_COUNT;
         }
@@ -528,11 +500,7 @@ pub struct btm_stats {
 #[no_mangle]
 pub unsafe extern "C" fn btm_get_stats(manager: *mut Manager, stats_out: *mut btm_stats) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         let s = m.stats();
         let out = btm_stats {
             queued: s.queued,
@@ -580,11 +548,7 @@ pub unsafe extern "C" fn btm_get_group_stats(
     stats_out: *mut btm_group_stats,
 ) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         if stats_out.is_null() {
             return btm_status::BTM_STATUS_NULL_ARGUMENT;
         }
@@ -637,11 +601,7 @@ pub unsafe extern "C" fn btm_set_task_hooks(
 ) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
         let data = Owned::new(userdata, userdata_free);
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         let hooks = (on_start.is_some() || on_end.is_some()).then(|| TaskHooks { on_start, on_end, data });
         m.set_task_hooks(hooks);
         btm_status::BTM_STATUS_OK

@@ -34,6 +34,21 @@ macro_rules! ffi_guard {
 }
 pub(crate) use ffi_guard;
 
+/// Borrows the manager behind the handle `$ptr`, or returns
+/// `BTM_STATUS_NULL_ARGUMENT` from the enclosing export. Every export that
+/// uses it documents the handle contract (NULL or live) in its `# Safety`.
+macro_rules! manager_or_return {
+    ($ptr:expr) => {
+        // SAFETY: the enclosing export's contract: the handle is NULL or a
+        // live handle (checked for NULL by `manager_ref`).
+        match unsafe { $crate::ffi::manager_ref($ptr) } {
+            Ok(m) => m,
+            Err(s) => return s,
+        }
+    };
+}
+pub(crate) use manager_or_return;
+
 /// Borrows the manager behind a handle without touching its reference count.
 ///
 /// # Safety

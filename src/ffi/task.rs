@@ -6,7 +6,7 @@ use crate::engine::{Job, Manager, Owned, StopReport, TaskContext};
 
 use super::manager::{btm_free_fn, btm_group, read_group};
 use super::status::btm_status;
-use super::{ffi_guard, manager_ref, write_out};
+use super::{ffi_guard, manager_or_return, write_out};
 
 /// A task id: unique per manager, never reused, never 0.
 pub type btm_task_id = u64;
@@ -71,11 +71,7 @@ unsafe fn add(
     upstream_len: usize,
     task_id_out: *mut btm_task_id,
 ) -> btm_status {
-    // SAFETY: caller contract.
-    let m = match unsafe { manager_ref(manager) } {
-        Ok(m) => m,
-        Err(s) => return s,
-    };
+    let m = manager_or_return!(manager);
     if task_id_out.is_null() {
         return btm_status::BTM_STATUS_NULL_ARGUMENT;
     }
@@ -229,11 +225,7 @@ pub unsafe extern "C" fn btm_stop_task(
     report_out: *mut btm_stop_report,
 ) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         match m.stop_task(task_id, stop_upstream, stop_downstream) {
             Ok(r) => {
                 // SAFETY: caller contract.
@@ -269,11 +261,7 @@ pub unsafe extern "C" fn btm_stop_task_group(
     report_out: *mut btm_stop_report,
 ) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         // SAFETY: caller contract.
         let key = match unsafe { read_group(group) } {
             Ok(k) => k,
@@ -304,11 +292,7 @@ pub unsafe extern "C" fn btm_stop_task_group(
 #[no_mangle]
 pub unsafe extern "C" fn btm_stop_all_tasks(manager: *mut Manager, report_out: *mut btm_stop_report) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         let r = m.stop_all();
         // SAFETY: caller contract.
         unsafe { report(report_out, r) };
@@ -332,11 +316,7 @@ pub unsafe extern "C" fn btm_set_task_priority(
     priority: i32,
 ) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        // SAFETY: caller contract.
-        let m = match unsafe { manager_ref(manager) } {
-            Ok(m) => m,
-            Err(s) => return s,
-        };
+        let m = manager_or_return!(manager);
         match m.set_priority(task_id, priority) {
             Ok(()) => btm_status::BTM_STATUS_OK,
             Err(e) => e.into(),
