@@ -256,7 +256,8 @@ struct After {
     wake_all: bool,
     /// Wake host threads blocked in a wait.
     wake_host: bool,
-    /// Tell spinning workers that work arrived.
+    /// Tell spinning workers that work arrived (done by `run_after` itself,
+    /// so not part of `is_empty`).
     hint: bool,
     /// Call the host's notify callback.
     notify: Option<Arc<Notify>>,
@@ -287,7 +288,6 @@ impl After {
             && self.wake == 0
             && !self.wake_all
             && !self.wake_host
-            && !self.hint
     }
 }
 
@@ -320,6 +320,8 @@ struct State {
     /// Threads decided on but whose handle is not stored yet.
     spawning: usize,
     spinning: usize,
+    /// The spinning workers' hint was raised since the last one began.
+    hint_sent: bool,
     sleeping: usize,
     running: usize,
     pending: usize,
@@ -396,6 +398,7 @@ impl Manager {
                 alive: 0,
                 spawning: 0,
                 spinning: 0,
+                hint_sent: false,
                 sleeping: 0,
                 running: 0,
                 pending: 0,
@@ -435,15 +438,21 @@ impl Manager {
     }
 
     #[inline]
-    fn run_after(self: &Arc<Self>, after: After) {
-        if !after.is_empty() {
+    fn run_after(self: &Arc<Self>, mut after: After) {
+        if mem::take(&mut after.hint) {
+            self.work_hint.store(1, Ordering::Relaxed);
+        }
+        if after.is_empty() {
+            // Nothing allocated and nothing to call: skip the drop glue.
+            mem::forget(after);
+        } else {
             self.run_after_slow(after);
         }
     }
 
     #[inline(never)]
     fn run_after_slow(self: &Arc<Self>, after: After) {
-        let After { frees, garbage, spawn, wake, wake_all, wake_host, hint, notify } = after;
+        let After { frees, garbage, spawn, wake, wake_all, wake_host, hint: _, notify } = after;
         // Threads first: a shut down waits for threads being started, so no
         // host code (which may shut down) may run while one is pending.
         for (index, stopped) in spawn {
@@ -451,9 +460,6 @@ impl Manager {
         }
         if let Some(n) = notify {
             n.call();
-        }
-        if hint {
-            self.work_hint.store(1, Ordering::Relaxed);
         }
         if wake_all {
             self.work_cv.notify_all();
@@ -1077,9 +1083,13 @@ impl State {
         if !self.processing || self.shut_down || self.ready.len() == 0 {
             return;
         }
-        if self.spinning > 0 {
-            // Spinning workers poll this hint instead of the lock.
+        if self.spinning > 0 && !self.hint_sent {
+            // Spinning workers poll this hint instead of the lock. Raised
+            // after the lock is released (a worker seeing it under the lock
+            // would block on the lock), and once per spin (a store per add
+            // would pull the line away from the spinning workers).
             after.hint = true;
+            self.hint_sent = true;
         }
         // Workers about to look for work: spinning, being woken, starting.
         let mut coming = self.spinning + after.wake as usize + after.spawn.len();
@@ -1554,6 +1564,7 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
             // microseconds starts without a futex wake-up.
             spun = true;
             st.spinning += 1;
+            st.hint_sent = false;
             manager.work_hint.store(0, Ordering::Relaxed);
             MutexGuard::unlocked(st, || spin(manager));
             st.spinning -= 1;
