@@ -32,6 +32,13 @@ static void count_free(void *p) {
     frees++;
 }
 
+static void drain(btm_manager *m, size_t want, int sleep_on_wait);
+static void add(btm_manager *m, int prio, const btm_task_id *ups, size_t n_ups, btm_task_id *id);
+
+/* Tasks run before any clock starts, as every peer does (PC_WARMUP in
+ * peers/peer_common.h): the worker threads exist and have run once. */
+#define WARMUP 64
+
 static btm_manager *make(int start) {
     btm_config cfg;
     btm_config_init(&cfg);
@@ -41,6 +48,11 @@ static btm_manager *make(int start) {
     if (btm_create(&cfg, &m) != BTM_STATUS_OK) {
         fprintf(stderr, "btm_create failed\n");
         exit(1);
+    }
+    if (start) {
+        btm_task_id id;
+        for (int i = 0; i < WARMUP; i++) add(m, 0, NULL, 0, &id);
+        drain(m, WARMUP, 0);
     }
     return m;
 }

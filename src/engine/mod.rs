@@ -936,11 +936,16 @@ impl State {
     /// Brings the event descriptor and the notify callback in line with
     /// whether undelivered events exist. Called at the end of every
     /// operation that can change it.
+    #[inline]
     fn sync_signal(&mut self, after: &mut After) {
-        let want = self.deliverable > 0;
-        if want == self.signal.raised {
-            return;
+        if (self.deliverable > 0) != self.signal.raised {
+            self.sync_signal_slow(after);
         }
+    }
+
+    #[inline(never)]
+    fn sync_signal_slow(&mut self, after: &mut After) {
+        let want = self.deliverable > 0;
         self.signal.raised = want;
         if let Some(fd) = &self.signal.fd {
             if want {
@@ -1079,10 +1084,21 @@ impl State {
 
     /// Makes sure ready work has a worker: wakes a sleeping one or starts a
     /// new thread.
+    #[inline]
     fn provision(&mut self, after: &mut After) {
         if !self.processing || self.shut_down || self.ready.len() == 0 {
             return;
         }
+        // Common case under load: every thread started and busy, and any
+        // spinning worker already told.
+        if self.sleeping == 0 && self.threads >= self.max_threads && (self.spinning == 0 || self.hint_sent) {
+            return;
+        }
+        self.provision_slow(after);
+    }
+
+    #[inline(never)]
+    fn provision_slow(&mut self, after: &mut After) {
         if self.spinning > 0 && !self.hint_sent {
             // Spinning workers poll this hint instead of the lock. Raised
             // after the lock is released (a worker seeing it under the lock
@@ -1158,10 +1174,21 @@ impl State {
     /// Records the outcome of a task that was running.
     fn finish(&mut self, id: u64, outcome: Outcome, after: &mut After) {
         self.running -= 1;
-        if self.tasks.get(id).is_none() {
+        let Some(task) = self.tasks.get_mut(id) else {
             // Stopped while running: the outcome is dropped.
             after.garbage.push(Garbage::Outcome(outcome));
             return;
+        };
+        if task.links.is_none() {
+            // No downstream task to update: one lookup.
+            if let Outcome::Completed(result) = outcome {
+                task.body = Body::Completed { result: result.map(Arc::new) };
+                self.completed_total += 1;
+                self.push_event(Ev::Final(id), after);
+                return;
+            }
+            let Outcome::Failed(failure) = outcome else { unreachable!() };
+            return self.fail(id, failure, after);
         }
         match outcome {
             Outcome::Completed(result) => {
@@ -1628,7 +1655,12 @@ fn run_job(manager: &Arc<Manager>, job: RunJob, stopped: &Arc<AtomicBool>) -> (u
         hook(h.on_end, h, *group);
     }
     drop(data);
-    drop(received);
+    if received.capacity() == 0 {
+        // Nothing allocated (no upstream results): skip the drop call.
+        mem::forget(received);
+    } else {
+        drop(received);
+    }
     let outcome = match ctx.failure.take() {
         Some(f) => {
             drop(ctx.result.take());
