@@ -58,6 +58,10 @@ impl Level {
 pub(crate) struct ReadyQueue {
     levels: Vec<(i32, Level)>,
     valid: usize,
+    /// The last level dropped, emptied but with its buffers: a queue that
+    /// keeps running dry and refilling (workers faster than the host) reuses
+    /// it instead of allocating a FIFO each time.
+    spare: Option<Level>,
 }
 
 impl ReadyQueue {
@@ -77,7 +81,8 @@ impl ReadyQueue {
             _ => match self.find(priority) {
                 Ok(i) => i,
                 Err(i) => {
-                    self.levels.insert(i, (priority, Level::default()));
+                    let level = self.spare.take().unwrap_or_default();
+                    self.levels.insert(i, (priority, level));
                     i
                 }
             },
@@ -95,8 +100,17 @@ impl ReadyQueue {
             if let Some(id) = level.pop() {
                 return Some((*priority, id));
             }
-            self.levels.remove(0);
+            self.drop_level(0);
         }
+    }
+
+    /// Removes level `i`, keeping its buffers as the spare.
+    fn drop_level(&mut self, i: usize) {
+        let (_, mut level) = self.levels.remove(i);
+        level.fifo.clear();
+        level.late.clear();
+        level.valid = 0;
+        self.spare = Some(level);
     }
 
     /// Records that a popped entry was valid and its task has left the queue.
@@ -126,7 +140,7 @@ impl ReadyQueue {
         let level = &mut self.levels[i].1;
         level.valid -= n;
         if level.valid == 0 {
-            self.levels.remove(i);
+            self.drop_level(i);
         }
     }
 }
