@@ -612,6 +612,54 @@ fn ids_are_never_reused_even_after_stop_all() {
     finish(m);
 }
 
+/// A stop that takes every live task at once (all queued, no links) must look
+/// exactly like stopping them one by one: report, frees, groups, ids, and the
+/// manager keeps working afterwards.
+#[test]
+fn stopping_everything_queued_at_once_frees_all_and_leaves_a_working_manager() {
+    let _s = serial();
+    let m = manager(2, false);
+    let log = Log::default();
+    let ids: Vec<u64> = (0..3000).map(|i| m.add(logging(&log, i), (i % 3) as i32, g(5), &[]).unwrap()).collect();
+    assert_eq!(live_userdata(), 3000);
+    let r = m.stop_group(g(5), true, true).unwrap();
+    assert_eq!((r.before_start, r.while_running, r.after_finish), (3000, 0, 0));
+    assert_eq!(live_userdata(), 0, "every userdata freed by the time the stop returns");
+    assert_eq!(m.stop_group(g(5), true, true), Err(Error::NotFound), "the group is gone");
+    assert_eq!(m.stop_task(ids[10], true, true), Err(Error::NotFound));
+    let s = m.stats();
+    assert_eq!((s.queued, s.blocked, s.stopped_total), (0, 0, 3000));
+    // Mixed groups, then stop_all takes the same path.
+    for i in 0..100 {
+        m.add(nop(), 0, if i % 2 == 0 { g(1) } else { DEFAULT }, &[]).unwrap();
+    }
+    assert_eq!(m.stop_all().before_start, 100);
+    assert_eq!(m.stop_group(g(1), false, false), Err(Error::NotFound));
+    // Ids go on; the manager still runs tasks and finishes groups.
+    let next = m.add(logging(&log, 7), 0, g(5), &[]).unwrap();
+    assert!(next > ids[2999] + 100);
+    m.start_processing().unwrap();
+    let evs = drain_until_group_finished(&m);
+    assert_eq!(log.get(), vec![7], "stopped tasks never ran");
+    assert!(evs.iter().any(|e| e.task() == Some(next)));
+    finish(m);
+}
+
+fn live_userdata() -> i64 {
+    LIVE_USERDATA.load(Ordering::SeqCst)
+}
+
+fn drain_until_group_finished(m: &Arc<Manager>) -> Vec<Ev> {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut all = Vec::new();
+    while !all.iter().any(|e| matches!(e, Ev::GroupFinished { .. })) {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for the group to finish");
+        all.extend(poll(m));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    all
+}
+
 // Re-entrancy, progress, priorities ---------------------------------------------------
 
 #[test]

@@ -183,6 +183,16 @@ impl GroupTable {
         self.leave_n(index, 1)
     }
 
+    /// Every live member of every group leaves (everything was stopped).
+    pub(crate) fn leave_all(&mut self) {
+        for index in 0..self.slots.len() as u32 {
+            let live = self.slots[index as usize].as_ref().map_or(0, |s| s.live);
+            if live > 0 {
+                self.leave_n(index, live);
+            }
+        }
+    }
+
     /// `leave` for `n` members at once.
     pub(crate) fn leave_n(&mut self, index: u32, n: u64) -> Option<GroupKey> {
         let slot = self.slots[index as usize].as_mut().expect("live group slot");

@@ -241,6 +241,8 @@ enum Garbage {
     Text(#[allow(dead_code)] Option<CString>),
     Notify(#[allow(dead_code)] Arc<Notify>),
     Hooks(#[allow(dead_code)] Arc<TaskHooks>),
+    /// Detached task-table chunks (a whole-table stop).
+    Tasks(#[allow(dead_code)] Vec<Box<[Option<Task>]>>),
 }
 
 /// Work to do once the state lock is released.
@@ -261,6 +263,8 @@ struct After {
     hint: bool,
     /// Call the host's notify callback.
     notify: Option<Arc<Notify>>,
+    /// Give free heap memory back to the system once everything is freed.
+    trim: bool,
 }
 
 const FREE_BLOCK: usize = 1024;
@@ -288,6 +292,7 @@ impl After {
             && self.wake == 0
             && !self.wake_all
             && !self.wake_host
+            && !self.trim
     }
 }
 
@@ -452,7 +457,7 @@ impl Manager {
 
     #[inline(never)]
     fn run_after_slow(self: &Arc<Self>, after: After) {
-        let After { frees, garbage, spawn, wake, wake_all, wake_host, hint: _, notify } = after;
+        let After { frees, garbage, spawn, wake, wake_all, wake_host, hint: _, notify, trim } = after;
         // Threads first: a shut down waits for threads being started, so no
         // host code (which may shut down) may run while one is pending.
         for (index, stopped) in spawn {
@@ -473,7 +478,7 @@ impl Manager {
         }
         // Last: free functions may call back into the manager.
         drop(garbage);
-        let big = frees.len() >= TRIM_AFTER_BLOCKS;
+        let big = trim || frees.len() >= TRIM_AFTER_BLOCKS;
         for block in frees {
             drop(block);
         }
@@ -577,6 +582,9 @@ impl Manager {
     /// Stops every live task.
     pub fn stop_all(self: &Arc<Self>) -> StopReport {
         self.locked(|st, after| {
+            if let Some(n) = st.stop_all_queued(after) {
+                return StopReport { before_start: n, ..StopReport::default() };
+            }
             let roots = st.tasks.ids();
             st.stop(roots, false, false, after)
         })
@@ -858,8 +866,10 @@ impl Manager {
             }
             st.shut_down = true;
             st.processing = false;
-            let roots = st.tasks.ids();
-            st.stop(roots, false, false, after);
+            if st.stop_all_queued(after).is_none() {
+                let roots = st.tasks.ids();
+                st.stop(roots, false, false, after);
+            }
             st.events.clear();
             st.deliverable = 0;
             after.wake_all = true;
@@ -1276,6 +1286,13 @@ impl State {
     /// Stops the live tasks of group slot `index` and what the flags reach.
     fn stop_group(&mut self, index: u32, up: bool, down: bool, after: &mut After) -> StopReport {
         let mut report = StopReport::default();
+        if self.groups.slot(index).live == self.tasks.len() as u64 {
+            // The group holds every live task.
+            if let Some(n) = self.stop_all_queued(after) {
+                report.before_start = n;
+                return report;
+            }
+        }
         let members = mem::take(&mut self.groups.slot_mut(index).members);
         let mut stack = Vec::new();
         // Fast path for the common case (a queued task with no links and no
@@ -1315,6 +1332,36 @@ impl State {
             self.events.clear();
         }
         report
+    }
+
+    /// Stops every live task at once if all of them are queued without
+    /// links (nothing running, finished, blocked or linked, no progress):
+    /// the whole table is detached, and the free functions run in id order
+    /// when its chunks are dropped after the lock is released. Returns the
+    /// number stopped, or `None` (nothing done) if the case does not apply.
+    fn stop_all_queued(&mut self, after: &mut After) -> Option<u64> {
+        let simple = |t: &Task| t.links.is_none() && matches!(t.body, Body::Pending(_));
+        if self.tasks.len() == 0
+            || self.tasks.len() != self.pending
+            || !self.progress.is_empty()
+            || !self.tasks.all(simple)
+        {
+            return None;
+        }
+        let n = self.tasks.len();
+        let chunks = self.tasks.take_all();
+        self.ready.clear();
+        self.groups.leave_all();
+        self.pending = 0;
+        self.stopped_total += n as u64;
+        if n >= TRIM_AFTER_BLOCKS * FREE_BLOCK {
+            after.trim = true;
+        }
+        after.garbage.push(Garbage::Tasks(chunks));
+        if self.deliverable == 0 {
+            self.events.clear();
+        }
+        Some(n as u64)
     }
 
     /// Stops every task on `stack` and, transitively, what the flags reach.

@@ -113,6 +113,11 @@ impl ReadyQueue {
         self.spare = Some(level);
     }
 
+    /// Drops every entry (every queued task left at once), and the memory.
+    pub(crate) fn clear(&mut self) {
+        *self = ReadyQueue::default();
+    }
+
     /// Records that a popped entry was valid and its task has left the queue.
     pub(crate) fn taken(&mut self, priority: i32) {
         self.forget(priority);

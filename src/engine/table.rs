@@ -103,6 +103,25 @@ impl<T> Table<T> {
         self.remove(id)
     }
 
+    /// Number of live entries.
+    pub(crate) fn len(&self) -> usize {
+        self.live
+    }
+
+    /// True if `pred` accepts every live entry.
+    pub(crate) fn all(&self, mut pred: impl FnMut(&T) -> bool) -> bool {
+        self.chunks.iter().flatten().all(|c| c.slots.iter().flatten().all(&mut pred))
+    }
+
+    /// Removes every live entry at once and returns their storage: dropping
+    /// it drops the entries in ascending id order. Ids stay issued.
+    pub(crate) fn take_all(&mut self) -> Vec<Box<[Option<T>]>> {
+        let taken = self.chunks.drain(..).flatten().map(|c| c.slots).collect();
+        self.live = 0;
+        // The next insert (a higher id) starts a fresh chunk deque.
+        taken
+    }
+
     /// Ids of every live entry, in ascending order.
     pub(crate) fn ids(&self) -> Vec<u64> {
         let mut out = Vec::with_capacity(self.live);
