@@ -245,15 +245,12 @@ enum Garbage {
     Tasks(#[allow(dead_code)] Vec<Box<[Option<Task>]>>),
 }
 
-/// Work to do once the state lock is released.
+/// Work to do once the state lock is released. Most operations need only
+/// the flags; the vectors (and the notify call) live in a box created on
+/// first use, so that an empty `After` costs a few stores to make and check.
 #[derive(Default)]
 struct After {
-    /// Host pointers to free, in blocks of `FREE_BLOCK` so that a large stop
-    /// reuses the heap memory its removed task chunks just gave back rather
-    /// than faulting in one huge fresh vector.
-    frees: Vec<Vec<Owned>>,
-    garbage: Vec<Garbage>,
-    spawn: Vec<(u32, Arc<AtomicBool>)>,
+    heavy: Option<Box<Heavy>>,
     wake: u32,
     wake_all: bool,
     /// Wake host threads blocked in a wait.
@@ -261,38 +258,57 @@ struct After {
     /// Tell spinning workers that work arrived (done by `run_after` itself,
     /// so not part of `is_empty`).
     hint: bool,
-    /// Call the host's notify callback.
-    notify: Option<Arc<Notify>>,
     /// Give free heap memory back to the system once everything is freed.
     trim: bool,
+}
+
+/// The rarely needed part of [`After`].
+#[derive(Default)]
+struct Heavy {
+    /// Host pointers to free, in blocks of `FREE_BLOCK` so that a large stop
+    /// reuses the heap memory its removed task chunks just gave back rather
+    /// than faulting in one huge fresh vector.
+    frees: Vec<Vec<Owned>>,
+    garbage: Vec<Garbage>,
+    spawn: Vec<(u32, Arc<AtomicBool>)>,
+    /// Call the host's notify callback.
+    notify: Option<Arc<Notify>>,
 }
 
 const FREE_BLOCK: usize = 1024;
 
 impl After {
+    fn heavy(&mut self) -> &mut Heavy {
+        self.heavy.get_or_insert_with(Default::default)
+    }
+
+    /// Host data to release after the lock.
+    fn garbage(&mut self, g: Garbage) {
+        self.heavy().garbage.push(g);
+    }
+
+    /// Threads this operation will start.
+    fn spawning(&self) -> usize {
+        self.heavy.as_ref().map_or(0, |h| h.spawn.len())
+    }
+
     fn free(&mut self, owned: Owned) {
         if owned.is_null() {
             return;
         }
-        match self.frees.last_mut() {
+        let frees = &mut self.heavy().frees;
+        match frees.last_mut() {
             Some(block) if block.len() < FREE_BLOCK => block.push(owned),
             _ => {
                 let mut block = Vec::with_capacity(FREE_BLOCK);
                 block.push(owned);
-                self.frees.push(block);
+                frees.push(block);
             }
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.notify.is_none()
-            && self.frees.is_empty()
-            && self.garbage.is_empty()
-            && self.spawn.is_empty()
-            && self.wake == 0
-            && !self.wake_all
-            && !self.wake_host
-            && !self.trim
+        self.heavy.is_none() && self.wake == 0 && !self.wake_all && !self.wake_host && !self.trim
     }
 }
 
@@ -457,7 +473,8 @@ impl Manager {
 
     #[inline(never)]
     fn run_after_slow(self: &Arc<Self>, after: After) {
-        let After { frees, garbage, spawn, wake, wake_all, wake_host, hint: _, notify, trim } = after;
+        let After { heavy, wake, wake_all, wake_host, hint: _, trim } = after;
+        let Heavy { frees, garbage, spawn, notify } = heavy.map(|h| *h).unwrap_or_default();
         // Threads first: a shut down waits for threads being started, so no
         // host code (which may shut down) may run while one is pending.
         for (index, stopped) in spawn {
@@ -634,7 +651,9 @@ impl Manager {
         {
             let mut st = self.state.lock();
             let st = &mut *st;
-            after.garbage = mem::take(&mut st.delivered);
+            if !st.delivered.is_empty() {
+                after.heavy().garbage = mem::take(&mut st.delivered);
+            }
             st.signal.armed = true;
             while written < capacity {
                 let Some(ev) = st.events.pop_front() else {
@@ -673,7 +692,7 @@ impl Manager {
                         written += 1;
                         if let Some(links) = task.links {
                             if !links.received.is_empty() {
-                                after.garbage.push(Garbage::Results(links.received));
+                                after.garbage(Garbage::Results(links.received));
                             }
                         }
                         if let Some(key) = st.groups.leave(task.group) {
@@ -732,7 +751,7 @@ impl Manager {
     pub fn set_notify(self: &Arc<Self>, notify: Option<Notify>) {
         self.locked(|st, after| {
             if let Some(old) = mem::replace(&mut st.signal.notify, notify.map(Arc::new)) {
-                after.garbage.push(Garbage::Notify(old));
+                after.garbage(Garbage::Notify(old));
             }
             st.signal.armed = true;
         })
@@ -743,7 +762,7 @@ impl Manager {
     pub fn set_task_hooks(self: &Arc<Self>, hooks: Option<TaskHooks>) {
         self.locked(|st, after| {
             if let Some(old) = mem::replace(&mut st.task_hooks, hooks.map(Arc::new)) {
-                after.garbage.push(Garbage::Hooks(old));
+                after.garbage(Garbage::Hooks(old));
             }
         })
     }
@@ -967,7 +986,7 @@ impl State {
         if want && self.signal.armed {
             if let Some(n) = &self.signal.notify {
                 self.signal.armed = false;
-                after.notify = Some(Arc::clone(n));
+                after.heavy().notify = Some(Arc::clone(n));
             }
         }
     }
@@ -1053,7 +1072,7 @@ impl State {
             after.free(job.data);
             if let Some(l) = links.as_mut() {
                 if !l.received.is_empty() {
-                    after.garbage.push(Garbage::Results(mem::take(&mut l.received)));
+                    after.garbage(Garbage::Results(mem::take(&mut l.received)));
                 }
                 l.waiting = 0;
             }
@@ -1118,7 +1137,7 @@ impl State {
             self.hint_sent = true;
         }
         // Workers about to look for work: spinning, being woken, starting.
-        let mut coming = self.spinning + after.wake as usize + after.spawn.len();
+        let mut coming = self.spinning + after.wake as usize + after.spawning();
         while self.ready.len() > coming {
             if self.sleeping > after.wake as usize {
                 after.wake += 1;
@@ -1129,7 +1148,7 @@ impl State {
                 self.threads += 1;
                 self.alive += 1;
                 self.spawning += 1;
-                after.spawn.push((index, stopped));
+                after.heavy().spawn.push((index, stopped));
             } else {
                 break;
             }
@@ -1186,7 +1205,7 @@ impl State {
         self.running -= 1;
         let Some(task) = self.tasks.get_mut(id) else {
             // Stopped while running: the outcome is dropped.
-            after.garbage.push(Garbage::Outcome(outcome));
+            after.garbage(Garbage::Outcome(outcome));
             return;
         };
         if task.links.is_none() {
@@ -1256,7 +1275,7 @@ impl State {
             }
             if let Some(l) = dt.links.as_mut() {
                 if !l.received.is_empty() {
-                    after.garbage.push(Garbage::Results(mem::take(&mut l.received)));
+                    after.garbage(Garbage::Results(mem::take(&mut l.received)));
                 }
                 queue.extend(l.downstream.iter());
             }
@@ -1357,7 +1376,7 @@ impl State {
         if n >= TRIM_AFTER_BLOCKS * FREE_BLOCK {
             after.trim = true;
         }
-        after.garbage.push(Garbage::Tasks(chunks));
+        after.garbage(Garbage::Tasks(chunks));
         if self.deliverable == 0 {
             self.events.clear();
         }
@@ -1396,26 +1415,26 @@ impl State {
                     report.after_finish += 1;
                     self.deliverable -= 1;
                     if let Some(r) = result {
-                        after.garbage.push(Garbage::Result(r));
+                        after.garbage(Garbage::Result(r));
                     }
                 }
                 Body::Failed(f) => {
                     report.after_finish += 1;
                     self.deliverable -= 1;
-                    after.garbage.push(Garbage::Failure(f));
+                    after.garbage(Garbage::Failure(f));
                 }
             }
             if !self.progress.is_empty() {
                 if let Some(p) = self.progress.remove(&id) {
                     self.deliverable -= 1;
-                    after.garbage.push(Garbage::Text(p.message));
+                    after.garbage(Garbage::Text(p.message));
                 }
             }
             self.stopped_total += 1;
             self.groups.leave(group);
             let Some(mut links) = links else { continue };
             if !links.received.is_empty() {
-                after.garbage.push(Garbage::Results(mem::take(&mut links.received)));
+                after.garbage(Garbage::Results(mem::take(&mut links.received)));
             }
             if up {
                 stack.extend(links.upstream.iter());
@@ -1445,13 +1464,13 @@ impl State {
 
     fn report_progress(&mut self, id: u64, fraction: f64, message: Option<CString>, after: &mut After) -> bool {
         if !matches!(self.tasks.get(id), Some(Task { body: Body::Running { .. }, .. })) {
-            after.garbage.push(Garbage::Text(message));
+            after.garbage(Garbage::Text(message));
             return false;
         }
         match self.progress.get_mut(&id) {
             Some(p) => {
                 p.fraction = fraction;
-                after.garbage.push(Garbage::Text(mem::replace(&mut p.message, message)));
+                after.garbage(Garbage::Text(mem::replace(&mut p.message, message)));
             }
             None => {
                 self.progress.insert(id, Progress { fraction, message });
@@ -1559,10 +1578,10 @@ impl TaskContext {
         if after.wake_host {
             manager.host_cv.notify_all();
         }
-        if let Some(n) = after.notify.take() {
+        if let Some(n) = after.heavy.as_mut().and_then(|h| h.notify.take()) {
             n.call();
         }
-        drop(after.garbage);
+        drop(after.heavy);
         r
     }
 }
