@@ -54,6 +54,10 @@ impl Level {
 /// Priority-ordered queue of ready task ids. Levels are kept in a vector
 /// sorted by descending priority: hosts use a handful of priorities, so a
 /// short binary search beats a tree, and the best level is always first.
+/// Largest FIFO or heap (in entries, 256 KiB of FIFO) a dropped level may
+/// keep as the spare.
+const SPARE_MAX: usize = 1 << 16;
+
 #[derive(Default)]
 pub(crate) struct ReadyQueue {
     levels: Vec<(i32, Level)>,
@@ -104,13 +108,16 @@ impl ReadyQueue {
         }
     }
 
-    /// Removes level `i`, keeping its buffers as the spare.
+    /// Removes level `i`, keeping its buffers as the spare unless they are
+    /// big (a burst's buffers are given back, not kept for good).
     fn drop_level(&mut self, i: usize) {
         let (_, mut level) = self.levels.remove(i);
-        level.fifo.clear();
-        level.late.clear();
-        level.valid = 0;
-        self.spare = Some(level);
+        if level.fifo.capacity() <= SPARE_MAX && level.late.capacity() <= SPARE_MAX {
+            level.fifo.clear();
+            level.late.clear();
+            level.valid = 0;
+            self.spare = Some(level);
+        }
     }
 
     /// Drops every entry (every queued task left at once), and the memory.
