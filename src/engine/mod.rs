@@ -15,6 +15,7 @@ mod group;
 mod ids;
 mod ready;
 mod signal;
+mod slab;
 mod table;
 
 pub use foreign::{Failure, FreeFn, Job, Owned, ResultSet, TaskFn, Value};
@@ -36,6 +37,7 @@ use group::GroupTable;
 use ids::Ids;
 use ready::ReadyQueue;
 use signal::{EventFd, Signal};
+use slab::{LinkId, Slab};
 use table::Table;
 
 /// `max_threads` of 0 means this many, as in the original.
@@ -191,8 +193,6 @@ enum Outcome {
 /// Edges and inputs of a task that has upstream or downstream tasks.
 #[derive(Default)]
 struct Links {
-    /// Upstream tasks not yet completed.
-    waiting: u32,
     /// Upstream tasks that were live when this task was added.
     upstream: Ids,
     /// Tasks added later that named this one as upstream (ascending ids).
@@ -212,12 +212,15 @@ struct Task {
     body: Body,
     priority: i32,
     group: u32,
-    links: Option<Box<Links>>,
+    /// Its entry in `State::links`, if it has upstream or downstream tasks.
+    links: Option<LinkId>,
+    /// Upstream tasks not yet completed.
+    waiting: u32,
 }
 
 impl Task {
     fn waiting(&self) -> u32 {
-        self.links.as_ref().map_or(0, |l| l.waiting)
+        self.waiting
     }
 }
 
@@ -322,6 +325,8 @@ struct State {
     next_id: u64,
     next_group: u64,
     tasks: Table<Task>,
+    /// Dependency links of the tasks that have any (`Task::links`).
+    links: Slab<Links>,
     ready: ReadyQueue,
     groups: GroupTable,
     events: VecDeque<Ev>,
@@ -406,6 +411,7 @@ impl Manager {
                 next_id: 1,
                 next_group: 1,
                 tasks: Table::new(),
+                links: Slab::new(),
                 ready: ReadyQueue::default(),
                 groups: GroupTable::new(),
                 events: VecDeque::new(),
@@ -690,7 +696,8 @@ impl Manager {
                             }
                         }
                         written += 1;
-                        if let Some(links) = task.links {
+                        if let Some(li) = task.links {
+                            let links = st.links.remove(li);
                             if !links.received.is_empty() {
                                 after.garbage(Garbage::Results(links.received));
                             }
@@ -1014,7 +1021,8 @@ impl State {
         // The new task is not in the table yet: the compaction must keep it.
         self.compact_group(group_index, id);
 
-        let mut links: Option<Box<Links>> = None;
+        let mut links: Option<Links> = None;
+        let mut waiting = 0u32;
         let mut failed: Option<Arc<Failure>> = None;
         if !upstream.is_empty() {
             // Duplicates count once; a single upstream needs no copy.
@@ -1035,7 +1043,7 @@ impl State {
                     continue;
                 };
                 match &ut.body {
-                    Body::Pending(_) | Body::Running { .. } => l.waiting += 1,
+                    Body::Pending(_) | Body::Running { .. } => waiting += 1,
                     Body::Completed { result } => {
                         if let Some(r) = result {
                             done.push((u, Arc::clone(r)));
@@ -1045,7 +1053,8 @@ impl State {
                         failed.get_or_insert_with(|| Arc::clone(f));
                     }
                 }
-                ut.links.get_or_insert_with(Default::default).downstream.push(id);
+                let li = *ut.links.get_or_insert_with(|| self.links.insert(Links::default()));
+                self.links.get_mut(li).downstream.push(id);
                 l.upstream.push(u);
             }
             // Already-completed upstream results, in completion order: the
@@ -1063,7 +1072,7 @@ impl State {
                 done.sort_by_key(|(u, _)| order.get(u).copied().unwrap_or(usize::MAX));
             }
             l.received = done.into_iter().map(|(_, r)| r).collect();
-            links = Some(Box::new(l));
+            links = Some(l);
         }
 
         if let Some(f) = failed {
@@ -1074,16 +1083,17 @@ impl State {
                 if !l.received.is_empty() {
                     after.garbage(Garbage::Results(mem::take(&mut l.received)));
                 }
-                l.waiting = 0;
             }
-            self.tasks.insert(id, Task { body: Body::Failed(f), priority, group: group_index, links });
+            let links = links.map(|l| self.links.insert(l));
+            self.tasks.insert(id, Task { body: Body::Failed(f), priority, group: group_index, links, waiting: 0 });
             self.failed_total += 1;
             self.push_event(Ev::Final(id), after);
             return Ok(id);
         }
 
-        let ready = links.as_ref().map_or(true, |l| l.waiting == 0);
-        self.tasks.insert(id, Task { body: Body::Pending(job), priority, group: group_index, links });
+        let ready = waiting == 0;
+        let links = links.map(|l| self.links.insert(l));
+        self.tasks.insert(id, Task { body: Body::Pending(job), priority, group: group_index, links, waiting });
         self.pending += 1;
         if ready {
             self.make_ready(priority, id, after);
@@ -1181,7 +1191,7 @@ impl State {
             let Body::Pending(job) = mem::replace(&mut task.body, Body::Running { worker: index }) else {
                 unreachable!()
             };
-            let received = task.links.as_mut().map(|l| mem::take(&mut l.received)).unwrap_or_default();
+            let received = task.links.map(|li| mem::take(&mut self.links.get_mut(li).received)).unwrap_or_default();
             let task_group = task.group;
             match job.run {
                 Some(run) => {
@@ -1223,7 +1233,8 @@ impl State {
             Outcome::Completed(result) => {
                 let result = result.map(Arc::new);
                 let task = self.tasks.get_mut(id).expect("checked above");
-                let downstream = task.links.as_mut().map(|l| mem::take(&mut l.downstream)).unwrap_or_default();
+                let downstream =
+                    task.links.map(|li| mem::take(&mut self.links.get_mut(li).downstream)).unwrap_or_default();
                 for d in downstream.iter() {
                     let Some(dt) = self.tasks.get_mut(d) else {
                         continue;
@@ -1231,19 +1242,19 @@ impl State {
                     if !matches!(dt.body, Body::Pending(_)) {
                         continue;
                     }
-                    let l = dt.links.as_mut().expect("downstream has links");
+                    let li = dt.links.expect("downstream has links");
                     if let Some(r) = &result {
-                        l.received.push(Arc::clone(r));
+                        self.links.get_mut(li).received.push(Arc::clone(r));
                     }
-                    l.waiting -= 1;
-                    if l.waiting == 0 {
+                    dt.waiting -= 1;
+                    if dt.waiting == 0 {
                         let p = dt.priority;
                         self.make_ready(p, d, after);
                     }
                 }
                 let task = self.tasks.get_mut(id).expect("checked above");
-                if let Some(l) = task.links.as_mut() {
-                    l.downstream = downstream;
+                if let Some(li) = task.links {
+                    self.links.get_mut(li).downstream = downstream;
                 }
                 task.body = Body::Completed { result };
                 self.completed_total += 1;
@@ -1258,7 +1269,8 @@ impl State {
         let failure = Arc::new(failure);
         let task = self.tasks.get_mut(id).expect("failing task is live");
         task.body = Body::Failed(Arc::clone(&failure));
-        let mut queue: VecDeque<u64> = task.links.as_ref().map(|l| l.downstream.iter().collect()).unwrap_or_default();
+        let mut queue: VecDeque<u64> =
+            task.links.map(|li| self.links.get(li).downstream.iter().collect()).unwrap_or_default();
         self.failed_total += 1;
         self.push_event(Ev::Final(id), after);
         while let Some(d) = queue.pop_front() {
@@ -1273,7 +1285,8 @@ impl State {
             if let Body::Pending(job) = mem::replace(&mut dt.body, Body::Failed(Arc::clone(&failure))) {
                 after.free(job.data);
             }
-            if let Some(l) = dt.links.as_mut() {
+            if let Some(li) = dt.links {
+                let l = self.links.get_mut(li);
                 if !l.received.is_empty() {
                     after.garbage(Garbage::Results(mem::take(&mut l.received)));
                 }
@@ -1396,13 +1409,13 @@ impl State {
             let Some(task) = self.tasks.remove(id) else {
                 continue;
             };
-            let Task { body, priority, group, links } = task;
+            let Task { body, priority, group, links, waiting } = task;
             let unfinished = matches!(body, Body::Pending(_) | Body::Running { .. });
             match body {
                 Body::Pending(job) => {
                     report.before_start += 1;
                     self.pending -= 1;
-                    if links.as_ref().map_or(0, |l| l.waiting) == 0 {
+                    if waiting == 0 {
                         self.ready.forget(priority);
                     }
                     after.free(job.data);
@@ -1432,7 +1445,8 @@ impl State {
             }
             self.stopped_total += 1;
             self.groups.leave(group);
-            let Some(mut links) = links else { continue };
+            let Some(li) = links else { continue };
+            let mut links = self.links.remove(li);
             if !links.received.is_empty() {
                 after.garbage(Garbage::Results(mem::take(&mut links.received)));
             }
@@ -1451,9 +1465,8 @@ impl State {
                     if !matches!(dt.body, Body::Pending(_)) {
                         continue;
                     }
-                    let l = dt.links.as_mut().expect("downstream has links");
-                    l.waiting -= 1;
-                    if l.waiting == 0 {
+                    dt.waiting -= 1;
+                    if dt.waiting == 0 {
                         let p = dt.priority;
                         self.make_ready(p, d, after);
                     }
