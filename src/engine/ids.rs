@@ -12,14 +12,14 @@ pub(crate) enum Ids {
 
 impl Ids {
     pub(crate) fn push(&mut self, id: u64) {
-        *self = match std::mem::take(self) {
-            Ids::Empty => Ids::One(id),
-            Ids::One(a) => Ids::Many(vec![a, id]),
-            Ids::Many(mut v) => {
-                v.push(id);
-                Ids::Many(v)
+        match self {
+            Ids::Empty => *self = Ids::One(id),
+            Ids::One(a) => {
+                let a = *a;
+                *self = Ids::Many(vec![a, id]);
             }
-        };
+            Ids::Many(v) => v.push(id),
+        }
     }
 
     pub(crate) fn as_slice(&self) -> &[u64] {

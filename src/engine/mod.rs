@@ -698,9 +698,14 @@ impl Manager {
                         written += 1;
                         if let Some(li) = task.links {
                             let links = st.links.remove(li);
-                            if !links.received.is_empty() {
+                            if links.received.capacity() > 0 {
                                 after.garbage(Garbage::Results(links.received));
+                            } else {
+                                // Nothing allocated: no drop call needed.
+                                mem::forget(links.received);
                             }
+                            drop(links.upstream);
+                            drop(links.downstream);
                         }
                         if let Some(key) = st.groups.leave(task.group) {
                             if written < capacity {
@@ -1036,7 +1041,7 @@ impl State {
             } else {
                 upstream
             };
-            let mut l = Links::default();
+            let mut l_upstream = Ids::default();
             let mut done: Vec<(u64, Arc<ResultSet>)> = Vec::new();
             for &u in ups {
                 let Some(ut) = self.tasks.get_mut(u) else {
@@ -1055,7 +1060,7 @@ impl State {
                 }
                 let li = *ut.links.get_or_insert_with(|| self.links.insert(Links::default()));
                 self.links.get_mut(li).downstream.push(id);
-                l.upstream.push(u);
+                l_upstream.push(u);
             }
             // Already-completed upstream results, in completion order: the
             // order of their final events in the queue.
@@ -1071,8 +1076,8 @@ impl State {
                     .collect();
                 done.sort_by_key(|(u, _)| order.get(u).copied().unwrap_or(usize::MAX));
             }
-            l.received = done.into_iter().map(|(_, r)| r).collect();
-            links = Some(l);
+            let received = if done.is_empty() { Vec::new() } else { done.into_iter().map(|(_, r)| r).collect() };
+            links = Some(Links { upstream: l_upstream, downstream: Ids::default(), received });
         }
 
         if let Some(f) = failed {

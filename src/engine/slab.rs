@@ -9,6 +9,8 @@ use std::num::NonZeroU32;
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LinkId(NonZeroU32);
 
+/// `T::default()` must own no heap memory (freed slots hold one and are
+/// overwritten without being dropped).
 pub(crate) struct Slab<T> {
     items: Vec<T>,
     free: Vec<u32>,
@@ -22,7 +24,9 @@ impl<T: Default> Slab<T> {
     pub(crate) fn insert(&mut self, value: T) -> LinkId {
         let index = match self.free.pop() {
             Some(i) => {
-                self.items[i as usize] = value;
+                // The slot holds the `T::default()` left by `remove`, which
+                // owns nothing (see the type's contract): skip its drop.
+                std::mem::forget(std::mem::replace(&mut self.items[i as usize], value));
                 i
             }
             None => {
