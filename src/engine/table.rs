@@ -53,8 +53,25 @@ impl<T> Table<T> {
 
     /// Inserts the entry for a new id. Ids must be inserted in increasing
     /// order (gaps are allowed).
+    #[inline]
     pub(crate) fn insert(&mut self, id: u64, value: T) {
         debug_assert!(id >= self.issued_end, "ids must be inserted in increasing order");
+        // Common case: the id falls in the last chunk, which exists.
+        let last_chunk = (self.first + self.chunks.len() as u64).wrapping_sub(1);
+        if id >> CHUNK_BITS == last_chunk {
+            if let Some(Some(last)) = self.chunks.back_mut() {
+                last.slots[(id & CHUNK_MASK) as usize] = Some(value);
+                last.live += 1;
+                self.live += 1;
+                self.issued_end = id + 1;
+                return;
+            }
+        }
+        self.insert_slow(id, value);
+    }
+
+    #[inline(never)]
+    fn insert_slow(&mut self, id: u64, value: T) {
         if self.chunks.is_empty() {
             self.first = id >> CHUNK_BITS;
         }
