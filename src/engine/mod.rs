@@ -1203,9 +1203,9 @@ impl State {
                     self.workers[index as usize].stopped.store(false, Ordering::Relaxed);
                     let hooks = match &self.task_hooks {
                         None => None,
-                        Some(h) => Some((Arc::clone(h), self.groups.slot(task_group).key)),
+                        Some(h) => Some(Box::new((Arc::clone(h), self.groups.slot(task_group).key))),
                     };
-                    return Some(RunJob { id, run, data: job.data, received, hooks, worker: index });
+                    return Some(RunJob { id, run, data: job.data, received, hooks });
                 }
                 None => {
                     let gathered = gather(id, job.data, received);
@@ -1525,9 +1525,9 @@ struct RunJob {
     run: TaskFn,
     data: Owned,
     received: Vec<Arc<ResultSet>>,
-    /// Instrumentation hooks and the task's group, only when registered.
-    hooks: Option<(Arc<TaskHooks>, GroupKey)>,
-    worker: u32,
+    /// Instrumentation hooks and the task's group, only when registered
+    /// (boxed: the job is moved a few times per task and should stay small).
+    hooks: Option<Box<(Arc<TaskHooks>, GroupKey)>>,
 }
 
 /// What a running task sees of btm. Lives on the worker's stack for the
@@ -1630,7 +1630,7 @@ fn worker_main(manager: Arc<Manager>, index: u32, stopped: Arc<AtomicBool>) {
         // sleeping.
         manager.run_after(after);
         let Some(job) = next else { break };
-        done = Some(run_job(&manager, job, &stopped));
+        done = Some(run_job(&manager, job, index, &stopped));
     }
     if let Some(h) = &manager.hooks {
         if let Some(stop) = h.on_stop {
@@ -1703,8 +1703,8 @@ fn spin(manager: &Manager) {
     }
 }
 
-fn run_job(manager: &Arc<Manager>, job: RunJob, stopped: &Arc<AtomicBool>) -> (u64, Outcome) {
-    let RunJob { id, run, data, received, hooks, worker } = job;
+fn run_job(manager: &Arc<Manager>, job: RunJob, worker: u32, stopped: &Arc<AtomicBool>) -> (u64, Outcome) {
+    let RunJob { id, run, data, received, hooks } = job;
     let flat: Vec<Value>;
     let (ptr, len) = match received.as_slice() {
         [] => (std::ptr::null(), 0),
@@ -1729,13 +1729,13 @@ fn run_job(manager: &Arc<Manager>, job: RunJob, stopped: &Arc<AtomicBool>) -> (u
             unsafe { f(h.data.data(), id, group.kind as u32, group.value, worker) };
         }
     };
-    if let Some((h, group)) = &hooks {
+    if let Some((h, group)) = hooks.as_deref() {
         hook(h.on_start, h, *group);
     }
     // SAFETY: a host task function with the userdata it was registered with
     // and a context that lives for the whole call.
     unsafe { run(data.data(), &mut ctx) };
-    if let Some((h, group)) = &hooks {
+    if let Some((h, group)) = hooks.as_deref() {
         hook(h.on_end, h, *group);
     }
     drop(data);
