@@ -53,7 +53,7 @@ impl<T> Table<T> {
 
     /// Inserts the entry for a new id. Ids must be inserted in increasing
     /// order (gaps are allowed).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn insert(&mut self, id: u64, value: T) {
         debug_assert!(id >= self.issued_end, "ids must be inserted in increasing order");
         // Common case: the id falls in the last chunk, which exists.
@@ -90,6 +90,7 @@ impl<T> Table<T> {
 
     /// Removes and returns the entry for `id`, freeing its chunk when the
     /// chunk has no live entry left and can receive no new one.
+    #[inline(always)]
     pub(crate) fn remove(&mut self, id: u64) -> Option<T> {
         let (c, s) = self.locate(id)?;
         let chunk = self.chunks.get_mut(c)?.as_mut()?;

@@ -62,6 +62,7 @@ unsafe fn read_ids<'a>(ids: *const btm_task_id, len: usize) -> Result<&'a [u64],
 ///
 /// # Safety
 /// As for `btm_add_task`.
+#[inline]
 unsafe fn add(
     manager: *mut Manager,
     job: Job,
