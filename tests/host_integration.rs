@@ -28,6 +28,26 @@ fn wait_readable(fd: i32, ms: i32) -> bool {
     unsafe { libc::poll(&mut p, 1, ms) == 1 }
 }
 
+/// A pass-through completes in the worker's lock section that takes it; when
+/// it is the last task, the worker then goes idle. Its event must still raise
+/// the descriptor and wake a host waiting for events or for idleness.
+#[test]
+fn a_pass_through_completed_last_raises_the_fd_and_ends_waits() {
+    let _s = serial();
+    let m = manager(1, true);
+    let fd = m.event_fd().unwrap();
+    for round in 0..50 {
+        m.add(btm::engine::Job::pass_through(value(round)), 0, DEFAULT, &[]).unwrap();
+        assert!(wait_readable(fd, 10_000), "round {round}: the fd never became readable");
+        assert_eq!(m.wait_idle(Some(Duration::from_secs(10))), Ok(()), "round {round}");
+        assert_eq!(m.wait_events(Some(Duration::from_secs(10))), Ok(()), "round {round}");
+        let evs = poll(&m);
+        assert_eq!(evs.iter().filter(|e| e.task().is_some()).count(), 1, "round {round}: {evs:?}");
+        assert!(!readable(fd));
+    }
+    finish(m);
+}
+
 #[test]
 fn event_fd_is_readable_exactly_while_events_are_undelivered() {
     let _s = serial();

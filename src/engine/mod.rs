@@ -359,6 +359,10 @@ struct State {
     spawn_failures: u64,
     /// Host waiters in `wait_events` / `wait_idle`.
     host_waiters: usize,
+    /// Of those, the ones in `wait_events` and in `wait_idle`: they are woken
+    /// only when their condition may hold, not by every change.
+    event_waiters: usize,
+    idle_waiters: usize,
     signal: Signal,
     task_hooks: Option<Arc<TaskHooks>>,
 }
@@ -436,6 +440,8 @@ impl Manager {
                 stopped_total: 0,
                 spawn_failures: 0,
                 host_waiters: 0,
+                event_waiters: 0,
+                idle_waiters: 0,
                 signal: Signal { armed: true, ..Signal::default() },
                 task_hooks: None,
             }),
@@ -456,7 +462,7 @@ impl Manager {
         let r = {
             let mut st = self.state.lock();
             let r = f(&mut st, &mut after);
-            after.wake_host |= st.host_waiters > 0;
+            after.wake_host |= st.wake_host_needed();
             st.sync_signal(&mut after);
             r
         };
@@ -750,7 +756,7 @@ impl Manager {
                 // Only stale entries can be left: drop them now.
                 st.events.clear();
             }
-            after.wake_host = st.host_waiters > 0;
+            after.wake_host = st.wake_host_needed();
             st.sync_signal(&mut after);
         }
         self.run_after(after);
@@ -802,7 +808,7 @@ impl Manager {
 
     /// Blocks until an event is pending or `timeout` passes.
     pub fn wait_events(&self, timeout: Option<Duration>) -> Result<(), Error> {
-        self.wait_until(timeout, |st| match (st.deliverable > 0, st.shut_down) {
+        self.wait_until(timeout, Wait::Events, |st| match (st.deliverable > 0, st.shut_down) {
             (true, _) => Some(Ok(())),
             (false, true) => Some(Err(Error::ShutDown)),
             (false, false) => None,
@@ -814,18 +820,23 @@ impl Manager {
         if self.is_current_worker() {
             return Err(Error::WouldDeadlock);
         }
-        self.wait_until(timeout, |st| (st.running == 0 && st.pending == 0).then_some(Ok(())))
+        self.wait_until(timeout, Wait::Idle, |st| (st.running == 0 && st.pending == 0).then_some(Ok(())))
     }
 
     /// Waits on `host_cv` until `check` gives an answer or the deadline.
     fn wait_until(
         &self,
         timeout: Option<Duration>,
+        kind: Wait,
         check: impl Fn(&State) -> Option<Result<(), Error>>,
     ) -> Result<(), Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut st = self.state.lock();
         st.host_waiters += 1;
+        match kind {
+            Wait::Events => st.event_waiters += 1,
+            Wait::Idle => st.idle_waiters += 1,
+        }
         let r = loop {
             if let Some(r) = check(&st) {
                 break r;
@@ -840,6 +851,10 @@ impl Manager {
             }
         };
         st.host_waiters -= 1;
+        match kind {
+            Wait::Events => st.event_waiters -= 1,
+            Wait::Idle => st.idle_waiters -= 1,
+        }
         r
     }
 
@@ -973,7 +988,25 @@ impl Manager {
     }
 }
 
+/// What a host thread blocked in `wait_until` waits for.
+#[derive(Copy, Clone)]
+enum Wait {
+    Events,
+    Idle,
+}
+
 impl State {
+    /// True when a blocked host thread must be woken: one whose condition may
+    /// hold now (events to poll or a shut down for `wait_events`, nothing
+    /// queued or running for `wait_idle`), or any other kind of waiter.
+    #[inline]
+    fn wake_host_needed(&self) -> bool {
+        self.host_waiters > 0
+            && (self.host_waiters > self.event_waiters + self.idle_waiters
+                || (self.event_waiters > 0 && (self.deliverable > 0 || self.shut_down))
+                || (self.idle_waiters > 0 && self.running == 0 && self.pending == 0))
+    }
+
     /// Brings the event descriptor and the notify callback in line with
     /// whether undelivered events exist. Called at the end of every
     /// operation that can change it.
@@ -1174,7 +1207,8 @@ impl State {
     fn push_event(&mut self, ev: Ev, after: &mut After) {
         self.events.push_back(ev);
         self.deliverable += 1;
-        if self.host_waiters > 0 {
+        if self.host_waiters > self.idle_waiters {
+            // An event waiter's condition now holds (or a generic waiter).
             after.wake_host = true;
         }
     }
@@ -1619,7 +1653,7 @@ fn worker_main(manager: Arc<Manager>, index: u32, stopped: Arc<AtomicBool>) {
             let mut st = manager.state.lock();
             if let Some((id, outcome)) = done.take() {
                 st.finish(id, outcome, &mut after);
-                after.wake_host |= st.host_waiters > 0;
+                after.wake_host |= st.wake_host_needed();
                 st.sync_signal(&mut after);
             }
             next_job(&manager, &mut st, index, &mut after)
@@ -1659,8 +1693,13 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
             return None;
         }
         if st.processing {
-            if let Some(job) = st.take_next(index, after) {
-                return Some(job);
+            let job = st.take_next(index, after);
+            // Taking may have completed pass-through tasks: announce their
+            // events and wake a host waiting for them or for idleness.
+            after.wake_host |= st.wake_host_needed();
+            st.sync_signal(after);
+            if job.is_some() {
+                return job;
             }
         }
         if !after.is_empty() {
