@@ -218,12 +218,6 @@ struct Task {
     waiting: u32,
 }
 
-impl Task {
-    fn waiting(&self) -> u32 {
-        self.waiting
-    }
-}
-
 enum Ev {
     Final(u64),
     Progress(u64),
@@ -462,7 +456,6 @@ impl Manager {
         let r = {
             let mut st = self.state.lock();
             let r = f(&mut st, &mut after);
-            after.wake_host |= st.wake_host_needed();
             st.sync_signal(&mut after);
             r
         };
@@ -627,7 +620,7 @@ impl Manager {
                 return Err(Error::NotQueued);
             }
             let old = mem::replace(&mut task.priority, priority);
-            if old != priority && task.waiting() == 0 {
+            if old != priority && task.waiting == 0 {
                 st.ready.forget(old);
                 st.ready.push(priority, id);
                 st.provision(after);
@@ -710,8 +703,6 @@ impl Manager {
                                 // Nothing allocated: no drop call needed.
                                 mem::forget(links.received);
                             }
-                            drop(links.upstream);
-                            drop(links.downstream);
                         }
                         if let Some(key) = st.groups.leave(task.group) {
                             if written < capacity {
@@ -756,7 +747,6 @@ impl Manager {
                 // Only stale entries can be left: drop them now.
                 st.events.clear();
             }
-            after.wake_host = st.wake_host_needed();
             st.sync_signal(&mut after);
         }
         self.run_after(after);
@@ -891,7 +881,7 @@ impl Manager {
                 continue;
             };
             let i = match task.body {
-                Body::Pending(_) if task.waiting() == 0 => 0,
+                Body::Pending(_) if task.waiting == 0 => 0,
                 Body::Pending(_) => 1,
                 Body::Running { .. } => 2,
                 Body::Completed { .. } | Body::Failed(_) => 3,
@@ -1008,10 +998,12 @@ impl State {
     }
 
     /// Brings the event descriptor and the notify callback in line with
-    /// whether undelivered events exist. Called at the end of every
-    /// operation that can change it.
+    /// whether undelivered events exist, and wakes blocked host threads whose
+    /// condition may hold. Called at the end of every lock section that can
+    /// change either.
     #[inline]
     fn sync_signal(&mut self, after: &mut After) {
+        after.wake_host |= self.wake_host_needed();
         if (self.deliverable > 0) != self.signal.raised {
             self.sync_signal_slow(after);
         }
@@ -1125,7 +1117,7 @@ impl State {
             let links = links.map(|l| self.links.insert(l));
             self.tasks.insert(id, Task { body: Body::Failed(f), priority, group: group_index, links, waiting: 0 });
             self.failed_total += 1;
-            self.push_event(Ev::Final(id), after);
+            self.push_event(Ev::Final(id));
             return Ok(id);
         }
 
@@ -1204,13 +1196,9 @@ impl State {
         }
     }
 
-    fn push_event(&mut self, ev: Ev, after: &mut After) {
+    fn push_event(&mut self, ev: Ev) {
         self.events.push_back(ev);
         self.deliverable += 1;
-        if self.host_waiters > self.idle_waiters {
-            // An event waiter's condition now holds (or a generic waiter).
-            after.wake_host = true;
-        }
     }
 
     /// Takes the next ready task for worker `index`. Pass-through tasks are
@@ -1221,7 +1209,7 @@ impl State {
             let Some(task) = self.tasks.get_mut(id) else {
                 continue;
             };
-            if task.priority != priority || task.waiting() != 0 || !matches!(task.body, Body::Pending(_)) {
+            if task.priority != priority || task.waiting != 0 || !matches!(task.body, Body::Pending(_)) {
                 continue; // stale entry
             }
             self.ready.taken(priority);
@@ -1262,7 +1250,7 @@ impl State {
             if let Outcome::Completed(result) = outcome {
                 task.body = Body::Completed { result: result.map(Arc::new) };
                 self.completed_total += 1;
-                self.push_event(Ev::Final(id), after);
+                self.push_event(Ev::Final(id));
                 return;
             }
             let Outcome::Failed(failure) = outcome else { unreachable!() };
@@ -1297,7 +1285,7 @@ impl State {
                 }
                 task.body = Body::Completed { result };
                 self.completed_total += 1;
-                self.push_event(Ev::Final(id), after);
+                self.push_event(Ev::Final(id));
             }
             Outcome::Failed(failure) => self.fail(id, failure, after),
         }
@@ -1311,7 +1299,7 @@ impl State {
         let mut queue: VecDeque<u64> =
             task.links.map(|li| self.links.get(li).downstream.iter().collect()).unwrap_or_default();
         self.failed_total += 1;
-        self.push_event(Ev::Final(id), after);
+        self.push_event(Ev::Final(id));
         while let Some(d) = queue.pop_front() {
             let Some(dt) = self.tasks.get_mut(d) else {
                 continue;
@@ -1319,7 +1307,7 @@ impl State {
             if !matches!(dt.body, Body::Pending(_)) {
                 continue;
             }
-            let was_ready = dt.waiting() == 0;
+            let was_ready = dt.waiting == 0;
             let priority = dt.priority;
             if let Body::Pending(job) = mem::replace(&mut dt.body, Body::Failed(Arc::clone(&failure))) {
                 after.free(job.data);
@@ -1336,7 +1324,7 @@ impl State {
             }
             self.pending -= 1;
             self.failed_total += 1;
-            self.push_event(Ev::Final(d), after);
+            self.push_event(Ev::Final(d));
         }
     }
 
@@ -1526,7 +1514,7 @@ impl State {
             }
             None => {
                 self.progress.insert(id, Progress { fraction, message });
-                self.push_event(Ev::Progress(id), after);
+                self.push_event(Ev::Progress(id));
             }
         }
         true
@@ -1652,9 +1640,8 @@ fn worker_main(manager: Arc<Manager>, index: u32, stopped: Arc<AtomicBool>) {
         let next = {
             let mut st = manager.state.lock();
             if let Some((id, outcome)) = done.take() {
+                // Announced by `next_job`, which ends this lock section.
                 st.finish(id, outcome, &mut after);
-                after.wake_host |= st.wake_host_needed();
-                st.sync_signal(&mut after);
             }
             next_job(&manager, &mut st, index, &mut after)
         };
@@ -1681,7 +1668,10 @@ fn worker_main(manager: Arc<Manager>, index: u32, stopped: Arc<AtomicBool>) {
 }
 
 /// Finds the next job for a worker, spinning briefly and then sleeping when
-/// there is none. Returns `None` when the worker must exit.
+/// there is none. Returns `None` when the worker must exit. Every way out of
+/// the lock (returning, spinning, sleeping) first syncs the signals for what
+/// this lock section changed (the previous task's outcome, pass-through
+/// tasks completed while taking).
 fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, after: &mut After) -> Option<RunJob> {
     let mut spun = false;
     loop {
@@ -1690,17 +1680,13 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
             // counting against `max_threads` now, so that exactly the extra
             // threads retire.
             st.threads -= 1;
+            st.sync_signal(after);
             return None;
         }
-        if st.processing {
-            let job = st.take_next(index, after);
-            // Taking may have completed pass-through tasks: announce their
-            // events and wake a host waiting for them or for idleness.
-            after.wake_host |= st.wake_host_needed();
-            st.sync_signal(after);
-            if job.is_some() {
-                return job;
-            }
+        let job = if st.processing { st.take_next(index, after) } else { None };
+        st.sync_signal(after);
+        if job.is_some() {
+            return job;
         }
         if !after.is_empty() {
             // Never sleep on pending work for others (a host waiting for an

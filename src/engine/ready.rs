@@ -51,13 +51,13 @@ impl Level {
     }
 }
 
-/// Priority-ordered queue of ready task ids. Levels are kept in a vector
-/// sorted by descending priority: hosts use a handful of priorities, so a
-/// short binary search beats a tree, and the best level is always first.
 /// Largest FIFO or heap (in entries, 256 KiB of FIFO) a dropped level may
 /// keep as the spare.
 const SPARE_MAX: usize = 1 << 16;
 
+/// Priority-ordered queue of ready task ids. Levels are kept in a vector
+/// sorted by descending priority: hosts use a handful of priorities, so a
+/// short binary search beats a tree, and the best level is always first.
 #[derive(Default)]
 pub(crate) struct ReadyQueue {
     levels: Vec<(i32, Level)>,
