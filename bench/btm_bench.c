@@ -6,6 +6,9 @@
  * including every free call), w4 (round trip, 10,000 times; w4fd: the host
  * sleeps in btm_wait_events instead of spinning on poll), w5 (bytes per
  * queued task), w6 (w1 with 4 priority levels).
+ * With BTM_BENCH_BULK=K in the environment, w1 and w6 add their tasks with
+ * btm_add_tasks, K per call (the "btm_bulk" row of bench/run.py); the other
+ * workloads then print "unsupported" (they are btm's own row).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "btm.h"
@@ -42,7 +45,7 @@ static void add(btm_manager *m, int prio, const btm_task_id *ups, size_t n_ups, 
 static btm_manager *make(int start) {
     btm_config cfg;
     btm_config_init(&cfg);
-    cfg.max_threads = 2;
+    cfg.max_threads = getenv("BTM_BENCH_THREADS") ? atoi(getenv("BTM_BENCH_THREADS")) : 2;
     cfg.start_processing = start != 0;
     btm_manager *m = NULL;
     if (btm_create(&cfg, &m) != BTM_STATUS_OK) {
@@ -102,15 +105,44 @@ int main(int argc, char **argv) {
     btm_manager *m;
     btm_task_id id;
 
+    const char *bulk_env = getenv("BTM_BENCH_BULK");
+    size_t bulk = bulk_env ? (size_t)strtoull(bulk_env, NULL, 10) : 0;
+    if (bulk && strcmp(w, "w1") && strcmp(w, "w6")) {
+        printf("{\"peer\":\"btm_bulk\",\"workload\":\"%s\",\"unsupported\":\"measured on W1 and W6 only; "
+               "see btm's row\"}\n", w);
+        return 0;
+    }
     if (!strcmp(w, "w1") || !strcmp(w, "w6")) {
         int levels = !strcmp(w, "w6") ? 4 : 1;
         m = make(1);
+        btm_task_desc *descs = NULL;
+        btm_task_id *ids = NULL;
+        if (bulk) {
+            descs = calloc(bulk, sizeof *descs);
+            ids = malloc(bulk * sizeof *ids);
+            if (!descs || !ids) return 1;
+            for (size_t i = 0; i < bulk; i++) descs[i].task_fn = empty_task;
+        }
         double t0 = now_ns();
-        for (size_t i = 0; i < n; i++) add(m, (int)(i % (size_t)levels), NULL, 0, &id);
+        if (bulk) {
+            for (size_t i = 0; i < n;) {
+                size_t k = n - i < bulk ? n - i : bulk;
+                for (size_t j = 0; j < k; j++) descs[j].priority = (int)((i + j) % (size_t)levels);
+                if (btm_add_tasks(m, descs, k, ids) != BTM_STATUS_OK) {
+                    fprintf(stderr, "btm_add_tasks failed\n");
+                    return 1;
+                }
+                i += k;
+            }
+        } else {
+            for (size_t i = 0; i < n; i++) add(m, (int)(i % (size_t)levels), NULL, 0, &id);
+        }
         drain(m, n, 0);
         double t = now_ns() - t0;
-        printf("{\"peer\":\"btm\",\"workload\":\"%s\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", w, n, t / (double)n,
-               t / 1e6);
+        free(descs);
+        free(ids);
+        printf("{\"peer\":\"%s\",\"workload\":\"%s\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n",
+               bulk ? "btm_bulk" : "btm", w, n, t / (double)n, t / 1e6);
     } else if (!strcmp(w, "w2a")) {
         size_t chains = 1000, len = 100;
         m = make(1);

@@ -44,6 +44,13 @@
 #define BTM_WAIT_FOREVER UINT32_MAX
 
 /**
+ * `btm_task_desc.flags`: the task is a pass-through task (as added by
+ * `btm_add_pass_through_task`): `task_fn` must be NULL and `userdata` /
+ * `userdata_free` are its payload.
+ */
+#define BTM_TASK_PASS_THROUGH 1
+
+/**
  * Result of every fallible btm function. 0 is success; the numbers are part
  * of the ABI and are never reused or renumbered. `btm_status_str` describes
  * each one.
@@ -472,6 +479,50 @@ typedef void (*btm_task_hook_fn)(void *userdata,
  */
 typedef void (*btm_task_fn)(void *userdata,
                             struct btm_task_context *context);
+
+/**
+ * One task of `btm_add_tasks`: the arguments of `btm_add_task` (or, with
+ * `BTM_TASK_PASS_THROUGH`, of `btm_add_pass_through_task`). A
+ * zero-initialised descriptor plus `task_fn` is a task of priority 0 in the
+ * default group with no upstream.
+ */
+typedef struct btm_task_desc {
+    /**
+     * The task function; required unless `flags` has
+     * `BTM_TASK_PASS_THROUGH`, in which case it must be NULL.
+     */
+    btm_task_fn task_fn;
+    /**
+     * The task's userdata (a pass-through's payload); may be NULL.
+     */
+    void *userdata;
+    /**
+     * Frees `userdata`, exactly once, as for `btm_add_task`; may be NULL.
+     */
+    btm_free_fn userdata_free;
+    /**
+     * The task's group, by value: all zero is the default group.
+     */
+    struct btm_group group;
+    /**
+     * Tasks that must complete first, as for `btm_add_task`; they must
+     * have been added before this call. May be NULL when `upstream_len`
+     * is 0.
+     */
+    const btm_task_id *upstream;
+    /**
+     * Number of ids in `upstream`.
+     */
+    size_t upstream_len;
+    /**
+     * Higher runs first, as for `btm_add_task`.
+     */
+    int32_t priority;
+    /**
+     * 0 or `BTM_TASK_PASS_THROUGH`; other bits are rejected.
+     */
+    uint32_t flags;
+} btm_task_desc;
 
 /**
  * What a stop reached, by the state each stopped task was in. Add the
@@ -1017,6 +1068,48 @@ btm_status btm_add_pass_through_task(struct btm_manager *manager,
                                      void *payload,
                                      btm_free_fn payload_free,
                                      btm_task_id *task_id_out);
+
+/**
+ * Adds `count` tasks in one call (one lock section), all of them or none,
+ * and writes their ids, in order, to `task_ids_out`. Cheaper per task than
+ * `btm_add_task` (one boundary crossing and one lock for the whole array),
+ * which matters most through P/Invoke or ctypes. A large array holds btm's
+ * lock for its whole length (workers finishing tasks wait meanwhile):
+ * arrays of a few hundred to a few thousand tasks are the sweet spot.
+ *
+ * - `tasks`: `count` descriptors (see `btm_task_desc`); btm reads them
+ *   during the call only.
+ * - Ownership of **every** descriptor's `userdata` passes to btm on every
+ *   call, as for `btm_add_task`: when the call fails, every userdata is
+ *   freed (on the calling thread, before returning), none is added and no
+ *   id is issued.
+ * - Upstream ids must have been issued before this call: a task cannot
+ *   wait for another task of the same array.
+ * - `count` 0 adds nothing and returns OK (`tasks` and `task_ids_out` may
+ *   then be NULL).
+ *
+ * Errors, checked in this order: `NULL_ARGUMENT` (manager, then
+ * `task_ids_out`); `INVALID_ARGUMENT` (`tasks` NULL with a count: nothing
+ * can be read, so nothing is freed); then the descriptors in array order,
+ * the first bad one deciding: `NULL_ARGUMENT` (`task_fn` missing),
+ * `INVALID_ARGUMENT` (unknown `flags` bits, `task_fn` set on a
+ * pass-through, `upstream` NULL with a length), `INVALID_GROUP` (a `kind`
+ * out of range); then `SHUT_DOWN`; then again in array order
+ * `INVALID_GROUP` (a named group never interned) and `UNKNOWN_UPSTREAM`.
+ *
+ * Threads: any, including inside a running task. Calls back only the
+ * `userdata_free` functions, on error, after every btm lock is released.
+ *
+ * # Safety
+ * `manager` NULL or live; `tasks` NULL or valid for `count` reads, each
+ * descriptor's `upstream` NULL or valid for `upstream_len` reads;
+ * `task_ids_out` NULL or valid for `count` writes; the function pointers
+ * safe to call from any thread.
+ */
+btm_status btm_add_tasks(struct btm_manager *manager,
+                         const struct btm_task_desc *tasks,
+                         size_t count,
+                         btm_task_id *task_ids_out);
 
 /**
  * Stops a task. With `stop_upstream` / `stop_downstream` (the original's

@@ -68,6 +68,18 @@ pub enum Error {
     NotQueued,
 }
 
+/// One task of [`Manager::add_many`]: the arguments of [`Manager::add`].
+pub struct NewTask<'a> {
+    /// The task function and its data (or a pass-through's payload).
+    pub job: Job,
+    /// Higher runs first.
+    pub priority: i32,
+    /// The task's group.
+    pub group: GroupKey,
+    /// Tasks that must complete first (issued before the batch).
+    pub upstream: &'a [u64],
+}
+
 /// Host callbacks run on worker threads, with their shared userdata.
 pub struct ThreadHooks {
     /// Called on each new worker thread before it runs any task.
@@ -522,6 +534,32 @@ impl Manager {
                 rejected = Some(job);
                 Err(e)
             }
+        });
+        drop(rejected);
+        r
+    }
+
+    /// Adds every task of `tasks` in one lock section, or none of them.
+    /// Ids are written to `ids` (as long as `tasks`) in order. Every check
+    /// of [`Manager::add`] runs for every task before the first is added;
+    /// on error nothing is added, no id is issued and every job is dropped
+    /// (its data freed) on the calling thread before returning.
+    pub fn add_many(self: &Arc<Self>, tasks: Vec<NewTask<'_>>, ids: &mut [u64]) -> Result<(), Error> {
+        debug_assert_eq!(tasks.len(), ids.len());
+        let mut rejected = None;
+        let r = self.locked(|st, after| {
+            if let Err(e) = st.check_many(&tasks) {
+                rejected = Some(tasks);
+                return Err(e);
+            }
+            for (t, out) in tasks.into_iter().zip(ids.iter_mut()) {
+                match st.add(t.job, t.priority, t.group, t.upstream, after) {
+                    Ok(id) => *out = id,
+                    // Checked above, under the same lock: cannot happen.
+                    Err((_, job)) => after.free(job.data),
+                }
+            }
+            Ok(())
         });
         drop(rejected);
         r
@@ -1026,6 +1064,23 @@ impl State {
                 after.heavy().notify = Some(Arc::clone(n));
             }
         }
+    }
+
+    /// The checks of [`State::add`] for a whole batch, before any is added
+    /// (an upstream must be issued before the batch).
+    fn check_many(&self, tasks: &[NewTask<'_>]) -> Result<(), Error> {
+        if self.shut_down {
+            return Err(Error::ShutDown);
+        }
+        for t in tasks {
+            if !self.groups.is_valid(t.group) {
+                return Err(Error::InvalidGroup);
+            }
+            if t.upstream.iter().any(|&u| u == 0 || u >= self.next_id) {
+                return Err(Error::UnknownUpstream);
+            }
+        }
+        Ok(())
     }
 
     fn add(

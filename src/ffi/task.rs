@@ -2,7 +2,7 @@
 
 use std::ffi::c_void;
 
-use crate::engine::{Job, Manager, Owned, StopReport, TaskContext};
+use crate::engine::{Job, Manager, NewTask, Owned, StopReport, TaskContext};
 
 use super::manager::{btm_free_fn, btm_group, read_group};
 use super::status::btm_status;
@@ -182,6 +182,147 @@ pub unsafe extern "C" fn btm_add_pass_through_task(
         let data = Owned::new(payload, payload_free);
         // SAFETY: caller contract.
         unsafe { add(manager, Job { run: None, data }, priority, group, upstream, upstream_len, task_id_out) }
+    })
+}
+
+/// `btm_task_desc.flags`: the task is a pass-through task (as added by
+/// `btm_add_pass_through_task`): `task_fn` must be NULL and `userdata` /
+/// `userdata_free` are its payload.
+pub const BTM_TASK_PASS_THROUGH: u32 = 1;
+
+/// One task of `btm_add_tasks`: the arguments of `btm_add_task` (or, with
+/// `BTM_TASK_PASS_THROUGH`, of `btm_add_pass_through_task`). A
+/// zero-initialised descriptor plus `task_fn` is a task of priority 0 in the
+/// default group with no upstream.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct btm_task_desc {
+    /// The task function; required unless `flags` has
+    /// `BTM_TASK_PASS_THROUGH`, in which case it must be NULL.
+    pub task_fn: btm_task_fn,
+    /// The task's userdata (a pass-through's payload); may be NULL.
+    pub userdata: *mut c_void,
+    /// Frees `userdata`, exactly once, as for `btm_add_task`; may be NULL.
+    pub userdata_free: btm_free_fn,
+    /// The task's group, by value: all zero is the default group.
+    pub group: btm_group,
+    /// Tasks that must complete first, as for `btm_add_task`; they must
+    /// have been added before this call. May be NULL when `upstream_len`
+    /// is 0.
+    pub upstream: *const btm_task_id,
+    /// Number of ids in `upstream`.
+    pub upstream_len: usize,
+    /// Higher runs first, as for `btm_add_task`.
+    pub priority: i32,
+    /// 0 or `BTM_TASK_PASS_THROUGH`; other bits are rejected.
+    pub flags: u32,
+}
+
+/// Reads one descriptor into the engine's form, taking ownership of its
+/// userdata. On error the userdata is dropped (freed) here.
+///
+/// # Safety
+/// `d.upstream` NULL or valid for `d.upstream_len` reads, as long as `'a`.
+unsafe fn read_desc<'a>(d: &btm_task_desc) -> Result<NewTask<'a>, btm_status> {
+    let data = Owned::new(d.userdata, d.userdata_free);
+    let run = match (d.flags, d.task_fn) {
+        (0, Some(run)) => Some(run),
+        (0, None) => return Err(btm_status::BTM_STATUS_NULL_ARGUMENT),
+        (BTM_TASK_PASS_THROUGH, None) => None,
+        _ => return Err(btm_status::BTM_STATUS_INVALID_ARGUMENT),
+    };
+    // SAFETY: a local copy, readable.
+    let group = unsafe { read_group(&d.group) }?;
+    // SAFETY: caller contract.
+    let upstream = unsafe { read_ids(d.upstream, d.upstream_len) }?;
+    Ok(NewTask { job: Job { run, data }, priority: d.priority, group, upstream })
+}
+
+/// Adds `count` tasks in one call (one lock section), all of them or none,
+/// and writes their ids, in order, to `task_ids_out`. Cheaper per task than
+/// `btm_add_task` (one boundary crossing and one lock for the whole array),
+/// which matters most through P/Invoke or ctypes. A large array holds btm's
+/// lock for its whole length (workers finishing tasks wait meanwhile):
+/// arrays of a few hundred to a few thousand tasks are the sweet spot.
+///
+/// - `tasks`: `count` descriptors (see `btm_task_desc`); btm reads them
+///   during the call only.
+/// - Ownership of **every** descriptor's `userdata` passes to btm on every
+///   call, as for `btm_add_task`: when the call fails, every userdata is
+///   freed (on the calling thread, before returning), none is added and no
+///   id is issued.
+/// - Upstream ids must have been issued before this call: a task cannot
+///   wait for another task of the same array.
+/// - `count` 0 adds nothing and returns OK (`tasks` and `task_ids_out` may
+///   then be NULL).
+///
+/// Errors, checked in this order: `NULL_ARGUMENT` (manager, then
+/// `task_ids_out`); `INVALID_ARGUMENT` (`tasks` NULL with a count: nothing
+/// can be read, so nothing is freed); then the descriptors in array order,
+/// the first bad one deciding: `NULL_ARGUMENT` (`task_fn` missing),
+/// `INVALID_ARGUMENT` (unknown `flags` bits, `task_fn` set on a
+/// pass-through, `upstream` NULL with a length), `INVALID_GROUP` (a `kind`
+/// out of range); then `SHUT_DOWN`; then again in array order
+/// `INVALID_GROUP` (a named group never interned) and `UNKNOWN_UPSTREAM`.
+///
+/// Threads: any, including inside a running task. Calls back only the
+/// `userdata_free` functions, on error, after every btm lock is released.
+///
+/// # Safety
+/// `manager` NULL or live; `tasks` NULL or valid for `count` reads, each
+/// descriptor's `upstream` NULL or valid for `upstream_len` reads;
+/// `task_ids_out` NULL or valid for `count` writes; the function pointers
+/// safe to call from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn btm_add_tasks(
+    manager: *mut Manager,
+    tasks: *const btm_task_desc,
+    count: usize,
+    task_ids_out: *mut btm_task_id,
+) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        if count == 0 {
+            let _m = manager_or_return!(manager);
+            return btm_status::BTM_STATUS_OK;
+        }
+        if tasks.is_null() || count > isize::MAX as usize / std::mem::size_of::<btm_task_desc>() {
+            // Nothing readable, so nothing to free.
+            return if manager.is_null() || task_ids_out.is_null() {
+                btm_status::BTM_STATUS_NULL_ARGUMENT
+            } else {
+                btm_status::BTM_STATUS_INVALID_ARGUMENT
+            };
+        }
+        // SAFETY: non-NULL and valid for `count` reads per the contract.
+        let descs = unsafe { std::slice::from_raw_parts(tasks, count) };
+        // Every descriptor is read (taking ownership of its userdata) even
+        // after an error, so that every userdata is freed exactly once.
+        let mut batch = Vec::with_capacity(count);
+        let mut status = btm_status::BTM_STATUS_OK;
+        for d in descs {
+            // SAFETY: caller contract.
+            match unsafe { read_desc(d) } {
+                Ok(t) => batch.push(t),
+                Err(s) if status == btm_status::BTM_STATUS_OK => status = s,
+                Err(_) => {}
+            }
+        }
+        let m = manager_or_return!(manager);
+        if task_ids_out.is_null() {
+            return btm_status::BTM_STATUS_NULL_ARGUMENT;
+        }
+        if status != btm_status::BTM_STATUS_OK {
+            return status;
+        }
+        let mut ids = vec![0u64; count];
+        match m.add_many(batch, &mut ids) {
+            Ok(()) => {
+                // SAFETY: as above.
+                unsafe { std::ptr::copy_nonoverlapping(ids.as_ptr(), task_ids_out, count) };
+                btm_status::BTM_STATUS_OK
+            }
+            Err(e) => e.into(),
+        }
     })
 }
 
