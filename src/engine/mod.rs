@@ -1454,14 +1454,17 @@ impl State {
     /// when its chunks are dropped after the lock is released. Returns the
     /// number stopped, or `None` (nothing done) if the case does not apply.
     fn stop_all_queued(&mut self, after: &mut After) -> Option<u64> {
-        let simple = |t: &Task| t.links.is_none() && matches!(t.body, Body::Pending(_));
+        // Every live task pending, and none with links: a task's link
+        // record lives exactly as long as the task (removed with it when it
+        // is polled or stopped), so an empty slab means no task has one.
         if self.tasks.len() == 0
             || self.tasks.len() != self.pending
             || !self.progress.is_empty()
-            || !self.tasks.all(simple)
+            || !self.links.is_empty()
         {
             return None;
         }
+        debug_assert!(self.tasks.all(|t| t.links.is_none() && matches!(t.body, Body::Pending(_))));
         let n = self.tasks.len();
         let chunks = self.tasks.take_all();
         self.ready.clear();

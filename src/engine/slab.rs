@@ -50,6 +50,11 @@ impl<T: Default> Slab<T> {
         value
     }
 
+    /// True when no entry is in use.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.len() == self.free.len()
+    }
+
     pub(crate) fn get(&self, id: LinkId) -> &T {
         &self.items[id.0.get() as usize - 1]
     }
@@ -74,7 +79,9 @@ mod tests {
         assert_eq!(s.get(b), &vec![2]);
         s.get_mut(c).push(4);
         assert_eq!(s.remove(c), vec![3, 4]);
+        assert!(!s.is_empty());
         assert_eq!(s.remove(b), vec![2]);
+        assert!(s.is_empty());
         assert_eq!(s.items.capacity(), 0, "all free: memory given back");
     }
 }
