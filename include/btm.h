@@ -1091,11 +1091,12 @@ btm_status btm_add_pass_through_task(struct btm_manager *manager,
  * Errors, checked in this order: `NULL_ARGUMENT` (manager, then
  * `task_ids_out`); `INVALID_ARGUMENT` (`tasks` NULL with a count: nothing
  * can be read, so nothing is freed); then the descriptors in array order,
- * the first bad one deciding: `NULL_ARGUMENT` (`task_fn` missing),
- * `INVALID_ARGUMENT` (unknown `flags` bits, `task_fn` set on a
- * pass-through, `upstream` NULL with a length), `INVALID_GROUP` (a `kind`
- * out of range); then `SHUT_DOWN`; then again in array order
- * `INVALID_GROUP` (a named group never interned) and `UNKNOWN_UPSTREAM`.
+ * the first bad one deciding, each checked for: `NULL_ARGUMENT`
+ * (`task_fn` missing) or `INVALID_ARGUMENT` (unknown `flags` bits,
+ * `task_fn` set on a pass-through), then `INVALID_GROUP` (a `kind` out of
+ * range), then `INVALID_ARGUMENT` (`upstream` NULL with a length); then
+ * `SHUT_DOWN`; then again the descriptors in array order, each checked for
+ * `INVALID_GROUP` (a named group never interned), then `UNKNOWN_UPSTREAM`.
  *
  * Threads: any, including inside a running task. Calls back only the
  * `userdata_free` functions, on error, after every btm lock is released.

@@ -665,7 +665,7 @@ static void wd_arm(bool running) {
 
 static const test_case *const all_tables[] = {
     tests_order, tests_deps, tests_groups, tests_stops, tests_lifecycle, tests_reentrant,
-    tests_bad_input,
+    tests_bad_input, tests_bulk,
 };
 
 int main(int argc, char **argv) {

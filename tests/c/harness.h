@@ -125,6 +125,7 @@ extern const test_case tests_stops[];
 extern const test_case tests_lifecycle[];
 extern const test_case tests_reentrant[];
 extern const test_case tests_bad_input[];
+extern const test_case tests_bulk[];
 
 /* ------------------------------------------------------------------ */
 /* Tracked objects: every void* handed to btm                          */
