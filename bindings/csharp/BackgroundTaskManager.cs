@@ -361,6 +361,123 @@ namespace Btm
             return id;
         }
 
+        /// <summary>
+        /// Adds every task of <paramref name="tasks"/> in one native call (one
+        /// lock section in btm), all of them or none; returns their ids in
+        /// order: one P/Invoke for the whole list.
+        /// Upstream ids must have been issued before this call (an entry cannot
+        /// wait for another entry of the same list). On a BtmException nothing
+        /// was added, no id was issued and no task runs. An empty list adds
+        /// nothing. Lists of a few hundred to a few thousand tasks work best
+        /// (btm holds its lock for the whole list).
+        /// </summary>
+        /// <exception cref="ArgumentNullException"><paramref name="tasks"/> is null.</exception>
+        /// <exception cref="ArgumentException">An entry is <c>default(TaskSpec)</c>.</exception>
+        /// <exception cref="BtmException">btm rejected the list (e.g. UnknownUpstream, ShutDown).</exception>
+        public ulong[] AddTasks(IReadOnlyList<TaskSpec> tasks)
+        {
+            if (tasks == null)
+            {
+                throw new ArgumentNullException("tasks");
+            }
+            ThrowIfDisposed();
+            int count = tasks.Count;
+            var descs = new BtmTaskDesc[count];
+            var targets = new object[count];
+            var ids = new ulong[count];
+
+            // 1. Everything that may throw before native code owns anything:
+            //    validation, group interning, the upstream buffer. No GCHandle yet.
+            var upstreamArrays = new ulong[count][];
+            int upstreamTotal = 0;
+            for (int i = 0; i < count; i++)
+            {
+                TaskSpec spec = tasks[i];
+                if (!spec.IsValid)
+                {
+                    throw new ArgumentException("tasks[" + i + "] is default(TaskSpec): create entries with new TaskSpec(task, ...) or TaskSpec.PassThrough(...)", "tasks");
+                }
+                targets[i] = spec.CreateUserdataTarget();
+                descs[i].task_fn = spec.IsPassThrough ? IntPtr.Zero : Bridge.RunTaskFnPtr;
+                descs[i].userdata_free = Bridge.FreeHandleFnPtr;
+                descs[i].group = ToNative(spec.Group);
+                descs[i].priority = spec.Priority;
+                descs[i].flags = spec.IsPassThrough ? NativeMethods.TaskPassThrough : 0u;
+                ulong[] upstream = spec.Upstream;
+                if (upstream != null && upstream.Length > 0)
+                {
+                    upstreamArrays[i] = upstream;
+                    upstreamTotal = checked(upstreamTotal + upstream.Length);
+                }
+            }
+            // Every entry's upstream ids, copied into one buffer that is pinned
+            // for the call (one pin, and a snapshot the caller cannot change
+            // under btm); each descriptor points into it.
+            ulong[] upstreamBuffer = upstreamTotal == 0 ? null : new ulong[upstreamTotal];
+            if (upstreamBuffer != null)
+            {
+                int offset = 0;
+                for (int i = 0; i < count; i++)
+                {
+                    ulong[] upstream = upstreamArrays[i];
+                    if (upstream != null)
+                    {
+                        Array.Copy(upstream, 0, upstreamBuffer, offset, upstream.Length);
+                        descs[i].upstream_len = (UIntPtr)(uint)upstream.Length;
+                        offset += upstream.Length;
+                    }
+                }
+            }
+
+            // 2. The GCHandles and the call. btm owns every userdata from the
+            //    moment the call reaches it, even a failing one (it frees each
+            //    through FreeHandle); before that, they are ours to free.
+            GCHandle pin = default(GCHandle);
+            int allocated = 0;
+            BtmStatus status = BtmStatus.Panic;
+            bool reachedNative = false;
+            try
+            {
+                if (upstreamBuffer != null)
+                {
+                    pin = GCHandle.Alloc(upstreamBuffer, GCHandleType.Pinned);
+                    IntPtr address = pin.AddrOfPinnedObject();
+                    int offset = 0;
+                    for (int i = 0; i < count; i++)
+                    {
+                        int len = (int)descs[i].upstream_len.ToUInt32();
+                        if (len > 0)
+                        {
+                            descs[i].upstream = IntPtr.Add(address, offset * sizeof(ulong));
+                            offset += len;
+                        }
+                    }
+                }
+                for (; allocated < count; allocated++)
+                {
+                    descs[allocated].userdata = Bridge.Alloc(targets[allocated]);
+                }
+                status = NativeMethods.btm_add_tasks(handle, descs, (UIntPtr)(uint)count, ids);
+                reachedNative = true;
+            }
+            finally
+            {
+                if (pin.IsAllocated)
+                {
+                    pin.Free();
+                }
+                if (!reachedNative)
+                {
+                    for (int i = 0; i < allocated; i++)
+                    {
+                        Bridge.FreeHandle(descs[i].userdata);
+                    }
+                }
+            }
+            BtmException.ThrowIfFailed(status, "btm_add_tasks");
+            return ids;
+        }
+
         /// <summary>A numbered group this manager has never returned before (1, 2, 3...).</summary>
         public TaskGroup NextGroupId()
         {

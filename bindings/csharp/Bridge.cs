@@ -67,6 +67,11 @@ namespace Btm
         internal static readonly BtmTaskHookFn TaskStartHookFn = TaskStartHook;
         internal static readonly BtmTaskHookFn TaskEndHookFn = TaskEndHook;
 
+        // The same callbacks as raw pointers, for structs that must stay
+        // blittable (btm_task_desc). The delegates above keep them alive.
+        internal static readonly IntPtr RunTaskFnPtr = Marshal.GetFunctionPointerForDelegate(RunTaskFn);
+        internal static readonly IntPtr FreeHandleFnPtr = Marshal.GetFunctionPointerForDelegate(FreeHandleFn);
+
         internal static long LiveHandles
         {
             get { return Interlocked.Read(ref liveHandles); }

@@ -130,6 +130,24 @@ namespace Btm.Native
         public ulong undelivered;
     }
 
+    /// <summary>
+    /// btm_task_desc (64 bytes on 64-bit): one entry of btm_add_tasks. Blittable
+    /// (function pointers as IntPtr, from Marshal.GetFunctionPointerForDelegate
+    /// of Bridge's static delegates), so an array of them is pinned, not copied.
+    /// </summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct BtmTaskDesc
+    {
+        public IntPtr task_fn;               // btm_task_fn; IntPtr.Zero for a pass-through
+        public IntPtr userdata;              // ownership passes to btm on every call that reaches it
+        public IntPtr userdata_free;         // btm_free_fn
+        public BtmGroup group;
+        public IntPtr upstream;              // const btm_task_id *: pinned by the caller for the call
+        public UIntPtr upstream_len;
+        public int priority;
+        public uint flags;                   // 0 or BTM_TASK_PASS_THROUGH
+    }
+
     [StructLayout(LayoutKind.Sequential)]
     internal struct BtmStopReport
     {
@@ -169,6 +187,7 @@ namespace Btm.Native
         internal const uint WaitForever = uint.MaxValue;    // BTM_WAIT_FOREVER
         internal const int DefaultMaxThreads = 8;           // BTM_DEFAULT_MAX_THREADS
         internal const int MaxThreadsLimit = 1024;          // BTM_MAX_THREADS_LIMIT
+        internal const uint TaskPassThrough = 1;            // BTM_TASK_PASS_THROUGH (btm_task_desc.flags)
 
         // ---- task context (worker thread, during the task function only) ----
 
@@ -272,6 +291,14 @@ namespace Btm.Native
         /// <summary>Ownership of payload passes to btm on every call that reaches native code, even a failing one.</summary>
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern BtmStatus btm_add_pass_through_task(BtmManagerHandle manager, int priority, ref BtmGroup group, ulong[] upstream, UIntPtr upstream_len, IntPtr payload, BtmFreeFn payload_free, out ulong task_id_out);
+
+        /// <summary>
+        /// Ownership of every descriptor's userdata passes to btm on every call that
+        /// reaches native code: on failure btm frees each one (and adds none). Every
+        /// descriptor's upstream array must stay pinned for the call.
+        /// </summary>
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_add_tasks(BtmManagerHandle manager, [In] BtmTaskDesc[] tasks, UIntPtr count, [Out] ulong[] task_ids_out);
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern BtmStatus btm_stop_task(BtmManagerHandle manager, ulong task_id, [MarshalAs(UnmanagedType.U1)] bool stop_upstream, [MarshalAs(UnmanagedType.U1)] bool stop_downstream, out BtmStopReport report_out);

@@ -124,6 +124,7 @@ namespace Btm.Tests
                 { "btm_stats", typeof(BtmStats) },
                 { "btm_group_stats", typeof(BtmGroupStats) },
                 { "btm_stop_report", typeof(BtmStopReport) },
+                { "btm_task_desc", typeof(BtmTaskDesc) },
             };
             var problems = new List<string>();
             var seenFields = new HashSet<string>();
@@ -176,6 +177,87 @@ namespace Btm.Tests
             Check.True(lines > 40, "layout file has content");
             Check.True(problems.Count == 0, "layouts match:\n" + string.Join("\n", problems));
             Check.Equal(80, Marshal.SizeOf(typeof(BtmEvent)), "btm_event blittable size");
+            if (IntPtr.Size == 8)
+            {
+                Check.Equal(64, Marshal.SizeOf(typeof(BtmTaskDesc)), "btm_task_desc size on 64-bit");
+            }
+            // Blittable: an array of descriptors is pinned by the marshaller, not
+            // copied (GCHandle.Alloc(Pinned) throws for a non-blittable type).
+            GCHandle.Alloc(new BtmTaskDesc[1], GCHandleType.Pinned).Free();
+        }
+
+        [Test]
+        public static void ConstantsMatchTheHeader()
+        {
+            string header = File.ReadAllText(Path.Combine(RepoRoot(), "include/btm.h"));
+            Func<string, long> define = name =>
+            {
+                Match d = Regex.Match(header, @"#define " + name + @"\s+(\d+)");
+                Check.True(d.Success, name + " in btm.h");
+                return long.Parse(d.Groups[1].Value);
+            };
+            Check.Equal((long)NativeMethods.TaskPassThrough, define("BTM_TASK_PASS_THROUGH"), "BTM_TASK_PASS_THROUGH");
+            Check.Equal((long)NativeMethods.DefaultMaxThreads, define("BTM_DEFAULT_MAX_THREADS"), "BTM_DEFAULT_MAX_THREADS");
+            Check.Equal((long)NativeMethods.MaxThreadsLimit, define("BTM_MAX_THREADS_LIMIT"), "BTM_MAX_THREADS_LIMIT");
+        }
+
+        // The raw contract AddTasks relies on: when btm_add_tasks fails, btm
+        // frees every descriptor's userdata itself (once each), whichever
+        // descriptor was bad, and writes no id.
+        [Test]
+        public static void AddTasksFreesEveryUserdataWhenADescriptorIsBad()
+        {
+            var config = new BtmConfig();
+            Check.Equal(BtmStatus.Ok, NativeMethods.btm_config_init(ref config), "btm_config_init");
+            BtmManagerHandle manager;
+            Check.Equal(BtmStatus.Ok, NativeMethods.btm_create(ref config, out manager), "btm_create");
+            using (manager)
+            {
+                Func<uint, IntPtr, BtmTaskDesc> desc = (flags, fn) => new BtmTaskDesc
+                {
+                    task_fn = fn,
+                    userdata = Bridge.Alloc(new Action(() => { throw new TestFailure("a rejected task ran"); })),
+                    userdata_free = Bridge.FreeHandleFnPtr,
+                    flags = flags,
+                };
+                var cases = new List<KeyValuePair<string, Func<BtmTaskDesc>>>
+                {
+                    new KeyValuePair<string, Func<BtmTaskDesc>>("unknown flags bit", () => desc(2, Bridge.RunTaskFnPtr)),
+                    new KeyValuePair<string, Func<BtmTaskDesc>>("task_fn on a pass-through", () => desc(NativeMethods.TaskPassThrough, Bridge.RunTaskFnPtr)),
+                    new KeyValuePair<string, Func<BtmTaskDesc>>("no task_fn", () => desc(0, IntPtr.Zero)),
+                    new KeyValuePair<string, Func<BtmTaskDesc>>("upstream NULL with a length", () =>
+                    {
+                        BtmTaskDesc d = desc(0, Bridge.RunTaskFnPtr);
+                        d.upstream_len = (UIntPtr)1u;
+                        return d;
+                    }),
+                    new KeyValuePair<string, Func<BtmTaskDesc>>("group kind out of range", () =>
+                    {
+                        BtmTaskDesc d = desc(0, Bridge.RunTaskFnPtr);
+                        d.group.kind = 99;
+                        return d;
+                    }),
+                };
+                var expected = new[] { BtmStatus.InvalidArgument, BtmStatus.InvalidArgument, BtmStatus.NullArgument, BtmStatus.InvalidArgument, BtmStatus.InvalidGroup };
+                for (int i = 0; i < cases.Count; i++)
+                {
+                    string what = cases[i].Key;
+                    // A good task, the bad one, a good pass-through: three handles.
+                    var descs = new[] { desc(0, Bridge.RunTaskFnPtr), cases[i].Value(), desc(NativeMethods.TaskPassThrough, IntPtr.Zero) };
+                    Check.Equal(3L, Bridge.LiveHandles, what + ": live handles before the call");
+                    var ids = new ulong[] { 7, 7, 7 };
+                    Check.Equal(expected[i], NativeMethods.btm_add_tasks(manager, descs, (UIntPtr)3u, ids), what + ": status");
+                    Check.Equal(0L, Bridge.LiveHandles, what + ": btm freed all three userdata");
+                    Check.SequenceEqual(new ulong[] { 7, 7, 7 }, ids, what + ": no id written");
+                }
+                var none = new ulong[0];
+                Check.Equal(BtmStatus.Ok, NativeMethods.btm_add_tasks(manager, null, UIntPtr.Zero, null), "count 0 with NULL arrays");
+                Check.Equal(BtmStatus.Ok, NativeMethods.btm_add_tasks(manager, new BtmTaskDesc[0], UIntPtr.Zero, none), "count 0");
+                BtmStats stats;
+                Check.Equal(BtmStatus.Ok, NativeMethods.btm_get_stats(manager, out stats), "btm_get_stats");
+                Check.Equal(0UL, stats.queued + stats.blocked + stats.running + stats.undelivered, "nothing added");
+            }
+            Check.Equal(0L, Bridge.LiveHandles, "every userdata freed by btm");
         }
 
         [Test]

@@ -32,6 +32,11 @@ int main(void) {
     SIZE(btm_group_stats);
     FIELD(btm_group_stats, queued); FIELD(btm_group_stats, blocked);
     FIELD(btm_group_stats, running); FIELD(btm_group_stats, undelivered);
+    SIZE(btm_task_desc);
+    FIELD(btm_task_desc, task_fn); FIELD(btm_task_desc, userdata);
+    FIELD(btm_task_desc, userdata_free); FIELD(btm_task_desc, group);
+    FIELD(btm_task_desc, upstream); FIELD(btm_task_desc, upstream_len);
+    FIELD(btm_task_desc, priority); FIELD(btm_task_desc, flags);
     SIZE(btm_stop_report);
     FIELD(btm_stop_report, before_start); FIELD(btm_stop_report, while_running);
     FIELD(btm_stop_report, after_finish);

@@ -1,0 +1,104 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+
+namespace Btm
+{
+    /// <summary>
+    /// One task for <see cref="BackgroundTaskManager.AddTasks"/>: the arguments
+    /// of <see cref="BackgroundTaskManager.AddTask(Func{TaskContext, object}, int, TaskGroup, IEnumerable{ulong})"/>
+    /// (a constructor) or of <see cref="BackgroundTaskManager.AddPassThroughTask"/>
+    /// (<see cref="PassThrough"/>). A plain value: nothing is allocated for btm
+    /// until AddTasks runs, so an unused TaskSpec holds nothing native.
+    /// <c>default(TaskSpec)</c> describes no task and is rejected by AddTasks.
+    /// </summary>
+    public readonly struct TaskSpec
+    {
+        // The task delegate (null for a pass-through).
+        private readonly Delegate task;
+        // A pass-through's payload (null: none, or not a pass-through).
+        private readonly object payload;
+        // Upstream ids (null: none). Read when AddTasks is called.
+        private readonly ulong[] upstream;
+        private readonly bool passThrough;
+
+        private TaskSpec(Delegate task, bool passThrough, object payload, int priority, TaskGroup group, IEnumerable<ulong> upstreamTaskIds)
+        {
+            if (task == null && !passThrough)
+            {
+                throw new ArgumentNullException("task");
+            }
+            this.task = task;
+            this.passThrough = passThrough;
+            this.payload = payload;
+            upstream = upstreamTaskIds == null ? null : (upstreamTaskIds as ulong[] ?? upstreamTaskIds.ToArray());
+            Priority = priority;
+            Group = group;
+        }
+
+        /// <summary>A task; the parameters are those of AddTask.</summary>
+        public TaskSpec(Func<TaskContext, object> task, int priority = 0, TaskGroup group = default(TaskGroup), IEnumerable<ulong> upstreamTaskIds = null)
+            : this(task, false, null, priority, group, upstreamTaskIds)
+        {
+        }
+
+        /// <summary>A task that needs no context.</summary>
+        public TaskSpec(Func<object> task, int priority = 0, TaskGroup group = default(TaskGroup), IEnumerable<ulong> upstreamTaskIds = null)
+            : this(task, false, null, priority, group, upstreamTaskIds)
+        {
+        }
+
+        /// <summary>A task without a result.</summary>
+        public TaskSpec(Action<TaskContext> task, int priority = 0, TaskGroup group = default(TaskGroup), IEnumerable<ulong> upstreamTaskIds = null)
+            : this(task, false, null, priority, group, upstreamTaskIds)
+        {
+        }
+
+        /// <summary>A task without context or result.</summary>
+        public TaskSpec(Action task, int priority = 0, TaskGroup group = default(TaskGroup), IEnumerable<ulong> upstreamTaskIds = null)
+            : this(task, false, null, priority, group, upstreamTaskIds)
+        {
+        }
+
+        /// <summary>A pass-through task; the parameters are those of AddPassThroughTask.</summary>
+        public static TaskSpec PassThrough(int priority = 0, TaskGroup group = default(TaskGroup), IEnumerable<ulong> upstreamTaskIds = null, object payload = null)
+        {
+            return new TaskSpec(null, true, payload, priority, group, upstreamTaskIds);
+        }
+
+        /// <summary>Higher runs first; equal priorities run in the order added.</summary>
+        public int Priority { get; }
+
+        public TaskGroup Group { get; }
+
+        public bool IsPassThrough
+        {
+            get { return passThrough; }
+        }
+
+        /// <summary>The tasks that must complete first (empty for none).</summary>
+        public IReadOnlyList<ulong> UpstreamTaskIds
+        {
+            get { return upstream ?? NoIds; }
+        }
+
+        private static readonly ulong[] NoIds = new ulong[0];
+
+        /// <summary>False for <c>default(TaskSpec)</c>.</summary>
+        internal bool IsValid
+        {
+            get { return task != null || passThrough; }
+        }
+
+        /// <summary>What btm's userdata will hold: the delegate, or a pass-through's marker payload.</summary>
+        internal object CreateUserdataTarget()
+        {
+            return passThrough ? new PassThroughPayload(payload) : (object)task;
+        }
+
+        internal ulong[] Upstream
+        {
+            get { return upstream; }
+        }
+    }
+}
