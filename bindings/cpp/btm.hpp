@@ -21,6 +21,10 @@
 // results, result<T>()) BORROW from btm: they are valid until the next poll
 // of the same manager; strings in events are copies.
 //
+// Bulk adds: fill a btm::TaskBatch (add_task / add_pass_through, same
+// arguments) and call mgr.add_tasks(batch): one native call, all tasks or
+// none, ids in the batch's order; the batch is empty afterwards.
+//
 // Pass-through tasks (add_pass_through) gather: their completed event (and a
 // downstream task's ctx.upstream()) lists the payload first, then every
 // upstream result, each entry typed (Value::get<T>(), get_if<T>()).
@@ -41,7 +45,9 @@
 // - Ownership: a callable passed to add_task is moved (or copied) into a heap
 //   object handed to btm, which destroys it exactly once, whatever the task's
 //   fate (also when add_task throws). Results and pass-through payloads are
-//   likewise destroyed exactly once by btm.
+//   likewise destroyed exactly once by btm. A TaskBatch owns its boxed
+//   callables and payloads until add_tasks hands them all to btm (even when
+//   it throws); a batch cleared or destroyed first destroys them itself.
 // - Threads: every Manager member may be called from any thread, including
 //   from inside a running task (use TaskContext::manager()). Task callables,
 //   and destructors of callables and results, run on btm worker threads or
@@ -768,6 +774,168 @@ template <class H>
 constexpr bool is_handler_v = has_on_completed<H, Completed>::value || has_on_failed<H, Failed>::value ||
                               has_on_group_finished<H, GroupFinished>::value || has_on_progress<H, Progress>::value;
 
+template <class Derived>
+class ManagerApi;
+
+}  // namespace detail
+
+// =============================================================================
+// Batches
+// =============================================================================
+
+/// Tasks to add together with Manager::add_tasks: one native call
+/// (btm_add_tasks), one lock section, all of them or none.
+///
+///   btm::TaskBatch batch;
+///   std::size_t i = batch.add_task([] { return 1; }, btm::TaskOptions{}.upstream(earlier));
+///   batch.add_pass_through(std::string("meta"), btm::TaskOptions{}.upstream(earlier));
+///   std::vector<btm::TaskId> ids = mgr.add_tasks(batch);  // ids[i] is the first task
+///
+/// add_task / add_pass_through take the same arguments as the Manager
+/// members of the same name and return the entry's index in the batch (and in
+/// the ids add_tasks returns). Each callable or payload is moved/copied into
+/// a heap object at once; the batch owns those objects until add_tasks hands
+/// them to btm, and destroys them (exactly once) if it is cleared or destroyed
+/// first. An append that throws (std::bad_alloc, a throwing copy) leaves the
+/// batch as it was and destroys what it had boxed.
+///
+/// Upstream ids must be of tasks added BEFORE the batch: an entry cannot wait
+/// for another entry of the same batch (add the first one in an earlier
+/// batch or with add_task). Groups and upstream ids are checked by btm when
+/// the batch is added.
+///
+/// Not thread-safe: fill and add a batch from one thread at a time. Movable,
+/// not copyable (a moved-from batch is empty).
+class TaskBatch {
+public:
+    TaskBatch() noexcept = default;
+    TaskBatch(TaskBatch&& other) noexcept
+        : descs_(std::move(other.descs_)), upstream_(std::move(other.upstream_)) {
+        other.descs_.clear();
+        other.upstream_.clear();
+    }
+    TaskBatch& operator=(TaskBatch&& other) noexcept {
+        if (this != &other) {
+            clear();
+            descs_ = std::move(other.descs_);
+            upstream_ = std::move(other.upstream_);
+            other.descs_.clear();
+            other.upstream_.clear();
+        }
+        return *this;
+    }
+    TaskBatch(const TaskBatch&) = delete;
+    TaskBatch& operator=(const TaskBatch&) = delete;
+    /// Destroys the callables and payloads of entries not added.
+    ~TaskBatch() { clear(); }
+
+    /// Appends a task (as Manager::add_task). Returns its index.
+    template <class F>
+    std::size_t add_task(F&& f, const TaskOptions& opts = {}) {
+        using Fn = std::decay_t<F>;
+        static_assert(std::is_invocable_v<Fn&&, TaskContext&> || std::is_invocable_v<Fn&&>,
+                      "btm: a task must be callable as f(btm::TaskContext&) or f()");
+        btm_task_desc d{};
+        d.task_fn = &detail::task_trampoline<Fn>;
+        d.userdata = std::make_unique<Fn>(std::forward<F>(f)).release();
+        d.userdata_free = &detail::free_callable<Fn>;
+        return append(d, opts);
+    }
+
+    /// Appends a pass-through task with no payload (as
+    /// Manager::add_pass_through). Returns its index.
+    std::size_t add_pass_through(const TaskOptions& opts = {}) {
+        btm_task_desc d{};
+        d.flags = BTM_TASK_PASS_THROUGH;
+        return append(d, opts);
+    }
+
+    /// Appends a pass-through task whose payload (a copy/move of `payload`)
+    /// comes first in its gathered result. Returns its index.
+    template <class P, class = std::enable_if_t<!std::is_same_v<std::decay_t<P>, TaskOptions>>>
+    std::size_t add_pass_through(P&& payload, const TaskOptions& opts = {}) {
+        using T = std::decay_t<P>;
+        btm_task_desc d{};
+        d.flags = BTM_TASK_PASS_THROUGH;
+        d.userdata = detail::make_box<T>(std::forward<P>(payload));
+        d.userdata_free = &detail::free_box<T>;
+        return append(d, opts);
+    }
+
+    /// Number of entries not yet added.
+    std::size_t size() const noexcept { return descs_.size(); }
+    bool empty() const noexcept { return descs_.empty(); }
+    /// Reserves room for `n` entries (their upstream ids aside).
+    void reserve(std::size_t n) { descs_.reserve(n); }
+
+    /// Destroys every callable and payload not yet added; the batch becomes
+    /// empty (and stays usable).
+    void clear() noexcept {
+        std::vector<btm_task_desc> doomed;
+        doomed.swap(descs_);
+        upstream_.clear();
+        for (const btm_task_desc& d : doomed) {
+            if (d.userdata_free != nullptr) {
+                d.userdata_free(d.userdata);
+            }
+        }
+    }
+
+private:
+    template <class Derived>
+    friend class detail::ManagerApi;
+
+    /// Stores `d` with the options' group, priority and upstream ids. Owns
+    /// `d.userdata` whatever happens: on an exception it is freed here and
+    /// the batch is left as it was.
+    std::size_t append(btm_task_desc d, const TaskOptions& opts) {
+        const std::size_t old_upstream = upstream_.size();
+        try {
+            const std::vector<TaskId>& up = opts.get_upstream();
+            for (TaskId id : up) {  // a loop: see TaskOptions::upstream
+                upstream_.push_back(id);
+            }
+            d.group = opts.get_group().raw();
+            d.priority = opts.get_priority();
+            d.upstream = nullptr;  // set by prepare(): upstream_ may still move
+            d.upstream_len = up.size();
+            descs_.push_back(d);
+        } catch (...) {
+            upstream_.resize(old_upstream);
+            if (d.userdata_free != nullptr) {
+                d.userdata_free(d.userdata);
+            }
+            throw;
+        }
+        return descs_.size() - 1;
+    }
+
+    /// Points every descriptor at its upstream ids; returns the array.
+    btm_task_desc* prepare() noexcept {
+        const TaskId* next = upstream_.data();
+        for (btm_task_desc& d : descs_) {
+            if (d.upstream_len == 0) {
+                d.upstream = nullptr;
+            } else {
+                d.upstream = next;
+                next += d.upstream_len;
+            }
+        }
+        return descs_.data();
+    }
+
+    /// Forgets every entry without freeing it (btm owns them now).
+    void release() noexcept {
+        descs_.clear();
+        upstream_.clear();
+    }
+
+    std::vector<btm_task_desc> descs_;
+    std::vector<TaskId> upstream_;
+};
+
+namespace detail {
+
 // ---- the operations shared by Manager (owning) and ManagerRef (borrowed) ----
 
 template <class Derived>
@@ -808,6 +976,25 @@ public:
         using T = std::decay_t<P>;
         void* box = make_box<T>(std::forward<P>(payload));
         return add_pass_through_raw(box, &free_box<T>, opts);
+    }
+
+    /// Adds every entry of `batch` in one native call (btm_add_tasks), all of
+    /// them or none, and returns their ids in the batch's order. The batch is
+    /// then empty (reusable) whatever the outcome: its callables and payloads
+    /// belong to btm from the call on, so on a btm::Error (e.g.
+    /// unknown_upstream, invalid_group, shut_down: nothing added, no id
+    /// issued) btm has already destroyed every one of them, exactly once.
+    /// Only a std::bad_alloc before the call (allocating the id vector)
+    /// leaves the batch as it was. An empty batch adds nothing.
+    std::vector<TaskId> add_tasks(TaskBatch& batch) const {
+        std::vector<TaskId> ids(batch.size());
+        const std::size_t n = batch.size();
+        btm_task_desc* descs = batch.prepare();
+        const btm_status s = btm_add_tasks(raw(), n == 0 ? nullptr : descs, n, n == 0 ? nullptr : ids.data());
+        // Ownership passed to btm on every call, even a failing one.
+        batch.release();
+        check(s, "btm_add_tasks");
+        return ids;
     }
 
     /// Stops a task (see btm_stop_task). Returns what was stopped;
