@@ -137,36 +137,41 @@ impl GroupTable {
     }
 
     /// Adds a live member to the group, creating the group if needed.
+    #[inline]
     pub(crate) fn join(&mut self, key: GroupKey, id: u64) -> u32 {
         let index = match self.cache {
             Some((k, i)) if k == key => i,
-            _ => {
-                let i = match self.index.get(&key) {
-                    Some(&i) => i,
-                    None => {
-                        let slot = GroupSlot { key, live: 0, members: IdList::default() };
-                        let i = match self.free.pop() {
-                            Some(i) => {
-                                self.slots[i as usize] = Some(slot);
-                                i
-                            }
-                            None => {
-                                self.slots.push(Some(slot));
-                                (self.slots.len() - 1) as u32
-                            }
-                        };
-                        self.index.insert(key, i);
-                        i
-                    }
-                };
-                self.cache = Some((key, i));
-                i
-            }
+            _ => self.join_slow(key),
         };
         let slot = self.slots[index as usize].as_mut().expect("live group slot");
         slot.live += 1;
         slot.members.push(id);
         index
+    }
+
+    /// The slot of `key` when it is not the cached one, created if needed.
+    #[inline(never)]
+    fn join_slow(&mut self, key: GroupKey) -> u32 {
+        let i = match self.index.get(&key) {
+            Some(&i) => i,
+            None => {
+                let slot = GroupSlot { key, live: 0, members: IdList::default() };
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        self.slots[i as usize] = Some(slot);
+                        i
+                    }
+                    None => {
+                        self.slots.push(Some(slot));
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                self.index.insert(key, i);
+                i
+            }
+        };
+        self.cache = Some((key, i));
+        i
     }
 
     pub(crate) fn slot(&self, index: u32) -> &GroupSlot {
