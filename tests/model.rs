@@ -3,7 +3,8 @@
 //!
 //! A case is a list of operations generated from a seed: adds (tasks and
 //! pass-throughs, random priorities, groups and upstream ids, including ids of
-//! finished, polled, stopped and never-issued tasks), start, pause, stop_task
+//! finished, polled, stopped and never-issued tasks; one in eight a batch of
+//! 0-4 through `add_many`, all or none), start, pause, stop_task
 //! with every flag combination, stop_group, stop_all, set_priority, polls with
 //! random capacities, shut down, and the release of a task blocked at a gate.
 //! Tasks succeed with a result, succeed without one or fail, may block at a
@@ -46,7 +47,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use btm::engine::{
-    Config, Error, EventKind, Failure, GroupKey, GroupKind, Job, Manager, Owned, Stats, StopReport, TaskContext,
+    Config, Error, EventKind, Failure, GroupKey, GroupKind, Job, Manager, NewTask, Owned, Stats, StopReport,
+    TaskContext,
 };
 
 // ---------------------------------------------------------------------------
@@ -121,6 +123,9 @@ struct AddSpec {
 #[derive(Clone, Debug)]
 enum Op {
     Add(AddSpec),
+    /// `Manager::add_many` (btm_add_tasks): all of them or none; upstream
+    /// references resolve against the ids issued before the call.
+    AddMany(Vec<AddSpec>),
     Start,
     Pause,
     /// Host only: release the task blocked at its gate (no-op if none).
@@ -161,12 +166,16 @@ enum Obs {
     /// Model only: an add rejected for several reasons at once; the engine
     /// may report any of them.
     AddRejected(Vec<Error>),
+    AddedMany(Result<Vec<u64>, Error>),
+    /// Model only: as `AddRejected`, for the first bad entry of a batch.
+    AddManyRejected(Vec<Error>),
 }
 
 /// Whether the engine's observation matches the model's.
 fn same(engine: &Obs, model: &Obs) -> bool {
     match (engine, model) {
         (Obs::Added(Err(e)), Obs::AddRejected(any)) => any.contains(e),
+        (Obs::AddedMany(Err(e)), Obs::AddManyRejected(any)) => any.contains(e),
         _ => engine == model,
     }
 }
@@ -277,6 +286,7 @@ struct Coverage {
     pass_through: u64,
     rejected_adds: u64,
     rejected_after_shut_down: u64,
+    bulk_adds: u64,
 }
 
 impl Coverage {
@@ -293,6 +303,7 @@ impl Coverage {
         self.pass_through += o.pass_through;
         self.rejected_adds += o.rejected_adds;
         self.rejected_after_shut_down += o.rejected_after_shut_down;
+        self.bulk_adds += o.bulk_adds;
     }
 }
 
@@ -353,6 +364,35 @@ impl Model {
     /// one the engine reports first is not specified).
     fn add(&mut self, spec: &AddSpec) -> Result<u64, Vec<Error>> {
         let ups = resolve_ups(&self.ids, &spec.ups);
+        self.add_resolved(spec, ups)
+    }
+
+    /// `add_many`: every entry checked against the state before the call
+    /// (the first bad one decides, after a shut down), then all added.
+    fn add_many(&mut self, specs: &[AddSpec]) -> Result<Vec<u64>, Vec<Error>> {
+        let resolved: Vec<Vec<u64>> = specs.iter().map(|s| resolve_ups(&self.ids, &s.ups)).collect();
+        if self.shut_down {
+            self.cov.rejected_after_shut_down += 1;
+            return Err(vec![Error::ShutDown]);
+        }
+        for (spec, ups) in specs.iter().zip(&resolved) {
+            let errors: Vec<Error> = [
+                (spec.group == Grp::BadNamed, Error::InvalidGroup),
+                (ups.iter().any(|&u| u == 0 || u >= self.next_id), Error::UnknownUpstream),
+            ]
+            .into_iter()
+            .filter_map(|(bad, e)| bad.then_some(e))
+            .collect();
+            if !errors.is_empty() {
+                self.cov.rejected_adds += 1;
+                return Err(errors);
+            }
+        }
+        self.cov.bulk_adds += 1;
+        Ok(specs.iter().zip(resolved).map(|(spec, ups)| self.add_resolved(spec, ups).expect("checked above")).collect())
+    }
+
+    fn add_resolved(&mut self, spec: &AddSpec, ups: Vec<u64>) -> Result<u64, Vec<Error>> {
         let errors: Vec<Error> = [
             (self.shut_down, Error::ShutDown),
             (spec.group == Grp::BadNamed, Error::InvalidGroup),
@@ -609,6 +649,11 @@ impl Model {
                 Ok(id) => Obs::Added(Ok(id)),
                 Err(errors) if errors.len() == 1 => Obs::Added(Err(errors[0])),
                 Err(errors) => Obs::AddRejected(errors),
+            },
+            Op::AddMany(specs) => match self.add_many(specs) {
+                Ok(ids) => Obs::AddedMany(Ok(ids)),
+                Err(errors) if errors.len() == 1 => Obs::AddedMany(Err(errors[0])),
+                Err(errors) => Obs::AddManyRejected(errors),
             },
             Op::Start => Obs::Started(if self.shut_down {
                 Err(Error::ShutDown)
@@ -958,6 +1003,26 @@ fn exec_engine(sh: &Arc<Shared>, m: &Arc<Manager>, me: Option<u64>, op: &Op, shu
                 ids.push(id);
             }
             Obs::Added(r)
+        }
+        Op::AddMany(specs) => {
+            let mut ids = lock(&sh.ids);
+            let ups: Vec<Vec<u64>> = specs.iter().map(|s| resolve_ups(&ids, &s.ups)).collect();
+            let tasks: Vec<NewTask<'_>> = specs
+                .iter()
+                .zip(&ups)
+                .map(|(s, u)| NewTask {
+                    job: make_job(sh, &s.what),
+                    priority: s.priority,
+                    group: resolve_group(&sh.named, s.group),
+                    upstream: u,
+                })
+                .collect();
+            let mut out = vec![0u64; specs.len()];
+            let r = m.add_many(tasks, &mut out);
+            if r.is_ok() {
+                ids.extend_from_slice(&out);
+            }
+            Obs::AddedMany(r.map(|()| out))
         }
         Op::Start => Obs::Started(m.start_processing()),
         Op::Pause => Obs::Paused(m.pause_processing()),
@@ -1375,6 +1440,8 @@ impl Gen {
             (false, true) => [40, 2, 2, 0, 40, 0, 0, 10, 3, 0],
         };
         match self.rng.weighted(&weights) {
+            // One add in eight is a batch of 0-4 tasks (btm_add_tasks).
+            0 if self.rng.pct(12) => Op::AddMany((0..self.rng.below(5)).map(|_| self.add(depth)).collect()),
             0 => Op::Add(self.add(depth)),
             1 => Op::Start,
             2 => Op::Pause,
