@@ -1762,6 +1762,13 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
             MutexGuard::unlocked(st, || manager.run_after(pending));
             continue;
         }
+        if st.processing && st.tasks.needs_spare() {
+            // Idle: make the task table's next chunk now, outside the lock,
+            // so that an add does not allocate and fault it in under the lock.
+            let slots = MutexGuard::unlocked(st, Table::new_slots);
+            st.tasks.give_spare(slots);
+            continue;
+        }
         if st.processing && !spun {
             // Spin briefly before sleeping: a task arriving within
             // microseconds starts without a futex wake-up.

@@ -25,11 +25,37 @@ pub(crate) struct Table<T> {
     /// One past the highest id inserted so far (ids below it are "issued").
     issued_end: u64,
     live: usize,
+    /// Empty slots for the next chunk: the last chunk freed, or one made by
+    /// an idle worker (see [`Table::needs_spare`]), so that the thread
+    /// adding tasks does not allocate and fault in a chunk under the lock.
+    spare: Option<Box<[Option<T>]>>,
 }
 
 impl<T> Table<T> {
     pub(crate) fn new() -> Self {
-        Table { first: 0, chunks: VecDeque::new(), issued_end: 0, live: 0 }
+        Table { first: 0, chunks: VecDeque::new(), issued_end: 0, live: 0, spare: None }
+    }
+
+    /// A chunk's worth of empty slots (allocated and written: faulted in).
+    pub(crate) fn new_slots() -> Box<[Option<T>]> {
+        (0..CHUNK_LEN).map(|_| None).collect()
+    }
+
+    /// True when the next chunk would have to be allocated by the inserting
+    /// thread: a thread with nothing better to do may make one with
+    /// [`Table::new_slots`] (outside the lock) and hand it over with
+    /// [`Table::give_spare`].
+    pub(crate) fn needs_spare(&self) -> bool {
+        self.spare.is_none()
+    }
+
+    /// Keeps `slots` (all `None`) as the next chunk's storage, unless a spare
+    /// is already there.
+    pub(crate) fn give_spare(&mut self, slots: Box<[Option<T>]>) {
+        debug_assert!(slots.len() == CHUNK_LEN && slots.iter().all(Option::is_none));
+        if self.spare.is_none() {
+            self.spare = Some(slots);
+        }
     }
 
     fn locate(&self, id: u64) -> Option<(usize, usize)> {
@@ -80,8 +106,9 @@ impl<T> Table<T> {
             self.chunks.push_back(None);
         }
         let c = (chunk - self.first) as usize;
-        let entry =
-            self.chunks[c].get_or_insert_with(|| Chunk { slots: (0..CHUNK_LEN).map(|_| None).collect(), live: 0 });
+        let spare = &mut self.spare;
+        let entry = self.chunks[c]
+            .get_or_insert_with(|| Chunk { slots: spare.take().unwrap_or_else(Self::new_slots), live: 0 });
         entry.slots[(id & CHUNK_MASK) as usize] = Some(value);
         entry.live += 1;
         self.live += 1;
@@ -100,7 +127,12 @@ impl<T> Table<T> {
         if chunk.live == 0 {
             let chunk_end = (self.first + c as u64 + 1) << CHUNK_BITS;
             if chunk_end <= self.issued_end {
-                self.chunks[c] = None;
+                if let Some(done) = self.chunks[c].take() {
+                    // Every slot is `None` again: reuse it for the next chunk.
+                    if self.spare.is_none() {
+                        self.spare = Some(done.slots);
+                    }
+                }
                 while matches!(self.chunks.front(), Some(None)) {
                     self.chunks.pop_front();
                     self.first += 1;
@@ -184,5 +216,33 @@ mod tests {
         assert_eq!(t.get(9000), Some(&1));
         assert_eq!(t.remove(1), Some(2));
         assert_eq!(t.ids(), vec![9000]);
+    }
+
+    #[test]
+    fn a_freed_chunk_or_a_given_one_becomes_the_next_chunk() {
+        let mut t = Table::new();
+        assert!(t.needs_spare());
+        let given = Table::<u64>::new_slots();
+        let given_ptr = given.as_ptr();
+        t.give_spare(given);
+        assert!(!t.needs_spare());
+        t.insert(1, 10u64); // first chunk: takes the spare
+        assert!(t.needs_spare());
+        assert_eq!(t.chunks.back().unwrap().as_ref().unwrap().slots.as_ptr(), given_ptr);
+        // Fill and empty the first chunk: its storage becomes the spare.
+        for id in 2..CHUNK_LEN as u64 {
+            t.insert(id, id);
+        }
+        t.insert(CHUNK_LEN as u64, 0); // second chunk (allocated: no spare)
+        for id in 1..CHUNK_LEN as u64 {
+            t.remove(id);
+        }
+        assert!(!t.needs_spare(), "the emptied chunk is kept as the spare");
+        // A second spare is not kept.
+        t.give_spare(Table::<u64>::new_slots());
+        t.insert(2 * CHUNK_LEN as u64, 5); // third chunk: the recycled storage
+        assert_eq!(t.chunks.back().unwrap().as_ref().unwrap().slots.as_ptr(), given_ptr);
+        assert_eq!(t.get(2 * CHUNK_LEN as u64), Some(&5));
+        assert_eq!(t.get(3), None, "recycled slots start empty");
     }
 }
