@@ -184,7 +184,14 @@ impl GroupTable {
 
     /// Removes a live member. Returns the group's key if it has no live
     /// member left (the group slot is then released).
+    #[inline]
     pub(crate) fn leave(&mut self, index: u32) -> Option<GroupKey> {
+        let slot = self.slots[index as usize].as_mut().expect("live group slot");
+        if slot.live > 1 {
+            // Common case: other members remain.
+            slot.live -= 1;
+            return None;
+        }
         self.leave_n(index, 1)
     }
 
