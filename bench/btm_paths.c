@@ -6,13 +6,15 @@
  * without lock contention), and the host polls every event at the end (the
  * poll path). bench/paths.sh runs it under callgrind and prints the three
  * figures; they are exact from run to run.
- * Usage: btm_paths <N>
+ * Usage: btm_paths <N> [chain]   (chain: every task but each 100th waits
+ * for the task added before it, W2a's shape: the dependency paths)
  */
 #define _POSIX_C_SOURCE 200809L
 #include "btm.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static void empty_task(void *ud, btm_task_context *ctx) {
@@ -24,6 +26,7 @@ static btm_event events[4096];
 
 int main(int argc, char **argv) {
     size_t n = argc > 1 ? (size_t)strtoull(argv[1], NULL, 10) : 100000;
+    int chain = argc > 2 && !strcmp(argv[2], "chain");
     btm_config cfg;
     btm_config_init(&cfg);
     cfg.max_threads = 1;
@@ -31,8 +34,12 @@ int main(int argc, char **argv) {
     btm_manager *m;
     if (btm_create(&cfg, &m) != BTM_STATUS_OK) return 1;
     btm_task_id id;
-    for (size_t i = 0; i < n; i++)
-        if (btm_add_task(m, empty_task, NULL, NULL, 0, NULL, NULL, 0, &id) != BTM_STATUS_OK) return 1;
+    id = 0;
+    for (size_t i = 0; i < n; i++) {
+        btm_task_id prev = id;
+        size_t n_ups = chain && i % 100 ? 1 : 0;
+        if (btm_add_task(m, empty_task, NULL, NULL, 0, NULL, &prev, n_ups, &id) != BTM_STATUS_OK) return 1;
+    }
     if (btm_start_processing(m) != BTM_STATUS_OK) return 1;
     for (;;) { /* sleep, not wait: a waiting host would be woken per task */
         btm_stats s;

@@ -11,7 +11,17 @@ pub(crate) enum Ids {
 }
 
 impl Ids {
+    #[inline]
     pub(crate) fn push(&mut self, id: u64) {
+        if let Ids::Empty = self {
+            *self = Ids::One(id);
+            return;
+        }
+        self.push_slow(id);
+    }
+
+    #[inline(never)]
+    fn push_slow(&mut self, id: u64) {
         match self {
             Ids::Empty => *self = Ids::One(id),
             Ids::One(a) => {

@@ -1159,7 +1159,13 @@ impl State {
                     .collect();
                 done.sort_by_key(|(u, _)| order.get(u).copied().unwrap_or(usize::MAX));
             }
-            let received = if done.is_empty() { Vec::new() } else { done.into_iter().map(|(_, r)| r).collect() };
+            let received = if done.capacity() == 0 {
+                // Nothing allocated: skip the out-of-line drop of an empty vector.
+                mem::forget(done);
+                Vec::new()
+            } else {
+                done.into_iter().map(|(_, r)| r).collect()
+            };
             links = Some(Links { upstream: l_upstream, downstream: Ids::default(), received });
         }
 
