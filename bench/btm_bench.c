@@ -9,6 +9,8 @@
  * With BTM_BENCH_BULK=K in the environment, w1 and w6 add their tasks with
  * btm_add_tasks, K per call (the "btm_bulk" row of bench/run.py); the other
  * workloads then print "unsupported" (they are btm's own row).
+ * BTM_BENCH_THREADS=K sets max_threads (default 2, as for every peer; for
+ * experiments only).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "btm.h"

@@ -1021,8 +1021,8 @@ const char *btm_version(void);
  * `INVALID_GROUP`, `SHUT_DOWN`. A rejected add issues no id.
  *
  * Threads: any, including inside a running task (use
- * `btm_context_manager`). Calls back only `userdata_free`, on error, after
- * every btm lock is released.
+ * `btm_context_manager`). Calls back only `userdata_free` (on error, or
+ * when an upstream already failed), after every btm lock is released.
  *
  * # Safety
  * `manager` NULL or live; `group` NULL or readable; `upstream` NULL or
@@ -1099,7 +1099,11 @@ btm_status btm_add_pass_through_task(struct btm_manager *manager,
  * `INVALID_GROUP` (a named group never interned), then `UNKNOWN_UPSTREAM`.
  *
  * Threads: any, including inside a running task. Calls back only the
- * `userdata_free` functions, on error, after every btm lock is released.
+ * `userdata_free` functions, after every btm lock is released: of every
+ * entry when the call fails, and of an entry whose upstream task already
+ * failed (that task fails at once, as with `btm_add_task`). A `count` too
+ * large to address (more than `PTRDIFF_MAX` bytes of descriptors) is
+ * `INVALID_ARGUMENT` and frees nothing, as with `tasks` NULL.
  *
  * # Safety
  * `manager` NULL or live; `tasks` NULL or valid for `count` reads, each

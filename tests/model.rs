@@ -1017,12 +1017,11 @@ fn exec_engine(sh: &Arc<Shared>, m: &Arc<Manager>, me: Option<u64>, op: &Op, shu
                     upstream: u,
                 })
                 .collect();
-            let mut out = vec![0u64; specs.len()];
-            let r = m.add_many(tasks, &mut out);
-            if r.is_ok() {
-                ids.extend_from_slice(&out);
+            let r = m.add_many(tasks);
+            if let Ok(new) = &r {
+                ids.extend_from_slice(new);
             }
-            Obs::AddedMany(r.map(|()| out))
+            Obs::AddedMany(r)
         }
         Op::Start => Obs::Started(m.start_processing()),
         Op::Pause => Obs::Paused(m.pause_processing()),
@@ -1645,6 +1644,8 @@ fn engine_matches_the_reference_model() {
         start.elapsed().as_secs_f64()
     );
     eprintln!("model: exercised {cov:?}");
+    // Guard against a generator change silently dropping a kind of operation.
+    assert!(cov.bulk_adds > 0 && cov.rejected_adds > 0 && cov.pass_through > 0, "coverage: {cov:?}");
 }
 
 /// The model itself, on examples written out in SEMANTICS.md (so a wrong

@@ -31,7 +31,8 @@ namespace Btm
             this.task = task;
             this.passThrough = passThrough;
             this.payload = payload;
-            upstream = upstreamTaskIds == null ? null : (upstreamTaskIds as ulong[] ?? upstreamTaskIds.ToArray());
+            // A copy: later changes to the caller's collection do not reach the spec.
+            upstream = upstreamTaskIds == null ? null : upstreamTaskIds.ToArray();
             Priority = priority;
             Group = group;
         }

@@ -539,30 +539,29 @@ impl Manager {
         r
     }
 
-    /// Adds every task of `tasks` in one lock section, or none of them.
-    /// Ids are written to `ids` (as long as `tasks`) in order. Every check
-    /// of [`Manager::add`] runs for every task before the first is added;
-    /// on error nothing is added, no id is issued and every job is dropped
-    /// (its data freed) on the calling thread before returning.
-    pub fn add_many(self: &Arc<Self>, tasks: Vec<NewTask<'_>>, ids: &mut [u64]) -> Result<(), Error> {
-        debug_assert_eq!(tasks.len(), ids.len());
+    /// Adds every task of `tasks` in one lock section, or none of them, and
+    /// returns their ids in order. Every check of [`Manager::add`] runs for
+    /// every task before the first is added; on error nothing is added, no
+    /// id is issued and every job is dropped (its data freed) on the calling
+    /// thread before returning.
+    pub fn add_many(self: &Arc<Self>, tasks: Vec<NewTask<'_>>) -> Result<Vec<u64>, Error> {
+        let mut ids = Vec::with_capacity(tasks.len());
         let mut rejected = None;
         let r = self.locked(|st, after| {
             if let Err(e) = st.check_many(&tasks) {
                 rejected = Some(tasks);
                 return Err(e);
             }
-            for (t, out) in tasks.into_iter().zip(ids.iter_mut()) {
+            for t in tasks {
                 match st.add(t.job, t.priority, t.group, t.upstream, after) {
-                    Ok(id) => *out = id,
-                    // Checked above, under the same lock: cannot happen.
-                    Err((_, job)) => after.free(job.data),
+                    Ok(id) => ids.push(id),
+                    Err(_) => unreachable!("checked under the same lock section"),
                 }
             }
             Ok(())
         });
         drop(rejected);
-        r
+        r.map(|()| ids)
     }
 
     /// A fresh group number, never returned before by this manager.
@@ -1072,13 +1071,17 @@ impl State {
         if self.shut_down {
             return Err(Error::ShutDown);
         }
-        for t in tasks {
-            if !self.groups.is_valid(t.group) {
-                return Err(Error::InvalidGroup);
-            }
-            if t.upstream.iter().any(|&u| u == 0 || u >= self.next_id) {
-                return Err(Error::UnknownUpstream);
-            }
+        tasks.iter().try_for_each(|t| self.check_add(t.group, t.upstream))
+    }
+
+    /// The checks of an add after the shut-down one, in order.
+    #[inline(always)]
+    fn check_add(&self, group: GroupKey, upstream: &[u64]) -> Result<(), Error> {
+        if !self.groups.is_valid(group) {
+            return Err(Error::InvalidGroup);
+        }
+        if upstream.iter().any(|&u| u == 0 || u >= self.next_id) {
+            return Err(Error::UnknownUpstream);
         }
         Ok(())
     }
@@ -1097,11 +1100,8 @@ impl State {
         if self.shut_down {
             return Err((Error::ShutDown, job));
         }
-        if !self.groups.is_valid(group) {
-            return Err((Error::InvalidGroup, job));
-        }
-        if upstream.iter().any(|&u| u == 0 || u >= self.next_id) {
-            return Err((Error::UnknownUpstream, job));
+        if let Err(e) = self.check_add(group, upstream) {
+            return Err((e, job));
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -1770,7 +1770,9 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
         }
         if st.processing && st.tasks.needs_spare() {
             // Idle: make the task table's next chunk now, outside the lock,
-            // so that an add does not allocate and fault it in under the lock.
+            // so that an add does not allocate and fault it in under the lock
+            // (one thread at a time: the others go on to spin or sleep).
+            st.tasks.making_spare();
             let slots = MutexGuard::unlocked(st, Table::new_slots);
             st.tasks.give_spare(slots);
             continue;

@@ -9,8 +9,8 @@ use std::num::NonZeroU32;
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LinkId(NonZeroU32);
 
-/// `T::default()` must own no heap memory (freed slots hold one and are
-/// overwritten without being dropped).
+/// Dropping a `T::default()` must do nothing (freed slots hold one, and are
+/// overwritten or released without being dropped).
 pub(crate) struct Slab<T> {
     items: Vec<T>,
     free: Vec<u32>,

@@ -29,11 +29,13 @@ pub(crate) struct Table<T> {
     /// an idle worker (see [`Table::needs_spare`]), so that the thread
     /// adding tasks does not allocate and fault in a chunk under the lock.
     spare: Option<Box<[Option<T>]>>,
+    /// A thread is making the spare (see [`Table::making_spare`]).
+    spare_coming: bool,
 }
 
 impl<T> Table<T> {
     pub(crate) fn new() -> Self {
-        Table { first: 0, chunks: VecDeque::new(), issued_end: 0, live: 0, spare: None }
+        Table { first: 0, chunks: VecDeque::new(), issued_end: 0, live: 0, spare: None, spare_coming: false }
     }
 
     /// A chunk's worth of empty slots (allocated and written: faulted in).
@@ -46,13 +48,20 @@ impl<T> Table<T> {
     /// [`Table::new_slots`] (outside the lock) and hand it over with
     /// [`Table::give_spare`].
     pub(crate) fn needs_spare(&self) -> bool {
-        self.spare.is_none()
+        self.spare.is_none() && !self.spare_coming
+    }
+
+    /// Records that the caller will make the spare and hand it over with
+    /// [`Table::give_spare`], so that other threads do not make one too.
+    pub(crate) fn making_spare(&mut self) {
+        self.spare_coming = true;
     }
 
     /// Keeps `slots` (all `None`) as the next chunk's storage, unless a spare
     /// is already there.
     pub(crate) fn give_spare(&mut self, slots: Box<[Option<T>]>) {
         debug_assert!(slots.len() == CHUNK_LEN && slots.iter().all(Option::is_none));
+        self.spare_coming = false;
         if self.spare.is_none() {
             self.spare = Some(slots);
         }
@@ -129,6 +138,7 @@ impl<T> Table<T> {
             if chunk_end <= self.issued_end {
                 if let Some(done) = self.chunks[c].take() {
                     // Every slot is `None` again: reuse it for the next chunk.
+                    debug_assert!(done.slots.iter().all(Option::is_none));
                     if self.spare.is_none() {
                         self.spare = Some(done.slots);
                     }

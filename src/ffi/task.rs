@@ -118,8 +118,8 @@ unsafe fn add(
 /// `INVALID_GROUP`, `SHUT_DOWN`. A rejected add issues no id.
 ///
 /// Threads: any, including inside a running task (use
-/// `btm_context_manager`). Calls back only `userdata_free`, on error, after
-/// every btm lock is released.
+/// `btm_context_manager`). Calls back only `userdata_free` (on error, or
+/// when an upstream already failed), after every btm lock is released.
 ///
 /// # Safety
 /// `manager` NULL or live; `group` NULL or readable; `upstream` NULL or
@@ -267,7 +267,11 @@ unsafe fn read_desc<'a>(d: &btm_task_desc) -> Result<NewTask<'a>, btm_status> {
 /// `INVALID_GROUP` (a named group never interned), then `UNKNOWN_UPSTREAM`.
 ///
 /// Threads: any, including inside a running task. Calls back only the
-/// `userdata_free` functions, on error, after every btm lock is released.
+/// `userdata_free` functions, after every btm lock is released: of every
+/// entry when the call fails, and of an entry whose upstream task already
+/// failed (that task fails at once, as with `btm_add_task`). A `count` too
+/// large to address (more than `PTRDIFF_MAX` bytes of descriptors) is
+/// `INVALID_ARGUMENT` and frees nothing, as with `tasks` NULL.
 ///
 /// # Safety
 /// `manager` NULL or live; `tasks` NULL or valid for `count` reads, each
@@ -315,10 +319,12 @@ pub unsafe extern "C" fn btm_add_tasks(
         if status != btm_status::BTM_STATUS_OK {
             return status;
         }
-        let mut ids = vec![0u64; count];
-        match m.add_many(batch, &mut ids) {
-            Ok(()) => {
-                // SAFETY: as above.
+        match m.add_many(batch) {
+            Ok(ids) => {
+                debug_assert_eq!(ids.len(), count);
+                // SAFETY: `task_ids_out` is non-NULL (checked above) and valid
+                // for `count` writes per the contract; `ids` holds one id per
+                // descriptor, `count` in all.
                 unsafe { std::ptr::copy_nonoverlapping(ids.as_ptr(), task_ids_out, count) };
                 btm_status::BTM_STATUS_OK
             }

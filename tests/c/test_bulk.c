@@ -915,9 +915,9 @@ TEST(bulk_bad_after_shut_down) {
 
 /* The documented order when two errors are present: NULL_ARGUMENT
  * (manager, then task_ids_out); INVALID_ARGUMENT (tasks NULL); descriptors
- * in array order, the first bad one deciding (task_fn, flags, upstream
- * NULL with a length, group kind); SHUT_DOWN; then in array order named
- * groups never interned and upstream ids never issued. */
+ * in array order, the first bad one deciding (task_fn / flags, then group
+ * kind, then upstream NULL with a length); SHUT_DOWN; then in array order
+ * named groups never interned and upstream ids never issued. */
 TEST(bulk_bad_error_order) {
     btm_manager *m = mk(1, false);
     REQUIRE(m);
@@ -971,6 +971,11 @@ TEST(bulk_bad_error_order) {
                               desc_simple(3, NO_RESULT, 0)};
         d[1].task_fn = NULL;
         REJECT(m, d, 2, false, BTM_STATUS_INVALID_ARGUMENT, &last);
+    }
+    /* Within one descriptor: the group kind before the upstream array. */
+    {
+        btm_task_desc d[1] = {desc_spec(spec_new(2, NO_RESULT), 0, &bad_kind, NULL, 1)};
+        REJECT(m, d, 1, false, BTM_STATUS_INVALID_GROUP, &last);
     }
     /* Within one descriptor: task_fn / flags before the group kind. */
     {
