@@ -1326,12 +1326,14 @@ impl State {
             let Outcome::Failed(failure) = outcome else { unreachable!() };
             return self.fail(id, failure, after);
         }
+        let own = task.links.expect("checked above");
         match outcome {
             Outcome::Completed(result) => {
                 let result = result.map(Arc::new);
-                let task = self.tasks.get_mut(id).expect("checked above");
-                let downstream =
-                    task.links.map(|li| mem::take(&mut self.links.get_mut(li).downstream)).unwrap_or_default();
+                // The record is final before the downstream walk (which only
+                // looks at the downstream tasks): one lookup of this task.
+                task.body = Body::Completed { result: result.clone() };
+                let downstream = mem::take(&mut self.links.get_mut(own).downstream);
                 for d in downstream.iter() {
                     let Some(dt) = self.tasks.get_mut(d) else {
                         continue;
@@ -1349,11 +1351,9 @@ impl State {
                         self.make_ready(p, d, after);
                     }
                 }
-                let task = self.tasks.get_mut(id).expect("checked above");
-                if let Some(li) = task.links {
-                    self.links.get_mut(li).downstream = downstream;
-                }
-                task.body = Body::Completed { result };
+                // The taken list left an empty one: nothing to drop.
+                mem::forget(mem::replace(&mut self.links.get_mut(own).downstream, downstream));
+                drop(result);
                 self.completed_total += 1;
                 self.push_event(Ev::Final(id));
             }
