@@ -376,13 +376,7 @@ impl Model {
             return Err(vec![Error::ShutDown]);
         }
         for (spec, ups) in specs.iter().zip(&resolved) {
-            let errors: Vec<Error> = [
-                (spec.group == Grp::BadNamed, Error::InvalidGroup),
-                (ups.iter().any(|&u| u == 0 || u >= self.next_id), Error::UnknownUpstream),
-            ]
-            .into_iter()
-            .filter_map(|(bad, e)| bad.then_some(e))
-            .collect();
+            let errors = self.entry_errors(spec, ups);
             if !errors.is_empty() {
                 self.cov.rejected_adds += 1;
                 return Err(errors);
@@ -392,15 +386,23 @@ impl Model {
         Ok(specs.iter().zip(resolved).map(|(spec, ups)| self.add_resolved(spec, ups).expect("checked above")).collect())
     }
 
-    fn add_resolved(&mut self, spec: &AddSpec, ups: Vec<u64>) -> Result<u64, Vec<Error>> {
-        let errors: Vec<Error> = [
-            (self.shut_down, Error::ShutDown),
+    /// Why an add of `spec` (upstream resolved to `ups`) is rejected, shut
+    /// down aside: every reason that applies.
+    fn entry_errors(&self, spec: &AddSpec, ups: &[u64]) -> Vec<Error> {
+        [
             (spec.group == Grp::BadNamed, Error::InvalidGroup),
             (ups.iter().any(|&u| u == 0 || u >= self.next_id), Error::UnknownUpstream),
         ]
         .into_iter()
         .filter_map(|(bad, e)| bad.then_some(e))
-        .collect();
+        .collect()
+    }
+
+    fn add_resolved(&mut self, spec: &AddSpec, ups: Vec<u64>) -> Result<u64, Vec<Error>> {
+        let mut errors = self.entry_errors(spec, &ups);
+        if self.shut_down {
+            errors.insert(0, Error::ShutDown);
+        }
         if !errors.is_empty() {
             if errors.contains(&Error::ShutDown) {
                 self.cov.rejected_after_shut_down += 1;

@@ -255,6 +255,38 @@ size_t runlog_tags(int *out, size_t n) {
     return k;
 }
 
+bool run_order_is(const int *expected, size_t n) {
+    int got[64];
+    size_t k = runlog_tags(got, 64);
+    bool ok = k == n;
+    for (size_t i = 0; ok && i < n; i++) ok = got[i] == expected[i];
+    if (!ok) {
+        printf("      run order:");
+        for (size_t i = 0; i < k; i++) printf(" %d", got[i]);
+        printf("\n      expected: ");
+        for (size_t i = 0; i < n; i++) printf(" %d", expected[i]);
+        printf("\n");
+    }
+    return ok;
+}
+
+bool values_are(const value_rec *got, size_t n, const value_rec *want, size_t wn,
+                       const char *what) {
+    bool ok = n == wn;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = got[i].task_id == want[i].task_id && got[i].tag == want[i].tag;
+    if (!ok) {
+        printf("      %s:", what);
+        for (size_t i = 0; i < n && i < MAX_VALUES; i++)
+            printf(" {%llu,%d}", (unsigned long long)got[i].task_id, got[i].tag);
+        printf("\n      expected:");
+        for (size_t i = 0; i < wn; i++)
+            printf(" {%llu,%d}", (unsigned long long)want[i].task_id, want[i].tag);
+        printf("\n");
+    }
+    return ok;
+}
+
 /* ------------------------------------------------------------------ */
 /* Specs and the task function                                         */
 /* ------------------------------------------------------------------ */

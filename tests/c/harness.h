@@ -242,6 +242,8 @@ run_rec runlog_get(size_t i);
 int runlog_find(int tag);
 /* Copies up to `n` run tags in order into `out`; returns the count. */
 size_t runlog_tags(int *out, size_t n);
+/* True if the run log's tags are exactly `expected`; prints both if not. */
+bool run_order_is(const int *expected, size_t n);
 
 /* ------------------------------------------------------------------ */
 /* Event log: copies of polled events                                  */
@@ -261,6 +263,10 @@ typedef struct ev {
     char details[128];
     double progress;
 } ev;
+
+/* True if `got` (n entries) equals `want` (wn entries) by task id and tag;
+ * prints both, labelled `what`, if not. */
+bool values_are(const value_rec *got, size_t n, const value_rec *want, size_t wn, const char *what);
 
 typedef struct evlog {
     ev *v;

@@ -141,38 +141,6 @@ static void expect_rejected_at(int line, btm_manager *m, const btm_task_desc *d,
 #define REJECT(m, d, n, null_out, want, last) \
     expect_rejected_at(__LINE__, (m), (d), (n), (null_out), (want), (last))
 
-static bool run_order_is(const int *expected, size_t n) {
-    int got[64];
-    size_t k = runlog_tags(got, 64);
-    bool ok = k == n;
-    for (size_t i = 0; ok && i < n; i++) ok = got[i] == expected[i];
-    if (!ok) {
-        printf("      run order:");
-        for (size_t i = 0; i < k; i++) printf(" %d", got[i]);
-        printf("\n      expected: ");
-        for (size_t i = 0; i < n; i++) printf(" %d", expected[i]);
-        printf("\n");
-    }
-    return ok;
-}
-
-static bool values_are(const value_rec *got, size_t n, const value_rec *want, size_t wn,
-                       const char *what) {
-    bool ok = n == wn;
-    for (size_t i = 0; ok && i < n; i++)
-        ok = got[i].task_id == want[i].task_id && got[i].tag == want[i].tag;
-    if (!ok) {
-        printf("      %s: got", what);
-        for (size_t i = 0; i < n && i < MAX_VALUES; i++)
-            printf(" {%llu,%d}", (unsigned long long)got[i].task_id, got[i].tag);
-        printf(", expected");
-        for (size_t i = 0; i < wn; i++)
-            printf(" {%llu,%d}", (unsigned long long)want[i].task_id, want[i].tag);
-        printf("\n");
-    }
-    return ok;
-}
-
 /* ------------------------------------------------------------------ */
 /* Behaviour                                                           */
 /* ------------------------------------------------------------------ */

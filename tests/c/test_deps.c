@@ -3,23 +3,6 @@
  * SEMANTICS parity 4, 5, 6, 7. */
 #include "harness.h"
 
-static bool values_are(const value_rec *got, size_t n, const value_rec *want, size_t wn,
-                       const char *what) {
-    bool ok = n == wn;
-    for (size_t i = 0; ok && i < n; i++)
-        ok = got[i].task_id == want[i].task_id && got[i].tag == want[i].tag;
-    if (!ok) {
-        printf("      %s:", what);
-        for (size_t i = 0; i < n && i < MAX_VALUES; i++)
-            printf(" {%llu,%d}", (unsigned long long)got[i].task_id, got[i].tag);
-        printf("\n      expected:");
-        for (size_t i = 0; i < wn; i++)
-            printf(" {%llu,%d}", (unsigned long long)want[i].task_id, want[i].tag);
-        printf("\n");
-    }
-    return ok;
-}
-
 /* A downstream sees its upstream results in the order those completed (not
  * the order listed or added), each with the id of its producer. */
 TEST(results_in_completion_order) {

@@ -3,21 +3,6 @@
  * btm_set_task_priority. SEMANTICS parity 1, 2, 3. */
 #include "harness.h"
 
-static bool run_order_is(const int *expected, size_t n) {
-    int got[64];
-    size_t k = runlog_tags(got, 64);
-    bool ok = k == n;
-    for (size_t i = 0; ok && i < n; i++) ok = got[i] == expected[i];
-    if (!ok) {
-        printf("      run order:");
-        for (size_t i = 0; i < k; i++) printf(" %d", got[i]);
-        printf("\n      expected: ");
-        for (size_t i = 0; i < n; i++) printf(" %d", expected[i]);
-        printf("\n");
-    }
-    return ok;
-}
-
 /* max_threads=1, add while paused, then start: higher priority first, equal
  * priorities in the order added; events in the same order. */
 TEST(priorities_and_fifo_ties) {
