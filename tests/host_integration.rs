@@ -142,6 +142,30 @@ fn notify_fires_once_per_drain_on_the_empty_to_non_empty_transition() {
     finish(m);
 }
 
+/// A poll with nothing to deliver returns without taking the lock, except
+/// when it has other work: here, re-arming the notify callback after a stop
+/// withdrew the event that fired it.
+#[test]
+fn a_poll_with_nothing_to_deliver_still_rearms_notify() {
+    let _s = serial();
+    NOTIFIED.store(0, Ordering::SeqCst);
+    let m = manager(1, false);
+    m.set_notify(Some(Notify { func: on_notify, data: Owned::new(0x5eed as *mut c_void, None) }));
+    let a = m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    m.start_processing().unwrap();
+    m.wait_idle(Some(TIMEOUT)).unwrap();
+    assert_eq!(NOTIFIED.load(Ordering::SeqCst), 1);
+    let r = m.stop_task(a, false, false).unwrap();
+    assert_eq!(r.after_finish, 1, "the event is withdrawn");
+    for _ in 0..3 {
+        assert!(poll(&m).is_empty());
+    }
+    m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    wait_until("notify after the re-arming poll", || NOTIFIED.load(Ordering::SeqCst) == 2);
+    collect_finals(&m, 1);
+    finish(m);
+}
+
 #[test]
 fn waits_time_out_succeed_and_refuse_to_deadlock_inside_a_task() {
     let _s = serial();

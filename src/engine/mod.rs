@@ -383,6 +383,8 @@ pub struct Manager {
     host_cv: Condvar,
     /// Set (under the lock) when work arrives while a worker spins.
     work_hint: AtomicUsize,
+    /// `Signal::gate` of the state, readable without the lock.
+    poll_gate: Arc<AtomicBool>,
     hooks: Option<ThreadHooks>,
 }
 
@@ -416,6 +418,8 @@ impl Manager {
             n if n > MAX_THREADS_LIMIT => return Err(Error::InvalidThreadCount),
             n => n,
         };
+        let signal = Signal { armed: true, ..Signal::default() };
+        let poll_gate = Arc::clone(&signal.gate);
         Ok(Arc::new(Manager {
             state: Mutex::new(State {
                 next_id: 1,
@@ -448,12 +452,13 @@ impl Manager {
                 host_waiters: 0,
                 event_waiters: 0,
                 idle_waiters: 0,
-                signal: Signal { armed: true, ..Signal::default() },
+                signal,
                 task_hooks: None,
             }),
             work_cv: Condvar::new(),
             host_cv: Condvar::new(),
             work_hint: AtomicUsize::new(0),
+            poll_gate,
             hooks: config.thread_hooks,
         }))
     }
@@ -688,6 +693,13 @@ impl Manager {
     /// Writes up to `capacity` events to `sink`, in order. Results and
     /// messages of the previous poll are released first.
     pub fn poll(self: &Arc<Self>, capacity: usize, mut sink: impl FnMut(EventView)) -> usize {
+        if !self.poll_gate.load(Ordering::Acquire) {
+            // Nothing to deliver, re-arm or release (as of the last lock
+            // section): no lock taken, so that a host polling in a loop does
+            // not slow down the workers. An event raised right now is seen
+            // by the next poll, as if it had come a moment later.
+            return 0;
+        }
         let mut after = After::default();
         let mut written = 0;
         {
@@ -785,6 +797,7 @@ impl Manager {
                 st.events.clear();
             }
             st.sync_signal(&mut after);
+            st.update_poll_gate();
         }
         self.run_after(after);
         written
@@ -799,6 +812,7 @@ impl Manager {
                 after.garbage(Garbage::Notify(old));
             }
             st.signal.armed = true;
+            st.update_poll_gate();
         })
     }
 
@@ -1050,6 +1064,14 @@ impl State {
     fn sync_signal_slow(&mut self, after: &mut After) {
         let want = self.deliverable > 0;
         self.signal.raised = want;
+        if want && self.signal.armed {
+            if let Some(n) = &self.signal.notify {
+                self.signal.armed = false;
+                after.heavy().notify = Some(Arc::clone(n));
+            }
+        }
+        // Before the descriptor: a host woken by it must find the gate open.
+        self.update_poll_gate();
         if let Some(fd) = &self.signal.fd {
             if want {
                 fd.raise();
@@ -1057,11 +1079,15 @@ impl State {
                 fd.clear();
             }
         }
-        if want && self.signal.armed {
-            if let Some(n) = &self.signal.notify {
-                self.signal.armed = false;
-                after.heavy().notify = Some(Arc::clone(n));
-            }
+    }
+
+    /// Publishes whether a poll has anything to do (see `Signal::gate`).
+    /// Called wherever what it depends on changes: the signal, the notify
+    /// arming, the last poll's results.
+    fn update_poll_gate(&self) {
+        let want = self.signal.raised || !self.signal.armed || !self.delivered.is_empty();
+        if self.signal.gate.load(Ordering::Relaxed) != want {
+            self.signal.gate.store(want, Ordering::Release);
         }
     }
 

@@ -118,4 +118,9 @@ pub(crate) struct Signal {
     pub(crate) notify: Option<std::sync::Arc<Notify>>,
     /// The notify callback may fire (reset by every poll).
     pub(crate) armed: bool,
+    /// A poll has something to do: deliver events, re-arm the notify
+    /// callback or release the last poll's results. Read without the lock
+    /// by [`super::Manager::poll`], so that a host polling an idle manager
+    /// in a loop does not take the lock from the workers.
+    pub(crate) gate: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
