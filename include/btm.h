@@ -660,9 +660,9 @@ btm_status btm_context_report_progress(const struct btm_task_context *context,
  * not wait for it. Polling also releases the results and messages of the
  * previous poll (their free functions run on this thread), so pointers in
  * events stay valid exactly until the next poll. A poll with nothing to do
- * (no event, nothing to release) returns `OK` with a count of 0 without
- * taking btm's lock, so polling every frame or in a loop costs the workers
- * nothing.
+ * (no event to deliver, no previous result to release, no notify callback
+ * to re-arm) returns `OK` with a count of 0 without taking btm's lock, so
+ * polling every frame or in a loop costs the workers nothing.
  *
  * A stop withdraws events that are still queued, not events a poll
  * already copied into your buffer: if handling one event of a batch stops
