@@ -1,12 +1,11 @@
 /*
  * The floor under W3 on this machine, without any task manager: free N
  * 16-byte blocks with glibc's free() (what btm_bench's free function does
- * for each stopped task) and give the memory back with malloc_trim(0).
+ * for each stopped task).
  * Usage: w3_floor <N>; prints one JSON line. bench/run.py runs it next to
  * W3 so the report shows how much of a stop is the host's own free calls.
  */
 #define _POSIX_C_SOURCE 200809L
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -26,9 +25,7 @@ int main(int argc, char **argv) {
     double t0 = now_ms();
     for (size_t i = 0; i < n; i++) free(p[i]);
     double t1 = now_ms();
-    malloc_trim(0);
-    double t2 = now_ms();
     free(p);
-    printf("{\"n\":%zu,\"free_ms\":%.3f,\"trim_ms\":%.3f}\n", n, t1 - t0, t2 - t1);
+    printf("{\"n\":%zu,\"free_ms\":%.3f}\n", n, t1 - t0);
     return 0;
 }

@@ -783,3 +783,84 @@ fn concurrent_adds_from_several_host_threads() {
     collect_finals(&m, 20_000);
     finish(m);
 }
+
+// Stops large enough to give btm's memory back (at least 64 table chunks of
+// 1024 tasks): every userdata is freed once, in id order, on the stopping
+// thread, and the records of tasks that stay queued are untouched.
+
+static FREED_TAGS: std::sync::Mutex<Vec<i64>> = std::sync::Mutex::new(Vec::new());
+
+unsafe extern "C" fn free_tagged(data: *mut std::ffi::c_void) {
+    // SAFETY: made by `tagged` with Box::into_raw.
+    let tag = unsafe { Box::from_raw(data as *mut i64) };
+    FREED_TAGS.lock().unwrap().push(*tag);
+}
+
+unsafe extern "C" fn run_nothing(_: *mut std::ffi::c_void, _: *mut btm::engine::TaskContext) {}
+
+fn tagged(tag: i64) -> Job {
+    Job::task(run_nothing, btm::engine::Owned::new(Box::into_raw(Box::new(tag)).cast(), Some(free_tagged)))
+}
+
+fn take_freed_tags() -> Vec<i64> {
+    std::mem::take(&mut *FREED_TAGS.lock().unwrap())
+}
+
+/// Tags 0..n were freed, each once, in that order (and nothing else).
+fn assert_freed_once_in_order(n: i64) {
+    let freed = take_freed_tags();
+    let first_wrong = freed.iter().zip(0..).position(|(&f, want)| f != want);
+    assert!(
+        freed.len() == n as usize && first_wrong.is_none(),
+        "{} of {n} userdata freed; first out of order at index {first_wrong:?}",
+        freed.len()
+    );
+}
+
+#[test]
+fn large_stops_free_every_userdata_once_in_id_order_and_leave_the_rest_intact() {
+    let _s = serial();
+    const N: i64 = 70 * 1024;
+    // One worker, so that the kept tasks run (and log) in id order.
+    let m = manager(1, false);
+    take_freed_tags();
+
+    // The group holds every live task: the whole table is released at once.
+    for tag in 0..N {
+        m.add(tagged(tag), 0, g(1), &[]).unwrap();
+    }
+    assert_eq!(m.stop_group(g(1), false, false).unwrap().before_start, N as u64);
+    assert_freed_once_in_order(N);
+
+    // Another group keeps tasks queued before, among and after the stopped
+    // ones: the stop takes the general path and empties most chunks.
+    let log = Log::default();
+    let mut kept = Vec::new();
+    kept.push(m.add(logging(&log, -1), 0, g(3), &[]).unwrap());
+    for tag in 0..N {
+        m.add(tagged(tag), 0, g(2), &[]).unwrap();
+        if tag % 20_000 == 0 {
+            kept.push(m.add(logging(&log, tag), 0, g(3), &[]).unwrap());
+        }
+    }
+    kept.push(m.add(logging(&log, N), 0, g(3), &[]).unwrap());
+    assert_eq!(m.stop_group(g(2), false, false).unwrap().before_start, N as u64);
+    assert_freed_once_in_order(N);
+
+    // The kept tasks run with their data intact, and the table takes new
+    // tasks after the release.
+    m.start_processing().unwrap();
+    let mut finals = ids_of(&collect_finals(&m, kept.len()));
+    finals.sort_unstable();
+    assert_eq!(finals, kept);
+    let mut expected: Vec<i64> = vec![-1, 0, 20_000, 40_000, 60_000, N];
+    assert_eq!(log.get(), expected);
+    for tag in 0..3000 {
+        m.add(logging(&log, N + 1 + tag), 0, DEFAULT, &[]).unwrap();
+    }
+    collect_finals(&m, 3000);
+    expected.extend((0..3000).map(|t| N + 1 + t));
+    assert_eq!(log.get(), expected);
+    take_freed_tags();
+    finish(m);
+}

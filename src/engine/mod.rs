@@ -13,6 +13,7 @@
 mod foreign;
 mod group;
 mod ids;
+mod pages;
 mod ready;
 mod signal;
 mod slab;
@@ -250,7 +251,8 @@ enum Garbage {
     Text(#[allow(dead_code)] Option<CString>),
     Notify(#[allow(dead_code)] Arc<Notify>),
     Hooks(#[allow(dead_code)] Arc<TaskHooks>),
-    /// Detached task-table chunks (a whole-table stop).
+    /// Task-table chunks: detached with their tasks (a whole-table stop)
+    /// or emptied by a stop (see [`table::Table::collect_freed`]).
     Tasks(#[allow(dead_code)] Vec<Box<[Option<Task>]>>),
 }
 
@@ -267,8 +269,6 @@ struct After {
     /// Tell spinning workers that work arrived (done by `run_after` itself,
     /// so not part of `is_empty`).
     hint: bool,
-    /// Give free heap memory back to the system once everything is freed.
-    trim: bool,
 }
 
 /// The rarely needed part of [`After`].
@@ -317,7 +317,7 @@ impl After {
     }
 
     fn is_empty(&self) -> bool {
-        self.heavy.is_none() && self.wake == 0 && !self.wake_all && !self.wake_host && !self.trim
+        self.heavy.is_none() && self.wake == 0 && !self.wake_all && !self.wake_host
     }
 }
 
@@ -392,19 +392,6 @@ thread_local! {
     /// The manager whose worker this thread is, if any.
     static CURRENT: Cell<*const Manager> = const { Cell::new(std::ptr::null()) };
 }
-
-/// Stops that free at least this many blocks of host data (1024 each) also
-/// return free heap memory to the system.
-const TRIM_AFTER_BLOCKS: usize = 64;
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn release_free_memory() {
-    // SAFETY: glibc's malloc_trim has no preconditions.
-    unsafe { libc::malloc_trim(0) };
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_free_memory() {}
 
 /// Spin iterations of a worker before it yields, and yields before it sleeps.
 const SPIN_ITERS: u32 = 128;
@@ -495,7 +482,7 @@ impl Manager {
 
     #[inline(never)]
     fn run_after_slow(self: &Arc<Self>, after: After) {
-        let After { heavy, wake, wake_all, wake_host, hint: _, trim } = after;
+        let After { heavy, wake, wake_all, wake_host, hint: _ } = after;
         let Heavy { frees, garbage, spawn, notify } = heavy.map(|h| *h).unwrap_or_default();
         // Threads first: a shut down waits for threads being started, so no
         // host code (which may shut down) may run while one is pending.
@@ -515,16 +502,20 @@ impl Manager {
         if wake_host {
             self.host_cv.notify_all();
         }
-        // Last: free functions may call back into the manager.
-        drop(garbage);
-        let big = trim || frees.len() >= TRIM_AFTER_BLOCKS;
-        for block in frees {
-            drop(block);
+        // Last: free functions may call back into the manager. A large
+        // stop gives btm's memory back to the system as it frees it.
+        for g in garbage {
+            match g {
+                Garbage::Tasks(chunks) if chunks.len() >= pages::GIVE_BACK_MIN_BUFFERS => {
+                    pages::drop_all_returning_pages(chunks);
+                }
+                other => drop(other),
+            }
         }
-        if big {
-            // A large stop just released task records and host data: give
-            // the freed heap back to the system instead of keeping it.
-            release_free_memory();
+        if frees.len() >= pages::GIVE_BACK_MIN_BUFFERS {
+            pages::drop_all_returning_pages(frees.into_iter().map(Vec::into_boxed_slice).collect());
+        } else {
+            drop(frees);
         }
     }
 
@@ -1428,14 +1419,26 @@ impl State {
     fn stop(&mut self, roots: Vec<u64>, up: bool, down: bool, after: &mut After) -> StopReport {
         let mut report = StopReport::default();
         let mut stack = Vec::new();
+        self.tasks.collect_freed();
         for id in roots {
             stack.push(id);
             self.stop_reachable(&mut stack, up, down, &mut report, after);
         }
+        self.stop_done(after);
+        report
+    }
+
+    /// End of a stop: withdraws queued events if none is deliverable, and
+    /// hands the task-table chunks the stop emptied to `after`, which frees
+    /// them after the lock (giving the memory back if there are many).
+    fn stop_done(&mut self, after: &mut After) {
         if self.deliverable == 0 {
             self.events.clear();
         }
-        report
+        let emptied = self.tasks.take_freed();
+        if !emptied.is_empty() {
+            after.garbage(Garbage::Tasks(emptied));
+        }
     }
 
     /// Stops the live tasks of group slot `index` and what the flags reach.
@@ -1450,6 +1453,7 @@ impl State {
         }
         let members = mem::take(&mut self.groups.slot_mut(index).members);
         let mut stack = Vec::new();
+        self.tasks.collect_freed();
         // Fast path for the common case (a queued task with no links and no
         // progress): removed with one lookup, with the ready-queue and group
         // counters settled once per run of equal priorities.
@@ -1483,9 +1487,7 @@ impl State {
         if left_group > 0 {
             self.groups.leave_n(index, left_group);
         }
-        if self.deliverable == 0 {
-            self.events.clear();
-        }
+        self.stop_done(after);
         report
     }
 
@@ -1512,9 +1514,6 @@ impl State {
         self.groups.leave_all();
         self.pending = 0;
         self.stopped_total += n as u64;
-        if n >= TRIM_AFTER_BLOCKS * FREE_BLOCK {
-            after.trim = true;
-        }
         after.garbage(Garbage::Tasks(chunks));
         if self.deliverable == 0 {
             self.events.clear();

@@ -31,11 +31,23 @@ pub(crate) struct Table<T> {
     spare: Option<Box<[Option<T>]>>,
     /// A thread is making the spare (see [`Table::making_spare`]).
     spare_coming: bool,
+    /// While a stop runs, the storage of the chunks it empties (beyond the
+    /// spare) is kept here instead of being freed under the caller's lock
+    /// (see [`Table::collect_freed`]).
+    freed: Option<Vec<Box<[Option<T>]>>>,
 }
 
 impl<T> Table<T> {
     pub(crate) fn new() -> Self {
-        Table { first: 0, chunks: VecDeque::new(), issued_end: 0, live: 0, spare: None, spare_coming: false }
+        Table {
+            first: 0,
+            chunks: VecDeque::new(),
+            issued_end: 0,
+            live: 0,
+            spare: None,
+            spare_coming: false,
+            freed: None,
+        }
     }
 
     /// A chunk's worth of empty slots (allocated and written: faulted in).
@@ -141,6 +153,8 @@ impl<T> Table<T> {
                     debug_assert!(done.slots.iter().all(Option::is_none));
                     if self.spare.is_none() {
                         self.spare = Some(done.slots);
+                    } else if let Some(freed) = &mut self.freed {
+                        freed.push(done.slots);
                     }
                 }
                 while matches!(self.chunks.front(), Some(None)) {
@@ -161,6 +175,18 @@ impl<T> Table<T> {
             return None;
         }
         self.remove(id)
+    }
+
+    /// From now until [`Table::take_freed`], the storage of emptied chunks
+    /// is kept for the caller instead of being freed on the spot.
+    pub(crate) fn collect_freed(&mut self) {
+        self.freed.get_or_insert_with(Vec::new);
+    }
+
+    /// The storage kept since [`Table::collect_freed`] (every slot `None`);
+    /// emptied chunks are freed on the spot again from now on.
+    pub(crate) fn take_freed(&mut self) -> Vec<Box<[Option<T>]>> {
+        self.freed.take().unwrap_or_default()
     }
 
     /// Number of live entries.

@@ -398,6 +398,12 @@ pub unsafe extern "C" fn btm_stop_task(
 /// `NULL_ARGUMENT`, `INVALID_GROUP`. Free functions and threads as
 /// `btm_stop_task`.
 ///
+/// Memory: a stop that releases many tasks (tens of thousands or more, as
+/// does `btm_stop_all_tasks`) gives btm's own memory for them back to the
+/// system before returning. The blocks your free functions free go back to
+/// your allocator, which keeps them for reuse as usual (btm does not trim
+/// the process heap).
+///
 /// # Safety
 /// `manager` NULL or live; `group` NULL or readable; `report_out` NULL or
 /// writable.
