@@ -10,7 +10,8 @@
  * btm_add_tasks, K per call (the "btm_bulk" row of bench/run.py); the other
  * workloads then print "unsupported" (they are btm's own row).
  * BTM_BENCH_THREADS=K sets max_threads (default 2, as for every peer; for
- * experiments only).
+ * experiments only). BTM_BENCH_PHASES=1 makes w1 and w6 also print, on
+ * stderr, how long the adds took and how long the drain after them.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "btm.h"
@@ -139,8 +140,12 @@ int main(int argc, char **argv) {
         } else {
             for (size_t i = 0; i < n; i++) add(m, (int)(i % (size_t)levels), NULL, 0, &id);
         }
+        double t_added = now_ns();
         drain(m, n, 0);
         double t = now_ns() - t0;
+        if (getenv("BTM_BENCH_PHASES"))
+            fprintf(stderr, "%s: add phase %.1f ns/task, drain phase %.1f ns/task\n", w, (t_added - t0) / (double)n,
+                    (now_ns() - t_added) / (double)n);
         free(descs);
         free(ids);
         printf("{\"peer\":\"%s\",\"workload\":\"%s\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n",

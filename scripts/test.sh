@@ -42,6 +42,16 @@ rust_asan() {
         --lib --test semantics --test host_integration --test ffi --test faults --test stress
 }
 
+# The benchmark's smoke run, and the phase driver (bench/btm_phases.c) at a
+# small N, so that neither rots.
+bench_smoke() {
+    python3 bench/run.py --quick &&
+        gcc -O2 -std=c11 -Wall -Wextra -Werror -Iinclude bench/btm_phases.c -Ltarget/release -lbtm \
+            -o bench/build/btm_phases &&
+        LD_LIBRARY_PATH=target/release bench/build/btm_phases w1 10000 &&
+        LD_LIBRARY_PATH=target/release bench/build/btm_phases w2a
+}
+
 rust_tests() {
     cargo build --release && ln -sf libbtm.so target/release/libbtm.so.0 && cargo test --release
 }
@@ -53,7 +63,7 @@ for s in "${sections[@]}"; do
         examples) run "C examples (demo, poll(2) host loop, frame loop)" bash examples/c/run.sh all ;;
         cpp) run "C++ binding and packaging" bash tests/cpp/run.sh ;;
         csharp) run "C# binding (Mono)" bash tests/csharp/run.sh ;;
-        bench) run "Benchmark smoke run" python3 bench/run.py --quick ;;
+        bench) run "Benchmark smoke run" bench_smoke ;;
         rust-asan) run "Rust tests under AddressSanitizer (nightly)" rust_asan ;;
         *) echo "unknown section: $s (expected rust c examples cpp csharp bench rust-asan)"; exit 2 ;;
     esac
