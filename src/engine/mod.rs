@@ -253,7 +253,7 @@ enum Garbage {
     Hooks(#[allow(dead_code)] Arc<TaskHooks>),
     /// Task-table chunks: detached with their tasks (a whole-table stop)
     /// or emptied by a stop (see [`table::Table::collect_freed`]).
-    Tasks(#[allow(dead_code)] Vec<Box<[Option<Task>]>>),
+    Tasks(Vec<table::Slots<Task>>),
 }
 
 /// Work to do once the state lock is released. Most operations need only
@@ -506,9 +506,7 @@ impl Manager {
         // stop gives btm's memory back to the system as it frees it.
         for g in garbage {
             match g {
-                Garbage::Tasks(chunks) if chunks.len() >= pages::GIVE_BACK_MIN_BUFFERS => {
-                    pages::drop_all_returning_pages(chunks);
-                }
+                Garbage::Tasks(chunks) => table::release_all(chunks),
                 other => drop(other),
             }
         }
@@ -786,6 +784,9 @@ impl Manager {
             if st.deliverable == 0 {
                 // Only stale entries can be left: drop them now.
                 st.events.clear();
+            }
+            if let Some(chunks) = st.tasks.take_released() {
+                after.garbage(Garbage::Tasks(chunks));
             }
             st.sync_signal(&mut after);
             st.update_poll_gate();
@@ -1438,6 +1439,9 @@ impl State {
         let emptied = self.tasks.take_freed();
         if !emptied.is_empty() {
             after.garbage(Garbage::Tasks(emptied));
+        }
+        if let Some(chunks) = self.tasks.take_released() {
+            after.garbage(Garbage::Tasks(chunks));
         }
     }
 

@@ -7,14 +7,106 @@
 //! long-lived task pins at most one chunk, never the tasks issued after it.
 
 use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
+use std::ptr::{self, NonNull};
+
+use super::pages;
 
 const CHUNK_BITS: u32 = 10;
 const CHUNK_LEN: usize = 1 << CHUNK_BITS;
 const CHUNK_MASK: u64 = (CHUNK_LEN as u64) - 1;
 
+/// Emptied chunks kept for reuse (beyond these, an emptied chunk's storage
+/// is given back): two, so that a table that grows by one chunk while it
+/// empties another (a steady flow of tasks) never maps or unmaps memory.
+const MAX_SPARES: usize = 2;
+
+/// Emptied chunks beyond the spares are given back in batches of this many
+/// (one `munmap` for neighbouring ones, after the caller's lock; see
+/// [`Table::take_released`]).
+const RELEASE_BATCH: usize = 64;
+
 struct Chunk<T> {
-    slots: Box<[Option<T>]>,
+    slots: Slots<T>,
     live: u32,
+}
+
+/// The storage of one chunk: `CHUNK_LEN` slots in pages of their own (on
+/// Linux an anonymous mapping, elsewhere the global allocator). Dropping it
+/// drops the slots in order and gives the pages back to the system;
+/// [`release_all`] does that for many chunks with few system calls.
+pub(crate) struct Slots<T> {
+    ptr: NonNull<Option<T>>,
+}
+
+// SAFETY: `Slots` owns its slots like a `Box<[Option<T>]>` would.
+unsafe impl<T: Send> Send for Slots<T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for Slots<T> {}
+
+impl<T> Slots<T> {
+    const BYTES: usize = CHUNK_LEN * std::mem::size_of::<Option<T>>();
+
+    /// A chunk's worth of `None` slots, written (so its pages are faulted
+    /// in by the caller, not by whoever inserts the first entry).
+    pub(crate) fn new() -> Self {
+        let ptr = pages::map(Self::BYTES, std::mem::align_of::<Option<T>>()).cast::<Option<T>>();
+        for i in 0..CHUNK_LEN {
+            // SAFETY: `i` is inside the fresh mapping, which is aligned for
+            // `Option<T>` and not yet read.
+            unsafe { ptr.as_ptr().add(i).write(None) };
+        }
+        Slots { ptr }
+    }
+
+    /// The slots' storage, for giving it back: `(address, bytes)`.
+    fn range(&self) -> (usize, usize) {
+        (self.ptr.as_ptr() as usize, Self::BYTES)
+    }
+}
+
+impl<T> Deref for Slots<T> {
+    type Target = [Option<T>];
+    fn deref(&self) -> &[Option<T>] {
+        // SAFETY: `ptr` holds `CHUNK_LEN` initialised slots owned by `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), CHUNK_LEN) }
+    }
+}
+
+impl<T> DerefMut for Slots<T> {
+    fn deref_mut(&mut self) -> &mut [Option<T>] {
+        // SAFETY: as in `deref`, and `&mut self` is unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), CHUNK_LEN) }
+    }
+}
+
+impl<T> Drop for Slots<T> {
+    fn drop(&mut self) {
+        // SAFETY: the slots are initialised and dropped once, here; then
+        // the storage, which nothing uses any more, is unmapped.
+        unsafe {
+            ptr::drop_in_place(&mut **self as *mut [Option<T>]);
+            pages::unmap(self.range(), std::mem::align_of::<Option<T>>());
+        }
+    }
+}
+
+/// Drops many chunks: every chunk's slots in order (so entries are dropped
+/// in id order when `chunks` is), then gives all their storage back,
+/// neighbouring mappings in one system call.
+pub(crate) fn release_all<T>(chunks: Vec<Slots<T>>) {
+    let mut ranges = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        let chunk = std::mem::ManuallyDrop::new(chunk);
+        // SAFETY: the slots are dropped once, here, and `ManuallyDrop`
+        // keeps `Slots::drop` from dropping them again; the storage is
+        // unmapped below.
+        unsafe { ptr::drop_in_place(ptr::slice_from_raw_parts_mut(chunk.ptr.as_ptr(), CHUNK_LEN)) };
+        ranges.push(chunk.range());
+    }
+    // SAFETY: every range is a chunk's storage whose slots were dropped
+    // above and that nothing references any more.
+    unsafe { pages::unmap_all(ranges, std::mem::align_of::<Option<T>>()) };
 }
 
 /// A map from task id to `T` for sequentially issued ids.
@@ -25,16 +117,19 @@ pub(crate) struct Table<T> {
     /// One past the highest id inserted so far (ids below it are "issued").
     issued_end: u64,
     live: usize,
-    /// Empty slots for the next chunk: the last chunk freed, or one made by
-    /// an idle worker (see [`Table::needs_spare`]), so that the thread
-    /// adding tasks does not allocate and fault in a chunk under the lock.
-    spare: Option<Box<[Option<T>]>>,
+    /// Empty slots for the next chunks (at most [`MAX_SPARES`]): chunks
+    /// emptied, or one made by an idle worker (see [`Table::needs_spare`]),
+    /// so that the thread adding tasks does not map and fault in a chunk
+    /// under the lock.
+    spares: Vec<Slots<T>>,
     /// A thread is making the spare (see [`Table::making_spare`]).
     spare_coming: bool,
     /// While a stop runs, the storage of the chunks it empties (beyond the
     /// spare) is kept here instead of being freed under the caller's lock
     /// (see [`Table::collect_freed`]).
-    freed: Option<Vec<Box<[Option<T>]>>>,
+    freed: Option<Vec<Slots<T>>>,
+    /// Emptied chunks beyond the spares, waiting to be given back.
+    released: Vec<Slots<T>>,
 }
 
 impl<T> Table<T> {
@@ -44,15 +139,16 @@ impl<T> Table<T> {
             chunks: VecDeque::new(),
             issued_end: 0,
             live: 0,
-            spare: None,
+            spares: Vec::new(),
             spare_coming: false,
             freed: None,
+            released: Vec::new(),
         }
     }
 
-    /// A chunk's worth of empty slots (allocated and written: faulted in).
-    pub(crate) fn new_slots() -> Box<[Option<T>]> {
-        (0..CHUNK_LEN).map(|_| None).collect()
+    /// A chunk's worth of empty slots (mapped and written: faulted in).
+    pub(crate) fn new_slots() -> Slots<T> {
+        Slots::new()
     }
 
     /// True when the next chunk would have to be allocated by the inserting
@@ -60,7 +156,7 @@ impl<T> Table<T> {
     /// [`Table::new_slots`] (outside the lock) and hand it over with
     /// [`Table::give_spare`].
     pub(crate) fn needs_spare(&self) -> bool {
-        self.spare.is_none() && !self.spare_coming
+        self.spares.is_empty() && !self.spare_coming
     }
 
     /// Records that the caller will make the spare and hand it over with
@@ -69,13 +165,13 @@ impl<T> Table<T> {
         self.spare_coming = true;
     }
 
-    /// Keeps `slots` (all `None`) as the next chunk's storage, unless a spare
-    /// is already there.
-    pub(crate) fn give_spare(&mut self, slots: Box<[Option<T>]>) {
-        debug_assert!(slots.len() == CHUNK_LEN && slots.iter().all(Option::is_none));
+    /// Keeps `slots` (all `None`) as storage for a next chunk, unless
+    /// [`MAX_SPARES`] are already kept.
+    pub(crate) fn give_spare(&mut self, slots: Slots<T>) {
+        debug_assert!(slots.iter().all(Option::is_none));
         self.spare_coming = false;
-        if self.spare.is_none() {
-            self.spare = Some(slots);
+        if self.spares.len() < MAX_SPARES {
+            self.spares.push(slots);
         }
     }
 
@@ -127,9 +223,9 @@ impl<T> Table<T> {
             self.chunks.push_back(None);
         }
         let c = (chunk - self.first) as usize;
-        let spare = &mut self.spare;
-        let entry = self.chunks[c]
-            .get_or_insert_with(|| Chunk { slots: spare.take().unwrap_or_else(Self::new_slots), live: 0 });
+        let spares = &mut self.spares;
+        let entry =
+            self.chunks[c].get_or_insert_with(|| Chunk { slots: spares.pop().unwrap_or_else(Slots::new), live: 0 });
         entry.slots[(id & CHUNK_MASK) as usize] = Some(value);
         entry.live += 1;
         self.live += 1;
@@ -151,10 +247,12 @@ impl<T> Table<T> {
                 if let Some(done) = self.chunks[c].take() {
                     // Every slot is `None` again: reuse it for the next chunk.
                     debug_assert!(done.slots.iter().all(Option::is_none));
-                    if self.spare.is_none() {
-                        self.spare = Some(done.slots);
+                    if self.spares.len() < MAX_SPARES {
+                        self.spares.push(done.slots);
                     } else if let Some(freed) = &mut self.freed {
                         freed.push(done.slots);
+                    } else {
+                        self.released.push(done.slots);
                     }
                 }
                 while matches!(self.chunks.front(), Some(None)) {
@@ -185,8 +283,19 @@ impl<T> Table<T> {
 
     /// The storage kept since [`Table::collect_freed`] (every slot `None`);
     /// emptied chunks are freed on the spot again from now on.
-    pub(crate) fn take_freed(&mut self) -> Vec<Box<[Option<T>]>> {
+    pub(crate) fn take_freed(&mut self) -> Vec<Slots<T>> {
         self.freed.take().unwrap_or_default()
+    }
+
+    /// Emptied chunks to give back (with [`release_all`], after the lock):
+    /// a full batch, or whatever is left once the table is empty.
+    #[inline]
+    pub(crate) fn take_released(&mut self) -> Option<Vec<Slots<T>>> {
+        if self.released.len() >= RELEASE_BATCH || (self.live == 0 && !self.released.is_empty()) {
+            Some(std::mem::take(&mut self.released))
+        } else {
+            None
+        }
     }
 
     /// Number of live entries.
@@ -201,7 +310,7 @@ impl<T> Table<T> {
 
     /// Removes every live entry at once and returns their storage: dropping
     /// it drops the entries in ascending id order. Ids stay issued.
-    pub(crate) fn take_all(&mut self) -> Vec<Box<[Option<T>]>> {
+    pub(crate) fn take_all(&mut self) -> Vec<Slots<T>> {
         let taken = self.chunks.drain(..).flatten().map(|c| c.slots).collect();
         self.live = 0;
         // The next insert (a higher id) starts a fresh chunk deque.
@@ -273,12 +382,66 @@ mod tests {
         for id in 1..CHUNK_LEN as u64 {
             t.remove(id);
         }
-        assert!(!t.needs_spare(), "the emptied chunk is kept as the spare");
-        // A second spare is not kept.
+        assert!(!t.needs_spare(), "the emptied chunk is kept as a spare");
+        // A second spare is kept, a third is not.
+        let second = Table::<u64>::new_slots();
+        let second_ptr = second.as_ptr();
+        t.give_spare(second);
         t.give_spare(Table::<u64>::new_slots());
-        t.insert(2 * CHUNK_LEN as u64, 5); // third chunk: the recycled storage
+        assert_eq!(t.spares.len(), MAX_SPARES);
+        t.insert(2 * CHUNK_LEN as u64, 5); // third chunk: the last spare kept
+        assert_eq!(t.chunks.back().unwrap().as_ref().unwrap().slots.as_ptr(), second_ptr);
+        t.insert(3 * CHUNK_LEN as u64, 6); // fourth chunk: the recycled storage
         assert_eq!(t.chunks.back().unwrap().as_ref().unwrap().slots.as_ptr(), given_ptr);
-        assert_eq!(t.get(2 * CHUNK_LEN as u64), Some(&5));
-        assert_eq!(t.get(3), None, "recycled slots start empty");
+        assert_eq!(t.get(3 * CHUNK_LEN as u64), Some(&6));
+        assert_eq!(t.get(3 * CHUNK_LEN as u64 + 2), None, "recycled slots start empty");
+        assert_eq!(t.get(2 * CHUNK_LEN as u64 + 1), None, "given slots start empty");
+    }
+
+    #[test]
+    fn emptied_chunks_beyond_the_spares_are_released_in_batches_and_at_empty() {
+        let mut t = Table::new();
+        let n = (MAX_SPARES + RELEASE_BATCH + 10) as u64 * CHUNK_LEN as u64;
+        for id in 0..n {
+            t.insert(id, id);
+        }
+        t.insert(n, n); // keeps the table non-empty until the end
+        let mut batches = Vec::new();
+        for id in 0..n {
+            assert_eq!(t.remove(id), Some(id));
+            if let Some(b) = t.take_released() {
+                batches.push(b.len());
+                release_all(b);
+            }
+        }
+        assert_eq!(batches, vec![RELEASE_BATCH], "one full batch while the table is in use");
+        assert_eq!(t.spares.len(), MAX_SPARES);
+        assert_eq!(t.released.len(), 10);
+        assert_eq!(t.remove(n), Some(n));
+        let rest = t.take_released().expect("the rest goes once the table is empty");
+        assert_eq!(rest.len(), 10);
+        release_all(rest);
+        assert!(t.take_released().is_none());
+    }
+
+    #[test]
+    fn release_all_drops_every_entry_once_in_chunk_order() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        struct Noisy(u64, Rc<RefCell<Vec<u64>>>);
+        impl Drop for Noisy {
+            fn drop(&mut self) {
+                self.1.borrow_mut().push(self.0);
+            }
+        }
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut t = Table::new();
+        let n = 5 * CHUNK_LEN as u64 + 7;
+        for id in 0..n {
+            t.insert(id, Noisy(id, log.clone()));
+        }
+        release_all(t.take_all());
+        assert_eq!(*log.borrow(), (0..n).collect::<Vec<_>>());
+        assert_eq!(Rc::strong_count(&log), 1);
     }
 }
