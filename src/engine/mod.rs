@@ -506,7 +506,14 @@ impl Manager {
         // stop gives btm's memory back to the system as it frees it.
         for g in garbage {
             match g {
-                Garbage::Tasks(chunks) => table::release_all(chunks),
+                Garbage::Tasks(chunks) if chunks.len() >= pages::GIVE_BACK_MIN_BUFFERS => table::release_all(chunks),
+                Garbage::Tasks(chunks) => {
+                    // A small release: the chunks are kept for the next
+                    // adds (or given back with a later batch) rather than
+                    // unmapped one system call each.
+                    let emptied = table::empty_all(chunks);
+                    self.state.lock().tasks.keep_emptied(emptied);
+                }
                 other => drop(other),
             }
         }

@@ -91,6 +91,18 @@ impl<T> Drop for Slots<T> {
     }
 }
 
+/// Empties chunks for reuse: drops every chunk's entries in order (in id
+/// order when `chunks` is) and returns the chunks, all `None`, for
+/// [`Table::keep_emptied`].
+pub(crate) fn empty_all<T>(mut chunks: Vec<Slots<T>>) -> Vec<Slots<T>> {
+    for chunk in &mut chunks {
+        for slot in chunk.iter_mut() {
+            *slot = None;
+        }
+    }
+    chunks
+}
+
 /// Drops many chunks: every chunk's slots in order (so entries are dropped
 /// in id order when `chunks` is), then gives all their storage back,
 /// neighbouring mappings in one system call.
@@ -287,6 +299,19 @@ impl<T> Table<T> {
         self.freed.take().unwrap_or_default()
     }
 
+    /// Keeps emptied chunks (from [`empty_all`]) as spares, and the rest to
+    /// be given back with the next batch (see [`Table::take_released`]).
+    pub(crate) fn keep_emptied(&mut self, chunks: Vec<Slots<T>>) {
+        for chunk in chunks {
+            debug_assert!(chunk.iter().all(Option::is_none));
+            if self.spares.len() < MAX_SPARES {
+                self.spares.push(chunk);
+            } else {
+                self.released.push(chunk);
+            }
+        }
+    }
+
     /// Emptied chunks to give back (with [`release_all`], after the lock):
     /// a full batch, or whatever is left once the table is empty.
     #[inline]
@@ -443,5 +468,27 @@ mod tests {
         release_all(t.take_all());
         assert_eq!(*log.borrow(), (0..n).collect::<Vec<_>>());
         assert_eq!(Rc::strong_count(&log), 1);
+    }
+
+    #[test]
+    fn chunks_emptied_after_a_small_release_are_reused_empty() {
+        let mut t = Table::new();
+        for id in 0..3 * CHUNK_LEN as u64 {
+            t.insert(id, id);
+        }
+        let taken = t.take_all();
+        let ptrs: Vec<_> = taken.iter().map(|c| c.as_ptr()).collect();
+        t.keep_emptied(empty_all(taken));
+        assert_eq!(t.spares.len(), MAX_SPARES);
+        assert_eq!(t.released.len(), 3 - MAX_SPARES);
+        let next = 4 * CHUNK_LEN as u64;
+        t.insert(next, 1);
+        let reused = t.chunks.back().unwrap().as_ref().unwrap().slots.as_ptr();
+        assert!(ptrs.contains(&reused), "a kept chunk is reused");
+        assert!((next + 1..next + CHUNK_LEN as u64).all(|id| t.get(id).is_none()), "and starts empty");
+        assert_eq!(t.remove(next), Some(1));
+        let rest = t.take_released().expect("given back once the table is empty");
+        assert_eq!(rest.len(), 1);
+        release_all(rest);
     }
 }
