@@ -2,9 +2,11 @@
 //!
 //! Ids are issued sequentially and never reused, so the table is a deque of
 //! fixed-size chunks addressed by `id >> CHUNK_BITS`: lookups are two index
-//! operations, with no hashing and no per-task allocation. A chunk is freed as
-//! soon as all of its ids have been issued and none of its tasks is live, so a
-//! long-lived task pins at most one chunk, never the tasks issued after it.
+//! operations, with no hashing and no per-task allocation. A chunk leaves the
+//! table as soon as all of its ids have been issued and none of its tasks is
+//! live, so a long-lived task pins at most one chunk, never the tasks issued
+//! after it. Its storage ([`Slots`], pages of its own) is then kept as a spare
+//! or given back to the system in batches.
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
@@ -137,8 +139,8 @@ pub(crate) struct Table<T> {
     /// A thread is making the spare (see [`Table::making_spare`]).
     spare_coming: bool,
     /// While a stop runs, the storage of the chunks it empties (beyond the
-    /// spare) is kept here instead of being freed under the caller's lock
-    /// (see [`Table::collect_freed`]).
+    /// spares) is kept here for the stop to release after its lock (see
+    /// [`Table::collect_freed`]).
     freed: Option<Vec<Slots<T>>>,
     /// Emptied chunks beyond the spares, waiting to be given back.
     released: Vec<Slots<T>>,
@@ -257,7 +259,8 @@ impl<T> Table<T> {
             let chunk_end = (self.first + c as u64 + 1) << CHUNK_BITS;
             if chunk_end <= self.issued_end {
                 if let Some(done) = self.chunks[c].take() {
-                    // Every slot is `None` again: reuse it for the next chunk.
+                    // Every slot is `None` again: keep it for a next chunk,
+                    // or for the stop that emptied it, or to be given back.
                     debug_assert!(done.slots.iter().all(Option::is_none));
                     if self.spares.len() < MAX_SPARES {
                         self.spares.push(done.slots);
@@ -288,13 +291,14 @@ impl<T> Table<T> {
     }
 
     /// From now until [`Table::take_freed`], the storage of emptied chunks
-    /// is kept for the caller instead of being freed on the spot.
+    /// (beyond the spares) is kept for the caller instead of joining the
+    /// release batch.
     pub(crate) fn collect_freed(&mut self) {
         self.freed.get_or_insert_with(Vec::new);
     }
 
     /// The storage kept since [`Table::collect_freed`] (every slot `None`);
-    /// emptied chunks are freed on the spot again from now on.
+    /// emptied chunks join the release batch again from now on.
     pub(crate) fn take_freed(&mut self) -> Vec<Slots<T>> {
         self.freed.take().unwrap_or_default()
     }
