@@ -12,6 +12,9 @@
  * BTM_BENCH_THREADS=K sets max_threads (default 2, as for every peer; for
  * experiments only). BTM_BENCH_PHASES=1 makes w1 and w6 also print, on
  * stderr, how long the adds took and how long the drain after them.
+ * w1phases and w2aphases (N ignored: 1000 chains of 100) time the adds (to
+ * a paused manager), the run of the whole queue and the polls one after
+ * the other, in ns per task; bench/run.py does not run them.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "btm.h"
@@ -100,7 +103,7 @@ static int cmp_double(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s <w1|w2a|w2b|w3|w4|w4fd|w5|w6> <N>\n", argv[0]);
+        fprintf(stderr, "usage: %s <w1|w2a|w2b|w3|w4|w4fd|w5|w6|w1phases|w2aphases> <N>\n", argv[0]);
         return 2;
     }
     const char *w = argv[1];
@@ -222,6 +225,28 @@ int main(int argc, char **argv) {
         long after = rss_bytes();
         printf("{\"peer\":\"btm\",\"workload\":\"w5\",\"n\":%zu,\"bytes_per_task\":%.1f}\n", n,
                (double)(after - before) / (double)n);
+    } else if (!strcmp(w, "w1phases") || !strcmp(w, "w2aphases")) {
+        /* W1's or W2a's phases one after the other (docs/PERFORMANCE.md,
+         * "Where W1's host time goes"): adds to a paused manager, running
+         * the whole queue, polling every event. Not run by bench/run.py. */
+        int chains = !strcmp(w, "w2aphases");
+        if (chains) n = 100000;
+        m = make(0);
+        id = 0;
+        double t0 = now_ns();
+        for (size_t i = 0; i < n; i++) {
+            btm_task_id prev = id;
+            add(m, 0, &prev, chains && i % 100 != 0, &id);
+        }
+        double t1 = now_ns();
+        btm_start_processing(m);
+        if (btm_wait_idle(m, 60000) != BTM_STATUS_OK) return 1;
+        double t2 = now_ns();
+        drain(m, n, 0);
+        double t3 = now_ns();
+        printf("{\"peer\":\"btm\",\"workload\":\"%s\",\"n\":%zu,\"add_ns\":%.1f,\"run_ns\":%.1f,"
+               "\"poll_ns\":%.1f}\n",
+               w, n, (t1 - t0) / (double)n, (t2 - t1) / (double)n, (t3 - t2) / (double)n);
     } else {
         fprintf(stderr, "unknown workload %s\n", w);
         return 2;

@@ -42,14 +42,12 @@ rust_asan() {
         --lib --test semantics --test host_integration --test ffi --test faults --test stress
 }
 
-# The benchmark's smoke run, and the phase driver (bench/btm_phases.c) at a
-# small N, so that neither rots.
+# The benchmark's smoke run, and btm_bench's phase modes (not part of
+# bench/run.py's plan), so that none of it rots.
 bench_smoke() {
     python3 bench/run.py --quick &&
-        gcc -O2 -std=c11 -Wall -Wextra -Werror -Iinclude bench/btm_phases.c -Ltarget/release -lbtm \
-            -o bench/build/btm_phases &&
-        LD_LIBRARY_PATH=target/release bench/build/btm_phases w1 10000 &&
-        LD_LIBRARY_PATH=target/release bench/build/btm_phases w2a
+        LD_LIBRARY_PATH=target/release bench/build/btm_bench w1phases 10000 &&
+        LD_LIBRARY_PATH=target/release bench/build/btm_bench w2aphases 0
 }
 
 rust_tests() {
