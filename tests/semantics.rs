@@ -847,6 +847,21 @@ fn large_stops_free_every_userdata_once_in_id_order_and_leave_the_rest_intact() 
     assert_eq!(m.stop_group(g(2), false, false).unwrap().before_start, N as u64);
     assert_freed_once_in_order(N);
 
+    // A stop that reaches beyond its group (downstream tasks of another
+    // group) frees more userdata than the group held when it began: the
+    // ones past that count still follow in order.
+    let mut tag = 0;
+    for i in 0..N {
+        let up = m.add(tagged(tag), 0, g(4), &[]).unwrap();
+        tag += 1;
+        if i % 10_000 == 0 || i == N - 1 {
+            m.add(tagged(tag), 0, g(5), &[up]).unwrap();
+            tag += 1;
+        }
+    }
+    assert_eq!(m.stop_group(g(4), false, true).unwrap().before_start, tag as u64);
+    assert_freed_once_in_order(tag);
+
     // The kept tasks run with their data intact, and the table takes new
     // tasks after the release.
     m.start_processing().unwrap();

@@ -278,6 +278,9 @@ struct Heavy {
     /// reuses the heap memory its removed task chunks just gave back rather
     /// than faulting in one huge fresh vector.
     frees: Vec<Vec<Owned>>,
+    /// A large stop's host pointers, ahead of `frees` (see
+    /// [`After::reserve_frees`]).
+    frees_mapped: Option<pages::MappedVec<Owned>>,
     garbage: Vec<Garbage>,
     spawn: Vec<(u32, Arc<AtomicBool>)>,
     /// Call the host's notify callback.
@@ -305,7 +308,15 @@ impl After {
         if owned.is_null() {
             return;
         }
-        let frees = &mut self.heavy().frees;
+        let heavy = self.heavy();
+        let owned = match &mut heavy.frees_mapped {
+            Some(mapped) => match mapped.push(owned) {
+                Ok(()) => return,
+                Err(owned) => owned,
+            },
+            None => owned,
+        };
+        let frees = &mut heavy.frees;
         match frees.last_mut() {
             Some(block) if block.len() < FREE_BLOCK => block.push(owned),
             _ => {
@@ -313,6 +324,21 @@ impl After {
                 block.push(owned);
                 frees.push(block);
             }
+        }
+    }
+
+    /// Prepares for about `n` host pointers to free: a stop of a large
+    /// group collects them in one mapping rather than in heap blocks, which
+    /// it gives back in one system call after their free functions ran, and
+    /// without freeing heap blocks after them (see `pages`). Only before
+    /// the first [`After::free`], so that they are freed in order.
+    fn reserve_frees(&mut self, n: usize) {
+        if n < pages::GIVE_BACK_MIN_BUFFERS * FREE_BLOCK {
+            return;
+        }
+        let heavy = self.heavy();
+        if heavy.frees.is_empty() && heavy.frees_mapped.is_none() {
+            heavy.frees_mapped = Some(pages::MappedVec::with_capacity(n));
         }
     }
 
@@ -483,7 +509,7 @@ impl Manager {
     #[inline(never)]
     fn run_after_slow(self: &Arc<Self>, after: After) {
         let After { heavy, wake, wake_all, wake_host, hint: _ } = after;
-        let Heavy { frees, garbage, spawn, notify } = heavy.map(|h| *h).unwrap_or_default();
+        let Heavy { frees, frees_mapped, garbage, spawn, notify } = heavy.map(|h| *h).unwrap_or_default();
         // Threads first: a shut down waits for threads being started, so no
         // host code (which may shut down) may run while one is pending.
         for (index, stopped) in spawn {
@@ -517,6 +543,8 @@ impl Manager {
                 other => drop(other),
             }
         }
+        // Mapped first: it was filled before any heap block.
+        drop(frees_mapped);
         if frees.len() >= pages::GIVE_BACK_MIN_BUFFERS {
             pages::drop_all_returning_pages(frees.into_iter().map(Vec::into_boxed_slice).collect());
         } else {
@@ -1465,6 +1493,7 @@ impl State {
         let members = mem::take(&mut self.groups.slot_mut(index).members);
         let mut stack = Vec::new();
         self.tasks.collect_freed();
+        after.reserve_frees(self.groups.slot(index).live as usize);
         // Fast path for the common case (a queued task with no links and no
         // progress): removed with one lookup, with the ready-queue and group
         // counters settled once per run of equal priorities.

@@ -8,9 +8,16 @@
 //!
 //! - Task-table chunks live in mappings of their own ([`map`]); giving many
 //!   back ([`unmap_all`]) merges neighbouring ones into one `munmap`.
-//! - Heap buffers (the blocks of host pointers a large stop collects) give
-//!   their whole pages back with `madvise(MADV_DONTNEED)` just before they
-//!   are freed ([`drop_all_returning_pages`]).
+//! - A large stop of a group that shares the table with other tasks
+//!   collects its host pointers in one [`MappedVec`], unmapped after their
+//!   free functions ran; heap buffers of host pointers beyond it give their
+//!   whole pages back with `madvise(MADV_DONTNEED)` just before they are
+//!   freed ([`drop_all_returning_pages`]).
+//! - No heap block of btm's is freed after a large release has run host
+//!   free functions: glibc answers the `free()` of a block that merges into
+//!   64 KB or more by consolidating every small block freed before it
+//!   (`malloc_consolidate`), the host allocator's own work, which made up a
+//!   third of a 100,000-task stop when btm's lists were freed last.
 //!
 //! Pages are returned on the releasing thread. A helper thread returning
 //! them while the releasing thread runs the free functions was tried: the
@@ -94,19 +101,20 @@ pub(crate) unsafe fn unmap((start, bytes): (usize, usize), _align: usize) {
     unsafe { libc::munmap(start as *mut libc::c_void, page_round(bytes)) };
 }
 
-/// [`unmap`] for many ranges (all made with the same `align`): sorted by
-/// address, and neighbouring mappings merged into one `munmap` (the kernel
-/// places successive mappings next to each other; one call per range costs
-/// some 3 us more than the pages themselves).
+/// [`unmap`] for many ranges of `bytes` each (all made with the same
+/// `align`), given by their addresses, which it sorts: neighbouring
+/// mappings are merged into one `munmap` (the kernel places successive
+/// mappings next to each other; one call per range costs some 3 us more
+/// than the pages themselves).
 ///
 /// # Safety
-/// As for [`unmap`], for every range.
+/// As for [`unmap`], for every `(address, bytes)`.
 #[cfg(target_os = "linux")]
-pub(crate) unsafe fn unmap_all(mut ranges: Vec<(usize, usize)>, _align: usize) {
-    ranges.sort_unstable();
+pub(crate) unsafe fn unmap_all(addrs: &mut [usize], bytes: usize, _align: usize) {
+    addrs.sort_unstable();
+    let len = page_round(bytes);
     let mut run: Option<(usize, usize)> = None;
-    for (start, bytes) in ranges {
-        let len = page_round(bytes);
+    for &start in addrs.iter() {
         run = match run {
             Some((s, l)) if s + l == start => Some((s, l + len)),
             Some(done) => {
@@ -160,14 +168,71 @@ pub(crate) unsafe fn unmap((start, bytes): (usize, usize), align: usize) {
 }
 
 /// # Safety
-/// As for [`unmap`], for every range.
+/// As for [`unmap`], for every `(address, bytes)`.
 #[cfg(not(target_os = "linux"))]
-pub(crate) unsafe fn unmap_all(ranges: Vec<(usize, usize)>, align: usize) {
-    for r in ranges {
+pub(crate) unsafe fn unmap_all(addrs: &mut [usize], bytes: usize, align: usize) {
+    for &a in addrs.iter() {
         // SAFETY: the caller's contract.
-        unsafe { unmap(r, align) };
+        unsafe { unmap((a, bytes), align) };
     }
 }
+
+/// A vector of fixed capacity stored in a mapping of its own ([`map`])
+/// rather than on the heap: dropping it drops the elements in order and
+/// unmaps the storage, so no heap block is freed after the elements' drops
+/// ran host free functions (see [`super::table::release_all`]), and its
+/// memory goes back to the system in one call.
+pub(crate) struct MappedVec<T> {
+    ptr: NonNull<T>,
+    cap: usize,
+    len: usize,
+}
+
+impl<T> MappedVec<T> {
+    /// Room for `cap` elements (at least one), mapped now.
+    pub(crate) fn with_capacity(cap: usize) -> Self {
+        let cap = cap.max(1);
+        let bytes = cap.checked_mul(mem::size_of::<T>().max(1)).expect("MappedVec capacity");
+        MappedVec { ptr: map(bytes, mem::align_of::<T>()).cast(), cap, len: 0 }
+    }
+
+    /// Appends `value`, or gives it back when the vector is full.
+    #[inline]
+    pub(crate) fn push(&mut self, value: T) -> Result<(), T> {
+        if self.len == self.cap {
+            return Err(value);
+        }
+        // SAFETY: `len < cap`: inside the mapping, which is aligned for `T`.
+        unsafe { self.ptr.as_ptr().add(self.len).write(value) };
+        self.len += 1;
+        Ok(())
+    }
+
+    pub(crate) fn as_slice(&self) -> &[T] {
+        // SAFETY: the first `len` elements are initialised.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: as in `as_slice`, and `&mut self` is unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> Drop for MappedVec<T> {
+    fn drop(&mut self) {
+        // SAFETY: the first `len` elements are initialised and dropped once,
+        // here; the mapping was made by `map` with these arguments and
+        // nothing references it afterwards.
+        unsafe {
+            ptr::drop_in_place(self.as_mut_slice() as *mut [T]);
+            unmap((self.ptr.as_ptr() as usize, self.cap * mem::size_of::<T>().max(1)), mem::align_of::<T>());
+        }
+    }
+}
+
+// SAFETY: the vector owns its elements like a `Vec<T>` would.
+unsafe impl<T: Send> Send for MappedVec<T> {}
 
 #[cfg(test)]
 mod tests {
@@ -187,6 +252,31 @@ mod tests {
             (0..100).map(|b| (0..1000).map(|i| Some(Noisy(b * 1000 + i, log.clone()))).collect()).collect();
         drop_all_returning_pages(buffers);
         assert_eq!(*log.borrow(), (0..100_000).collect::<Vec<_>>());
+        assert_eq!(Rc::strong_count(&log), 1);
+    }
+
+    #[test]
+    fn a_mapped_vec_holds_its_capacity_then_drops_its_elements_once_in_order() {
+        let log = Rc::new(std::cell::RefCell::new(Vec::new()));
+        struct Noisy(u32, Rc<std::cell::RefCell<Vec<u32>>>);
+        impl Drop for Noisy {
+            fn drop(&mut self) {
+                self.1.borrow_mut().push(self.0);
+            }
+        }
+        let mut v = MappedVec::with_capacity(5000);
+        for i in 0..5000 {
+            assert!(v.push(Noisy(i, log.clone())).is_ok());
+        }
+        // Full: the element comes back to the caller, who drops it.
+        let back = v.push(Noisy(5000, log.clone())).expect_err("full");
+        assert_eq!(back.0, 5000);
+        drop(back);
+        assert_eq!(v.as_slice().len(), 5000);
+        assert_eq!(v.as_mut_slice()[4999].0, 4999);
+        drop(v);
+        let want: Vec<u32> = std::iter::once(5000).chain(0..5000).collect();
+        assert_eq!(*log.borrow(), want);
         assert_eq!(Rc::strong_count(&log), 1);
     }
 }

@@ -108,19 +108,27 @@ pub(crate) fn empty_all<T>(mut chunks: Vec<Slots<T>>) -> Vec<Slots<T>> {
 /// Drops many chunks: every chunk's slots in order (so entries are dropped
 /// in id order when `chunks` is), then gives all their storage back,
 /// neighbouring mappings in one system call.
+///
+/// No heap block of btm's is freed once the first entry is dropped (see
+/// `pages`): the chunks' addresses move to a [`pages::MappedVec`] and
+/// `chunks`' buffer is freed before the entries' drops run host free
+/// functions.
 pub(crate) fn release_all<T>(chunks: Vec<Slots<T>>) {
-    let mut ranges = Vec::with_capacity(chunks.len());
+    let mut addrs = pages::MappedVec::with_capacity(chunks.len());
     for chunk in chunks {
-        let chunk = std::mem::ManuallyDrop::new(chunk);
-        // SAFETY: the slots are dropped once, here, and `ManuallyDrop`
-        // keeps `Slots::drop` from dropping them again; the storage is
-        // unmapped below.
-        unsafe { ptr::drop_in_place(ptr::slice_from_raw_parts_mut(chunk.ptr.as_ptr(), CHUNK_LEN)) };
-        ranges.push(chunk.range());
+        // `ManuallyDrop`: the slots are dropped and the storage unmapped
+        // below, through the address.
+        let pushed = addrs.push(std::mem::ManuallyDrop::new(chunk).range().0);
+        debug_assert!(pushed.is_ok(), "room for every chunk");
     }
-    // SAFETY: every range is a chunk's storage whose slots were dropped
-    // above and that nothing references any more.
-    unsafe { pages::unmap_all(ranges, std::mem::align_of::<Option<T>>()) };
+    for &addr in addrs.as_slice() {
+        // SAFETY: `addr` is a chunk's storage of `CHUNK_LEN` initialised
+        // slots, taken out of its `Slots` above; they are dropped once, here.
+        unsafe { ptr::drop_in_place(ptr::slice_from_raw_parts_mut(addr as *mut Option<T>, CHUNK_LEN)) };
+    }
+    // SAFETY: every address is a chunk's storage, `Slots::<T>::BYTES` long,
+    // whose slots were dropped above and that nothing references any more.
+    unsafe { pages::unmap_all(addrs.as_mut_slice(), Slots::<T>::BYTES, std::mem::align_of::<Option<T>>()) };
 }
 
 /// A map from task id to `T` for sequentially issued ids.
