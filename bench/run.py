@@ -176,6 +176,12 @@ def build_btm():
         return None, "ERROR: cargo build --release failed:\n" + text.strip()
     out = os.path.join(BUILD, "btm_bench")
     lib = os.path.join(ROOT, "target", "release", "libbtm.so")
+    # The program records the library's soname, libbtm.so.0 (build.rs):
+    # the link a package would install, made here as tests/c/run.sh does.
+    soname = os.path.join(ROOT, "target", "release", "libbtm.so.0")
+    if os.path.lexists(soname):
+        os.remove(soname)
+    os.symlink("libbtm.so", soname)
     cmd = ["gcc", "-O2", "-I" + os.path.join(ROOT, "include"), src,
            "-L" + os.path.join(ROOT, "target", "release"), "-lbtm", "-lpthread", "-o", out]
     if newer(out, [src, lib, os.path.join(PEERS, "peer_common.h")]):
