@@ -1,7 +1,9 @@
 /*
  * btm side of the side-by-side benchmark (bench/run.py runs it with the
  * peers). Usage: btm_bench <workload> <N>; prints one JSON line.
- * Workloads: w1 (N empty tasks, all completions polled), w2a (1000 chains of
+ * Workloads: w1 (N empty tasks, all completions polled; the host blocks in
+ * btm_wait_events when a poll finds nothing, as the peers block in their
+ * completion queues), w2a (1000 chains of
  * 100), w2b (N tasks fanning into one), w3 (stop N queued tasks in one group,
  * including every free call), w4 (round trip, 10,000 times; w4fd: the host
  * sleeps in btm_wait_events instead of spinning on poll), w5 (bytes per
@@ -41,7 +43,18 @@ static void count_free(void *p) {
     frees++;
 }
 
-static void drain(btm_manager *m, size_t want, int sleep_on_wait);
+/* How the host waits for completions. */
+enum drain_mode {
+    /* Poll; when a poll finds nothing, block in btm_wait_events until events
+     * are deliverable, as every peer's main thread blocks in its completion
+     * queue (a crossbeam or GLib queue, libuv's loop). */
+    DRAIN_BLOCK_WHEN_EMPTY,
+    /* Block in btm_wait_events before every poll (w4fd). */
+    DRAIN_BLOCK_FIRST,
+    /* Poll in a loop, never blocking (w4: the lowest latency a host can get). */
+    DRAIN_SPIN,
+};
+static void drain(btm_manager *m, size_t want, enum drain_mode mode);
 static void add(btm_manager *m, int prio, const btm_task_id *ups, size_t n_ups, btm_task_id *id);
 
 /* Tasks run before any clock starts, as every peer does (PC_WARMUP in
@@ -61,7 +74,7 @@ static btm_manager *make(int start) {
     if (start) {
         btm_task_id id;
         for (int i = 0; i < WARMUP; i++) add(m, 0, NULL, 0, &id);
-        drain(m, WARMUP, 0);
+        drain(m, WARMUP, DRAIN_BLOCK_WHEN_EMPTY);
     }
     return m;
 }
@@ -69,14 +82,15 @@ static btm_manager *make(int start) {
 static btm_event events[4096];
 
 /* Polls until `want` final events (completed or failed) were seen. */
-static void drain(btm_manager *m, size_t want, int sleep_on_wait) {
+static void drain(btm_manager *m, size_t want, enum drain_mode mode) {
     size_t seen = 0;
     while (seen < want) {
         size_t n = 0;
-        if (sleep_on_wait) btm_wait_events(m, BTM_WAIT_FOREVER);
+        if (mode == DRAIN_BLOCK_FIRST) btm_wait_events(m, BTM_WAIT_FOREVER);
         btm_poll_events(m, events, 4096, &n);
         for (size_t i = 0; i < n; i++)
             if (events[i].kind == BTM_EVENT_TASK_COMPLETED || events[i].kind == BTM_EVENT_TASK_FAILED) seen++;
+        if (n == 0 && mode == DRAIN_BLOCK_WHEN_EMPTY) btm_wait_events(m, BTM_WAIT_FOREVER);
     }
 }
 
@@ -144,7 +158,7 @@ int main(int argc, char **argv) {
             for (size_t i = 0; i < n; i++) add(m, (int)(i % (size_t)levels), NULL, 0, &id);
         }
         double t_added = now_ns();
-        drain(m, n, 0);
+        drain(m, n, DRAIN_BLOCK_WHEN_EMPTY);
         double t = now_ns() - t0;
         if (getenv("BTM_BENCH_PHASES"))
             fprintf(stderr, "%s: add phase %.1f ns/task, drain phase %.1f ns/task\n", w, (t_added - t0) / (double)n,
@@ -164,7 +178,7 @@ int main(int argc, char **argv) {
                 add(m, 0, &prev, 1, &id);
             }
         }
-        drain(m, chains * len, 0);
+        drain(m, chains * len, DRAIN_BLOCK_WHEN_EMPTY);
         double t = now_ns() - t0;
         printf("{\"peer\":\"btm\",\"workload\":\"w2a\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", chains * len,
                t / (double)(chains * len), t / 1e6);
@@ -174,7 +188,7 @@ int main(int argc, char **argv) {
         double t0 = now_ns();
         for (size_t i = 0; i < n; i++) add(m, 0, NULL, 0, &ids[i]);
         add(m, 0, ids, n, &id);
-        drain(m, n + 1, 0);
+        drain(m, n + 1, DRAIN_BLOCK_WHEN_EMPTY);
         double t = now_ns() - t0;
         free(ids);
         printf("{\"peer\":\"btm\",\"workload\":\"w2b\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", n,
@@ -206,12 +220,12 @@ int main(int argc, char **argv) {
         m = make(1);
         for (size_t i = 0; i < 100; i++) { /* warm up: threads started */
             add(m, 0, NULL, 0, &id);
-            drain(m, 1, sleep_on_wait);
+            drain(m, 1, sleep_on_wait ? DRAIN_BLOCK_FIRST : DRAIN_SPIN);
         }
         for (size_t i = 0; i < reps; i++) {
             double t0 = now_ns();
             add(m, 0, NULL, 0, &id);
-            drain(m, 1, sleep_on_wait);
+            drain(m, 1, sleep_on_wait ? DRAIN_BLOCK_FIRST : DRAIN_SPIN);
             lat[i] = (now_ns() - t0) / 1000.0;
         }
         qsort(lat, reps, sizeof *lat, cmp_double);
@@ -242,7 +256,7 @@ int main(int argc, char **argv) {
         btm_start_processing(m);
         if (btm_wait_idle(m, 60000) != BTM_STATUS_OK) return 1;
         double t2 = now_ns();
-        drain(m, n, 0);
+        drain(m, n, DRAIN_BLOCK_WHEN_EMPTY);
         double t3 = now_ns();
         printf("{\"peer\":\"btm\",\"workload\":\"%s\",\"n\":%zu,\"add_ns\":%.1f,\"run_ns\":%.1f,"
                "\"poll_ns\":%.1f}\n",

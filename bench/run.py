@@ -870,7 +870,10 @@ creates its pool and runs 64 warm-up tasks before any clock starts. Times are
 
 - **btm**: `bench/btm_bench.c` through the C API (so the FFI cost is counted), built with
   `gcc -O2 -Iinclude bench/btm_bench.c -Ltarget/release -lbtm -lpthread`, one
-  `btm_add_task` call per task.
+  `btm_add_task` call per task. The main thread polls with `btm_poll_events` and, when a
+  poll finds nothing, blocks in `btm_wait_events`, as every peer's main thread blocks in
+  its completion queue; in W4 alone it polls in a loop (the lowest latency a host can
+  get; `btm_bench w4fd` is the round trip of a host blocking in `btm_wait_events`).
 - **btm_bulk**: the same program with `BTM_BENCH_BULK=1024`: W1 and W6 add their tasks
   with `btm_add_tasks`, 1024 per call (one boundary crossing and one lock section per
   array); everything else is identical (one completion event per task, polled by the

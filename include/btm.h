@@ -690,6 +690,11 @@ btm_status btm_poll_events(struct btm_manager *manager,
  * waits without limit). Returns `SHUT_DOWN` if the manager is shut down
  * (no event will come).
  *
+ * Before it sleeps, the caller watches for an event for a few
+ * microseconds (a short spin, then a few yields of its CPU), as channel
+ * receivers do: an event that comes that soon is found without a sleep
+ * and a wake-up. A `timeout_ms` of 0 never spins.
+ *
  * Errors: `NULL_ARGUMENT`. Threads: any; from inside a task it simply
  * waits (the task's own outcome is never awaited). Never calls back.
  *

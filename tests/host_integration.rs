@@ -202,6 +202,30 @@ fn waits_time_out_succeed_and_refuse_to_deadlock_inside_a_task() {
 }
 
 #[test]
+fn a_wait_for_events_returns_for_an_event_not_for_a_previous_polls_results() {
+    let _s = serial();
+    let m = manager(1, true);
+    m.add(job(|ctx| ctx.set_result(value(7))), 0, DEFAULT, &[]).unwrap();
+    assert_eq!(m.wait_events(Some(TIMEOUT)), Ok(()));
+    collect_finals(&m, 1);
+    // The poll's result is released by the next poll, so a poll has work
+    // to do (the lock-free poll gate is open) though no event is pending:
+    // the wait must still wait for an event.
+    assert_eq!(m.wait_events(Some(Duration::from_millis(30))), Err(Error::TimedOut));
+    // An event that comes while the host waits ends the wait.
+    let gate = Gate::new();
+    let g2 = gate.clone();
+    m.add(job(move |_| g2.pass()), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    let m2 = m.clone();
+    let waiter = std::thread::spawn(move || m2.wait_events(Some(TIMEOUT)));
+    gate.open();
+    assert_eq!(waiter.join().unwrap(), Ok(()));
+    collect_finals(&m, 1);
+    finish(m);
+}
+
+#[test]
 fn progress_is_dropped_after_a_stop() {
     let _s = serial();
     let m = manager(1, true);

@@ -876,7 +876,11 @@ impl Manager {
 
     /// Blocks until an event is pending or `timeout` passes.
     pub fn wait_events(&self, timeout: Option<Duration>) -> Result<(), Error> {
-        self.wait_until(timeout, Wait::Events, |st| match (st.deliverable > 0, st.shut_down) {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        if timeout != Some(Duration::ZERO) {
+            self.spin_on_poll_gate();
+        }
+        self.wait_until(deadline, Wait::Events, |st| match (st.deliverable > 0, st.shut_down) {
             (true, _) => Some(Ok(())),
             (false, true) => Some(Err(Error::ShutDown)),
             (false, false) => None,
@@ -888,17 +892,18 @@ impl Manager {
         if self.is_current_worker() {
             return Err(Error::WouldDeadlock);
         }
-        self.wait_until(timeout, Wait::Idle, |st| (st.running == 0 && st.pending == 0).then_some(Ok(())))
+        self.wait_until(timeout.map(|t| Instant::now() + t), Wait::Idle, |st| {
+            (st.running == 0 && st.pending == 0).then_some(Ok(()))
+        })
     }
 
     /// Waits on `host_cv` until `check` gives an answer or the deadline.
     fn wait_until(
         &self,
-        timeout: Option<Duration>,
+        deadline: Option<Instant>,
         kind: Wait,
         check: impl Fn(&State) -> Option<Result<(), Error>>,
     ) -> Result<(), Error> {
-        let deadline = timeout.map(|t| Instant::now() + t);
         let mut st = self.state.lock();
         st.host_waiters += 1;
         match kind {
@@ -1857,6 +1862,34 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
         st.sleeping += 1;
         manager.work_cv.wait(st);
         st.sleeping -= 1;
+    }
+}
+
+/// Spin iterations and yields of a host in `wait_events` before it sleeps.
+const HOST_SPIN_ITERS: u32 = 64;
+const HOST_YIELD_ITERS: u32 = 16;
+
+impl Manager {
+    /// Watches the poll gate (no lock) for a moment before `wait_events`
+    /// takes the lock and sleeps: events that come within microseconds,
+    /// the common case while workers run tasks, are then found without a
+    /// sleep and a wake-up (tens of microseconds on a busy machine), as
+    /// channel receivers do. The yields let a worker that shares the host's
+    /// CPU run. Returns when the gate opens or the spin ends; the caller
+    /// checks under the lock either way.
+    fn spin_on_poll_gate(&self) {
+        for _ in 0..HOST_SPIN_ITERS {
+            if self.poll_gate.load(Ordering::Acquire) {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        for _ in 0..HOST_YIELD_ITERS {
+            if self.poll_gate.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::yield_now();
+        }
     }
 }
 
