@@ -1844,7 +1844,9 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
             // (one thread at a time: the others go on to spin or sleep).
             st.tasks.making_spare();
             let slots = MutexGuard::unlocked(st, Table::new_slots);
-            st.tasks.give_spare(slots);
+            if let Some(unneeded) = st.tasks.give_spare(slots) {
+                MutexGuard::unlocked(st, || drop(unneeded));
+            }
             continue;
         }
         if st.processing && !spun {

@@ -187,13 +187,18 @@ impl<T> Table<T> {
         self.spare_coming = true;
     }
 
-    /// Keeps `slots` (all `None`) as storage for a next chunk, unless
-    /// [`MAX_SPARES`] are already kept.
-    pub(crate) fn give_spare(&mut self, slots: Slots<T>) {
+    /// Keeps `slots` (all `None`) as storage for a next chunk, or gives
+    /// them back if [`MAX_SPARES`] are already kept (emptied chunks came in
+    /// meanwhile), for the caller to drop after its lock (dropping unmaps).
+    #[must_use]
+    pub(crate) fn give_spare(&mut self, slots: Slots<T>) -> Option<Slots<T>> {
         debug_assert!(slots.iter().all(Option::is_none));
         self.spare_coming = false;
         if self.spares.len() < MAX_SPARES {
             self.spares.push(slots);
+            None
+        } else {
+            Some(slots)
         }
     }
 
@@ -406,7 +411,7 @@ mod tests {
         assert!(t.needs_spare());
         let given = Table::<u64>::new_slots();
         let given_ptr = given.as_ptr();
-        t.give_spare(given);
+        assert!(t.give_spare(given).is_none(), "kept");
         assert!(!t.needs_spare());
         t.insert(1, 10u64); // first chunk: takes the spare
         assert!(t.needs_spare());
@@ -423,8 +428,12 @@ mod tests {
         // A second spare is kept, a third is not.
         let second = Table::<u64>::new_slots();
         let second_ptr = second.as_ptr();
-        t.give_spare(second);
-        t.give_spare(Table::<u64>::new_slots());
+        assert!(t.give_spare(second).is_none(), "kept");
+        let third = Table::<u64>::new_slots();
+        let third_ptr = third.as_ptr();
+        let back = t.give_spare(third).expect("a third spare is given back");
+        assert_eq!(back.as_ptr(), third_ptr);
+        drop(back);
         assert_eq!(t.spares.len(), MAX_SPARES);
         t.insert(2 * CHUNK_LEN as u64, 5); // third chunk: the last spare kept
         assert_eq!(t.chunks.back().unwrap().as_ref().unwrap().slots.as_ptr(), second_ptr);
