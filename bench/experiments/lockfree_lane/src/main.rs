@@ -24,6 +24,10 @@
 //! the host's add and each poll with work also take a mutex (never
 //! contended: only the host takes it), to price a hybrid engine that keeps
 //! its bookkeeping under a state lock and only hands tasks over lock-free.
+//! With `LANE_FULL=1` (or `worker` / `host` for one side) it pays for the
+//! protocols docs/ENGINE_PLAN.md adds: a worker announces each claim with a
+//! sequentially consistent store before reading the pause flag and
+//! publishes the id it runs; ids and group live counts are atomics.
 //!
 //! Usage: `lockfree_lane <w1|w6> <N>` (w6: task i has priority i % 4),
 //! printing one JSON line like the programs of bench/run.py. Build:
@@ -33,7 +37,7 @@
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::ffi::c_void;
-use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{JoinHandle, Thread};
 use std::time::Instant;
@@ -180,6 +184,21 @@ struct Shared {
     /// One ring per priority level, highest first.
     ready: Vec<ReadyRing>,
     paused: AtomicBool,
+    /// `LANE_FULL=1`: pay for the protocols a real engine adds to the path
+    /// (docs/ENGINE_PLAN.md): a worker announces a claim in its own line
+    /// with a sequentially consistent store before it reads the pause flag
+    /// (so that a pause can wait for claims in flight), publishes the id it
+    /// runs (for a stop of a running task), and ids and group live counts
+    /// are atomics (adds from any thread).
+    #[allow(dead_code)]
+    full: bool,
+    /// `LANE_FULL=worker` or `host`: only that side's part of it.
+    full_worker: bool,
+    full_host: bool,
+    claiming: Vec<Line<AtomicBool>>,
+    current: Vec<Line<AtomicU64>>,
+    ids: Line<AtomicU64>,
+    live: Vec<Line<AtomicU64>>,
     done: Vec<DoneRing>,
     asleep: Vec<Line<AtomicBool>>,
     host_asleep: Line<AtomicBool>,
@@ -224,6 +243,13 @@ impl Engine {
         let sh = Arc::new(Shared {
             ready: (0..LEVELS).map(|_| ReadyRing::new()).collect(),
             paused: AtomicBool::new(false),
+            full: std::env::var_os("LANE_FULL").is_some(),
+            full_worker: std::env::var("LANE_FULL").map_or(false, |v| v != "host"),
+            full_host: std::env::var("LANE_FULL").map_or(false, |v| v != "worker"),
+            claiming: (0..WORKERS).map(|_| Line(AtomicBool::new(false))).collect(),
+            current: (0..WORKERS).map(|_| Line(AtomicU64::new(0))).collect(),
+            ids: Line(AtomicU64::new(0)),
+            live: (0..16).map(|_| Line(AtomicU64::new(0))).collect(),
             done: (0..WORKERS)
                 .map(|_| DoneRing {
                     head: Line(AtomicUsize::new(0)),
@@ -262,6 +288,11 @@ impl Engine {
         let guard = self.lock.as_ref().map(|l| l.lock().unwrap());
         let id = self.next_id;
         self.next_id += 1;
+        if self.sh.full_host {
+            let atomic_id = self.sh.ids.0.fetch_add(1, Ordering::Relaxed);
+            debug_assert_eq!(atomic_id, id);
+            self.sh.live[group as usize].0.fetch_add(1, Ordering::Relaxed);
+        }
         let slot = id as usize % CHUNK;
         if slot == 0 {
             let c = self.spares.pop().unwrap_or_else(|| (0..CHUNK).map(|_| Rec::default()).collect());
@@ -332,6 +363,9 @@ impl Engine {
                 rec.state.store(0, Ordering::Relaxed);
                 chunk.1 += 1;
                 self.group_live[group as usize] -= 1;
+                if self.sh.full_host {
+                    self.sh.live[group as usize].0.fetch_sub(1, Ordering::Relaxed);
+                }
                 out[n] = Event { kind: 1, group, id };
                 n += 1;
             }
@@ -414,11 +448,15 @@ impl Drop for Engine {
 
 /// Takes the next queued record of the highest level, or `None`.
 #[inline]
-fn take(sh: &Shared) -> Option<*mut Rec> {
-    if sh.paused.load(Ordering::Relaxed) {
-        return None;
+fn take(sh: &Shared, w: usize) -> Option<*mut Rec> {
+    if sh.full_worker {
+        sh.claiming[w].0.store(true, Ordering::SeqCst);
     }
-    sh.ready.iter().find_map(|r| r.pop())
+    let rec = if sh.paused.load(Ordering::SeqCst) { None } else { sh.ready.iter().find_map(|r| r.pop()) };
+    if sh.full_worker {
+        sh.claiming[w].0.store(false, Ordering::Release);
+    }
+    rec
 }
 
 fn has_work(sh: &Shared) -> bool {
@@ -429,7 +467,7 @@ fn worker(sh: &Shared, w: usize) {
     let done = &sh.done[w];
     let mut tail = 0usize;
     loop {
-        if let Some(rec) = take(sh) {
+        if let Some(rec) = take(sh, w) {
             // SAFETY: published by the host's release store of the tail; the
             // compare-and-swap below makes this worker its only runner.
             let rec = unsafe { &*rec };
@@ -437,6 +475,9 @@ fn worker(sh: &Shared, w: usize) {
                 continue; // cancelled (a stop would do that)
             }
             let (run, data, id) = unsafe { ((*rec.run.get()).unwrap(), *rec.data.get(), *rec.id.get()) };
+            if sh.full_worker {
+                sh.current[w].0.store(id, Ordering::Relaxed);
+            }
             run(data);
             rec.state.store(DONE, Ordering::Relaxed);
             while tail - done.head.0.load(Ordering::Acquire) >= DONE_CAP {
