@@ -237,17 +237,23 @@ unsafe impl<T: Send> Send for MappedVec<T> {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
     use std::rc::Rc;
+
+    /// The order in which `Noisy` values were dropped.
+    type Log = Rc<RefCell<Vec<u32>>>;
+
+    struct Noisy(u32, Log);
+
+    impl Drop for Noisy {
+        fn drop(&mut self) {
+            self.1.borrow_mut().push(self.0);
+        }
+    }
 
     #[test]
     fn elements_are_dropped_once_in_order_and_the_storage_is_freed() {
-        let log = Rc::new(std::cell::RefCell::new(Vec::new()));
-        struct Noisy(u32, Rc<std::cell::RefCell<Vec<u32>>>);
-        impl Drop for Noisy {
-            fn drop(&mut self) {
-                self.1.borrow_mut().push(self.0);
-            }
-        }
+        let log = Log::default();
         let buffers: Vec<Box<[Option<Noisy>]>> =
             (0..100).map(|b| (0..1000).map(|i| Some(Noisy(b * 1000 + i, log.clone()))).collect()).collect();
         drop_all_returning_pages(buffers);
@@ -257,13 +263,7 @@ mod tests {
 
     #[test]
     fn a_mapped_vec_holds_its_capacity_then_drops_its_elements_once_in_order() {
-        let log = Rc::new(std::cell::RefCell::new(Vec::new()));
-        struct Noisy(u32, Rc<std::cell::RefCell<Vec<u32>>>);
-        impl Drop for Noisy {
-            fn drop(&mut self) {
-                self.1.borrow_mut().push(self.0);
-            }
-        }
+        let log = Log::default();
         let mut v = MappedVec::with_capacity(5000);
         for i in 0..5000 {
             assert!(v.push(Noisy(i, log.clone())).is_ok());
