@@ -3,8 +3,8 @@
  * peers). Usage: btm_bench <workload> <N>; prints one JSON line.
  * Workloads: w1 (N empty tasks, all completions polled; the host blocks in
  * btm_wait_events when a poll finds nothing, as the peers block in their
- * completion queues), w2a (1000 chains of
- * 100), w2b (N tasks fanning into one), w3 (stop N queued tasks in one group,
+ * completion queues), w2a (1000 chains of 100), w2b (N tasks fanning into
+ * one), w3 (stop N queued tasks in one group,
  * including every free call), w4 (round trip, 10,000 times; w4fd: the host
  * sleeps in btm_wait_events instead of spinning on poll), w5 (bytes per
  * queued task), w6 (w1 with 4 priority levels).
