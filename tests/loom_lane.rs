@@ -23,6 +23,13 @@
 //!    Vyukov's; `bench/experiments/lockfree_lane` uses it): two producers
 //!    and two consumers at once; every entry is taken exactly once. Mutant:
 //!    a pop that advances the head with a load and a store.
+//! 4. **An outcome left without the lock is never lost** (fence-based
+//!    Dekker, twice): a worker pushes the outcome, fences, then opens the
+//!    poll gate and reads the "finish under the lock" word for its task; the
+//!    lock holder closes the gate (or sets the word for a task that gained a
+//!    downstream task), fences, then looks at the worker's outbox. Checked:
+//!    the gate ends open while the outcome waits, and either the lock holder
+//!    saw the outcome or the worker saw the word. Mutant: no fences.
 //!
 //! Not modelled yet: a worker's sleep against a lock-free add (flag, fence,
 //! `park`/`unpark`, as the lane experiment does). The hybrid step of the
@@ -340,4 +347,57 @@ fn loom_lane_ready_queue_hands_every_entry_over_exactly_once() {
 #[should_panic]
 fn loom_lane_mutant_pop_without_compare_and_swap_is_caught() {
     ready_queue_model(true);
+}
+
+// ---------------------------------------------------------------------------
+// 4. An outcome left without the lock is never lost
+// ---------------------------------------------------------------------------
+
+fn outbox_model(fenced: bool) {
+    builder(3).check(move || {
+        let outbox = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(AtomicBool::new(true));
+        let finish_locked = Arc::new(AtomicBool::new(false));
+
+        let (o, g, f) = (outbox.clone(), gate.clone(), finish_locked.clone());
+        let worker = thread::spawn(move || {
+            o.store(1, Ordering::Relaxed); // the push
+            if fenced {
+                fence(Ordering::SeqCst);
+            }
+            g.store(true, Ordering::Relaxed);
+            // Did a task that waits for this one appear meanwhile?
+            f.load(Ordering::Relaxed)
+        });
+
+        // The lock holder: the end of a poll closes the gate (nothing left
+        // as far as it knows), and an add names the worker's running task
+        // as upstream.
+        gate.store(false, Ordering::Relaxed);
+        finish_locked.store(true, Ordering::Relaxed);
+        if fenced {
+            fence(Ordering::SeqCst);
+        }
+        let saw_outcome = outbox.load(Ordering::Relaxed) == 1;
+        if saw_outcome {
+            gate.store(true, Ordering::Relaxed);
+        }
+        let worker_saw_word = worker.join().unwrap();
+        assert!(gate.load(Ordering::Relaxed), "the gate closed over a waiting outcome");
+        assert!(
+            saw_outcome || worker_saw_word,
+            "neither the lock holder applied the outcome nor the worker took the lock"
+        );
+    });
+}
+
+#[test]
+fn loom_lane_an_outcome_left_without_the_lock_is_never_lost() {
+    outbox_model(true);
+}
+
+#[test]
+#[should_panic]
+fn loom_lane_mutant_outbox_without_fences_is_caught() {
+    outbox_model(false);
 }
