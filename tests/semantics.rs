@@ -877,5 +877,17 @@ fn large_stops_free_every_userdata_once_in_id_order_and_leave_the_rest_intact() 
     expected.extend((0..3000).map(|t| N + 1 + t));
     assert_eq!(log.get(), expected);
     take_freed_tags();
+
+    // Stopping every task when some have links (the general path of a stop
+    // of all tasks, not the whole-table release) frees each userdata once,
+    // in id order.
+    m.pause_processing().unwrap();
+    let first = m.add(tagged(0), 0, g(6), &[]).unwrap();
+    for tag in 1..N {
+        let ups: &[u64] = if tag % 10_000 == 0 { &[first] } else { &[] };
+        m.add(tagged(tag), 0, g(6), ups).unwrap();
+    }
+    assert_eq!(m.stop_all().before_start, N as u64);
+    assert_freed_once_in_order(N);
     finish(m);
 }

@@ -327,8 +327,9 @@ impl After {
         }
     }
 
-    /// Prepares for about `n` host pointers to free: a stop of a large
-    /// group collects them in one mapping rather than in heap blocks, which
+    /// Prepares for about `n` host pointers to free: a large stop (of a
+    /// group, or of every task) collects them in one mapping rather than
+    /// in heap blocks, which
     /// it gives back in one system call after their free functions ran, and
     /// without freeing heap blocks after them (see `pages`). Only before
     /// the first [`After::free`], so that they are freed in order.
@@ -878,7 +879,11 @@ impl Manager {
     pub fn wait_events(&self, timeout: Option<Duration>) -> Result<(), Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
         if timeout != Some(Duration::ZERO) {
-            self.spin_on_poll_gate();
+            // Watch the poll gate for a moment before taking the lock and
+            // sleeping: events that come within microseconds (the common
+            // case while workers run tasks) are then found without a sleep
+            // and a wake-up, as channel receivers do.
+            spin_until(HOST_SPIN_ITERS, HOST_YIELD_ITERS, || self.poll_gate.load(Ordering::Acquire));
         }
         self.wait_until(deadline, Wait::Events, |st| match (st.deliverable > 0, st.shut_down) {
             (true, _) => Some(Ok(())),
@@ -1461,6 +1466,8 @@ impl State {
         let mut report = StopReport::default();
         let mut stack = Vec::new();
         self.tasks.collect_freed();
+        // At least the roots are freed (more when the flags reach further).
+        after.reserve_frees(roots.len());
         for id in roots {
             stack.push(id);
             self.stop_reachable(&mut stack, up, down, &mut report, after);
@@ -1871,43 +1878,28 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
 const HOST_SPIN_ITERS: u32 = 64;
 const HOST_YIELD_ITERS: u32 = 16;
 
-impl Manager {
-    /// Watches the poll gate (no lock) for a moment before `wait_events`
-    /// takes the lock and sleeps: events that come within microseconds,
-    /// the common case while workers run tasks, are then found without a
-    /// sleep and a wake-up (tens of microseconds on a busy machine), as
-    /// channel receivers do. The yields let a worker that shares the host's
-    /// CPU run. Returns when the gate opens or the spin ends; the caller
-    /// checks under the lock either way.
-    fn spin_on_poll_gate(&self) {
-        for _ in 0..HOST_SPIN_ITERS {
-            if self.poll_gate.load(Ordering::Acquire) {
-                return;
-            }
-            std::hint::spin_loop();
-        }
-        for _ in 0..HOST_YIELD_ITERS {
-            if self.poll_gate.load(Ordering::Acquire) {
-                return;
-            }
-            std::thread::yield_now();
-        }
-    }
-}
-
-fn spin(manager: &Manager) {
-    for _ in 0..SPIN_ITERS {
-        if manager.work_hint.load(Ordering::Relaxed) != 0 {
+/// Waits without the lock until `ready` holds: `spins` pause iterations,
+/// then `yields` yields of the CPU (which let a thread sharing it run).
+/// Returns when `ready` holds or the spin ends; callers check again under
+/// the lock either way.
+fn spin_until(spins: u32, yields: u32, ready: impl Fn() -> bool) {
+    for _ in 0..spins {
+        if ready() {
             return;
         }
         std::hint::spin_loop();
     }
-    for _ in 0..YIELD_ITERS {
-        if manager.work_hint.load(Ordering::Relaxed) != 0 {
+    for _ in 0..yields {
+        if ready() {
             return;
         }
         std::thread::yield_now();
     }
+}
+
+/// A worker's spin before it sleeps: it watches the hint an add raises.
+fn spin(manager: &Manager) {
+    spin_until(SPIN_ITERS, YIELD_ITERS, || manager.work_hint.load(Ordering::Relaxed) != 0);
 }
 
 fn run_job(manager: &Arc<Manager>, job: RunJob, worker: u32, stopped: &Arc<AtomicBool>) -> (u64, Outcome) {
