@@ -178,8 +178,12 @@ fn waits_time_out_succeed_and_refuse_to_deadlock_inside_a_task() {
     let s2 = seen.clone();
     m.add(
         job(move |ctx| {
-            // SAFETY: the manager outlives the running task.
-            let mm = unsafe { &*ctx.manager() };
+            // SAFETY: the manager lives in an `Arc` that outlives the
+            // running task; this takes a reference of its own.
+            let mm = unsafe {
+                Arc::increment_strong_count(ctx.manager());
+                Arc::from_raw(ctx.manager())
+            };
             *s2.lock().unwrap() = Some(mm.wait_idle(Some(Duration::from_secs(5))));
         }),
         0,

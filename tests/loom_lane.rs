@@ -1,10 +1,9 @@
-//! Loom models of the protocols of the planned lock-free path for
-//! independent tasks (docs/ENGINE_PLAN.md), checked before the engine is
-//! built on them. Like `loom_model.rs`, these are small re-implementations
-//! written with loom's atomics, cells and threads, which loom runs under
-//! every interleaving (bounded by a preemption bound); unlike it, the code
-//! they stand for does not exist yet: the engine that builds the lane must
-//! keep to them (and keep them in step).
+//! Loom models of the protocols of the lane, the lock-free path for
+//! independent tasks (src/engine/lane.rs, docs/ENGINE_PLAN.md), written
+//! before the lane was built and kept in step with it. Like
+//! `loom_model.rs`, these are small re-implementations written with loom's
+//! atomics, cells and threads, which loom runs under every interleaving
+//! (bounded by a preemption bound).
 //!
 //! 1. **Claim against stop** (a lane task's cell: the state word and the
 //!    job beside it). A worker that popped the task's queue entry claims it
@@ -30,6 +29,11 @@
 //!    downstream task), fences, then looks at the worker's outbox. Checked:
 //!    the gate ends open while the outcome waits, and either the lock holder
 //!    saw the outcome or the worker saw the word. Mutant: no fences.
+//! 5. **A worker's outcome queue** (unbounded: segments, one producer, one
+//!    consumer): the worker links a new segment before it publishes the
+//!    first outcome in it; the lock holder frees a segment when it moves on.
+//!    Checked: every outcome once and in order, no segment written after it
+//!    was freed. Mutant: the segment linked after the outcome is published.
 //!
 //! Not modelled yet: a worker's sleep against a lock-free add (flag, fence,
 //! `park`/`unpark`, as the lane experiment does). The hybrid step of the
@@ -400,4 +404,133 @@ fn loom_lane_an_outcome_left_without_the_lock_is_never_lost() {
 #[should_panic]
 fn loom_lane_mutant_outbox_without_fences_is_caught() {
     outbox_model(false);
+}
+
+// ---------------------------------------------------------------------------
+// 5. A worker's outcome queue (segments, one producer, one consumer)
+// ---------------------------------------------------------------------------
+
+/// Outcomes per segment: two, so that a few pushes cross segments.
+const SEG: usize = 2;
+/// No next segment yet.
+const UNLINKED: usize = usize::MAX;
+
+/// A segment; segments are preallocated here (index 0, 1, 2) where the
+/// engine allocates them, and "freed" by the consumer writing `freed`
+/// (loom's cell flags a free that races with the producer's use).
+struct Seg {
+    next: AtomicUsize,
+    slots: [UnsafeCell<u32>; SEG],
+    freed: UnsafeCell<bool>,
+}
+
+/// `Outcomes` of src/engine/lane.rs: counts of outcomes pushed and popped,
+/// and each side's own segment; the producer links a new segment before it
+/// publishes the first outcome in it, the consumer frees a segment when it
+/// moves on to the next.
+struct Queue {
+    pushed: AtomicUsize,
+    popped: AtomicUsize,
+    tail: UnsafeCell<usize>,
+    head: UnsafeCell<usize>,
+    segs: Vec<Seg>,
+    /// The mutant: the new segment is linked after the outcome in it is
+    /// published.
+    link_late: bool,
+}
+
+impl Queue {
+    fn new(link_late: bool) -> Queue {
+        Queue {
+            pushed: AtomicUsize::new(0),
+            popped: AtomicUsize::new(0),
+            tail: UnsafeCell::new(0),
+            head: UnsafeCell::new(0),
+            segs: (0..3)
+                .map(|_| Seg {
+                    next: AtomicUsize::new(UNLINKED),
+                    slots: [UnsafeCell::new(0), UnsafeCell::new(0)],
+                    freed: UnsafeCell::new(false),
+                })
+                .collect(),
+            link_late,
+        }
+    }
+
+    fn push(&self, v: u32) {
+        let n = self.pushed.load(Ordering::Relaxed);
+        let i = n % SEG;
+        let (seg, linked) = self.tail.with_mut(|t| {
+            // SAFETY: the producer's own cell.
+            let t = unsafe { &mut *t };
+            let mut linked = None;
+            if i == 0 && n > 0 {
+                let next = *t + 1;
+                if self.link_late {
+                    linked = Some((*t, next));
+                } else {
+                    self.segs[*t].next.store(next, Ordering::Release);
+                }
+                *t = next;
+            }
+            (*t, linked)
+        });
+        self.segs[seg].freed.with(|f| assert!(!unsafe { *f }, "the producer writes a freed segment"));
+        self.segs[seg].slots[i].with_mut(|p| unsafe { *p = v });
+        self.pushed.store(n + 1, Ordering::Release);
+        if let Some((old, next)) = linked {
+            self.segs[old].next.store(next, Ordering::Release);
+        }
+    }
+
+    fn pop(&self) -> Option<u32> {
+        let n = self.popped.load(Ordering::Relaxed);
+        if n == self.pushed.load(Ordering::Acquire) {
+            return None;
+        }
+        let i = n % SEG;
+        let seg = self.head.with_mut(|h| {
+            // SAFETY: the consumer's own cell.
+            let h = unsafe { &mut *h };
+            if i == 0 && n > 0 {
+                let next = self.segs[*h].next.load(Ordering::Acquire);
+                assert_ne!(next, UNLINKED, "the next segment is linked before its first outcome is published");
+                self.segs[*h].freed.with_mut(|f| unsafe { *f = true });
+                *h = next;
+            }
+            *h
+        });
+        let v = self.segs[seg].slots[i].with(|p| unsafe { *p });
+        self.popped.store(n + 1, Ordering::Release);
+        Some(v)
+    }
+}
+
+fn outcome_queue_model(link_late: bool) {
+    builder(3).check(move || {
+        let q = Arc::new(Queue::new(link_late));
+        // The lock holder looks a few times while the worker pushes (no
+        // waiting for it: loom cannot bound such spins), then after.
+        let consumer = {
+            let q = q.clone();
+            thread::spawn(move || (0..3).filter_map(|_| q.pop()).collect::<Vec<u32>>())
+        };
+        for v in 1..=5 {
+            q.push(v);
+        }
+        let mut got = consumer.join().unwrap();
+        got.extend(std::iter::from_fn(|| q.pop()));
+        assert_eq!(got, vec![1, 2, 3, 4, 5], "every outcome once, in order");
+    });
+}
+
+#[test]
+fn loom_lane_outcome_queue_hands_over_every_outcome_in_order() {
+    outcome_queue_model(false);
+}
+
+#[test]
+#[should_panic]
+fn loom_lane_mutant_segment_linked_after_publishing_is_caught() {
+    outcome_queue_model(true);
 }

@@ -386,7 +386,7 @@ fn watchdog(m: Arc<Manager>, sh: Arc<Shared>, done: Arc<AtomicBool>, round: usiz
 
 // --- checks -------------------------------------------------------------------
 
-fn check(adds: &[AddRec], stops: &[StopRec], events: &[EvRec], m: &Manager) -> Result<String, String> {
+fn check(adds: &[AddRec], stops: &[StopRec], events: &[EvRec], m: &Arc<Manager>) -> Result<String, String> {
     let mut errors = Vec::new();
     let added: HashMap<u64, AddRec> = adds.iter().map(|a| (a.id, *a)).collect();
     if added.len() != adds.len() {

@@ -3,7 +3,9 @@
 //! One mutex guards the whole scheduling state ([`State`]); every operation
 //! holds it for O(log n) or O(work done) and never calls host code while
 //! holding it. Host code (task functions, free functions, hooks) always runs
-//! after the lock is released, so it may call back into the manager.
+//! after the lock is released, so it may call back into the manager. The
+//! exception is the lane (`lane.rs`): independent tasks, which workers take, run and
+//! finish without the lock (their outcomes are applied under it later).
 //!
 //! A task is *live* from its add until the host polls its final event or it
 //! is stopped. Its record stays in the [`table::Table`] while live; events in
@@ -13,6 +15,7 @@
 mod foreign;
 mod group;
 mod ids;
+mod lane;
 mod pages;
 mod ready;
 mod signal;
@@ -27,7 +30,7 @@ use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::mem;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,6 +39,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use group::GroupTable;
 use ids::Ids;
+use lane::{Lane, LevelRef, Padded, Take, WorkerLane, NO_PRIORITY};
 use ready::ReadyQueue;
 use signal::{EventFd, Signal};
 use slab::{LinkId, Slab};
@@ -216,8 +220,19 @@ struct Links {
 
 enum Body {
     Pending(Job),
-    Running { worker: u32 },
-    Completed { result: Option<Arc<ResultSet>> },
+    /// In the lane (see `lane`): queued in slot `pos` of lane level `level`
+    /// (the job is there), or claimed by a worker (running, or finished
+    /// with its outcome in the worker's outcome queue), which the slot tells.
+    Lane {
+        level: u8,
+        pos: u64,
+    },
+    Running {
+        worker: u32,
+    },
+    Completed {
+        result: Option<Arc<ResultSet>>,
+    },
     Failed(Arc<Failure>),
 }
 
@@ -282,7 +297,7 @@ struct Heavy {
     /// [`After::reserve_frees`]).
     frees_mapped: Option<pages::MappedVec<Owned>>,
     garbage: Vec<Garbage>,
-    spawn: Vec<(u32, Arc<AtomicBool>)>,
+    spawn: Vec<(u32, Arc<WorkerLane>)>,
     /// Call the host's notify callback.
     notify: Option<Arc<Notify>>,
 }
@@ -349,7 +364,7 @@ impl After {
 }
 
 struct WorkerSlot {
-    stopped: Arc<AtomicBool>,
+    lane: Arc<WorkerLane>,
     /// The worker left its loop for good (set in its last lock section).
     exited: bool,
 }
@@ -379,6 +394,9 @@ struct State {
     /// Threads decided on but whose handle is not stored yet.
     spawning: usize,
     spinning: usize,
+    /// Workers on the lane (taking tasks without the lock): they find new
+    /// lane tasks themselves, so they count as coming for `provision`.
+    in_lane: usize,
     /// The spinning workers' hint was raised since the last one began.
     hint_sent: bool,
     sleeping: usize,
@@ -398,6 +416,29 @@ struct State {
     idle_waiters: usize,
     signal: Signal,
     task_hooks: Option<Arc<TaskHooks>>,
+    lane: Arc<Lane>,
+    /// Lane entries pushed, cancelled (stopped or moved to the locked
+    /// path) and applied (outcomes taken from the workers' queues), since creation.
+    lane_added: u64,
+    lane_cancelled: u64,
+    lane_applied: u64,
+    /// Claimed lane tasks that gained downstream tasks: their outcomes must
+    /// be applied at once (chains must not wait for the host's poll).
+    lane_linked: usize,
+    /// Last published values of `Lane::lock_finish`, `Lane::locked_top`
+    /// and `Lane::locked_gen`.
+    lock_finish: bool,
+    locked_top: i64,
+    locked_gen: u64,
+    /// The largest id pushed to the ready queue: a task pushed with a
+    /// smaller one may have become its front (`Lane::locked_gen`).
+    ready_max_id: u64,
+    /// The lane level of the last priority looked up.
+    lane_level_cache: Option<(i32, u8, LevelRef)>,
+    /// While a batch is added, lane entries are published at its end
+    /// (workers choose among the whole batch, as on the locked path).
+    lane_batching: bool,
+    lane_batch: Vec<(u8, u64)>,
 }
 
 /// A task manager (`btm_manager` in C). Shared by the host handle and every
@@ -405,14 +446,17 @@ struct State {
 /// `Arc` alone does not stop anything. Call [`Manager::shut_down`] first
 /// (the C API's `btm_destroy` does).
 pub struct Manager {
-    state: Mutex<State>,
+    /// On cache lines of its own: workers on the lane read the other
+    /// fields without the lock while the host takes it for every add.
+    state: Padded<Mutex<State>>,
     work_cv: Condvar,
     host_cv: Condvar,
     /// Set (under the lock) when work arrives while a worker spins.
     work_hint: AtomicUsize,
     /// `Signal::gate` of the state, readable without the lock.
-    poll_gate: Arc<AtomicBool>,
+    poll_gate: Arc<Padded<AtomicBool>>,
     hooks: Option<ThreadHooks>,
+    lane: Arc<Lane>,
 }
 
 thread_local! {
@@ -434,8 +478,12 @@ impl Manager {
         };
         let signal = Signal { armed: true, ..Signal::default() };
         let poll_gate = Arc::clone(&signal.gate);
+        let lane = Arc::new(Lane::new());
+        if config.start_processing {
+            lane.open();
+        }
         Ok(Arc::new(Manager {
-            state: Mutex::new(State {
+            state: Padded(Mutex::new(State {
                 next_id: 1,
                 next_group: 1,
                 tasks: Table::new(),
@@ -453,6 +501,7 @@ impl Manager {
                 alive: 0,
                 spawning: 0,
                 spinning: 0,
+                in_lane: 0,
                 hint_sent: false,
                 sleeping: 0,
                 running: 0,
@@ -468,12 +517,25 @@ impl Manager {
                 idle_waiters: 0,
                 signal,
                 task_hooks: None,
-            }),
+                lane: Arc::clone(&lane),
+                lane_added: 0,
+                lane_cancelled: 0,
+                lane_applied: 0,
+                lane_linked: 0,
+                lock_finish: false,
+                locked_top: NO_PRIORITY,
+                locked_gen: 0,
+                ready_max_id: 0,
+                lane_level_cache: None,
+                lane_batching: false,
+                lane_batch: Vec::new(),
+            })),
             work_cv: Condvar::new(),
             host_cv: Condvar::new(),
             work_hint: AtomicUsize::new(0),
             poll_gate,
             hooks: config.thread_hooks,
+            lane,
         }))
     }
 
@@ -513,8 +575,8 @@ impl Manager {
         let Heavy { frees, frees_mapped, garbage, spawn, notify } = heavy.map(|h| *h).unwrap_or_default();
         // Threads first: a shut down waits for threads being started, so no
         // host code (which may shut down) may run while one is pending.
-        for (index, stopped) in spawn {
-            self.spawn_worker(index, stopped);
+        for (index, lane) in spawn {
+            self.spawn_worker(index, lane);
         }
         if let Some(n) = notify {
             n.call();
@@ -582,12 +644,15 @@ impl Manager {
                 rejected = Some(tasks);
                 return Err(e);
             }
+            st.lane_batching = true;
             for t in tasks {
                 match st.add(t.job, t.priority, t.group, t.upstream, after) {
                     Ok(id) => ids.push(id),
                     Err(_) => unreachable!("checked under the same lock section"),
                 }
             }
+            st.lane_batching = false;
+            st.publish_lane_batch(after);
             Ok(())
         });
         drop(rejected);
@@ -625,6 +690,7 @@ impl Manager {
             }
             if !st.processing {
                 st.processing = true;
+                st.sync_lane_open();
                 after.wake_all = true;
                 st.provision(after);
             }
@@ -632,19 +698,25 @@ impl Manager {
         })
     }
 
-    /// Lets running tasks finish; starts nothing new (idempotent).
+    /// Lets running tasks finish; starts nothing new (idempotent). Lane
+    /// tasks stay in the lane, closed: no worker claims one once this
+    /// returns.
     pub fn pause_processing(&self) -> Result<(), Error> {
         let mut st = self.state.lock();
         if st.shut_down {
             return Err(Error::ShutDown);
         }
         st.processing = false;
+        st.sync_lane_open();
         Ok(())
     }
 
     /// Stops a task (and, transitively, its upstream and/or downstream).
     pub fn stop_task(self: &Arc<Self>, id: u64, up: bool, down: bool) -> Result<StopReport, Error> {
         self.locked(|st, after| {
+            // Finished lane tasks are stopped as finished ones, as on the
+            // locked path.
+            st.apply_lane(after);
             if st.tasks.get(id).is_none() {
                 return Err(Error::NotFound);
             }
@@ -664,6 +736,7 @@ impl Manager {
             if st.groups.slot(index).live == 0 {
                 return Err(Error::NotFound);
             }
+            st.apply_lane(after);
             Ok(st.stop_group(index, up, down, after))
         })
     }
@@ -671,6 +744,7 @@ impl Manager {
     /// Stops every live task.
     pub fn stop_all(self: &Arc<Self>) -> StopReport {
         self.locked(|st, after| {
+            st.apply_lane(after);
             if let Some(n) = st.stop_all_queued(after) {
                 return StopReport { before_start: n, ..StopReport::default() };
             }
@@ -682,6 +756,9 @@ impl Manager {
     /// Changes the priority of a queued or blocked task.
     pub fn set_priority(self: &Arc<Self>, id: u64, priority: i32) -> Result<(), Error> {
         self.locked(|st, after| {
+            if st.unlane(id) {
+                return Err(Error::NotQueued);
+            }
             let task = st.tasks.get_mut(id).ok_or(Error::NotFound)?;
             if !matches!(task.body, Body::Pending(_)) {
                 return Err(Error::NotQueued);
@@ -689,7 +766,7 @@ impl Manager {
             let old = mem::replace(&mut task.priority, priority);
             if old != priority && task.waiting == 0 {
                 st.ready.forget(old);
-                st.ready.push(priority, id);
+                st.ready_push(priority, id);
                 st.provision(after);
             }
             Ok(())
@@ -709,6 +786,8 @@ impl Manager {
                 return Err(Error::ShutDown);
             }
             st.max_threads = max_threads;
+            // Workers on the lane come back to the lock (to retire).
+            st.lane.checkin.fetch_add(1, Ordering::Relaxed);
             after.wake_all = true;
             st.provision(after);
             Ok(())
@@ -734,87 +813,101 @@ impl Manager {
                 after.heavy().garbage = mem::take(&mut st.delivered);
             }
             st.signal.armed = true;
-            while written < capacity {
-                let Some(ev) = st.events.pop_front() else {
-                    break;
-                };
-                match ev {
-                    Ev::Final(id) => {
-                        let Some(task) = st.tasks.remove(id) else {
-                            continue;
-                        };
-                        st.deliverable -= 1;
-                        let key = st.groups.slot(task.group).key;
-                        let name = st.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
-                        match task.body {
-                            Body::Completed { result } => {
-                                let mut view = EventView::new(EventKind::Completed, id, key, name);
-                                if let Some(r) = result {
-                                    let values = r.values();
-                                    view.values = values.as_ptr();
-                                    view.value_count = values.len();
-                                    st.delivered.push(Garbage::Result(r));
+            // Queued events first: every lock section that queues one
+            // first applies the outcomes the workers left, so they are
+            // older. Then the outcomes still left, delivered without being
+            // queued, until one becomes a queued event (it has downstream
+            // tasks or cascades), which is delivered in turn.
+            loop {
+                while written < capacity {
+                    let Some(ev) = st.events.pop_front() else {
+                        break;
+                    };
+                    match ev {
+                        Ev::Final(id) => {
+                            let Some(task) = st.tasks.remove(id) else {
+                                continue;
+                            };
+                            st.deliverable -= 1;
+                            let key = st.groups.slot(task.group).key;
+                            let name = st.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
+                            match task.body {
+                                Body::Completed { result } => {
+                                    let mut view = EventView::new(EventKind::Completed, id, key, name);
+                                    if let Some(r) = result {
+                                        let values = r.values();
+                                        view.values = values.as_ptr();
+                                        view.value_count = values.len();
+                                        st.delivered.push(Garbage::Result(r));
+                                    }
+                                    sink(view);
                                 }
-                                sink(view);
+                                Body::Failed(f) => {
+                                    let mut view = EventView::new(EventKind::Failed, id, key, name);
+                                    view.message = f.message.as_ptr();
+                                    view.details = f.details.as_ptr();
+                                    st.delivered.push(Garbage::Failure(f));
+                                    sink(view);
+                                }
+                                Body::Pending(_) | Body::Running { .. } | Body::Lane { .. } => {
+                                    unreachable!("final event of an unfinished task")
+                                }
                             }
-                            Body::Failed(f) => {
-                                let mut view = EventView::new(EventKind::Failed, id, key, name);
-                                view.message = f.message.as_ptr();
-                                view.details = f.details.as_ptr();
-                                st.delivered.push(Garbage::Failure(f));
-                                sink(view);
+                            written += 1;
+                            if let Some(li) = task.links {
+                                let links = st.links.remove(li);
+                                if links.received.capacity() > 0 {
+                                    after.garbage(Garbage::Results(links.received));
+                                } else {
+                                    // Nothing allocated: no drop call needed.
+                                    mem::forget(links.received);
+                                }
                             }
-                            Body::Pending(_) | Body::Running { .. } => {
-                                unreachable!("final event of an unfinished task")
+                            if let Some(key) = st.groups.leave(task.group) {
+                                if written < capacity {
+                                    let mut view = EventView::new(EventKind::GroupFinished, 0, key, name);
+                                    view.group_name = name;
+                                    sink(view);
+                                    written += 1;
+                                } else {
+                                    st.events.push_front(Ev::GroupFinished(key));
+                                    st.deliverable += 1;
+                                }
                             }
                         }
-                        written += 1;
-                        if let Some(li) = task.links {
-                            let links = st.links.remove(li);
-                            if links.received.capacity() > 0 {
-                                after.garbage(Garbage::Results(links.received));
-                            } else {
-                                // Nothing allocated: no drop call needed.
-                                mem::forget(links.received);
+                        Ev::Progress(id) => {
+                            let Some(p) = st.progress.remove(&id) else {
+                                continue;
+                            };
+                            st.deliverable -= 1;
+                            let Some(task) = st.tasks.get(id) else {
+                                continue;
+                            };
+                            let key = st.groups.slot(task.group).key;
+                            let name = st.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
+                            let mut view = EventView::new(EventKind::Progress, id, key, name);
+                            view.progress = p.fraction;
+                            if let Some(m) = &p.message {
+                                view.message = m.as_ptr();
                             }
+                            st.delivered.push(Garbage::Text(p.message));
+                            sink(view);
+                            written += 1;
                         }
-                        if let Some(key) = st.groups.leave(task.group) {
-                            if written < capacity {
-                                let mut view = EventView::new(EventKind::GroupFinished, 0, key, name);
-                                view.group_name = name;
-                                sink(view);
-                                written += 1;
-                            } else {
-                                st.events.push_front(Ev::GroupFinished(key));
-                                st.deliverable += 1;
-                            }
+                        Ev::GroupFinished(key) => {
+                            st.deliverable -= 1;
+                            let name = st.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
+                            sink(EventView::new(EventKind::GroupFinished, 0, key, name));
+                            written += 1;
                         }
                     }
-                    Ev::Progress(id) => {
-                        let Some(p) = st.progress.remove(&id) else {
-                            continue;
-                        };
-                        st.deliverable -= 1;
-                        let Some(task) = st.tasks.get(id) else {
-                            continue;
-                        };
-                        let key = st.groups.slot(task.group).key;
-                        let name = st.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
-                        let mut view = EventView::new(EventKind::Progress, id, key, name);
-                        view.progress = p.fraction;
-                        if let Some(m) = &p.message {
-                            view.message = m.as_ptr();
-                        }
-                        st.delivered.push(Garbage::Text(p.message));
-                        sink(view);
-                        written += 1;
-                    }
-                    Ev::GroupFinished(key) => {
-                        st.deliverable -= 1;
-                        let name = st.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
-                        sink(EventView::new(EventKind::GroupFinished, 0, key, name));
-                        written += 1;
-                    }
+                }
+                if written == capacity || !st.events.is_empty() {
+                    break;
+                }
+                written += st.deliver_lane(capacity - written, &mut sink, &mut after);
+                if st.events.is_empty() {
+                    break;
                 }
             }
             if st.deliverable == 0 {
@@ -851,32 +944,45 @@ impl Manager {
             if let Some(old) = mem::replace(&mut st.task_hooks, hooks.map(Arc::new)) {
                 after.garbage(Garbage::Hooks(old));
             }
+            // Lane tasks start without the lock, where hooks are not read:
+            // while hooks are registered the lane is closed, and the tasks
+            // in it move to the locked path.
+            st.sync_lane_open();
+            if !st.lane.is_open() {
+                st.drain_lane(after);
+            }
         })
     }
 
     /// The descriptor that is readable exactly while undelivered events
     /// exist (created on first use, closed with the manager).
-    pub fn event_fd(&self) -> std::io::Result<std::os::fd::RawFd> {
-        let mut st = self.state.lock();
-        if let Some(fd) = &st.signal.fd {
-            return Ok(fd.fd());
-        }
-        let fd = EventFd::new()?;
-        if st.signal.raised {
-            fd.raise();
-        }
-        let raw = fd.fd();
-        st.signal.fd = Some(fd);
-        Ok(raw)
+    pub fn event_fd(self: &Arc<Self>) -> std::io::Result<std::os::fd::RawFd> {
+        self.locked(|st, _| {
+            if let Some(fd) = &st.signal.fd {
+                return Ok(fd.fd());
+            }
+            let fd = EventFd::new()?;
+            if st.signal.raised {
+                fd.raise();
+            }
+            // The end of this lock section applies the outcomes the workers
+            // left (`sync_lane`: `lock_finish` is now set), which raises it.
+            let raw = fd.fd();
+            st.signal.fd = Some(fd);
+            Ok(raw)
+        })
     }
 
     /// Number of events a poll would deliver now.
-    pub fn pending_events(&self) -> usize {
-        self.state.lock().deliverable
+    pub fn pending_events(self: &Arc<Self>) -> usize {
+        self.locked(|st, after| {
+            st.apply_lane(after);
+            st.deliverable
+        })
     }
 
     /// Blocks until an event is pending or `timeout` passes.
-    pub fn wait_events(&self, timeout: Option<Duration>) -> Result<(), Error> {
+    pub fn wait_events(self: &Arc<Self>, timeout: Option<Duration>) -> Result<(), Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
         if timeout != Some(Duration::ZERO) {
             // Watch the poll gate for a moment before taking the lock and
@@ -893,18 +999,18 @@ impl Manager {
     }
 
     /// Blocks until no task is queued, blocked or running.
-    pub fn wait_idle(&self, timeout: Option<Duration>) -> Result<(), Error> {
+    pub fn wait_idle(self: &Arc<Self>, timeout: Option<Duration>) -> Result<(), Error> {
         if self.is_current_worker() {
             return Err(Error::WouldDeadlock);
         }
         self.wait_until(timeout.map(|t| Instant::now() + t), Wait::Idle, |st| {
-            (st.running == 0 && st.pending == 0).then_some(Ok(()))
+            (st.running == 0 && st.pending == 0 && st.lane_live() == 0).then_some(Ok(()))
         })
     }
 
     /// Waits on `host_cv` until `check` gives an answer or the deadline.
     fn wait_until(
-        &self,
+        self: &Arc<Self>,
         deadline: Option<Instant>,
         kind: Wait,
         check: impl Fn(&State) -> Option<Result<(), Error>>,
@@ -914,6 +1020,16 @@ impl Manager {
         match kind {
             Wait::Events => st.event_waiters += 1,
             Wait::Idle => st.idle_waiters += 1,
+        }
+        // With a waiter registered, workers take the lock after leaving an
+        // outcome and apply it (see `sync_lane`, which applies those left
+        // before).
+        let mut after = After::default();
+        st.sync_signal(&mut after);
+        if !after.is_empty() {
+            MutexGuard::unlocked(&mut st, || self.run_after(after));
+        } else {
+            mem::forget(after);
         }
         let r = loop {
             if let Some(r) = check(&st) {
@@ -937,46 +1053,20 @@ impl Manager {
     }
 
     /// Counts for the whole manager.
-    pub fn stats(&self) -> Stats {
-        let st = self.state.lock();
-        Stats {
-            queued: st.ready.len() as u64,
-            blocked: (st.pending - st.ready.len()) as u64,
-            running: st.running as u64,
-            undelivered: st.deliverable as u64,
-            completed_total: st.completed_total,
-            failed_total: st.failed_total,
-            stopped_total: st.stopped_total,
-            threads: st.threads as u64,
-            spawn_failures: st.spawn_failures,
-        }
+    pub fn stats(self: &Arc<Self>) -> Stats {
+        self.locked(|st, after| {
+            st.apply_lane(after);
+            st.stats()
+        })
     }
 
     /// Live tasks of one group by state: (queued, blocked, running, finished
     /// but not yet polled).
-    pub fn group_stats(&self, group: GroupKey) -> Result<[u64; 4], Error> {
-        let st = self.state.lock();
-        if !st.groups.is_valid(group) {
-            return Err(Error::InvalidGroup);
-        }
-        let mut counts = [0u64; 4];
-        let Some(index) = st.groups.find(group) else {
-            return Ok(counts);
-        };
-        let st = &*st;
-        for id in st.groups.slot(index).members.iter() {
-            let Some(task) = st.tasks.get(id).filter(|t| t.group == index) else {
-                continue;
-            };
-            let i = match task.body {
-                Body::Pending(_) if task.waiting == 0 => 0,
-                Body::Pending(_) => 1,
-                Body::Running { .. } => 2,
-                Body::Completed { .. } | Body::Failed(_) => 3,
-            };
-            counts[i] += 1;
-        }
-        Ok(counts)
+    pub fn group_stats(self: &Arc<Self>, group: GroupKey) -> Result<[u64; 4], Error> {
+        self.locked(|st, after| {
+            st.apply_lane(after);
+            st.group_stats(group)
+        })
     }
 
     /// Stops everything, then waits up to `timeout` (forever if `None`) for
@@ -990,6 +1080,8 @@ impl Manager {
             }
             st.shut_down = true;
             st.processing = false;
+            st.sync_lane_open();
+            st.apply_lane(after);
             if st.stop_all_queued(after).is_none() {
                 let roots = st.tasks.ids();
                 st.stop(roots, false, false, after);
@@ -1001,7 +1093,53 @@ impl Manager {
         })?;
         self.join_workers(timeout)
     }
+}
 
+impl State {
+    fn stats(&self) -> Stats {
+        let st = self;
+        let lane_running = st.lane_running();
+        let lane_queued = st.lane_live() - lane_running;
+        Stats {
+            queued: (st.ready.len() + lane_queued) as u64,
+            blocked: (st.pending - st.ready.len()) as u64,
+            running: (st.running + lane_running) as u64,
+            undelivered: st.deliverable as u64,
+            completed_total: st.completed_total,
+            failed_total: st.failed_total,
+            stopped_total: st.stopped_total,
+            threads: st.threads as u64,
+            spawn_failures: st.spawn_failures,
+        }
+    }
+
+    fn group_stats(&self, group: GroupKey) -> Result<[u64; 4], Error> {
+        let st = self;
+        if !st.groups.is_valid(group) {
+            return Err(Error::InvalidGroup);
+        }
+        let mut counts = [0u64; 4];
+        let Some(index) = st.groups.find(group) else {
+            return Ok(counts);
+        };
+        for id in st.groups.slot(index).members.iter() {
+            let Some(task) = st.tasks.get(id).filter(|t| t.group == index) else {
+                continue;
+            };
+            let i = match task.body {
+                Body::Pending(_) if task.waiting == 0 => 0,
+                Body::Pending(_) => 1,
+                Body::Lane { level, pos } if st.lane.is_queued(level as usize, pos, id) => 0,
+                Body::Running { .. } | Body::Lane { .. } => 2,
+                Body::Completed { .. } | Body::Failed(_) => 3,
+            };
+            counts[i] += 1;
+        }
+        Ok(counts)
+    }
+}
+
+impl Manager {
     /// True once `shut_down` has been called.
     pub fn is_shut_down(&self) -> bool {
         self.state.lock().shut_down
@@ -1045,11 +1183,11 @@ impl Manager {
         result
     }
 
-    fn spawn_worker(self: &Arc<Self>, index: u32, stopped: Arc<AtomicBool>) {
+    fn spawn_worker(self: &Arc<Self>, index: u32, lane: Arc<WorkerLane>) {
         let manager = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name(format!("btm-worker-{index}"))
-            .spawn(move || worker_main(manager, index, stopped));
+            .spawn(move || worker_main(manager, index, lane));
         let mut st = self.state.lock();
         st.spawning -= 1;
         match spawned {
@@ -1082,7 +1220,7 @@ impl State {
         self.host_waiters > 0
             && (self.host_waiters > self.event_waiters + self.idle_waiters
                 || (self.event_waiters > 0 && (self.deliverable > 0 || self.shut_down))
-                || (self.idle_waiters > 0 && self.running == 0 && self.pending == 0))
+                || (self.idle_waiters > 0 && self.running == 0 && self.pending == 0 && self.lane_live() == 0))
     }
 
     /// Brings the event descriptor and the notify callback in line with
@@ -1091,6 +1229,7 @@ impl State {
     /// change either.
     #[inline]
     fn sync_signal(&mut self, after: &mut After) {
+        self.sync_lane(after);
         after.wake_host |= self.wake_host_needed();
         if (self.deliverable > 0) != self.signal.raised {
             self.sync_signal_slow(after);
@@ -1125,7 +1264,246 @@ impl State {
         let want = self.signal.raised || !self.signal.armed || !self.delivered.is_empty();
         if self.signal.gate.load(Ordering::Relaxed) != want {
             self.signal.gate.store(want, Ordering::Release);
+            if !want {
+                // A worker may have left an outcome and seen the gate still
+                // open (see `lane`, "outcome vs lock holder").
+                fence(Ordering::SeqCst);
+                if self.lane_has_outcomes() {
+                    self.signal.gate.store(true, Ordering::Release);
+                }
+            }
         }
+    }
+
+    fn lane_has_outcomes(&self) -> bool {
+        self.workers.iter().any(|w| w.lane.has_outcomes())
+    }
+
+    /// Publishes what workers on the lane read: the locked ready queue's
+    /// best priority, and whether they must take the lock after leaving an
+    /// outcome. When that flag rises, outcomes already left are applied
+    /// here (see `lane`, "outcome vs lock holder").
+    #[inline]
+    fn sync_lane(&mut self, after: &mut After) {
+        let top = self.ready.top_priority().map_or(NO_PRIORITY, i64::from);
+        if top != self.locked_top {
+            self.locked_top = top;
+            self.lane.locked_top.store(top, Ordering::Relaxed);
+        }
+        if self.locked_gen != self.lane.locked_gen.load(Ordering::Relaxed) {
+            self.lane.locked_gen.store(self.locked_gen, Ordering::Relaxed);
+        }
+        let want =
+            self.host_waiters > 0 || self.lane_linked > 0 || self.signal.notify.is_some() || self.signal.fd.is_some();
+        if want != self.lock_finish {
+            self.lock_finish = want;
+            self.lane.lock_finish.store(want, Ordering::Relaxed);
+            if want {
+                // Outcomes left before a worker could see the flag are
+                // applied here; later ones by the worker that left them.
+                fence(Ordering::SeqCst);
+                self.apply_lane(after);
+            }
+        }
+    }
+
+    /// Applies the outcomes the workers left in their queues, in each
+    /// worker's order.
+    fn apply_lane(&mut self, after: &mut After) {
+        for i in 0..self.workers.len() {
+            while let Some((id, outcome)) = self.workers[i].lane.pop_outcome() {
+                self.apply_outcome(id, outcome, after);
+            }
+        }
+    }
+
+    #[inline]
+    fn apply_outcome(&mut self, id: u64, outcome: Outcome, after: &mut After) {
+        self.lane_applied += 1;
+        self.running += 1;
+        self.finish(id, outcome, after);
+    }
+
+    /// Delivers lane outcomes as events without queueing them (the event
+    /// queue is empty), up to `capacity` events; stops at an outcome that
+    /// must become a queued event (its task has downstream tasks, or it
+    /// cascades), which is applied. Returns the number of events written.
+    fn deliver_lane(&mut self, capacity: usize, sink: &mut impl FnMut(EventView), after: &mut After) -> usize {
+        let mut written = 0;
+        for i in 0..self.workers.len() {
+            while written < capacity {
+                let Some((id, outcome)) = self.workers[i].lane.pop_outcome() else {
+                    break;
+                };
+                self.lane_applied += 1;
+                let Some(task) = self.tasks.remove_if(id, |t| t.links.is_none()) else {
+                    // Stopped (dropped by `finish`) or with downstream tasks.
+                    self.running += 1;
+                    self.finish(id, outcome, after);
+                    if self.events.is_empty() {
+                        continue;
+                    }
+                    return written;
+                };
+                let key = self.groups.slot(task.group).key;
+                let name = self.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
+                match outcome {
+                    Outcome::Completed(result) => {
+                        self.completed_total += 1;
+                        let mut view = EventView::new(EventKind::Completed, id, key, name);
+                        if let Some(r) = result {
+                            let r = Arc::new(r);
+                            let values = r.values();
+                            view.values = values.as_ptr();
+                            view.value_count = values.len();
+                            self.delivered.push(Garbage::Result(r));
+                        }
+                        sink(view);
+                    }
+                    Outcome::Failed(f) => {
+                        self.failed_total += 1;
+                        let f = Arc::new(f);
+                        let mut view = EventView::new(EventKind::Failed, id, key, name);
+                        view.message = f.message.as_ptr();
+                        view.details = f.details.as_ptr();
+                        self.delivered.push(Garbage::Failure(f));
+                        sink(view);
+                    }
+                }
+                written += 1;
+                if let Some(key) = self.groups.leave(task.group) {
+                    if written < capacity {
+                        let mut view = EventView::new(EventKind::GroupFinished, 0, key, name);
+                        view.group_name = name;
+                        sink(view);
+                        written += 1;
+                    } else {
+                        self.events.push_front(Ev::GroupFinished(key));
+                        self.deliverable += 1;
+                        return written;
+                    }
+                }
+            }
+        }
+        written
+    }
+
+    /// Lane tasks not yet resolved (queued, running, or with an outcome
+    /// not yet applied).
+    fn lane_live(&self) -> usize {
+        (self.lane_added - self.lane_cancelled - self.lane_applied) as usize
+    }
+
+    /// Lane tasks claimed and not yet applied.
+    fn lane_running(&self) -> usize {
+        let claims: u64 = self.workers.iter().map(|w| w.lane.claims()).sum();
+        (claims - self.lane_applied) as usize
+    }
+
+    /// Opens or closes the lane for what the state allows: it is open
+    /// while processing runs, no task hooks are registered and the manager
+    /// is not shut down.
+    fn sync_lane_open(&mut self) {
+        let want = self.processing && !self.shut_down && self.task_hooks.is_none();
+        if want == self.lane.is_open() {
+            return;
+        }
+        if want {
+            self.lane.open();
+        } else {
+            self.lane.close(self.workers.iter().map(|w| &*w.lane));
+        }
+    }
+
+    /// Moves every queued lane task to the locked ready queue (the lane
+    /// must be closed).
+    fn drain_lane(&mut self, after: &mut After) {
+        let mut moved = Vec::new();
+        self.lane.drain(|id, job| moved.push((id, job)));
+        for (id, job) in moved {
+            self.lane_to_locked(id, job);
+        }
+        self.provision(after);
+    }
+
+    /// A lane task whose entry was cancelled becomes a task of the locked
+    /// path, queued at its priority.
+    fn lane_to_locked(&mut self, id: u64, job: Job) {
+        self.lane_cancelled += 1;
+        let task = self.tasks.get_mut(id).expect("a queued lane task is live");
+        task.body = Body::Pending(job);
+        let priority = task.priority;
+        self.pending += 1;
+        self.ready_push(priority, id);
+    }
+
+    /// Publishes the lane entries of a batch, after the locked queue's best
+    /// priority (a worker that sees an entry sees that priority too).
+    fn publish_lane_batch(&mut self, after: &mut After) {
+        if self.lane_batch.is_empty() {
+            return;
+        }
+        self.sync_lane(after);
+        for (level, pos) in self.lane_batch.drain(..) {
+            self.lane.publish(level as usize, pos);
+        }
+        self.lane.published();
+        if self.lane_batch.capacity() > 4096 {
+            self.lane_batch = Vec::new();
+        }
+    }
+
+    /// A lane task a worker popped but gave back (the locked queue gained
+    /// a better task meanwhile): it moves to the locked path.
+    fn give_back(&mut self, id: u64, job: Job, after: &mut After) {
+        match self.tasks.get(id) {
+            Some(Task { body: Body::Lane { .. }, links, .. }) => {
+                if links.is_some() {
+                    // Counted as running when it gained downstream tasks.
+                    self.lane_linked -= 1;
+                }
+                self.lane_to_locked(id, job);
+                self.provision(after);
+            }
+            _ => {
+                // Stopped meanwhile (as if running): its job is freed here.
+                self.lane_cancelled += 1;
+                after.free(job.data);
+            }
+        }
+    }
+
+    /// If task `id` is a queued lane task, moves it to the locked path.
+    /// Returns true if it is a claimed one (running or finished).
+    fn unlane(&mut self, id: u64) -> bool {
+        let Some(Task { body: Body::Lane { level, pos }, .. }) = self.tasks.get(id) else {
+            return false;
+        };
+        let (level, pos) = (*level as usize, *pos);
+        match self.lane.cancel(level, pos, id) {
+            Some(job) => {
+                self.lane_to_locked(id, job);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// The lane level for `priority`, if it has (or can get) one.
+    #[inline]
+    fn lane_level(&mut self, priority: i32) -> Option<(u8, LevelRef)> {
+        match self.lane_level_cache {
+            Some((p, l, r)) if p == priority => Some((l, r)),
+            _ => self.lane_level_slow(priority),
+        }
+    }
+
+    #[inline(never)]
+    fn lane_level_slow(&mut self, priority: i32) -> Option<(u8, LevelRef)> {
+        let l = self.lane.level_of(priority)?;
+        let r = self.lane.level_ref(l);
+        self.lane_level_cache = Some((priority, l as u8, r));
+        Some((l as u8, r))
     }
 
     /// The checks of [`State::add`] for a whole batch, before any is added
@@ -1154,7 +1532,7 @@ impl State {
     #[inline(always)]
     fn add(
         &mut self,
-        job: Job,
+        mut job: Job,
         priority: i32,
         group: GroupKey,
         upstream: &[u64],
@@ -1172,6 +1550,25 @@ impl State {
         // The new task is not in the table yet: the compaction must keep it.
         self.compact_group(group_index, id);
 
+        if upstream.is_empty() && job.run.is_some() && self.lane.is_open() {
+            if let Some((level, level_ref)) = self.lane_level(priority) {
+                match level_ref.push(id, job, !self.lane_batching) {
+                    Ok(pos) => {
+                        if self.lane_batching {
+                            self.lane_batch.push((level, pos));
+                        }
+                        let body = Body::Lane { level, pos };
+                        self.tasks.insert(id, Task { body, priority, group: group_index, links: None, waiting: 0 });
+                        self.lane_added += 1;
+                        self.provision(after);
+                        return Ok(id);
+                    }
+                    // The level is full: the locked path.
+                    Err(j) => job = j,
+                }
+            }
+        }
+
         let mut links: Option<Links> = None;
         let mut waiting = 0u32;
         let mut failed: Option<Arc<Failure>> = None;
@@ -1187,6 +1584,17 @@ impl State {
             } else {
                 upstream
             };
+            // An upstream task in the lane: a queued one moves to the locked
+            // path (its downstream list is kept under the lock); for a
+            // claimed one, outcomes left in the workers' queues are applied first, so
+            // that a finished one is seen as finished.
+            let mut claimed = false;
+            for &u in ups {
+                claimed |= self.unlane(u);
+            }
+            if claimed {
+                self.apply_lane(after);
+            }
             let mut l_upstream = Ids::default();
             let mut done: Vec<(u64, Arc<ResultSet>)> = Vec::new();
             for &u in ups {
@@ -1195,6 +1603,13 @@ impl State {
                 };
                 match &ut.body {
                     Body::Pending(_) | Body::Running { .. } => waiting += 1,
+                    Body::Lane { .. } => {
+                        // Running: its outcome must now be applied at once.
+                        waiting += 1;
+                        if ut.links.is_none() {
+                            self.lane_linked += 1;
+                        }
+                    }
                     Body::Completed { result } => {
                         if let Some(r) = result {
                             done.push((u, Arc::clone(r)));
@@ -1234,7 +1649,9 @@ impl State {
 
         if let Some(f) = failed {
             // An upstream failed and its failure is not yet polled: this
-            // task fails with it, its event queued now.
+            // task fails with it, its event queued now, after the events of
+            // lane tasks that finished before.
+            self.apply_lane(after);
             after.free(job.data);
             if let Some(l) = links.as_mut() {
                 if !l.received.is_empty() {
@@ -1279,8 +1696,20 @@ impl State {
             .retain(|id| id == joining || tasks.get(id).is_some_and(|t| t.group == index));
     }
 
-    fn make_ready(&mut self, priority: i32, id: u64, after: &mut After) {
+    /// Pushes to the ready queue, noting a push that may have given a
+    /// level of it an older front (see `Lane::locked_gen`).
+    #[inline]
+    fn ready_push(&mut self, priority: i32, id: u64) {
+        if id < self.ready_max_id {
+            self.locked_gen += 1;
+        } else {
+            self.ready_max_id = id;
+        }
         self.ready.push(priority, id);
+    }
+
+    fn make_ready(&mut self, priority: i32, id: u64, after: &mut After) {
+        self.ready_push(priority, id);
         self.provision(after);
     }
 
@@ -1288,7 +1717,7 @@ impl State {
     /// new thread.
     #[inline]
     fn provision(&mut self, after: &mut After) {
-        if !self.processing || self.shut_down || self.ready.len() == 0 {
+        if !self.processing || self.shut_down || self.ready.len() + self.lane_live() == 0 {
             return;
         }
         // Common case under load: every thread started and busy, and any
@@ -1310,18 +1739,21 @@ impl State {
             self.hint_sent = true;
         }
         // Workers about to look for work: spinning, being woken, starting.
-        let mut coming = self.spinning + after.wake as usize + after.spawning();
-        while self.ready.len() > coming {
+        let mut coming = self.spinning + self.in_lane + after.wake as usize + after.spawning();
+        // Lane tasks counted may be running already: at worst a worker
+        // more is woken.
+        let work = self.ready.len() + self.lane_live();
+        while work > coming {
             if self.sleeping > after.wake as usize {
                 after.wake += 1;
             } else if self.threads < self.max_threads {
                 let index = self.workers.len() as u32;
-                let stopped = Arc::new(AtomicBool::new(false));
-                self.workers.push(WorkerSlot { stopped: Arc::clone(&stopped), exited: false });
+                let lane = Arc::new(WorkerLane::new());
+                self.workers.push(WorkerSlot { lane: Arc::clone(&lane), exited: false });
                 self.threads += 1;
                 self.alive += 1;
                 self.spawning += 1;
-                after.heavy().spawn.push((index, stopped));
+                after.heavy().spawn.push((index, lane));
             } else {
                 break;
             }
@@ -1336,6 +1768,22 @@ impl State {
 
     /// Takes the next ready task for worker `index`. Pass-through tasks are
     /// completed inline; the returned task is marked running.
+    /// The locked ready queue's best valid entry, stale entries before it
+    /// dropped.
+    fn ready_front(&mut self) -> Option<(i32, u64)> {
+        loop {
+            let (priority, id) = self.ready.peek()?;
+            let valid = self
+                .tasks
+                .get(id)
+                .is_some_and(|t| t.priority == priority && t.waiting == 0 && matches!(t.body, Body::Pending(_)));
+            if valid {
+                return Some((priority, id));
+            }
+            self.ready.pop();
+        }
+    }
+
     fn take_next(&mut self, index: u32, after: &mut After) -> Option<RunJob> {
         loop {
             let (priority, id) = self.ready.pop()?;
@@ -1355,7 +1803,6 @@ impl State {
             let task_group = task.group;
             match job.run {
                 Some(run) => {
-                    self.workers[index as usize].stopped.store(false, Ordering::Relaxed);
                     let hooks = match &self.task_hooks {
                         None => None,
                         Some(h) => Some(Box::new((Arc::clone(h), self.groups.slot(task_group).key))),
@@ -1363,8 +1810,15 @@ impl State {
                     return Some(RunJob { id, run, data: job.data, received, hooks });
                 }
                 None => {
+                    // Lane outcomes left before come first (event order).
+                    self.apply_lane(after);
                     let gathered = gather(id, job.data, received);
                     self.finish(id, Outcome::Completed(gathered), after);
+                    if self.lane.has_work() {
+                        // The lane's best may come before the next locked
+                        // task: the caller compares again.
+                        return None;
+                    }
                 }
             }
         }
@@ -1378,6 +1832,9 @@ impl State {
             after.garbage(Garbage::Outcome(outcome));
             return;
         };
+        if task.links.is_some() && matches!(task.body, Body::Lane { .. }) {
+            self.lane_linked -= 1;
+        }
         if task.links.is_none() {
             // No downstream task to update: one lookup.
             if let Outcome::Completed(result) = outcome {
@@ -1587,8 +2044,28 @@ impl State {
                 continue;
             };
             let Task { body, priority, group, links, waiting } = task;
-            let unfinished = matches!(body, Body::Pending(_) | Body::Running { .. });
+            let unfinished = matches!(body, Body::Pending(_) | Body::Running { .. } | Body::Lane { .. });
             match body {
+                Body::Lane { level, pos } => match self.lane.cancel(level as usize, pos, id) {
+                    Some(job) => {
+                        report.before_start += 1;
+                        self.lane_cancelled += 1;
+                        after.free(job.data);
+                    }
+                    None => {
+                        // Claimed: running, or its outcome waits in its worker's queue
+                        // (dropped when applied, as for any stopped task).
+                        report.while_running += 1;
+                        if links.is_some() {
+                            self.lane_linked -= 1;
+                        }
+                        for w in &self.workers {
+                            if w.lane.stop_if_current(id) {
+                                break;
+                            }
+                        }
+                    }
+                },
                 Body::Pending(job) => {
                     report.before_start += 1;
                     self.pending -= 1;
@@ -1599,7 +2076,7 @@ impl State {
                 }
                 Body::Running { worker } => {
                     report.while_running += 1;
-                    self.workers[worker as usize].stopped.store(true, Ordering::Relaxed);
+                    self.workers[worker as usize].lane.stop_id.store(id, Ordering::Relaxed);
                 }
                 Body::Completed { result } => {
                     report.after_finish += 1;
@@ -1653,7 +2130,8 @@ impl State {
     }
 
     fn report_progress(&mut self, id: u64, fraction: f64, message: Option<CString>, after: &mut After) -> bool {
-        if !matches!(self.tasks.get(id), Some(Task { body: Body::Running { .. }, .. })) {
+        // Only the task itself reports: a lane task doing so is running.
+        if !matches!(self.tasks.get(id), Some(Task { body: Body::Running { .. } | Body::Lane { .. }, .. })) {
             after.garbage(Garbage::Text(message));
             return false;
         }
@@ -1711,7 +2189,10 @@ pub struct TaskContext {
     upstream_len: usize,
     result: Option<Owned>,
     failure: Option<Failure>,
-    stopped: *const AtomicBool,
+    /// The worker's handle on the manager (outlives the task call).
+    arc: *const Arc<Manager>,
+    /// The worker's `WorkerLane::stop_id`.
+    stopped: *const AtomicU64,
 }
 
 impl TaskContext {
@@ -1747,36 +2228,40 @@ impl TaskContext {
 
     /// True once the task has been stopped.
     pub fn is_stopped(&self) -> bool {
-        // SAFETY: the flag is owned by the worker (an `Arc` it holds) and
+        // SAFETY: the word is owned by the worker (an `Arc` it holds) and
         // outlives the task call.
-        unsafe { (*self.stopped).load(Ordering::Relaxed) }
+        unsafe { (*self.stopped).load(Ordering::Relaxed) == self.id }
     }
 
     /// Reports progress; coalesced with any undelivered progress event of
     /// this task. Returns false if the task was stopped.
     pub fn report_progress(&self, fraction: f64, message: Option<CString>) -> bool {
-        // SAFETY: the worker holds an `Arc<Manager>` for the whole call.
-        let manager = unsafe { &*self.manager };
-        let mut after = After::default();
-        let r = {
-            let mut st = manager.state.lock();
-            let r = st.report_progress(self.id, fraction, message, &mut after);
-            st.sync_signal(&mut after);
-            r
-        };
-        // Only message strings can be garbage here; no thread to start.
-        if after.wake_host {
-            manager.host_cv.notify_all();
-        }
-        if let Some(n) = after.heavy.as_mut().and_then(|h| h.notify.take()) {
-            n.call();
-        }
-        drop(after.heavy);
-        r
+        // SAFETY: the worker's `Arc<Manager>`, on its stack for the whole
+        // task call.
+        let manager = unsafe { &*self.arc };
+        manager.locked(|st, after| {
+            // Lane tasks that finished before this report come before it.
+            st.apply_lane(after);
+            st.report_progress(self.id, fraction, message, after)
+        })
     }
 }
 
-fn worker_main(manager: Arc<Manager>, index: u32, stopped: Arc<AtomicBool>) {
+/// What a worker does next.
+enum Next {
+    Job(RunJob),
+    /// Take lane tasks without the lock; they may go before a locked task
+    /// of the same priority if their id is below `tie_below` (the id of the
+    /// locked queue's best task, 0 if none has the lane's priority), while
+    /// the locked queue's front is not older (`Lane::locked_gen` is `gen`).
+    Lane {
+        tie_below: u64,
+        gen: u64,
+    },
+    Exit,
+}
+
+fn worker_main(manager: Arc<Manager>, index: u32, lane: Arc<WorkerLane>) {
     CURRENT.with(|c| c.set(Arc::as_ptr(&manager)));
     if let Some(h) = &manager.hooks {
         if let Some(start) = h.on_start {
@@ -1785,11 +2270,18 @@ fn worker_main(manager: Arc<Manager>, index: u32, stopped: Arc<AtomicBool>) {
         }
     }
     let mut done: Option<(u64, Outcome)> = None;
+    let mut in_lane_left = false;
     loop {
         let mut after = After::default();
         let next = {
             let mut st = manager.state.lock();
+            if mem::take(&mut in_lane_left) {
+                st.in_lane -= 1;
+            }
             if let Some((id, outcome)) = done.take() {
+                // Events come in the order tasks finished: lane outcomes
+                // left before this task finished come first.
+                st.apply_lane(&mut after);
                 // Announced by `next_job`, which ends this lock section.
                 st.finish(id, outcome, &mut after);
             }
@@ -1800,8 +2292,14 @@ fn worker_main(manager: Arc<Manager>, index: u32, stopped: Arc<AtomicBool>) {
         // next task; when there was no next task, `next_job` did it before
         // sleeping.
         manager.run_after(after);
-        let Some(job) = next else { break };
-        done = Some(run_job(&manager, job, index, &stopped));
+        match next {
+            Next::Job(job) => done = Some(run_job(&manager, job, index, &lane)),
+            Next::Lane { tie_below, gen } => {
+                lane_loop(&manager, &lane, index, tie_below, gen);
+                in_lane_left = true;
+            }
+            Next::Exit => break,
+        }
     }
     if let Some(h) = &manager.hooks {
         if let Some(stop) = h.on_stop {
@@ -1822,21 +2320,40 @@ fn worker_main(manager: Arc<Manager>, index: u32, stopped: Arc<AtomicBool>) {
 /// the lock (returning, spinning, sleeping) first syncs the signals for what
 /// this lock section changed (the previous task's outcome, pass-through
 /// tasks completed while taking).
-fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, after: &mut After) -> Option<RunJob> {
+fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, after: &mut After) -> Next {
     let mut spun = false;
     loop {
         if st.shut_down || st.threads > st.max_threads {
             // Exiting (shut down) or retiring (max_threads lowered): stop
             // counting against `max_threads` now, so that exactly the extra
-            // threads retire.
+            // threads retire. Outcomes it left are applied (those of tasks
+            // stopped by a shut down are dropped, their results freed).
+            st.apply_lane(after);
             st.threads -= 1;
             st.sync_signal(after);
-            return None;
+            return Next::Exit;
+        }
+        if st.processing {
+            if let Some((lane_priority, lane_id)) = manager.lane.top() {
+                let tie_below = match st.ready_front() {
+                    Some((p, id)) if p > lane_priority || (p == lane_priority && id < lane_id) => None,
+                    Some((p, id)) if p == lane_priority => Some(id),
+                    _ => Some(0),
+                };
+                if let Some(tie_below) = tie_below {
+                    st.in_lane += 1;
+                    st.sync_signal(after);
+                    return Next::Lane { tie_below, gen: st.locked_gen };
+                }
+            }
         }
         let job = if st.processing { st.take_next(index, after) } else { None };
         st.sync_signal(after);
-        if job.is_some() {
-            return job;
+        if let Some(job) = job {
+            return Next::Job(job);
+        }
+        if st.processing && manager.lane.has_work() {
+            continue;
         }
         if !after.is_empty() {
             // Never sleep on pending work for others (a host waiting for an
@@ -1874,6 +2391,12 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
     }
 }
 
+/// Looks at an empty lane before a worker goes back to the lock (where it
+/// spins and yields as before sleeping, see `next_job`): growing spins, 1
+/// to 64 pauses, then 64 pauses a few times.
+const LANE_BACKOFF_STEPS: u32 = 7 + 4;
+const LANE_BACKOFF_FIRST: u32 = 0;
+
 /// Spin iterations and yields of a host in `wait_events` before it sleeps.
 const HOST_SPIN_ITERS: u32 = 64;
 const HOST_YIELD_ITERS: u32 = 16;
@@ -1902,7 +2425,66 @@ fn spin(manager: &Manager) {
     spin_until(SPIN_ITERS, YIELD_ITERS, || manager.work_hint.load(Ordering::Relaxed) != 0);
 }
 
-fn run_job(manager: &Arc<Manager>, job: RunJob, worker: u32, stopped: &Arc<AtomicBool>) -> (u64, Outcome) {
+/// Runs lane tasks without the lock until the lane has none for the length
+/// of a spin, or the worker must come back to the lock (the lane closed,
+/// the locked queue has a task that may come first, fewer threads allowed).
+fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below: u64, gen: u64) {
+    let lane = &*manager.lane;
+    let checkin = lane.checkin.load(Ordering::Relaxed);
+    loop {
+        if tie_below != 0 && lane.locked_gen.load(Ordering::Relaxed) != gen {
+            tie_below = 0;
+        }
+        match lane.take(wl, tie_below) {
+            Take::Job(id, job) => {
+                let run = job.run.expect("lane tasks run a function");
+                let job = RunJob { id, run, data: job.data, received: Vec::new(), hooks: None };
+                let (id, outcome) = run_job(manager, job, index, wl);
+                leave_outcome(manager, wl, id, outcome);
+            }
+            Take::GiveBack(id, job) => {
+                manager.locked(|st, after| st.give_back(id, job, after));
+                return;
+            }
+            Take::Lock => return,
+            Take::Empty => {
+                // Look again less and less often: each look pulls the lines
+                // the host is writing.
+                let mut found = false;
+                for step in 0..LANE_BACKOFF_STEPS {
+                    for _ in 0..1u32 << (step + LANE_BACKOFF_FIRST).min(6) {
+                        std::hint::spin_loop();
+                    }
+                    if lane.has_work() || lane.checkin.load(Ordering::Relaxed) != checkin {
+                        found = true;
+                        break;
+                    }
+                }
+                if !found {
+                    return;
+                }
+            }
+        }
+        if lane.checkin.load(Ordering::Relaxed) != checkin {
+            return;
+        }
+    }
+}
+
+/// Leaves a lane task's outcome in the worker's outcome queue, for whoever holds the
+/// lock next, and opens the poll gate; takes the lock itself when someone
+/// is waiting (see `lane`, "outcome vs lock holder").
+fn leave_outcome(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, outcome: Outcome) {
+    wl.push_outcome((id, outcome));
+    if !manager.poll_gate.load(Ordering::Relaxed) {
+        manager.poll_gate.store(true, Ordering::Release);
+    }
+    if manager.lane.lock_finish.load(Ordering::Relaxed) {
+        manager.locked(|st, after| st.apply_lane(after));
+    }
+}
+
+fn run_job(manager: &Arc<Manager>, job: RunJob, worker: u32, lane: &WorkerLane) -> (u64, Outcome) {
     let RunJob { id, run, data, received, hooks } = job;
     let flat: Vec<Value>;
     let (ptr, len) = match received.as_slice() {
@@ -1920,7 +2502,8 @@ fn run_job(manager: &Arc<Manager>, job: RunJob, worker: u32, stopped: &Arc<Atomi
         upstream_len: len,
         result: None,
         failure: None,
-        stopped: Arc::as_ptr(stopped),
+        arc: manager,
+        stopped: &lane.stop_id.0,
     };
     let hook = |f: Option<TaskHookFn>, h: &TaskHooks, group: GroupKey| {
         if let Some(f) = f {

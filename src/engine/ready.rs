@@ -39,6 +39,15 @@ impl Level {
         self.valid += 1;
     }
 
+    fn peek(&self) -> Option<u64> {
+        let front = self.fifo.front().map(|&o| self.base + u64::from(o));
+        let late = self.late.peek().map(|r| r.0);
+        match (front, late) {
+            (Some(f), Some(l)) => Some(f.min(l)),
+            (f, l) => f.or(l),
+        }
+    }
+
     fn pop(&mut self) -> Option<u64> {
         let front = self.fifo.front().map(|&o| self.base + u64::from(o));
         let late = self.late.peek().map(|r| r.0);
@@ -93,6 +102,22 @@ impl ReadyQueue {
         };
         self.levels[i].1.push(id);
         self.valid += 1;
+    }
+
+    /// The priority of the best level (which holds a valid entry).
+    pub(crate) fn top_priority(&self) -> Option<i32> {
+        self.levels.first().map(|(p, _)| *p)
+    }
+
+    /// The entry [`ReadyQueue::pop`] would return, without popping it.
+    pub(crate) fn peek(&mut self) -> Option<(i32, u64)> {
+        loop {
+            let (priority, level) = self.levels.first()?;
+            if let Some(id) = level.peek() {
+                return Some((*priority, id));
+            }
+            self.drop_level(0);
+        }
     }
 
     /// Pops the best candidate: `(priority, id)`. The caller must check that

@@ -122,5 +122,5 @@ pub(crate) struct Signal {
     /// callback or release the last poll's results. Read without the lock
     /// by [`super::Manager::poll`], so that a host polling an idle manager
     /// in a loop does not take the lock from the workers.
-    pub(crate) gate: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) gate: std::sync::Arc<super::lane::Padded<std::sync::atomic::AtomicBool>>,
 }

@@ -1,0 +1,669 @@
+//! The lane: the lock-free path of independent tasks between the host's add
+//! and a worker (see docs/ENGINE_PLAN.md, "the hybrid").
+//!
+//! A task added with no upstream task, while processing runs and no task
+//! hooks are registered, is pushed (under the state lock, so there is one
+//! producer at a time) into the lane level of its priority: a bounded queue
+//! whose slot holds the task's job and a state word. Workers pop and claim
+//! entries without the lock and leave each outcome in a queue of their own,
+//! which whoever holds the state lock next applies (`State::apply_lane`).
+//!
+//! Protocols (each checked by a loom model in `tests/loom_lane.rs`):
+//! - **Claim vs stop**: a worker that popped a slot claims it with a
+//!   compare-and-swap `QUEUED -> RUNNING`; a stop (under the lock, which
+//!   keeps `slot.id` stable: only the producer writes it) cancels with
+//!   `QUEUED -> CANCELLED`. Whoever wins owns the job.
+//! - **Close vs claims**: a worker announces a claim in its own `claiming`
+//!   flag, fences, and only then reads `open`; `close` clears `open`,
+//!   fences and waits until no claim is announced. After `close` no entry
+//!   is claimed until the lane opens again.
+//! - **Outcome vs lock holder**: a worker pushes its outcome, fences, and
+//!   then opens the poll gate and reads `lock_finish`; the lock holder
+//!   closes the gate or raises `lock_finish`, fences, and looks at the
+//!   outcome queues. Either the worker sees the flag or the lock holder
+//!   the outcome.
+//! - **Outcome queues** are unbounded (segments): the worker links a new
+//!   segment before it publishes the first outcome in it.
+//!
+//! Order (the locked path's rules, kept): a worker takes the best level
+//! with an entry, unless the locked ready queue (tasks with upstream tasks,
+//! pass-through tasks, tasks added while hooks are registered or a level
+//! was full, priorities beyond the levels) has a better task: its best
+//! priority is published in `locked_top`, and at equal priority the worker
+//! compares ids under the lock, which gives it a bound (`tie_below`) valid
+//! until `locked_gen` changes. A task that became better while the worker
+//! popped (seen after the pop) makes it give the entry back to the locked
+//! path. A batch's entries are published together at its end, then
+//! `epoch` is bumped, so that workers choose among the whole batch.
+//! Events keep the order tasks finished in: every lock section that queues
+//! an event first applies the outcomes the workers left.
+
+use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
+use std::ops::Deref;
+use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+use super::foreign::Job;
+use super::pages;
+use super::Outcome;
+
+/// Lane levels (priorities with a lane) per manager, assigned on first use.
+pub(crate) const LEVELS: usize = 4;
+/// Entries per level (1 MiB); a full level sends adds to the locked path
+/// (a host that adds faster than the workers run, for a millisecond at
+/// 60 ns an add). The mapping is touched when the level is made, so that
+/// adds do not take its page faults.
+const CAP: u64 = 1 << 14;
+const SLOTS_BYTES: usize = CAP as usize * std::mem::size_of::<Slot>();
+
+// Zero is a free slot's state (zeroed memory is a valid empty level).
+const CANCELLED: u64 = 0;
+const QUEUED: u64 = 1;
+const RUNNING: u64 = 2;
+
+/// No task in the locked ready queue (see [`Lane::locked_top`]).
+pub(crate) const NO_PRIORITY: i64 = i64::MIN;
+
+/// Keeps a value on its own cache lines (two, for adjacent-line prefetch).
+#[repr(align(128))]
+#[derive(Default)]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// One line per slot: the host writing the next slot does not take the
+/// line of the one a worker is claiming.
+#[repr(align(64))]
+struct Slot {
+    /// Vyukov's sequence number, stored minus the slot's index so that a
+    /// zeroed slot is a free one (the level's memory is touched on use).
+    seq: AtomicU64,
+    id: AtomicU64,
+    state: AtomicU64,
+    job: UnsafeCell<MaybeUninit<Job>>,
+}
+
+/// One priority's bounded queue (single producer under the state lock,
+/// many consumers).
+pub(crate) struct Level {
+    pub(crate) priority: i32,
+    head: Padded<AtomicU64>,
+    tail: Padded<AtomicU64>,
+    /// `CAP` slots in a zeroed mapping of their own (`pages::map`): its
+    /// pages are touched as entries use them.
+    slots: std::ptr::NonNull<Slot>,
+}
+
+// SAFETY: a slot's job is written by the producer before the release of its
+// sequence number and taken by exactly one owner (the claim or the cancel,
+// decided by a compare-and-swap); `Job` is `Send`.
+unsafe impl Sync for Level {}
+// SAFETY: as above.
+unsafe impl Send for Level {}
+
+impl Level {
+    fn new(priority: i32) -> Box<Level> {
+        // Zeroed memory is an array of free slots (sequence numbers stored
+        // relative to the index, state `CANCELLED`, uninitialised jobs).
+        let slots = pages::map(SLOTS_BYTES, std::mem::align_of::<Slot>()).cast::<Slot>();
+        for offset in (0..SLOTS_BYTES).step_by(4096) {
+            // SAFETY: inside the mapping; writes the zero it holds.
+            unsafe { slots.as_ptr().cast::<u8>().add(offset).write_volatile(0) };
+        }
+        Box::new(Level { priority, head: Padded::default(), tail: Padded::default(), slots })
+    }
+
+    #[inline]
+    fn slot(&self, pos: u64) -> &Slot {
+        // SAFETY: the index is below `CAP`; the mapping lives as long as
+        // the level.
+        unsafe { &*self.slots.as_ptr().add((pos % CAP) as usize) }
+    }
+
+    /// True if the oldest entry is published (maybe a cancelled one). Reads
+    /// the head and its slot, not the tail, which the host writes at every
+    /// add.
+    fn has_entries(&self) -> bool {
+        let head = self.head.load(Ordering::Relaxed);
+        self.seq(head) == head + 1
+    }
+
+    fn seq(&self, pos: u64) -> u64 {
+        self.slot(pos).seq.load(Ordering::Acquire).wrapping_add(pos % CAP)
+    }
+
+    fn set_seq(&self, pos: u64, seq: u64) {
+        self.slot(pos).seq.store(seq.wrapping_sub(pos % CAP), Ordering::Release);
+    }
+
+    /// Pushes a task; the caller holds the state lock. Returns its
+    /// position, or the job back when the level is full. Unless `publish`,
+    /// no worker sees the entry before [`Level::publish`].
+    #[inline]
+    fn push(&self, id: u64, job: Job, publish: bool) -> Result<u64, Job> {
+        let pos = self.tail.load(Ordering::Relaxed);
+        if self.seq(pos) != pos {
+            return Err(job);
+        }
+        let slot = self.slot(pos);
+        slot.id.store(id, Ordering::Relaxed);
+        slot.state.store(QUEUED, Ordering::Relaxed);
+        // SAFETY: the slot is free (its sequence number says so) and only
+        // the producer, which holds the state lock, writes it now.
+        unsafe { (*slot.job.get()).write(job) };
+        if publish {
+            self.set_seq(pos, pos + 1);
+        }
+        self.tail.store(pos + 1, Ordering::Release);
+        Ok(pos)
+    }
+
+    fn publish(&self, pos: u64) {
+        self.set_seq(pos, pos + 1);
+    }
+
+    /// Pops the oldest entry's position (the slot stays reserved until
+    /// [`Level::release`]).
+    fn pop(&self) -> Option<u64> {
+        let mut pos = self.head.load(Ordering::Relaxed);
+        loop {
+            let seq = self.seq(pos);
+            if seq == pos + 1 {
+                match self.head.compare_exchange_weak(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => return Some(pos),
+                    Err(now) => pos = now,
+                }
+            } else if seq <= pos {
+                return None;
+            } else {
+                pos = self.head.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn release(&self, pos: u64) {
+        self.set_seq(pos, pos + CAP);
+    }
+
+    /// Cancels the entry at `pos` if it still holds task `id`, unclaimed;
+    /// the caller holds the state lock. Returns its job.
+    fn cancel(&self, pos: u64, id: u64) -> Option<Job> {
+        let slot = self.slot(pos);
+        if slot.id.load(Ordering::Relaxed) != id {
+            return None;
+        }
+        slot.state.compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire).ok()?;
+        // SAFETY: the compare-and-swap made this call the job's only owner.
+        Some(unsafe { (*slot.job.get()).assume_init_read() })
+    }
+
+    /// True if the entry at `pos` still holds task `id`, unclaimed.
+    fn is_queued(&self, pos: u64, id: u64) -> bool {
+        let slot = self.slot(pos);
+        slot.id.load(Ordering::Relaxed) == id && slot.state.load(Ordering::Acquire) == QUEUED
+    }
+}
+
+impl Drop for Level {
+    fn drop(&mut self) {
+        // Entries nobody claimed or cancelled (a manager dropped without a
+        // shut down): their jobs are freed here.
+        let (head, tail) = (*self.head.0.get_mut(), *self.tail.0.get_mut());
+        for pos in head..tail {
+            let slot = self.slot(pos);
+            if slot.state.load(Ordering::Relaxed) == QUEUED {
+                // SAFETY: unclaimed and uncancelled: the job is still here.
+                drop(unsafe { (*slot.job.get()).assume_init_read() });
+            }
+        }
+        // SAFETY: mapped by `Level::new` with these arguments; no slot is
+        // used any more.
+        unsafe { pages::unmap((self.slots.as_ptr() as usize, SLOTS_BYTES), std::mem::align_of::<Slot>()) };
+    }
+}
+
+/// Outcomes per segment of a worker's outcome queue.
+const SEGMENT: usize = 1024;
+
+struct Segment {
+    next: AtomicPtr<Segment>,
+    slots: [UnsafeCell<MaybeUninit<(u64, Outcome)>>; SEGMENT],
+}
+
+impl Segment {
+    fn new() -> *mut Segment {
+        let layout = std::alloc::Layout::new::<Segment>();
+        // SAFETY: a non-zero-sized layout.
+        let p = unsafe { std::alloc::alloc(layout) }.cast::<Segment>();
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        // SAFETY: allocated above; the slots may stay uninitialised.
+        unsafe { std::ptr::addr_of_mut!((*p).next).write(AtomicPtr::new(std::ptr::null_mut())) };
+        p
+    }
+}
+
+/// A worker's outcomes: an unbounded queue of segments, single producer
+/// (the worker), single consumer (whoever holds the state lock). Unbounded
+/// so that a worker never waits for the host to poll, nor takes the lock
+/// to make room (what it holds is what the locked path would keep as
+/// finished records and events anyway).
+struct Outcomes {
+    /// Outcomes pushed and popped so far.
+    pushed: Padded<AtomicU64>,
+    popped: Padded<AtomicU64>,
+    /// The producer's segment and the consumer's (each touched by its side
+    /// only; the consumer follows `next` to the producer's).
+    tail: UnsafeCell<*mut Segment>,
+    head: UnsafeCell<*mut Segment>,
+}
+
+impl Outcomes {
+    fn new() -> Outcomes {
+        let s = Segment::new();
+        Outcomes {
+            pushed: Padded::default(),
+            popped: Padded::default(),
+            tail: UnsafeCell::new(s),
+            head: UnsafeCell::new(s),
+        }
+    }
+
+    /// Producer side.
+    fn push(&self, v: (u64, Outcome)) {
+        let n = self.pushed.load(Ordering::Relaxed);
+        let i = (n % SEGMENT as u64) as usize;
+        // SAFETY: `tail` is the producer's own; a full segment is followed
+        // by a new one, linked before the first outcome in it is published.
+        unsafe {
+            let mut seg = *self.tail.get();
+            if i == 0 && n > 0 {
+                let next = Segment::new();
+                (*seg).next.store(next, Ordering::Release);
+                *self.tail.get() = next;
+                seg = next;
+            }
+            (*(*seg).slots[i].get()).write(v);
+        }
+        self.pushed.store(n + 1, Ordering::Release);
+    }
+
+    /// Consumer side (the caller holds the state lock).
+    fn pop(&self) -> Option<(u64, Outcome)> {
+        let n = self.popped.load(Ordering::Relaxed);
+        if n == self.pushed.load(Ordering::Acquire) {
+            return None;
+        }
+        let i = (n % SEGMENT as u64) as usize;
+        // SAFETY: outcome `n` was published (acquire above); the consumer's
+        // segment is freed once the producer moved on from it (it linked
+        // the next one before publishing outcome `n`).
+        let v = unsafe {
+            let mut seg = *self.head.get();
+            if i == 0 && n > 0 {
+                let next = (*seg).next.load(Ordering::Acquire);
+                drop(Box::from_raw(seg));
+                *self.head.get() = next;
+                seg = next;
+            }
+            (*(*seg).slots[i].get()).assume_init_read()
+        };
+        self.popped.store(n + 1, Ordering::Release);
+        Some(v)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.popped.load(Ordering::Relaxed) == self.pushed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Outcomes {
+    fn drop(&mut self) {
+        while self.pop().is_some() {}
+        // SAFETY: every outcome was popped: the consumer's segment is the
+        // producer's, the last one.
+        drop(unsafe { Box::from_raw(*self.head.get()) });
+    }
+}
+
+// SAFETY: single producer / single consumer, as documented on `Outcomes`;
+// the outcomes are `Send`.
+unsafe impl Sync for Outcomes {}
+// SAFETY: as above.
+unsafe impl Send for Outcomes {}
+
+/// A level, as the state keeps it for its adds: valid while the lane lives
+/// (levels are freed with the lane, which the state holds).
+#[derive(Copy, Clone)]
+pub(crate) struct LevelRef(std::ptr::NonNull<Level>);
+
+// SAFETY: a shared reference to a `Sync` level, used under the state lock.
+unsafe impl Send for LevelRef {}
+// SAFETY: as above.
+unsafe impl Sync for LevelRef {}
+
+impl LevelRef {
+    /// See [`Level::push`]; the caller holds the state lock.
+    #[inline]
+    pub(crate) fn push(self, id: u64, job: Job, publish: bool) -> Result<u64, Job> {
+        // SAFETY: levels live as long as the lane (see the type's doc).
+        unsafe { self.0.as_ref() }.push(id, job, publish)
+    }
+}
+
+/// A worker's part of the lane, shared with the state (under the lock).
+pub(crate) struct WorkerLane {
+    claiming: Padded<AtomicBool>,
+    /// The id of the last lane task this worker claimed (stored before the
+    /// claim, so a stop that sees the claim finds it here).
+    current: AtomicU64,
+    /// The id of a task of this worker that was stopped (both paths):
+    /// `TaskContext::is_stopped` compares it with its own id.
+    pub(crate) stop_id: Padded<AtomicU64>,
+    /// Lane tasks claimed so far (written by the worker only).
+    claims: AtomicU64,
+    outcomes: Outcomes,
+}
+
+impl WorkerLane {
+    pub(crate) fn new() -> WorkerLane {
+        WorkerLane {
+            claiming: Padded::default(),
+            current: AtomicU64::new(0),
+            stop_id: Padded::default(),
+            claims: AtomicU64::new(0),
+            outcomes: Outcomes::new(),
+        }
+    }
+
+    /// Lane tasks this worker claimed so far.
+    pub(crate) fn claims(&self) -> u64 {
+        self.claims.load(Ordering::Relaxed)
+    }
+
+    /// Asks the worker to stop task `id` if it is running it.
+    pub(crate) fn stop_if_current(&self, id: u64) -> bool {
+        if self.current.load(Ordering::Relaxed) == id {
+            self.stop_id.store(id, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// The next outcome left by this worker; the caller holds the state lock.
+    pub(crate) fn pop_outcome(&self) -> Option<(u64, Outcome)> {
+        self.outcomes.pop()
+    }
+
+    pub(crate) fn has_outcomes(&self) -> bool {
+        !self.outcomes.is_empty()
+    }
+
+    /// Leaves an outcome for the lock holder, then fences (see the module
+    /// doc).
+    pub(crate) fn push_outcome(&self, v: (u64, Outcome)) {
+        self.outcomes.push(v);
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// What a worker's look at the lane found.
+pub(crate) enum Take {
+    /// A claimed task: its id and job.
+    Job(u64, Job),
+    /// A task popped while the locked ready queue gained a better one: its
+    /// entry is cancelled and the worker moves it to the locked path.
+    GiveBack(u64, Job),
+    /// No entry.
+    Empty,
+    /// The lane is closed, or the locked ready queue has a task that may
+    /// come first: the worker must take the state lock.
+    Lock,
+}
+
+/// The levels and flags shared by the host and the workers.
+pub(crate) struct Lane {
+    levels: [AtomicPtr<Level>; LEVELS],
+    /// Count (low 3 bits) and level indexes in descending priority (2 bits
+    /// each from bit 3).
+    order: AtomicU32,
+    /// Workers may claim (processing runs, no hooks, not shut down).
+    open: Padded<AtomicBool>,
+    /// The priority of the locked ready queue's best task, or
+    /// [`NO_PRIORITY`]: a worker leaves the lane for the lock when it is
+    /// at least the lane's best.
+    pub(crate) locked_top: Padded<AtomicI64>,
+    /// Workers must take the state lock after leaving an outcome (a host
+    /// waits or has a notify callback or descriptor, or a running lane task
+    /// gained downstream tasks).
+    pub(crate) lock_finish: Padded<AtomicBool>,
+    /// Bumped when workers in their lane loop must come back to the lock
+    /// (fewer threads allowed).
+    pub(crate) checkin: AtomicU64,
+    /// Bumped (under the lock) when a task may have become the front of a
+    /// level of the locked ready queue though an older one was queued: a
+    /// worker's `tie_below` holds until then.
+    pub(crate) locked_gen: AtomicU64,
+    /// Bumped after a batch's entries are published and when a level is
+    /// created: a worker whose take spans a change compares its entry with
+    /// the better levels (the batch is chosen from as a whole).
+    epoch: Padded<AtomicU64>,
+}
+
+impl Lane {
+    pub(crate) fn new() -> Lane {
+        Lane {
+            levels: Default::default(),
+            order: AtomicU32::new(0),
+            open: Padded::default(),
+            locked_top: Padded(AtomicI64::new(NO_PRIORITY)),
+            lock_finish: Padded::default(),
+            checkin: AtomicU64::new(0),
+            locked_gen: AtomicU64::new(0),
+            epoch: Padded::default(),
+        }
+    }
+
+    fn level(&self, i: usize) -> Option<&Level> {
+        let p = self.levels[i].load(Ordering::Acquire);
+        // SAFETY: levels are created once and freed with the lane.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    fn ordered(&self) -> impl Iterator<Item = &Level> + '_ {
+        let order = self.order.load(Ordering::Acquire);
+        let n = (order & 7) as usize;
+        (0..n).filter_map(move |k| self.level(((order >> (3 + 2 * k)) & 3) as usize))
+    }
+
+    /// The level index of `priority`, created if a level is free; the
+    /// caller holds the state lock.
+    pub(crate) fn level_of(&self, priority: i32) -> Option<usize> {
+        // Levels are created in index order: indexes below the count exist.
+        let n = (self.order.load(Ordering::Relaxed) & 7) as usize;
+        if let Some(i) = (0..n).find(|&i| self.level(i).is_some_and(|l| l.priority == priority)) {
+            return Some(i);
+        }
+        if n == LEVELS {
+            return None;
+        }
+        self.levels[n].store(Box::into_raw(Level::new(priority)), Ordering::Release);
+        let mut idx = [0usize; LEVELS];
+        for (k, slot) in idx.iter_mut().enumerate().take(n + 1) {
+            *slot = k;
+        }
+        idx[..=n].sort_by_key(|&i| std::cmp::Reverse(self.level(i).map_or(i32::MIN, |l| l.priority)));
+        let mut word = (n + 1) as u32;
+        for (k, &i) in idx[..=n].iter().enumerate() {
+            word |= (i as u32) << (3 + 2 * k);
+        }
+        self.order.store(word, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::Release);
+        Some(n)
+    }
+
+    /// Level `i`, created by [`Lane::level_of`].
+    pub(crate) fn level_ref(&self, i: usize) -> LevelRef {
+        LevelRef(std::ptr::NonNull::from(self.level(i).expect("created by level_of")))
+    }
+
+    /// Lets workers see an entry pushed unpublished.
+    pub(crate) fn publish(&self, i: usize, pos: u64) {
+        self.level(i).expect("created by level_of").publish(pos);
+    }
+
+    /// Ends the publication of a batch (see `epoch`).
+    pub(crate) fn published(&self) {
+        self.epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// See [`Level::cancel`].
+    pub(crate) fn cancel(&self, i: usize, pos: u64, id: u64) -> Option<Job> {
+        self.level(i)?.cancel(pos, id)
+    }
+
+    /// See [`Level::is_queued`].
+    pub(crate) fn is_queued(&self, i: usize, pos: u64, id: u64) -> bool {
+        self.level(i).is_some_and(|l| l.is_queued(pos, id))
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Lets workers claim again; the caller holds the state lock.
+    pub(crate) fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops workers from claiming and waits for claims in flight; the
+    /// caller holds the state lock. Afterwards every entry between a
+    /// level's head and tail is unclaimed.
+    pub(crate) fn close<'a>(&self, workers: impl Iterator<Item = &'a WorkerLane>) {
+        if !self.open.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        fence(Ordering::SeqCst);
+        for w in workers {
+            let mut spins = 0u32;
+            while w.claiming.load(Ordering::Acquire) {
+                spins += 1;
+                if spins < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    /// Cancels every unclaimed entry of a closed lane and hands over
+    /// `(id, job)` for each; the caller holds the state lock.
+    pub(crate) fn drain(&self, mut sink: impl FnMut(u64, Job)) {
+        debug_assert!(!self.is_open());
+        for level in self.ordered() {
+            let (head, tail) = (level.head.load(Ordering::Acquire), level.tail.load(Ordering::Relaxed));
+            for pos in head..tail {
+                let slot = level.slot(pos);
+                let id = slot.id.load(Ordering::Relaxed);
+                if let Some(job) = level.cancel(pos, id) {
+                    sink(id, job);
+                }
+            }
+        }
+    }
+
+    /// The best level with an entry, as `(priority, id of its oldest
+    /// entry)`; the id is a hint (the entry may be cancelled).
+    pub(crate) fn top(&self) -> Option<(i32, u64)> {
+        if !self.is_open() {
+            return None;
+        }
+        self.ordered().find(|l| l.has_entries()).map(|l| {
+            let pos = l.head.load(Ordering::Acquire);
+            (l.priority, l.slot(pos).id.load(Ordering::Relaxed))
+        })
+    }
+
+    /// True if a worker could find an entry (for spinning).
+    pub(crate) fn has_work(&self) -> bool {
+        self.is_open() && self.ordered().any(|l| l.has_entries())
+    }
+
+    /// Claims the best task for worker `w`, unless the locked queue has one
+    /// of a higher priority, or of the same priority and an id not above
+    /// `tie_below` (0: any id; the worker then compares ids under the lock).
+    pub(crate) fn take(&self, w: &WorkerLane, tie_below: u64) -> Take {
+        w.claiming.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let taken = self.take_announced(w, tie_below);
+        w.claiming.store(false, Ordering::Release);
+        taken
+    }
+
+    fn take_announced(&self, w: &WorkerLane, tie_below: u64) -> Take {
+        if !self.open.load(Ordering::Relaxed) {
+            return Take::Lock;
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let locked = self.locked_top.load(Ordering::Relaxed);
+        for level in self.ordered() {
+            let p = i64::from(level.priority);
+            if p < locked || (p == locked && tie_below == 0) {
+                return Take::Lock;
+            }
+            while let Some(pos) = level.pop() {
+                let slot = level.slot(pos);
+                let id = slot.id.load(Ordering::Relaxed);
+                // The pop synchronised with the push, which came after any
+                // locked task added before it; and if a batch was published
+                // or a level created since this take looked, a better lane
+                // entry of the same batch may have been published with it.
+                let locked = self.locked_top.load(Ordering::Relaxed);
+                let better = self.epoch.load(Ordering::Acquire) != epoch
+                    && self.ordered().take_while(|l| l.priority > level.priority).any(|l| l.has_entries());
+                if better || p < locked || (p == locked && id >= tie_below) {
+                    let cancelled =
+                        slot.state.compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+                    // SAFETY: the compare-and-swap made this worker the
+                    // job's only owner.
+                    let job = cancelled.then(|| unsafe { (*slot.job.get()).assume_init_read() });
+                    level.release(pos);
+                    match job {
+                        Some(job) => return Take::GiveBack(id, job),
+                        None => continue,
+                    }
+                }
+                w.current.store(id, Ordering::Relaxed);
+                let claimed = slot.state.compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+                // SAFETY: the compare-and-swap made this worker the job's
+                // only owner.
+                let job = claimed.then(|| unsafe { (*slot.job.get()).assume_init_read() });
+                level.release(pos);
+                if let Some(job) = job {
+                    w.claims.store(w.claims.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                    return Take::Job(id, job);
+                }
+            }
+        }
+        Take::Empty
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        for l in &self.levels {
+            let p = l.load(Ordering::Relaxed);
+            if !p.is_null() {
+                // SAFETY: created by `Box::into_raw` in `level_of`, freed once.
+                drop(unsafe { Box::from_raw(p) });
+            }
+        }
+    }
+}

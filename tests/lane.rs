@@ -1,0 +1,252 @@
+//! The lane: independent tasks that workers take and finish without the
+//! state lock (src/engine/lane.rs). Each test checks a behaviour the lock
+//! used to give for free: stops, pauses, hooks, chains, counts, signals and
+//! order.
+mod common;
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use btm::engine::{Manager, Notify, Owned, TaskHooks};
+use common::*;
+
+fn finish(m: Arc<Manager>) {
+    m.shut_down(Some(TIMEOUT)).expect("shut down in time");
+    drop(m);
+    assert_all_freed();
+}
+
+fn finals(evs: &[Ev]) -> Vec<u64> {
+    evs.iter().filter(|e| matches!(e, Ev::Completed { .. } | Ev::Failed { .. })).filter_map(Ev::task).collect()
+}
+
+#[test]
+fn a_stop_reaches_the_running_lane_task_and_not_the_next_one() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = Gate::new();
+    let (gc, saw_stop) = (gate.clone(), Arc::new(AtomicBool::new(false)));
+    let s2 = saw_stop.clone();
+    let a = m
+        .add(
+            job(move |ctx| {
+                gc.pass();
+                wait_until("the stop to reach the running task", || ctx.is_stopped());
+                s2.store(true, Ordering::SeqCst);
+            }),
+            0,
+            DEFAULT,
+            &[],
+        )
+        .unwrap();
+    let next_stopped = Arc::new(Mutex::new(None));
+    let n2 = next_stopped.clone();
+    let b = m.add(job(move |ctx| *n2.lock().unwrap() = Some(ctx.is_stopped())), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    let report = m.stop_task(a, false, false).unwrap();
+    assert_eq!((report.before_start, report.while_running, report.after_finish), (0, 1, 0));
+    gate.open();
+    let evs = collect_finals(&m, 1);
+    assert!(saw_stop.load(Ordering::SeqCst));
+    assert_eq!(finals(&evs), vec![b], "the stopped task has no event: {evs:?}");
+    assert_eq!(*next_stopped.lock().unwrap(), Some(false), "the next task on that worker is not stopped");
+    finish(m);
+}
+
+#[test]
+fn no_lane_task_starts_once_a_pause_returns() {
+    let _s = serial();
+    for round in 0..20 {
+        let m = manager(2, true);
+        let started = Arc::new(AtomicUsize::new(0));
+        for _ in 0..2000 {
+            let s = started.clone();
+            m.add(
+                job(move |_| {
+                    s.fetch_add(1, Ordering::SeqCst);
+                }),
+                0,
+                DEFAULT,
+                &[],
+            )
+            .unwrap();
+        }
+        m.pause_processing().unwrap();
+        let queued = m.stats().queued;
+        wait_until("the running tasks to finish", || m.stats().running == 0);
+        let after = m.stats();
+        assert_eq!(after.queued, queued, "round {round}: a queued task started after the pause returned");
+        assert_eq!(started.load(Ordering::SeqCst) as u64, 2000 - queued, "round {round}");
+        m.start_processing().unwrap();
+        assert_eq!(finals(&collect_finals(&m, 2000)).len(), 2000, "round {round}");
+        finish(m);
+    }
+}
+
+static HOOK_STARTS: AtomicU64 = AtomicU64::new(0);
+
+unsafe extern "C" fn count_start(_: *mut c_void, _: u64, _: u32, _: u64, _: u32) {
+    HOOK_STARTS.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn tasks_queued_in_the_lane_get_hooks_registered_before_they_start() {
+    let _s = serial();
+    HOOK_STARTS.store(0, Ordering::SeqCst);
+    let m = manager(1, true);
+    let gate = Gate::new();
+    let gc = gate.clone();
+    m.add(job(move |_| gc.pass()), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    for _ in 0..10 {
+        m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    }
+    m.set_task_hooks(Some(TaskHooks {
+        on_start: Some(count_start),
+        on_end: None,
+        data: Owned::new(std::ptr::null_mut(), None),
+    }));
+    gate.open();
+    assert_eq!(finals(&collect_finals(&m, 11)).len(), 11);
+    assert_eq!(HOOK_STARTS.load(Ordering::SeqCst), 10, "every task that started after the hooks were set");
+    m.set_task_hooks(None);
+    finish(m);
+}
+
+#[test]
+fn a_task_added_downstream_of_a_running_lane_task_starts_without_a_poll() {
+    let _s = serial();
+    let m = manager(2, true);
+    let gate = Gate::new();
+    let gc = gate.clone();
+    let a = m
+        .add(
+            job(move |ctx| {
+                gc.pass();
+                ctx.set_result(value(7));
+            }),
+            0,
+            DEFAULT,
+            &[],
+        )
+        .unwrap();
+    gate.wait_arrivals(1);
+    let got = Arc::new(Mutex::new(None));
+    let g2 = got.clone();
+    let b = m.add(job(move |ctx| *g2.lock().unwrap() = Some(upstream(ctx))), 0, DEFAULT, &[a]).unwrap();
+    gate.open();
+    // No poll: the upstream's outcome must not wait for the host.
+    wait_until("the downstream task to run", || got.lock().unwrap().is_some());
+    assert_eq!(got.lock().unwrap().clone().unwrap(), vec![(a, 7)]);
+    assert_eq!(finals(&collect_finals(&m, 2)), vec![a, b]);
+    finish(m);
+}
+
+#[test]
+fn counts_see_lane_tasks_queued_and_running() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = Gate::new();
+    let gc = gate.clone();
+    m.add(job(move |_| gc.pass()), 0, g(1), &[]).unwrap();
+    gate.wait_arrivals(1);
+    for _ in 0..5 {
+        m.add(nop(), 0, g(1), &[]).unwrap();
+    }
+    let s = m.stats();
+    assert_eq!((s.queued, s.blocked, s.running), (5, 0, 1));
+    assert_eq!(m.group_stats(g(1)).unwrap(), [5, 0, 1, 0]);
+    gate.open();
+    let evs = drain(&m);
+    assert_eq!(finals(&evs).len(), 6);
+    let s = m.stats();
+    assert_eq!((s.queued, s.blocked, s.running, s.completed_total), (0, 0, 0, 6));
+    finish(m);
+}
+
+static NOTIFIED: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "C" fn notified(_: *mut c_void) {
+    NOTIFIED.fetch_add(1, Ordering::SeqCst);
+}
+
+fn readable(fd: i32, ms: i32) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, ms) == 1 }
+}
+
+#[test]
+fn outcomes_left_by_workers_raise_the_descriptor_the_callback_and_waits() {
+    let _s = serial();
+    NOTIFIED.store(0, Ordering::SeqCst);
+    let m = manager(2, true);
+    let fd = m.event_fd().unwrap();
+    m.set_notify(Some(Notify { func: notified, data: Owned::new(std::ptr::null_mut(), None) }));
+    for round in 0..50u64 {
+        let before = NOTIFIED.load(Ordering::SeqCst);
+        let id = m.add(nop(), 0, DEFAULT, &[]).unwrap();
+        assert!(readable(fd, 20_000), "round {round}: the descriptor never became readable");
+        assert_eq!(m.wait_events(Some(TIMEOUT)), Ok(()), "round {round}");
+        wait_until("the notify callback", || NOTIFIED.load(Ordering::SeqCst) > before);
+        assert_eq!(finals(&poll(&m)), vec![id], "round {round}");
+        assert!(!readable(fd, 0), "round {round}: still readable after the poll");
+    }
+    m.set_notify(None);
+    finish(m);
+}
+
+#[test]
+fn wait_events_returns_for_an_outcome_a_worker_left() {
+    let _s = serial();
+    let m = manager(2, true);
+    for round in 0..200 {
+        let id = m.add(nop(), 0, DEFAULT, &[]).unwrap();
+        assert_eq!(m.wait_events(Some(TIMEOUT)), Ok(()), "round {round}");
+        assert_eq!(finals(&collect_finals(&m, 1)), vec![id], "round {round}");
+    }
+    finish(m);
+}
+
+#[test]
+fn a_lane_level_that_fills_up_spills_in_order() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = Gate::new();
+    let gc = gate.clone();
+    let first = m.add(job(move |_| gc.pass()), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    // More than a level holds (16,384): the rest take the locked path.
+    let log = Log::default();
+    let ids: Vec<u64> = (0..20_000).map(|i| m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap()).collect();
+    gate.open();
+    let evs = collect_finals(&m, 20_001);
+    assert_eq!(log.get(), (0..20_000).collect::<Vec<i64>>(), "tasks of one priority run in the order added");
+    let mut want = vec![first];
+    want.extend(ids);
+    assert_eq!(finals(&evs), want, "events in the order the tasks finished");
+    finish(m);
+}
+
+#[test]
+fn higher_priorities_run_first_across_lane_levels_and_the_locked_path() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = Gate::new();
+    let gc = gate.clone();
+    m.add(job(move |_| gc.pass()), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    let log = Log::default();
+    // Six priorities: four get lane levels, the others the locked path.
+    for round in 0..10 {
+        for p in [3, -1, 5, 0, 9, -7] {
+            m.add(logging(&log, i64::from(p) * 100 + round), p, DEFAULT, &[]).unwrap();
+        }
+    }
+    gate.open();
+    collect_finals(&m, 61);
+    let want: Vec<i64> = [9, 5, 3, 0, -1, -7].iter().flat_map(|p| (0..10).map(move |r| p * 100 + r)).collect();
+    assert_eq!(log.get(), want);
+    finish(m);
+}
