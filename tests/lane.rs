@@ -250,3 +250,23 @@ fn higher_priorities_run_first_across_lane_levels_and_the_locked_path() {
     assert_eq!(log.get(), want);
     finish(m);
 }
+
+#[test]
+fn a_task_added_while_the_lane_worker_runs_a_long_one_starts_on_another() {
+    let _s = serial();
+    for round in 0..20 {
+        let m = manager(2, true);
+        let gate = Gate::new();
+        let gc = gate.clone();
+        m.add(job(move |_| gc.pass()), 0, DEFAULT, &[]).unwrap();
+        gate.wait_arrivals(1);
+        let ran = Arc::new(AtomicBool::new(false));
+        let r2 = ran.clone();
+        m.add(job(move |_| r2.store(true, Ordering::SeqCst)), 0, DEFAULT, &[]).unwrap();
+        wait_until("the second task to start while the first blocks", || ran.load(Ordering::SeqCst));
+        assert_eq!(gate.arrived(), 1, "round {round}");
+        gate.open();
+        assert_eq!(finals(&collect_finals(&m, 2)).len(), 2, "round {round}");
+        finish(m);
+    }
+}

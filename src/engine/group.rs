@@ -51,6 +51,7 @@ impl IdList {
         self.narrow.len() + self.wide.len()
     }
 
+    #[inline(always)]
     pub(crate) fn push(&mut self, id: u64) {
         if self.narrow.is_empty() && self.wide.is_empty() {
             self.base = id;
@@ -137,7 +138,7 @@ impl GroupTable {
     }
 
     /// Adds a live member to the group, creating the group if needed.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn join(&mut self, key: GroupKey, id: u64) -> u32 {
         let index = match self.cache {
             Some((k, i)) if k == key => i,

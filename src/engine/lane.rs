@@ -110,11 +110,7 @@ impl Level {
     fn new(priority: i32) -> Box<Level> {
         // Zeroed memory is an array of free slots (sequence numbers stored
         // relative to the index, state `CANCELLED`, uninitialised jobs).
-        let slots = pages::map(SLOTS_BYTES, std::mem::align_of::<Slot>()).cast::<Slot>();
-        for offset in (0..SLOTS_BYTES).step_by(4096) {
-            // SAFETY: inside the mapping; writes the zero it holds.
-            unsafe { slots.as_ptr().cast::<u8>().add(offset).write_volatile(0) };
-        }
+        let slots = pages::map_populated(SLOTS_BYTES, std::mem::align_of::<Slot>()).cast::<Slot>();
         Box::new(Level { priority, head: Padded::default(), tail: Padded::default(), slots })
     }
 
@@ -368,6 +364,8 @@ pub(crate) struct WorkerLane {
     pub(crate) stop_id: Padded<AtomicU64>,
     /// Lane tasks claimed so far (written by the worker only).
     claims: AtomicU64,
+    /// On the lane and not running a task (cleared before each claim).
+    looking: AtomicBool,
     outcomes: Outcomes,
 }
 
@@ -378,8 +376,19 @@ impl WorkerLane {
             current: AtomicU64::new(0),
             stop_id: Padded::default(),
             claims: AtomicU64::new(0),
+            looking: AtomicBool::new(false),
             outcomes: Outcomes::new(),
         }
+    }
+
+    /// True while the worker is on the lane without a task.
+    pub(crate) fn is_looking(&self) -> bool {
+        self.looking.load(Ordering::Relaxed)
+    }
+
+    /// Marks the worker as looking for a lane task (or not).
+    pub(crate) fn set_looking(&self, looking: bool) {
+        self.looking.store(looking, Ordering::Relaxed);
     }
 
     /// Lane tasks this worker claimed so far.
@@ -591,6 +600,18 @@ impl Lane {
         })
     }
 
+    /// Entries pushed and not yet popped, over every level (some may be
+    /// cancelled); reads the heads the workers write, so only for slow
+    /// paths.
+    pub(crate) fn queued(&self) -> usize {
+        self.ordered()
+            .map(|l| {
+                let tail = l.tail.load(Ordering::Relaxed);
+                (tail - l.head.load(Ordering::Relaxed).min(tail)) as usize
+            })
+            .sum()
+    }
+
     /// True if a worker could find an entry (for spinning).
     pub(crate) fn has_work(&self) -> bool {
         self.is_open() && self.ordered().any(|l| l.has_entries())
@@ -599,11 +620,17 @@ impl Lane {
     /// Claims the best task for worker `w`, unless the locked queue has one
     /// of a higher priority, or of the same priority and an id not above
     /// `tie_below` (0: any id; the worker then compares ids under the lock).
+    /// The worker stops looking (see [`WorkerLane::is_looking`]) before it
+    /// claims, and looks again if it found nothing.
     pub(crate) fn take(&self, w: &WorkerLane, tie_below: u64) -> Take {
+        w.looking.store(false, Ordering::Relaxed);
         w.claiming.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         let taken = self.take_announced(w, tie_below);
         w.claiming.store(false, Ordering::Release);
+        if matches!(taken, Take::Empty) {
+            w.looking.store(true, Ordering::Relaxed);
+        }
         taken
     }
 

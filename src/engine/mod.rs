@@ -394,8 +394,9 @@ struct State {
     /// Threads decided on but whose handle is not stored yet.
     spawning: usize,
     spinning: usize,
-    /// Workers on the lane (taking tasks without the lock): they find new
-    /// lane tasks themselves, so they count as coming for `provision`.
+    /// Workers on the lane (taking tasks without the lock): those of them
+    /// looking for a task (`WorkerLane::looking`) find new lane tasks
+    /// themselves, so they count as coming for `provision`.
     in_lane: usize,
     /// The spinning workers' hint was raised since the last one began.
     hint_sent: bool,
@@ -433,8 +434,8 @@ struct State {
     /// The largest id pushed to the ready queue: a task pushed with a
     /// smaller one may have become its front (`Lane::locked_gen`).
     ready_max_id: u64,
-    /// The lane level of the last priority looked up.
-    lane_level_cache: Option<(i32, u8, LevelRef)>,
+    /// The lane levels made so far: (priority, level), by level index.
+    lane_levels: Vec<(i32, LevelRef)>,
     /// While a batch is added, lane entries are published at its end
     /// (workers choose among the whole batch, as on the locked path).
     lane_batching: bool,
@@ -526,7 +527,7 @@ impl Manager {
                 locked_top: NO_PRIORITY,
                 locked_gen: 0,
                 ready_max_id: 0,
-                lane_level_cache: None,
+                lane_levels: Vec::new(),
                 lane_batching: false,
                 lane_batch: Vec::new(),
             })),
@@ -619,16 +620,21 @@ impl Manager {
     /// payload is `job.data`). On error the job is dropped (its data freed)
     /// on the calling thread before returning.
     pub fn add(self: &Arc<Self>, job: Job, priority: i32, group: GroupKey, upstream: &[u64]) -> Result<u64, Error> {
-        let mut rejected = None;
-        let r = self.locked(|st, after| match st.add(job, priority, group, upstream, after) {
-            Ok(id) => Ok(id),
-            Err((e, job)) => {
-                rejected = Some(job);
-                Err(e)
+        let mut after = After::default();
+        let r = {
+            let mut st = self.state.lock();
+            let lane_added = st.lane_added;
+            let r = st.add(job, priority, group, upstream, &mut after);
+            // A task added to the lane changes nothing the end-of-section
+            // sync looks at (events, waiters, the locked queue's front).
+            if st.lane_added == lane_added {
+                st.sync_signal(&mut after);
             }
-        });
-        drop(rejected);
-        r
+            r
+        };
+        self.run_after(after);
+        // On error the job is dropped here, after the lock.
+        r.map_err(|(e, _job)| e)
     }
 
     /// Adds every task of `tasks` in one lock section, or none of them, and
@@ -1388,6 +1394,19 @@ impl State {
         written
     }
 
+    /// Workers on the lane that look for a task rather than run one. A
+    /// worker found looking takes the task just pushed, or one pushed
+    /// before (the fence pairs with the one in `Lane::take`, after the
+    /// worker stops looking); one that stops looking later re-checks under
+    /// the lock before it sleeps.
+    fn lane_looking(&self) -> usize {
+        if self.in_lane == 0 {
+            return 0;
+        }
+        fence(Ordering::SeqCst);
+        self.workers.iter().filter(|w| w.lane.is_looking()).count()
+    }
+
     /// Lane tasks not yet resolved (queued, running, or with an outcome
     /// not yet applied).
     fn lane_live(&self) -> usize {
@@ -1492,17 +1511,21 @@ impl State {
     /// The lane level for `priority`, if it has (or can get) one.
     #[inline]
     fn lane_level(&mut self, priority: i32) -> Option<(u8, LevelRef)> {
-        match self.lane_level_cache {
-            Some((p, l, r)) if p == priority => Some((l, r)),
-            _ => self.lane_level_slow(priority),
+        if let Some(i) = self.lane_levels.iter().position(|(p, _)| *p == priority) {
+            return Some((i as u8, self.lane_levels[i].1));
         }
+        if self.lane_levels.len() == lane::LEVELS {
+            return None;
+        }
+        self.lane_level_slow(priority)
     }
 
     #[inline(never)]
     fn lane_level_slow(&mut self, priority: i32) -> Option<(u8, LevelRef)> {
         let l = self.lane.level_of(priority)?;
+        debug_assert_eq!(l, self.lane_levels.len(), "levels are made in index order");
         let r = self.lane.level_ref(l);
-        self.lane_level_cache = Some((priority, l as u8, r));
+        self.lane_levels.push((priority, r));
         Some((l as u8, r))
     }
 
@@ -1739,10 +1762,11 @@ impl State {
             self.hint_sent = true;
         }
         // Workers about to look for work: spinning, being woken, starting.
-        let mut coming = self.spinning + self.in_lane + after.wake as usize + after.spawning();
-        // Lane tasks counted may be running already: at worst a worker
-        // more is woken.
-        let work = self.ready.len() + self.lane_live();
+        let mut coming = self.spinning + self.lane_looking() + after.wake as usize + after.spawning();
+        // Lane tasks not yet claimed (not `lane_live`, which counts the
+        // outcomes a host that has not polled yet leaves: waking a worker
+        // for each add would make it churn between sleeping and waking).
+        let work = self.ready.len() + self.lane.queued();
         while work > coming {
             if self.sleeping > after.wake as usize {
                 after.wake += 1;
@@ -2461,6 +2485,9 @@ fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below:
                     }
                 }
                 if !found {
+                    // Back to the lock, where it looks once more before
+                    // it sleeps.
+                    wl.set_looking(false);
                     return;
                 }
             }
