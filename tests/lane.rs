@@ -217,12 +217,15 @@ fn a_lane_level_that_fills_up_spills_in_order() {
     let gc = gate.clone();
     let first = m.add(job(move |_| gc.pass()), 0, DEFAULT, &[]).unwrap();
     gate.wait_arrivals(1);
-    // More than a level holds (16,384): the rest take the locked path.
+    // More than a level holds (16,384): the rest take the locked path;
+    // adds made while the worker runs move them back into the lane as it
+    // makes room (`State::refill_lane`).
     let log = Log::default();
-    let ids: Vec<u64> = (0..20_000).map(|i| m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap()).collect();
+    let mut ids: Vec<u64> = (0..20_000).map(|i| m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap()).collect();
     gate.open();
-    let evs = collect_finals(&m, 20_001);
-    assert_eq!(log.get(), (0..20_000).collect::<Vec<i64>>(), "tasks of one priority run in the order added");
+    ids.extend((20_000..40_000).map(|i| m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap()));
+    let evs = collect_finals(&m, 40_001);
+    assert_eq!(log.get(), (0..40_000).collect::<Vec<i64>>(), "tasks of one priority run in the order added");
     let mut want = vec![first];
     want.extend(ids);
     assert_eq!(finals(&evs), want, "events in the order the tasks finished");

@@ -1492,6 +1492,47 @@ impl State {
         }
     }
 
+    /// Moves up to two of the oldest locked tasks of `priority` into its
+    /// lane level while they are independent tasks and the level has room
+    /// (see `State::add`).
+    #[inline(never)]
+    fn refill_lane(&mut self, priority: i32) {
+        let Some((level, level_ref)) = self.lane_level(priority) else {
+            return;
+        };
+        for _ in 0..2 {
+            let Some((p, id)) = self.ready_front() else {
+                return;
+            };
+            if p != priority {
+                return;
+            }
+            let task = self.tasks.get_mut(id).expect("a valid ready entry");
+            if task.links.is_some() || !matches!(&task.body, Body::Pending(job) if job.run.is_some()) {
+                return;
+            }
+            let Body::Pending(job) = mem::replace(&mut task.body, Body::Lane { level, pos: 0 }) else {
+                unreachable!("checked above")
+            };
+            match level_ref.push(id, job, !self.lane_batching) {
+                Ok(pos) => {
+                    task.body = Body::Lane { level, pos };
+                    if self.lane_batching {
+                        self.lane_batch.push((level, pos));
+                    }
+                }
+                Err(job) => {
+                    task.body = Body::Pending(job);
+                    return;
+                }
+            }
+            self.ready.pop();
+            self.ready.taken(priority);
+            self.pending -= 1;
+            self.lane_added += 1;
+        }
+    }
+
     /// If task `id` is a queued lane task, moves it to the locked path.
     /// Returns true if it is a claimed one (running or finished).
     fn unlane(&mut self, id: u64) -> bool {
@@ -1573,7 +1614,15 @@ impl State {
         // The new task is not in the table yet: the compaction must keep it.
         self.compact_group(group_index, id);
 
-        if upstream.is_empty() && job.run.is_some() && self.lane.is_open() {
+        // Not while the locked queue holds tasks of this priority (a level
+        // that was full, tasks that became ready late): they come first.
+        // The oldest of them move into the lane as it makes room, so that a
+        // level that filled up (a worker descheduled for a millisecond)
+        // does not leave the workers on the locked path for good.
+        if upstream.is_empty() && job.run.is_some() && self.lane.is_open() && self.ready.has_priority(priority) {
+            self.refill_lane(priority);
+        }
+        if upstream.is_empty() && job.run.is_some() && self.lane.is_open() && !self.ready.has_priority(priority) {
             if let Some((level, level_ref)) = self.lane_level(priority) {
                 match level_ref.push(id, job, !self.lane_batching) {
                     Ok(pos) => {

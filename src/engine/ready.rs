@@ -104,6 +104,11 @@ impl ReadyQueue {
         self.valid += 1;
     }
 
+    /// True if a task of `priority` is queued.
+    pub(crate) fn has_priority(&self, priority: i32) -> bool {
+        self.valid > 0 && self.find(priority).is_ok()
+    }
+
     /// The priority of the best level (which holds a valid entry).
     pub(crate) fn top_priority(&self) -> Option<i32> {
         self.levels.first().map(|(p, _)| *p)
