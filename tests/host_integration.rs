@@ -17,15 +17,7 @@ fn finish(m: Arc<Manager>) {
 }
 
 fn readable(fd: i32) -> bool {
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd, zero timeout.
-    unsafe { libc::poll(&mut p, 1, 0) == 1 }
-}
-
-fn wait_readable(fd: i32, ms: i32) -> bool {
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, ms) == 1 }
+    wait_readable(fd, 0)
 }
 
 /// A pass-through completes in the worker's lock section that takes it; when

@@ -171,12 +171,6 @@ unsafe extern "C" fn notified(_: *mut c_void) {
     NOTIFIED.fetch_add(1, Ordering::SeqCst);
 }
 
-fn readable(fd: i32, ms: i32) -> bool {
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, ms) == 1 }
-}
-
 #[test]
 fn outcomes_left_by_workers_raise_the_descriptor_the_callback_and_waits() {
     let _s = serial();
@@ -187,11 +181,11 @@ fn outcomes_left_by_workers_raise_the_descriptor_the_callback_and_waits() {
     for round in 0..50u64 {
         let before = NOTIFIED.load(Ordering::SeqCst);
         let id = m.add(nop(), 0, DEFAULT, &[]).unwrap();
-        assert!(readable(fd, 20_000), "round {round}: the descriptor never became readable");
+        assert!(wait_readable(fd, 20_000), "round {round}: the descriptor never became readable");
         assert_eq!(m.wait_events(Some(TIMEOUT)), Ok(()), "round {round}");
         wait_until("the notify callback", || NOTIFIED.load(Ordering::SeqCst) > before);
         assert_eq!(finals(&poll(&m)), vec![id], "round {round}");
-        assert!(!readable(fd, 0), "round {round}: still readable after the poll");
+        assert!(!wait_readable(fd, 0), "round {round}: still readable after the poll");
     }
     m.set_notify(None);
     finish(m);

@@ -835,31 +835,6 @@ impl Manager {
                                 continue;
                             };
                             st.deliverable -= 1;
-                            let key = st.groups.slot(task.group).key;
-                            let name = st.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
-                            match task.body {
-                                Body::Completed { result } => {
-                                    let mut view = EventView::new(EventKind::Completed, id, key, name);
-                                    if let Some(r) = result {
-                                        let values = r.values();
-                                        view.values = values.as_ptr();
-                                        view.value_count = values.len();
-                                        st.delivered.push(Garbage::Result(r));
-                                    }
-                                    sink(view);
-                                }
-                                Body::Failed(f) => {
-                                    let mut view = EventView::new(EventKind::Failed, id, key, name);
-                                    view.message = f.message.as_ptr();
-                                    view.details = f.details.as_ptr();
-                                    st.delivered.push(Garbage::Failure(f));
-                                    sink(view);
-                                }
-                                Body::Pending(_) | Body::Running { .. } | Body::Lane { .. } => {
-                                    unreachable!("final event of an unfinished task")
-                                }
-                            }
-                            written += 1;
                             if let Some(li) = task.links {
                                 let links = st.links.remove(li);
                                 if links.received.capacity() > 0 {
@@ -869,17 +844,14 @@ impl Manager {
                                     mem::forget(links.received);
                                 }
                             }
-                            if let Some(key) = st.groups.leave(task.group) {
-                                if written < capacity {
-                                    let mut view = EventView::new(EventKind::GroupFinished, 0, key, name);
-                                    view.group_name = name;
-                                    sink(view);
-                                    written += 1;
-                                } else {
-                                    st.events.push_front(Ev::GroupFinished(key));
-                                    st.deliverable += 1;
+                            let end = match task.body {
+                                Body::Completed { result } => Ok(result),
+                                Body::Failed(f) => Err(f),
+                                Body::Pending(_) | Body::Running { .. } | Body::Lane { .. } => {
+                                    unreachable!("final event of an unfinished task")
                                 }
-                            }
+                            };
+                            st.write_final(id, task.group, end, capacity, &mut written, &mut sink);
                         }
                         Ev::Progress(id) => {
                             let Some(p) = st.progress.remove(&id) else {
@@ -1330,6 +1302,57 @@ impl State {
         self.finish(id, outcome, after);
     }
 
+    /// Writes the final event of a task of group slot `group` that has
+    /// left the table (its result or failure kept alive until the next
+    /// poll), then the group's event if it has no live task left. Returns
+    /// false if that one did not fit and was queued in front.
+    fn write_final(
+        &mut self,
+        id: u64,
+        group: u32,
+        end: Result<Option<Arc<ResultSet>>, Arc<Failure>>,
+        capacity: usize,
+        written: &mut usize,
+        sink: &mut impl FnMut(EventView),
+    ) -> bool {
+        let key = self.groups.slot(group).key;
+        let name = self.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
+        match end {
+            Ok(result) => {
+                let mut view = EventView::new(EventKind::Completed, id, key, name);
+                if let Some(r) = result {
+                    let values = r.values();
+                    view.values = values.as_ptr();
+                    view.value_count = values.len();
+                    self.delivered.push(Garbage::Result(r));
+                }
+                sink(view);
+            }
+            Err(f) => {
+                let mut view = EventView::new(EventKind::Failed, id, key, name);
+                view.message = f.message.as_ptr();
+                view.details = f.details.as_ptr();
+                self.delivered.push(Garbage::Failure(f));
+                sink(view);
+            }
+        }
+        *written += 1;
+        let Some(key) = self.groups.leave(group) else {
+            return true;
+        };
+        if *written < capacity {
+            let mut view = EventView::new(EventKind::GroupFinished, 0, key, name);
+            view.group_name = name;
+            sink(view);
+            *written += 1;
+            true
+        } else {
+            self.events.push_front(Ev::GroupFinished(key));
+            self.deliverable += 1;
+            false
+        }
+    }
+
     /// Delivers lane outcomes as events without queueing them (the event
     /// queue is empty), up to `capacity` events; stops at an outcome that
     /// must become a queued event (its task has downstream tasks, or it
@@ -1351,43 +1374,18 @@ impl State {
                     }
                     return written;
                 };
-                let key = self.groups.slot(task.group).key;
-                let name = self.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
-                match outcome {
+                let end = match outcome {
                     Outcome::Completed(result) => {
                         self.completed_total += 1;
-                        let mut view = EventView::new(EventKind::Completed, id, key, name);
-                        if let Some(r) = result {
-                            let r = Arc::new(r);
-                            let values = r.values();
-                            view.values = values.as_ptr();
-                            view.value_count = values.len();
-                            self.delivered.push(Garbage::Result(r));
-                        }
-                        sink(view);
+                        Ok(result.map(Arc::new))
                     }
                     Outcome::Failed(f) => {
                         self.failed_total += 1;
-                        let f = Arc::new(f);
-                        let mut view = EventView::new(EventKind::Failed, id, key, name);
-                        view.message = f.message.as_ptr();
-                        view.details = f.details.as_ptr();
-                        self.delivered.push(Garbage::Failure(f));
-                        sink(view);
+                        Err(Arc::new(f))
                     }
-                }
-                written += 1;
-                if let Some(key) = self.groups.leave(task.group) {
-                    if written < capacity {
-                        let mut view = EventView::new(EventKind::GroupFinished, 0, key, name);
-                        view.group_name = name;
-                        sink(view);
-                        written += 1;
-                    } else {
-                        self.events.push_front(Ev::GroupFinished(key));
-                        self.deliverable += 1;
-                        return written;
-                    }
+                };
+                if !self.write_final(id, task.group, end, capacity, &mut written, sink) {
+                    return written;
                 }
             }
         }

@@ -73,28 +73,18 @@ unsafe fn give_back(_start: *mut u8, _len: usize) {}
 /// allocation if the system refuses.
 #[cfg(target_os = "linux")]
 pub(crate) fn map(bytes: usize, align: usize) -> NonNull<u8> {
-    let len = page_round(bytes);
-    // SAFETY: an anonymous private mapping has no preconditions.
-    let p = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    match NonNull::new(p as *mut u8) {
-        Some(p) if p.as_ptr() as *mut libc::c_void != libc::MAP_FAILED && align <= page_size() => p,
-        _ => std::alloc::handle_alloc_error(layout(bytes, align)),
-    }
+    map_with(bytes, align, 0)
 }
 
 /// [`map`], with every page present at once (one system call rather than
 /// a page fault per page on first use).
 #[cfg(target_os = "linux")]
 pub(crate) fn map_populated(bytes: usize, align: usize) -> NonNull<u8> {
+    map_with(bytes, align, libc::MAP_POPULATE)
+}
+
+#[cfg(target_os = "linux")]
+fn map_with(bytes: usize, align: usize, flags: libc::c_int) -> NonNull<u8> {
     let len = page_round(bytes);
     // SAFETY: an anonymous private mapping has no preconditions.
     let p = unsafe {
@@ -102,7 +92,7 @@ pub(crate) fn map_populated(bytes: usize, align: usize) -> NonNull<u8> {
             ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
             -1,
             0,
         )
