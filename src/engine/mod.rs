@@ -440,6 +440,9 @@ struct State {
     /// (workers choose among the whole batch, as on the locked path).
     lane_batching: bool,
     lane_batch: Vec<(u8, u64)>,
+    /// The last add put its task in the lane and changed nothing else
+    /// (`Manager::add` then skips the end-of-section sync).
+    plain_lane_add: bool,
 }
 
 /// A task manager (`btm_manager` in C). Shared by the host handle and every
@@ -530,6 +533,7 @@ impl Manager {
                 lane_levels: Vec::new(),
                 lane_batching: false,
                 lane_batch: Vec::new(),
+                plain_lane_add: false,
             })),
             work_cv: Condvar::new(),
             host_cv: Condvar::new(),
@@ -623,11 +627,12 @@ impl Manager {
         let mut after = After::default();
         let r = {
             let mut st = self.state.lock();
-            let lane_added = st.lane_added;
+            st.plain_lane_add = false;
             let r = st.add(job, priority, group, upstream, &mut after);
-            // A task added to the lane changes nothing the end-of-section
-            // sync looks at (events, waiters, the locked queue's front).
-            if st.lane_added == lane_added {
+            // A task added to the lane (and nothing else) changes nothing
+            // the end-of-section sync looks at (events, waiters, the locked
+            // queue's front).
+            if !mem::take(&mut st.plain_lane_add) {
                 st.sync_signal(&mut after);
             }
             r
@@ -1617,8 +1622,10 @@ impl State {
         // The oldest of them move into the lane as it makes room, so that a
         // level that filled up (a worker descheduled for a millisecond)
         // does not leave the workers on the locked path for good.
+        let mut refilled = false;
         if upstream.is_empty() && job.run.is_some() && self.lane.is_open() && self.ready.has_priority(priority) {
             self.refill_lane(priority);
+            refilled = true;
         }
         if upstream.is_empty() && job.run.is_some() && self.lane.is_open() && !self.ready.has_priority(priority) {
             if let Some((level, level_ref)) = self.lane_level(priority) {
@@ -1630,6 +1637,7 @@ impl State {
                         let body = Body::Lane { level, pos };
                         self.tasks.insert(id, Task { body, priority, group: group_index, links: None, waiting: 0 });
                         self.lane_added += 1;
+                        self.plain_lane_add = !refilled;
                         self.provision(after);
                         return Ok(id);
                     }
