@@ -267,3 +267,26 @@ fn a_task_added_while_the_lane_worker_runs_a_long_one_starts_on_another() {
         finish(m);
     }
 }
+
+#[test]
+fn a_task_moved_off_the_lane_keeps_its_place_among_later_adds() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = Gate::new();
+    let gc = gate.clone();
+    m.add(job(move |_| gc.pass()), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    let log = Log::default();
+    let a = m.add(logging(&log, 1), 0, DEFAULT, &[]).unwrap();
+    m.add(logging(&log, 2), 2, DEFAULT, &[]).unwrap();
+    // `a` leaves the lane for the locked path at priority 2, ahead of the
+    // task above by its id; the next adds of priority 2 must not move it
+    // back into the lane behind that task.
+    m.set_priority(a, 2).unwrap();
+    m.add(logging(&log, 3), 2, DEFAULT, &[]).unwrap();
+    m.add(logging(&log, 4), 2, DEFAULT, &[]).unwrap();
+    gate.open();
+    collect_finals(&m, 5);
+    assert_eq!(log.get(), vec![1, 2, 3, 4]);
+    finish(m);
+}

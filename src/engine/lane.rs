@@ -345,6 +345,15 @@ unsafe impl Send for LevelRef {}
 unsafe impl Sync for LevelRef {}
 
 impl LevelRef {
+    /// The id of the last entry pushed, if any; the caller holds the state
+    /// lock (which every push takes).
+    pub(crate) fn last_id(self) -> Option<u64> {
+        // SAFETY: levels live as long as the lane (see the type's doc).
+        let level = unsafe { self.0.as_ref() };
+        let tail = level.tail.load(Ordering::Relaxed);
+        (tail > 0).then(|| level.slot(tail - 1).id.load(Ordering::Relaxed))
+    }
+
     /// See [`Level::push`]; the caller holds the state lock.
     #[inline]
     pub(crate) fn push(self, id: u64, job: Job, publish: bool) -> Result<u64, Job> {

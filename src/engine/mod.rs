@@ -431,6 +431,7 @@ struct State {
     lock_finish: bool,
     locked_top: i64,
     locked_gen: u64,
+    locked_gen_published: u64,
     /// The largest id pushed to the ready queue: a task pushed with a
     /// smaller one may have become its front (`Lane::locked_gen`).
     ready_max_id: u64,
@@ -529,6 +530,7 @@ impl Manager {
                 lock_finish: false,
                 locked_top: NO_PRIORITY,
                 locked_gen: 0,
+                locked_gen_published: 0,
                 ready_max_id: 0,
                 lane_levels: Vec::new(),
                 lane_batching: false,
@@ -1269,15 +1271,23 @@ impl State {
     #[inline]
     fn sync_lane(&mut self, after: &mut After) {
         let top = self.ready.top_priority().map_or(NO_PRIORITY, i64::from);
+        let want =
+            self.host_waiters > 0 || self.lane_linked > 0 || self.signal.notify.is_some() || self.signal.fd.is_some();
+        if top != self.locked_top || self.locked_gen != self.locked_gen_published || want != self.lock_finish {
+            self.sync_lane_slow(top, want, after);
+        }
+    }
+
+    #[inline(never)]
+    fn sync_lane_slow(&mut self, top: i64, want: bool, after: &mut After) {
         if top != self.locked_top {
             self.locked_top = top;
             self.lane.locked_top.store(top, Ordering::Relaxed);
         }
-        if self.locked_gen != self.lane.locked_gen.load(Ordering::Relaxed) {
+        if self.locked_gen != self.locked_gen_published {
+            self.locked_gen_published = self.locked_gen;
             self.lane.locked_gen.store(self.locked_gen, Ordering::Relaxed);
         }
-        let want =
-            self.host_waiters > 0 || self.lane_linked > 0 || self.signal.notify.is_some() || self.signal.fd.is_some();
         if want != self.lock_finish {
             self.lock_finish = want;
             self.lane.lock_finish.store(want, Ordering::Relaxed);
@@ -1292,7 +1302,17 @@ impl State {
 
     /// Applies the outcomes the workers left in their queues, in each
     /// worker's order.
+    #[inline]
     fn apply_lane(&mut self, after: &mut After) {
+        if self.lane_live() != 0 {
+            // (Otherwise no lane task is claimed and not applied: the
+            // locked path's sections pay no more than this check.)
+            self.apply_lane_slow(after);
+        }
+    }
+
+    #[inline(never)]
+    fn apply_lane_slow(&mut self, after: &mut After) {
         for i in 0..self.workers.len() {
             while let Some((id, outcome)) = self.workers[i].lane.pop_outcome() {
                 self.apply_outcome(id, outcome, after);
@@ -1311,6 +1331,7 @@ impl State {
     /// left the table (its result or failure kept alive until the next
     /// poll), then the group's event if it has no live task left. Returns
     /// false if that one did not fit and was queued in front.
+    #[inline(always)]
     fn write_final(
         &mut self,
         id: u64,
@@ -1364,6 +1385,9 @@ impl State {
     /// cascades), which is applied. Returns the number of events written.
     fn deliver_lane(&mut self, capacity: usize, sink: &mut impl FnMut(EventView), after: &mut After) -> usize {
         let mut written = 0;
+        if self.lane_live() == 0 {
+            return written;
+        }
         for i in 0..self.workers.len() {
             while written < capacity {
                 let Some((id, outcome)) = self.workers[i].lane.pop_outcome() else {
@@ -1496,8 +1520,11 @@ impl State {
     }
 
     /// Moves up to two of the oldest locked tasks of `priority` into its
-    /// lane level while they are independent tasks and the level has room
-    /// (see `State::add`).
+    /// lane level while they are independent tasks, newer than the level's
+    /// last entry (a level is a FIFO: an older task, one whose priority was
+    /// changed or that was moved out to be linked, stays on the locked
+    /// path, where workers compare ids), and the level has room (see
+    /// `State::add`).
     #[inline(never)]
     fn refill_lane(&mut self, priority: i32) {
         let Some((level, level_ref)) = self.lane_level(priority) else {
@@ -1507,7 +1534,7 @@ impl State {
             let Some((p, id)) = self.ready_front() else {
                 return;
             };
-            if p != priority {
+            if p != priority || level_ref.last_id().is_some_and(|last| last > id) {
                 return;
             }
             let task = self.tasks.get_mut(id).expect("a valid ready entry");
@@ -1622,12 +1649,13 @@ impl State {
         // The oldest of them move into the lane as it makes room, so that a
         // level that filled up (a worker descheduled for a millisecond)
         // does not leave the workers on the locked path for good.
+        let lane_ok = upstream.is_empty() && job.run.is_some() && self.lane.is_open();
         let mut refilled = false;
-        if upstream.is_empty() && job.run.is_some() && self.lane.is_open() && self.ready.has_priority(priority) {
+        if lane_ok && self.ready.has_priority(priority) {
             self.refill_lane(priority);
             refilled = true;
         }
-        if upstream.is_empty() && job.run.is_some() && self.lane.is_open() && !self.ready.has_priority(priority) {
+        if lane_ok && (!refilled || !self.ready.has_priority(priority)) {
             if let Some((level, level_ref)) = self.lane_level(priority) {
                 match level_ref.push(id, job, !self.lane_batching) {
                     Ok(pos) => {
@@ -1893,7 +1921,7 @@ impl State {
                     self.apply_lane(after);
                     let gathered = gather(id, job.data, received);
                     self.finish(id, Outcome::Completed(gathered), after);
-                    if self.lane.has_work() {
+                    if self.lane_live() > 0 && self.lane.has_work() {
                         // The lane's best may come before the next locked
                         // task: the caller compares again.
                         return None;
@@ -2412,7 +2440,7 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
             st.sync_signal(after);
             return Next::Exit;
         }
-        if st.processing {
+        if st.processing && st.lane_live() > 0 {
             if let Some((lane_priority, lane_id)) = manager.lane.top() {
                 let tie_below = match st.ready_front() {
                     Some((p, id)) if p > lane_priority || (p == lane_priority && id < lane_id) => None,
@@ -2431,7 +2459,7 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
         if let Some(job) = job {
             return Next::Job(job);
         }
-        if st.processing && manager.lane.has_work() {
+        if st.processing && st.lane_live() > 0 && manager.lane.has_work() {
             continue;
         }
         if !after.is_empty() {

@@ -105,6 +105,7 @@ impl ReadyQueue {
     }
 
     /// True if a task of `priority` is queued.
+    #[inline]
     pub(crate) fn has_priority(&self, priority: i32) -> bool {
         self.valid > 0 && self.find(priority).is_ok()
     }
