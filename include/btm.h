@@ -1032,6 +1032,13 @@ const char *btm_version(void);
  * `btm_context_manager`). Calls back only `userdata_free` (on error, or
  * when an upstream already failed), after every btm lock is released.
  *
+ * Memory: a task without upstream tasks, added while processing runs,
+ * goes to a lock-free queue of its priority that workers take from
+ * without btm's lock. The first such task of each priority (four
+ * priorities per manager at most; others queue as tasks with upstream
+ * tasks do) makes btm map 1 MiB for that queue, kept until
+ * `btm_destroy`.
+ *
  * # Safety
  * `manager` NULL or live; `group` NULL or readable; `upstream` NULL or
  * valid for `upstream_len` reads; `task_id_out` NULL or writable;

@@ -17,6 +17,16 @@ fn finish(m: Arc<Manager>) {
     assert_all_freed();
 }
 
+/// Adds a task (to `group`) that blocks its worker on the returned gate,
+/// and waits until it does.
+fn occupy_a_worker(m: &Arc<Manager>, group: btm::engine::GroupKey) -> Gate {
+    let gate = Gate::new();
+    let gc = gate.clone();
+    m.add(job(move |_| gc.pass()), 0, group, &[]).unwrap();
+    gate.wait_arrivals(1);
+    gate
+}
+
 fn finals(evs: &[Ev]) -> Vec<u64> {
     evs.iter().filter(|e| matches!(e, Ev::Completed { .. } | Ev::Failed { .. })).filter_map(Ev::task).collect()
 }
@@ -95,10 +105,7 @@ fn tasks_queued_in_the_lane_get_hooks_registered_before_they_start() {
     let _s = serial();
     HOOK_STARTS.store(0, Ordering::SeqCst);
     let m = manager(1, true);
-    let gate = Gate::new();
-    let gc = gate.clone();
-    m.add(job(move |_| gc.pass()), 0, DEFAULT, &[]).unwrap();
-    gate.wait_arrivals(1);
+    let gate = occupy_a_worker(&m, DEFAULT);
     for _ in 0..10 {
         m.add(nop(), 0, DEFAULT, &[]).unwrap();
     }
@@ -147,10 +154,7 @@ fn a_task_added_downstream_of_a_running_lane_task_starts_without_a_poll() {
 fn counts_see_lane_tasks_queued_and_running() {
     let _s = serial();
     let m = manager(1, true);
-    let gate = Gate::new();
-    let gc = gate.clone();
-    m.add(job(move |_| gc.pass()), 0, g(1), &[]).unwrap();
-    gate.wait_arrivals(1);
+    let gate = occupy_a_worker(&m, g(1));
     for _ in 0..5 {
         m.add(nop(), 0, g(1), &[]).unwrap();
     }
@@ -230,10 +234,7 @@ fn a_lane_level_that_fills_up_spills_in_order() {
 fn higher_priorities_run_first_across_lane_levels_and_the_locked_path() {
     let _s = serial();
     let m = manager(1, true);
-    let gate = Gate::new();
-    let gc = gate.clone();
-    m.add(job(move |_| gc.pass()), 0, DEFAULT, &[]).unwrap();
-    gate.wait_arrivals(1);
+    let gate = occupy_a_worker(&m, DEFAULT);
     let log = Log::default();
     // Six priorities: four get lane levels, the others the locked path.
     for round in 0..10 {
@@ -253,10 +254,7 @@ fn a_task_added_while_the_lane_worker_runs_a_long_one_starts_on_another() {
     let _s = serial();
     for round in 0..20 {
         let m = manager(2, true);
-        let gate = Gate::new();
-        let gc = gate.clone();
-        m.add(job(move |_| gc.pass()), 0, DEFAULT, &[]).unwrap();
-        gate.wait_arrivals(1);
+        let gate = occupy_a_worker(&m, DEFAULT);
         let ran = Arc::new(AtomicBool::new(false));
         let r2 = ran.clone();
         m.add(job(move |_| r2.store(true, Ordering::SeqCst)), 0, DEFAULT, &[]).unwrap();
@@ -272,10 +270,7 @@ fn a_task_added_while_the_lane_worker_runs_a_long_one_starts_on_another() {
 fn a_task_moved_off_the_lane_keeps_its_place_among_later_adds() {
     let _s = serial();
     let m = manager(1, true);
-    let gate = Gate::new();
-    let gc = gate.clone();
-    m.add(job(move |_| gc.pass()), 0, DEFAULT, &[]).unwrap();
-    gate.wait_arrivals(1);
+    let gate = occupy_a_worker(&m, DEFAULT);
     let log = Log::default();
     let a = m.add(logging(&log, 1), 0, DEFAULT, &[]).unwrap();
     m.add(logging(&log, 2), 2, DEFAULT, &[]).unwrap();
