@@ -6,8 +6,16 @@
  * without lock contention), and the host polls every event at the end (the
  * poll path). bench/paths.sh runs it under callgrind and prints the three
  * figures; they are exact from run to run.
- * Usage: btm_paths <N> [chain]   (chain: every task but each 100th waits
- * for the task added before it, W2a's shape: the dependency paths)
+ * Usage: btm_paths <N> [chain|lane]
+ *   chain: every task but each 100th waits for the task added before it,
+ *          W2a's shape: the dependency paths;
+ *   lane:  the tasks are added to a running manager whose one worker is
+ *          held by a first task (blocked reading a pipe), so that they take
+ *          the lane, W1's path (N must not exceed a lane level's 16,384
+ *          entries, or the rest spill to the locked path); the host then
+ *          releases the worker, sleeps until every task has run (counted
+ *          by the tasks themselves: a poll or a stats call would make the
+ *          worker's outcomes go through the lock) and polls them.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "btm.h"
@@ -16,17 +24,67 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static void empty_task(void *ud, btm_task_context *ctx) {
     (void)ud;
     (void)ctx;
 }
 
+static _Atomic size_t ran;
+static void counted_task(void *ud, btm_task_context *ctx) {
+    (void)ud;
+    (void)ctx;
+    ran++;
+}
+
+static int gate[2];
+static void gate_task(void *ud, btm_task_context *ctx) {
+    (void)ud;
+    (void)ctx;
+    char c;
+    if (read(gate[0], &c, 1) != 1) abort();
+    ran++;
+}
+
 static btm_event events[4096];
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {0, ms * 1000 * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* The lane paths: see the usage above. */
+static int lane_paths(size_t n) {
+    btm_config cfg;
+    btm_config_init(&cfg);
+    cfg.max_threads = 1;
+    cfg.start_processing = true;
+    btm_manager *m;
+    btm_task_id id;
+    if (pipe(gate) != 0 || btm_create(&cfg, &m) != BTM_STATUS_OK) return 1;
+    if (btm_add_task(m, gate_task, NULL, NULL, 0, NULL, NULL, 0, &id) != BTM_STATUS_OK) return 1;
+    for (size_t i = 0; i < n; i++)
+        if (btm_add_task(m, counted_task, NULL, NULL, 0, NULL, NULL, 0, &id) != BTM_STATUS_OK) return 1;
+    if (write(gate[1], "x", 1) != 1) return 1;
+    /* Every task ran (the gate task too); the pause lets the worker leave
+     * the last outcome, so that the polls below do not spin on an empty
+     * queue (which would count against the poll). */
+    while (ran < n + 1) sleep_ms(10);
+    sleep_ms(10);
+    size_t seen = 0, k;
+    while (seen < n + 1) {
+        if (btm_poll_events(m, events, 4096, &k) != BTM_STATUS_OK) return 1;
+        seen += k;
+    }
+    btm_destroy(m);
+    return 0;
+}
 
 int main(int argc, char **argv) {
     size_t n = argc > 1 ? (size_t)strtoull(argv[1], NULL, 10) : 100000;
     int chain = argc > 2 && !strcmp(argv[2], "chain");
+    if (argc > 2 && !strcmp(argv[2], "lane")) return lane_paths(n);
     btm_config cfg;
     btm_config_init(&cfg);
     cfg.max_threads = 1;
@@ -43,8 +101,7 @@ int main(int argc, char **argv) {
     if (btm_start_processing(m) != BTM_STATUS_OK) return 1;
     for (;;) { /* sleep, not wait: a waiting host would be woken per task */
         btm_stats s;
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+        sleep_ms(10);
         if (btm_get_stats(m, &s) != BTM_STATUS_OK) return 1;
         if (s.completed_total == n) break;
     }

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Exact instruction counts of btm's hot paths (see bench/btm_paths.c):
 #   bash bench/paths.sh [N]      (default N=100000; needs valgrind)
-# Prints instructions per btm_add_task call (paused manager), per task on
-# the worker thread (draining a full queue alone) and per polled event, for
-# independent tasks and for chains of dependent tasks.
+# Prints instructions per btm_add_task call, per task on the worker thread
+# (draining a full queue alone) and per polled event: for independent tasks
+# on the lane (W1's path; 10,000 tasks, which fit in a lane level), for
+# independent tasks on the locked path (added to a paused manager) and for
+# chains of dependent tasks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-100000}
@@ -11,21 +13,29 @@ cargo build --release --quiet
 mkdir -p bench/build
 ln -sf libbtm.so target/release/libbtm.so.0
 gcc -O2 -std=c11 -Iinclude bench/btm_paths.c -Ltarget/release -lbtm -lpthread -o bench/build/btm_paths
-report() { # report MODE-ARG LABEL
-    local out=bench/build/paths$1.callgrind
+counts() { # counts N MODE-ARG: inclusive Ir of the add calls, the worker thread and the polls
+    local out=bench/build/paths$2-$1.callgrind
     LD_LIBRARY_PATH=target/release valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$out" \
-        bench/build/btm_paths "$n" $1 >/dev/null 2>&1
-    echo "$2"
-    callgrind_annotate --inclusive=yes "$out" 2>/dev/null | awk -v n="$n" '
+        bench/build/btm_paths "$1" $2 >/dev/null 2>&1
+    callgrind_annotate --inclusive=yes --threshold=100 "$out" 2>/dev/null | awk '
         / src\/ffi\/task.rs:btm_add_task \[/ { add = $1 }
         /event.rs:btm_poll_events/ { if (!poll) poll = $1 }
         /pthread_create.c:start_thread/ { if (!worker) worker = $1 }
-        END {
-            gsub(",", "", add); gsub(",", "", poll); gsub(",", "", worker)
-            printf "  btm_add_task     %7.1f instructions per call (paused manager)\n", add / n
-            printf "  worker thread    %7.1f instructions per task (one worker, full queue)\n", worker / n
-            printf "  btm_poll_events  %7.1f instructions per event\n", poll / n
-        }'
+        / PROGRAM TOTALS/ { total = $1 }
+        END { gsub(",", "", add); gsub(",", "", poll); gsub(",", "", worker); gsub(",", "", total)
+              print add + 0, worker + 0, poll + 0, total + 0 }'
 }
-report "" "independent tasks (W1's shape):"
-report chain "chains of 100 (W2a's shape: each task waits for the one before):"
+# Each figure is (count at N - count at 0) / N, so that fixed costs (the
+# first chunk, level and thread) cancel out.
+report() { # report N MODE-ARG LABEL
+    echo "$3"
+    paste -d' ' <(counts "$1" "$2") <(counts 0 "$2") | awk -v n="$1" '{
+        printf "  btm_add_task     %7.1f instructions per call\n", ($1 - $5) / n
+        printf "  worker thread    %7.1f instructions per task (one worker, full queue)\n", ($2 - $6) / n
+        printf "  btm_poll_events  %7.1f instructions per event\n", ($3 - $7) / n
+        printf "  whole program    %7.1f instructions per task\n", ($4 - $8) / n
+    }'
+}
+report 10000 lane "independent tasks on the lane (W1's path: added while the one worker is held):"
+report "$n" "" "independent tasks on the locked path (added to a paused manager):"
+report "$n" chain "chains of 100 (W2a's shape: each task waits for the one before):"

@@ -401,6 +401,11 @@ struct State {
     /// The spinning workers' hint was raised since the last one began.
     hint_sent: bool,
     sleeping: usize,
+    /// Sleeping workers already woken (still counted in `sleeping` until
+    /// they run again): an add does not wake them again. A worker that
+    /// wakes takes one off (saturating: a spurious wake-up may take one
+    /// meant for another sleeper, which only costs a redundant wake).
+    waking: usize,
     running: usize,
     pending: usize,
     workers: Vec<WorkerSlot>,
@@ -509,6 +514,7 @@ impl Manager {
                 in_lane: 0,
                 hint_sent: false,
                 sleeping: 0,
+                waking: 0,
                 running: 0,
                 pending: 0,
                 workers: Vec::new(),
@@ -1821,14 +1827,14 @@ impl State {
 
     /// Makes sure ready work has a worker: wakes a sleeping one or starts a
     /// new thread.
-    #[inline]
+    #[inline(always)]
     fn provision(&mut self, after: &mut After) {
         if !self.processing || self.shut_down || self.ready.len() + self.lane_live() == 0 {
             return;
         }
         // Common case under load: every thread started and busy, and any
         // spinning worker already told.
-        if self.sleeping == 0 && self.threads >= self.max_threads && (self.spinning == 0 || self.hint_sent) {
+        if self.sleeping == self.waking && self.threads >= self.max_threads && (self.spinning == 0 || self.hint_sent) {
             return;
         }
         self.provision_slow(after);
@@ -1845,14 +1851,15 @@ impl State {
             self.hint_sent = true;
         }
         // Workers about to look for work: spinning, being woken, starting.
-        let mut coming = self.spinning + self.lane_looking() + after.wake as usize + after.spawning();
+        let mut coming = self.spinning + self.lane_looking() + self.waking + after.spawning();
         // Lane tasks not yet claimed (not `lane_live`, which counts the
         // outcomes a host that has not polled yet leaves: waking a worker
         // for each add would make it churn between sleeping and waking).
         let work = self.ready.len() + self.lane.queued();
         while work > coming {
-            if self.sleeping > after.wake as usize {
+            if self.sleeping > self.waking {
                 after.wake += 1;
+                self.waking += 1;
             } else if self.threads < self.max_threads {
                 let index = self.workers.len() as u32;
                 let lane = Arc::new(WorkerLane::new());
@@ -2495,6 +2502,7 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
         st.sleeping += 1;
         manager.work_cv.wait(st);
         st.sleeping -= 1;
+        st.waking = st.waking.saturating_sub(1);
     }
 }
 
@@ -2594,6 +2602,7 @@ fn leave_outcome(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, outcome: Outc
     }
 }
 
+#[inline(always)]
 fn run_job(manager: &Arc<Manager>, job: RunJob, worker: u32, lane: &WorkerLane) -> (u64, Outcome) {
     let RunJob { id, run, data, received, hooks } = job;
     let flat: Vec<Value>;

@@ -230,7 +230,11 @@ impl<T> Table<T> {
         let last_chunk = (self.first + self.chunks.len() as u64).wrapping_sub(1);
         if id >> CHUNK_BITS == last_chunk {
             if let Some(Some(last)) = self.chunks.back_mut() {
-                last.slots[(id & CHUNK_MASK) as usize] = Some(value);
+                // The slot of an id not issued before is `None`: no drop
+                // glue for the value replaced.
+                let old = last.slots[(id & CHUNK_MASK) as usize].replace(value);
+                debug_assert!(old.is_none());
+                std::mem::forget(old);
                 last.live += 1;
                 self.live += 1;
                 self.issued_end = id + 1;
