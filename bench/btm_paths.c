@@ -6,9 +6,11 @@
  * without lock contention), and the host polls every event at the end (the
  * poll path). bench/paths.sh runs it under callgrind and prints the three
  * figures; they are exact from run to run.
- * Usage: btm_paths <N> [chain|lane]
+ * Usage: btm_paths <N> [chain|fanin|lane]
  *   chain: every task but each 100th waits for the task added before it,
  *          W2a's shape: the dependency paths;
+ *   fanin: the last task waits for all the others, W2b's shape (to a
+ *          paused manager, so the upstream tasks are queued when linked);
  *   lane:  the tasks are added to a running manager whose one worker is
  *          held by a first task (blocked reading a pipe), so that they take
  *          the lane, W1's path (N must not exceed a lane level's 16,384
@@ -84,6 +86,7 @@ static int lane_paths(size_t n) {
 int main(int argc, char **argv) {
     size_t n = argc > 1 ? (size_t)strtoull(argv[1], NULL, 10) : 100000;
     int chain = argc > 2 && !strcmp(argv[2], "chain");
+    int fanin = argc > 2 && !strcmp(argv[2], "fanin");
     if (argc > 2 && !strcmp(argv[2], "lane")) return lane_paths(n);
     btm_config cfg;
     btm_config_init(&cfg);
@@ -93,10 +96,18 @@ int main(int argc, char **argv) {
     if (btm_create(&cfg, &m) != BTM_STATUS_OK) return 1;
     btm_task_id id;
     id = 0;
+    btm_task_id *ids = malloc((n + 1) * sizeof *ids);
+    if (!ids) return 1;
     for (size_t i = 0; i < n; i++) {
         btm_task_id prev = id;
         size_t n_ups = chain && i % 100 ? 1 : 0;
-        if (btm_add_task(m, empty_task, NULL, NULL, 0, NULL, &prev, n_ups, &id) != BTM_STATUS_OK) return 1;
+        const btm_task_id *ups = &prev;
+        if (fanin && i + 1 == n) {
+            ups = ids;
+            n_ups = i;
+        }
+        if (btm_add_task(m, empty_task, NULL, NULL, 0, NULL, ups, n_ups, &id) != BTM_STATUS_OK) return 1;
+        ids[i] = id;
     }
     if (btm_start_processing(m) != BTM_STATUS_OK) return 1;
     for (;;) { /* sleep, not wait: a waiting host would be woken per task */
@@ -111,5 +122,6 @@ int main(int argc, char **argv) {
         seen += k;
     }
     btm_destroy(m);
+    free(ids);
     return 0;
 }
