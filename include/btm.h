@@ -1037,7 +1037,9 @@ const char *btm_version(void);
  * without btm's lock. The first such task of each priority (four
  * priorities per manager at most; others queue as tasks with upstream
  * tasks do) makes btm map 1 MiB for that queue, kept until
- * `btm_destroy`.
+ * `btm_destroy`. Beyond 16,384 tasks waiting in one such queue (a host
+ * adding faster than the workers run), the others wait in a list that
+ * takes about 40 bytes each and is given back when it empties.
  *
  * # Safety
  * `manager` NULL or live; `group` NULL or readable; `upstream` NULL or

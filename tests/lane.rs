@@ -208,16 +208,16 @@ fn wait_events_returns_for_an_outcome_a_worker_left() {
 }
 
 #[test]
-fn a_lane_level_that_fills_up_spills_in_order() {
+fn a_lane_level_that_fills_up_keeps_the_order() {
     let _s = serial();
     let m = manager(1, true);
     let gate = Gate::new();
     let gc = gate.clone();
     let first = m.add(job(move |_| gc.pass()), 0, DEFAULT, &[]).unwrap();
     gate.wait_arrivals(1);
-    // More than a level holds (16,384): the rest take the locked path;
-    // adds made while the worker runs move them back into the lane as it
-    // makes room (`State::refill_lane`).
+    // More than a level's ring holds (16,384): the rest wait in its
+    // overflow; adds made while the worker runs go behind them, and the
+    // overflow moves into the ring as it makes room.
     let log = Log::default();
     let mut ids: Vec<u64> = (0..20_000).map(|i| m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap()).collect();
     gate.open();
@@ -283,5 +283,135 @@ fn a_task_moved_off_the_lane_keeps_its_place_among_later_adds() {
     gate.open();
     collect_finals(&m, 5);
     assert_eq!(log.get(), vec![1, 2, 3, 4]);
+    finish(m);
+}
+
+/// More tasks than a lane level's ring holds (16,384), so that the last
+/// ones wait in the level's overflow.
+const PAST_THE_RING: i64 = 20_000;
+
+#[test]
+fn tasks_waiting_in_a_levels_overflow_can_be_stopped_linked_and_counted() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let log = Log::default();
+    let ids: Vec<u64> = (0..PAST_THE_RING).map(|i| m.add(logging(&log, i), 0, g(5), &[]).unwrap()).collect();
+    assert_eq!(m.group_stats(g(5)).unwrap(), [PAST_THE_RING as u64, 0, 0, 0], "all queued");
+    // Stop two in the overflow and one in the ring.
+    for i in [100, 19_000, 19_500] {
+        let r = m.stop_task(ids[i], false, false).unwrap();
+        assert_eq!(r.before_start, 1, "task {i} stopped before it started");
+    }
+    assert_eq!(m.group_stats(g(5)).unwrap(), [PAST_THE_RING as u64 - 3, 0, 0, 0]);
+    // A downstream task of one in the overflow: that one leaves the lane
+    // (for the locked path) and still runs in its place.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let up = ids[18_000];
+    let down = m.add(job(move |ctx| s2.lock().unwrap().push(ctx.task_id())), 0, DEFAULT, &[up]).unwrap();
+    gate.open();
+    let evs = collect_finals(&m, PAST_THE_RING as usize - 3 + 2);
+    let want: Vec<i64> = (0..PAST_THE_RING).filter(|i| ![100, 19_000, 19_500].contains(i)).collect();
+    assert_eq!(log.get(), want, "the others ran, in the order added");
+    assert_eq!(*seen.lock().unwrap(), vec![down], "the downstream task ran");
+    let order = finals(&evs);
+    let pos = |id: u64| order.iter().position(|&x| x == id).unwrap();
+    assert!(pos(up) < pos(down), "the downstream task finished after its upstream");
+    finish(m);
+}
+
+#[test]
+fn a_higher_priority_waiting_in_an_overflow_runs_before_lower_ones() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let log = Log::default();
+    for i in 0..PAST_THE_RING {
+        m.add(logging(&log, i), 5, DEFAULT, &[]).unwrap();
+    }
+    for i in 0..10 {
+        m.add(logging(&log, -1 - i), 0, DEFAULT, &[]).unwrap();
+    }
+    gate.open();
+    collect_finals(&m, PAST_THE_RING as usize + 11);
+    let want: Vec<i64> = (0..PAST_THE_RING).chain((0..10).map(|i| -1 - i)).collect();
+    assert_eq!(log.get(), want, "priority 5, the overflow included, before priority 0");
+    finish(m);
+}
+
+#[test]
+fn hooks_and_pauses_reach_tasks_waiting_in_an_overflow() {
+    let _s = serial();
+    HOOK_STARTS.store(0, Ordering::SeqCst);
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let log = Log::default();
+    for i in 0..PAST_THE_RING {
+        m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap();
+    }
+    // Hooks move every queued lane task, the overflow's too, to the
+    // locked path, in order.
+    m.set_task_hooks(Some(TaskHooks {
+        on_start: Some(count_start),
+        on_end: None,
+        data: Owned::new(std::ptr::null_mut(), None),
+    }));
+    gate.open();
+    collect_finals(&m, PAST_THE_RING as usize + 1);
+    assert_eq!(log.get(), (0..PAST_THE_RING).collect::<Vec<_>>());
+    assert_eq!(HOOK_STARTS.load(Ordering::SeqCst), PAST_THE_RING as u64, "every task got its hook");
+    m.set_task_hooks(None);
+    // The lane again, past its ring once more, paused while it waits.
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let log = Log::default();
+    for i in 0..PAST_THE_RING {
+        m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap();
+    }
+    m.pause_processing().unwrap();
+    gate.open();
+    collect_finals(&m, 1);
+    assert!(log.get().is_empty(), "no task starts once a pause returns");
+    m.start_processing().unwrap();
+    collect_finals(&m, PAST_THE_RING as usize);
+    assert_eq!(log.get(), (0..PAST_THE_RING).collect::<Vec<_>>());
+    finish(m);
+}
+
+#[test]
+fn a_shut_down_frees_tasks_waiting_in_an_overflow() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let log = Log::default();
+    for i in 0..PAST_THE_RING {
+        m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap();
+    }
+    gate.open();
+    // `finish` shuts down and checks that every task's data was freed once.
+    finish(m);
+}
+
+#[test]
+fn batches_past_the_ring_keep_their_order_behind_an_overflow() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let log = Log::default();
+    let batch = |from: i64, to: i64| {
+        (from..to)
+            .map(|i| btm::engine::NewTask { job: logging(&log, i), priority: 0, group: DEFAULT, upstream: &[] })
+            .collect()
+    };
+    // The first batch fills the ring and starts the overflow; the second
+    // and the single adds after it go behind the overflow.
+    m.add_many(batch(0, PAST_THE_RING)).unwrap();
+    m.add_many(batch(PAST_THE_RING, PAST_THE_RING + 100)).unwrap();
+    for i in PAST_THE_RING + 100..PAST_THE_RING + 200 {
+        m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap();
+    }
+    gate.open();
+    collect_finals(&m, PAST_THE_RING as usize + 201);
+    assert_eq!(log.get(), (0..PAST_THE_RING + 200).collect::<Vec<_>>());
     finish(m);
 }

@@ -24,11 +24,17 @@
 //!   the outcome.
 //! - **Outcome queues** are unbounded (segments): the worker links a new
 //!   segment before it publishes the first outcome in it.
+//! - **Overflow**: a level's ring is bounded; when it is full, adds wait in
+//!   the level's overflow (only the lock holder touches it), in order, and
+//!   move into the ring as it makes room: some at each add, all that fit
+//!   when a worker finds the ring empty (it comes to the lock for that
+//!   rather than take from a lower level).
 //!
 //! Order (the locked path's rules, kept): a worker takes the best level
 //! with an entry, unless the locked ready queue (tasks with upstream tasks,
 //! pass-through tasks, tasks added while hooks are registered or a level
-//! was full, priorities beyond the levels) has a better task: its best
+//! was given back or changed priority, priorities beyond the levels) has a
+//! better task: its best
 //! priority is published in `locked_top`, and at equal priority the worker
 //! compares ids under the lock, which gives it a bound (`tie_below`) valid
 //! until `locked_gen` changes. A task that became better while the worker
@@ -39,6 +45,7 @@
 //! an event first applies the outcomes the workers left.
 
 use std::cell::UnsafeCell;
+use std::collections::VecDeque;
 use std::mem::MaybeUninit;
 use std::ops::Deref;
 use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
@@ -49,11 +56,17 @@ use super::Outcome;
 
 /// Lane levels (priorities with a lane) per manager, assigned on first use.
 pub(crate) const LEVELS: usize = 4;
-/// Entries per level (1 MiB); a full level sends adds to the locked path
-/// (a host that adds faster than the workers run, for a millisecond at
-/// 60 ns an add). The mapping is touched when the level is made, so that
-/// adds do not take its page faults.
+/// Entries per level's ring (1 MiB). When the ring is full (a host that
+/// adds faster than the workers run, for a millisecond at 60 ns an add),
+/// further entries wait in the level's overflow, in order, and move into
+/// the ring as it makes room. The mapping is touched when the level is
+/// made, so that adds do not take its page faults.
 const CAP: u64 = 1 << 14;
+/// Overflow entries an add moves into the ring (a worker that finds the
+/// ring empty moves all that fit, under the lock).
+const REFILL_PER_ADD: usize = 64;
+/// Overflow capacity kept once the overflow is empty again.
+const OVERFLOW_KEEP: usize = 4096;
 const SLOTS_BYTES: usize = CAP as usize * std::mem::size_of::<Slot>();
 
 // Zero is a free slot's state (zeroed memory is a valid empty level).
@@ -88,15 +101,41 @@ struct Slot {
     job: UnsafeCell<MaybeUninit<Job>>,
 }
 
-/// One priority's bounded queue (single producer under the state lock,
-/// many consumers).
+/// One priority's queue: a bounded ring (single producer under the state
+/// lock, many consumers) and, behind it, an overflow that only the lock
+/// holder touches.
+///
+/// Positions number the entries in order. Those below `tail` are in the
+/// ring; `tail .. tail + overflow.len()` wait in the overflow (`None` for
+/// one cancelled there), and move into the ring at their position.
 pub(crate) struct Level {
     pub(crate) priority: i32,
     head: Padded<AtomicU64>,
-    tail: Padded<AtomicU64>,
+    tail: Padded<Tail>,
     /// `CAP` slots in a zeroed mapping of their own (`pages::map`): its
     /// pages are touched as entries use them.
     slots: std::ptr::NonNull<Slot>,
+    /// What only the producer (the lock holder) touches, on lines of its
+    /// own: workers read `slots` and `priority` at every take.
+    producer: Padded<UnsafeCell<Producer>>,
+    /// The overflow's length, for workers (which find an empty ring with a
+    /// waiting overflow and come to the lock to move it).
+    overflow_len: Padded<AtomicU64>,
+}
+
+/// The producer's end of the ring (workers do not read it).
+#[derive(Default)]
+struct Tail {
+    pos: AtomicU64,
+    /// The producer's copy of `Level::overflow_len`, read at every push.
+    overflow: AtomicU64,
+}
+
+#[derive(Default)]
+struct Producer {
+    /// Entries waiting for room in the ring: task ids with their jobs
+    /// (`None` once cancelled).
+    overflow: VecDeque<(u64, Option<Job>)>,
 }
 
 // SAFETY: a slot's job is written by the producer before the release of its
@@ -111,7 +150,40 @@ impl Level {
         // Zeroed memory is an array of free slots (sequence numbers stored
         // relative to the index, state `CANCELLED`, uninitialised jobs).
         let slots = pages::map_populated(SLOTS_BYTES, std::mem::align_of::<Slot>()).cast::<Slot>();
-        Box::new(Level { priority, head: Padded::default(), tail: Padded::default(), slots })
+        Box::new(Level {
+            priority,
+            head: Padded::default(),
+            tail: Padded::default(),
+            slots,
+            producer: Padded::default(),
+            overflow_len: Padded::default(),
+        })
+    }
+
+    /// The producer's part; the caller holds the state lock (every access
+    /// does).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn producer(&self) -> &mut Producer {
+        // SAFETY: the caller's contract: one lock holder at a time.
+        unsafe { &mut *self.producer.get() }
+    }
+
+    /// The overflow; the caller holds the state lock.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn overflow(&self) -> &mut VecDeque<(u64, Option<Job>)> {
+        // SAFETY: the caller's contract.
+        unsafe { &mut self.producer().overflow }
+    }
+
+    /// True if entries wait in the overflow (any thread; a hint).
+    fn is_overflowing(&self) -> bool {
+        self.overflow_len.load(Ordering::Relaxed) != 0
+    }
+
+    /// Records the overflow's length; the caller holds the state lock.
+    fn set_overflow_len(&self, len: usize) {
+        self.tail.overflow.store(len as u64, Ordering::Relaxed);
+        self.overflow_len.store(len as u64, Ordering::Relaxed);
     }
 
     #[inline]
@@ -138,25 +210,100 @@ impl Level {
     }
 
     /// Pushes a task; the caller holds the state lock. Returns its
-    /// position, or the job back when the level is full. Unless `publish`,
-    /// no worker sees the entry before [`Level::publish`].
-    #[inline]
-    fn push(&self, id: u64, job: Job, publish: bool) -> Result<u64, Job> {
-        let pos = self.tail.load(Ordering::Relaxed);
-        if self.seq(pos) != pos {
-            return Err(job);
+    /// position and whether it went into the ring (else it waits in the
+    /// overflow, behind the entries already there). Unless `publish`, no
+    /// worker sees a ring entry before [`Level::publish`]; an overflow
+    /// entry is published when it moves into the ring.
+    #[inline(always)]
+    fn push(&self, id: u64, job: Job, publish: bool) -> (u64, bool) {
+        let pos = self.tail.pos.load(Ordering::Relaxed);
+        if self.tail.overflow.load(Ordering::Relaxed) != 0 || self.seq(pos) != pos {
+            // SAFETY: the caller holds the state lock.
+            return unsafe { self.push_slow(id, job, publish) };
         }
+        self.write_slot(pos, id, Some(job), publish);
+        (pos, true)
+    }
+
+    /// A push behind an overflow or into a full ring.
+    ///
+    /// # Safety
+    /// The caller holds the state lock.
+    #[inline(never)]
+    unsafe fn push_slow(&self, id: u64, job: Job, publish: bool) -> (u64, bool) {
+        if publish {
+            // SAFETY: the caller's contract; not in a batch.
+            unsafe { self.refill(REFILL_PER_ADD) };
+        }
+        let pos = self.tail.pos.load(Ordering::Relaxed);
+        if !self.is_overflowing() && self.seq(pos) == pos {
+            self.write_slot(pos, id, Some(job), publish);
+            return (pos, true);
+        }
+        // SAFETY: the caller's contract.
+        let overflow = unsafe { self.overflow() };
+        let pos = pos + overflow.len() as u64;
+        overflow.push_back((id, Some(job)));
+        self.set_overflow_len(overflow.len());
+        (pos, false)
+    }
+
+    /// The id of the last entry pushed; the caller holds the state lock.
+    fn last_id(&self) -> Option<u64> {
+        // SAFETY: the caller's contract.
+        if let Some((id, _)) = unsafe { self.overflow() }.back() {
+            return Some(*id);
+        }
+        let tail = self.tail.pos.load(Ordering::Relaxed);
+        (tail > 0).then(|| self.slot(tail - 1).id.load(Ordering::Relaxed))
+    }
+
+    /// Writes the free ring slot at `pos` (the tail) and advances the tail:
+    /// a queued entry, or for `None` a cancelled one (an overflow entry
+    /// cancelled before it moved), which workers pop and skip.
+    #[inline(always)]
+    fn write_slot(&self, pos: u64, id: u64, job: Option<Job>, publish: bool) {
         let slot = self.slot(pos);
         slot.id.store(id, Ordering::Relaxed);
-        slot.state.store(QUEUED, Ordering::Relaxed);
-        // SAFETY: the slot is free (its sequence number says so) and only
-        // the producer, which holds the state lock, writes it now.
-        unsafe { (*slot.job.get()).write(job) };
+        match job {
+            Some(job) => {
+                slot.state.store(QUEUED, Ordering::Relaxed);
+                // SAFETY: the slot is free (its sequence number says so)
+                // and only the producer, which holds the state lock, writes
+                // it now.
+                unsafe { (*slot.job.get()).write(job) };
+            }
+            None => slot.state.store(CANCELLED, Ordering::Relaxed),
+        }
         if publish {
             self.set_seq(pos, pos + 1);
         }
-        self.tail.store(pos + 1, Ordering::Release);
-        Ok(pos)
+        self.tail.pos.store(pos + 1, Ordering::Release);
+    }
+
+    /// Moves up to `max` overflow entries into the ring, as it has room,
+    /// published. Returns how many moved.
+    ///
+    /// # Safety
+    /// The caller holds the state lock, and no batch is being added.
+    unsafe fn refill(&self, max: usize) -> usize {
+        // SAFETY: the caller's contract.
+        let overflow = unsafe { self.overflow() };
+        let mut moved = 0;
+        while moved < max {
+            let pos = self.tail.pos.load(Ordering::Relaxed);
+            if overflow.is_empty() || self.seq(pos) != pos {
+                break;
+            }
+            let (id, job) = overflow.pop_front().expect("not empty");
+            self.write_slot(pos, id, job, true);
+            moved += 1;
+        }
+        if overflow.is_empty() && overflow.capacity() > OVERFLOW_KEEP {
+            *overflow = VecDeque::new();
+        }
+        self.set_overflow_len(overflow.len());
+        moved
     }
 
     fn publish(&self, pos: u64) {
@@ -186,9 +333,26 @@ impl Level {
         self.set_seq(pos, pos + CAP);
     }
 
+    /// The overflow entry at `pos`, if `pos` is in the overflow.
+    ///
+    /// # Safety
+    /// The caller holds the state lock.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn overflow_entry(&self, pos: u64) -> Option<&mut (u64, Option<Job>)> {
+        let tail = self.tail.pos.load(Ordering::Relaxed);
+        let i = usize::try_from(pos.checked_sub(tail)?).ok()?;
+        // SAFETY: the caller's contract.
+        unsafe { self.overflow() }.get_mut(i)
+    }
+
     /// Cancels the entry at `pos` if it still holds task `id`, unclaimed;
     /// the caller holds the state lock. Returns its job.
     fn cancel(&self, pos: u64, id: u64) -> Option<Job> {
+        // SAFETY: the caller holds the state lock (this function's
+        // contract, as for every producer-side call).
+        if let Some((eid, job)) = unsafe { self.overflow_entry(pos) } {
+            return if *eid == id { job.take() } else { None };
+        }
         let slot = self.slot(pos);
         if slot.id.load(Ordering::Relaxed) != id {
             return None;
@@ -198,8 +362,13 @@ impl Level {
         Some(unsafe { (*slot.job.get()).assume_init_read() })
     }
 
-    /// True if the entry at `pos` still holds task `id`, unclaimed.
+    /// True if the entry at `pos` still holds task `id`, unclaimed; the
+    /// caller holds the state lock.
     fn is_queued(&self, pos: u64, id: u64) -> bool {
+        // SAFETY: the caller holds the state lock (this function's contract).
+        if let Some((eid, job)) = unsafe { self.overflow_entry(pos) } {
+            return *eid == id && job.is_some();
+        }
         let slot = self.slot(pos);
         slot.id.load(Ordering::Relaxed) == id && slot.state.load(Ordering::Acquire) == QUEUED
     }
@@ -209,7 +378,7 @@ impl Drop for Level {
     fn drop(&mut self) {
         // Entries nobody claimed or cancelled (a manager dropped without a
         // shut down): their jobs are freed here.
-        let (head, tail) = (*self.head.0.get_mut(), *self.tail.0.get_mut());
+        let (head, tail) = (*self.head.0.get_mut(), *self.tail.0.pos.get_mut());
         for pos in head..tail {
             let slot = self.slot(pos);
             if slot.state.load(Ordering::Relaxed) == QUEUED {
@@ -348,15 +517,14 @@ impl LevelRef {
     /// The id of the last entry pushed, if any; the caller holds the state
     /// lock (which every push takes).
     pub(crate) fn last_id(self) -> Option<u64> {
-        // SAFETY: levels live as long as the lane (see the type's doc).
-        let level = unsafe { self.0.as_ref() };
-        let tail = level.tail.load(Ordering::Relaxed);
-        (tail > 0).then(|| level.slot(tail - 1).id.load(Ordering::Relaxed))
+        // SAFETY: levels live as long as the lane (see the type's doc);
+        // the caller holds the state lock.
+        unsafe { self.0.as_ref() }.last_id()
     }
 
     /// See [`Level::push`]; the caller holds the state lock.
-    #[inline]
-    pub(crate) fn push(self, id: u64, job: Job, publish: bool) -> Result<u64, Job> {
+    #[inline(always)]
+    pub(crate) fn push(self, id: u64, job: Job, publish: bool) -> (u64, bool) {
         // SAFETY: levels live as long as the lane (see the type's doc).
         unsafe { self.0.as_ref() }.push(id, job, publish)
     }
@@ -582,11 +750,13 @@ impl Lane {
     }
 
     /// Cancels every unclaimed entry of a closed lane and hands over
-    /// `(id, job)` for each; the caller holds the state lock.
+    /// `(id, job)` for each, in each level's order; the caller holds the
+    /// state lock. (Overflow entries stay as cancelled ones, to keep their
+    /// positions.)
     pub(crate) fn drain(&self, mut sink: impl FnMut(u64, Job)) {
         debug_assert!(!self.is_open());
         for level in self.ordered() {
-            let (head, tail) = (level.head.load(Ordering::Acquire), level.tail.load(Ordering::Relaxed));
+            let (head, tail) = (level.head.load(Ordering::Acquire), level.tail.pos.load(Ordering::Relaxed));
             for pos in head..tail {
                 let slot = level.slot(pos);
                 let id = slot.id.load(Ordering::Relaxed);
@@ -594,7 +764,33 @@ impl Lane {
                     sink(id, job);
                 }
             }
+            // SAFETY: the caller holds the state lock.
+            for (id, job) in unsafe { level.overflow() }.iter_mut() {
+                if let Some(job) = job.take() {
+                    sink(*id, job);
+                }
+            }
         }
+    }
+
+    /// Moves overflow entries into the rings that have room, every level;
+    /// the caller holds the state lock and adds no batch. Returns true if
+    /// any moved.
+    pub(crate) fn refill(&self) -> bool {
+        let mut moved = 0;
+        for level in self.ordered().filter(|l| l.is_overflowing()) {
+            // SAFETY: the caller's contract.
+            moved += unsafe { level.refill(usize::MAX) };
+        }
+        if moved > 0 {
+            self.epoch.fetch_add(1, Ordering::Release);
+        }
+        moved > 0
+    }
+
+    /// True if some level has entries in its overflow (a hint).
+    pub(crate) fn is_overflowing(&self) -> bool {
+        self.ordered().any(Level::is_overflowing)
     }
 
     /// The best level with an entry, as `(priority, id of its oldest
@@ -609,21 +805,22 @@ impl Lane {
         })
     }
 
-    /// Entries pushed and not yet popped, over every level (some may be
-    /// cancelled); reads the heads the workers write, so only for slow
-    /// paths.
+    /// Entries pushed and not yet popped, over every level, overflows
+    /// included (some may be cancelled); reads the heads the workers
+    /// write, so only for slow paths.
     pub(crate) fn queued(&self) -> usize {
         self.ordered()
             .map(|l| {
-                let tail = l.tail.load(Ordering::Relaxed);
-                (tail - l.head.load(Ordering::Relaxed).min(tail)) as usize
+                let tail = l.tail.pos.load(Ordering::Relaxed);
+                (tail - l.head.load(Ordering::Relaxed).min(tail) + l.overflow_len.load(Ordering::Relaxed)) as usize
             })
             .sum()
     }
 
-    /// True if a worker could find an entry (for spinning).
+    /// True if a worker could find an entry, or an overflow to move into
+    /// an empty ring (for spinning).
     pub(crate) fn has_work(&self) -> bool {
-        self.is_open() && self.ordered().any(|l| l.has_entries())
+        self.is_open() && self.ordered().any(|l| l.has_entries() || l.is_overflowing())
     }
 
     /// Claims the best task for worker `w`, unless the locked queue has one
@@ -686,6 +883,12 @@ impl Lane {
                     w.claims.store(w.claims.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
                     return Take::Job(id, job);
                 }
+            }
+            if level.is_overflowing() {
+                // Its ring is empty and its next entries wait in the
+                // overflow: the worker moves them under the lock (before it
+                // takes any lower level's).
+                return Take::Lock;
             }
         }
         Take::Empty

@@ -1500,6 +1500,9 @@ impl State {
             self.lane.publish(level as usize, pos);
         }
         self.lane.published();
+        // Entries that went to an overflow while its ring had room (an
+        // overflow was waiting when the batch began).
+        self.lane.refill();
         if self.lane_batch.capacity() > 4096 {
             self.lane_batch = Vec::new();
         }
@@ -1526,11 +1529,10 @@ impl State {
     }
 
     /// Moves up to two of the oldest locked tasks of `priority` into its
-    /// lane level while they are independent tasks, newer than the level's
-    /// last entry (a level is a FIFO: an older task, one whose priority was
-    /// changed or that was moved out to be linked, stays on the locked
-    /// path, where workers compare ids), and the level has room (see
-    /// `State::add`).
+    /// lane level while they are independent tasks and newer than the
+    /// level's last entry (a level is a FIFO: an older task, one whose
+    /// priority was changed or that was moved out to be linked, stays on
+    /// the locked path, where workers compare ids; see `State::add`).
     #[inline(never)]
     fn refill_lane(&mut self, priority: i32) {
         let Some((level, level_ref)) = self.lane_level(priority) else {
@@ -1550,17 +1552,10 @@ impl State {
             let Body::Pending(job) = mem::replace(&mut task.body, Body::Lane { level, pos: 0 }) else {
                 unreachable!("checked above")
             };
-            match level_ref.push(id, job, !self.lane_batching) {
-                Ok(pos) => {
-                    task.body = Body::Lane { level, pos };
-                    if self.lane_batching {
-                        self.lane_batch.push((level, pos));
-                    }
-                }
-                Err(job) => {
-                    task.body = Body::Pending(job);
-                    return;
-                }
+            let (pos, in_ring) = level_ref.push(id, job, !self.lane_batching);
+            task.body = Body::Lane { level, pos };
+            if self.lane_batching && in_ring {
+                self.lane_batch.push((level, pos));
             }
             self.ready.pop();
             self.ready.taken(priority);
@@ -1632,7 +1627,7 @@ impl State {
     #[inline(always)]
     fn add(
         &mut self,
-        mut job: Job,
+        job: Job,
         priority: i32,
         group: GroupKey,
         upstream: &[u64],
@@ -1650,11 +1645,12 @@ impl State {
         // The new task is not in the table yet: the compaction must keep it.
         self.compact_group(group_index, id);
 
-        // Not while the locked queue holds tasks of this priority (a level
-        // that was full, tasks that became ready late): they come first.
-        // The oldest of them move into the lane as it makes room, so that a
-        // level that filled up (a worker descheduled for a millisecond)
-        // does not leave the workers on the locked path for good.
+        // Not while the locked queue holds tasks of this priority (tasks
+        // that became ready late, were given back or had their priority
+        // changed): they come first. The oldest of them move into the lane
+        // as new ones come, so that the workers do not stay on the locked
+        // path for good. A full level's ring does not send tasks here: they
+        // wait in its overflow.
         let lane_ok = upstream.is_empty() && job.run.is_some() && self.lane.is_open();
         let mut refilled = false;
         if lane_ok && self.ready.has_priority(priority) {
@@ -1663,21 +1659,16 @@ impl State {
         }
         if lane_ok && (!refilled || !self.ready.has_priority(priority)) {
             if let Some((level, level_ref)) = self.lane_level(priority) {
-                match level_ref.push(id, job, !self.lane_batching) {
-                    Ok(pos) => {
-                        if self.lane_batching {
-                            self.lane_batch.push((level, pos));
-                        }
-                        let body = Body::Lane { level, pos };
-                        self.tasks.insert(id, Task { body, priority, group: group_index, links: None, waiting: 0 });
-                        self.lane_added += 1;
-                        self.plain_lane_add = !refilled;
-                        self.provision(after);
-                        return Ok(id);
-                    }
-                    // The level is full: the locked path.
-                    Err(j) => job = j,
+                let (pos, in_ring) = level_ref.push(id, job, !self.lane_batching);
+                if self.lane_batching && in_ring {
+                    self.lane_batch.push((level, pos));
                 }
+                let body = Body::Lane { level, pos };
+                self.tasks.insert(id, Task { body, priority, group: group_index, links: None, waiting: 0 });
+                self.lane_added += 1;
+                self.plain_lane_add = !refilled;
+                self.provision(after);
+                return Ok(id);
             }
         }
 
@@ -2448,6 +2439,10 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
             return Next::Exit;
         }
         if st.processing && st.lane_live() > 0 {
+            if manager.lane.is_overflowing() && manager.lane.is_open() {
+                // A ring emptied while entries wait behind it.
+                manager.lane.refill();
+            }
             if let Some((lane_priority, lane_id)) = manager.lane.top() {
                 let tie_below = match st.ready_front() {
                     Some((p, id)) if p > lane_priority || (p == lane_priority && id < lane_id) => None,
