@@ -427,10 +427,12 @@ struct Seg {
 /// `Outcomes` of src/engine/lane.rs: counts of outcomes pushed and popped,
 /// and each side's own segment; the producer links a new segment before it
 /// publishes the first outcome in it, the consumer frees a segment when it
-/// moves on to the next.
+/// moves on to the next, and reads the producer's count only when the
+/// outcomes it saw last are used up.
 struct Queue {
     pushed: AtomicUsize,
     popped: AtomicUsize,
+    seen: UnsafeCell<usize>,
     tail: UnsafeCell<usize>,
     head: UnsafeCell<usize>,
     segs: Vec<Seg>,
@@ -444,6 +446,7 @@ impl Queue {
         Queue {
             pushed: AtomicUsize::new(0),
             popped: AtomicUsize::new(0),
+            seen: UnsafeCell::new(0),
             tail: UnsafeCell::new(0),
             head: UnsafeCell::new(0),
             segs: (0..3)
@@ -485,7 +488,15 @@ impl Queue {
 
     fn pop(&self) -> Option<u32> {
         let n = self.popped.load(Ordering::Relaxed);
-        if n == self.pushed.load(Ordering::Acquire) {
+        let empty = self.seen.with_mut(|s| {
+            // SAFETY: the consumer's own cell.
+            let s = unsafe { &mut *s };
+            if n == *s {
+                *s = self.pushed.load(Ordering::Acquire);
+            }
+            n == *s
+        });
+        if empty {
             return None;
         }
         let i = n % SEG;

@@ -419,10 +419,18 @@ impl Segment {
 /// so that a worker never waits for the host to poll, nor takes the lock
 /// to make room (what it holds is what the locked path would keep as
 /// finished records and events anyway).
+/// The consumer's end of an outcome queue.
+#[derive(Default)]
+struct Popped {
+    count: AtomicU64,
+    /// The producer's count as last read (outcomes below it are published).
+    seen: UnsafeCell<u64>,
+}
+
 struct Outcomes {
     /// Outcomes pushed and popped so far.
     pushed: Padded<AtomicU64>,
-    popped: Padded<AtomicU64>,
+    popped: Padded<Popped>,
     /// The producer's segment and the consumer's (each touched by its side
     /// only; the consumer follows `next` to the producer's).
     tail: UnsafeCell<*mut Segment>,
@@ -461,9 +469,16 @@ impl Outcomes {
 
     /// Consumer side (the caller holds the state lock).
     fn pop(&self) -> Option<(u64, Outcome)> {
-        let n = self.popped.load(Ordering::Relaxed);
-        if n == self.pushed.load(Ordering::Acquire) {
-            return None;
+        let n = self.popped.count.load(Ordering::Relaxed);
+        // SAFETY: `seen` is the consumer's own (the caller holds the lock).
+        let seen = unsafe { &mut *self.popped.seen.get() };
+        if n == *seen {
+            // Read the producer's count (its line) once per run of
+            // outcomes, not once per outcome.
+            *seen = self.pushed.load(Ordering::Acquire);
+            if n == *seen {
+                return None;
+            }
         }
         let i = (n % SEGMENT as u64) as usize;
         // SAFETY: outcome `n` was published (acquire above); the consumer's
@@ -479,12 +494,12 @@ impl Outcomes {
             }
             (*(*seg).slots[i].get()).assume_init_read()
         };
-        self.popped.store(n + 1, Ordering::Release);
+        self.popped.count.store(n + 1, Ordering::Release);
         Some(v)
     }
 
     fn is_empty(&self) -> bool {
-        self.popped.load(Ordering::Relaxed) == self.pushed.load(Ordering::Acquire)
+        self.popped.count.load(Ordering::Relaxed) == self.pushed.load(Ordering::Acquire)
     }
 }
 
