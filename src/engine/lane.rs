@@ -414,11 +414,6 @@ impl Segment {
     }
 }
 
-/// A worker's outcomes: an unbounded queue of segments, single producer
-/// (the worker), single consumer (whoever holds the state lock). Unbounded
-/// so that a worker never waits for the host to poll, nor takes the lock
-/// to make room (what it holds is what the locked path would keep as
-/// finished records and events anyway).
 /// The consumer's end of an outcome queue.
 #[derive(Default)]
 struct Popped {
@@ -427,6 +422,11 @@ struct Popped {
     seen: UnsafeCell<u64>,
 }
 
+/// A worker's outcomes: an unbounded queue of segments, single producer
+/// (the worker), single consumer (whoever holds the state lock). Unbounded
+/// so that a worker never waits for the host to poll, nor takes the lock
+/// to make room (what it holds is what the locked path would keep as
+/// finished records and events anyway).
 struct Outcomes {
     /// Outcomes pushed and popped so far.
     pushed: Padded<AtomicU64>,
