@@ -415,3 +415,26 @@ fn batches_past_the_ring_keep_their_order_behind_an_overflow() {
     assert_eq!(log.get(), (0..PAST_THE_RING + 200).collect::<Vec<_>>());
     finish(m);
 }
+
+#[test]
+fn a_group_stop_and_a_priority_change_reach_tasks_waiting_in_an_overflow() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let log = Log::default();
+    // Alternate two groups past the ring: the overflow holds both.
+    let ids: Vec<u64> =
+        (0..PAST_THE_RING).map(|i| m.add(logging(&log, i), 0, g(1 + (i % 2) as u64), &[]).unwrap()).collect();
+    // A task in the overflow moves up: it leaves the lane and runs first.
+    let late = ids[PAST_THE_RING as usize - 2];
+    m.set_priority(late, 9).unwrap();
+    let r = m.stop_group(g(2), false, false).unwrap();
+    assert_eq!(r.before_start, PAST_THE_RING as u64 / 2, "every task of the group, the overflow's too");
+    assert_eq!(m.group_stats(g(2)).unwrap(), [0, 0, 0, 0]);
+    gate.open();
+    collect_finals(&m, PAST_THE_RING as usize / 2 + 1);
+    let mut want = vec![PAST_THE_RING - 2];
+    want.extend((0..PAST_THE_RING - 2).filter(|i| i % 2 == 0));
+    assert_eq!(log.get(), want, "the moved task first, then group 1 in order; group 2 never ran");
+    finish(m);
+}
