@@ -169,6 +169,22 @@ def build_rustpool():
     return Peer("rustpool", os.path.join(RUSTPOOL, "target", "release", "peer_rustpool")), None
 
 
+def build_against_btm(src, out, deps):
+    """Compiles the C program `src` against target/release's libbtm into
+    `out` if it is older than `src`, the library or `deps`. Returns None,
+    or the error."""
+    lib = os.path.join(ROOT, "target", "release", "libbtm.so")
+    if not newer(out, [src, lib] + deps):
+        return None
+    cmd = ["gcc", "-O2", "-std=c11", "-I" + os.path.join(ROOT, "include"), src,
+           "-L" + os.path.join(ROOT, "target", "release"), "-lbtm", "-lpthread", "-o", out]
+    ok, text = sh(cmd)
+    if ok:
+        return None
+    remove(out)
+    return "build failed: %s\n%s" % (" ".join(cmd), text.strip())
+
+
 def build_btm():
     src = os.path.join(BENCH, "btm_bench.c")
     if not os.path.exists(src):
@@ -177,20 +193,15 @@ def build_btm():
     if not ok:
         return None, "ERROR: cargo build --release failed:\n" + text.strip()
     out = os.path.join(BUILD, "btm_bench")
-    lib = os.path.join(ROOT, "target", "release", "libbtm.so")
     # The program records the library's soname, libbtm.so.0 (build.rs):
     # the link a package would install, made here as tests/c/run.sh does.
     soname = os.path.join(ROOT, "target", "release", "libbtm.so.0")
     if os.path.lexists(soname):
         os.remove(soname)
     os.symlink("libbtm.so", soname)
-    cmd = ["gcc", "-O2", "-I" + os.path.join(ROOT, "include"), src,
-           "-L" + os.path.join(ROOT, "target", "release"), "-lbtm", "-lpthread", "-o", out]
-    if newer(out, [src, lib, os.path.join(PEERS, "peer_common.h")]):
-        ok, text = sh(cmd)
-        if not ok:
-            remove(out)
-            return None, "ERROR: build failed: %s\n%s" % (" ".join(cmd), text.strip())
+    err = build_against_btm(src, out, [os.path.join(PEERS, "peer_common.h")])
+    if err:
+        return None, "ERROR: " + err
     return Peer("btm", out, {"LD_LIBRARY_PATH": os.path.join(ROOT, "target", "release")}), None
 
 
@@ -360,19 +371,14 @@ def lane_path_ir(btm, timeout):
     that every task takes the lane (the path of W1's tasks), then lets the
     worker run them all and polls them. Whole-program Ir/task = (Ir of N -
     Ir of 0) / N. Unlike `w1` under callgrind, whose count depends on how
-    valgrind schedules the threads (a host that runs long enough fills a
-    lane level and its next adds take the locked path), this is exact from
-    run to run. Returns a dict like run_callgrind's entries."""
+    valgrind schedules the threads (a host that finds no event and waits
+    makes the workers finish their tasks under the lock), this is exact
+    from run to run. Returns a dict like run_callgrind's entries."""
     src = os.path.join(BENCH, "btm_paths.c")
     out = os.path.join(BUILD, "btm_paths")
-    lib = os.path.join(ROOT, "target", "release", "libbtm.so")
-    if newer(out, [src, lib]):
-        cmd = ["gcc", "-O2", "-std=c11", "-I" + os.path.join(ROOT, "include"), src,
-               "-L" + os.path.join(ROOT, "target", "release"), "-lbtm", "-lpthread", "-o", out]
-        ok, text = sh(cmd)
-        if not ok:
-            remove(out)
-            return {"error": "build failed: %s" % text.strip()}
+    err = build_against_btm(src, out, [])
+    if err:
+        return {"error": err}
     peer = Peer("btm_lane_path", out, {"LD_LIBRARY_PATH": btm.env.get("LD_LIBRARY_PATH", "")})
     base, err = callgrind_ir(peer, 0, timeout, ["0", "lane"])
     ir = None
@@ -868,10 +874,10 @@ def render(data, out_dir):
         elif "error" in lp:
             L.append("| btm, W1's path, exact | failed: %s | | | |" % lp["error"].replace("\n", " ")[:200])
         L.append("")
-        L.append("btm's `w1` count depends on how valgrind schedules the threads: valgrind runs "
-                 "one thread at a time, and a host that runs long enough fills a lane level, so "
-                 "that its next adds take the locked path (about 1,000 instructions per task "
-                 "instead of about 700). The exact row counts W1's path alone: "
+        L.append("btm's `w1` count can depend on how valgrind schedules the threads: valgrind "
+                 "runs one thread at a time, and a host that finds no event and waits makes the "
+                 "workers finish their tasks under the lock (a costlier path). The exact row "
+                 "counts W1's path alone: "
                  "`bench/btm_paths.c` adds %d tasks while its one worker is held, so every task "
                  "takes the lane, then lets the worker run them and polls them (Ir of N minus "
                  "Ir of 0, over N). `bash bench/paths.sh` splits it into add, worker and poll."
@@ -926,7 +932,7 @@ creates its pool and runs 64 warm-up tasks before any clock starts. Times are
 `CLOCK_MONOTONIC` from the first add to the last completion *observed by the main thread*.
 
 - **btm**: `bench/btm_bench.c` through the C API (so the FFI cost is counted), built with
-  `gcc -O2 -Iinclude bench/btm_bench.c -Ltarget/release -lbtm -lpthread`, one
+  `gcc -O2 -std=c11 -Iinclude bench/btm_bench.c -Ltarget/release -lbtm -lpthread`, one
   `btm_add_task` call per task. The main thread polls with `btm_poll_events` and, when a
   poll finds nothing, blocks in `btm_wait_events`, as every peer's main thread blocks in
   its completion queue; in W4 alone it polls in a loop (the lowest latency a host can

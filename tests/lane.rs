@@ -8,7 +8,7 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use btm::engine::{Manager, Notify, Owned, TaskHooks};
+use btm::engine::{GroupKey, Manager, Notify, Owned, TaskHooks};
 use common::*;
 
 fn finish(m: Arc<Manager>) {
@@ -19,7 +19,7 @@ fn finish(m: Arc<Manager>) {
 
 /// Adds a task (to `group`) that blocks its worker on the returned gate,
 /// and waits until it does.
-fn occupy_a_worker(m: &Arc<Manager>, group: btm::engine::GroupKey) -> Gate {
+fn occupy_a_worker(m: &Arc<Manager>, group: GroupKey) -> Gate {
     let gate = Gate::new();
     let gc = gate.clone();
     m.add(job(move |_| gc.pass()), 0, group, &[]).unwrap();
@@ -290,13 +290,19 @@ fn a_task_moved_off_the_lane_keeps_its_place_among_later_adds() {
 /// ones wait in the level's overflow.
 const PAST_THE_RING: i64 = 20_000;
 
+/// Adds `PAST_THE_RING` tasks logging 0, 1, ... at `priority`, task `i` in
+/// group `group(i)`; returns their ids.
+fn add_past_the_ring(m: &Arc<Manager>, log: &Log, priority: i32, group: impl Fn(i64) -> GroupKey) -> Vec<u64> {
+    (0..PAST_THE_RING).map(|i| m.add(logging(log, i), priority, group(i), &[]).unwrap()).collect()
+}
+
 #[test]
 fn tasks_waiting_in_a_levels_overflow_can_be_stopped_linked_and_counted() {
     let _s = serial();
     let m = manager(1, true);
     let gate = occupy_a_worker(&m, DEFAULT);
     let log = Log::default();
-    let ids: Vec<u64> = (0..PAST_THE_RING).map(|i| m.add(logging(&log, i), 0, g(5), &[]).unwrap()).collect();
+    let ids = add_past_the_ring(&m, &log, 0, |_| g(5));
     assert_eq!(m.group_stats(g(5)).unwrap(), [PAST_THE_RING as u64, 0, 0, 0], "all queued");
     // Stop two in the overflow and one in the ring.
     for i in [100, 19_000, 19_500] {
@@ -327,9 +333,7 @@ fn a_higher_priority_waiting_in_an_overflow_runs_before_lower_ones() {
     let m = manager(1, true);
     let gate = occupy_a_worker(&m, DEFAULT);
     let log = Log::default();
-    for i in 0..PAST_THE_RING {
-        m.add(logging(&log, i), 5, DEFAULT, &[]).unwrap();
-    }
+    add_past_the_ring(&m, &log, 5, |_| DEFAULT);
     for i in 0..10 {
         m.add(logging(&log, -1 - i), 0, DEFAULT, &[]).unwrap();
     }
@@ -347,9 +351,7 @@ fn hooks_and_pauses_reach_tasks_waiting_in_an_overflow() {
     let m = manager(1, true);
     let gate = occupy_a_worker(&m, DEFAULT);
     let log = Log::default();
-    for i in 0..PAST_THE_RING {
-        m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap();
-    }
+    add_past_the_ring(&m, &log, 0, |_| DEFAULT);
     // Hooks move every queued lane task, the overflow's too, to the
     // locked path, in order.
     m.set_task_hooks(Some(TaskHooks {
@@ -365,9 +367,7 @@ fn hooks_and_pauses_reach_tasks_waiting_in_an_overflow() {
     // The lane again, past its ring once more, paused while it waits.
     let gate = occupy_a_worker(&m, DEFAULT);
     let log = Log::default();
-    for i in 0..PAST_THE_RING {
-        m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap();
-    }
+    add_past_the_ring(&m, &log, 0, |_| DEFAULT);
     m.pause_processing().unwrap();
     gate.open();
     collect_finals(&m, 1);
@@ -384,9 +384,7 @@ fn a_shut_down_frees_tasks_waiting_in_an_overflow() {
     let m = manager(1, true);
     let gate = occupy_a_worker(&m, DEFAULT);
     let log = Log::default();
-    for i in 0..PAST_THE_RING {
-        m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap();
-    }
+    add_past_the_ring(&m, &log, 0, |_| DEFAULT);
     gate.open();
     // `finish` shuts down and checks that every task's data was freed once.
     finish(m);
@@ -423,8 +421,7 @@ fn a_group_stop_and_a_priority_change_reach_tasks_waiting_in_an_overflow() {
     let gate = occupy_a_worker(&m, DEFAULT);
     let log = Log::default();
     // Alternate two groups past the ring: the overflow holds both.
-    let ids: Vec<u64> =
-        (0..PAST_THE_RING).map(|i| m.add(logging(&log, i), 0, g(1 + (i % 2) as u64), &[]).unwrap()).collect();
+    let ids = add_past_the_ring(&m, &log, 0, |i| g(1 + (i % 2) as u64));
     // A task in the overflow moves up: it leaves the lane and runs first.
     let late = ids[PAST_THE_RING as usize - 2];
     m.set_priority(late, 9).unwrap();

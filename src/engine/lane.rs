@@ -111,7 +111,7 @@ struct Slot {
 pub(crate) struct Level {
     pub(crate) priority: i32,
     head: Padded<AtomicU64>,
-    tail: Padded<Tail>,
+    tail: Padded<AtomicU64>,
     /// `CAP` slots in a zeroed mapping of their own (`pages::map`): its
     /// pages are touched as entries use them.
     slots: std::ptr::NonNull<Slot>,
@@ -121,14 +121,6 @@ pub(crate) struct Level {
     /// The overflow's length, for workers (which find an empty ring with a
     /// waiting overflow and come to the lock to move it).
     overflow_len: Padded<AtomicU64>,
-}
-
-/// The producer's end of the ring (workers do not read it).
-#[derive(Default)]
-struct Tail {
-    pos: AtomicU64,
-    /// The producer's copy of `Level::overflow_len`, read at every push.
-    overflow: AtomicU64,
 }
 
 #[derive(Default)]
@@ -180,9 +172,9 @@ impl Level {
         self.overflow_len.load(Ordering::Relaxed) != 0
     }
 
-    /// Records the overflow's length; the caller holds the state lock.
+    /// Publishes the overflow's length to workers; the caller holds the
+    /// state lock.
     fn set_overflow_len(&self, len: usize) {
-        self.tail.overflow.store(len as u64, Ordering::Relaxed);
         self.overflow_len.store(len as u64, Ordering::Relaxed);
     }
 
@@ -216,9 +208,9 @@ impl Level {
     /// entry is published when it moves into the ring.
     #[inline(always)]
     fn push(&self, id: u64, job: Job, publish: bool) -> (u64, bool) {
-        let pos = self.tail.pos.load(Ordering::Relaxed);
-        if self.tail.overflow.load(Ordering::Relaxed) != 0 || self.seq(pos) != pos {
-            // SAFETY: the caller holds the state lock.
+        let pos = self.tail.load(Ordering::Relaxed);
+        // SAFETY (both blocks): the caller holds the state lock.
+        if !unsafe { self.overflow() }.is_empty() || self.seq(pos) != pos {
             return unsafe { self.push_slow(id, job, publish) };
         }
         self.write_slot(pos, id, Some(job), publish);
@@ -235,7 +227,7 @@ impl Level {
             // SAFETY: the caller's contract; not in a batch.
             unsafe { self.refill(REFILL_PER_ADD) };
         }
-        let pos = self.tail.pos.load(Ordering::Relaxed);
+        let pos = self.tail.load(Ordering::Relaxed);
         if !self.is_overflowing() && self.seq(pos) == pos {
             self.write_slot(pos, id, Some(job), publish);
             return (pos, true);
@@ -254,7 +246,7 @@ impl Level {
         if let Some((id, _)) = unsafe { self.overflow() }.back() {
             return Some(*id);
         }
-        let tail = self.tail.pos.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Relaxed);
         (tail > 0).then(|| self.slot(tail - 1).id.load(Ordering::Relaxed))
     }
 
@@ -278,7 +270,7 @@ impl Level {
         if publish {
             self.set_seq(pos, pos + 1);
         }
-        self.tail.pos.store(pos + 1, Ordering::Release);
+        self.tail.store(pos + 1, Ordering::Release);
     }
 
     /// Moves up to `max` overflow entries into the ring, as it has room,
@@ -291,7 +283,7 @@ impl Level {
         let overflow = unsafe { self.overflow() };
         let mut moved = 0;
         while moved < max {
-            let pos = self.tail.pos.load(Ordering::Relaxed);
+            let pos = self.tail.load(Ordering::Relaxed);
             if overflow.is_empty() || self.seq(pos) != pos {
                 break;
             }
@@ -339,7 +331,7 @@ impl Level {
     /// The caller holds the state lock.
     #[allow(clippy::mut_from_ref)]
     unsafe fn overflow_entry(&self, pos: u64) -> Option<&mut (u64, Option<Job>)> {
-        let tail = self.tail.pos.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Relaxed);
         let i = usize::try_from(pos.checked_sub(tail)?).ok()?;
         // SAFETY: the caller's contract.
         unsafe { self.overflow() }.get_mut(i)
@@ -378,7 +370,7 @@ impl Drop for Level {
     fn drop(&mut self) {
         // Entries nobody claimed or cancelled (a manager dropped without a
         // shut down): their jobs are freed here.
-        let (head, tail) = (*self.head.0.get_mut(), *self.tail.0.pos.get_mut());
+        let (head, tail) = (*self.head.0.get_mut(), *self.tail.0.get_mut());
         for pos in head..tail {
             let slot = self.slot(pos);
             if slot.state.load(Ordering::Relaxed) == QUEUED {
@@ -771,7 +763,7 @@ impl Lane {
     pub(crate) fn drain(&self, mut sink: impl FnMut(u64, Job)) {
         debug_assert!(!self.is_open());
         for level in self.ordered() {
-            let (head, tail) = (level.head.load(Ordering::Acquire), level.tail.pos.load(Ordering::Relaxed));
+            let (head, tail) = (level.head.load(Ordering::Acquire), level.tail.load(Ordering::Relaxed));
             for pos in head..tail {
                 let slot = level.slot(pos);
                 let id = slot.id.load(Ordering::Relaxed);
@@ -826,7 +818,7 @@ impl Lane {
     pub(crate) fn queued(&self) -> usize {
         self.ordered()
             .map(|l| {
-                let tail = l.tail.pos.load(Ordering::Relaxed);
+                let tail = l.tail.load(Ordering::Relaxed);
                 (tail - l.head.load(Ordering::Relaxed).min(tail) + l.overflow_len.load(Ordering::Relaxed)) as usize
             })
             .sum()
