@@ -215,7 +215,36 @@ struct Links {
     /// Tasks added later that named this one as upstream (ascending ids).
     downstream: Ids,
     /// Upstream results, in completion order.
-    received: Vec<Arc<ResultSet>>,
+    received: Received,
+}
+
+// Every linked task has a link record: keep it at five words.
+const _: () = assert!(mem::size_of::<Links>() == 40);
+
+/// The upstream results a linked task has received, in completion order.
+/// Boxed (8 bytes in the link record, which every linked task has; most
+/// receive no result), allocated when the first result arrives.
+#[derive(Default)]
+#[allow(clippy::box_collection)] // 8 bytes, not 24: on purpose
+struct Received(Option<Box<Vec<Arc<ResultSet>>>>);
+
+impl Received {
+    fn from_vec(v: Vec<Arc<ResultSet>>) -> Self {
+        Received((!v.is_empty()).then(|| Box::new(v)))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().map_or(true, |v| v.is_empty())
+    }
+
+    fn push(&mut self, r: Arc<ResultSet>) {
+        self.0.get_or_insert_with(Box::default).push(r);
+    }
+
+    /// The results, leaving none.
+    fn take(&mut self) -> Vec<Arc<ResultSet>> {
+        self.0.take().map(|b| *b).unwrap_or_default()
+    }
 }
 
 enum Body {
@@ -849,12 +878,9 @@ impl Manager {
                             };
                             st.deliverable -= 1;
                             if let Some(li) = task.links {
-                                let links = st.links.remove(li);
-                                if links.received.capacity() > 0 {
-                                    after.garbage(Garbage::Results(links.received));
-                                } else {
-                                    // Nothing allocated: no drop call needed.
-                                    mem::forget(links.received);
+                                let mut links = st.links.remove(li);
+                                if let Some(received) = links.received.0.take() {
+                                    after.garbage(Garbage::Results(*received));
                                 }
                             }
                             let end = match task.body {
@@ -1676,9 +1702,10 @@ impl State {
         let mut waiting = 0u32;
         let mut failed: Option<Arc<Failure>> = None;
         if !upstream.is_empty() {
-            // Duplicates count once; a single upstream needs no copy.
+            // Duplicates count once; a single upstream, or a list already
+            // ascending without duplicates, needs no copy.
             let sorted: Vec<u64>;
-            let ups: &[u64] = if upstream.len() > 1 {
+            let ups: &[u64] = if upstream.len() > 1 && !upstream.windows(2).all(|w| w[0] < w[1]) {
                 let mut v = upstream.to_vec();
                 v.sort_unstable();
                 v.dedup();
@@ -1698,7 +1725,11 @@ impl State {
             if claimed {
                 self.apply_lane(after);
             }
-            let mut l_upstream = Ids::default();
+            // One growth of the link slab for a fan-in (instead of doubling
+            // and copying it while the lock is held); the new task's own
+            // entry is the last.
+            self.links.reserve(ups.len() + 1);
+            let mut l_upstream = Ids::with_capacity(ups.len());
             let mut done: Vec<(u64, Arc<ResultSet>)> = Vec::new();
             for &u in ups {
                 let Some(ut) = self.tasks.get_mut(u) else {
@@ -1743,9 +1774,9 @@ impl State {
             let received = if done.capacity() == 0 {
                 // Nothing allocated: skip the out-of-line drop of an empty vector.
                 mem::forget(done);
-                Vec::new()
+                Received::default()
             } else {
-                done.into_iter().map(|(_, r)| r).collect()
+                Received::from_vec(done.into_iter().map(|(_, r)| r).collect())
             };
             links = Some(Links { upstream: l_upstream, downstream: Ids::default(), received });
         }
@@ -1758,7 +1789,7 @@ impl State {
             after.free(job.data);
             if let Some(l) = links.as_mut() {
                 if !l.received.is_empty() {
-                    after.garbage(Garbage::Results(mem::take(&mut l.received)));
+                    after.garbage(Garbage::Results(l.received.take()));
                 }
             }
             let links = links.map(|l| self.links.insert(l));
@@ -1904,7 +1935,7 @@ impl State {
             let Body::Pending(job) = mem::replace(&mut task.body, Body::Running { worker: index }) else {
                 unreachable!()
             };
-            let received = task.links.map(|li| mem::take(&mut self.links.get_mut(li).received)).unwrap_or_default();
+            let received = task.links.map(|li| self.links.get_mut(li).received.take()).unwrap_or_default();
             let task_group = task.group;
             match job.run {
                 Some(run) => {
@@ -2010,7 +2041,7 @@ impl State {
             if let Some(li) = dt.links {
                 let l = self.links.get_mut(li);
                 if !l.received.is_empty() {
-                    after.garbage(Garbage::Results(mem::take(&mut l.received)));
+                    after.garbage(Garbage::Results(l.received.take()));
                 }
                 queue.extend(l.downstream.iter());
             }
@@ -2207,7 +2238,7 @@ impl State {
             let Some(li) = links else { continue };
             let mut links = self.links.remove(li);
             if !links.received.is_empty() {
-                after.garbage(Garbage::Results(mem::take(&mut links.received)));
+                after.garbage(Garbage::Results(links.received.take()));
             }
             if up {
                 stack.extend(links.upstream.iter());

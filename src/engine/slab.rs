@@ -37,6 +37,13 @@ impl<T: Default> Slab<T> {
         LinkId(NonZeroU32::new(index + 1).expect("index + 1 is not zero"))
     }
 
+    /// Makes room for `additional` more entries than the free list holds.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        if additional > self.free.len() {
+            self.items.reserve(additional - self.free.len());
+        }
+    }
+
     /// Takes the entry out, leaving a default value, and frees its index.
     /// The memory goes back once every entry is free.
     pub(crate) fn remove(&mut self, id: LinkId) -> T {
@@ -89,5 +96,18 @@ mod tests {
         assert_eq!(s.remove(b), vec![2]);
         assert!(s.is_empty());
         assert_eq!(s.items.capacity(), 0, "all free: memory given back");
+    }
+
+    #[test]
+    fn reserve_counts_free_slots() {
+        let mut s: Slab<Vec<u8>> = Slab::new();
+        let ids: Vec<_> = (0..4).map(|i| s.insert(vec![i])).collect();
+        s.remove(ids[1]);
+        s.remove(ids[2]);
+        let cap = s.items.capacity();
+        s.reserve(2);
+        assert_eq!(s.items.capacity(), cap, "two free slots: no growth");
+        s.reserve(10);
+        assert!(s.items.capacity() >= s.items.len() + 8);
     }
 }
