@@ -26,7 +26,7 @@
 //!   segment before it publishes the first outcome in it.
 //! - **Overflow**: a level's ring is bounded; when it is full, adds wait in
 //!   the level's overflow (only the lock holder touches it), in order, and
-//!   move into the ring as it makes room: some at each add, all that fit
+//!   move into the ring as it makes room: some at each add, up to 1,024
 //!   when a worker finds the ring empty (it comes to the lock for that
 //!   rather than take from a lower level).
 //!
@@ -63,8 +63,11 @@ pub(crate) const LEVELS: usize = 4;
 /// made, so that adds do not take its page faults.
 const CAP: u64 = 1 << 14;
 /// Overflow entries an add moves into the ring (a worker that finds the
-/// ring empty moves all that fit, under the lock).
+/// ring empty moves more, see `REFILL_PER_SECTION`).
 const REFILL_PER_ADD: usize = 64;
+/// Overflow entries a worker that found a ring empty moves into it per lock
+/// section (an add waiting for the lock waits for at most this many).
+const REFILL_PER_SECTION: usize = 1024;
 /// Overflow capacity kept once the overflow is empty again.
 const OVERFLOW_KEEP: usize = 4096;
 const SLOTS_BYTES: usize = CAP as usize * std::mem::size_of::<Slot>();
@@ -787,7 +790,7 @@ impl Lane {
         let mut moved = 0;
         for level in self.ordered().filter(|l| l.is_overflowing()) {
             // SAFETY: the caller's contract.
-            moved += unsafe { level.refill(usize::MAX) };
+            moved += unsafe { level.refill(REFILL_PER_SECTION) };
         }
         if moved > 0 {
             self.epoch.fetch_add(1, Ordering::Release);
