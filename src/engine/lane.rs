@@ -95,22 +95,6 @@ impl<T> Deref for Padded<T> {
     }
 }
 
-/// Asks the CPU for the line of `slot` in a state it can write, ahead of
-/// the add that writes it: the line was last written by the worker that
-/// claimed the slot a lap earlier, and fetching it at the add made the
-/// host's next lock operation wait for it.
-#[inline(always)]
-fn prefetch_write(slot: &Slot) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHW only hints the cache (a no-op on CPUs without it);
-    // it reads no memory and cannot fault.
-    unsafe {
-        std::arch::asm!("prefetchw [{0}]", in(reg) slot as *const Slot, options(nostack, preserves_flags, readonly));
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = slot;
-}
-
 /// One line per slot: the host writing the next slot does not take the
 /// line of the one a worker is claiming.
 #[repr(align(64))]
@@ -236,7 +220,10 @@ impl Level {
             return unsafe { self.push_slow(id, job, publish) };
         }
         self.write_slot(pos, id, Some(job), publish);
-        prefetch_write(self.slot(pos + PREFETCH_AHEAD));
+        // The line was last written by the worker that claimed that slot a
+        // lap earlier: fetched at the add, the host's next lock operation
+        // would wait for it.
+        pages::prefetch_write(self.slot(pos + PREFETCH_AHEAD));
         (pos, true)
     }
 
