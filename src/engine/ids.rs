@@ -15,6 +15,7 @@ pub(crate) enum Ids {
 
 impl Ids {
     /// An empty list with room for `n` ids without growing.
+    #[inline]
     pub(crate) fn with_capacity(n: usize) -> Self {
         if n > 1 {
             Ids::Many(Box::new(Vec::with_capacity(n)))
