@@ -58,10 +58,14 @@ static void drain(btm_manager *m, size_t want, enum drain_mode mode);
 static void add(btm_manager *m, int prio, const btm_task_id *ups, size_t n_ups, btm_task_id *id);
 
 /* Tasks run before any clock starts, as every peer does (PC_WARMUP in
- * peers/peer_common.h): the worker threads exist and have run once. */
+ * peers/peer_common.h): the worker threads exist and have run once. With
+ * `levels` > 1 (W6) the warm-up uses priorities 0..levels-1 in turn, so that
+ * btm's queue of each priority exists before the clock starts (made at the
+ * first task of that priority: a 1 MiB mapping), as the hand-rolled pool's
+ * channel per priority does. */
 #define WARMUP 64
 
-static btm_manager *make(int start) {
+static btm_manager *make(int start, int levels) {
     btm_config cfg;
     btm_config_init(&cfg);
     cfg.max_threads = getenv("BTM_BENCH_THREADS") ? atoi(getenv("BTM_BENCH_THREADS")) : 2;
@@ -73,7 +77,7 @@ static btm_manager *make(int start) {
     }
     if (start) {
         btm_task_id id;
-        for (int i = 0; i < WARMUP; i++) add(m, 0, NULL, 0, &id);
+        for (int i = 0; i < WARMUP; i++) add(m, i % levels, NULL, 0, &id);
         drain(m, WARMUP, DRAIN_BLOCK_WHEN_EMPTY);
     }
     return m;
@@ -134,7 +138,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(w, "w1") || !strcmp(w, "w6")) {
         int levels = !strcmp(w, "w6") ? 4 : 1;
-        m = make(1);
+        m = make(1, levels);
         btm_task_desc *descs = NULL;
         btm_task_id *ids = NULL;
         if (bulk) {
@@ -169,7 +173,7 @@ int main(int argc, char **argv) {
                bulk ? "btm_bulk" : "btm", w, n, t / (double)n, t / 1e6);
     } else if (!strcmp(w, "w2a")) {
         size_t chains = 1000, len = 100;
-        m = make(1);
+        m = make(1, 1);
         double t0 = now_ns();
         for (size_t c = 0; c < chains; c++) {
             add(m, 0, NULL, 0, &id);
@@ -183,7 +187,7 @@ int main(int argc, char **argv) {
         printf("{\"peer\":\"btm\",\"workload\":\"w2a\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", chains * len,
                t / (double)(chains * len), t / 1e6);
     } else if (!strcmp(w, "w2b")) {
-        m = make(1);
+        m = make(1, 1);
         btm_task_id *ids = malloc(n * sizeof *ids);
         double t0 = now_ns();
         for (size_t i = 0; i < n; i++) add(m, 0, NULL, 0, &ids[i]);
@@ -194,7 +198,7 @@ int main(int argc, char **argv) {
         printf("{\"peer\":\"btm\",\"workload\":\"w2b\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", n,
                t / (double)(n + 1), t / 1e6);
     } else if (!strcmp(w, "w3")) {
-        m = make(0); /* paused: every task stays queued */
+        m = make(0, 1); /* paused: every task stays queued */
         btm_group g = {BTM_GROUP_KIND_NUMBERED, 0, 7};
         for (size_t i = 0; i < n; i++) {
             void *p = malloc(16);
@@ -217,7 +221,7 @@ int main(int argc, char **argv) {
         int sleep_on_wait = !strcmp(w, "w4fd");
         size_t reps = n ? n : 10000;
         double *lat = malloc(reps * sizeof *lat);
-        m = make(1);
+        m = make(1, 1);
         for (size_t i = 0; i < 100; i++) { /* warm up: threads started */
             add(m, 0, NULL, 0, &id);
             drain(m, 1, sleep_on_wait ? DRAIN_BLOCK_FIRST : DRAIN_SPIN);
@@ -233,7 +237,7 @@ int main(int argc, char **argv) {
                lat[reps / 2], lat[reps * 99 / 100]);
         free(lat);
     } else if (!strcmp(w, "w5")) {
-        m = make(0);
+        m = make(0, 1);
         long before = rss_bytes();
         for (size_t i = 0; i < n; i++) add(m, 0, NULL, 0, &id);
         long after = rss_bytes();
@@ -245,7 +249,7 @@ int main(int argc, char **argv) {
          * the whole queue, polling every event. Not run by bench/run.py. */
         int chains = !strcmp(w, "w2aphases");
         if (chains) n = 100000;
-        m = make(0);
+        m = make(0, 1);
         id = 0;
         double t0 = now_ns();
         for (size_t i = 0; i < n; i++) {

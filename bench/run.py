@@ -939,7 +939,9 @@ the shared protocol and helpers. The task body is the same everywhere: an empty,
 non-inlined `extern "C" void bench_task(void *)` called through a function pointer (read
 through a volatile, so no compiler can inline it) with a userdata pointer. Every pool has
 **2 worker threads**; the main thread submits and observes completions. Each program
-creates its pool and runs 64 warm-up tasks before any clock starts. Times are
+creates its pool and runs 64 warm-up tasks before any clock starts (for W6, btm and the
+hand-rolled pool run them at the four priorities in turn, so that btm's queue of each
+priority, made at its first task, exists before the clock as the pool's channels do). Times are
 `CLOCK_MONOTONIC` from the first add to the last completion *observed by the main thread*.
 
 - **btm**: `bench/btm_bench.c` through the C API (so the FFI cost is counted), built with

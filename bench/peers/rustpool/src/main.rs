@@ -63,9 +63,7 @@ extern "C" fn gate_task(_: *mut c_void) {
 fn gate_wait_entered(n: usize) {
     let mut g = GATE.lock().unwrap();
     while g.0 < n {
-        let (ng, to) = GATE_CV
-            .wait_timeout(g, std::time::Duration::from_secs(10))
-            .unwrap();
+        let (ng, to) = GATE_CV.wait_timeout(g, std::time::Duration::from_secs(10)).unwrap();
         g = ng;
         if to.timed_out() && g.0 < n {
             die(&format!("only {} of {} workers reached the gate", g.0, n));
@@ -120,12 +118,7 @@ impl Pool {
                 })
             })
             .collect();
-        Pool {
-            work_tx,
-            work_rx,
-            done_rx,
-            workers,
-        }
+        Pool { work_tx, work_rx, done_rx, workers }
     }
 
     #[inline]
@@ -181,11 +174,7 @@ fn prioritized_worker(rx: &[Receiver<Job>], done: &Sender<u64>) {
 
 fn rss_bytes() -> i64 {
     let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: i64 = s
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1);
+    let pages: i64 = s.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(-1);
     pages * unsafe { sysconf(SC_PAGESIZE) }
 }
 
@@ -219,13 +208,20 @@ fn check_ids(count: u64, sum: u64, n: u64) {
     }
 }
 
-fn warm_up(p: &Pool) {
+/// Runs `WARMUP` tasks before any clock starts; with `levels` > 1 (W6) at
+/// priorities 0..levels in turn, as btm's bench does (its queue of a
+/// priority is made at the first task of that priority).
+fn warm_up_levels(p: &Pool, levels: u64) {
     for i in 0..WARMUP {
-        p.submit(0, task_fn(), dummy_ud(), i);
+        p.submit((i % levels) as usize, task_fn(), dummy_ud(), i);
     }
     for _ in 0..WARMUP {
         p.observe();
     }
+}
+
+fn warm_up(p: &Pool) {
+    warm_up_levels(p, 1);
 }
 
 fn block_workers(p: &Pool) {
@@ -365,11 +361,7 @@ fn w4(o: &Out, n: u64) {
         let rank = ((q / 100.0) * n as f64 + 0.999999) as usize;
         lat[rank.clamp(1, n as usize) - 1] as f64 / 1000.0
     };
-    o.report(
-        n,
-        total as u128,
-        &format!(",\"median_us\":{:.3},\"p99_us\":{:.3}", pct(50.0), pct(99.0)),
-    );
+    o.report(n, total as u128, &format!(",\"median_us\":{:.3},\"p99_us\":{:.3}", pct(50.0), pct(99.0)));
     p.shut_down();
 }
 
@@ -402,7 +394,7 @@ fn w5(o: &Out, n: u64) {
 
 fn w6(o: &Out, n: u64) {
     let p = Pool::new(4);
-    warm_up(&p);
+    warm_up_levels(&p, 4);
     let f = task_fn();
     let t0 = Instant::now();
     for i in 0..n {
@@ -433,9 +425,7 @@ fn main() {
         std::process::exit(2);
     }
     let n = n.unwrap();
-    let o = Out {
-        workload: args[1].clone(),
-    };
+    let o = Out { workload: args[1].clone() };
     match args[1].as_str() {
         "w1" => w1(&o, n),
         "w2a" => w2a(&o),
