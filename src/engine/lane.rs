@@ -63,7 +63,7 @@ pub(crate) const LEVELS: usize = 4;
 /// made, so that adds do not take its page faults.
 const CAP: u64 = 1 << 14;
 /// How many slots ahead of the one it writes an add asks for a slot's line
-/// (see [`prefetch_write`]).
+/// (see `pages::prefetch_write`).
 const PREFETCH_AHEAD: u64 = 8;
 /// Overflow entries an add moves into the ring (a worker that finds the
 /// ring empty moves more, see `REFILL_PER_SECTION`).

@@ -104,17 +104,43 @@ fn map_with(bytes: usize, align: usize, flags: libc::c_int) -> NonNull<u8> {
 }
 
 /// Asks the CPU for the cache line of `p` in a state it can write (x86-64
-/// `PREFETCHW`), ahead of a store to it; elsewhere nothing.
+/// `PREFETCHW`, on CPUs that report it), ahead of a store to it; elsewhere
+/// nothing.
 #[inline(always)]
 pub(crate) fn prefetch_write<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHW only hints the cache (a no-op on CPUs without it);
-    // it accesses no memory, cannot fault, and any address is allowed.
-    unsafe {
-        std::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
+    if has_prefetchw() {
+        // SAFETY: the CPU has PREFETCHW (checked above), which only hints
+        // the cache: it accesses no memory, cannot fault, and any address
+        // is allowed.
+        unsafe {
+            std::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// True if the CPU reports PREFETCHW (CPUID 0x8000_0001, ECX bit 8: every
+/// AMD64 processor, Intel's since Broadwell). Read once; a race reads CPUID
+/// twice with the same answer.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn has_prefetchw() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static HAS: AtomicU8 = AtomicU8::new(0); // 0: not read yet, 1: no, 2: yes
+    match HAS.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: CPUID exists on every x86-64 processor, and so does
+            // its leaf 0x8000_0001 (long mode is reported there). (`__cpuid`
+            // is a safe function in newer Rust than the minimum supported.)
+            #[allow(unused_unsafe)]
+            let has = unsafe { (std::arch::x86_64::__cpuid(0x8000_0001).ecx >> 8) & 1 == 1 };
+            HAS.store(if has { 2 } else { 1 }, Ordering::Relaxed);
+            has
+        }
+        v => v == 2,
+    }
 }
 
 /// Unmaps storage made by [`map`]: `(address, bytes)` as given to it.
