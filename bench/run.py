@@ -941,8 +941,8 @@ through a volatile, so no compiler can inline it) with a userdata pointer. Every
 **2 worker threads**; the main thread submits and observes completions. Each program
 creates its pool and runs 64 warm-up tasks before any clock starts (for W6, btm and the
 hand-rolled pool run them at the four priorities in turn, so that btm's queue of each
-priority, made at its first task, exists before the clock as the pool's channels do). Times are
-`CLOCK_MONOTONIC` from the first add to the last completion *observed by the main thread*.
+priority, made at its first task, exists before the clock as the pool's channels do).
+Times are `CLOCK_MONOTONIC` from the first add to the last completion *observed by the main thread*.
 
 - **btm**: `bench/btm_bench.c` through the C API (so the FFI cost is counted), built with
   `gcc -O2 -std=c11 -Iinclude bench/btm_bench.c -Ltarget/release -lbtm -lpthread`, one
