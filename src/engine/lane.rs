@@ -30,6 +30,19 @@
 //!   when a worker finds the ring empty (it comes to the lock for that
 //!   rather than take from a lower level).
 //!
+//! - **Continuations** (a task whose only upstream task is a lane task,
+//!   see [`Cont`]): the host attaches the downstream task's record to its
+//!   upstream's state word (`QUEUED -> record`, a compare-and-swap against
+//!   the claim and the cancel), or, once the upstream is claimed, to the
+//!   claiming worker's `cont` word (`running(id) -> record`, against the
+//!   worker's swap when the upstream finishes). The worker that finishes
+//!   the upstream takes the record and claims it (`QUEUED -> RUNNING`, as
+//!   a slot) when it is the best task to run next, else leaves it queued
+//!   for the lock holder, which moves it to the locked path when it
+//!   applies the upstream's outcome. Records are counted (the table's
+//!   reference and the attachment's), so that neither side frees one the
+//!   other still reads.
+//!
 //! Order (the locked path's rules, kept): a worker takes the best level
 //! with an entry, unless the locked ready queue (tasks with upstream tasks,
 //! pass-through tasks, tasks added while hooks are registered or a level
@@ -46,7 +59,7 @@
 
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
-use std::mem::MaybeUninit;
+use std::mem::{self, MaybeUninit};
 use std::ops::Deref;
 use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
@@ -75,10 +88,209 @@ const REFILL_PER_SECTION: usize = 1024;
 const OVERFLOW_KEEP: usize = 4096;
 const SLOTS_BYTES: usize = CAP as usize * std::mem::size_of::<Slot>();
 
-// Zero is a free slot's state (zeroed memory is a valid empty level).
+// Zero is a free slot's state (zeroed memory is a valid empty level). A
+// state word above `RUNNING` is a queued entry with a continuation
+// attached: the address of its `Cont` record.
 const CANCELLED: u64 = 0;
 const QUEUED: u64 = 1;
 const RUNNING: u64 = 2;
+
+/// True for a state word of an unclaimed, uncancelled entry.
+#[inline(always)]
+fn is_queued_word(s: u64) -> bool {
+    s == QUEUED || s > RUNNING
+}
+
+/// Moves a state word from queued (with or without a continuation) to
+/// `to`; returns the word it replaced, or the word that made it fail
+/// (`RUNNING` or `CANCELLED`).
+#[inline(always)]
+fn leave_queued(state: &AtomicU64, to: u64) -> Result<u64, u64> {
+    let mut s = state.load(Ordering::Acquire);
+    loop {
+        if !is_queued_word(s) {
+            return Err(s);
+        }
+        match state.compare_exchange_weak(s, to, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Ok(s),
+            Err(now) => s = now,
+        }
+    }
+}
+
+/// Drops the continuation attached in state word `s`, if any (the caller
+/// took the word over).
+#[inline(always)]
+fn drop_attached(s: u64) {
+    if s > RUNNING {
+        // SAFETY: an attached record holds a reference for the attachment,
+        // which the caller's compare-and-swap made its own.
+        unsafe { Cont::release(s as *mut Cont) };
+    }
+}
+
+/// A continuation: a task whose only upstream task was a lane task (or a
+/// continuation) when it was added. It waits attached to its upstream (see
+/// the module doc) rather than in the locked path, and the worker that
+/// finishes the upstream runs it at once when it comes first.
+pub(crate) struct Cont {
+    /// `QUEUED`, `RUNNING`, `CANCELLED` or an attached record, as a slot's.
+    state: AtomicU64,
+    /// Two at first: the table's and the attachment's.
+    refs: AtomicU32,
+    pub(crate) priority: i32,
+    pub(crate) id: u64,
+    job: UnsafeCell<MaybeUninit<Job>>,
+}
+
+// SAFETY: the job is written before the record is shared and taken by
+// exactly one owner (claim or cancel, decided by a compare-and-swap).
+unsafe impl Sync for Cont {}
+// SAFETY: as above.
+unsafe impl Send for Cont {}
+
+impl Cont {
+    /// Drops one reference; the last frees the record (its job, if still
+    /// queued, and the reference it holds on an attached record, in a loop
+    /// rather than recursively: chains may be long).
+    ///
+    /// # Safety
+    /// `p` is a live record and the caller owns one of its references.
+    unsafe fn release(mut p: *mut Cont) {
+        loop {
+            // SAFETY: the caller's contract (then: the reference the freed
+            // record held).
+            if unsafe { &*p }.refs.fetch_sub(1, Ordering::Release) != 1 {
+                return;
+            }
+            fence(Ordering::Acquire);
+            // SAFETY: the last reference: nobody else reads the record.
+            let rec = unsafe { Box::from_raw(p) };
+            let s = rec.state.load(Ordering::Relaxed);
+            if is_queued_word(s) {
+                // SAFETY: unclaimed and uncancelled: the job is still here.
+                drop(unsafe { (*rec.job.get()).assume_init_read() });
+            }
+            drop(rec);
+            if s <= RUNNING {
+                return;
+            }
+            p = s as *mut Cont;
+        }
+    }
+}
+
+/// The task table's reference to a continuation's record.
+pub(crate) struct ContRef(std::ptr::NonNull<Cont>);
+
+// SAFETY: the record is `Sync`; the reference is counted.
+unsafe impl Send for ContRef {}
+// SAFETY: as above.
+unsafe impl Sync for ContRef {}
+
+impl ContRef {
+    /// A queued record for task `id` with both references (the table's,
+    /// returned, and the attachment's, for [`Lane::attach`]).
+    pub(crate) fn new(id: u64, priority: i32, job: Job) -> ContRef {
+        let rec = Box::new(Cont {
+            state: AtomicU64::new(QUEUED),
+            refs: AtomicU32::new(2),
+            priority,
+            id,
+            job: UnsafeCell::new(MaybeUninit::new(job)),
+        });
+        ContRef(std::ptr::NonNull::from(Box::leak(rec)))
+    }
+
+    fn rec(&self) -> &Cont {
+        // SAFETY: the table's reference keeps the record alive.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// Takes the job back from a record that was never attached (both
+    /// references still here) and frees it.
+    pub(crate) fn unmake(self) -> Job {
+        let p = self.0.as_ptr();
+        mem::forget(self);
+        // SAFETY: never shared: this is the only pointer to the record.
+        let rec = unsafe { Box::from_raw(p) };
+        // SAFETY: queued: the job is here, and read once.
+        unsafe { (*rec.job.get()).assume_init_read() }
+    }
+
+    /// Cancels the record if it is queued, under the state lock; returns
+    /// its job.
+    pub(crate) fn cancel(&self) -> Option<Job> {
+        let s = leave_queued(&self.rec().state, CANCELLED).ok()?;
+        drop_attached(s);
+        // SAFETY: the compare-and-swap made this call the job's only owner.
+        Some(unsafe { (*self.rec().job.get()).assume_init_read() })
+    }
+
+    /// True while the record is queued (not claimed, not cancelled).
+    pub(crate) fn is_queued(&self) -> bool {
+        is_queued_word(self.rec().state.load(Ordering::Acquire))
+    }
+
+    fn attach_word(&self) -> u64 {
+        self.0.as_ptr() as u64
+    }
+}
+
+impl Drop for ContRef {
+    fn drop(&mut self) {
+        // SAFETY: the table's reference, dropped once.
+        unsafe { Cont::release(self.0.as_ptr()) };
+    }
+}
+
+/// A continuation taken by the worker that finished its upstream task: the
+/// attachment's reference.
+pub(crate) struct Attached(std::ptr::NonNull<Cont>);
+
+impl Attached {
+    pub(crate) fn rec(&self) -> &Cont {
+        // SAFETY: the attachment's reference keeps the record alive.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // SAFETY: the attachment's reference, dropped once.
+        unsafe { Cont::release(self.0.as_ptr()) };
+    }
+}
+
+/// Where [`Lane::attach`] attached a continuation.
+pub(crate) enum AttachTo {
+    /// To the queued upstream's state word.
+    Queued,
+    /// Nowhere: the upstream is claimed (attach to its worker's `cont`
+    /// word, see [`WorkerLane::attach_running`]).
+    Running,
+    /// Nowhere: the upstream left the lane (cancelled), or waits in an
+    /// overflow.
+    No,
+}
+
+/// Attaches `cont` to a queued entry's state word (one without a
+/// continuation: the caller attaches at most one per upstream task).
+fn attach_word(state: &AtomicU64, cont: &ContRef) -> AttachTo {
+    match state.compare_exchange(QUEUED, cont.attach_word(), Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => AttachTo::Queued,
+        Err(RUNNING) => AttachTo::Running,
+        Err(_) => AttachTo::No,
+    }
+}
+
+/// A worker's `cont` word while it runs lane task `id` with nothing
+/// attached (ids stay below 2^62). Zero: no lane task; an address: an
+/// attached record, owned by the word.
+#[inline(always)]
+fn running_word(id: u64) -> u64 {
+    (id << 2) | 1
+}
 
 /// No task in the locked ready queue (see [`Lane::locked_top`]).
 pub(crate) const NO_PRIORITY: i64 = i64::MIN;
@@ -359,7 +571,8 @@ impl Level {
         if slot.id.load(Ordering::Relaxed) != id {
             return None;
         }
-        slot.state.compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire).ok()?;
+        let s = leave_queued(&slot.state, CANCELLED).ok()?;
+        drop_attached(s);
         // SAFETY: the compare-and-swap made this call the job's only owner.
         Some(unsafe { (*slot.job.get()).assume_init_read() })
     }
@@ -372,7 +585,21 @@ impl Level {
             return *eid == id && job.is_some();
         }
         let slot = self.slot(pos);
-        slot.id.load(Ordering::Relaxed) == id && slot.state.load(Ordering::Acquire) == QUEUED
+        slot.id.load(Ordering::Relaxed) == id && is_queued_word(slot.state.load(Ordering::Acquire))
+    }
+
+    /// Attaches `cont` to the ring entry at `pos` if it still holds task
+    /// `id`, queued; the caller holds the state lock.
+    fn attach(&self, pos: u64, id: u64, cont: &ContRef) -> AttachTo {
+        // SAFETY: the caller holds the state lock.
+        if unsafe { self.overflow_entry(pos) }.is_some() {
+            return AttachTo::No;
+        }
+        let slot = self.slot(pos);
+        if slot.id.load(Ordering::Relaxed) != id {
+            return AttachTo::No;
+        }
+        attach_word(&slot.state, cont)
     }
 }
 
@@ -383,9 +610,11 @@ impl Drop for Level {
         let (head, tail) = (*self.head.0.get_mut(), *self.tail.0.get_mut());
         for pos in head..tail {
             let slot = self.slot(pos);
-            if slot.state.load(Ordering::Relaxed) == QUEUED {
+            let s = slot.state.load(Ordering::Relaxed);
+            if is_queued_word(s) {
                 // SAFETY: unclaimed and uncancelled: the job is still here.
                 drop(unsafe { (*slot.job.get()).assume_init_read() });
+                drop_attached(s);
             }
         }
         // SAFETY: mapped by `Level::new` with these arguments; no slot is
@@ -558,6 +787,11 @@ pub(crate) struct WorkerLane {
     pub(crate) stop_id: Padded<AtomicU64>,
     /// Lane tasks claimed so far (written by the worker only).
     claims: AtomicU64,
+    /// What is attached to the lane task this worker runs (see
+    /// `running_word`), set before each claim.
+    cont: AtomicU64,
+    /// Continuations claimed so far (written by the worker only).
+    cont_claims: AtomicU64,
     /// On the lane and not running a task (cleared before each claim).
     looking: AtomicBool,
     outcomes: Outcomes,
@@ -570,6 +804,8 @@ impl WorkerLane {
             current: AtomicU64::new(0),
             stop_id: Padded::default(),
             claims: AtomicU64::new(0),
+            cont: AtomicU64::new(0),
+            cont_claims: AtomicU64::new(0),
             looking: AtomicBool::new(false),
             outcomes: Outcomes::new(),
         }
@@ -590,6 +826,11 @@ impl WorkerLane {
         self.claims.load(Ordering::Relaxed)
     }
 
+    /// Continuations this worker claimed so far.
+    pub(crate) fn cont_claims(&self) -> u64 {
+        self.cont_claims.load(Ordering::Relaxed)
+    }
+
     /// Asks the worker to stop task `id` if it is running it.
     pub(crate) fn stop_if_current(&self, id: u64) -> bool {
         if self.current.load(Ordering::Relaxed) == id {
@@ -597,6 +838,39 @@ impl WorkerLane {
             return true;
         }
         false
+    }
+
+    /// Attaches `cont` to lane task `id` if this worker runs it and has
+    /// not finished it; the caller holds the state lock.
+    pub(crate) fn attach_running(&self, id: u64, cont: &ContRef) -> bool {
+        self.cont.compare_exchange(running_word(id), cont.attach_word(), Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// The continuation attached to the lane task this worker just
+    /// finished, if any; afterwards nothing can be attached to it.
+    #[inline(always)]
+    pub(crate) fn take_cont(&self) -> Option<Attached> {
+        let w = self.cont.swap(0, Ordering::AcqRel);
+        // SAFETY: an address is an attached record whose attachment
+        // reference the word held; the swap made it this worker's.
+        (w > RUNNING && w & 3 == 0).then(|| Attached(unsafe { std::ptr::NonNull::new_unchecked(w as *mut Cont) }))
+    }
+
+    /// Marks lane task `id` as this worker's, before its claim.
+    #[inline(always)]
+    fn claiming_task(&self, id: u64) {
+        self.current.store(id, Ordering::Relaxed);
+        self.cont.store(running_word(id), Ordering::Relaxed);
+    }
+
+    /// After a claim that replaced state word `s`: a continuation attached
+    /// to the queued entry moves to the worker's word.
+    #[inline(always)]
+    fn claimed(&self, s: u64) {
+        if s > RUNNING {
+            self.cont.store(s, Ordering::Relaxed);
+        }
+        self.claims.store(self.claims.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     /// The next outcome left by this worker; the caller holds the state lock.
@@ -729,6 +1003,68 @@ impl Lane {
     /// See [`Level::cancel`].
     pub(crate) fn cancel(&self, i: usize, pos: u64, id: u64) -> Option<Job> {
         self.level(i)?.cancel(pos, id)
+    }
+
+    /// Attaches `cont` to the lane entry of task `id` (level `i`, position
+    /// `pos`); the caller holds the state lock.
+    pub(crate) fn attach(&self, i: usize, pos: u64, id: u64, cont: &ContRef) -> AttachTo {
+        self.level(i).map_or(AttachTo::No, |l| l.attach(pos, id, cont))
+    }
+
+    /// Attaches `cont` to the queued continuation `up`; the caller holds
+    /// the state lock.
+    pub(crate) fn attach_to_cont(up: &ContRef, cont: &ContRef) -> AttachTo {
+        attach_word(&up.rec().state, cont)
+    }
+
+    /// True if a task of `priority` and `id` that just became ready comes
+    /// before every lane entry and every locked task (a locked task of its
+    /// priority is compared under the lock: it does not), so that the
+    /// worker that made it ready may run it at once.
+    pub(crate) fn comes_first(&self, priority: i32, id: u64) -> bool {
+        if i64::from(priority) <= self.locked_top.load(Ordering::Relaxed) {
+            return false;
+        }
+        for level in self.ordered() {
+            if level.priority < priority {
+                break;
+            }
+            if level.has_entries() {
+                if level.priority > priority {
+                    return false;
+                }
+                let head = level.head.load(Ordering::Acquire);
+                if level.slot(head).id.load(Ordering::Relaxed) < id {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Claims continuation `att` for worker `w`: `None` if it was
+    /// cancelled, or the lane is closed (no claim then, as for entries).
+    pub(crate) fn claim_cont(&self, w: &WorkerLane, att: &Attached) -> Option<Job> {
+        w.claiming.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let r = if self.open.load(Ordering::Relaxed) {
+            let rec = att.rec();
+            w.claiming_task(rec.id);
+            match leave_queued(&rec.state, RUNNING) {
+                Ok(s) => {
+                    w.claimed(s);
+                    w.cont_claims.store(w.cont_claims.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                    // SAFETY: the compare-and-swap made this worker the
+                    // job's only owner.
+                    Some(unsafe { (*rec.job.get()).assume_init_read() })
+                }
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        w.claiming.store(false, Ordering::Release);
+        r
     }
 
     /// See [`Level::is_queued`].
@@ -879,8 +1215,7 @@ impl Lane {
                 let better = self.epoch.load(Ordering::Acquire) != epoch
                     && self.ordered().take_while(|l| l.priority > level.priority).any(|l| l.has_entries());
                 if better || p < locked || (p == locked && id >= tie_below) {
-                    let cancelled =
-                        slot.state.compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+                    let cancelled = leave_queued(&slot.state, CANCELLED).map(drop_attached).is_ok();
                     // SAFETY: the compare-and-swap made this worker the
                     // job's only owner.
                     let job = cancelled.then(|| unsafe { (*slot.job.get()).assume_init_read() });
@@ -890,14 +1225,14 @@ impl Lane {
                         None => continue,
                     }
                 }
-                w.current.store(id, Ordering::Relaxed);
-                let claimed = slot.state.compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+                w.claiming_task(id);
+                let claimed = leave_queued(&slot.state, RUNNING);
                 // SAFETY: the compare-and-swap made this worker the job's
                 // only owner.
-                let job = claimed.then(|| unsafe { (*slot.job.get()).assume_init_read() });
+                let job = claimed.is_ok().then(|| unsafe { (*slot.job.get()).assume_init_read() });
                 level.release(pos);
-                if let Some(job) = job {
-                    w.claims.store(w.claims.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                if let (Ok(s), Some(job)) = (claimed, job) {
+                    w.claimed(s);
                     return Take::Job(id, job);
                 }
             }

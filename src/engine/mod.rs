@@ -39,7 +39,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use group::GroupTable;
 use ids::Ids;
-use lane::{Lane, LevelRef, Padded, Take, WorkerLane, NO_PRIORITY};
+use lane::{AttachTo, ContRef, Lane, LevelRef, Padded, Take, WorkerLane, NO_PRIORITY};
 use ready::ReadyQueue;
 use signal::{EventFd, Signal};
 use slab::{LinkId, Slab};
@@ -203,7 +203,7 @@ impl EventView {
 
 /// The outcome of running a task.
 enum Outcome {
-    Completed(Option<ResultSet>),
+    Completed(Option<Arc<ResultSet>>),
     Failed(Failure),
 }
 
@@ -255,6 +255,18 @@ enum Body {
     Lane {
         level: u8,
         pos: u64,
+        /// Counted in `State::lane_linked` (claimed, with downstream tasks
+        /// on the locked path).
+        linked: bool,
+    },
+    /// A continuation (see `lane::Cont`): queued, attached to its only
+    /// upstream task, or claimed by the worker that finished that one
+    /// (running, or its outcome in the worker's queue), which the record
+    /// tells.
+    Cont {
+        rec: ContRef,
+        /// As for `Lane`.
+        linked: bool,
     },
     Running {
         worker: u32,
@@ -457,6 +469,11 @@ struct State {
     lane_added: u64,
     lane_cancelled: u64,
     lane_applied: u64,
+    /// Continuations attached and cancelled (moved to the locked path or
+    /// stopped) since creation (with the workers' `cont_claims`: those
+    /// still waiting for their upstream task).
+    cont_added: u64,
+    cont_cancelled: u64,
     /// Claimed lane tasks that gained downstream tasks: their outcomes must
     /// be applied at once (chains must not wait for the host's poll).
     lane_linked: usize,
@@ -560,6 +577,8 @@ impl Manager {
                 lane: Arc::clone(&lane),
                 lane_added: 0,
                 lane_cancelled: 0,
+                cont_added: 0,
+                cont_cancelled: 0,
                 lane_applied: 0,
                 lane_linked: 0,
                 lock_finish: false,
@@ -886,7 +905,7 @@ impl Manager {
                             let end = match task.body {
                                 Body::Completed { result } => Ok(result),
                                 Body::Failed(f) => Err(f),
-                                Body::Pending(_) | Body::Running { .. } | Body::Lane { .. } => {
+                                Body::Pending(_) | Body::Running { .. } | Body::Lane { .. } | Body::Cont { .. } => {
                                     unreachable!("final event of an unfinished task")
                                 }
                             };
@@ -1116,10 +1135,13 @@ impl State {
     fn stats(&self) -> Stats {
         let st = self;
         let lane_running = st.lane_running();
-        let lane_queued = st.lane_live() - lane_running;
+        // Continuations not yet claimed wait for their upstream task.
+        let cont_claims: u64 = st.workers.iter().map(|w| w.lane.cont_claims()).sum();
+        let cont_waiting = (st.cont_added - st.cont_cancelled - cont_claims) as usize;
+        let lane_queued = st.lane_live() - lane_running - cont_waiting;
         Stats {
             queued: (st.ready.len() + lane_queued) as u64,
-            blocked: (st.pending - st.ready.len()) as u64,
+            blocked: (st.pending - st.ready.len() + cont_waiting) as u64,
             running: (st.running + lane_running) as u64,
             undelivered: st.deliverable as u64,
             completed_total: st.completed_total,
@@ -1146,8 +1168,9 @@ impl State {
             let i = match task.body {
                 Body::Pending(_) if task.waiting == 0 => 0,
                 Body::Pending(_) => 1,
-                Body::Lane { level, pos } if st.lane.is_queued(level as usize, pos, id) => 0,
-                Body::Running { .. } | Body::Lane { .. } => 2,
+                Body::Lane { level, pos, .. } if st.lane.is_queued(level as usize, pos, id) => 0,
+                Body::Cont { ref rec, .. } if rec.is_queued() => 1,
+                Body::Running { .. } | Body::Lane { .. } | Body::Cont { .. } => 2,
                 Body::Completed { .. } | Body::Failed(_) => 3,
             };
             counts[i] += 1;
@@ -1438,7 +1461,7 @@ impl State {
                 let end = match outcome {
                     Outcome::Completed(result) => {
                         self.completed_total += 1;
-                        Ok(result.map(Arc::new))
+                        Ok(result)
                     }
                     Outcome::Failed(f) => {
                         self.failed_total += 1;
@@ -1538,8 +1561,8 @@ impl State {
     /// a better task meanwhile): it moves to the locked path.
     fn give_back(&mut self, id: u64, job: Job, after: &mut After) {
         match self.tasks.get(id) {
-            Some(Task { body: Body::Lane { .. }, links, .. }) => {
-                if links.is_some() {
+            Some(Task { body: Body::Lane { linked, .. }, .. }) => {
+                if *linked {
                     // Counted as running when it gained downstream tasks.
                     self.lane_linked -= 1;
                 }
@@ -1575,11 +1598,11 @@ impl State {
             if task.links.is_some() || !matches!(&task.body, Body::Pending(job) if job.run.is_some()) {
                 return;
             }
-            let Body::Pending(job) = mem::replace(&mut task.body, Body::Lane { level, pos: 0 }) else {
+            let Body::Pending(job) = mem::replace(&mut task.body, Body::Lane { level, pos: 0, linked: false }) else {
                 unreachable!("checked above")
             };
             let (pos, in_ring) = level_ref.push(id, job, !self.lane_batching);
-            task.body = Body::Lane { level, pos };
+            task.body = Body::Lane { level, pos, linked: false };
             if self.lane_batching && in_ring {
                 self.lane_batch.push((level, pos));
             }
@@ -1590,20 +1613,76 @@ impl State {
         }
     }
 
-    /// If task `id` is a queued lane task, moves it to the locked path.
+    /// If task `id` is a queued lane task or continuation, moves it to the
+    /// locked path (a continuation still waits for its upstream task there).
     /// Returns true if it is a claimed one (running or finished).
     fn unlane(&mut self, id: u64) -> bool {
-        let Some(Task { body: Body::Lane { level, pos }, .. }) = self.tasks.get(id) else {
-            return false;
-        };
-        let (level, pos) = (*level as usize, *pos);
-        match self.lane.cancel(level, pos, id) {
-            Some(job) => {
-                self.lane_to_locked(id, job);
-                false
+        let job = match self.tasks.get(id) {
+            Some(Task { body: Body::Lane { level, pos, .. }, .. }) => {
+                let (level, pos) = (*level as usize, *pos);
+                return match self.lane.cancel(level, pos, id) {
+                    Some(job) => {
+                        self.lane_to_locked(id, job);
+                        false
+                    }
+                    None => true,
+                };
             }
-            None => true,
+            Some(Task { body: Body::Cont { rec, .. }, .. }) => match rec.cancel() {
+                Some(job) => job,
+                None => return true,
+            },
+            _ => return false,
+        };
+        self.lane_cancelled += 1;
+        self.cont_cancelled += 1;
+        let task = self.tasks.get_mut(id).expect("checked above");
+        debug_assert!(task.waiting > 0, "a queued continuation waits for its upstream task");
+        task.body = Body::Pending(job);
+        self.pending += 1;
+        false
+    }
+
+    /// Adds task `id` as a continuation of `up`, its only upstream task, if
+    /// `up` is a lane task or a continuation, queued or running, without
+    /// downstream tasks. Returns the job back if it cannot.
+    fn add_cont(&mut self, id: u64, job: Job, priority: i32, group: u32, up: u64) -> Result<(), Job> {
+        let Some(ut) = self.tasks.get(up) else {
+            return Err(job);
+        };
+        if ut.links.is_some_and(|li| !self.links.get(li).downstream.as_slice().is_empty()) {
+            return Err(job);
         }
+        let rec = ContRef::new(id, priority, job);
+        let to = match &ut.body {
+            Body::Lane { level, pos, .. } => self.lane.attach(*level as usize, *pos, up, &rec),
+            Body::Cont { rec: up_rec, .. } => Lane::attach_to_cont(up_rec, &rec),
+            _ => AttachTo::No,
+        };
+        let attached = match to {
+            AttachTo::Queued => true,
+            AttachTo::Running => self.workers.iter().any(|w| w.lane.attach_running(up, &rec)),
+            AttachTo::No => false,
+        };
+        if !attached {
+            return Err(rec.unmake());
+        }
+        self.links.reserve(2);
+        let ut = self.tasks.get_mut(up).expect("checked above");
+        let li = *ut.links.get_or_insert_with(|| self.links.insert(Links::default()));
+        self.links.get_mut(li).downstream.push(id);
+        let mut l_upstream = Ids::with_capacity(1);
+        l_upstream.push(up);
+        let links = self.links.insert(Links {
+            upstream: l_upstream,
+            downstream: Ids::default(),
+            received: Received::default(),
+        });
+        let body = Body::Cont { rec, linked: false };
+        self.tasks.insert(id, Task { body, priority, group, links: Some(links), waiting: 1 });
+        self.lane_added += 1;
+        self.cont_added += 1;
+        Ok(())
     }
 
     /// The lane level for `priority`, if it has (or can get) one.
@@ -1689,12 +1768,21 @@ impl State {
                 if self.lane_batching && in_ring {
                     self.lane_batch.push((level, pos));
                 }
-                let body = Body::Lane { level, pos };
+                let body = Body::Lane { level, pos, linked: false };
                 self.tasks.insert(id, Task { body, priority, group: group_index, links: None, waiting: 0 });
                 self.lane_added += 1;
                 self.plain_lane_add = !refilled;
                 self.provision(after);
                 return Ok(id);
+            }
+        }
+
+        // A single upstream task in the lane: wait attached to it.
+        let mut job = job;
+        if upstream.len() == 1 && job.run.is_some() && self.lane.is_open() {
+            match self.add_cont(id, job, priority, group_index, upstream[0]) {
+                Ok(()) => return Ok(id),
+                Err(j) => job = j,
             }
         }
 
@@ -1720,7 +1808,21 @@ impl State {
             // that a finished one is seen as finished.
             let mut claimed = false;
             for &u in ups {
-                claimed |= self.unlane(u);
+                if self.unlane(u) {
+                    claimed = true;
+                    // A continuation attached to a claimed upstream task
+                    // would run at its finish, before this task: it moves
+                    // to the locked path, where both become ready together.
+                    let first = self.tasks.get(u).and_then(|t| t.links).and_then(|li| {
+                        let d = self.links.get(li).downstream.as_slice();
+                        d.first().copied()
+                    });
+                    if let Some(d) = first {
+                        if matches!(self.tasks.get(d), Some(Task { body: Body::Cont { .. }, .. })) {
+                            self.unlane(d);
+                        }
+                    }
+                }
             }
             if claimed {
                 self.apply_lane(after);
@@ -1735,13 +1837,16 @@ impl State {
                 let Some(ut) = self.tasks.get_mut(u) else {
                     continue;
                 };
-                match &ut.body {
+                match &mut ut.body {
                     Body::Pending(_) | Body::Running { .. } => waiting += 1,
-                    Body::Lane { .. } => {
+                    Body::Lane { .. } | Body::Cont { .. } => {
                         // Running: its outcome must now be applied at once.
                         waiting += 1;
-                        if ut.links.is_none() {
-                            self.lane_linked += 1;
+                        if let Body::Lane { linked, .. } | Body::Cont { linked, .. } = &mut ut.body {
+                            if !*linked {
+                                *linked = true;
+                                self.lane_linked += 1;
+                            }
                         }
                     }
                     Body::Completed { result } => {
@@ -1797,6 +1902,26 @@ impl State {
             self.failed_total += 1;
             self.push_event(Ev::Final(id));
             return Ok(id);
+        }
+
+        let no_results = links.as_ref().is_some_and(|l| l.received.is_empty());
+        if waiting == 0 && no_results && job.run.is_some() && self.lane.is_open() && !self.ready.has_priority(priority)
+        {
+            // Its upstream tasks completed without results: it runs as an
+            // independent task would, from the lane (where a continuation
+            // can wait attached to it).
+            if let Some((level, level_ref)) = self.lane_level(priority) {
+                let (pos, in_ring) = level_ref.push(id, job, !self.lane_batching);
+                if self.lane_batching && in_ring {
+                    self.lane_batch.push((level, pos));
+                }
+                let links = links.map(|l| self.links.insert(l));
+                let body = Body::Lane { level, pos, linked: false };
+                self.tasks.insert(id, Task { body, priority, group: group_index, links, waiting: 0 });
+                self.lane_added += 1;
+                self.provision(after);
+                return Ok(id);
+            }
         }
 
         let ready = waiting == 0;
@@ -1948,7 +2073,7 @@ impl State {
                 None => {
                     // Lane outcomes left before come first (event order).
                     self.apply_lane(after);
-                    let gathered = gather(id, job.data, received);
+                    let gathered = gather(id, job.data, received).map(Arc::new);
                     self.finish(id, Outcome::Completed(gathered), after);
                     if self.lane_live() > 0 && self.lane.has_work() {
                         // The lane's best may come before the next locked
@@ -1968,13 +2093,13 @@ impl State {
             after.garbage(Garbage::Outcome(outcome));
             return;
         };
-        if task.links.is_some() && matches!(task.body, Body::Lane { .. }) {
+        if let Body::Lane { linked: true, .. } | Body::Cont { linked: true, .. } = task.body {
             self.lane_linked -= 1;
         }
         if task.links.is_none() {
             // No downstream task to update: one lookup.
             if let Outcome::Completed(result) = outcome {
-                task.body = Body::Completed { result: result.map(Arc::new) };
+                task.body = Body::Completed { result };
                 self.completed_total += 1;
                 self.push_event(Ev::Final(id));
                 return;
@@ -1985,7 +2110,6 @@ impl State {
         let own = task.links.expect("checked above");
         match outcome {
             Outcome::Completed(result) => {
-                let result = result.map(Arc::new);
                 // The record is final before the downstream walk (which only
                 // looks at the downstream tasks): one lookup of this task.
                 task.body = Body::Completed { result: result.clone() };
@@ -1994,6 +2118,12 @@ impl State {
                     let Some(dt) = self.tasks.get_mut(d) else {
                         continue;
                     };
+                    if matches!(dt.body, Body::Cont { .. }) {
+                        // Not claimed by the worker that ran this task: it
+                        // becomes ready on the locked path.
+                        self.unlane(d);
+                    }
+                    let dt = self.tasks.get_mut(d).expect("live above");
                     if !matches!(dt.body, Body::Pending(_)) {
                         continue;
                     }
@@ -2027,6 +2157,9 @@ impl State {
         self.failed_total += 1;
         self.push_event(Ev::Final(id));
         while let Some(d) = queue.pop_front() {
+            if matches!(self.tasks.get(d), Some(Task { body: Body::Cont { .. }, .. })) {
+                self.unlane(d);
+            }
             let Some(dt) = self.tasks.get_mut(d) else {
                 continue;
             };
@@ -2180,9 +2313,30 @@ impl State {
                 continue;
             };
             let Task { body, priority, group, links, waiting } = task;
-            let unfinished = matches!(body, Body::Pending(_) | Body::Running { .. } | Body::Lane { .. });
+            let unfinished =
+                matches!(body, Body::Pending(_) | Body::Running { .. } | Body::Lane { .. } | Body::Cont { .. });
             match body {
-                Body::Lane { level, pos } => match self.lane.cancel(level as usize, pos, id) {
+                Body::Cont { rec, linked } => match rec.cancel() {
+                    Some(job) => {
+                        report.before_start += 1;
+                        self.lane_cancelled += 1;
+                        self.cont_cancelled += 1;
+                        after.free(job.data);
+                    }
+                    None => {
+                        // Claimed, as for a lane task below.
+                        report.while_running += 1;
+                        if linked {
+                            self.lane_linked -= 1;
+                        }
+                        for w in &self.workers {
+                            if w.lane.stop_if_current(id) {
+                                break;
+                            }
+                        }
+                    }
+                },
+                Body::Lane { level, pos, linked } => match self.lane.cancel(level as usize, pos, id) {
                     Some(job) => {
                         report.before_start += 1;
                         self.lane_cancelled += 1;
@@ -2192,7 +2346,7 @@ impl State {
                         // Claimed: running, or its outcome waits in its worker's queue
                         // (dropped when applied, as for any stopped task).
                         report.while_running += 1;
-                        if links.is_some() {
+                        if linked {
                             self.lane_linked -= 1;
                         }
                         for w in &self.workers {
@@ -2249,6 +2403,9 @@ impl State {
                 // Downstream tasks no longer wait for this one; they run
                 // without its result, as soon as they are otherwise ready.
                 for d in links.downstream.iter() {
+                    if matches!(self.tasks.get(d), Some(Task { body: Body::Cont { .. }, .. })) {
+                        self.unlane(d);
+                    }
                     let Some(dt) = self.tasks.get_mut(d) else {
                         continue;
                     };
@@ -2267,7 +2424,10 @@ impl State {
 
     fn report_progress(&mut self, id: u64, fraction: f64, message: Option<CString>, after: &mut After) -> bool {
         // Only the task itself reports: a lane task doing so is running.
-        if !matches!(self.tasks.get(id), Some(Task { body: Body::Running { .. } | Body::Lane { .. }, .. })) {
+        if !matches!(
+            self.tasks.get(id),
+            Some(Task { body: Body::Running { .. } | Body::Lane { .. } | Body::Cont { .. }, .. })
+        ) {
             after.garbage(Garbage::Text(message));
             return false;
         }
@@ -2578,10 +2738,19 @@ fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below:
         }
         match lane.take(wl, tie_below) {
             Take::Job(id, job) => {
-                let run = job.run.expect("lane tasks run a function");
-                let job = RunJob { id, run, data: job.data, received: Vec::new(), hooks: None };
-                let (id, outcome) = run_job(manager, job, index, wl);
-                leave_outcome(manager, wl, id, outcome);
+                let mut next = Some((id, job, Vec::new()));
+                while let Some((id, job, received)) = next.take() {
+                    let run = job.run.expect("lane tasks run a function");
+                    let job = RunJob { id, run, data: job.data, received, hooks: None };
+                    let (id, outcome) = run_job(manager, job, index, wl);
+                    next = match wl.take_cont() {
+                        None => {
+                            leave_outcome(manager, wl, id, outcome);
+                            None
+                        }
+                        Some(att) => finish_with_cont(manager, wl, id, outcome, att, checkin),
+                    };
+                }
             }
             Take::GiveBack(id, job) => {
                 manager.locked(|st, after| st.give_back(id, job, after));
@@ -2613,6 +2782,42 @@ fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below:
             return;
         }
     }
+}
+
+/// Leaves the outcome of a lane task that has a continuation attached, and
+/// claims the continuation if it comes first (returned, to run next: its
+/// upstream result travels with it). Otherwise the worker takes the lock
+/// and applies the outcome: the continuation, still queued, moves to the
+/// locked path (see `State::finish`), or was moved there or stopped
+/// meanwhile (then it waits for this outcome, or nothing does).
+fn finish_with_cont(
+    manager: &Arc<Manager>,
+    wl: &WorkerLane,
+    id: u64,
+    outcome: Outcome,
+    att: lane::Attached,
+    checkin: u64,
+) -> Option<(u64, Job, Vec<Arc<ResultSet>>)> {
+    let lane = &*manager.lane;
+    let (cid, priority) = (att.rec().id, att.rec().priority);
+    let first = matches!(outcome, Outcome::Completed(_))
+        && lane.checkin.load(Ordering::Relaxed) == checkin
+        && lane.comes_first(priority, cid);
+    let claim = if first { lane.claim_cont(wl, &att) } else { None };
+    drop(att);
+    let Some(job) = claim else {
+        leave_outcome(manager, wl, id, outcome);
+        if !lane.lock_finish.load(Ordering::Relaxed) {
+            manager.locked(|st, after| st.apply_lane(after));
+        }
+        return None;
+    };
+    let received = match &outcome {
+        Outcome::Completed(Some(r)) => vec![Arc::clone(r)],
+        _ => Vec::new(),
+    };
+    leave_outcome(manager, wl, id, outcome);
+    Some((cid, job, received))
 }
 
 /// Leaves a lane task's outcome in the worker's outcome queue, for whoever holds the
@@ -2677,7 +2882,9 @@ fn run_job(manager: &Arc<Manager>, job: RunJob, worker: u32, lane: &WorkerLane) 
             drop(ctx.result.take());
             Outcome::Failed(f)
         }
-        None => Outcome::Completed(ctx.result.take().filter(|r| !r.is_null()).map(|r| ResultSet::single(id, r))),
+        None => {
+            Outcome::Completed(ctx.result.take().filter(|r| !r.is_null()).map(|r| Arc::new(ResultSet::single(id, r))))
+        }
     };
     (id, outcome)
 }

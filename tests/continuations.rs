@@ -1,0 +1,318 @@
+//! Continuations: a task whose only upstream task is a lane task (or
+//! another continuation) waits attached to it, and the worker that finishes
+//! the upstream task runs it at once when it comes first
+//! (src/engine/lane.rs, `Cont`). Each test builds the case by construction
+//! (an upstream task held running on its worker by a gate, or queued behind
+//! one) and checks what a host sees: order, results, stops, pauses, hooks,
+//! counts, failures, and that every userdata is freed once.
+mod common;
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use btm::engine::{Manager, Owned, TaskHooks};
+use common::*;
+
+fn finish(m: Arc<Manager>) {
+    m.shut_down(Some(TIMEOUT)).expect("shut down in time");
+    drop(m);
+    assert_all_freed();
+}
+
+fn finals(evs: &[Ev]) -> Vec<u64> {
+    evs.iter().filter(|e| matches!(e, Ev::Completed { .. } | Ev::Failed { .. })).filter_map(Ev::task).collect()
+}
+
+/// A task that passes `gate`, then logs `tag` and returns it as its result.
+fn gated(gate: &Gate, log: &Log, tag: i64) -> btm::engine::Job {
+    let (gate, log) = (gate.clone(), log.clone());
+    job(move |ctx| {
+        gate.pass();
+        log.push(tag);
+        ctx.set_result(value(tag));
+    })
+}
+
+/// What each chained task received: (its tag, upstream values).
+type Seen = Arc<Mutex<Vec<(i64, Vec<(u64, i64)>)>>>;
+
+/// A task that logs `tag` and the upstream values it received, and returns
+/// `tag`.
+fn chained(log: &Log, seen: &Seen, tag: i64) -> btm::engine::Job {
+    let (log, seen) = (log.clone(), seen.clone());
+    job(move |ctx| {
+        log.push(tag);
+        seen.lock().unwrap().push((tag, upstream(ctx)));
+        ctx.set_result(value(tag));
+    })
+}
+
+#[test]
+fn a_chain_behind_a_running_task_runs_in_order_with_results_and_without_a_poll() {
+    let _s = serial();
+    for threads in [1, 2] {
+        let m = manager(threads, true);
+        let (gate, log) = (Gate::new(), Log::default());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let head = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
+        gate.wait_arrivals(1);
+        // Attached to the running head, then each to the one before.
+        let mut ids = vec![head];
+        for tag in 1..=50 {
+            let prev = *ids.last().unwrap();
+            ids.push(m.add(chained(&log, &seen, tag), 0, DEFAULT, &[prev]).unwrap());
+        }
+        gate.open();
+        // No poll: nothing in the chain waits for the host.
+        wait_until("the chain to run", || log.get().len() == 51);
+        assert_eq!(log.get(), (0..=50).collect::<Vec<i64>>(), "threads {threads}");
+        for (tag, got) in seen.lock().unwrap().iter() {
+            assert_eq!(got, &vec![(ids[*tag as usize - 1], tag - 1)], "task {tag} received its upstream's result");
+        }
+        let evs = collect_finals(&m, 51);
+        assert_eq!(finals(&evs), ids, "events in finishing order");
+        finish(m);
+    }
+}
+
+#[test]
+fn a_chain_behind_a_queued_task_runs_after_it() {
+    let _s = serial();
+    let m = manager(1, true);
+    let (gate, log) = (Gate::new(), Log::default());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let blocker = m.add(gated(&gate, &log, -1), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    // Queued behind the blocker; the chain is attached to its lane entry.
+    let a = m.add(chained(&log, &seen, 0), 0, DEFAULT, &[]).unwrap();
+    let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
+    let c = m.add(chained(&log, &seen, 2), 0, DEFAULT, &[b]).unwrap();
+    assert_eq!(m.stats().blocked, 2, "the continuations wait for their upstream tasks");
+    assert_eq!(m.group_stats(DEFAULT).unwrap(), [1, 2, 1, 0]);
+    gate.open();
+    assert_eq!(finals(&collect_finals(&m, 4)), vec![blocker, a, b, c]);
+    assert_eq!(log.get(), vec![-1, 0, 1, 2]);
+    assert_eq!(seen.lock().unwrap()[2], (2, vec![(b, 1)]));
+    finish(m);
+}
+
+#[test]
+fn a_continuation_waits_for_better_tasks_queued_meanwhile() {
+    let _s = serial();
+    let m = manager(1, true);
+    let (gate, log) = (Gate::new(), Log::default());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap(); // continuation of a
+    m.add(logging(&log, 2), 0, DEFAULT, &[]).unwrap(); // same priority, newer: after it
+    m.add(logging(&log, 3), 5, DEFAULT, &[]).unwrap(); // higher priority: before it
+    gate.open();
+    collect_finals(&m, 4);
+    assert_eq!(log.get(), vec![0, 3, 1, 2]);
+    finish(m);
+
+    // An older task of its priority, queued before it: first.
+    let m = manager(1, true);
+    let (gate, log) = (Gate::new(), Log::default());
+    let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    m.add(logging(&log, 1), 0, DEFAULT, &[]).unwrap();
+    m.add(chained(&log, &seen, 2), 0, DEFAULT, &[a]).unwrap();
+    gate.open();
+    collect_finals(&m, 3);
+    assert_eq!(log.get(), vec![0, 1, 2]);
+    finish(m);
+}
+
+#[test]
+fn a_second_downstream_task_of_higher_priority_runs_before_the_continuation() {
+    let _s = serial();
+    let m = manager(1, true);
+    let (gate, log) = (Gate::new(), Log::default());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
+    let c = m.add(chained(&log, &seen, 2), 3, DEFAULT, &[a]).unwrap();
+    gate.open();
+    collect_finals(&m, 3);
+    assert_eq!(log.get(), vec![0, 2, 1]);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0], (2, vec![(a, 0)]));
+    assert_eq!(seen[1], (1, vec![(a, 0)]));
+    let _ = (b, c);
+    finish(m);
+}
+
+#[test]
+fn stopping_a_waiting_continuation_frees_it_and_lets_its_own_downstream_run() {
+    let _s = serial();
+    let m = manager(1, true);
+    let (gate, log) = (Gate::new(), Log::default());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
+    let c = m.add(chained(&log, &seen, 2), 0, DEFAULT, &[b]).unwrap();
+    let report = m.stop_task(b, false, false).unwrap();
+    assert_eq!((report.before_start, report.while_running, report.after_finish), (1, 0, 0));
+    gate.open();
+    let evs = collect_finals(&m, 2);
+    assert_eq!(finals(&evs), vec![a, c]);
+    assert_eq!(log.get(), vec![0, 2]);
+    assert_eq!(seen.lock().unwrap()[0], (2, vec![]), "the stopped task gave no result");
+    finish(m);
+}
+
+#[test]
+fn stopping_the_running_upstream_task_reaches_its_continuations_as_asked() {
+    let _s = serial();
+    for down in [false, true] {
+        let m = manager(1, true);
+        let (gate, log) = (Gate::new(), Log::default());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
+        gate.wait_arrivals(1);
+        let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
+        let c = m.add(chained(&log, &seen, 2), 0, DEFAULT, &[b]).unwrap();
+        let report = m.stop_task(a, false, down).unwrap();
+        gate.open();
+        if down {
+            assert_eq!((report.before_start, report.while_running), (2, 1));
+            wait_until("the stopped task to return", || log.get().len() == 1);
+            assert_eq!(m.stats().queued + m.stats().blocked, 0);
+        } else {
+            assert_eq!((report.before_start, report.while_running), (0, 1));
+            // b no longer waits: it runs without a's result, then c.
+            assert_eq!(finals(&collect_finals(&m, 2)), vec![b, c]);
+            assert_eq!(*seen.lock().unwrap(), vec![(1, vec![]), (2, vec![(b, 1)])]);
+        }
+        finish(m);
+    }
+}
+
+#[test]
+fn a_failed_upstream_task_fails_its_continuations() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = Gate::new();
+    let gc = gate.clone();
+    let a = m
+        .add(
+            job(move |ctx| {
+                gc.pass();
+                ctx.fail(btm::engine::Failure::new(b"boom", b""));
+            }),
+            0,
+            DEFAULT,
+            &[],
+        )
+        .unwrap();
+    gate.wait_arrivals(1);
+    let b = m.add(nop(), 0, DEFAULT, &[a]).unwrap();
+    let c = m.add(nop(), 0, DEFAULT, &[b]).unwrap();
+    gate.open();
+    let evs = collect_finals(&m, 3);
+    let failed: Vec<u64> = evs.iter().filter(|e| matches!(e, Ev::Failed { .. })).filter_map(Ev::task).collect();
+    assert_eq!(failed, vec![a, b, c]);
+    finish(m);
+}
+
+#[test]
+fn a_pause_holds_a_continuation_until_processing_starts_again() {
+    let _s = serial();
+    let m = manager(1, true);
+    let (gate, log) = (Gate::new(), Log::default());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
+    m.pause_processing().unwrap();
+    gate.open();
+    assert_eq!(finals(&collect_finals(&m, 1)), vec![a]);
+    assert_eq!(m.stats().queued, 1, "ready, not started");
+    assert_eq!(log.get(), vec![0]);
+    m.start_processing().unwrap();
+    assert_eq!(finals(&collect_finals(&m, 1)), vec![b]);
+    assert_eq!(*seen.lock().unwrap(), vec![(1, vec![(a, 0)])]);
+    finish(m);
+}
+
+static HOOK_STARTS: AtomicU64 = AtomicU64::new(0);
+
+unsafe extern "C" fn count_start(_: *mut c_void, _: u64, _: u32, _: u64, _: u32) {
+    HOOK_STARTS.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn hooks_registered_while_a_continuation_waits_see_it_start() {
+    let _s = serial();
+    HOOK_STARTS.store(0, Ordering::SeqCst);
+    let m = manager(1, true);
+    let (gate, log) = (Gate::new(), Log::default());
+    let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    let b = m.add(nop(), 0, DEFAULT, &[a]).unwrap();
+    let c = m.add(nop(), 0, DEFAULT, &[b]).unwrap();
+    m.set_task_hooks(Some(TaskHooks {
+        on_start: Some(count_start),
+        on_end: None,
+        data: Owned::new(std::ptr::null_mut(), None),
+    }));
+    gate.open();
+    assert_eq!(finals(&collect_finals(&m, 3)), vec![a, b, c]);
+    assert_eq!(HOOK_STARTS.load(Ordering::SeqCst), 2, "both continuations started after the hooks were set");
+    m.set_task_hooks(None);
+    finish(m);
+}
+
+#[test]
+fn a_continuation_can_change_priority_while_it_waits() {
+    let _s = serial();
+    let m = manager(1, true);
+    let (gate, log) = (Gate::new(), Log::default());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
+    m.add(logging(&log, 2), 5, DEFAULT, &[]).unwrap();
+    m.set_priority(b, 9).unwrap();
+    gate.open();
+    collect_finals(&m, 3);
+    assert_eq!(log.get(), vec![0, 1, 2], "raised above the task it came after");
+    finish(m);
+}
+
+#[test]
+fn a_shut_down_frees_waiting_chains() {
+    let _s = serial();
+    let m = manager(2, true);
+    let gate = Gate::new();
+    let log = Log::default();
+    let mut heads = Vec::new();
+    for _ in 0..2 {
+        heads.push(m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap());
+    }
+    gate.wait_arrivals(2);
+    for &h in &heads {
+        let mut prev = h;
+        for _ in 0..1000 {
+            prev = m.add(nop(), 0, DEFAULT, &[prev]).unwrap();
+        }
+    }
+    assert_eq!(m.stats().blocked, 2000);
+    // The shut down stops and frees every queued continuation at once,
+    // then waits for the running heads, which the gate releases then.
+    let closer = {
+        let m = m.clone();
+        std::thread::spawn(move || m.shut_down(Some(TIMEOUT)).expect("shut down in time"))
+    };
+    wait_until("the shut down to begin", || m.is_shut_down());
+    gate.open();
+    closer.join().unwrap();
+    assert_eq!(log.get(), vec![0, 0], "no continuation ran");
+    drop(m);
+    assert_all_freed();
+}
