@@ -35,6 +35,15 @@
 //!    Checked: every outcome once and in order, no segment written after it
 //!    was freed. Mutant: the segment linked after the outcome is published.
 //!
+//! 6. **A continuation attached to its upstream task** (`lane::Cont`): the
+//!    host attaches the record to the queued upstream's state word, or,
+//!    once a worker claimed it, to that worker's `cont` word; the worker
+//!    moves an attachment found at the claim to its word, and swaps the
+//!    word when the upstream finishes. Checked, with and without a stop of
+//!    the continuation: it runs (after its upstream task), takes the
+//!    locked path (the attach failed) or is freed, exactly once. Mutant: a
+//!    finish that reads the word and then clears it.
+//!
 //! Not modelled yet: a worker's sleep against a lock-free add (flag, fence,
 //! `park`/`unpark`, as the lane experiment does). The hybrid step of the
 //! plan does not need it (adds stay under the state lock, so workers sleep
@@ -544,4 +553,128 @@ fn loom_lane_outcome_queue_hands_over_every_outcome_in_order() {
 #[should_panic]
 fn loom_lane_mutant_segment_linked_after_publishing_is_caught() {
     outcome_queue_model(true);
+}
+
+// ---------------------------------------------------------------------------
+// 6. A continuation attached against the claim and the finish of its
+//    upstream task, and against a stop
+// ---------------------------------------------------------------------------
+
+/// The upstream's state word with the continuation's record attached (an
+/// address in the engine).
+const ATTACHED: u32 = 4;
+/// The worker's `cont` word while it runs the upstream with nothing
+/// attached (`running_word(id)` in the engine).
+const RUNNING_A: u32 = 5;
+
+#[derive(Default)]
+struct ContOutcome {
+    /// The worker ran the continuation (after the upstream finished).
+    ran: Vec<u32>,
+    /// The host's attach failed: the task took the locked path.
+    locked_path: Vec<u32>,
+    /// A stop cancelled the continuation and freed its job.
+    freed: Vec<u32>,
+    /// The worker found the continuation cancelled (it comes to the lock).
+    found_cancelled: bool,
+}
+
+/// `load_then_clear`: the mutant finish, which reads the worker's word and
+/// then clears it instead of swapping (an attach in between is lost).
+fn cont_model(stop: bool, load_then_clear: bool) {
+    builder(3).check(move || {
+        let up_state = Arc::new(AtomicU32::new(QUEUED));
+        let cont_word = Arc::new(AtomicU32::new(0));
+        let up_done = Arc::new(AtomicBool::new(false));
+        let rec = Arc::new(Cell { state: AtomicU32::new(QUEUED), job: UnsafeCell::new(Some(9)) });
+        let out = Arc::new(Mutex::new(ContOutcome::default()));
+
+        let (us, cw, done, r, o) = (up_state.clone(), cont_word.clone(), up_done.clone(), rec.clone(), out.clone());
+        let worker = thread::spawn(move || {
+            // Claim the upstream: the word first, then the state.
+            cw.store(RUNNING_A, Ordering::Relaxed);
+            let mut s = us.load(Ordering::Acquire);
+            let claimed = loop {
+                if s != QUEUED && s != ATTACHED {
+                    break None;
+                }
+                match us.compare_exchange(s, RUNNING, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => break Some(s),
+                    Err(now) => s = now,
+                }
+            };
+            assert!(claimed.is_some(), "nothing else claims or cancels the upstream here");
+            if claimed == Some(ATTACHED) {
+                cw.store(ATTACHED, Ordering::Relaxed);
+            }
+            // The upstream runs and finishes.
+            done.store(true, Ordering::Relaxed);
+            let w = if load_then_clear {
+                let w = cw.load(Ordering::Acquire);
+                cw.store(0, Ordering::Relaxed);
+                w
+            } else {
+                cw.swap(0, Ordering::AcqRel)
+            };
+            if w == ATTACHED {
+                if r.state.compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    // SAFETY (model): the claim makes this thread the job's owner.
+                    let job = r.job.with_mut(|j| unsafe { (*j).take() });
+                    o.lock().unwrap().ran.extend(job);
+                } else {
+                    o.lock().unwrap().found_cancelled = true;
+                }
+            }
+        });
+
+        // The host, under the state lock: attach to the queued upstream's
+        // state, else to the running upstream's worker word.
+        let attached = match up_state.compare_exchange(QUEUED, ATTACHED, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => true,
+            Err(RUNNING) => {
+                cont_word.compare_exchange(RUNNING_A, ATTACHED, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            }
+            Err(_) => false,
+        };
+        if !attached {
+            // Never shared: the host takes the job back.
+            // SAFETY (model): nobody else saw the record.
+            let job = rec.job.with_mut(|j| unsafe { (*j).take() });
+            out.lock().unwrap().locked_path.extend(job);
+        } else if stop && rec.state.compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            // SAFETY (model): the cancel makes this thread the job's owner.
+            let job = rec.job.with_mut(|j| unsafe { (*j).take() });
+            out.lock().unwrap().freed.extend(job);
+        }
+        worker.join().unwrap();
+
+        let o = out.lock().unwrap();
+        assert_eq!(
+            o.ran.len() + o.locked_path.len() + o.freed.len(),
+            1,
+            "the continuation runs, takes the locked path or is freed, exactly once"
+        );
+        if !o.ran.is_empty() {
+            assert!(up_done.load(Ordering::Relaxed), "never before its upstream task finished");
+        }
+        if o.found_cancelled {
+            assert_eq!(o.freed, vec![9], "only a stop cancels an attached continuation");
+        }
+    });
+}
+
+#[test]
+fn loom_lane_a_continuation_is_run_moved_or_freed_exactly_once() {
+    cont_model(false, false);
+}
+
+#[test]
+fn loom_lane_a_stopped_continuation_is_freed_once_and_not_run() {
+    cont_model(true, false);
+}
+
+#[test]
+#[should_panic]
+fn loom_lane_mutant_finish_reading_then_clearing_the_word_is_caught() {
+    cont_model(false, true);
 }
