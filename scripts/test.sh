@@ -39,7 +39,8 @@ rust_asan() {
     fi
     RUSTFLAGS=-Zsanitizer=address RUSTDOCFLAGS=-Zsanitizer=address ASAN_OPTIONS=detect_leaks=1 \
         CARGO_TARGET_DIR=target/asan cargo +nightly test --target x86_64-unknown-linux-gnu \
-        --lib --test semantics --test host_integration --test ffi --test faults --test stress
+        --lib --test semantics --test host_integration --test ffi --test faults --test stress \
+        --test lane --test continuations
 }
 
 # The benchmark's smoke run, and btm_bench's phase modes (not part of
