@@ -12,7 +12,7 @@
  * btm_add_tasks, K per call (the "btm_bulk" row of bench/run.py); the other
  * workloads then print "unsupported" (they are btm's own row).
  * BTM_BENCH_THREADS=K sets max_threads (default 2, as for every peer; for
- * experiments only). BTM_BENCH_PHASES=1 makes w1 and w6 also print, on
+ * experiments only). BTM_BENCH_PHASES=1 makes w1, w6 and w2a also print, on
  * stderr, how long the adds took and how long the drain after them.
  * w1phases and w2aphases (N ignored: 1000 chains of 100) time the adds (to
  * a paused manager), the run of the whole queue and the polls one after
@@ -182,8 +182,12 @@ int main(int argc, char **argv) {
                 add(m, 0, &prev, 1, &id);
             }
         }
+        double t_added = now_ns();
         drain(m, chains * len, DRAIN_BLOCK_WHEN_EMPTY);
         double t = now_ns() - t0;
+        if (getenv("BTM_BENCH_PHASES"))
+            fprintf(stderr, "w2a: add phase %.1f ns/task, drain phase %.1f ns/task\n",
+                    (t_added - t0) / (double)(chains * len), (now_ns() - t_added) / (double)(chains * len));
         printf("{\"peer\":\"btm\",\"workload\":\"w2a\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", chains * len,
                t / (double)(chains * len), t / 1e6);
     } else if (!strcmp(w, "w2b")) {

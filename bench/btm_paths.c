@@ -6,7 +6,7 @@
  * without lock contention), and the host polls every event at the end (the
  * poll path). bench/paths.sh runs it under callgrind and prints the three
  * figures; they are exact from run to run.
- * Usage: btm_paths <N> [chain|fanin|lane|lane4]
+ * Usage: btm_paths <N> [chain|fanin|lane|lane4|lanechain]
  *   chain: every task but each 100th waits for the task added before it,
  *          W2a's shape: the dependency paths;
  *   fanin: the last task waits for all the others, W2b's shape (to a
@@ -19,6 +19,9 @@
  *          by the tasks themselves: a poll or a stats call would make the
  *          worker's outcomes go through the lock) and polls them.
  *   lane4: lane, with priorities 0-3 in turn (W6's shape: four lane levels).
+ *   lanechain: lane, in chains of 100 (W2a's shape on a running manager:
+ *          each chain's first task in the lane, the others continuations
+ *          attached to the task before them).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "btm.h"
@@ -58,7 +61,7 @@ static void sleep_ms(long ms) {
 }
 
 /* The lane paths: see the usage above. */
-static int lane_paths(size_t n, int levels) {
+static int lane_paths(size_t n, int levels, int chains) {
     btm_config cfg;
     btm_config_init(&cfg);
     cfg.max_threads = 1;
@@ -67,9 +70,13 @@ static int lane_paths(size_t n, int levels) {
     btm_task_id id;
     if (pipe(gate) != 0 || btm_create(&cfg, &m) != BTM_STATUS_OK) return 1;
     if (btm_add_task(m, gate_task, NULL, NULL, 0, NULL, NULL, 0, &id) != BTM_STATUS_OK) return 1;
-    for (size_t i = 0; i < n; i++)
-        if (btm_add_task(m, counted_task, NULL, NULL, (int)(i % (size_t)levels), NULL, NULL, 0, &id) != BTM_STATUS_OK)
+    for (size_t i = 0; i < n; i++) {
+        btm_task_id prev = id;
+        size_t n_ups = chains && i % 100 ? 1 : 0;
+        if (btm_add_task(m, counted_task, NULL, NULL, (int)(i % (size_t)levels), NULL, &prev, n_ups, &id) !=
+            BTM_STATUS_OK)
             return 1;
+    }
     if (write(gate[1], "x", 1) != 1) return 1;
     /* Every task ran (the gate task too); the pause lets the worker leave
      * the last outcome, so that the polls below do not spin on an empty
@@ -89,8 +96,9 @@ int main(int argc, char **argv) {
     size_t n = argc > 1 ? (size_t)strtoull(argv[1], NULL, 10) : 100000;
     int chain = argc > 2 && !strcmp(argv[2], "chain");
     int fanin = argc > 2 && !strcmp(argv[2], "fanin");
-    if (argc > 2 && !strcmp(argv[2], "lane")) return lane_paths(n, 1);
-    if (argc > 2 && !strcmp(argv[2], "lane4")) return lane_paths(n, 4);
+    if (argc > 2 && !strcmp(argv[2], "lane")) return lane_paths(n, 1, 0);
+    if (argc > 2 && !strcmp(argv[2], "lane4")) return lane_paths(n, 4, 0);
+    if (argc > 2 && !strcmp(argv[2], "lanechain")) return lane_paths(n, 1, 1);
     btm_config cfg;
     btm_config_init(&cfg);
     cfg.max_threads = 1;

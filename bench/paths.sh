@@ -40,4 +40,5 @@ report 10000 lane "independent tasks on the lane (W1's path: added while the one
 report 10000 lane4 "the same with priorities 0-3 in turn (W6's path: four lane levels):"
 report "$n" "" "independent tasks on the locked path (added to a paused manager):"
 report "$n" chain "chains of 100 (W2a's shape: each task waits for the one before):"
+report 10000 lanechain "chains of 100 on the lane (W2a's path: each chain's first task in the lane, the rest continuations):"
 report "$n" fanin "a fan-in (W2b's shape: the last task waits for all the others):"

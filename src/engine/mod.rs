@@ -2698,6 +2698,10 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
 const LANE_BACKOFF_STEPS: u32 = 7 + 4;
 const LANE_BACKOFF_FIRST: u32 = 0;
 
+/// Pauses a worker waits, after running a continuation, for the next link
+/// of its chain to be attached before it leaves the outcome.
+const CHAIN_SPINS: u32 = 256;
+
 /// Spin iterations and yields of a host in `wait_events` before it sleeps.
 const HOST_SPIN_ITERS: u32 = 64;
 const HOST_YIELD_ITERS: u32 = 16;
@@ -2738,18 +2742,12 @@ fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below:
         }
         match lane.take(wl, tie_below) {
             Take::Job(id, job) => {
-                let mut next = Some((id, job, Vec::new()));
-                while let Some((id, job, received)) = next.take() {
-                    let run = job.run.expect("lane tasks run a function");
-                    let job = RunJob { id, run, data: job.data, received, hooks: None };
-                    let (id, outcome) = run_job(manager, job, index, wl);
-                    next = match wl.take_cont() {
-                        None => {
-                            leave_outcome(manager, wl, id, outcome);
-                            None
-                        }
-                        Some(att) => finish_with_cont(manager, wl, id, outcome, att, checkin),
-                    };
+                let run = job.run.expect("lane tasks run a function");
+                let job = RunJob { id, run, data: job.data, received: Vec::new(), hooks: None };
+                let (id, outcome) = run_job(manager, job, index, wl);
+                match wl.take_cont() {
+                    None => leave_outcome(manager, wl, id, outcome),
+                    Some(att) => run_chain(manager, wl, index, (id, outcome), att, checkin),
                 }
             }
             Take::GiveBack(id, job) => {
@@ -2781,6 +2779,35 @@ fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below:
         if lane.checkin.load(Ordering::Relaxed) != checkin {
             return;
         }
+    }
+}
+
+/// Runs the continuations of a chain, one after the other, as long as each
+/// comes first (see `finish_with_cont`), starting with `att`, attached to
+/// the task that finished with `done`.
+#[inline(never)]
+fn run_chain(
+    manager: &Arc<Manager>,
+    wl: &WorkerLane,
+    index: u32,
+    done: (u64, Outcome),
+    att: lane::Attached,
+    checkin: u64,
+) {
+    let mut next = finish_with_cont(manager, wl, done.0, done.1, att, checkin);
+    while let Some((id, job, received)) = next.take() {
+        let run = job.run.expect("continuations run a function");
+        let job = RunJob { id, run, data: job.data, received, hooks: None };
+        let (id, outcome) = run_job(manager, job, index, wl);
+        // The host may be adding the next link of the chain right now.
+        wl.await_cont(id, CHAIN_SPINS);
+        next = match wl.take_cont() {
+            None => {
+                leave_outcome(manager, wl, id, outcome);
+                None
+            }
+            Some(att) => finish_with_cont(manager, wl, id, outcome, att, checkin),
+        };
     }
 }
 
@@ -2823,6 +2850,7 @@ fn finish_with_cont(
 /// Leaves a lane task's outcome in the worker's outcome queue, for whoever holds the
 /// lock next, and opens the poll gate; takes the lock itself when someone
 /// is waiting (see `lane`, "outcome vs lock holder").
+#[inline(always)]
 fn leave_outcome(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, outcome: Outcome) {
     wl.push_outcome((id, outcome));
     if !manager.poll_gate.load(Ordering::Relaxed) {
