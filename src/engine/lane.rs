@@ -244,6 +244,64 @@ impl Drop for ContRef {
     }
 }
 
+/// Records of finished continuations kept for reuse (the host makes one
+/// per continuation and frees it at the poll: glibc's per-thread cache
+/// holds only a few of a size, and a chain's poll frees them by the
+/// hundred). Only the lock holder touches it.
+#[derive(Default)]
+pub(crate) struct ContPool(Vec<std::ptr::NonNull<Cont>>);
+
+// SAFETY: the records in the pool are referenced by nothing else.
+unsafe impl Send for ContPool {}
+
+/// Records a pool keeps at most (48 bytes each).
+const CONT_POOL_MAX: usize = 4096;
+
+impl ContPool {
+    /// A queued record for task `id` with both references, as
+    /// [`ContRef::new`], reusing a pooled one if any.
+    pub(crate) fn make(&mut self, id: u64, priority: i32, job: Job) -> ContRef {
+        let Some(p) = self.0.pop() else {
+            return ContRef::new(id, priority, job);
+        };
+        let c = p.as_ptr();
+        // SAFETY: a pooled record is referenced by nothing else (see
+        // `recycle`): this thread may write it before sharing it.
+        unsafe {
+            (*c).state.store(QUEUED, Ordering::Relaxed);
+            (*c).refs.store(2, Ordering::Relaxed);
+            (*c).priority = priority;
+            (*c).id = id;
+            (*(*c).job.get()).write(job);
+        }
+        ContRef(p)
+    }
+
+    /// Drops the table's reference to a record; keeps the record for reuse
+    /// when that was the last reference and it holds neither a job nor an
+    /// attachment.
+    pub(crate) fn recycle(&mut self, r: ContRef) {
+        let rec = r.rec();
+        if self.0.len() < CONT_POOL_MAX
+            && rec.refs.load(Ordering::Acquire) == 1
+            && matches!(rec.state.load(Ordering::Relaxed), RUNNING | CANCELLED)
+        {
+            self.0.push(r.0);
+            mem::forget(r);
+        }
+    }
+}
+
+impl Drop for ContPool {
+    fn drop(&mut self) {
+        for p in self.0.drain(..) {
+            // SAFETY: made by `Box::leak` in `ContRef::new`, pooled with no
+            // job and no other reference.
+            drop(unsafe { Box::from_raw(p.as_ptr()) });
+        }
+    }
+}
+
 /// A continuation taken by the worker that finished its upstream task: the
 /// attachment's reference.
 pub(crate) struct Attached(std::ptr::NonNull<Cont>);

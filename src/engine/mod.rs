@@ -39,7 +39,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use group::GroupTable;
 use ids::Ids;
-use lane::{AttachTo, ContRef, Lane, LevelRef, Padded, Take, WorkerLane, NO_PRIORITY};
+use lane::{AttachTo, ContPool, ContRef, Lane, LevelRef, Padded, Take, WorkerLane, NO_PRIORITY};
 use ready::ReadyQueue;
 use signal::{EventFd, Signal};
 use slab::{LinkId, Slab};
@@ -474,6 +474,7 @@ struct State {
     /// still waiting for their upstream task).
     cont_added: u64,
     cont_cancelled: u64,
+    cont_pool: ContPool,
     /// Claimed lane tasks that gained downstream tasks: their outcomes must
     /// be applied at once (chains must not wait for the host's poll).
     lane_linked: usize,
@@ -579,6 +580,7 @@ impl Manager {
                 lane_cancelled: 0,
                 cont_added: 0,
                 cont_cancelled: 0,
+                cont_pool: ContPool::default(),
                 lane_applied: 0,
                 lane_linked: 0,
                 lock_finish: false,
@@ -1449,6 +1451,22 @@ impl State {
                     break;
                 };
                 self.lane_applied += 1;
+                if self.tasks.get(id).is_some_and(|t| t.links.is_some()) && self.delivers_alone(id, &outcome) {
+                    // A chain's task whose outcome changes nothing
+                    // downstream: delivered as an independent one.
+                    let task = self.tasks.remove(id).expect("checked above");
+                    let mut links = self.links.remove(task.links.expect("checked above"));
+                    if !links.received.is_empty() {
+                        after.garbage(Garbage::Results(links.received.take()));
+                    }
+                    if let Body::Cont { rec, .. } = task.body {
+                        self.cont_pool.recycle(rec);
+                    }
+                    if !self.deliver_final(id, task.group, outcome, capacity, &mut written, sink) {
+                        return written;
+                    }
+                    continue;
+                }
                 let Some(task) = self.tasks.remove_if(id, |t| t.links.is_none()) else {
                     // Stopped (dropped by `finish`) or with downstream tasks.
                     self.running += 1;
@@ -1458,22 +1476,58 @@ impl State {
                     }
                     return written;
                 };
-                let end = match outcome {
-                    Outcome::Completed(result) => {
-                        self.completed_total += 1;
-                        Ok(result)
-                    }
-                    Outcome::Failed(f) => {
-                        self.failed_total += 1;
-                        Err(Arc::new(f))
-                    }
-                };
-                if !self.write_final(id, task.group, end, capacity, &mut written, sink) {
+                if !self.deliver_final(id, task.group, outcome, capacity, &mut written, sink) {
                     return written;
                 }
             }
         }
         written
+    }
+
+    /// Counts a lane task's outcome and writes its final event (see
+    /// [`State::write_final`]).
+    #[inline(always)]
+    fn deliver_final(
+        &mut self,
+        id: u64,
+        group: u32,
+        outcome: Outcome,
+        capacity: usize,
+        written: &mut usize,
+        sink: &mut impl FnMut(EventView),
+    ) -> bool {
+        let end = match outcome {
+            Outcome::Completed(result) => {
+                self.completed_total += 1;
+                Ok(result)
+            }
+            Outcome::Failed(f) => {
+                self.failed_total += 1;
+                Err(Arc::new(f))
+            }
+        };
+        self.write_final(id, group, end, capacity, written, sink)
+    }
+
+    /// True if the outcome of linked lane task `id` (a continuation, or a
+    /// chain's first task) changes nothing downstream: it completed and its
+    /// downstream tasks, if any, are continuations already claimed (they
+    /// were given its result), and it is not counted in `lane_linked`.
+    fn delivers_alone(&self, id: u64, outcome: &Outcome) -> bool {
+        let Some(task) = self.tasks.get(id) else {
+            return false;
+        };
+        if !matches!(task.body, Body::Lane { linked: false, .. } | Body::Cont { linked: false, .. })
+            || !matches!(outcome, Outcome::Completed(_))
+        {
+            return false;
+        }
+        let li = task.links.expect("a linked task");
+        self.links.get(li).downstream.iter().all(|d| match self.tasks.get(d) {
+            Some(Task { body: Body::Cont { rec, .. }, .. }) => !rec.is_queued(),
+            Some(_) => false,
+            None => true,
+        })
     }
 
     /// Workers on the lane that look for a task rather than run one. A
@@ -1638,7 +1692,9 @@ impl State {
         self.cont_cancelled += 1;
         let task = self.tasks.get_mut(id).expect("checked above");
         debug_assert!(task.waiting > 0, "a queued continuation waits for its upstream task");
-        task.body = Body::Pending(job);
+        if let Body::Cont { rec, .. } = mem::replace(&mut task.body, Body::Pending(job)) {
+            self.cont_pool.recycle(rec);
+        }
         self.pending += 1;
         false
     }
@@ -1653,7 +1709,7 @@ impl State {
         if ut.links.is_some_and(|li| !self.links.get(li).downstream.as_slice().is_empty()) {
             return Err(job);
         }
-        let rec = ContRef::new(id, priority, job);
+        let rec = self.cont_pool.make(id, priority, job);
         let to = match &ut.body {
             Body::Lane { level, pos, .. } => self.lane.attach(*level as usize, *pos, up, &rec),
             Body::Cont { rec: up_rec, .. } => Lane::attach_to_cont(up_rec, &rec),
@@ -1667,7 +1723,6 @@ impl State {
         if !attached {
             return Err(rec.unmake());
         }
-        self.links.reserve(2);
         let ut = self.tasks.get_mut(up).expect("checked above");
         let li = *ut.links.get_or_insert_with(|| self.links.insert(Links::default()));
         self.links.get_mut(li).downstream.push(id);
@@ -2112,7 +2167,10 @@ impl State {
             Outcome::Completed(result) => {
                 // The record is final before the downstream walk (which only
                 // looks at the downstream tasks): one lookup of this task.
-                task.body = Body::Completed { result: result.clone() };
+                if let Body::Cont { rec, .. } = mem::replace(&mut task.body, Body::Completed { result: result.clone() })
+                {
+                    self.cont_pool.recycle(rec);
+                }
                 let downstream = mem::take(&mut self.links.get_mut(own).downstream);
                 for d in downstream.iter() {
                     let Some(dt) = self.tasks.get_mut(d) else {
