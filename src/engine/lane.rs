@@ -141,6 +141,9 @@ pub(crate) struct Cont {
     pub(crate) priority: i32,
     pub(crate) id: u64,
     job: UnsafeCell<MaybeUninit<Job>>,
+    /// The arena the record belongs to, which takes it back when the last
+    /// reference goes.
+    home: *const ContArena,
 }
 
 // SAFETY: the job is written before the record is shared and taken by
@@ -150,28 +153,30 @@ unsafe impl Sync for Cont {}
 unsafe impl Send for Cont {}
 
 impl Cont {
-    /// Drops one reference; the last frees the record (its job, if still
-    /// queued, and the reference it holds on an attached record, in a loop
-    /// rather than recursively: chains may be long).
+    /// Drops one reference; the last gives the record back to its arena
+    /// (dropping its job, if still queued, and the reference it holds on an
+    /// attached record, in a loop rather than recursively: chains may be
+    /// long).
     ///
     /// # Safety
     /// `p` is a live record and the caller owns one of its references.
     unsafe fn release(mut p: *mut Cont) {
         loop {
-            // SAFETY: the caller's contract (then: the reference the freed
-            // record held).
-            if unsafe { &*p }.refs.fetch_sub(1, Ordering::Release) != 1 {
+            // SAFETY: the caller's contract (then: the reference the
+            // released record held).
+            let rec = unsafe { &*p };
+            if rec.refs.fetch_sub(1, Ordering::Release) != 1 {
                 return;
             }
             fence(Ordering::Acquire);
-            // SAFETY: the last reference: nobody else reads the record.
-            let rec = unsafe { Box::from_raw(p) };
+            // The last reference: nobody else reads the record.
             let s = rec.state.load(Ordering::Relaxed);
             if is_queued_word(s) {
                 // SAFETY: unclaimed and uncancelled: the job is still here.
                 drop(unsafe { (*rec.job.get()).assume_init_read() });
             }
-            drop(rec);
+            // SAFETY: an arena outlives its records (see `ContArena`).
+            unsafe { &*rec.home }.orphan(p);
             if s <= RUNNING {
                 return;
             }
@@ -189,33 +194,9 @@ unsafe impl Send for ContRef {}
 unsafe impl Sync for ContRef {}
 
 impl ContRef {
-    /// A queued record for task `id` with both references (the table's,
-    /// returned, and the attachment's, for [`Lane::attach`]).
-    pub(crate) fn new(id: u64, priority: i32, job: Job) -> ContRef {
-        let rec = Box::new(Cont {
-            state: AtomicU64::new(QUEUED),
-            refs: AtomicU32::new(2),
-            priority,
-            id,
-            job: UnsafeCell::new(MaybeUninit::new(job)),
-        });
-        ContRef(std::ptr::NonNull::from(Box::leak(rec)))
-    }
-
     fn rec(&self) -> &Cont {
         // SAFETY: the table's reference keeps the record alive.
         unsafe { self.0.as_ref() }
-    }
-
-    /// Takes the job back from a record that was never attached (both
-    /// references still here) and frees it.
-    pub(crate) fn unmake(self) -> Job {
-        let p = self.0.as_ptr();
-        mem::forget(self);
-        // SAFETY: never shared: this is the only pointer to the record.
-        let rec = unsafe { Box::from_raw(p) };
-        // SAFETY: queued: the job is here, and read once.
-        unsafe { (*rec.job.get()).assume_init_read() }
     }
 
     /// Cancels the record if it is queued, under the state lock; returns
@@ -244,61 +225,144 @@ impl Drop for ContRef {
     }
 }
 
-/// Records of finished continuations kept for reuse (the host makes one
-/// per continuation and frees it at the poll: glibc's per-thread cache
-/// holds only a few of a size, and a chain's poll frees them by the
-/// hundred). Only the lock holder touches it.
+/// Where continuation records come from: blocks of records that the lane
+/// owns (so that records outlive every reference, the lane's slots
+/// included), a free list for the lock holder, and a lock-free stack of
+/// records whose last reference a worker dropped (linked through their
+/// state words), which the lock holder takes back when its list runs dry.
+/// One `malloc` per block instead of per record: W2a adds 100,000
+/// continuations before its first poll, and glibc takes each from the top
+/// of the heap (~200 instructions).
+pub(crate) struct ContArena {
+    orphans: Padded<AtomicPtr<Cont>>,
+    /// The lock holder's part.
+    owner: UnsafeCell<ArenaOwner>,
+}
+
 #[derive(Default)]
-pub(crate) struct ContPool(Vec<std::ptr::NonNull<Cont>>);
+struct ArenaOwner {
+    free: Vec<std::ptr::NonNull<Cont>>,
+    blocks: Vec<Box<[MaybeUninit<Cont>]>>,
+    /// Records handed out and not yet back in `free`.
+    live: usize,
+}
 
-// SAFETY: the records in the pool are referenced by nothing else.
-unsafe impl Send for ContPool {}
+// SAFETY: `owner` is touched under the state lock only; `orphans` is a
+// lock-free stack; records are `Sync`.
+unsafe impl Sync for ContArena {}
+// SAFETY: as above.
+unsafe impl Send for ContArena {}
 
-/// Records a pool keeps at most (48 bytes each).
-const CONT_POOL_MAX: usize = 4096;
+/// Records per block (56 bytes each).
+const CONT_BLOCK: usize = 256;
 
-impl ContPool {
-    /// A queued record for task `id` with both references, as
-    /// [`ContRef::new`], reusing a pooled one if any.
-    pub(crate) fn make(&mut self, id: u64, priority: i32, job: Job) -> ContRef {
-        let Some(p) = self.0.pop() else {
-            return ContRef::new(id, priority, job);
-        };
-        let c = p.as_ptr();
-        // SAFETY: a pooled record is referenced by nothing else (see
-        // `recycle`): this thread may write it before sharing it.
-        unsafe {
-            (*c).state.store(QUEUED, Ordering::Relaxed);
-            (*c).refs.store(2, Ordering::Relaxed);
-            (*c).priority = priority;
-            (*c).id = id;
-            (*(*c).job.get()).write(job);
+impl ContArena {
+    fn new() -> ContArena {
+        ContArena { orphans: Padded(AtomicPtr::new(std::ptr::null_mut())), owner: UnsafeCell::default() }
+    }
+
+    /// Takes record `p` back (its last reference went; any thread).
+    fn orphan(&self, p: *mut Cont) {
+        let mut head = self.orphans.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the record is unreferenced: its state word is free to
+            // link the stack.
+            unsafe { (*p).state.store(head as u64, Ordering::Relaxed) };
+            match self.orphans.compare_exchange_weak(head, p, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
         }
+    }
+
+    /// The lock holder's part.
+    ///
+    /// # Safety
+    /// The caller holds the state lock.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn owner(&self) -> &mut ArenaOwner {
+        // SAFETY: the caller's contract.
+        unsafe { &mut *self.owner.get() }
+    }
+
+    /// A queued record for task `id` with both references (the table's,
+    /// returned, and the attachment's, for [`Lane::attach`]); the caller
+    /// holds the state lock.
+    pub(crate) fn make(&self, id: u64, priority: i32, job: Job) -> ContRef {
+        // SAFETY: the caller holds the state lock.
+        let o = unsafe { self.owner() };
+        if o.free.is_empty() {
+            self.take_orphans(o);
+        }
+        if o.free.is_empty() {
+            let mut block: Box<[MaybeUninit<Cont>]> = (0..CONT_BLOCK).map(|_| MaybeUninit::uninit()).collect();
+            o.free.extend(block.iter_mut().rev().map(|c| std::ptr::NonNull::from(c).cast::<Cont>()));
+            o.blocks.push(block);
+        }
+        let p = o.free.pop().expect("refilled above");
+        o.live += 1;
+        // SAFETY: a free record is referenced by nothing: written whole
+        // before it is shared.
+        unsafe {
+            p.as_ptr().write(Cont {
+                state: AtomicU64::new(QUEUED),
+                refs: AtomicU32::new(2),
+                priority,
+                id,
+                job: UnsafeCell::new(MaybeUninit::new(job)),
+                home: self,
+            })
+        };
         ContRef(p)
     }
 
-    /// Drops the table's reference to a record; keeps the record for reuse
-    /// when that was the last reference and it holds neither a job nor an
-    /// attachment.
-    pub(crate) fn recycle(&mut self, r: ContRef) {
-        let rec = r.rec();
-        if self.0.len() < CONT_POOL_MAX
-            && rec.refs.load(Ordering::Acquire) == 1
-            && matches!(rec.state.load(Ordering::Relaxed), RUNNING | CANCELLED)
-        {
-            self.0.push(r.0);
-            mem::forget(r);
+    fn take_orphans(&self, o: &mut ArenaOwner) {
+        let mut p = self.orphans.swap(std::ptr::null_mut(), Ordering::Acquire);
+        while let Some(rec) = std::ptr::NonNull::new(p) {
+            // SAFETY: pushed by `orphan`, unreferenced; linked through the
+            // state word.
+            p = unsafe { rec.as_ref() }.state.load(Ordering::Relaxed) as *mut Cont;
+            o.free.push(rec);
+            o.live -= 1;
         }
     }
-}
 
-impl Drop for ContPool {
-    fn drop(&mut self) {
-        for p in self.0.drain(..) {
-            // SAFETY: made by `Box::leak` in `ContRef::new`, pooled with no
-            // job and no other reference.
-            drop(unsafe { Box::from_raw(p.as_ptr()) });
+    /// Drops the table's reference to a record, taking the record straight
+    /// back when that was the last reference; the caller holds the state
+    /// lock. Once no record is out, the blocks are given back (but one).
+    pub(crate) fn recycle(&self, r: ContRef) {
+        let rec = r.rec();
+        if rec.refs.load(Ordering::Acquire) != 1 || !matches!(rec.state.load(Ordering::Relaxed), RUNNING | CANCELLED) {
+            return; // dropped: `Cont::release`
         }
+        // SAFETY: the caller holds the state lock.
+        let o = unsafe { self.owner() };
+        o.free.push(r.0);
+        mem::forget(r);
+        o.live -= 1;
+        if o.live == 0 && o.blocks.len() > 1 {
+            self.take_orphans(o);
+            if o.live == 0 {
+                o.free.clear();
+                o.blocks.truncate(1);
+                let block = &mut o.blocks[0];
+                o.free.extend(block.iter_mut().rev().map(|c| std::ptr::NonNull::from(c).cast::<Cont>()));
+            }
+        }
+    }
+
+    /// Takes back a record that was never attached (both references still
+    /// here) with its job; the caller holds the state lock.
+    pub(crate) fn unmake(&self, r: ContRef) -> Job {
+        // SAFETY: never shared: this is the only pointer to the record;
+        // queued, so the job is here, read once.
+        let job = unsafe { (*r.rec().job.get()).assume_init_read() };
+        // SAFETY: the caller holds the state lock.
+        let o = unsafe { self.owner() };
+        o.free.push(r.0);
+        mem::forget(r);
+        o.live -= 1;
+        job
     }
 }
 
@@ -1001,6 +1065,9 @@ pub(crate) struct Lane {
     /// created: a worker whose take spans a change compares its entry with
     /// the better levels (the batch is chosen from as a whole).
     epoch: Padded<AtomicU64>,
+    /// Continuation records (freed after the levels, whose slots may hold
+    /// attachments).
+    pub(crate) conts: ContArena,
 }
 
 impl Lane {
@@ -1014,6 +1081,7 @@ impl Lane {
             checkin: AtomicU64::new(0),
             locked_gen: AtomicU64::new(0),
             epoch: Padded::default(),
+            conts: ContArena::new(),
         }
     }
 
@@ -1326,5 +1394,68 @@ impl Drop for Lane {
                 drop(unsafe { Box::from_raw(p) });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Owned, TaskContext};
+
+    unsafe extern "C" fn noop(_: *mut std::ffi::c_void, _: *mut TaskContext) {}
+
+    fn job() -> Job {
+        Job::task(noop, Owned::new(std::ptr::null_mut(), None))
+    }
+
+    fn owner(a: &ContArena) -> (usize, usize, usize) {
+        // SAFETY: single-threaded test: nobody else touches the arena.
+        let o = unsafe { a.owner() };
+        (o.live, o.blocks.len(), o.free.len())
+    }
+
+    /// A record as a worker leaves it: claimed, its attachment reference
+    /// dropped.
+    fn run(r: &ContRef) {
+        r.rec().state.store(RUNNING, Ordering::Relaxed);
+        // SAFETY: the attachment's reference, dropped once.
+        unsafe { Cont::release(r.0.as_ptr()) };
+    }
+
+    #[test]
+    fn continuation_records_come_back_and_blocks_are_given_back() {
+        let a = ContArena::new();
+        let recs: Vec<ContRef> = (0..300).map(|i| a.make(i, 0, job())).collect();
+        assert_eq!(owner(&a), (300, 2, 2 * CONT_BLOCK - 300));
+        for r in &recs {
+            run(r);
+        }
+        let mut recs = recs.into_iter();
+        for r in recs.by_ref().take(299) {
+            a.recycle(r);
+        }
+        assert_eq!(owner(&a).0, 1, "one record still out");
+        a.recycle(recs.next().unwrap());
+        assert_eq!(owner(&a), (0, 1, CONT_BLOCK), "none out: one block kept");
+    }
+
+    #[test]
+    fn records_whose_last_reference_a_worker_dropped_are_reused() {
+        let a = ContArena::new();
+        let recs: Vec<ContRef> = (0..CONT_BLOCK as u64).map(|i| a.make(i, 0, job())).collect();
+        for r in recs {
+            // The table's reference first (a stop), then the worker's.
+            r.rec().state.store(CANCELLED, Ordering::Relaxed);
+            let p = r.0.as_ptr();
+            drop(r);
+            // SAFETY: the attachment's reference, dropped once.
+            unsafe { Cont::release(p) };
+        }
+        assert_eq!(owner(&a), (CONT_BLOCK, 1, 0), "all orphaned, none taken back yet");
+        let again = a.make(7, 3, job());
+        assert_eq!(owner(&a), (1, 1, CONT_BLOCK - 1), "the orphans were taken back, no new block");
+        assert!(again.is_queued() && again.rec().id == 7 && again.rec().priority == 3);
+        drop(again.cancel());
+        drop(again);
     }
 }

@@ -39,7 +39,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use group::GroupTable;
 use ids::Ids;
-use lane::{AttachTo, ContPool, ContRef, Lane, LevelRef, Padded, Take, WorkerLane, NO_PRIORITY};
+use lane::{AttachTo, ContRef, Lane, LevelRef, Padded, Take, WorkerLane, NO_PRIORITY};
 use ready::ReadyQueue;
 use signal::{EventFd, Signal};
 use slab::{LinkId, Slab};
@@ -474,7 +474,6 @@ struct State {
     /// still waiting for their upstream task).
     cont_added: u64,
     cont_cancelled: u64,
-    cont_pool: ContPool,
     /// Claimed lane tasks that gained downstream tasks: their outcomes must
     /// be applied at once (chains must not wait for the host's poll).
     lane_linked: usize,
@@ -580,7 +579,6 @@ impl Manager {
                 lane_cancelled: 0,
                 cont_added: 0,
                 cont_cancelled: 0,
-                cont_pool: ContPool::default(),
                 lane_applied: 0,
                 lane_linked: 0,
                 lock_finish: false,
@@ -1460,7 +1458,7 @@ impl State {
                         after.garbage(Garbage::Results(links.received.take()));
                     }
                     if let Body::Cont { rec, .. } = task.body {
-                        self.cont_pool.recycle(rec);
+                        self.lane.conts.recycle(rec);
                     }
                     if !self.deliver_final(id, task.group, outcome, capacity, &mut written, sink) {
                         return written;
@@ -1693,7 +1691,7 @@ impl State {
         let task = self.tasks.get_mut(id).expect("checked above");
         debug_assert!(task.waiting > 0, "a queued continuation waits for its upstream task");
         if let Body::Cont { rec, .. } = mem::replace(&mut task.body, Body::Pending(job)) {
-            self.cont_pool.recycle(rec);
+            self.lane.conts.recycle(rec);
         }
         self.pending += 1;
         false
@@ -1709,7 +1707,7 @@ impl State {
         if ut.links.is_some_and(|li| !self.links.get(li).downstream.as_slice().is_empty()) {
             return Err(job);
         }
-        let rec = self.cont_pool.make(id, priority, job);
+        let rec = self.lane.conts.make(id, priority, job);
         let to = match &ut.body {
             Body::Lane { level, pos, .. } => self.lane.attach(*level as usize, *pos, up, &rec),
             Body::Cont { rec: up_rec, .. } => Lane::attach_to_cont(up_rec, &rec),
@@ -1721,7 +1719,7 @@ impl State {
             AttachTo::No => false,
         };
         if !attached {
-            return Err(rec.unmake());
+            return Err(self.lane.conts.unmake(rec));
         }
         let ut = self.tasks.get_mut(up).expect("checked above");
         let li = *ut.links.get_or_insert_with(|| self.links.insert(Links::default()));
@@ -2169,7 +2167,7 @@ impl State {
                 // looks at the downstream tasks): one lookup of this task.
                 if let Body::Cont { rec, .. } = mem::replace(&mut task.body, Body::Completed { result: result.clone() })
                 {
-                    self.cont_pool.recycle(rec);
+                    self.lane.conts.recycle(rec);
                 }
                 let downstream = mem::take(&mut self.links.get_mut(own).downstream);
                 for d in downstream.iter() {
