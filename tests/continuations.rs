@@ -7,8 +7,9 @@
 //! counts, failures, and that every userdata is freed once.
 mod common;
 
+use std::collections::HashSet;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use btm::engine::{Manager, Owned, TaskHooks};
@@ -315,4 +316,126 @@ fn a_shut_down_frees_waiting_chains() {
     assert_eq!(log.get(), vec![0, 0], "no continuation ran");
     drop(m);
     assert_all_freed();
+}
+
+#[test]
+fn counts_taken_while_workers_claim_continuations_stay_in_range() {
+    let _s = serial();
+    // Workers claim continuations (two counters each) while other threads
+    // take counts: a count between the two must neither panic (under the
+    // lock) nor wrap. Before the fix, a debug build (`scripts/test.sh
+    // rust-asan` runs one) panicked here every time; a release build's
+    // window is a few instructions wide.
+    let m = manager(8, true);
+    let stop = Arc::new(AtomicBool::new(false));
+    let takers: Vec<_> = (0..3)
+        .map(|_| {
+            let (m, stop) = (m.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let s = m.stats();
+                    assert!(s.queued + s.blocked + s.running < 1 << 32, "a count wrapped: {s:?}");
+                }
+            })
+        })
+        .collect();
+    for _ in 0..3000 {
+        let mut prev = m.add(nop(), 0, DEFAULT, &[]).unwrap();
+        for _ in 0..200 {
+            prev = m.add(nop(), 0, DEFAULT, &[prev]).unwrap();
+        }
+        poll(&m);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in takers {
+        t.join().expect("no count panicked");
+    }
+    drain(&m);
+    finish(m);
+}
+
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+unsafe extern "C" fn no_hook(_: *mut c_void, _: u64, _: u32, _: u64, _: u32) {}
+
+#[test]
+fn chains_under_random_stops_priorities_pauses_and_hooks_run_each_task_once() {
+    let _s = serial();
+    for seed in 1..=60u64 {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let m = manager(1 + (xorshift(&mut s) % 3) as usize, true);
+        let ran: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let (mut ids, mut paused, mut hooks) = (Vec::new(), false, false);
+        for _ in 0..400 {
+            match xorshift(&mut s) % 100 {
+                0..=54 => {
+                    let (ran, kind, spin) = (ran.clone(), xorshift(&mut s) % 20, xorshift(&mut s) % 3);
+                    let j = job(move |ctx| {
+                        ran.lock().unwrap().push(ctx.task_id());
+                        for _ in 0..spin * 2000 {
+                            std::hint::spin_loop();
+                        }
+                        match kind {
+                            0 => ctx.fail(btm::engine::Failure::new(b"x", b"y")),
+                            1..=9 => ctx.set_result(value(kind as i64)),
+                            _ => {}
+                        }
+                    });
+                    // Mostly chains: the last task as the only upstream.
+                    let ups: Vec<u64> = match xorshift(&mut s) % 4 {
+                        0 => vec![],
+                        1 | 2 => ids.last().copied().into_iter().collect(),
+                        _ => ids.iter().rev().take(2).copied().collect(),
+                    };
+                    let priority = (xorshift(&mut s) % 3) as i32;
+                    ids.push(m.add(j, priority, DEFAULT, &ups).unwrap());
+                }
+                55..=62 => {
+                    let id = ids.get(xorshift(&mut s) as usize % ids.len().max(1)).copied().unwrap_or(1);
+                    let _ = m.stop_task(id, xorshift(&mut s) % 2 == 0, xorshift(&mut s) % 2 == 0);
+                }
+                63..=72 => {
+                    let id = ids.get(xorshift(&mut s) as usize % ids.len().max(1)).copied().unwrap_or(1);
+                    let _ = m.set_priority(id, (xorshift(&mut s) % 3) as i32);
+                }
+                73..=75 => {
+                    if paused {
+                        m.start_processing().unwrap();
+                    } else {
+                        m.pause_processing().unwrap();
+                    }
+                    paused = !paused;
+                }
+                76..=77 => {
+                    hooks = !hooks;
+                    let h = TaskHooks {
+                        on_start: Some(no_hook),
+                        on_end: None,
+                        data: Owned::new(std::ptr::null_mut(), None),
+                    };
+                    m.set_task_hooks(hooks.then_some(h));
+                }
+                78..=89 => {
+                    poll(&m);
+                }
+                _ => {
+                    m.stats();
+                }
+            }
+        }
+        if paused {
+            m.start_processing().unwrap();
+        }
+        // Every task that was not stopped reaches its final event.
+        m.wait_idle(Some(TIMEOUT)).expect("every task settles");
+        drain(&m);
+        let ran = ran.lock().unwrap().clone();
+        assert_eq!(ran.iter().copied().collect::<HashSet<u64>>().len(), ran.len(), "seed {seed}: a task ran twice");
+        finish(m);
+    }
 }

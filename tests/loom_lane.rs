@@ -38,8 +38,8 @@
 //! 6. **A continuation attached to its upstream task** (`lane::Cont`): the
 //!    host attaches the record to the queued upstream's state word, or,
 //!    once a worker claimed it, to that worker's `cont` word; the worker
-//!    moves an attachment found at the claim to its word, and swaps the
-//!    word when the upstream finishes. Checked, with and without a stop of
+//!    writes its word after the claim (the attachment found at the claim,
+//!    or "running"), and swaps it when the upstream finishes. Checked, with and without a stop of
 //!    the continuation: it runs (after its upstream task), takes the
 //!    locked path (the attach failed) or is freed, exactly once. Mutant: a
 //!    finish that reads the word and then clears it.
@@ -591,8 +591,9 @@ fn cont_model(stop: bool, load_then_clear: bool) {
 
         let (us, cw, done, r, o) = (up_state.clone(), cont_word.clone(), up_done.clone(), rec.clone(), out.clone());
         let worker = thread::spawn(move || {
-            // Claim the upstream: the word first, then the state.
-            cw.store(RUNNING_A, Ordering::Relaxed);
+            // Claim the upstream, then say so in the word (never before
+            // the claim: a stale word could take an attachment meant for
+            // the worker that did claim it).
             let mut s = us.load(Ordering::Acquire);
             let claimed = loop {
                 if s != QUEUED && s != ATTACHED {
@@ -604,9 +605,7 @@ fn cont_model(stop: bool, load_then_clear: bool) {
                 }
             };
             assert!(claimed.is_some(), "nothing else claims or cancels the upstream here");
-            if claimed == Some(ATTACHED) {
-                cw.store(ATTACHED, Ordering::Relaxed);
-            }
+            cw.store(if claimed == Some(ATTACHED) { ATTACHED } else { RUNNING_A }, Ordering::Relaxed);
             // The upstream runs and finishes.
             done.store(true, Ordering::Relaxed);
             let w = if load_then_clear {

@@ -945,7 +945,7 @@ impl WorkerLane {
 
     /// Lane tasks this worker claimed so far.
     pub(crate) fn claims(&self) -> u64 {
-        self.claims.load(Ordering::Relaxed)
+        self.claims.load(Ordering::Acquire)
     }
 
     /// Continuations this worker claimed so far.
@@ -953,13 +953,13 @@ impl WorkerLane {
         self.cont_claims.load(Ordering::Relaxed)
     }
 
-    /// Asks the worker to stop task `id` if it is running it.
-    pub(crate) fn stop_if_current(&self, id: u64) -> bool {
+    /// Asks the worker to stop task `id` if it is running it (or last
+    /// tried to claim it: a stop id that is not the running task's is
+    /// harmless).
+    pub(crate) fn stop_if_current(&self, id: u64) {
         if self.current.load(Ordering::Relaxed) == id {
             self.stop_id.store(id, Ordering::Relaxed);
-            return true;
         }
-        false
     }
 
     /// Attaches `cont` to lane task `id` if this worker runs it and has
@@ -990,21 +990,26 @@ impl WorkerLane {
         (w > RUNNING && w & 3 == 0).then(|| Attached(unsafe { std::ptr::NonNull::new_unchecked(w as *mut Cont) }))
     }
 
-    /// Marks lane task `id` as this worker's, before its claim.
+    /// Marks lane task `id` as this worker's, before its claim (for a
+    /// stop that sees the claim).
     #[inline(always)]
     fn claiming_task(&self, id: u64) {
         self.current.store(id, Ordering::Relaxed);
-        self.cont.store(running_word(id), Ordering::Relaxed);
     }
 
-    /// After a claim that replaced state word `s`: a continuation attached
-    /// to the queued entry moves to the worker's word.
+    /// After the claim of lane task `id` that replaced state word `s`: the
+    /// worker's `cont` word says it runs `id`, or holds the continuation
+    /// attached to the queued entry. Set only once the claim succeeded, so
+    /// that no other worker's word names `id` (a host that sees the claim
+    /// before this store finds no word to attach to, and takes the locked
+    /// path).
     #[inline(always)]
-    fn claimed(&self, s: u64) {
-        if s > RUNNING {
-            self.cont.store(s, Ordering::Relaxed);
-        }
-        self.claims.store(self.claims.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    fn claimed(&self, id: u64, s: u64) {
+        self.cont.store(if s > RUNNING { s } else { running_word(id) }, Ordering::Relaxed);
+        // `claims` last, with release: `State::stats` reads it first (with
+        // acquire), so that it never counts a claimed continuation as both
+        // running and waiting.
+        self.claims.store(self.claims.load(Ordering::Relaxed) + 1, Ordering::Release);
     }
 
     /// The next outcome left by this worker; the caller holds the state lock.
@@ -1167,6 +1172,10 @@ impl Lane {
             if level.priority < priority {
                 break;
             }
+            if level.is_overflowing() {
+                // Its next entries wait behind an empty ring (see `take`).
+                return false;
+            }
             if level.has_entries() {
                 if level.priority > priority {
                     return false;
@@ -1190,8 +1199,8 @@ impl Lane {
             w.claiming_task(rec.id);
             match leave_queued(&rec.state, RUNNING) {
                 Ok(s) => {
-                    w.claimed(s);
                     w.cont_claims.store(w.cont_claims.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                    w.claimed(rec.id, s);
                     // SAFETY: the compare-and-swap made this worker the
                     // job's only owner.
                     Some(unsafe { (*rec.job.get()).assume_init_read() })
@@ -1370,7 +1379,7 @@ impl Lane {
                 let job = claimed.is_ok().then(|| unsafe { (*slot.job.get()).assume_init_read() });
                 level.release(pos);
                 if let (Ok(s), Some(job)) = (claimed, job) {
-                    w.claimed(s);
+                    w.claimed(id, s);
                     return Take::Job(id, job);
                 }
             }

@@ -1138,7 +1138,9 @@ impl State {
         // Continuations not yet claimed wait for their upstream task.
         let cont_claims: u64 = st.workers.iter().map(|w| w.lane.cont_claims()).sum();
         let cont_waiting = (st.cont_added - st.cont_cancelled - cont_claims) as usize;
-        let lane_queued = st.lane_live() - lane_running - cont_waiting;
+        // (Saturating: a snapshot taken while a worker claims must never
+        // panic under the lock.)
+        let lane_queued = st.lane_live().saturating_sub(lane_running + cont_waiting);
         Stats {
             queued: (st.ready.len() + lane_queued) as u64,
             blocked: (st.pending - st.ready.len() + cont_waiting) as u64,
@@ -2385,10 +2387,11 @@ impl State {
                         if linked {
                             self.lane_linked -= 1;
                         }
+                        // Every worker whose last claim was this task: one
+                        // whose claim failed (the task was moved meanwhile)
+                        // may still name it.
                         for w in &self.workers {
-                            if w.lane.stop_if_current(id) {
-                                break;
-                            }
+                            w.lane.stop_if_current(id);
                         }
                     }
                 },
@@ -2405,10 +2408,11 @@ impl State {
                         if linked {
                             self.lane_linked -= 1;
                         }
+                        // Every worker whose last claim was this task: one
+                        // whose claim failed (the task was moved meanwhile)
+                        // may still name it.
                         for w in &self.workers {
-                            if w.lane.stop_if_current(id) {
-                                break;
-                            }
+                            w.lane.stop_if_current(id);
                         }
                     }
                 },
