@@ -1451,23 +1451,23 @@ impl State {
                     break;
                 };
                 self.lane_applied += 1;
-                if self.tasks.get(id).is_some_and(|t| t.links.is_some()) && self.delivers_alone(id, &outcome) {
-                    // A chain's task whose outcome changes nothing
-                    // downstream: delivered as an independent one.
-                    let task = self.tasks.remove(id).expect("checked above");
-                    let mut links = self.links.remove(task.links.expect("checked above"));
-                    if !links.received.is_empty() {
-                        after.garbage(Garbage::Results(links.received.take()));
-                    }
-                    if let Body::Cont { rec, .. } = task.body {
-                        self.lane.conts.recycle(rec);
-                    }
-                    if !self.deliver_final(id, task.group, outcome, capacity, &mut written, sink) {
-                        return written;
-                    }
-                    continue;
-                }
                 let Some(task) = self.tasks.remove_if(id, |t| t.links.is_none()) else {
+                    if self.delivers_alone(id, &outcome) {
+                        // A chain's task whose outcome changes nothing
+                        // downstream: delivered as an independent one.
+                        let task = self.tasks.remove(id).expect("checked by delivers_alone");
+                        let mut links = self.links.remove(task.links.expect("checked by delivers_alone"));
+                        if !links.received.is_empty() {
+                            after.garbage(Garbage::Results(links.received.take()));
+                        }
+                        if let Body::Cont { rec, .. } = task.body {
+                            self.lane.conts.recycle(rec);
+                        }
+                        if !self.deliver_final(id, task.group, outcome, capacity, &mut written, sink) {
+                            return written;
+                        }
+                        continue;
+                    }
                     // Stopped (dropped by `finish`) or with downstream tasks.
                     self.running += 1;
                     self.finish(id, outcome, after);
@@ -1670,7 +1670,16 @@ impl State {
     /// If task `id` is a queued lane task or continuation, moves it to the
     /// locked path (a continuation still waits for its upstream task there).
     /// Returns true if it is a claimed one (running or finished).
+    #[inline]
     fn unlane(&mut self, id: u64) -> bool {
+        match self.tasks.get(id) {
+            Some(Task { body: Body::Lane { .. } | Body::Cont { .. }, .. }) => self.unlane_slow(id),
+            _ => false,
+        }
+    }
+
+    #[inline(never)]
+    fn unlane_slow(&mut self, id: u64) -> bool {
         let job = match self.tasks.get(id) {
             Some(Task { body: Body::Lane { level, pos, .. }, .. }) => {
                 let (level, pos) = (*level as usize, *pos);
@@ -1832,6 +1841,21 @@ impl State {
             }
         }
 
+        self.add_linked(id, job, priority, group_index, upstream, after)
+    }
+
+    /// The rest of [`State::add`]: a task that does not go to the lane as
+    /// an independent one (out of line: the lane add is the hot path).
+    #[inline(never)]
+    fn add_linked(
+        &mut self,
+        id: u64,
+        job: Job,
+        priority: i32,
+        group_index: u32,
+        upstream: &[u64],
+        after: &mut After,
+    ) -> Result<u64, (Error, Job)> {
         // A single upstream task in the lane: wait attached to it.
         let mut job = job;
         if upstream.len() == 1 && job.run.is_some() && self.lane.is_open() {
