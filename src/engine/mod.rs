@@ -1841,6 +1841,15 @@ impl State {
             }
         }
 
+        if upstream.is_empty() {
+            // The locked path's independent task (paused, hooks, a full
+            // set of levels, a pass-through): ready at once.
+            self.tasks
+                .insert(id, Task { body: Body::Pending(job), priority, group: group_index, links: None, waiting: 0 });
+            self.pending += 1;
+            self.make_ready(priority, id, after);
+            return Ok(id);
+        }
         self.add_linked(id, job, priority, group_index, upstream, after)
     }
 
