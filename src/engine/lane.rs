@@ -106,7 +106,11 @@ fn is_queued_word(s: u64) -> bool {
 /// (`RUNNING` or `CANCELLED`).
 #[inline(always)]
 fn leave_queued(state: &AtomicU64, to: u64) -> Result<u64, u64> {
-    let mut s = state.load(Ordering::Acquire);
+    // Most entries have nothing attached: one compare-and-swap.
+    let mut s = match state.compare_exchange(QUEUED, to, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(s) => return Ok(s),
+        Err(s) => s,
+    };
     loop {
         if !is_queued_word(s) {
             return Err(s);
