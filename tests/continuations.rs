@@ -9,21 +9,11 @@ mod common;
 
 use std::collections::HashSet;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use btm::engine::{Manager, Owned, TaskHooks};
 use common::*;
-
-fn finish(m: Arc<Manager>) {
-    m.shut_down(Some(TIMEOUT)).expect("shut down in time");
-    drop(m);
-    assert_all_freed();
-}
-
-fn finals(evs: &[Ev]) -> Vec<u64> {
-    evs.iter().filter(|e| matches!(e, Ev::Completed { .. } | Ev::Failed { .. })).filter_map(Ev::task).collect()
-}
 
 /// A task that passes `gate`, then logs `tag` and returns it as its result.
 fn gated(gate: &Gate, log: &Log, tag: i64) -> btm::engine::Job {
@@ -47,6 +37,23 @@ fn chained(log: &Log, seen: &Seen, tag: i64) -> btm::engine::Job {
         seen.lock().unwrap().push((tag, upstream(ctx)));
         ctx.set_result(value(tag));
     })
+}
+
+/// A manager with one worker, held at `gate` by task `a` (tag 0, result 0).
+struct Held {
+    m: Arc<Manager>,
+    gate: Gate,
+    log: Log,
+    seen: Seen,
+    a: u64,
+}
+
+fn held() -> Held {
+    let m = manager(1, true);
+    let (gate, log, seen) = (Gate::new(), Log::default(), Seen::default());
+    let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    Held { m, gate, log, seen, a }
 }
 
 #[test]
@@ -101,11 +108,7 @@ fn a_chain_behind_a_queued_task_runs_after_it() {
 #[test]
 fn a_continuation_waits_for_better_tasks_queued_meanwhile() {
     let _s = serial();
-    let m = manager(1, true);
-    let (gate, log) = (Gate::new(), Log::default());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
-    gate.wait_arrivals(1);
+    let Held { m, gate, log, seen, a } = held();
     m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap(); // continuation of a
     m.add(logging(&log, 2), 0, DEFAULT, &[]).unwrap(); // same priority, newer: after it
     m.add(logging(&log, 3), 5, DEFAULT, &[]).unwrap(); // higher priority: before it
@@ -130,31 +133,23 @@ fn a_continuation_waits_for_better_tasks_queued_meanwhile() {
 #[test]
 fn a_second_downstream_task_of_higher_priority_runs_before_the_continuation() {
     let _s = serial();
-    let m = manager(1, true);
-    let (gate, log) = (Gate::new(), Log::default());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
-    gate.wait_arrivals(1);
-    let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
-    let c = m.add(chained(&log, &seen, 2), 3, DEFAULT, &[a]).unwrap();
+    let Held { m, gate, log, seen, a } = held();
+    m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
+    m.add(chained(&log, &seen, 2), 3, DEFAULT, &[a]).unwrap();
     gate.open();
     collect_finals(&m, 3);
     assert_eq!(log.get(), vec![0, 2, 1]);
     let seen = seen.lock().unwrap();
     assert_eq!(seen[0], (2, vec![(a, 0)]));
     assert_eq!(seen[1], (1, vec![(a, 0)]));
-    let _ = (b, c);
+    drop(seen);
     finish(m);
 }
 
 #[test]
 fn stopping_a_waiting_continuation_frees_it_and_lets_its_own_downstream_run() {
     let _s = serial();
-    let m = manager(1, true);
-    let (gate, log) = (Gate::new(), Log::default());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
-    gate.wait_arrivals(1);
+    let Held { m, gate, log, seen, a } = held();
     let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
     let c = m.add(chained(&log, &seen, 2), 0, DEFAULT, &[b]).unwrap();
     let report = m.stop_task(b, false, false).unwrap();
@@ -171,11 +166,7 @@ fn stopping_a_waiting_continuation_frees_it_and_lets_its_own_downstream_run() {
 fn stopping_the_running_upstream_task_reaches_its_continuations_as_asked() {
     let _s = serial();
     for down in [false, true] {
-        let m = manager(1, true);
-        let (gate, log) = (Gate::new(), Log::default());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
-        gate.wait_arrivals(1);
+        let Held { m, gate, log, seen, a } = held();
         let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
         let c = m.add(chained(&log, &seen, 2), 0, DEFAULT, &[b]).unwrap();
         let report = m.stop_task(a, false, down).unwrap();
@@ -224,11 +215,7 @@ fn a_failed_upstream_task_fails_its_continuations() {
 #[test]
 fn a_pause_holds_a_continuation_until_processing_starts_again() {
     let _s = serial();
-    let m = manager(1, true);
-    let (gate, log) = (Gate::new(), Log::default());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
-    gate.wait_arrivals(1);
+    let Held { m, gate, log, seen, a } = held();
     let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
     m.pause_processing().unwrap();
     gate.open();
@@ -239,12 +226,6 @@ fn a_pause_holds_a_continuation_until_processing_starts_again() {
     assert_eq!(finals(&collect_finals(&m, 1)), vec![b]);
     assert_eq!(*seen.lock().unwrap(), vec![(1, vec![(a, 0)])]);
     finish(m);
-}
-
-static HOOK_STARTS: AtomicU64 = AtomicU64::new(0);
-
-unsafe extern "C" fn count_start(_: *mut c_void, _: u64, _: u32, _: u64, _: u32) {
-    HOOK_STARTS.fetch_add(1, Ordering::SeqCst);
 }
 
 #[test]
@@ -272,11 +253,7 @@ fn hooks_registered_while_a_continuation_waits_see_it_start() {
 #[test]
 fn a_continuation_can_change_priority_while_it_waits() {
     let _s = serial();
-    let m = manager(1, true);
-    let (gate, log) = (Gate::new(), Log::default());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
-    gate.wait_arrivals(1);
+    let Held { m, gate, log, seen, a } = held();
     let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
     m.add(logging(&log, 2), 5, DEFAULT, &[]).unwrap();
     m.set_priority(b, 9).unwrap();

@@ -10,12 +10,6 @@ use std::time::Duration;
 use btm::engine::{Config, Error, Manager, Notify, Owned, TaskHooks, ThreadHooks};
 use common::*;
 
-fn finish(m: Arc<Manager>) {
-    m.shut_down(Some(TIMEOUT)).expect("shut down in time");
-    drop(m);
-    assert_all_freed();
-}
-
 fn readable(fd: i32) -> bool {
     wait_readable(fd, 0)
 }

@@ -5,17 +5,11 @@
 mod common;
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use btm::engine::{GroupKey, Manager, Notify, Owned, TaskHooks};
 use common::*;
-
-fn finish(m: Arc<Manager>) {
-    m.shut_down(Some(TIMEOUT)).expect("shut down in time");
-    drop(m);
-    assert_all_freed();
-}
 
 /// Adds a task (to `group`) that blocks its worker on the returned gate,
 /// and waits until it does.
@@ -25,10 +19,6 @@ fn occupy_a_worker(m: &Arc<Manager>, group: GroupKey) -> Gate {
     m.add(job(move |_| gc.pass()), 0, group, &[]).unwrap();
     gate.wait_arrivals(1);
     gate
-}
-
-fn finals(evs: &[Ev]) -> Vec<u64> {
-    evs.iter().filter(|e| matches!(e, Ev::Completed { .. } | Ev::Failed { .. })).filter_map(Ev::task).collect()
 }
 
 #[test]
@@ -92,12 +82,6 @@ fn no_lane_task_starts_once_a_pause_returns() {
         assert_eq!(finals(&collect_finals(&m, 2000)).len(), 2000, "round {round}");
         finish(m);
     }
-}
-
-static HOOK_STARTS: AtomicU64 = AtomicU64::new(0);
-
-unsafe extern "C" fn count_start(_: *mut c_void, _: u64, _: u32, _: u64, _: u32) {
-    HOOK_STARTS.fetch_add(1, Ordering::SeqCst);
 }
 
 #[test]

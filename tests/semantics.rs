@@ -8,12 +8,6 @@ use std::time::Duration;
 use btm::engine::{Error, GroupKey, Job, Manager, StopReport};
 use common::*;
 
-fn finish(m: Arc<Manager>) {
-    m.shut_down(Some(TIMEOUT)).expect("shut down in time");
-    drop(m);
-    assert_all_freed();
-}
-
 fn ids_of(events: &[Ev]) -> Vec<u64> {
     events.iter().filter_map(|e| e.task()).collect()
 }

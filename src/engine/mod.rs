@@ -2407,48 +2407,15 @@ impl State {
             let unfinished =
                 matches!(body, Body::Pending(_) | Body::Running { .. } | Body::Lane { .. } | Body::Cont { .. });
             match body {
-                Body::Cont { rec, linked } => match rec.cancel() {
-                    Some(job) => {
-                        report.before_start += 1;
-                        self.lane_cancelled += 1;
-                        self.cont_cancelled += 1;
-                        after.free(job.data);
-                    }
-                    None => {
-                        // Claimed, as for a lane task below.
-                        report.while_running += 1;
-                        if linked {
-                            self.lane_linked -= 1;
-                        }
-                        // Every worker whose last claim was this task: one
-                        // whose claim failed (the task was moved meanwhile)
-                        // may still name it.
-                        for w in &self.workers {
-                            w.lane.stop_if_current(id);
-                        }
-                    }
-                },
-                Body::Lane { level, pos, linked } => match self.lane.cancel(level as usize, pos, id) {
-                    Some(job) => {
-                        report.before_start += 1;
-                        self.lane_cancelled += 1;
-                        after.free(job.data);
-                    }
-                    None => {
-                        // Claimed: running, or its outcome waits in its worker's queue
-                        // (dropped when applied, as for any stopped task).
-                        report.while_running += 1;
-                        if linked {
-                            self.lane_linked -= 1;
-                        }
-                        // Every worker whose last claim was this task: one
-                        // whose claim failed (the task was moved meanwhile)
-                        // may still name it.
-                        for w in &self.workers {
-                            w.lane.stop_if_current(id);
-                        }
-                    }
-                },
+                Body::Cont { rec, linked } => {
+                    let job = rec.cancel();
+                    self.cont_cancelled += u64::from(job.is_some());
+                    self.stop_in_lane(id, job, linked, report, after);
+                }
+                Body::Lane { level, pos, linked } => {
+                    let job = self.lane.cancel(level as usize, pos, id);
+                    self.stop_in_lane(id, job, linked, report, after);
+                }
                 Body::Pending(job) => {
                     report.before_start += 1;
                     self.pending -= 1;
@@ -2510,6 +2477,31 @@ impl State {
                         let p = dt.priority;
                         self.make_ready(p, d, after);
                     }
+                }
+            }
+        }
+    }
+
+    /// The stop of a lane task or continuation: `job` if the stop cancelled
+    /// its entry, else a worker claimed it (running, or its outcome waits in
+    /// the worker's queue, dropped when applied as for any stopped task).
+    fn stop_in_lane(&mut self, id: u64, job: Option<Job>, linked: bool, report: &mut StopReport, after: &mut After) {
+        match job {
+            Some(job) => {
+                report.before_start += 1;
+                self.lane_cancelled += 1;
+                after.free(job.data);
+            }
+            None => {
+                report.while_running += 1;
+                if linked {
+                    self.lane_linked -= 1;
+                }
+                // Every worker whose last claim was this task: one whose
+                // claim failed (the task was moved meanwhile) may still
+                // name it.
+                for w in &self.workers {
+                    w.lane.stop_if_current(id);
                 }
             }
         }

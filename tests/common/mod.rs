@@ -257,3 +257,24 @@ pub fn wait_readable(fd: i32, ms: i32) -> bool {
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut p, 1, ms) == 1 }
 }
+
+/// Shuts the manager down, drops it and checks that every userdata and
+/// result was freed.
+pub fn finish(m: Arc<Manager>) {
+    m.shut_down(Some(TIMEOUT)).expect("shut down in time");
+    drop(m);
+    assert_all_freed();
+}
+
+/// The ids of the final events (completed or failed), in order.
+pub fn finals(evs: &[Ev]) -> Vec<u64> {
+    evs.iter().filter(|e| matches!(e, Ev::Completed { .. } | Ev::Failed { .. })).filter_map(Ev::task).collect()
+}
+
+/// Task starts counted by [`count_start`], a task hook.
+pub static HOOK_STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// An `on_start` task hook that counts in [`HOOK_STARTS`].
+pub unsafe extern "C" fn count_start(_: *mut c_void, _: u64, _: u32, _: u64, _: u32) {
+    HOOK_STARTS.fetch_add(1, Ordering::SeqCst);
+}
