@@ -257,7 +257,10 @@ unsafe impl Sync for ContArena {}
 // SAFETY: as above.
 unsafe impl Send for ContArena {}
 
-/// Records per block (56 bytes each).
+// The size `btm_add_task`'s documentation gives.
+const _: () = assert!(mem::size_of::<Cont>() == 56);
+
+/// Records per block.
 const CONT_BLOCK: usize = 256;
 
 impl ContArena {

@@ -130,14 +130,15 @@ unsafe fn add(
 /// memory (0.3-0.5 ms on a 2-vCPU VM, btm's lock held). Beyond 16,384
 /// tasks waiting in one such queue (a host adding faster than the workers
 /// run), the others wait in a list that takes about 40 bytes each and is
-/// given back when it empties. So does a task whose upstream tasks all
-/// completed without a result. A task with a single upstream task that is
-/// in such a queue, running, or itself waiting this way (a chain) waits
-/// attached to it, in a record of 48 bytes; the worker that finishes the
-/// upstream task runs it next, with the upstream result, when no task of a
-/// higher priority, or of its priority and older, is queued (else it
-/// queues as tasks with upstream tasks do). Either way the `priority` rule
-/// above holds.
+/// given back when it empties. A task whose upstream tasks all completed
+/// without a result goes to such a queue too. A task with a single
+/// upstream task that is in such a queue, running, or itself waiting this
+/// way (a chain) waits attached to it, in a record of 56 bytes (from
+/// blocks of 256 records, given back but one once no such record is in
+/// use); the worker that finishes the upstream task runs it next, with the
+/// upstream result, when no task of a higher priority, or of its priority
+/// and older, is queued (else it queues as tasks with upstream tasks do).
+/// Either way the `priority` rule above holds.
 ///
 /// # Safety
 /// `manager` NULL or live; `group` NULL or readable; `upstream` NULL or
