@@ -217,7 +217,8 @@ impl ContRef {
         is_queued_word(self.rec().state.load(Ordering::Acquire))
     }
 
-    fn attach_word(&self) -> u64 {
+    /// The record's address, as a state word or a worker's word holds it.
+    fn addr(&self) -> u64 {
         self.0.as_ptr() as u64
     }
 }
@@ -303,7 +304,7 @@ impl ContArena {
         }
         if o.free.is_empty() {
             let mut block: Box<[MaybeUninit<Cont>]> = (0..CONT_BLOCK).map(|_| MaybeUninit::uninit()).collect();
-            o.free.extend(block.iter_mut().rev().map(|c| std::ptr::NonNull::from(c).cast::<Cont>()));
+            o.free.extend(records_of(&mut block));
             o.blocks.push(block);
         }
         let p = o.free.pop().expect("refilled above");
@@ -344,16 +345,14 @@ impl ContArena {
         }
         // SAFETY: the caller holds the state lock.
         let o = unsafe { self.owner() };
-        o.free.push(r.0);
-        mem::forget(r);
-        o.live -= 1;
+        o.put_back(r);
         if o.live == 0 && o.blocks.len() > 1 {
             self.take_orphans(o);
             if o.live == 0 {
                 o.free.clear();
                 o.blocks.truncate(1);
-                let block = &mut o.blocks[0];
-                o.free.extend(block.iter_mut().rev().map(|c| std::ptr::NonNull::from(c).cast::<Cont>()));
+                let ArenaOwner { free, blocks, .. } = o;
+                free.extend(records_of(&mut blocks[0]));
             }
         }
     }
@@ -365,12 +364,24 @@ impl ContArena {
         // queued, so the job is here, read once.
         let job = unsafe { (*r.rec().job.get()).assume_init_read() };
         // SAFETY: the caller holds the state lock.
-        let o = unsafe { self.owner() };
-        o.free.push(r.0);
-        mem::forget(r);
-        o.live -= 1;
+        unsafe { self.owner() }.put_back(r);
         job
     }
+}
+
+impl ArenaOwner {
+    /// Takes back a record through its last reference (no job left in it).
+    fn put_back(&mut self, r: ContRef) {
+        self.free.push(r.0);
+        mem::forget(r);
+        self.live -= 1;
+    }
+}
+
+/// The records of a block, in the order `make` hands them out (popped from
+/// the free list's end).
+fn records_of(block: &mut [MaybeUninit<Cont>]) -> impl Iterator<Item = std::ptr::NonNull<Cont>> + '_ {
+    block.iter_mut().rev().map(|c| std::ptr::NonNull::from(c).cast::<Cont>())
 }
 
 /// A continuation taken by the worker that finished its upstream task: the
@@ -406,7 +417,7 @@ pub(crate) enum AttachTo {
 /// Attaches `cont` to a queued entry's state word (one without a
 /// continuation: the caller attaches at most one per upstream task).
 fn attach_word(state: &AtomicU64, cont: &ContRef) -> AttachTo {
-    match state.compare_exchange(QUEUED, cont.attach_word(), Ordering::AcqRel, Ordering::Acquire) {
+    match state.compare_exchange(QUEUED, cont.addr(), Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => AttachTo::Queued,
         Err(RUNNING) => AttachTo::Running,
         Err(_) => AttachTo::No,
@@ -972,7 +983,7 @@ impl WorkerLane {
     /// Attaches `cont` to lane task `id` if this worker runs it and has
     /// not finished it; the caller holds the state lock.
     pub(crate) fn attach_running(&self, id: u64, cont: &ContRef) -> bool {
-        self.cont.compare_exchange(running_word(id), cont.attach_word(), Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        self.cont.compare_exchange(running_word(id), cont.addr(), Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// Waits up to `spins` pauses for a continuation to be attached to lane

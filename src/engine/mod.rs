@@ -1708,6 +1708,17 @@ impl State {
         false
     }
 
+    /// Moves downstream task `d` to the locked path if it is a queued
+    /// continuation, before a walk over downstream tasks (a finish, a
+    /// failure, a stop) applies the locked path's rules to it; a claimed
+    /// one runs and is left alone.
+    #[inline]
+    fn unlane_cont(&mut self, d: u64) {
+        if matches!(self.tasks.get(d), Some(Task { body: Body::Cont { .. }, .. })) {
+            self.unlane(d);
+        }
+    }
+
     /// Adds task `id` as a continuation of `up`, its only upstream task, if
     /// `up` is a lane task or a continuation, queued or running, without
     /// downstream tasks. Returns the job back if it cannot.
@@ -1906,9 +1917,7 @@ impl State {
                         d.first().copied()
                     });
                     if let Some(d) = first {
-                        if matches!(self.tasks.get(d), Some(Task { body: Body::Cont { .. }, .. })) {
-                            self.unlane(d);
-                        }
+                        self.unlane_cont(d);
                     }
                 }
             }
@@ -2210,8 +2219,8 @@ impl State {
                         continue;
                     };
                     if matches!(dt.body, Body::Cont { .. }) {
-                        // Not claimed by the worker that ran this task: it
-                        // becomes ready on the locked path.
+                        // Not claimed by the worker that ran this task (see
+                        // `unlane_cont`; one lookup for the others here).
                         self.unlane(d);
                     }
                     let dt = self.tasks.get_mut(d).expect("live above");
@@ -2248,9 +2257,7 @@ impl State {
         self.failed_total += 1;
         self.push_event(Ev::Final(id));
         while let Some(d) = queue.pop_front() {
-            if matches!(self.tasks.get(d), Some(Task { body: Body::Cont { .. }, .. })) {
-                self.unlane(d);
-            }
+            self.unlane_cont(d);
             let Some(dt) = self.tasks.get_mut(d) else {
                 continue;
             };
@@ -2463,9 +2470,7 @@ impl State {
                 // Downstream tasks no longer wait for this one; they run
                 // without its result, as soon as they are otherwise ready.
                 for d in links.downstream.iter() {
-                    if matches!(self.tasks.get(d), Some(Task { body: Body::Cont { .. }, .. })) {
-                        self.unlane(d);
-                    }
+                    self.unlane_cont(d);
                     let Some(dt) = self.tasks.get_mut(d) else {
                         continue;
                     };
