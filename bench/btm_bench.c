@@ -195,9 +195,15 @@ int main(int argc, char **argv) {
         btm_task_id *ids = malloc(n * sizeof *ids);
         double t0 = now_ns();
         for (size_t i = 0; i < n; i++) add(m, 0, NULL, 0, &ids[i]);
+        double t_added = now_ns();
         add(m, 0, ids, n, &id);
+        double t_joined = now_ns();
         drain(m, n + 1, DRAIN_BLOCK_WHEN_EMPTY);
         double t = now_ns() - t0;
+        if (getenv("BTM_BENCH_PHASES"))
+            fprintf(stderr, "w2b: add phase %.1f ns/task, fan-in add %.1f ns/upstream, drain phase %.1f ns/task\n",
+                    (t_added - t0) / (double)n, (t_joined - t_added) / (double)n,
+                    (now_ns() - t_joined) / (double)(n + 1));
         free(ids);
         printf("{\"peer\":\"btm\",\"workload\":\"w2b\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", n,
                t / (double)(n + 1), t / 1e6);

@@ -24,6 +24,15 @@ impl Ids {
         }
     }
 
+    /// The ids of `v`, which is dropped if it holds fewer than two.
+    pub(crate) fn from_vec(v: Vec<u64>) -> Self {
+        match v.len() {
+            0 => Ids::Empty,
+            1 => Ids::One(v[0]),
+            _ => Ids::Many(Box::new(v)),
+        }
+    }
+
     #[inline]
     pub(crate) fn push(&mut self, id: u64) {
         if let Ids::Empty = self {

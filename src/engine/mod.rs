@@ -492,8 +492,9 @@ struct State {
     /// (workers choose among the whole batch, as on the locked path).
     lane_batching: bool,
     lane_batch: Vec<(u8, u64)>,
-    /// The last add put its task in the lane and changed nothing else
-    /// (`Manager::add` then skips the end-of-section sync).
+    /// The last add put its task in the lane, or attached it as a
+    /// continuation, and changed nothing else (`Manager::add` then skips
+    /// the end-of-section sync).
     plain_lane_add: bool,
 }
 
@@ -1880,7 +1881,12 @@ impl State {
         let mut job = job;
         if upstream.len() == 1 && job.run.is_some() && self.lane.is_open() {
             match self.add_cont(id, job, priority, group_index, upstream[0]) {
-                Ok(()) => return Ok(id),
+                Ok(()) => {
+                    // Attached: nothing the end-of-section sync looks at
+                    // changed, as for a lane add.
+                    self.plain_lane_add = true;
+                    return Ok(id);
+                }
                 Err(j) => job = j,
             }
         }
@@ -1904,7 +1910,14 @@ impl State {
             // An upstream task in the lane: a queued one moves to the locked
             // path (its downstream list is kept under the lock); for a
             // claimed one, outcomes left in the workers' queues are applied first, so
-            // that a finished one is seen as finished.
+            // that a finished one is seen as finished. Applied before the
+            // loop too when there are several: a fan-in's upstream tasks
+            // have mostly finished, and one applied is then a plain
+            // completed task, which `unlane` passes with one lookup
+            // (instead of reading its lane slot).
+            if ups.len() > 1 {
+                self.apply_lane(after);
+            }
             let mut claimed = false;
             for &u in ups {
                 if self.unlane(u) {
@@ -1928,7 +1941,7 @@ impl State {
             // and copying it while the lock is held); the new task's own
             // entry is the last.
             self.links.reserve(ups.len() + 1);
-            let mut l_upstream = Ids::with_capacity(ups.len());
+            let mut l_upstream = Vec::with_capacity(ups.len());
             let mut done: Vec<(u64, Arc<ResultSet>)> = Vec::new();
             for &u in ups {
                 let Some(ut) = self.tasks.get_mut(u) else {
@@ -1980,7 +1993,8 @@ impl State {
             } else {
                 Received::from_vec(done.into_iter().map(|(_, r)| r).collect())
             };
-            links = Some(Links { upstream: l_upstream, downstream: Ids::default(), received });
+            let upstream = Ids::from_vec(l_upstream);
+            links = Some(Links { upstream, downstream: Ids::default(), received });
         }
 
         if let Some(f) = failed {
