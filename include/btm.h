@@ -1044,9 +1044,10 @@ const char *btm_version(void);
  * given back when it empties. A task whose upstream tasks all completed
  * without a result goes to such a queue too. A task with a single
  * upstream task that is in such a queue, running, or itself waiting this
- * way (a chain) waits attached to it, in a record of 56 bytes (from
+ * way (a chain) waits attached to it, in a record of 64 bytes (from
  * blocks of 256 records, given back but one once no such record is in
- * use); the worker that finishes the upstream task runs it next, with the
+ * use) that also holds the dependency, so that such a chain needs no
+ * other memory than its tasks' records; the worker that finishes the upstream task runs it next, with the
  * upstream result, when no task of a higher priority, or of its priority
  * and older, is queued (else it queues as tasks with upstream tasks do).
  * Either way the `priority` rule above holds.

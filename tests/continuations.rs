@@ -295,6 +295,78 @@ fn a_shut_down_frees_waiting_chains() {
     assert_all_freed();
 }
 
+// A chain in the lane keeps its edges in the tasks' bodies, not in link
+// records (`Body::implicit_edges` in src/engine/mod.rs): the next three
+// tests walk them in each direction.
+
+#[test]
+fn stopping_a_waiting_continuation_with_stop_upstream_reaches_every_task_before_it() {
+    let _s = serial();
+    let Held { m, gate, log, seen, a } = held();
+    let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
+    let c = m.add(chained(&log, &seen, 2), 0, DEFAULT, &[b]).unwrap();
+    let d = m.add(chained(&log, &seen, 3), 0, DEFAULT, &[c]).unwrap();
+    let report = m.stop_task(c, true, false).unwrap();
+    assert_eq!((report.before_start, report.while_running, report.after_finish), (2, 1, 0), "b and c, then a");
+    gate.open();
+    // d no longer waits: it runs alone, without c's result.
+    assert_eq!(finals(&collect_finals(&m, 1)), vec![d]);
+    assert_eq!(log.get(), vec![0, 3]);
+    assert_eq!(*seen.lock().unwrap(), vec![(3, vec![])]);
+    assert!(drain(&m).is_empty(), "no event of a stopped task");
+    finish(m);
+}
+
+#[test]
+fn stopping_a_running_continuation_with_stop_upstream_withdraws_its_finished_upstream_tasks() {
+    let _s = serial();
+    let Held { m, gate, log, seen, a } = held();
+    let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
+    let gate2 = Gate::new();
+    let c = m.add(gated(&gate2, &log, 2), 0, DEFAULT, &[b]).unwrap();
+    gate.open();
+    // a and b finished (their events not polled), c holds the worker.
+    gate2.wait_arrivals(1);
+    assert_eq!(log.get(), vec![0, 1]);
+    let report = m.stop_task(c, true, false).unwrap();
+    assert_eq!(report.before_start, 0);
+    assert_eq!(report.while_running + report.after_finish, 3, "{report:?}");
+    gate2.open();
+    wait_until("c to return", || log.get().len() == 3);
+    assert!(drain(&m).is_empty(), "the stop withdrew a's and b's events, and c's result is dropped");
+    finish(m);
+}
+
+#[test]
+fn a_fan_in_over_a_waiting_chain_gets_its_results_and_a_stop_still_reaches_the_whole_chain() {
+    let _s = serial();
+    for stop in [false, true] {
+        let Held { m, gate, log, seen, a } = held();
+        let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
+        let c = m.add(chained(&log, &seen, 2), 0, DEFAULT, &[b]).unwrap();
+        let d = m.add(chained(&log, &seen, 3), 0, DEFAULT, &[c]).unwrap();
+        // Several upstream tasks: the fan-in's edges need link records.
+        let f = m.add(chained(&log, &seen, 4), 0, DEFAULT, &[b, d]).unwrap();
+        if stop {
+            // From the head, downstream: every task of the chain and the
+            // fan-in, through both kinds of edges.
+            let report = m.stop_task(a, false, true).unwrap();
+            assert_eq!((report.before_start, report.while_running), (4, 1), "{report:?}");
+            gate.open();
+            wait_until("a to return", || log.get().len() == 1);
+            assert!(drain(&m).is_empty());
+        } else {
+            gate.open();
+            assert_eq!(finals(&collect_finals(&m, 5)), vec![a, b, c, d, f]);
+            assert_eq!(log.get(), vec![0, 1, 2, 3, 4]);
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen[1], (2, vec![(b, 1)]));
+            assert_eq!(seen[3], (4, vec![(b, 1), (d, 3)]), "results in completion order");
+        }
+        finish(m);
+    }
+}
+
 #[test]
 fn counts_taken_while_workers_claim_continuations_stay_in_range() {
     let _s = serial();

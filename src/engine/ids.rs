@@ -14,16 +14,6 @@ pub(crate) enum Ids {
 }
 
 impl Ids {
-    /// An empty list with room for `n` ids without growing.
-    #[inline]
-    pub(crate) fn with_capacity(n: usize) -> Self {
-        if n > 1 {
-            Ids::Many(Box::new(Vec::with_capacity(n)))
-        } else {
-            Ids::Empty
-        }
-    }
-
     /// The ids of `v`, which is dropped if it holds fewer than two.
     pub(crate) fn from_vec(v: Vec<u64>) -> Self {
         match v.len() {
@@ -83,14 +73,12 @@ mod tests {
     }
 
     #[test]
-    fn with_capacity_starts_empty_and_keeps_order() {
+    fn from_vec_keeps_order_and_stores_one_inline() {
         for n in [0, 1, 2, 5] {
-            let mut ids = Ids::with_capacity(n);
-            assert!(ids.as_slice().is_empty());
-            for i in 0..n as u64 {
-                ids.push(i * 2);
-            }
-            assert_eq!(ids.iter().collect::<Vec<_>>(), (0..n as u64).map(|i| i * 2).collect::<Vec<_>>());
+            let v: Vec<u64> = (0..n as u64).map(|i| i * 2).collect();
+            let ids = Ids::from_vec(v.clone());
+            assert_eq!(ids.as_slice(), &v[..]);
+            assert_eq!(matches!(ids, Ids::One(_)), n == 1);
         }
         assert_eq!(std::mem::size_of::<Ids>(), 16);
     }

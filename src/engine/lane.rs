@@ -144,6 +144,10 @@ pub(crate) struct Cont {
     refs: AtomicU32,
     pub(crate) priority: i32,
     pub(crate) id: u64,
+    /// Its upstream task (the task table keeps no link record for the
+    /// edge while the continuation is in the lane; see `State::add_cont`).
+    /// Written before the record is shared, never changed.
+    up: u64,
     job: UnsafeCell<MaybeUninit<Job>>,
     /// The arena the record belongs to, which takes it back when the last
     /// reference goes.
@@ -212,6 +216,11 @@ impl ContRef {
         Some(unsafe { (*self.rec().job.get()).assume_init_read() })
     }
 
+    /// The continuation's upstream task.
+    pub(crate) fn up(&self) -> u64 {
+        self.rec().up
+    }
+
     /// True while the record is queued (not claimed, not cancelled).
     pub(crate) fn is_queued(&self) -> bool {
         is_queued_word(self.rec().state.load(Ordering::Acquire))
@@ -259,7 +268,7 @@ unsafe impl Sync for ContArena {}
 unsafe impl Send for ContArena {}
 
 // The size `btm_add_task`'s documentation gives.
-const _: () = assert!(mem::size_of::<Cont>() == 56);
+const _: () = assert!(mem::size_of::<Cont>() == 64);
 
 /// Records per block.
 const CONT_BLOCK: usize = 256;
@@ -296,7 +305,7 @@ impl ContArena {
     /// A queued record for task `id` with both references (the table's,
     /// returned, and the attachment's, for [`Lane::attach`]); the caller
     /// holds the state lock.
-    pub(crate) fn make(&self, id: u64, priority: i32, job: Job) -> ContRef {
+    pub(crate) fn make(&self, id: u64, priority: i32, job: Job, up: u64) -> ContRef {
         // SAFETY: the caller holds the state lock.
         let o = unsafe { self.owner() };
         if o.free.is_empty() {
@@ -317,6 +326,7 @@ impl ContArena {
                 refs: AtomicU32::new(2),
                 priority,
                 id,
+                up,
                 job: UnsafeCell::new(MaybeUninit::new(job)),
                 home: self,
             })
@@ -1452,7 +1462,7 @@ mod tests {
     #[test]
     fn continuation_records_come_back_and_blocks_are_given_back() {
         let a = ContArena::new();
-        let recs: Vec<ContRef> = (0..300).map(|i| a.make(i, 0, job())).collect();
+        let recs: Vec<ContRef> = (0..300).map(|i| a.make(i, 0, job(), 0)).collect();
         assert_eq!(owner(&a), (300, 2, 2 * CONT_BLOCK - 300));
         for r in &recs {
             run(r);
@@ -1469,7 +1479,7 @@ mod tests {
     #[test]
     fn records_whose_last_reference_a_worker_dropped_are_reused() {
         let a = ContArena::new();
-        let recs: Vec<ContRef> = (0..CONT_BLOCK as u64).map(|i| a.make(i, 0, job())).collect();
+        let recs: Vec<ContRef> = (0..CONT_BLOCK as u64).map(|i| a.make(i, 0, job(), 0)).collect();
         for r in recs {
             // The table's reference first (a stop), then the worker's.
             r.rec().state.store(CANCELLED, Ordering::Relaxed);
@@ -1479,7 +1489,7 @@ mod tests {
             unsafe { Cont::release(p) };
         }
         assert_eq!(owner(&a), (CONT_BLOCK, 1, 0), "all orphaned, none taken back yet");
-        let again = a.make(7, 3, job());
+        let again = a.make(7, 3, job(), 0);
         assert_eq!(owner(&a), (1, 1, CONT_BLOCK - 1), "the orphans were taken back, no new block");
         assert!(again.is_queued() && again.rec().id == 7 && again.rec().priority == 3);
         drop(again.cancel());

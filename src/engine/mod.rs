@@ -228,6 +228,15 @@ const _: () = assert!(mem::size_of::<Links>() == 40);
 #[allow(clippy::box_collection)] // 8 bytes, not 24: on purpose
 struct Received(Option<Box<Vec<Arc<ResultSet>>>>);
 
+impl Links {
+    /// The link record of edges kept in a body (see
+    /// [`Body::implicit_edges`]).
+    fn implicit((up, down): (u64, u64)) -> Links {
+        let one = |id| if id == 0 { Ids::Empty } else { Ids::One(id) };
+        Links { upstream: one(up), downstream: one(down), received: Received::default() }
+    }
+}
+
 impl Received {
     fn from_vec(v: Vec<Arc<ResultSet>>) -> Self {
         Received((!v.is_empty()).then(|| Box::new(v)))
@@ -258,6 +267,9 @@ enum Body {
         /// Counted in `State::lane_linked` (claimed, with downstream tasks
         /// on the locked path).
         linked: bool,
+        /// Its continuation, if it has one and no link record (see
+        /// [`Body::implicit_edges`]); 0 if none.
+        down: u64,
     },
     /// A continuation (see `lane::Cont`): queued, attached to its only
     /// upstream task, or claimed by the worker that finished that one
@@ -267,6 +279,8 @@ enum Body {
         rec: ContRef,
         /// As for `Lane`.
         linked: bool,
+        /// As for `Lane`.
+        down: u64,
     },
     Running {
         worker: u32,
@@ -275,6 +289,31 @@ enum Body {
         result: Option<Arc<ResultSet>>,
     },
     Failed(Arc<Failure>),
+}
+
+impl Body {
+    /// The edges of a lane task or continuation that has no link record:
+    /// (its upstream task, its continuation), 0 for none. A chain in the
+    /// lane keeps its edges here (the upstream in the continuation's
+    /// record, the continuation in its upstream's body) instead of two
+    /// link records per task; they move to a link record
+    /// ([`Links::implicit`]) before the task leaves the lane (a move to the
+    /// locked path, a finish under the lock, a stop) or gains another
+    /// edge. Meaningless once the task has a link record.
+    fn implicit_edges(&self) -> (u64, u64) {
+        match self {
+            Body::Lane { down, .. } => (0, *down),
+            Body::Cont { rec, down, .. } => (rec.up(), *down),
+            _ => (0, 0),
+        }
+    }
+
+    fn implicit_down(&self) -> u64 {
+        match self {
+            Body::Lane { down, .. } | Body::Cont { down, .. } => *down,
+            _ => 0,
+        }
+    }
 }
 
 struct Task {
@@ -1452,14 +1491,20 @@ impl State {
                     break;
                 };
                 self.lane_applied += 1;
-                let Some(task) = self.tasks.remove_if(id, |t| t.links.is_none()) else {
+                // (A continuation always takes the second way, which gives
+                // its record back to the arena.)
+                let Some(task) =
+                    self.tasks.remove_if(id, |t| t.links.is_none() && matches!(t.body, Body::Lane { down: 0, .. }))
+                else {
                     if self.delivers_alone(id, &outcome) {
                         // A chain's task whose outcome changes nothing
                         // downstream: delivered as an independent one.
                         let task = self.tasks.remove(id).expect("checked by delivers_alone");
-                        let mut links = self.links.remove(task.links.expect("checked by delivers_alone"));
-                        if !links.received.is_empty() {
-                            after.garbage(Garbage::Results(links.received.take()));
+                        if let Some(li) = task.links {
+                            let mut links = self.links.remove(li);
+                            if !links.received.is_empty() {
+                                after.garbage(Garbage::Results(links.received.take()));
+                            }
                         }
                         if let Body::Cont { rec, .. } = task.body {
                             self.lane.conts.recycle(rec);
@@ -1523,12 +1568,18 @@ impl State {
         {
             return false;
         }
-        let li = task.links.expect("a linked task");
-        self.links.get(li).downstream.iter().all(|d| match self.tasks.get(d) {
+        let claimed = |d: u64| match self.tasks.get(d) {
             Some(Task { body: Body::Cont { rec, .. }, .. }) => !rec.is_queued(),
             Some(_) => false,
             None => true,
-        })
+        };
+        match task.links {
+            Some(li) => self.links.get(li).downstream.iter().all(claimed),
+            None => match task.body.implicit_down() {
+                0 => true,
+                d => claimed(d),
+            },
+        }
     }
 
     /// Workers on the lane that look for a task rather than run one. A
@@ -1586,6 +1637,7 @@ impl State {
     /// path, queued at its priority.
     fn lane_to_locked(&mut self, id: u64, job: Job) {
         self.lane_cancelled += 1;
+        self.settle_edges(id);
         let task = self.tasks.get_mut(id).expect("a queued lane task is live");
         task.body = Body::Pending(job);
         let priority = task.priority;
@@ -1653,11 +1705,12 @@ impl State {
             if task.links.is_some() || !matches!(&task.body, Body::Pending(job) if job.run.is_some()) {
                 return;
             }
-            let Body::Pending(job) = mem::replace(&mut task.body, Body::Lane { level, pos: 0, linked: false }) else {
+            let Body::Pending(job) = mem::replace(&mut task.body, Body::Lane { level, pos: 0, linked: false, down: 0 })
+            else {
                 unreachable!("checked above")
             };
             let (pos, in_ring) = level_ref.push(id, job, !self.lane_batching);
-            task.body = Body::Lane { level, pos, linked: false };
+            task.body = Body::Lane { level, pos, linked: false, down: 0 };
             if self.lane_batching && in_ring {
                 self.lane_batch.push((level, pos));
             }
@@ -1700,6 +1753,7 @@ impl State {
         };
         self.lane_cancelled += 1;
         self.cont_cancelled += 1;
+        self.settle_edges(id);
         let task = self.tasks.get_mut(id).expect("checked above");
         debug_assert!(task.waiting > 0, "a queued continuation waits for its upstream task");
         if let Body::Cont { rec, .. } = mem::replace(&mut task.body, Body::Pending(job)) {
@@ -1713,6 +1767,20 @@ impl State {
     /// continuation, before a walk over downstream tasks (a finish, a
     /// failure, a stop) applies the locked path's rules to it; a claimed
     /// one runs and is left alone.
+    /// Moves the edges task `id` keeps in its body to a link record (see
+    /// [`Body::implicit_edges`]), before it leaves the lane.
+    fn settle_edges(&mut self, id: u64) {
+        let Some(task) = self.tasks.get_mut(id) else {
+            return;
+        };
+        if task.links.is_none() {
+            let edges = task.body.implicit_edges();
+            if edges != (0, 0) {
+                task.links = Some(self.links.insert(Links::implicit(edges)));
+            }
+        }
+    }
+
     #[inline]
     fn unlane_cont(&mut self, d: u64) {
         if matches!(self.tasks.get(d), Some(Task { body: Body::Cont { .. }, .. })) {
@@ -1727,10 +1795,14 @@ impl State {
         let Some(ut) = self.tasks.get(up) else {
             return Err(job);
         };
-        if ut.links.is_some_and(|li| !self.links.get(li).downstream.as_slice().is_empty()) {
+        let has_downstream = match ut.links {
+            Some(li) => !self.links.get(li).downstream.as_slice().is_empty(),
+            None => ut.body.implicit_down() != 0,
+        };
+        if has_downstream {
             return Err(job);
         }
-        let rec = self.lane.conts.make(id, priority, job);
+        let rec = self.lane.conts.make(id, priority, job, up);
         let to = match &ut.body {
             Body::Lane { level, pos, .. } => self.lane.attach(*level as usize, *pos, up, &rec),
             Body::Cont { rec: up_rec, .. } => Lane::attach_to_cont(up_rec, &rec),
@@ -1744,18 +1816,16 @@ impl State {
         if !attached {
             return Err(self.lane.conts.unmake(rec));
         }
+        // The edge: in the upstream task's link record if it has one, else
+        // kept in the two bodies (see `Body::implicit_edges`).
         let ut = self.tasks.get_mut(up).expect("checked above");
-        let li = *ut.links.get_or_insert_with(|| self.links.insert(Links::default()));
-        self.links.get_mut(li).downstream.push(id);
-        let mut l_upstream = Ids::with_capacity(1);
-        l_upstream.push(up);
-        let links = self.links.insert(Links {
-            upstream: l_upstream,
-            downstream: Ids::default(),
-            received: Received::default(),
-        });
-        let body = Body::Cont { rec, linked: false };
-        self.tasks.insert(id, Task { body, priority, group, links: Some(links), waiting: 1 });
+        match (ut.links, &mut ut.body) {
+            (Some(li), _) => self.links.get_mut(li).downstream.push(id),
+            (None, Body::Lane { down, .. } | Body::Cont { down, .. }) => *down = id,
+            (None, _) => unreachable!("attached to a lane task or continuation"),
+        }
+        let body = Body::Cont { rec, linked: false, down: 0 };
+        self.tasks.insert(id, Task { body, priority, group, links: None, waiting: 1 });
         self.lane_added += 1;
         self.cont_added += 1;
         Ok(())
@@ -1844,7 +1914,7 @@ impl State {
                 if self.lane_batching && in_ring {
                     self.lane_batch.push((level, pos));
                 }
-                let body = Body::Lane { level, pos, linked: false };
+                let body = Body::Lane { level, pos, linked: false, down: 0 };
                 self.tasks.insert(id, Task { body, priority, group: group_index, links: None, waiting: 0 });
                 self.lane_added += 1;
                 self.plain_lane_add = !refilled;
@@ -1925,9 +1995,9 @@ impl State {
                     // A continuation attached to a claimed upstream task
                     // would run at its finish, before this task: it moves
                     // to the locked path, where both become ready together.
-                    let first = self.tasks.get(u).and_then(|t| t.links).and_then(|li| {
-                        let d = self.links.get(li).downstream.as_slice();
-                        d.first().copied()
+                    let first = self.tasks.get(u).and_then(|t| match t.links {
+                        Some(li) => self.links.get(li).downstream.as_slice().first().copied(),
+                        None => Some(t.body.implicit_down()).filter(|&d| d != 0),
                     });
                     if let Some(d) = first {
                         self.unlane_cont(d);
@@ -1968,7 +2038,8 @@ impl State {
                         failed.get_or_insert_with(|| Arc::clone(f));
                     }
                 }
-                let li = *ut.links.get_or_insert_with(|| self.links.insert(Links::default()));
+                let edges = ut.body.implicit_edges();
+                let li = *ut.links.get_or_insert_with(|| self.links.insert(Links::implicit(edges)));
                 self.links.get_mut(li).downstream.push(id);
                 l_upstream.push(u);
             }
@@ -2027,7 +2098,7 @@ impl State {
                     self.lane_batch.push((level, pos));
                 }
                 let links = links.map(|l| self.links.insert(l));
-                let body = Body::Lane { level, pos, linked: false };
+                let body = Body::Lane { level, pos, linked: false, down: 0 };
                 self.tasks.insert(id, Task { body, priority, group: group_index, links, waiting: 0 });
                 self.lane_added += 1;
                 self.provision(after);
@@ -2206,6 +2277,12 @@ impl State {
         };
         if let Body::Lane { linked: true, .. } | Body::Cont { linked: true, .. } = task.body {
             self.lane_linked -= 1;
+        }
+        if task.links.is_none() {
+            let edges = task.body.implicit_edges();
+            if edges != (0, 0) {
+                task.links = Some(self.links.insert(Links::implicit(edges)));
+            }
         }
         if task.links.is_none() {
             // No downstream task to update: one lookup.
@@ -2427,13 +2504,14 @@ impl State {
             let Task { body, priority, group, links, waiting } = task;
             let unfinished =
                 matches!(body, Body::Pending(_) | Body::Running { .. } | Body::Lane { .. } | Body::Cont { .. });
+            let implicit = if links.is_none() { body.implicit_edges() } else { (0, 0) };
             match body {
-                Body::Cont { rec, linked } => {
+                Body::Cont { rec, linked, .. } => {
                     let job = rec.cancel();
                     self.cont_cancelled += u64::from(job.is_some());
                     self.stop_in_lane(id, job, linked, report, after);
                 }
-                Body::Lane { level, pos, linked } => {
+                Body::Lane { level, pos, linked, .. } => {
                     let job = self.lane.cancel(level as usize, pos, id);
                     self.stop_in_lane(id, job, linked, report, after);
                 }
@@ -2470,8 +2548,11 @@ impl State {
             }
             self.stopped_total += 1;
             self.groups.leave(group);
-            let Some(li) = links else { continue };
-            let mut links = self.links.remove(li);
+            let mut links = match links {
+                Some(li) => self.links.remove(li),
+                None if implicit != (0, 0) => Links::implicit(implicit),
+                None => continue,
+            };
             if !links.received.is_empty() {
                 after.garbage(Garbage::Results(links.received.take()));
             }
