@@ -238,6 +238,65 @@ fn downstream_of_failed_but_unpolled_task_fails_at_add_after_queued_events() {
 }
 
 #[test]
+fn stops_follow_edges_to_downstream_tasks_added_after_their_upstream_completed() {
+    // A completed task whose only downstream task came after it keeps the
+    // edge in its record (src/engine/mod.rs, `Body::implicit_edges`); a
+    // second downstream task moves both to a link record. Stops must see
+    // both kinds, in both directions.
+    let _s = serial();
+    for from_upstream in [true, false] {
+        let m = manager(1, true);
+        let ups: Vec<u64> =
+            (0..3).map(|i| m.add(job(move |ctx| ctx.set_result(value(i))), 0, DEFAULT, &[]).unwrap()).collect();
+        m.wait_idle(Some(TIMEOUT)).unwrap(); // completed, none polled: all live
+        m.pause_processing().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(vec![]));
+        let s2 = seen.clone();
+        let f = m.add(job(move |ctx| *s2.lock().unwrap() = upstream(ctx)), 0, DEFAULT, &ups).unwrap();
+        let g = m.add(nop(), 0, DEFAULT, &[ups[1]]).unwrap(); // ups[1]'s second downstream task
+        let (report, left) = if from_upstream {
+            // Downstream from ups[0] (edge in its record) and from ups[1]
+            // (edges in a link record).
+            let r0 = m.stop_task(ups[0], false, true).unwrap();
+            assert_eq!((r0.before_start, r0.after_finish), (1, 1), "ups[0] and f");
+            (m.stop_task(ups[1], false, true).unwrap(), vec![ups[2]])
+        } else {
+            // Upstream from f: its three finished upstream tasks' events are
+            // withdrawn; g (down = false) still runs.
+            (m.stop_task(f, true, false).unwrap(), vec![g])
+        };
+        if from_upstream {
+            assert_eq!((report.before_start, report.after_finish), (1, 1), "g and ups[1]");
+        } else {
+            assert_eq!((report.before_start, report.after_finish), (1, 3), "f and its upstream tasks");
+        }
+        m.start_processing().unwrap();
+        assert_eq!(ids_of(&drain(&m)), left, "from upstream: {from_upstream}");
+        assert!(seen.lock().unwrap().is_empty(), "f never ran");
+        finish(m);
+    }
+}
+
+#[test]
+fn a_fan_in_over_completed_tasks_receives_their_results_in_completion_order() {
+    let _s = serial();
+    let m = manager(1, true);
+    let ups: Vec<u64> =
+        (0..50).map(|i| m.add(job(move |ctx| ctx.set_result(value(i))), 0, DEFAULT, &[]).unwrap()).collect();
+    m.wait_idle(Some(TIMEOUT)).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(vec![]));
+    let s2 = seen.clone();
+    // Named in reverse: completion order, not the list's, decides.
+    let rev: Vec<u64> = ups.iter().rev().copied().collect();
+    let f = m.add(job(move |ctx| *s2.lock().unwrap() = upstream(ctx)), 0, DEFAULT, &rev).unwrap();
+    let evs = collect_finals(&m, 51);
+    assert_eq!(*ids_of(&evs).last().unwrap(), f);
+    let want: Vec<(u64, i64)> = ups.iter().zip(0..).map(|(&u, i)| (u, i)).collect();
+    assert_eq!(*seen.lock().unwrap(), want);
+    finish(m);
+}
+
+#[test]
 fn upstream_id_never_issued_is_rejected_and_consumes_no_id() {
     let _s = serial();
     let m = manager(1, false);

@@ -287,22 +287,29 @@ enum Body {
     },
     Completed {
         result: Option<Arc<ResultSet>>,
+        /// A task added after it completed, with it as an upstream task
+        /// (a fan-in's), while it has no link record (see
+        /// [`Body::implicit_edges`]); 0 if none.
+        down: u64,
     },
     Failed(Arc<Failure>),
 }
 
 impl Body {
-    /// The edges of a lane task or continuation that has no link record:
-    /// (its upstream task, its continuation), 0 for none. A chain in the
-    /// lane keeps its edges here (the upstream in the continuation's
-    /// record, the continuation in its upstream's body) instead of two
-    /// link records per task; they move to a link record
-    /// ([`Links::implicit`]) before the task leaves the lane (a move to the
-    /// locked path, a finish under the lock, a stop) or gains another
-    /// edge. Meaningless once the task has a link record.
+    /// The edges of a lane task, continuation or completed task that has
+    /// no link record: (its upstream task, its downstream task), 0 for
+    /// none. A chain in the lane keeps its edges here (the upstream in the
+    /// continuation's record, the continuation in its upstream's body)
+    /// instead of two link records per task, and so does a completed task
+    /// whose only downstream task was added after it completed (a
+    /// fan-in's upstream task, typically). They move to a link record
+    /// ([`Links::implicit`]) before a lane task leaves the lane (a move to
+    /// the locked path, a finish under the lock) or before any of these
+    /// tasks gains another edge; a stop reads them where they are.
+    /// Meaningless once the task has a link record.
     fn implicit_edges(&self) -> (u64, u64) {
         match self {
-            Body::Lane { down, .. } => (0, *down),
+            Body::Lane { down, .. } | Body::Completed { down, .. } => (0, *down),
             Body::Cont { rec, down, .. } => (rec.up(), *down),
             _ => (0, 0),
         }
@@ -310,7 +317,7 @@ impl Body {
 
     fn implicit_down(&self) -> u64 {
         match self {
-            Body::Lane { down, .. } | Body::Cont { down, .. } => *down,
+            Body::Lane { down, .. } | Body::Cont { down, .. } | Body::Completed { down, .. } => *down,
             _ => 0,
         }
     }
@@ -943,7 +950,7 @@ impl Manager {
                                 }
                             }
                             let end = match task.body {
-                                Body::Completed { result } => Ok(result),
+                                Body::Completed { result, .. } => Ok(result),
                                 Body::Failed(f) => Err(f),
                                 Body::Pending(_) | Body::Running { .. } | Body::Lane { .. } | Body::Cont { .. } => {
                                     unreachable!("final event of an unfinished task")
@@ -2029,7 +2036,7 @@ impl State {
                             }
                         }
                     }
-                    Body::Completed { result } => {
+                    Body::Completed { result, .. } => {
                         if let Some(r) = result {
                             done.push((u, Arc::clone(r)));
                         }
@@ -2038,10 +2045,16 @@ impl State {
                         failed.get_or_insert_with(|| Arc::clone(f));
                     }
                 }
+                l_upstream.push(u);
+                // A fan-in's upstream tasks have mostly completed: the
+                // edge stays in the body of one without other edges.
+                if let (None, Body::Completed { down: down @ 0, .. }) = (ut.links, &mut ut.body) {
+                    *down = id;
+                    continue;
+                }
                 let edges = ut.body.implicit_edges();
                 let li = *ut.links.get_or_insert_with(|| self.links.insert(Links::implicit(edges)));
                 self.links.get_mut(li).downstream.push(id);
-                l_upstream.push(u);
             }
             // Already-completed upstream results, in completion order: the
             // order of their final events in the queue.
@@ -2287,7 +2300,7 @@ impl State {
         if task.links.is_none() {
             // No downstream task to update: one lookup.
             if let Outcome::Completed(result) = outcome {
-                task.body = Body::Completed { result };
+                task.body = Body::Completed { result, down: 0 };
                 self.completed_total += 1;
                 self.push_event(Ev::Final(id));
                 return;
@@ -2300,7 +2313,8 @@ impl State {
             Outcome::Completed(result) => {
                 // The record is final before the downstream walk (which only
                 // looks at the downstream tasks): one lookup of this task.
-                if let Body::Cont { rec, .. } = mem::replace(&mut task.body, Body::Completed { result: result.clone() })
+                if let Body::Cont { rec, .. } =
+                    mem::replace(&mut task.body, Body::Completed { result: result.clone(), down: 0 })
                 {
                     self.lane.conts.recycle(rec);
                 }
@@ -2527,7 +2541,7 @@ impl State {
                     report.while_running += 1;
                     self.workers[worker as usize].lane.stop_id.store(id, Ordering::Relaxed);
                 }
-                Body::Completed { result } => {
+                Body::Completed { result, .. } => {
                     report.after_finish += 1;
                     self.deliverable -= 1;
                     if let Some(r) = result {
