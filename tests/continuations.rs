@@ -368,6 +368,172 @@ fn a_fan_in_over_a_waiting_chain_gets_its_results_and_a_stop_still_reaches_the_w
 }
 
 #[test]
+fn a_second_downstream_task_of_a_waiting_continuation_keeps_both_edges_for_stops() {
+    let _s = serial();
+    for down_stop in [false, true] {
+        let Held { m, gate, log, seen, a } = held();
+        let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
+        let c = m.add(chained(&log, &seen, 2), 0, DEFAULT, &[b]).unwrap();
+        // b queued continuation with implicit down c: a second downstream moves b to the locked path.
+        let f = m.add(chained(&log, &seen, 3), 0, DEFAULT, &[b]).unwrap();
+        if down_stop {
+            let r = m.stop_task(a, false, true).unwrap();
+            assert_eq!((r.before_start, r.while_running), (3, 1), "{r:?}");
+            gate.open();
+            wait_until("a", || log.get().len() == 1);
+            assert!(drain(&m).is_empty());
+        } else {
+            let r = m.stop_task(c, true, false).unwrap();
+            assert_eq!((r.before_start, r.while_running), (2, 1), "c, b, a: {r:?}");
+            gate.open();
+            assert_eq!(finals(&collect_finals(&m, 1)), vec![f]);
+            assert_eq!(*seen.lock().unwrap(), vec![(3, vec![])]);
+        }
+        finish(m);
+    }
+}
+
+#[test]
+fn a_priority_change_moves_a_continuation_and_stops_still_walk_both_ways() {
+    let _s = serial();
+    for mode in 0..3 {
+        let Held { m, gate, log, seen, a } = held();
+        let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
+        let c = m.add(chained(&log, &seen, 2), 0, DEFAULT, &[b]).unwrap();
+        let d = m.add(chained(&log, &seen, 3), 0, DEFAULT, &[c]).unwrap();
+        m.set_priority(c, 0).unwrap(); // c leaves the lane: edges settle
+        match mode {
+            0 => {
+                let r = m.stop_task(a, false, true).unwrap();
+                assert_eq!((r.before_start, r.while_running), (3, 1), "{r:?}");
+                gate.open();
+                wait_until("a", || log.get().len() == 1);
+                assert!(drain(&m).is_empty());
+            }
+            1 => {
+                let r = m.stop_task(d, true, false).unwrap();
+                assert_eq!((r.before_start, r.while_running), (3, 1), "{r:?}");
+                gate.open();
+                wait_until("a", || log.get().len() == 1);
+                assert!(drain(&m).is_empty());
+            }
+            _ => {
+                gate.open();
+                assert_eq!(finals(&collect_finals(&m, 4)), vec![a, b, c, d]);
+                let s = seen.lock().unwrap();
+                assert_eq!(s[1], (2, vec![(b, 1)]));
+                assert_eq!(s[2], (3, vec![(c, 2)]));
+            }
+        }
+        finish(m);
+    }
+}
+
+#[test]
+fn a_queued_lane_task_with_a_chain_moved_by_a_priority_change_or_a_pause() {
+    let _s = serial();
+    for mode in 0..4 {
+        let Held { m, gate, log, seen, a } = held();
+        let q = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[]).unwrap(); // queued lane task
+        let c = m.add(chained(&log, &seen, 2), 0, DEFAULT, &[q]).unwrap();
+        let d = m.add(chained(&log, &seen, 3), 0, DEFAULT, &[c]).unwrap();
+        if mode & 1 == 1 {
+            m.set_priority(q, 0).unwrap();
+        } else {
+            m.pause_processing().unwrap();
+            m.start_processing().unwrap();
+        }
+        if mode >= 2 {
+            let r = m.stop_task(d, true, false).unwrap();
+            assert_eq!((r.before_start, r.while_running), (3, 0), "{r:?}");
+            gate.open();
+            assert_eq!(finals(&collect_finals(&m, 1)), vec![a]);
+        } else {
+            gate.open();
+            assert_eq!(finals(&collect_finals(&m, 4)), vec![a, q, c, d]);
+            let s = seen.lock().unwrap();
+            assert_eq!(s[1], (2, vec![(q, 1)]));
+            assert_eq!(s[2], (3, vec![(c, 2)]));
+        }
+        finish(m);
+    }
+}
+
+#[test]
+fn a_fan_in_over_a_claimed_continuation_with_an_attached_one() {
+    let _s = serial();
+    for stop in [false, true] {
+        let Held { m, gate, log, seen, a } = held();
+        let gate2 = Gate::new();
+        let b = m.add(gated(&gate2, &log, 1), 0, DEFAULT, &[a]).unwrap();
+        gate.open();
+        gate2.wait_arrivals(1); // b claimed, running
+        let c = m.add(chained(&log, &seen, 2), 0, DEFAULT, &[b]).unwrap(); // attached to running b
+        let x = m.add(chained(&log, &seen, 9), 0, DEFAULT, &[]).unwrap();
+        let f = m.add(chained(&log, &seen, 3), 0, DEFAULT, &[b, x]).unwrap();
+        if stop {
+            let r = m.stop_task(c, true, false).unwrap();
+            // c (queued), b (running), a (finished, unpolled)
+            assert_eq!(r.before_start, 1, "{r:?}");
+            assert_eq!(r.while_running + r.after_finish, 2, "{r:?}");
+            gate2.open();
+            let evs = collect_finals(&m, 2);
+            let mut got = finals(&evs);
+            got.sort();
+            assert_eq!(got, vec![x, f]);
+        } else {
+            gate2.open();
+            let evs = collect_finals(&m, 5);
+            let got = finals(&evs);
+            assert_eq!(got.len(), 5);
+            let s = seen.lock().unwrap();
+            let sc = s.iter().find(|e| e.0 == 2).unwrap();
+            assert_eq!(sc.1, vec![(b, 1)]);
+            let sf = s.iter().find(|e| e.0 == 3).unwrap();
+            assert_eq!(sf.1.len(), 2);
+        }
+        finish(m);
+    }
+}
+
+#[test]
+fn a_failing_chain_head_cascades_across_groups_and_a_group_stop_reaches_the_whole_chain() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = Gate::new();
+    let gc = gate.clone();
+    m.add(job(move |_| gc.pass()), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    // A failing task queued behind the held one, with a chain across groups.
+    let q = m.add(failing("boom", ""), 0, g(7), &[]).unwrap();
+    let c = m.add(nop(), 0, g(7), &[q]).unwrap();
+    let d = m.add(nop(), 0, g(8), &[c]).unwrap();
+    let e = m.add(nop(), 0, g(8), &[d]).unwrap();
+    gate.open();
+    let evs = collect_finals(&m, 5);
+    let failed: Vec<u64> = evs.iter().filter(|e| matches!(e, Ev::Failed { .. })).filter_map(Ev::task).collect();
+    assert_eq!(failed, vec![q, c, d, e]);
+    finish(m);
+
+    // A group stop from a group that holds only the middle of a chain,
+    // both flags: the whole chain.
+    let m = manager(1, true);
+    let gate = Gate::new();
+    let gc = gate.clone();
+    let a = m.add(job(move |_| gc.pass()), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    let b = m.add(nop(), 0, DEFAULT, &[a]).unwrap();
+    let c = m.add(nop(), 0, g(5), &[b]).unwrap();
+    m.add(nop(), 0, DEFAULT, &[c]).unwrap();
+    let r = m.stop_group(g(5), true, true).unwrap();
+    assert_eq!((r.before_start, r.while_running), (3, 1), "{r:?}");
+    gate.open();
+    m.wait_idle(Some(TIMEOUT)).unwrap();
+    assert!(drain(&m).is_empty());
+    finish(m);
+}
+
+#[test]
 fn counts_taken_while_workers_claim_continuations_stay_in_range() {
     let _s = serial();
     // Workers claim continuations (two counters each) while other threads

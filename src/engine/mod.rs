@@ -1770,12 +1770,9 @@ impl State {
         false
     }
 
-    /// Moves downstream task `d` to the locked path if it is a queued
-    /// continuation, before a walk over downstream tasks (a finish, a
-    /// failure, a stop) applies the locked path's rules to it; a claimed
-    /// one runs and is left alone.
     /// Moves the edges task `id` keeps in its body to a link record (see
-    /// [`Body::implicit_edges`]), before it leaves the lane.
+    /// [`Body::implicit_edges`]), before it leaves the lane. (`finish`
+    /// does the same inline, on the record it already looked up.)
     fn settle_edges(&mut self, id: u64) {
         let Some(task) = self.tasks.get_mut(id) else {
             return;
@@ -1788,6 +1785,10 @@ impl State {
         }
     }
 
+    /// Moves downstream task `d` to the locked path if it is a queued
+    /// continuation, before a walk over downstream tasks (a finish, a
+    /// failure, a stop) applies the locked path's rules to it; a claimed
+    /// one runs and is left alone.
     #[inline]
     fn unlane_cont(&mut self, d: u64) {
         if matches!(self.tasks.get(d), Some(Task { body: Body::Cont { .. }, .. })) {
