@@ -2019,7 +2019,10 @@ impl State {
             // and copying it while the lock is held); the new task's own
             // entry is the last.
             self.links.reserve(ups.len() + 1);
-            let mut l_upstream = Vec::with_capacity(ups.len());
+            // The live upstream tasks: a vector for several, inline for one
+            // (a vector of one would cost an allocation per chain task).
+            let mut l_many = if ups.len() > 1 { Vec::with_capacity(ups.len()) } else { Vec::new() };
+            let mut l_one = Ids::Empty;
             let mut done: Vec<(u64, Arc<ResultSet>)> = Vec::new();
             for &u in ups {
                 let Some(ut) = self.tasks.get_mut(u) else {
@@ -2046,15 +2049,25 @@ impl State {
                         failed.get_or_insert_with(|| Arc::clone(f));
                     }
                 }
-                l_upstream.push(u);
+                if ups.len() > 1 {
+                    l_many.push(u);
+                } else {
+                    l_one = Ids::One(u);
+                }
                 // A fan-in's upstream tasks have mostly completed: the
                 // edge stays in the body of one without other edges.
                 if let (None, Body::Completed { down: down @ 0, .. }) = (ut.links, &mut ut.body) {
                     *down = id;
                     continue;
                 }
-                let edges = ut.body.implicit_edges();
-                let li = *ut.links.get_or_insert_with(|| self.links.insert(Links::implicit(edges)));
+                let li = match ut.links {
+                    Some(li) => li,
+                    None => {
+                        let li = self.links.insert(Links::implicit(ut.body.implicit_edges()));
+                        ut.links = Some(li);
+                        li
+                    }
+                };
                 self.links.get_mut(li).downstream.push(id);
             }
             // Already-completed upstream results, in completion order: the
@@ -2078,7 +2091,7 @@ impl State {
             } else {
                 Received::from_vec(done.into_iter().map(|(_, r)| r).collect())
             };
-            let upstream = Ids::from_vec(l_upstream);
+            let upstream = if ups.len() > 1 { Ids::from_vec(l_many) } else { l_one };
             links = Some(Links { upstream, downstream: Ids::default(), received });
         }
 
