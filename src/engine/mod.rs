@@ -356,7 +356,14 @@ enum Garbage {
     /// Task-table chunks: detached with their tasks (a whole-table stop)
     /// or emptied by a stop (see [`table::Table::collect_freed`]).
     Tasks(Vec<table::Slots<Task>>),
+    /// An emptied event queue that had grown past [`EVENTS_KEEP`].
+    Events(#[allow(dead_code)] VecDeque<Ev>),
 }
+
+/// Entries of event-queue capacity kept once the queue is empty (24 bytes
+/// each): a burst (a fan-in over a million finished tasks queues a million
+/// events) gives its memory back when it has been polled or stopped.
+const EVENTS_KEEP: usize = 4096;
 
 /// Work to do once the state lock is released. Most operations need only
 /// the flags; the vectors (and the notify call) live in a box created on
@@ -997,6 +1004,7 @@ impl Manager {
                 // Only stale entries can be left: drop them now.
                 st.events.clear();
             }
+            st.release_events(&mut after);
             if let Some(chunks) = st.tasks.take_released() {
                 after.garbage(Garbage::Tasks(chunks));
             }
@@ -1143,6 +1151,14 @@ impl Manager {
         })
     }
 
+    /// Entries the event queue can hold without growing (a diagnostic for
+    /// tests: a burst of queued events must not keep its memory once polled
+    /// or stopped).
+    #[doc(hidden)]
+    pub fn event_queue_capacity(&self) -> usize {
+        self.state.lock().events.capacity()
+    }
+
     /// Live tasks of one group by state: (queued, blocked, running, finished
     /// but not yet polled).
     pub fn group_stats(self: &Arc<Self>, group: GroupKey) -> Result<[u64; 4], Error> {
@@ -1170,6 +1186,7 @@ impl Manager {
                 st.stop(roots, false, false, after);
             }
             st.events.clear();
+            st.release_events(after);
             st.deliverable = 0;
             after.wake_all = true;
             Ok(())
@@ -2419,12 +2436,23 @@ impl State {
         report
     }
 
+    /// An empty event queue that grew past [`EVENTS_KEEP`] entries is
+    /// handed to `after`, which frees it after the lock: a burst of events
+    /// does not keep its memory for the manager's life.
+    #[inline]
+    fn release_events(&mut self, after: &mut After) {
+        if self.events.is_empty() && self.events.capacity() > EVENTS_KEEP {
+            after.garbage(Garbage::Events(mem::take(&mut self.events)));
+        }
+    }
+
     /// End of a stop: withdraws queued events if none is deliverable, and
     /// hands the task-table chunks the stop emptied to `after`, which frees
     /// them after the lock (giving the memory back if there are many).
     fn stop_done(&mut self, after: &mut After) {
         if self.deliverable == 0 {
             self.events.clear();
+            self.release_events(after);
         }
         let emptied = self.tasks.take_freed();
         if !emptied.is_empty() {
@@ -2512,6 +2540,7 @@ impl State {
         after.garbage(Garbage::Tasks(chunks));
         if self.deliverable == 0 {
             self.events.clear();
+            self.release_events(after);
         }
         Some(n as u64)
     }
