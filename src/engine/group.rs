@@ -138,8 +138,11 @@ impl GroupTable {
     }
 
     /// Adds a live member to the group, creating the group if needed.
+    /// Returns the group's index, and whether its member list holds more
+    /// stale entries than it should (more than twice the live members, plus
+    /// 64): the caller then compacts it.
     #[inline(always)]
-    pub(crate) fn join(&mut self, key: GroupKey, id: u64) -> u32 {
+    pub(crate) fn join(&mut self, key: GroupKey, id: u64) -> (u32, bool) {
         let index = match self.cache {
             Some((k, i)) if k == key => i,
             _ => self.join_slow(key),
@@ -147,7 +150,7 @@ impl GroupTable {
         let slot = self.slots[index as usize].as_mut().expect("live group slot");
         slot.live += 1;
         slot.members.push(id);
-        index
+        (index, slot.members.len() as u64 > 2 * slot.live + 64)
     }
 
     /// The slot of `key` when it is not the cached one, created if needed.
@@ -194,6 +197,19 @@ impl GroupTable {
             return None;
         }
         self.leave_n(index, 1)
+    }
+
+    /// [`GroupTable::leave`], returning the group's key and whether it has
+    /// no live member left.
+    #[inline(always)]
+    pub(crate) fn leave_keyed(&mut self, index: u32) -> (GroupKey, bool) {
+        let slot = self.slots[index as usize].as_mut().expect("live group slot");
+        let key = slot.key;
+        if slot.live > 1 {
+            slot.live -= 1;
+            return (key, false);
+        }
+        (key, self.leave_n(index, 1).is_some())
     }
 
     /// Every live member of every group leaves (everything was stopped).

@@ -733,6 +733,7 @@ impl Manager {
     /// Adds a task (or, when `job.run` is `None`, a pass-through task whose
     /// payload is `job.data`). On error the job is dropped (its data freed)
     /// on the calling thread before returning.
+    #[inline]
     pub fn add(self: &Arc<Self>, job: Job, priority: i32, group: GroupKey, upstream: &[u64]) -> Result<u64, Error> {
         let mut after = After::default();
         let r = {
@@ -1462,7 +1463,9 @@ impl State {
         written: &mut usize,
         sink: &mut impl FnMut(EventView),
     ) -> bool {
-        let key = self.groups.slot(group).key;
+        // The task leaves its group first (one look at the group's slot);
+        // the key and its interned name outlive the slot.
+        let (key, finished) = self.groups.leave_keyed(group);
         let name = self.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
         match end {
             Ok(result) => {
@@ -1484,9 +1487,9 @@ impl State {
             }
         }
         *written += 1;
-        let Some(key) = self.groups.leave(group) else {
+        if !finished {
             return true;
-        };
+        }
         if *written < capacity {
             let mut view = EventView::new(EventKind::GroupFinished, 0, key, name);
             view.group_name = name;
@@ -1546,7 +1549,13 @@ impl State {
                     }
                     return written;
                 };
-                if !self.deliver_final(id, task.group, outcome, capacity, &mut written, sink) {
+                // A lane body and no link record own nothing: forgotten
+                // rather than dropped, which spares the call of `Body`'s
+                // drop glue (the optimizer cannot see the variant).
+                let group = task.group;
+                debug_assert!(matches!(task.body, Body::Lane { .. }) && task.links.is_none());
+                mem::forget(task);
+                if !self.deliver_final(id, group, outcome, capacity, &mut written, sink) {
                     return written;
                 }
             }
@@ -1917,9 +1926,12 @@ impl State {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let group_index = self.groups.join(group, id);
-        // The new task is not in the table yet: the compaction must keep it.
-        self.compact_group(group_index, id);
+        let (group_index, stale) = self.groups.join(group, id);
+        if stale {
+            // The new task is not in the table yet: the compaction must
+            // keep it.
+            self.compact_group(group_index, id);
+        }
 
         // Not while the locked queue holds tasks of this priority (tasks
         // that became ready late, were given back or had their priority
@@ -2163,17 +2175,8 @@ impl State {
     /// Drops member ids of tasks that left the group once they outnumber
     /// the live members, keeping member lists proportional to live tasks.
     /// `joining` is the member being added (not yet in the task table).
-    #[inline]
-    fn compact_group(&mut self, index: u32, joining: u64) {
-        let slot = self.groups.slot(index);
-        if slot.members.len() as u64 <= 2 * slot.live + 64 {
-            return;
-        }
-        self.compact_group_slow(index, joining);
-    }
-
     #[inline(never)]
-    fn compact_group_slow(&mut self, index: u32, joining: u64) {
+    fn compact_group(&mut self, index: u32, joining: u64) {
         let tasks = &self.tasks;
         self.groups
             .slot_mut(index)
@@ -2202,12 +2205,13 @@ impl State {
     /// new thread.
     #[inline(always)]
     fn provision(&mut self, after: &mut After) {
-        if !self.processing || self.shut_down || self.ready.len() + self.lane_live() == 0 {
+        // Common case under load, checked first (it reads the fewest
+        // fields): every thread started and busy, and any spinning worker
+        // already told.
+        if self.sleeping == self.waking && self.threads >= self.max_threads && (self.spinning == 0 || self.hint_sent) {
             return;
         }
-        // Common case under load: every thread started and busy, and any
-        // spinning worker already told.
-        if self.sleeping == self.waking && self.threads >= self.max_threads && (self.spinning == 0 || self.hint_sent) {
+        if !self.processing || self.shut_down || self.ready.len() + self.lane_live() == 0 {
             return;
         }
         self.provision_slow(after);

@@ -273,38 +273,53 @@ impl<T> Table<T> {
         chunk.live -= 1;
         self.live -= 1;
         if chunk.live == 0 {
-            let chunk_end = (self.first + c as u64 + 1) << CHUNK_BITS;
-            if chunk_end <= self.issued_end {
-                if let Some(done) = self.chunks[c].take() {
-                    // Every slot is `None` again: keep it for a next chunk,
-                    // or for the stop that emptied it, or to be given back.
-                    debug_assert!(done.slots.iter().all(Option::is_none));
-                    if self.spares.len() < MAX_SPARES {
-                        self.spares.push(done.slots);
-                    } else if let Some(freed) = &mut self.freed {
-                        freed.push(done.slots);
-                    } else {
-                        self.released.push(done.slots);
-                    }
-                }
-                while matches!(self.chunks.front(), Some(None)) {
-                    self.chunks.pop_front();
-                    self.first += 1;
-                }
-            }
+            self.chunk_emptied(c);
         }
         Some(value)
     }
 
     /// Removes and returns the entry for `id` if `pred` accepts it (one
     /// lookup instead of a `get` followed by a `remove`).
+    #[inline(always)]
     pub(crate) fn remove_if(&mut self, id: u64, pred: impl FnOnce(&T) -> bool) -> Option<T> {
         let (c, s) = self.locate(id)?;
         let chunk = self.chunks.get_mut(c)?.as_mut()?;
-        if !pred(chunk.slots[s].as_ref()?) {
+        let slot = &mut chunk.slots[s];
+        if !pred(slot.as_ref()?) {
             return None;
         }
-        self.remove(id)
+        let value = slot.take()?;
+        chunk.live -= 1;
+        self.live -= 1;
+        if chunk.live == 0 {
+            self.chunk_emptied(c);
+        }
+        Some(value)
+    }
+
+    /// Chunk `c` has no live entry left: frees it if it can receive no new
+    /// one (out of line: once per chunk).
+    #[inline(never)]
+    fn chunk_emptied(&mut self, c: usize) {
+        let chunk_end = (self.first + c as u64 + 1) << CHUNK_BITS;
+        if chunk_end <= self.issued_end {
+            if let Some(done) = self.chunks[c].take() {
+                // Every slot is `None` again: keep it for a next chunk,
+                // or for the stop that emptied it, or to be given back.
+                debug_assert!(done.slots.iter().all(Option::is_none));
+                if self.spares.len() < MAX_SPARES {
+                    self.spares.push(done.slots);
+                } else if let Some(freed) = &mut self.freed {
+                    freed.push(done.slots);
+                } else {
+                    self.released.push(done.slots);
+                }
+            }
+            while matches!(self.chunks.front(), Some(None)) {
+                self.chunks.pop_front();
+                self.first += 1;
+            }
+        }
     }
 
     /// From now until [`Table::take_freed`], the storage of emptied chunks
