@@ -2335,7 +2335,12 @@ impl State {
         if task.links.is_none() {
             // No downstream task to update: one lookup.
             if let Outcome::Completed(result) = outcome {
-                task.body = Body::Completed { result, down: 0 };
+                match mem::replace(&mut task.body, Body::Completed { result, down: 0 }) {
+                    // Nothing to drop: spares the call of `Body`'s drop glue
+                    // in the common case (a fan-in's add applies a million).
+                    old @ (Body::Lane { .. } | Body::Running { .. }) => mem::forget(old),
+                    old => drop(old),
+                }
                 self.completed_total += 1;
                 self.push_event(Ev::Final(id));
                 return;
