@@ -338,6 +338,48 @@ fn stopping_a_running_continuation_with_stop_upstream_withdraws_its_finished_ups
 }
 
 #[test]
+fn stopping_a_finished_chain_task_with_stop_downstream_reaches_the_running_continuation() {
+    // a and b finish while their continuations are claimed: applied under
+    // the lock (by the stop), they keep their edges in their completed
+    // records (`State::complete_keeping_edges`), which the stop walks.
+    let _s = serial();
+    let Held { m, gate, log, seen, a } = held();
+    let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
+    let gate2 = Gate::new();
+    let c = m.add(gated(&gate2, &log, 2), 0, DEFAULT, &[b]).unwrap();
+    gate.open();
+    gate2.wait_arrivals(1);
+    assert_eq!(log.get(), vec![0, 1]);
+    let st = m.stats();
+    assert_eq!((st.undelivered, st.running), (2, 1), "a and b applied, c running: {st:?}");
+    let report = m.stop_task(a, false, true).unwrap();
+    assert_eq!((report.after_finish, report.while_running, report.before_start), (2, 1, 0), "{report:?}");
+    gate2.open();
+    wait_until("c to return", || log.get().len() == 3);
+    assert!(drain(&m).is_empty(), "a's and b's events withdrawn, c's result dropped");
+    let _ = c;
+    finish(m);
+}
+
+#[test]
+fn stopping_a_finished_chain_task_with_stop_upstream_reaches_the_tasks_before_it() {
+    let _s = serial();
+    let Held { m, gate, log, seen, a } = held();
+    let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
+    let gate2 = Gate::new();
+    let c = m.add(gated(&gate2, &log, 2), 0, DEFAULT, &[b]).unwrap();
+    gate.open();
+    gate2.wait_arrivals(1);
+    assert_eq!(m.stats().undelivered, 2, "a and b applied with their edges kept");
+    let report = m.stop_task(b, true, false).unwrap();
+    assert_eq!((report.after_finish, report.while_running), (2, 0), "b and a withdrawn, c left running: {report:?}");
+    gate2.open();
+    let evs = collect_finals(&m, 1);
+    assert_eq!(finals(&evs), vec![c], "only c completes: {evs:?}");
+    finish(m);
+}
+
+#[test]
 fn a_fan_in_over_a_waiting_chain_gets_its_results_and_a_stop_still_reaches_the_whole_chain() {
     let _s = serial();
     for stop in [false, true] {

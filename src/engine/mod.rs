@@ -287,9 +287,14 @@ enum Body {
     },
     Completed {
         result: Option<Arc<ResultSet>>,
-        /// A task added after it completed, with it as an upstream task
-        /// (a fan-in's), while it has no link record (see
-        /// [`Body::implicit_edges`]); 0 if none.
+        /// Its upstream task, while it has no link record: a chain task
+        /// that completed with its continuation already claimed keeps the
+        /// edge of its record here (see [`Body::implicit_edges`]); 0 if
+        /// none.
+        up: u64,
+        /// Its downstream task, while it has no link record: the claimed
+        /// continuation of such a chain task, or a task added after it
+        /// completed with it as an upstream task (a fan-in's); 0 if none.
         down: u64,
     },
     Failed(Arc<Failure>),
@@ -302,14 +307,17 @@ impl Body {
     /// continuation's record, the continuation in its upstream's body)
     /// instead of two link records per task, and so does a completed task
     /// whose only downstream task was added after it completed (a
-    /// fan-in's upstream task, typically). They move to a link record
+    /// fan-in's upstream task, typically), or was a continuation already
+    /// claimed when it completed (a chain's task applied under the lock,
+    /// see `State::finish`). They move to a link record
     /// ([`Links::implicit`]) before a lane task leaves the lane (a move to
     /// the locked path, a finish under the lock) or before any of these
     /// tasks gains another edge; a stop reads them where they are.
     /// Meaningless once the task has a link record.
     fn implicit_edges(&self) -> (u64, u64) {
         match self {
-            Body::Lane { down, .. } | Body::Completed { down, .. } => (0, *down),
+            Body::Lane { down, .. } => (0, *down),
+            Body::Completed { up, down, .. } => (*up, *down),
             Body::Cont { rec, down, .. } => (rec.up(), *down),
             _ => (0, 0),
         }
@@ -1443,7 +1451,7 @@ impl State {
                 if let Outcome::Completed(result) = outcome {
                     if let Some(task) = self.tasks.get_mut(id) {
                         if let (None, Body::Lane { linked: false, down: 0, .. }) = (task.links, &task.body) {
-                            let old = mem::replace(&mut task.body, Body::Completed { result, down: 0 });
+                            let old = mem::replace(&mut task.body, Body::Completed { result, up: 0, down: 0 });
                             mem::forget(old); // a lane body owns nothing
                             self.lane_applied += 1;
                             self.completed_total += 1;
@@ -2343,16 +2351,19 @@ impl State {
         if let Body::Lane { linked: true, .. } | Body::Cont { linked: true, .. } = task.body {
             self.lane_linked -= 1;
         }
-        if task.links.is_none() {
-            let edges = task.body.implicit_edges();
-            if edges != (0, 0) {
-                task.links = Some(self.links.insert(Links::implicit(edges)));
+        let mut task = task;
+        let edges = if task.links.is_none() { task.body.implicit_edges() } else { (0, 0) };
+        if edges != (0, 0) {
+            if matches!(outcome, Outcome::Completed(_)) && self.needs_nothing_from(edges.1) {
+                return self.complete_keeping_edges(id, outcome, edges);
             }
+            task = self.tasks.get_mut(id).expect("live above");
+            task.links = Some(self.links.insert(Links::implicit(edges)));
         }
         if task.links.is_none() {
             // No downstream task to update: one lookup.
             if let Outcome::Completed(result) = outcome {
-                match mem::replace(&mut task.body, Body::Completed { result, down: 0 }) {
+                match mem::replace(&mut task.body, Body::Completed { result, up: 0, down: 0 }) {
                     // Nothing to drop: spares the call of `Body`'s drop glue
                     // in the common case (a fan-in's add applies a million).
                     old @ (Body::Lane { .. } | Body::Running { .. }) => mem::forget(old),
@@ -2371,7 +2382,7 @@ impl State {
                 // The record is final before the downstream walk (which only
                 // looks at the downstream tasks): one lookup of this task.
                 if let Body::Cont { rec, .. } =
-                    mem::replace(&mut task.body, Body::Completed { result: result.clone(), down: 0 })
+                    mem::replace(&mut task.body, Body::Completed { result: result.clone(), up: 0, down: 0 })
                 {
                     self.lane.conts.recycle(rec);
                 }
@@ -2407,6 +2418,39 @@ impl State {
             }
             Outcome::Failed(failure) => self.fail(id, failure, after),
         }
+    }
+
+    /// True if downstream task `d` needs nothing from its upstream task's
+    /// completion: none (0), gone (stopped), or a continuation that the
+    /// worker which ran the upstream task already claimed (it runs, or
+    /// ran, with the upstream result it was handed). A claimed record
+    /// never goes back to queued.
+    fn needs_nothing_from(&self, d: u64) -> bool {
+        d == 0
+            || match self.tasks.get(d) {
+                Some(Task { body: Body::Cont { rec, .. }, .. }) => !rec.is_queued(),
+                Some(_) => false,
+                None => true,
+            }
+    }
+
+    /// `finish` for a lane task or continuation without a link record that
+    /// completed while its downstream task needs nothing from it
+    /// ([`State::needs_nothing_from`]): its edges stay in the completed
+    /// body rather than moving to a link record (which its delivery would
+    /// remove again). A host that does not poll while it adds chains
+    /// leaves every chain task's outcome to be applied this way when an
+    /// add makes the lock holder apply the workers' outcomes.
+    #[inline(never)]
+    fn complete_keeping_edges(&mut self, id: u64, outcome: Outcome, (up, down): (u64, u64)) {
+        let Outcome::Completed(result) = outcome else { unreachable!("checked by the caller") };
+        let task = self.tasks.get_mut(id).expect("live: checked by the caller");
+        match mem::replace(&mut task.body, Body::Completed { result, up, down }) {
+            Body::Cont { rec, .. } => self.lane.conts.recycle(rec),
+            old => drop(old),
+        }
+        self.completed_total += 1;
+        self.push_event(Ev::Final(id));
     }
 
     /// Fails a task and, breadth-first, every live task downstream of it.
