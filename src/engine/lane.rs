@@ -1040,9 +1040,12 @@ impl WorkerLane {
         self.claims.store(self.claims.load(Ordering::Relaxed) + 1, Ordering::Release);
     }
 
-    /// The next outcome left by this worker; the caller holds the state lock.
-    pub(crate) fn pop_outcome(&self) -> Option<(u64, Outcome)> {
-        self.outcomes.pop()
+    /// The next outcome left by this worker: the task's id, its outcome,
+    /// and whether this worker claimed the task's continuation at its
+    /// finish (see [`WorkerLane::push_outcome_cont_claimed`]). The caller
+    /// holds the state lock.
+    pub(crate) fn pop_outcome(&self) -> Option<(u64, Outcome, bool)> {
+        self.outcomes.pop().map(|(raw, o)| (raw & !CONT_CLAIMED, o, raw & CONT_CLAIMED != 0))
     }
 
     pub(crate) fn has_outcomes(&self) -> bool {
@@ -1052,10 +1055,27 @@ impl WorkerLane {
     /// Leaves an outcome for the lock holder, then fences (see the module
     /// doc).
     pub(crate) fn push_outcome(&self, v: (u64, Outcome)) {
+        debug_assert!(v.0 & CONT_CLAIMED == 0, "ids stay below 2^63");
         self.outcomes.push(v);
         fence(Ordering::SeqCst);
     }
+
+    /// [`WorkerLane::push_outcome`] for a task whose continuation this
+    /// worker claimed at its finish (it runs next, with this outcome's
+    /// result): the lock holder then knows, without reading the
+    /// continuation's record, that nothing downstream waits for this
+    /// outcome while the task has no link record (its only downstream
+    /// task is that continuation).
+    pub(crate) fn push_outcome_cont_claimed(&self, (id, o): (u64, Outcome)) {
+        debug_assert!(id & CONT_CLAIMED == 0, "ids stay below 2^63");
+        self.outcomes.push((id | CONT_CLAIMED, o));
+        fence(Ordering::SeqCst);
+    }
 }
+
+/// Set in the id of an outcome queue entry by
+/// [`WorkerLane::push_outcome_cont_claimed`] (task ids never reach 2^63).
+const CONT_CLAIMED: u64 = 1 << 63;
 
 /// What a worker's look at the lane found.
 pub(crate) enum Take {

@@ -1445,7 +1445,7 @@ impl State {
     #[inline(never)]
     fn apply_lane_slow(&mut self, after: &mut After) {
         for i in 0..self.workers.len() {
-            while let Some((id, outcome)) = self.workers[i].lane.pop_outcome() {
+            while let Some((id, outcome, _)) = self.workers[i].lane.pop_outcome() {
                 // Common case first, inline (a fan-in's add applies up to a
                 // million): a lane task without edges that completed. What
                 // `finish` does for it, without its call.
@@ -1540,7 +1540,7 @@ impl State {
         }
         for i in 0..self.workers.len() {
             while written < capacity {
-                let Some((id, outcome)) = self.workers[i].lane.pop_outcome() else {
+                let Some((id, outcome, cont_claimed)) = self.workers[i].lane.pop_outcome() else {
                     break;
                 };
                 self.lane_applied += 1;
@@ -1549,7 +1549,7 @@ impl State {
                 let Some(task) =
                     self.tasks.remove_if(id, |t| t.links.is_none() && matches!(t.body, Body::Lane { down: 0, .. }))
                 else {
-                    if self.delivers_alone(id, &outcome) {
+                    if self.delivers_alone(id, &outcome, cont_claimed) {
                         // A chain's task whose outcome changes nothing
                         // downstream: delivered as an independent one.
                         let task = self.tasks.remove(id).expect("checked by delivers_alone");
@@ -1618,7 +1618,9 @@ impl State {
     /// chain's first task) changes nothing downstream: it completed and its
     /// downstream tasks, if any, are continuations already claimed (they
     /// were given its result), and it is not counted in `lane_linked`.
-    fn delivers_alone(&self, id: u64, outcome: &Outcome) -> bool {
+    /// `cont_claimed`: the worker that left the outcome claimed the task's
+    /// continuation (see `WorkerLane::push_outcome_cont_claimed`).
+    fn delivers_alone(&self, id: u64, outcome: &Outcome, cont_claimed: bool) -> bool {
         let Some(task) = self.tasks.get(id) else {
             return false;
         };
@@ -1626,6 +1628,12 @@ impl State {
             || !matches!(outcome, Outcome::Completed(_))
         {
             return false;
+        }
+        if cont_claimed && task.links.is_none() {
+            // Its only downstream task is the continuation its worker
+            // claimed (a second one would have made a link record): no
+            // look at that task's record and continuation record.
+            return true;
         }
         let claimed = |d: u64| match self.tasks.get(d) {
             Some(Task { body: Body::Cont { rec, .. }, .. }) => !rec.is_queued(),
@@ -3059,7 +3067,7 @@ fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below:
                 let job = RunJob { id, run, data: job.data, received: Vec::new(), hooks: None };
                 let (id, outcome) = run_job(manager, job, index, wl);
                 match wl.take_cont() {
-                    None => leave_outcome(manager, wl, id, outcome),
+                    None => leave_outcome(manager, wl, id, outcome, false),
                     Some(att) => run_chain(manager, wl, index, (id, outcome), att, checkin),
                 }
             }
@@ -3116,7 +3124,7 @@ fn run_chain(
         wl.await_cont(id, CHAIN_SPINS);
         next = match wl.take_cont() {
             None => {
-                leave_outcome(manager, wl, id, outcome);
+                leave_outcome(manager, wl, id, outcome, false);
                 None
             }
             Some(att) => finish_with_cont(manager, wl, id, outcome, att, checkin),
@@ -3146,7 +3154,7 @@ fn finish_with_cont(
     let claim = if first { lane.claim_cont(wl, &att) } else { None };
     drop(att);
     let Some(job) = claim else {
-        leave_outcome(manager, wl, id, outcome);
+        leave_outcome(manager, wl, id, outcome, false);
         if !lane.lock_finish.load(Ordering::Relaxed) {
             manager.locked(|st, after| st.apply_lane(after));
         }
@@ -3156,16 +3164,21 @@ fn finish_with_cont(
         Outcome::Completed(Some(r)) => vec![Arc::clone(r)],
         _ => Vec::new(),
     };
-    leave_outcome(manager, wl, id, outcome);
+    leave_outcome(manager, wl, id, outcome, true);
     Some((cid, job, received))
 }
 
 /// Leaves a lane task's outcome in the worker's outcome queue, for whoever holds the
 /// lock next, and opens the poll gate; takes the lock itself when someone
-/// is waiting (see `lane`, "outcome vs lock holder").
+/// is waiting (see `lane`, "outcome vs lock holder"). `cont_claimed`: this
+/// worker claimed the task's continuation, which it runs next.
 #[inline(always)]
-fn leave_outcome(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, outcome: Outcome) {
-    wl.push_outcome((id, outcome));
+fn leave_outcome(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, outcome: Outcome, cont_claimed: bool) {
+    if cont_claimed {
+        wl.push_outcome_cont_claimed((id, outcome));
+    } else {
+        wl.push_outcome((id, outcome));
+    }
     if !manager.poll_gate.load(Ordering::Relaxed) {
         manager.poll_gate.store(true, Ordering::Release);
     }
