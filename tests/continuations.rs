@@ -317,17 +317,24 @@ fn stopping_a_waiting_continuation_with_stop_upstream_reaches_every_task_before_
     finish(m);
 }
 
+/// A chain a -> b -> c on [`held`]'s worker, run up to c, which holds the
+/// worker at the returned gate: a and b finished (their events not
+/// polled), and the worker claimed each next link as a continuation.
+fn chain_held_at_c() -> (Held, u64, u64, Gate) {
+    let h = held();
+    let b = h.m.add(chained(&h.log, &h.seen, 1), 0, DEFAULT, &[h.a]).unwrap();
+    let gate2 = Gate::new();
+    let c = h.m.add(gated(&gate2, &h.log, 2), 0, DEFAULT, &[b]).unwrap();
+    h.gate.open();
+    gate2.wait_arrivals(1);
+    assert_eq!(h.log.get(), vec![0, 1]);
+    (h, b, c, gate2)
+}
+
 #[test]
 fn stopping_a_running_continuation_with_stop_upstream_withdraws_its_finished_upstream_tasks() {
     let _s = serial();
-    let Held { m, gate, log, seen, a } = held();
-    let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
-    let gate2 = Gate::new();
-    let c = m.add(gated(&gate2, &log, 2), 0, DEFAULT, &[b]).unwrap();
-    gate.open();
-    // a and b finished (their events not polled), c holds the worker.
-    gate2.wait_arrivals(1);
-    assert_eq!(log.get(), vec![0, 1]);
+    let (Held { m, log, .. }, _b, c, gate2) = chain_held_at_c();
     let report = m.stop_task(c, true, false).unwrap();
     assert_eq!(report.before_start, 0);
     assert_eq!(report.while_running + report.after_finish, 3, "{report:?}");
@@ -343,13 +350,7 @@ fn stopping_a_finished_chain_task_with_stop_downstream_reaches_the_running_conti
     // the lock (by the stop), they keep their edges in their completed
     // records (`State::complete_keeping_edges`), which the stop walks.
     let _s = serial();
-    let Held { m, gate, log, seen, a } = held();
-    let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
-    let gate2 = Gate::new();
-    let c = m.add(gated(&gate2, &log, 2), 0, DEFAULT, &[b]).unwrap();
-    gate.open();
-    gate2.wait_arrivals(1);
-    assert_eq!(log.get(), vec![0, 1]);
+    let (Held { m, log, a, .. }, _b, _c, gate2) = chain_held_at_c();
     let st = m.stats();
     assert_eq!((st.undelivered, st.running), (2, 1), "a and b applied, c running: {st:?}");
     let report = m.stop_task(a, false, true).unwrap();
@@ -357,19 +358,13 @@ fn stopping_a_finished_chain_task_with_stop_downstream_reaches_the_running_conti
     gate2.open();
     wait_until("c to return", || log.get().len() == 3);
     assert!(drain(&m).is_empty(), "a's and b's events withdrawn, c's result dropped");
-    let _ = c;
     finish(m);
 }
 
 #[test]
 fn stopping_a_finished_chain_task_with_stop_upstream_reaches_the_tasks_before_it() {
     let _s = serial();
-    let Held { m, gate, log, seen, a } = held();
-    let b = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap();
-    let gate2 = Gate::new();
-    let c = m.add(gated(&gate2, &log, 2), 0, DEFAULT, &[b]).unwrap();
-    gate.open();
-    gate2.wait_arrivals(1);
+    let (Held { m, .. }, b, c, gate2) = chain_held_at_c();
     assert_eq!(m.stats().undelivered, 2, "a and b applied with their edges kept");
     let report = m.stop_task(b, true, false).unwrap();
     assert_eq!((report.after_finish, report.while_running), (2, 0), "b and a withdrawn, c left running: {report:?}");

@@ -2352,22 +2352,24 @@ impl State {
     /// Records the outcome of a task that was running.
     fn finish(&mut self, id: u64, outcome: Outcome, after: &mut After) {
         self.running -= 1;
-        let Some(task) = self.tasks.get_mut(id) else {
+        let Some(mut task) = self.tasks.get_mut(id) else {
             // Stopped while running: the outcome is dropped.
             after.garbage(Garbage::Outcome(outcome));
             return;
         };
+        let mut outcome = outcome;
         if let Body::Lane { linked: true, .. } | Body::Cont { linked: true, .. } = task.body {
             self.lane_linked -= 1;
         }
-        let mut task = task;
-        let edges = if task.links.is_none() { task.body.implicit_edges() } else { (0, 0) };
-        if edges != (0, 0) {
-            if matches!(outcome, Outcome::Completed(_)) && self.needs_nothing_from(edges.1) {
-                return self.complete_keeping_edges(id, outcome, edges);
+        if task.links.is_none() {
+            let edges = task.body.implicit_edges();
+            if edges != (0, 0) {
+                let Some(o) = self.finish_with_edges(id, outcome, edges) else {
+                    return;
+                };
+                outcome = o;
+                task = self.tasks.get_mut(id).expect("live above");
             }
-            task = self.tasks.get_mut(id).expect("live above");
-            task.links = Some(self.links.insert(Links::implicit(edges)));
         }
         if task.links.is_none() {
             // No downstream task to update: one lookup.
@@ -2429,6 +2431,21 @@ impl State {
         }
     }
 
+    /// `finish` for a task without a link record whose body holds edges
+    /// (see [`Body::implicit_edges`]): they stay there if nothing
+    /// downstream needs the outcome (`None`: finished), else they move to
+    /// a link record and the outcome is handed back for `finish`'s walk.
+    #[inline(never)]
+    fn finish_with_edges(&mut self, id: u64, outcome: Outcome, edges: (u64, u64)) -> Option<Outcome> {
+        if matches!(outcome, Outcome::Completed(_)) && self.needs_nothing_from(edges.1) {
+            self.complete_keeping_edges(id, outcome, edges);
+            return None;
+        }
+        let li = self.links.insert(Links::implicit(edges));
+        self.tasks.get_mut(id).expect("live: checked by finish").links = Some(li);
+        Some(outcome)
+    }
+
     /// True if downstream task `d` needs nothing from its upstream task's
     /// completion: none (0), gone (stopped), or a continuation that the
     /// worker which ran the upstream task already claimed (it runs, or
@@ -2450,7 +2467,6 @@ impl State {
     /// remove again). A host that does not poll while it adds chains
     /// leaves every chain task's outcome to be applied this way when an
     /// add makes the lock holder apply the workers' outcomes.
-    #[inline(never)]
     fn complete_keeping_edges(&mut self, id: u64, outcome: Outcome, (up, down): (u64, u64)) {
         let Outcome::Completed(result) = outcome else { unreachable!("checked by the caller") };
         let task = self.tasks.get_mut(id).expect("live: checked by the caller");

@@ -267,15 +267,7 @@ impl<T> Table<T> {
     /// chunk has no live entry left and can receive no new one.
     #[inline(always)]
     pub(crate) fn remove(&mut self, id: u64) -> Option<T> {
-        let (c, s) = self.locate(id)?;
-        let chunk = self.chunks.get_mut(c)?.as_mut()?;
-        let value = chunk.slots[s].take()?;
-        chunk.live -= 1;
-        self.live -= 1;
-        if chunk.live == 0 {
-            self.chunk_emptied(c);
-        }
-        Some(value)
+        self.remove_if(id, |_| true)
     }
 
     /// Removes and returns the entry for `id` if `pred` accepts it (one
