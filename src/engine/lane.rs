@@ -996,18 +996,6 @@ impl WorkerLane {
         self.cont.compare_exchange(running_word(id), cont.addr(), Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
-    /// Waits up to `spins` pauses for a continuation to be attached to lane
-    /// task `id`, which this worker just ran (in a chain, the host's next
-    /// add is often the next link).
-    pub(crate) fn await_cont(&self, id: u64, spins: u32) {
-        for _ in 0..spins {
-            if self.cont.load(Ordering::Relaxed) != running_word(id) {
-                return;
-            }
-            std::hint::spin_loop();
-        }
-    }
-
     /// The continuation attached to the lane task this worker just
     /// finished, if any; afterwards nothing can be attached to it.
     #[inline(always)]

@@ -3035,10 +3035,6 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
 const LANE_BACKOFF_STEPS: u32 = 7 + 4;
 const LANE_BACKOFF_FIRST: u32 = 0;
 
-/// Pauses a worker waits, after running a continuation, for the next link
-/// of its chain to be attached before it leaves the outcome.
-const CHAIN_SPINS: u32 = 256;
-
 /// Spin iterations and yields of a host in `wait_events` before it sleeps.
 const HOST_SPIN_ITERS: u32 = 64;
 const HOST_YIELD_ITERS: u32 = 16;
@@ -3136,8 +3132,10 @@ fn run_chain(
         let run = job.run.expect("continuations run a function");
         let job = RunJob { id, run, data: job.data, received, hooks: None };
         let (id, outcome) = run_job(manager, job, index, wl);
-        // The host may be adding the next link of the chain right now.
-        wl.await_cont(id, CHAIN_SPINS);
+        // No wait for the next link if the host has not attached it yet:
+        // a worker that waited (256 pauses until session 13) kept the host
+        // and itself in lock-step on the chain's lines, and W2a was ~10%
+        // slower (PERFORMANCE.md). The link then runs from the lane.
         next = match wl.take_cont() {
             None => {
                 leave_outcome(manager, wl, id, outcome, false);
