@@ -533,6 +533,40 @@ fn a_fan_in_over_a_claimed_continuation_with_an_attached_one() {
     }
 }
 
+/// A fan-in of a higher priority over a running lane task (first in its
+/// upstream list) and a completed one: the continuation attached to the
+/// running task moves to the locked path at the fan-in's add, so that when
+/// the running task finishes, the fan-in (priority 5) runs before the
+/// continuation (priority 0) instead of the worker claiming the
+/// continuation at once.
+#[test]
+fn a_fan_in_of_a_higher_priority_runs_before_the_continuation_of_its_running_upstream() {
+    let _s = serial();
+    let m = manager(2, true);
+    let (gate_a, gate_b, log, seen) = (Gate::new(), Gate::new(), Log::default(), Seen::default());
+    let a = m.add(gated(&gate_a, &log, 0), 0, DEFAULT, &[]).unwrap();
+    gate_a.wait_arrivals(1); // a runs on one worker
+    let x = m.add(chained(&log, &seen, 100), 0, DEFAULT, &[]).unwrap();
+    wait_until("x to run on the other worker", || log.get() == vec![100]);
+    let b = m.add(gated(&gate_b, &log, 200), 0, DEFAULT, &[]).unwrap();
+    gate_b.wait_arrivals(1); // the other worker is held too
+    let d = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap(); // attached to running a
+    let f = m.add(chained(&log, &seen, 2), 5, DEFAULT, &[a, x]).unwrap();
+    gate_a.open();
+    wait_until("d and f to run", || log.get().len() == 4);
+    assert_eq!(log.get(), vec![100, 0, 2, 1], "the fan-in (priority 5) runs before the continuation (0)");
+    gate_b.open();
+    let evs = collect_finals(&m, 5);
+    let mut got = finals(&evs);
+    got.sort();
+    assert_eq!(got, vec![a, x, b, d, f]);
+    let s = seen.lock().unwrap();
+    let sf = s.iter().find(|e| e.0 == 2).unwrap();
+    assert_eq!(sf.1.len(), 2, "the fan-in received both results: {:?}", sf.1);
+    drop(s);
+    finish(m);
+}
+
 #[test]
 fn a_failing_chain_head_cascades_across_groups_and_a_group_stop_reaches_the_whole_chain() {
     let _s = serial();

@@ -1799,6 +1799,25 @@ impl State {
         }
     }
 
+    /// The index in `ups` from which every task of `ups` in the lane (a
+    /// lane or continuation body) lies: counted from the end, there are at
+    /// most `lane_live()` of them (it also counts stopped lane tasks whose
+    /// outcome is not applied yet). A fan-in's add then reads the records
+    /// of its upstream tasks once (in its linking loop), not twice.
+    fn lane_suffix(&self, ups: &[u64]) -> usize {
+        let in_lane = |u: u64| matches!(self.tasks.get(u), Some(Task { body: Body::Lane { .. } | Body::Cont { .. }, .. }));
+        let mut left = self.lane_live();
+        let mut start = ups.len();
+        while left > 0 && start > 0 {
+            start -= 1;
+            if in_lane(ups[start]) {
+                left -= 1;
+            }
+        }
+        debug_assert!(!ups[..start].iter().any(|&u| in_lane(u)), "lane_live() counts every lane body");
+        start
+    }
+
     #[inline(never)]
     fn unlane_slow(&mut self, id: u64) -> bool {
         let job = match self.tasks.get(id) {
@@ -2060,7 +2079,10 @@ impl State {
                 self.apply_lane(after);
             }
             let mut claimed = false;
-            for &u in ups {
+            // Only upstream tasks still in the lane need `unlane`; after
+            // the apply above, a fan-in's are the newest few, if any.
+            let start = if ups.len() > 1 { self.lane_suffix(ups) } else { 0 };
+            for &u in &ups[start..] {
                 if self.unlane(u) {
                     claimed = true;
                     // A continuation attached to a claimed upstream task
