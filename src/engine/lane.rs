@@ -1384,7 +1384,8 @@ impl Lane {
         let locked = self.locked_top.load(Ordering::Relaxed);
         for level in self.ordered() {
             let p = i64::from(level.priority);
-            if p < locked || (p == locked && tie_below == 0) {
+            // (Read once: with no locked task, no level defers to the lock.)
+            if locked != NO_PRIORITY && (p < locked || (p == locked && tie_below == 0)) {
                 return Take::Lock;
             }
             while let Some(pos) = level.pop() {
