@@ -1135,7 +1135,13 @@ impl Lane {
     fn ordered(&self) -> impl Iterator<Item = &Level> + '_ {
         let order = self.order.load(Ordering::Acquire);
         let n = (order & 7) as usize;
-        (0..n).filter_map(move |k| self.level(((order >> (3 + 2 * k)) & 3) as usize))
+        (0..n).map(move |k| {
+            let p = self.levels[((order >> (3 + 2 * k)) & 3) as usize].load(Ordering::Relaxed);
+            // SAFETY: a level listed in `order` was stored before the
+            // release of the order word that lists it, which this thread
+            // read with acquire: `p` is that level, freed with the lane.
+            unsafe { &*p }
+        })
     }
 
     /// The level index of `priority`, created if a level is free; the
