@@ -1805,7 +1805,8 @@ impl State {
     /// outcome is not applied yet). A fan-in's add then reads the records
     /// of its upstream tasks once (in its linking loop), not twice.
     fn lane_suffix(&self, ups: &[u64]) -> usize {
-        let in_lane = |u: u64| matches!(self.tasks.get(u), Some(Task { body: Body::Lane { .. } | Body::Cont { .. }, .. }));
+        let in_lane =
+            |u: u64| matches!(self.tasks.get(u), Some(Task { body: Body::Lane { .. } | Body::Cont { .. }, .. }));
         let mut left = self.lane_live();
         let mut start = ups.len();
         while left > 0 && start > 0 {
@@ -2951,6 +2952,10 @@ fn worker_main(manager: Arc<Manager>, index: u32, lane: Arc<WorkerLane>) {
             Next::Job(job) => done = Some(run_job(&manager, job, index, &lane)),
             Next::Lane { tie_below, gen } => {
                 lane_loop(&manager, &lane, index, tie_below, gen);
+                // Not looking once out of the lane loop, whichever way it
+                // left (a check-in can end it while the worker looks):
+                // `provision` counts looking workers as coming for new work.
+                lane.set_looking(false);
                 in_lane_left = true;
             }
             Next::Exit => break,
