@@ -5,7 +5,8 @@
 # (draining a full queue alone) and per polled event: for independent tasks
 # on the lane (W1's path; 10,000 tasks, which fit in a lane level), for
 # independent tasks on the locked path (added to a paused manager) and for
-# chains of dependent tasks.
+# chains of dependent tasks, and the add of a chain task whose upstream task
+# already ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-100000}
@@ -42,3 +43,4 @@ report "$n" "" "independent tasks on the locked path (added to a paused manager)
 report "$n" chain "chains of 100 (W2a's shape: each task waits for the one before):"
 report 10000 lanechain "chains of 100 on the lane (W2a's path: each chain's first task in the lane, the rest continuations):"
 report "$n" fanin "a fan-in (W2b's shape: the last task waits for all the others):"
+report 10000 chainstep "chains of 100, each task added once the one before it ran (the chain's locked fallback; only the add is exact, the worker's count includes its idle spinning):"
