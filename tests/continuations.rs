@@ -567,6 +567,46 @@ fn a_fan_in_of_a_higher_priority_runs_before_the_continuation_of_its_running_ups
     finish(m);
 }
 
+/// A host polling in a loop (no wait, so workers leave outcomes without
+/// the lock) while a lane task finishes whose continuation does not come
+/// first (a locked task of a higher priority is queued): the worker leaves
+/// the outcome and takes the lock to apply it, and the host's poll may get
+/// there first. Either way the continuation must run, with the result,
+/// after the higher-priority task. Repeated, so that the poll wins the race
+/// in some rounds (a poll that delivered such an outcome as if nothing
+/// waited on it would leave the continuation waiting for ever).
+#[test]
+fn a_polling_host_never_strands_an_unclaimed_continuation() {
+    let _s = serial();
+    let m = manager(1, true);
+    // Priorities 0-3 take the four lane levels; 10 then queues on the
+    // locked path.
+    for p in 0..4 {
+        m.add(job(|_| {}), p, DEFAULT, &[]).unwrap();
+    }
+    collect_finals(&m, 4);
+    for round in 0..2000 {
+        let (gate, log, seen) = (Gate::new(), Log::default(), Seen::default());
+        let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();
+        gate.wait_arrivals(1);
+        let c = m.add(chained(&log, &seen, 1), 0, DEFAULT, &[a]).unwrap(); // attached to running a
+        let h = m.add(chained(&log, &seen, 2), 10, DEFAULT, &[]).unwrap(); // locked, comes first
+        gate.open();
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        let mut finals = Vec::new();
+        while finals.len() < 3 {
+            assert!(std::time::Instant::now() < deadline, "round {round}: stranded; got {finals:?}");
+            finals.extend(poll(&m).iter().filter_map(|e| e.task()));
+        }
+        finals.sort();
+        assert_eq!(finals, vec![a, c, h], "round {round}");
+        assert_eq!(log.get(), vec![0, 2, 1], "round {round}: the higher priority first");
+        let s = seen.lock().unwrap();
+        assert_eq!(s.iter().find(|e| e.0 == 1).unwrap().1, vec![(a, 0)], "round {round}: c got a's result");
+    }
+    finish(m);
+}
+
 #[test]
 fn a_failing_chain_head_cascades_across_groups_and_a_group_stop_reaches_the_whole_chain() {
     let _s = serial();

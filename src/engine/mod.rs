@@ -1546,41 +1546,34 @@ impl State {
                 self.lane_applied += 1;
                 // (A continuation always takes the second way, which gives
                 // its record back to the arena.)
-                let Some(task) =
-                    self.tasks.remove_if(id, |t| t.links.is_none() && matches!(t.body, Body::Lane { down: 0, .. }))
-                else {
-                    if self.delivers_alone(id, &outcome, cont_claimed) {
-                        // A chain's task whose outcome changes nothing
-                        // downstream: delivered as an independent one.
-                        let task = self.tasks.remove(id).expect("checked by delivers_alone");
-                        if let Some(li) = task.links {
-                            let mut links = self.links.remove(li);
-                            if !links.received.is_empty() {
-                                after.garbage(Garbage::Results(links.received.take()));
+                let group = match self
+                    .tasks
+                    .remove_if(id, |t| t.links.is_none() && matches!(t.body, Body::Lane { down: 0, .. }))
+                {
+                    Some(task) => {
+                        // A lane body and no link record own nothing:
+                        // forgotten rather than dropped, which spares the
+                        // call of `Body`'s drop glue (the optimizer cannot
+                        // see the variant).
+                        let group = task.group;
+                        debug_assert!(matches!(task.body, Body::Lane { .. }) && task.links.is_none());
+                        mem::forget(task);
+                        group
+                    }
+                    None => match self.take_alone(id, &outcome, cont_claimed, after) {
+                        Some(group) => group,
+                        None => {
+                            // Stopped (dropped by `finish`) or with
+                            // downstream tasks.
+                            self.running += 1;
+                            self.finish(id, outcome, after);
+                            if self.events.is_empty() {
+                                continue;
                             }
-                        }
-                        if let Body::Cont { rec, .. } = task.body {
-                            self.lane.conts.recycle(rec);
-                        }
-                        if !self.deliver_final(id, task.group, outcome, capacity, &mut written, sink) {
                             return written;
                         }
-                        continue;
-                    }
-                    // Stopped (dropped by `finish`) or with downstream tasks.
-                    self.running += 1;
-                    self.finish(id, outcome, after);
-                    if self.events.is_empty() {
-                        continue;
-                    }
-                    return written;
+                    },
                 };
-                // A lane body and no link record own nothing: forgotten
-                // rather than dropped, which spares the call of `Body`'s
-                // drop glue (the optimizer cannot see the variant).
-                let group = task.group;
-                debug_assert!(matches!(task.body, Body::Lane { .. }) && task.links.is_none());
-                mem::forget(task);
                 if !self.deliver_final(id, group, outcome, capacity, &mut written, sink) {
                     return written;
                 }
@@ -1612,6 +1605,49 @@ impl State {
             }
         };
         self.write_final(id, group, end, capacity, written, sink)
+    }
+
+    /// Takes out of the table a lane task or continuation with edges whose
+    /// outcome changes nothing downstream (see [`State::delivers_alone`]),
+    /// to be delivered as an independent task would be, and returns its
+    /// group; `None` if its outcome must be applied. In one lookup for the
+    /// two cases `delivers_alone` decides without looking at another record
+    /// (a completed continuation without downstream tasks, a chain's last
+    /// task; a completed lane task or continuation whose only downstream
+    /// task is the continuation its worker claimed). A continuation's record
+    /// goes back to the arena.
+    #[inline(never)]
+    fn take_alone(&mut self, id: u64, outcome: &Outcome, cont_claimed: bool, after: &mut After) -> Option<u32> {
+        let completed = matches!(outcome, Outcome::Completed(_));
+        let task = match self.tasks.remove_if(id, |t| {
+            t.links.is_none()
+                && completed
+                && match t.body {
+                    Body::Cont { linked: false, down: 0, .. } => true,
+                    Body::Lane { linked: false, .. } | Body::Cont { linked: false, .. } => cont_claimed,
+                    _ => false,
+                }
+        }) {
+            Some(task) => task,
+            None if self.delivers_alone(id, outcome, cont_claimed) => {
+                let task = self.tasks.remove(id).expect("checked by delivers_alone");
+                if let Some(li) = task.links {
+                    let mut links = self.links.remove(li);
+                    if !links.received.is_empty() {
+                        after.garbage(Garbage::Results(links.received.take()));
+                    }
+                }
+                task
+            }
+            None => return None,
+        };
+        let group = task.group;
+        match task.body {
+            Body::Cont { rec, .. } => self.lane.conts.recycle(rec),
+            // Any other body here is a lane one, which owns nothing.
+            body => mem::forget(body),
+        }
+        Some(group)
     }
 
     /// True if the outcome of linked lane task `id` (a continuation, or a
