@@ -1916,7 +1916,8 @@ impl State {
     /// `up` is a lane task or a continuation, queued or running, without
     /// downstream tasks. Returns the job back if it cannot.
     fn add_cont(&mut self, id: u64, job: Job, priority: i32, group: u32, up: u64) -> Result<(), Job> {
-        let Some(ut) = self.tasks.get(up) else {
+        // One lookup: the other fields are borrowed apart from the table.
+        let Some(ut) = self.tasks.get_mut(up) else {
             return Err(job);
         };
         let has_downstream = match ut.links {
@@ -1942,7 +1943,6 @@ impl State {
         }
         // The edge: in the upstream task's link record if it has one, else
         // kept in the two bodies (see `Body::implicit_edges`).
-        let ut = self.tasks.get_mut(up).expect("checked above");
         match (ut.links, &mut ut.body) {
             (Some(li), _) => self.links.get_mut(li).downstream.push(id),
             (None, Body::Lane { down, .. } | Body::Cont { down, .. }) => *down = id,
