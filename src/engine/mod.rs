@@ -1546,10 +1546,14 @@ impl State {
                 self.lane_applied += 1;
                 // (A continuation always takes the second way, which gives
                 // its record back to the arena.)
-                let group = match self
-                    .tasks
-                    .remove_if(id, |t| t.links.is_none() && matches!(t.body, Body::Lane { down: 0, .. }))
-                {
+                // (A task whose continuation was claimed has a downstream
+                // task: not looked up for the first case.)
+                let plain = if cont_claimed {
+                    None
+                } else {
+                    self.tasks.remove_if(id, |t| t.links.is_none() && matches!(t.body, Body::Lane { down: 0, .. }))
+                };
+                let group = match plain {
                     Some(task) => {
                         // A lane body and no link record own nothing:
                         // forgotten rather than dropped, which spares the
