@@ -348,6 +348,7 @@ impl ContArena {
     /// Drops the table's reference to a record, taking the record straight
     /// back when that was the last reference; the caller holds the state
     /// lock. Once no record is out, the blocks are given back (but one).
+    #[inline(always)]
     pub(crate) fn recycle(&self, r: ContRef) {
         let rec = r.rec();
         if rec.refs.load(Ordering::Acquire) != 1 || !matches!(rec.state.load(Ordering::Relaxed), RUNNING | CANCELLED) {
