@@ -3219,6 +3219,7 @@ fn run_chain(
 /// and applies the outcome: the continuation, still queued, moves to the
 /// locked path (see `State::finish`), or was moved there or stopped
 /// meanwhile (then it waits for this outcome, or nothing does).
+#[inline(always)]
 fn finish_with_cont(
     manager: &Arc<Manager>,
     wl: &WorkerLane,
