@@ -1548,22 +1548,18 @@ impl State {
                 // its record back to the arena.)
                 // (A task whose continuation was claimed has a downstream
                 // task: not looked up for the first case.)
+                // A lane body and no link record own nothing: the record is
+                // forgotten rather than dropped, which spares the call of
+                // `Body`'s drop glue (the optimizer cannot see the variant).
                 let plain = if cont_claimed {
                     None
                 } else {
-                    self.tasks.remove_if(id, |t| t.links.is_none() && matches!(t.body, Body::Lane { down: 0, .. }))
+                    self.tasks.remove_forgetting(id, |t| {
+                        (t.links.is_none() && matches!(t.body, Body::Lane { down: 0, .. })).then_some(t.group)
+                    })
                 };
                 let group = match plain {
-                    Some(task) => {
-                        // A lane body and no link record own nothing:
-                        // forgotten rather than dropped, which spares the
-                        // call of `Body`'s drop glue (the optimizer cannot
-                        // see the variant).
-                        let group = task.group;
-                        debug_assert!(matches!(task.body, Body::Lane { .. }) && task.links.is_none());
-                        mem::forget(task);
-                        group
-                    }
+                    Some(group) => group,
                     None => match self.take_alone(id, &outcome, cont_claimed, after) {
                         Some(group) => group,
                         None => {

@@ -289,6 +289,25 @@ impl<T> Table<T> {
         Some(value)
     }
 
+    /// Removes the entry for `id` if `take` accepts it, returning what
+    /// `take` read from it. The entry is forgotten, not dropped: `take`
+    /// accepts only entries that own nothing (no drop glue runs, and the
+    /// entry is not moved out).
+    #[inline(always)]
+    pub(crate) fn remove_forgetting<R>(&mut self, id: u64, take: impl FnOnce(&T) -> Option<R>) -> Option<R> {
+        let (c, s) = self.locate(id)?;
+        let chunk = self.chunks.get_mut(c)?.as_mut()?;
+        let slot = &mut chunk.slots[s];
+        let r = take(slot.as_ref()?)?;
+        std::mem::forget(slot.take());
+        chunk.live -= 1;
+        self.live -= 1;
+        if chunk.live == 0 {
+            self.chunk_emptied(c);
+        }
+        Some(r)
+    }
+
     /// Chunk `c` has no live entry left: frees it if it can receive no new
     /// one (out of line: once per chunk).
     #[inline(never)]
