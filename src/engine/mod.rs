@@ -1544,13 +1544,14 @@ impl State {
                     break;
                 };
                 self.lane_applied += 1;
-                // (A continuation always takes the second way, which gives
-                // its record back to the arena.)
-                // (A task whose continuation was claimed has a downstream
-                // task: not looked up for the first case.)
-                // A lane body and no link record own nothing: the record is
-                // forgotten rather than dropped, which spares the call of
-                // `Body`'s drop glue (the optimizer cannot see the variant).
+                // First case, W1's: a lane task without edges. Its record
+                // owns nothing and is forgotten in its slot rather than
+                // dropped, which spares the call of `Body`'s drop glue (the
+                // optimizer cannot see the variant). A task whose worker
+                // claimed its continuation has a downstream task: not looked
+                // up for this case. Chain tasks (a continuation's record
+                // goes back to the arena) and tasks with other edges take
+                // the second way, or have their outcome applied.
                 let plain = if cont_claimed {
                     None
                 } else {
