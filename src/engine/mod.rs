@@ -956,6 +956,19 @@ impl Manager {
                     };
                     match ev {
                         Ev::Final(id) => {
+                            // Common case first: completed without a result
+                            // or a link record, a record that owns nothing,
+                            // forgotten in its slot (see `deliver_lane`). A
+                            // task with a link record pays a second lookup.
+                            let plain = st.tasks.remove_forgetting(id, |t| {
+                                (t.links.is_none() && matches!(t.body, Body::Completed { result: None, .. }))
+                                    .then_some(t.group)
+                            });
+                            if let Some(group) = plain {
+                                st.deliverable -= 1;
+                                st.write_final(id, group, Ok(None), capacity, &mut written, &mut sink);
+                                continue;
+                            }
                             let Some(task) = st.tasks.remove(id) else {
                                 continue;
                             };
