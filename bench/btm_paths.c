@@ -29,8 +29,9 @@
  *          that adds each link after seeing the one before it run; W2a's
  *          host, faster than the chain's worker, attaches 99% of its links,
  *          counted with temporary counters in session 13). Only the add
- *          figure is exact: the worker's count includes its idle spinning
- *          between tasks, which depends on valgrind's scheduling.
+ *          figure means something, within ~5% from run to run (valgrind's
+ *          scheduling decides whether the worker has left the outcome when
+ *          the add looks): the worker's count includes its idle spinning.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "btm.h"
