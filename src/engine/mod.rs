@@ -1624,12 +1624,12 @@ impl State {
     /// Takes out of the table a lane task or continuation with edges whose
     /// outcome changes nothing downstream (see [`State::delivers_alone`]),
     /// to be delivered as an independent task would be, and returns its
-    /// group; `None` if its outcome must be applied. In one lookup for the
-    /// two cases `delivers_alone` decides without looking at another record
-    /// (a completed continuation without downstream tasks, a chain's last
+    /// group; `None` if its outcome must be applied. In one lookup, without
+    /// `delivers_alone`, for the two cases that need no other record (a
+    /// completed continuation without downstream tasks, a chain's last
     /// task; a completed lane task or continuation whose only downstream
-    /// task is the continuation its worker claimed). A continuation's record
-    /// goes back to the arena.
+    /// task is the continuation its worker claimed, as `cont_claimed`
+    /// says). A continuation's record goes back to the arena.
     #[inline(never)]
     fn take_alone(&mut self, id: u64, outcome: &Outcome, cont_claimed: bool, after: &mut After) -> Option<u32> {
         let completed = matches!(outcome, Outcome::Completed(_));
@@ -1643,7 +1643,7 @@ impl State {
                 }
         }) {
             Some(task) => task,
-            None if self.delivers_alone(id, outcome, cont_claimed) => {
+            None if self.delivers_alone(id, outcome) => {
                 let task = self.tasks.remove(id).expect("checked by delivers_alone");
                 if let Some(li) = task.links {
                     let mut links = self.links.remove(li);
@@ -1668,9 +1668,8 @@ impl State {
     /// chain's first task) changes nothing downstream: it completed and its
     /// downstream tasks, if any, are continuations already claimed (they
     /// were given its result), and it is not counted in `lane_linked`.
-    /// `cont_claimed`: the worker that left the outcome claimed the task's
-    /// continuation (see `WorkerLane::push_outcome_cont_claimed`).
-    fn delivers_alone(&self, id: u64, outcome: &Outcome, cont_claimed: bool) -> bool {
+    /// ([`State::take_alone`] decides its two cheap cases without it.)
+    fn delivers_alone(&self, id: u64, outcome: &Outcome) -> bool {
         let Some(task) = self.tasks.get(id) else {
             return false;
         };
@@ -1678,12 +1677,6 @@ impl State {
             || !matches!(outcome, Outcome::Completed(_))
         {
             return false;
-        }
-        if cont_claimed && task.links.is_none() {
-            // Its only downstream task is the continuation its worker
-            // claimed (a second one would have made a link record): no
-            // look at that task's record and continuation record.
-            return true;
         }
         let claimed = |d: u64| match self.tasks.get(d) {
             Some(Task { body: Body::Cont { rec, .. }, .. }) => !rec.is_queued(),
