@@ -13,8 +13,9 @@
  *          paused manager, so the upstream tasks are queued when linked);
  *   lane:  the tasks are added to a running manager whose one worker is
  *          held by a first task (blocked reading a pipe), so that they take
- *          the lane, W1's path (N must not exceed a lane level's 16,384
- *          entries, or the rest wait in the level's overflow); the host then
+ *          the lane, W1's path (beyond a lane level's 16,384 entries the
+ *          rest wait in the level's overflow: paths.sh's row "past a full lane
+ *          ring" runs 40,000 and 20,000 and takes the difference); the host then
  *          releases the worker, sleeps until every task has run (counted
  *          by the tasks themselves: a poll or a stats call would make the
  *          worker's outcomes go through the lock) and polls them.

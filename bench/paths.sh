@@ -3,7 +3,8 @@
 #   bash bench/paths.sh [N]      (default N=100000; needs valgrind)
 # Prints instructions per btm_add_task call, per task on the worker thread
 # (draining a full queue alone) and per polled event: for independent tasks
-# on the lane (W1's path; 10,000 tasks, which fit in a lane level), for
+# on the lane (W1's path; 10,000 tasks, which fit in a lane level; then the
+# marginal task beyond a full level's ring, which waits in its overflow), for
 # independent tasks on the locked path (added to a paused manager) and for
 # chains of dependent tasks, and the add of a chain task whose upstream task
 # already ran.
@@ -38,6 +39,16 @@ report() { # report N MODE-ARG LABEL
     }'
 }
 report 10000 lane "independent tasks on the lane (W1's path: added while the one worker is held):"
+# The marginal task past a full ring: (count at 40000 - count at 20000) /
+# 20000; a level's ring holds 16,384 entries, so all 20,000 wait in the
+# level's overflow first.
+echo "the same past a full lane ring (most of W1 1M's adds: tasks 20,001-40,000, each waiting in the level's overflow first):"
+paste -d' ' <(counts 40000 lane) <(counts 20000 lane) | awk '{
+    printf "  btm_add_task     %7.1f instructions per call\n", ($1 - $5) / 20000
+    printf "  worker thread    %7.1f instructions per task (one worker, full queue)\n", ($2 - $6) / 20000
+    printf "  btm_poll_events  %7.1f instructions per event\n", ($3 - $7) / 20000
+    printf "  whole program    %7.1f instructions per task\n", ($4 - $8) / 20000
+}'
 report 10000 lane4 "the same with priorities 0-3 in turn (W6's path: four lane levels):"
 report "$n" "" "independent tasks on the locked path (added to a paused manager):"
 report "$n" chain "chains of 100 (W2a's shape: each task waits for the one before):"
