@@ -399,6 +399,37 @@ fn batches_past_the_ring_keep_their_order_behind_an_overflow() {
 }
 
 #[test]
+fn an_add_waits_behind_an_overflow_even_when_its_ring_has_room() {
+    // An add moves at most 64 overflow entries into the ring (a worker
+    // moves more, once it finds the ring empty): an add that finds room
+    // left in the ring and entries still in the overflow goes behind them.
+    let _s = serial();
+    let m = manager(1, true);
+    let first = occupy_a_worker(&m, DEFAULT);
+    let log = Log::default();
+    for i in 0..100 {
+        m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap();
+    }
+    let second = Gate::new();
+    let sc = second.clone();
+    m.add(job(move |_| sc.pass()), 0, DEFAULT, &[]).unwrap();
+    // The ring fills; ~3,600 wait in the overflow.
+    for i in 100..PAST_THE_RING {
+        m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap();
+    }
+    // The worker runs the first 100 and stops in the second gate: the
+    // ring has ~100 free slots, and nothing has moved into them yet.
+    first.open();
+    second.wait_arrivals(1);
+    assert_eq!(log.get(), (0..100).collect::<Vec<_>>());
+    m.add(logging(&log, PAST_THE_RING), 0, DEFAULT, &[]).unwrap();
+    second.open();
+    collect_finals(&m, PAST_THE_RING as usize + 3);
+    assert_eq!(log.get(), (0..=PAST_THE_RING).collect::<Vec<_>>(), "every task in the order added");
+    finish(m);
+}
+
+#[test]
 fn a_group_stop_and_a_priority_change_reach_tasks_waiting_in_an_overflow() {
     let _s = serial();
     let m = manager(1, true);

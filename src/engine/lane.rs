@@ -596,17 +596,20 @@ impl Level {
     /// The caller holds the state lock.
     #[inline(never)]
     unsafe fn push_slow(&self, id: u64, job: Job, publish: bool) -> (u64, bool) {
-        if publish {
+        let tail = self.tail.load(Ordering::Relaxed);
+        // (The ring's free slot checked here, not in a call: while the
+        // workers run behind the host, most adds find none.)
+        if publish && self.seq(tail) == tail {
             // SAFETY: the caller's contract; not in a batch.
             unsafe { self.refill(REFILL_PER_ADD) };
         }
+        // SAFETY: the caller's contract.
+        let overflow = unsafe { self.overflow() };
         let pos = self.tail.load(Ordering::Relaxed);
-        if !self.is_overflowing() && self.seq(pos) == pos {
+        if overflow.is_empty() && self.seq(pos) == pos {
             self.write_slot(pos, id, Some(job), publish);
             return (pos, true);
         }
-        // SAFETY: the caller's contract.
-        let overflow = unsafe { self.overflow() };
         let pos = pos + overflow.len() as u64;
         overflow.push_back((id, Some(job)));
         self.set_overflow_len(overflow.len());
@@ -628,6 +631,14 @@ impl Level {
     /// cancelled before it moved), which workers pop and skip.
     #[inline(always)]
     fn write_slot(&self, pos: u64, id: u64, job: Option<Job>, publish: bool) {
+        self.fill_slot(pos, id, job, publish);
+        self.tail.store(pos + 1, Ordering::Release);
+    }
+
+    /// [`Level::write_slot`] without the tail's store: the caller stores
+    /// the tail past the slots it filled.
+    #[inline(always)]
+    fn fill_slot(&self, pos: u64, id: u64, job: Option<Job>, publish: bool) {
         let slot = self.slot(pos);
         slot.id.store(id, Ordering::Relaxed);
         match job {
@@ -643,7 +654,6 @@ impl Level {
         if publish {
             self.set_seq(pos, pos + 1);
         }
-        self.tail.store(pos + 1, Ordering::Release);
     }
 
     /// Moves up to `max` overflow entries into the ring, as it has room,
@@ -654,21 +664,28 @@ impl Level {
     unsafe fn refill(&self, max: usize) -> usize {
         // SAFETY: the caller's contract.
         let overflow = unsafe { self.overflow() };
-        let mut moved = 0;
-        while moved < max {
-            let pos = self.tail.load(Ordering::Relaxed);
-            if overflow.is_empty() || self.seq(pos) != pos {
+        let start = self.tail.load(Ordering::Relaxed);
+        let mut pos = start;
+        // Only the lock holder reads the tail: it is stored once, past
+        // the slots filled (each published by its own sequence number).
+        while pos - start < max as u64 && self.seq(pos) == pos {
+            let Some((id, job)) = overflow.pop_front() else {
                 break;
-            }
-            let (id, job) = overflow.pop_front().expect("not empty");
-            self.write_slot(pos, id, job, true);
-            moved += 1;
+            };
+            self.fill_slot(pos, id, job, true);
+            pos += 1;
         }
+        if pos == start {
+            // Nothing moved: the length the workers read is unchanged
+            // (not stored again, which would take its line from them).
+            return 0;
+        }
+        self.tail.store(pos, Ordering::Release);
         if overflow.is_empty() && overflow.capacity() > OVERFLOW_KEEP {
             *overflow = VecDeque::new();
         }
         self.set_overflow_len(overflow.len());
-        moved
+        (pos - start) as usize
     }
 
     fn publish(&self, pos: u64) {
