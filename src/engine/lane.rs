@@ -582,7 +582,7 @@ impl Level {
         if !unsafe { self.overflow() }.is_empty() || self.seq(pos) != pos {
             return unsafe { self.push_slow(id, job, publish) };
         }
-        self.write_slot(pos, id, Some(job), publish);
+        self.write_slot(pos, id, job, publish);
         // The line was last written by the worker that claimed that slot a
         // lap earlier: fetched at the add, the host's next lock operation
         // would wait for it.
@@ -607,7 +607,7 @@ impl Level {
         let overflow = unsafe { self.overflow() };
         let pos = self.tail.load(Ordering::Relaxed);
         if overflow.is_empty() && self.seq(pos) == pos {
-            self.write_slot(pos, id, Some(job), publish);
+            self.write_slot(pos, id, job, publish);
             return (pos, true);
         }
         let pos = pos + overflow.len() as u64;
@@ -626,17 +626,18 @@ impl Level {
         (tail > 0).then(|| self.slot(tail - 1).id.load(Ordering::Relaxed))
     }
 
-    /// Writes the free ring slot at `pos` (the tail) and advances the tail:
-    /// a queued entry, or for `None` a cancelled one (an overflow entry
-    /// cancelled before it moved), which workers pop and skip.
+    /// Writes a queued entry into the free ring slot at `pos` (the tail)
+    /// and advances the tail.
     #[inline(always)]
-    fn write_slot(&self, pos: u64, id: u64, job: Option<Job>, publish: bool) {
-        self.fill_slot(pos, id, job, publish);
+    fn write_slot(&self, pos: u64, id: u64, job: Job, publish: bool) {
+        self.fill_slot(pos, id, Some(job), publish);
         self.tail.store(pos + 1, Ordering::Release);
     }
 
-    /// [`Level::write_slot`] without the tail's store: the caller stores
-    /// the tail past the slots it filled.
+    /// Writes the free ring slot at `pos` without advancing the tail (the
+    /// caller stores it past the slots it filled): a queued entry, or for
+    /// `None` a cancelled one (an overflow entry cancelled before it
+    /// moved), which workers pop and skip.
     #[inline(always)]
     fn fill_slot(&self, pos: u64, id: u64, job: Option<Job>, publish: bool) {
         let slot = self.slot(pos);
