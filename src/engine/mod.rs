@@ -216,10 +216,15 @@ struct Links {
     downstream: Ids,
     /// Upstream results, in completion order.
     received: Received,
+    /// Upstream tasks not yet completed, while the task is pending (a
+    /// pending task that waits for any has a link record; a queued
+    /// continuation's single upstream is in its `Cont` record).
+    waiting: u32,
 }
 
-// Every linked task has a link record: keep it at five words.
-const _: () = assert!(mem::size_of::<Links>() == 40);
+// Every linked task has a link record: six words (with `waiting`, which the
+// task's own record gave up for a word less on every task).
+const _: () = assert!(mem::size_of::<Links>() == 48);
 
 /// The upstream results a linked task has received, in completion order.
 /// Boxed (8 bytes in the link record, which every linked task has; most
@@ -233,7 +238,7 @@ impl Links {
     /// [`Body::implicit_edges`]).
     fn implicit((up, down): (u64, u64)) -> Links {
         let one = |id| if id == 0 { Ids::Empty } else { Ids::One(id) };
-        Links { upstream: one(up), downstream: one(down), received: Received::default() }
+        Links { upstream: one(up), downstream: one(down), received: Received::default(), waiting: 0 }
     }
 }
 
@@ -256,12 +261,19 @@ impl Received {
     }
 }
 
+/// What a task is doing, with its link record (`links`: its entry in
+/// `State::links`, if it has upstream or downstream tasks that its body
+/// does not keep). `links` is a field of every variant rather than of
+/// [`Task`]: rustc places it in the word of the variant's tag, so that a
+/// task's record takes 40 bytes instead of 48 (the table's pages are most
+/// of what a flood of tasks costs the adding thread, PERFORMANCE.md).
 enum Body {
-    Pending(Job),
+    Pending(Job, Option<LinkId>),
     /// In the lane (see `lane`): queued in slot `pos` of lane level `level`
     /// (the job is there), or claimed by a worker (running, or finished
     /// with its outcome in the worker's outcome queue), which the slot tells.
     Lane {
+        links: Option<LinkId>,
         level: u8,
         pos: u64,
         /// Counted in `State::lane_linked` (claimed, with downstream tasks
@@ -276,6 +288,7 @@ enum Body {
     /// (running, or its outcome in the worker's queue), which the record
     /// tells.
     Cont {
+        links: Option<LinkId>,
         rec: ContRef,
         /// As for `Lane`.
         linked: bool,
@@ -283,9 +296,11 @@ enum Body {
         down: u64,
     },
     Running {
+        links: Option<LinkId>,
         worker: u32,
     },
     Completed {
+        links: Option<LinkId>,
         result: Option<Arc<ResultSet>>,
         /// Its upstream task, while it has no link record: a chain task
         /// that completed with its continuation already claimed keeps the
@@ -297,10 +312,35 @@ enum Body {
         /// completed with it as an upstream task (a fan-in's); 0 if none.
         down: u64,
     },
-    Failed(Arc<Failure>),
+    Failed(Arc<Failure>, Option<LinkId>),
 }
 
 impl Body {
+    /// Its link record, if it has one.
+    #[inline(always)]
+    fn links(&self) -> Option<LinkId> {
+        match *self {
+            Body::Pending(_, links)
+            | Body::Failed(_, links)
+            | Body::Lane { links, .. }
+            | Body::Cont { links, .. }
+            | Body::Running { links, .. }
+            | Body::Completed { links, .. } => links,
+        }
+    }
+
+    #[inline(always)]
+    fn links_mut(&mut self) -> &mut Option<LinkId> {
+        match self {
+            Body::Pending(_, links)
+            | Body::Failed(_, links)
+            | Body::Lane { links, .. }
+            | Body::Cont { links, .. }
+            | Body::Running { links, .. }
+            | Body::Completed { links, .. } => links,
+        }
+    }
+
     /// The edges of a lane task, continuation or completed task that has
     /// no link record: (its upstream task, its downstream task), 0 for
     /// none. A chain in the lane keeps its edges here (the upstream in the
@@ -332,13 +372,34 @@ impl Body {
 }
 
 struct Task {
+    /// What it is doing, and its link record (see [`Body`]).
     body: Body,
     priority: i32,
     group: u32,
-    /// Its entry in `State::links`, if it has upstream or downstream tasks.
-    links: Option<LinkId>,
-    /// Upstream tasks not yet completed.
-    waiting: u32,
+}
+
+/// Upstream tasks that task `t`, pending, still waits for: its link record
+/// holds the count (a pending task without one waits for none).
+#[inline(always)]
+fn waiting_of(links: &Slab<Links>, t: &Task) -> u32 {
+    t.links().map_or(0, |li| links.get(li).waiting)
+}
+
+// The table's record (`Option<Task>`): five words.
+const _: () = assert!(mem::size_of::<Option<Task>>() == 40);
+
+impl Task {
+    /// Its entry in `State::links`, if it has upstream or downstream tasks
+    /// that its body does not keep.
+    #[inline(always)]
+    fn links(&self) -> Option<LinkId> {
+        self.body.links()
+    }
+
+    #[inline(always)]
+    fn set_links(&mut self, links: Option<LinkId>) {
+        *self.body.links_mut() = links;
+    }
 }
 
 enum Ev {
@@ -891,11 +952,11 @@ impl Manager {
                 return Err(Error::NotQueued);
             }
             let task = st.tasks.get_mut(id).ok_or(Error::NotFound)?;
-            if !matches!(task.body, Body::Pending(_)) {
+            if !matches!(task.body, Body::Pending(..)) {
                 return Err(Error::NotQueued);
             }
             let old = mem::replace(&mut task.priority, priority);
-            if old != priority && task.waiting == 0 {
+            if old != priority && waiting_of(&st.links, task) == 0 {
                 st.ready.forget(old);
                 st.ready_push(priority, id);
                 st.provision(after);
@@ -961,7 +1022,7 @@ impl Manager {
                             // forgotten in its slot (see `deliver_lane`). A
                             // task with a link record pays a second lookup.
                             let plain = st.tasks.remove_forgetting(id, |t| {
-                                (t.links.is_none() && matches!(t.body, Body::Completed { result: None, .. }))
+                                (t.links().is_none() && matches!(t.body, Body::Completed { result: None, .. }))
                                     .then_some(t.group)
                             });
                             if let Some(group) = plain {
@@ -973,7 +1034,7 @@ impl Manager {
                                 continue;
                             };
                             st.deliverable -= 1;
-                            if let Some(li) = task.links {
+                            if let Some(li) = task.links() {
                                 let mut links = st.links.remove(li);
                                 if let Some(received) = links.received.0.take() {
                                     after.garbage(Garbage::Results(*received));
@@ -981,8 +1042,8 @@ impl Manager {
                             }
                             let end = match task.body {
                                 Body::Completed { result, .. } => Ok(result),
-                                Body::Failed(f) => Err(f),
-                                Body::Pending(_) | Body::Running { .. } | Body::Lane { .. } | Body::Cont { .. } => {
+                                Body::Failed(f, _) => Err(f),
+                                Body::Pending(..) | Body::Running { .. } | Body::Lane { .. } | Body::Cont { .. } => {
                                     unreachable!("final event of an unfinished task")
                                 }
                             };
@@ -1255,12 +1316,12 @@ impl State {
                 continue;
             };
             let i = match task.body {
-                Body::Pending(_) if task.waiting == 0 => 0,
-                Body::Pending(_) => 1,
+                Body::Pending(..) if waiting_of(&st.links, task) == 0 => 0,
+                Body::Pending(..) => 1,
                 Body::Lane { level, pos, .. } if st.lane.is_queued(level as usize, pos, id) => 0,
                 Body::Cont { ref rec, .. } if rec.is_queued() => 1,
                 Body::Running { .. } | Body::Lane { .. } | Body::Cont { .. } => 2,
-                Body::Completed { .. } | Body::Failed(_) => 3,
+                Body::Completed { .. } | Body::Failed(..) => 3,
             };
             counts[i] += 1;
         }
@@ -1464,8 +1525,9 @@ impl State {
                 // `finish` does for it, without its call.
                 if let Outcome::Completed(result) = outcome {
                     if let Some(task) = self.tasks.get_mut(id) {
-                        if let (None, Body::Lane { linked: false, down: 0, .. }) = (task.links, &task.body) {
-                            let old = mem::replace(&mut task.body, Body::Completed { result, up: 0, down: 0 });
+                        if let (None, Body::Lane { linked: false, down: 0, .. }) = (task.links(), &task.body) {
+                            let old =
+                                mem::replace(&mut task.body, Body::Completed { links: None, result, up: 0, down: 0 });
                             mem::forget(old); // a lane body owns nothing
                             self.lane_applied += 1;
                             self.completed_total += 1;
@@ -1569,7 +1631,7 @@ impl State {
                     None
                 } else {
                     self.tasks.remove_forgetting(id, |t| {
-                        (t.links.is_none() && matches!(t.body, Body::Lane { down: 0, .. })).then_some(t.group)
+                        (t.links().is_none() && matches!(t.body, Body::Lane { down: 0, .. })).then_some(t.group)
                     })
                 };
                 let group = match plain {
@@ -1634,7 +1696,7 @@ impl State {
     fn take_alone(&mut self, id: u64, outcome: &Outcome, cont_claimed: bool, after: &mut After) -> Option<u32> {
         let completed = matches!(outcome, Outcome::Completed(_));
         let task = match self.tasks.remove_if(id, |t| {
-            t.links.is_none()
+            t.links().is_none()
                 && completed
                 && match t.body {
                     Body::Cont { linked: false, down: 0, .. } => true,
@@ -1645,7 +1707,7 @@ impl State {
             Some(task) => task,
             None if self.delivers_alone(id, outcome) => {
                 let task = self.tasks.remove(id).expect("checked by delivers_alone");
-                if let Some(li) = task.links {
+                if let Some(li) = task.links() {
                     let mut links = self.links.remove(li);
                     if !links.received.is_empty() {
                         after.garbage(Garbage::Results(links.received.take()));
@@ -1683,7 +1745,7 @@ impl State {
             Some(_) => false,
             None => true,
         };
-        match task.links {
+        match task.links() {
             Some(li) => self.links.get(li).downstream.iter().all(claimed),
             None => match task.body.implicit_down() {
                 0 => true,
@@ -1749,7 +1811,7 @@ impl State {
         self.lane_cancelled += 1;
         self.settle_edges(id);
         let task = self.tasks.get_mut(id).expect("a queued lane task is live");
-        task.body = Body::Pending(job);
+        task.body = Body::Pending(job, task.links());
         let priority = task.priority;
         self.pending += 1;
         self.ready_push(priority, id);
@@ -1812,15 +1874,16 @@ impl State {
                 return;
             }
             let task = self.tasks.get_mut(id).expect("a valid ready entry");
-            if task.links.is_some() || !matches!(&task.body, Body::Pending(job) if job.run.is_some()) {
+            if task.links().is_some() || !matches!(&task.body, Body::Pending(job, _) if job.run.is_some()) {
                 return;
             }
-            let Body::Pending(job) = mem::replace(&mut task.body, Body::Lane { level, pos: 0, linked: false, down: 0 })
+            let Body::Pending(job, _) =
+                mem::replace(&mut task.body, Body::Lane { links: None, level, pos: 0, linked: false, down: 0 })
             else {
                 unreachable!("checked above")
             };
             let (pos, in_ring) = level_ref.push(id, job, !self.lane_batching);
-            task.body = Body::Lane { level, pos, linked: false, down: 0 };
+            task.body = Body::Lane { links: None, level, pos, linked: false, down: 0 };
             if self.lane_batching && in_ring {
                 self.lane_batch.push((level, pos));
             }
@@ -1885,10 +1948,13 @@ impl State {
         self.cont_cancelled += 1;
         self.settle_edges(id);
         let task = self.tasks.get_mut(id).expect("checked above");
-        debug_assert!(task.waiting > 0, "a queued continuation waits for its upstream task");
-        if let Body::Cont { rec, .. } = mem::replace(&mut task.body, Body::Pending(job)) {
+        // `settle_edges` gave it a link record (its upstream is an edge):
+        // as a pending task it waits there for that upstream task.
+        let li = task.links().expect("a continuation's upstream edge is settled");
+        if let Body::Cont { rec, .. } = mem::replace(&mut task.body, Body::Pending(job, Some(li))) {
             self.lane.conts.recycle(rec);
         }
+        self.links.get_mut(li).waiting = 1;
         self.pending += 1;
         false
     }
@@ -1900,10 +1966,10 @@ impl State {
         let Some(task) = self.tasks.get_mut(id) else {
             return;
         };
-        if task.links.is_none() {
+        if task.links().is_none() {
             let edges = task.body.implicit_edges();
             if edges != (0, 0) {
-                task.links = Some(self.links.insert(Links::implicit(edges)));
+                task.set_links(Some(self.links.insert(Links::implicit(edges))));
             }
         }
     }
@@ -1927,7 +1993,7 @@ impl State {
         let Some(ut) = self.tasks.get_mut(up) else {
             return Err(job);
         };
-        let has_downstream = match ut.links {
+        let has_downstream = match ut.links() {
             Some(li) => !self.links.get(li).downstream.as_slice().is_empty(),
             None => ut.body.implicit_down() != 0,
         };
@@ -1950,13 +2016,13 @@ impl State {
         }
         // The edge: in the upstream task's link record if it has one, else
         // kept in the two bodies (see `Body::implicit_edges`).
-        match (ut.links, &mut ut.body) {
+        match (ut.links(), &mut ut.body) {
             (Some(li), _) => self.links.get_mut(li).downstream.push(id),
             (None, Body::Lane { down, .. } | Body::Cont { down, .. }) => *down = id,
             (None, _) => unreachable!("attached to a lane task or continuation"),
         }
-        let body = Body::Cont { rec, linked: false, down: 0 };
-        self.tasks.insert(id, Task { body, priority, group, links: None, waiting: 1 });
+        let body = Body::Cont { links: None, rec, linked: false, down: 0 };
+        self.tasks.insert(id, Task { body, priority, group });
         self.lane_added += 1;
         self.cont_added += 1;
         Ok(())
@@ -2048,8 +2114,8 @@ impl State {
                 if self.lane_batching && in_ring {
                     self.lane_batch.push((level, pos));
                 }
-                let body = Body::Lane { level, pos, linked: false, down: 0 };
-                self.tasks.insert(id, Task { body, priority, group: group_index, links: None, waiting: 0 });
+                let body = Body::Lane { links: None, level, pos, linked: false, down: 0 };
+                self.tasks.insert(id, Task { body, priority, group: group_index });
                 self.lane_added += 1;
                 self.plain_lane_add = !refilled;
                 self.provision(after);
@@ -2060,8 +2126,7 @@ impl State {
         if upstream.is_empty() {
             // The locked path's independent task (paused, hooks, a full
             // set of levels, a pass-through): ready at once.
-            self.tasks
-                .insert(id, Task { body: Body::Pending(job), priority, group: group_index, links: None, waiting: 0 });
+            self.tasks.insert(id, Task { body: Body::Pending(job, None), priority, group: group_index });
             self.pending += 1;
             self.make_ready(priority, id, after);
             return Ok(id);
@@ -2132,7 +2197,7 @@ impl State {
                     // A continuation attached to a claimed upstream task
                     // would run at its finish, before this task: it moves
                     // to the locked path, where both become ready together.
-                    let first = self.tasks.get(u).and_then(|t| match t.links {
+                    let first = self.tasks.get(u).and_then(|t| match t.links() {
                         Some(li) => self.links.get(li).downstream.as_slice().first().copied(),
                         None => Some(t.body.implicit_down()).filter(|&d| d != 0),
                     });
@@ -2158,7 +2223,7 @@ impl State {
                     continue;
                 };
                 match &mut ut.body {
-                    Body::Pending(_) | Body::Running { .. } => waiting += 1,
+                    Body::Pending(..) | Body::Running { .. } => waiting += 1,
                     Body::Lane { .. } | Body::Cont { .. } => {
                         // Running: its outcome must now be applied at once.
                         waiting += 1;
@@ -2174,7 +2239,7 @@ impl State {
                             done.push((u, Arc::clone(r)));
                         }
                     }
-                    Body::Failed(f) => {
+                    Body::Failed(f, _) => {
                         failed.get_or_insert_with(|| Arc::clone(f));
                     }
                 }
@@ -2185,15 +2250,15 @@ impl State {
                 }
                 // A fan-in's upstream tasks have mostly completed: the
                 // edge stays in the body of one without other edges.
-                if let (None, Body::Completed { down: down @ 0, .. }) = (ut.links, &mut ut.body) {
+                if let (None, Body::Completed { down: down @ 0, .. }) = (ut.links(), &mut ut.body) {
                     *down = id;
                     continue;
                 }
-                let li = match ut.links {
+                let li = match ut.links() {
                     Some(li) => li,
                     None => {
                         let li = self.links.insert(Links::implicit(ut.body.implicit_edges()));
-                        ut.links = Some(li);
+                        ut.set_links(Some(li));
                         li
                     }
                 };
@@ -2221,7 +2286,7 @@ impl State {
                 Received::from_vec(done.into_iter().map(|(_, r)| r).collect())
             };
             let upstream = if ups.len() > 1 { Ids::from_vec(l_many) } else { l_one };
-            links = Some(Links { upstream, downstream: Ids::default(), received });
+            links = Some(Links { upstream, downstream: Ids::default(), received, waiting: 0 });
         }
 
         if let Some(f) = failed {
@@ -2236,7 +2301,7 @@ impl State {
                 }
             }
             let links = links.map(|l| self.links.insert(l));
-            self.tasks.insert(id, Task { body: Body::Failed(f), priority, group: group_index, links, waiting: 0 });
+            self.tasks.insert(id, Task { body: Body::Failed(f, links), priority, group: group_index });
             self.failed_total += 1;
             self.push_event(Ev::Final(id));
             return Ok(id);
@@ -2254,8 +2319,8 @@ impl State {
                     self.lane_batch.push((level, pos));
                 }
                 let links = links.map(|l| self.links.insert(l));
-                let body = Body::Lane { level, pos, linked: false, down: 0 };
-                self.tasks.insert(id, Task { body, priority, group: group_index, links, waiting: 0 });
+                let body = Body::Lane { links, level, pos, linked: false, down: 0 };
+                self.tasks.insert(id, Task { body, priority, group: group_index });
                 self.lane_added += 1;
                 self.provision(after);
                 return Ok(id);
@@ -2263,8 +2328,14 @@ impl State {
         }
 
         let ready = waiting == 0;
-        let links = links.map(|l| self.links.insert(l));
-        self.tasks.insert(id, Task { body: Body::Pending(job), priority, group: group_index, links, waiting });
+        // A task that waits has a link record (its upstream list), which
+        // holds the count.
+        debug_assert!(ready || links.is_some());
+        let links = links.map(|mut l| {
+            l.waiting = waiting;
+            self.links.insert(l)
+        });
+        self.tasks.insert(id, Task { body: Body::Pending(job, links), priority, group: group_index });
         self.pending += 1;
         if ready {
             self.make_ready(priority, id, after);
@@ -2364,10 +2435,9 @@ impl State {
     fn ready_front(&mut self) -> Option<(i32, u64)> {
         loop {
             let (priority, id) = self.ready.peek()?;
-            let valid = self
-                .tasks
-                .get(id)
-                .is_some_and(|t| t.priority == priority && t.waiting == 0 && matches!(t.body, Body::Pending(_)));
+            let valid = self.tasks.get(id).is_some_and(|t| {
+                t.priority == priority && waiting_of(&self.links, t) == 0 && matches!(t.body, Body::Pending(..))
+            });
             if valid {
                 return Some((priority, id));
             }
@@ -2381,16 +2451,20 @@ impl State {
             let Some(task) = self.tasks.get_mut(id) else {
                 continue;
             };
-            if task.priority != priority || task.waiting != 0 || !matches!(task.body, Body::Pending(_)) {
+            if task.priority != priority
+                || waiting_of(&self.links, task) != 0
+                || !matches!(task.body, Body::Pending(..))
+            {
                 continue; // stale entry
             }
             self.ready.taken(priority);
             self.pending -= 1;
             self.running += 1;
-            let Body::Pending(job) = mem::replace(&mut task.body, Body::Running { worker: index }) else {
+            let links = task.links();
+            let Body::Pending(job, _) = mem::replace(&mut task.body, Body::Running { links, worker: index }) else {
                 unreachable!()
             };
-            let received = task.links.map(|li| self.links.get_mut(li).received.take()).unwrap_or_default();
+            let received = task.links().map(|li| self.links.get_mut(li).received.take()).unwrap_or_default();
             let task_group = task.group;
             match job.run {
                 Some(run) => {
@@ -2427,7 +2501,7 @@ impl State {
         if let Body::Lane { linked: true, .. } | Body::Cont { linked: true, .. } = task.body {
             self.lane_linked -= 1;
         }
-        if task.links.is_none() {
+        if task.links().is_none() {
             let edges = task.body.implicit_edges();
             if edges != (0, 0) {
                 let Some(o) = self.finish_with_edges(id, outcome, edges) else {
@@ -2437,10 +2511,10 @@ impl State {
                 task = self.tasks.get_mut(id).expect("live above");
             }
         }
-        if task.links.is_none() {
+        if task.links().is_none() {
             // No downstream task to update: one lookup.
             if let Outcome::Completed(result) = outcome {
-                match mem::replace(&mut task.body, Body::Completed { result, up: 0, down: 0 }) {
+                match mem::replace(&mut task.body, Body::Completed { links: None, result, up: 0, down: 0 }) {
                     // Nothing to drop: spares the call of `Body`'s drop glue
                     // in the common case (a fan-in's add applies a million).
                     old @ (Body::Lane { .. } | Body::Running { .. }) => mem::forget(old),
@@ -2453,14 +2527,13 @@ impl State {
             let Outcome::Failed(failure) = outcome else { unreachable!() };
             return self.fail(id, failure, after);
         }
-        let own = task.links.expect("checked above");
+        let own = task.links().expect("checked above");
         match outcome {
             Outcome::Completed(result) => {
                 // The record is final before the downstream walk (which only
                 // looks at the downstream tasks): one lookup of this task.
-                if let Body::Cont { rec, .. } =
-                    mem::replace(&mut task.body, Body::Completed { result: result.clone(), up: 0, down: 0 })
-                {
+                let completed = Body::Completed { links: Some(own), result: result.clone(), up: 0, down: 0 };
+                if let Body::Cont { rec, .. } = mem::replace(&mut task.body, completed) {
                     self.lane.conts.recycle(rec);
                 }
                 let downstream = mem::take(&mut self.links.get_mut(own).downstream);
@@ -2474,16 +2547,17 @@ impl State {
                         self.unlane(d);
                     }
                     let dt = self.tasks.get_mut(d).expect("live above");
-                    if !matches!(dt.body, Body::Pending(_)) {
+                    if !matches!(dt.body, Body::Pending(..)) {
                         continue;
                     }
-                    let li = dt.links.expect("downstream has links");
+                    let li = dt.links().expect("downstream has links");
+                    let p = dt.priority;
+                    let l = self.links.get_mut(li);
                     if let Some(r) = &result {
-                        self.links.get_mut(li).received.push(Arc::clone(r));
+                        l.received.push(Arc::clone(r));
                     }
-                    dt.waiting -= 1;
-                    if dt.waiting == 0 {
-                        let p = dt.priority;
+                    l.waiting -= 1;
+                    if l.waiting == 0 {
                         self.make_ready(p, d, after);
                     }
                 }
@@ -2508,7 +2582,7 @@ impl State {
             return None;
         }
         let li = self.links.insert(Links::implicit(edges));
-        self.tasks.get_mut(id).expect("live: checked by finish").links = Some(li);
+        self.tasks.get_mut(id).expect("live: checked by finish").set_links(Some(li));
         Some(outcome)
     }
 
@@ -2536,7 +2610,7 @@ impl State {
     fn complete_keeping_edges(&mut self, id: u64, outcome: Outcome, (up, down): (u64, u64)) {
         let Outcome::Completed(result) = outcome else { unreachable!("checked by the caller") };
         let task = self.tasks.get_mut(id).expect("live: checked by the caller");
-        match mem::replace(&mut task.body, Body::Completed { result, up, down }) {
+        match mem::replace(&mut task.body, Body::Completed { links: None, result, up, down }) {
             Body::Cont { rec, .. } => self.lane.conts.recycle(rec),
             old => drop(old),
         }
@@ -2548,9 +2622,9 @@ impl State {
     fn fail(&mut self, id: u64, failure: Failure, after: &mut After) {
         let failure = Arc::new(failure);
         let task = self.tasks.get_mut(id).expect("failing task is live");
-        task.body = Body::Failed(Arc::clone(&failure));
+        task.body = Body::Failed(Arc::clone(&failure), task.links());
         let mut queue: VecDeque<u64> =
-            task.links.map(|li| self.links.get(li).downstream.iter().collect()).unwrap_or_default();
+            task.links().map(|li| self.links.get(li).downstream.iter().collect()).unwrap_or_default();
         self.failed_total += 1;
         self.push_event(Ev::Final(id));
         while let Some(d) = queue.pop_front() {
@@ -2558,15 +2632,16 @@ impl State {
             let Some(dt) = self.tasks.get_mut(d) else {
                 continue;
             };
-            if !matches!(dt.body, Body::Pending(_)) {
+            if !matches!(dt.body, Body::Pending(..)) {
                 continue;
             }
-            let was_ready = dt.waiting == 0;
+            let was_ready = waiting_of(&self.links, dt) == 0;
             let priority = dt.priority;
-            if let Body::Pending(job) = mem::replace(&mut dt.body, Body::Failed(Arc::clone(&failure))) {
+            let links = dt.links();
+            if let Body::Pending(job, _) = mem::replace(&mut dt.body, Body::Failed(Arc::clone(&failure), links)) {
                 after.free(job.data);
             }
-            if let Some(li) = dt.links {
+            if let Some(li) = dt.links() {
                 let l = self.links.get_mut(li);
                 if !l.received.is_empty() {
                     after.garbage(Garbage::Results(l.received.take()));
@@ -2646,10 +2721,10 @@ impl State {
         let progress_empty = self.progress.is_empty();
         for id in members.iter() {
             let simple = |t: &Task| {
-                t.group == index && t.links.is_none() && matches!(t.body, Body::Pending(_)) && progress_empty
+                t.group == index && t.links().is_none() && matches!(t.body, Body::Pending(..)) && progress_empty
             };
             if let Some(task) = self.tasks.remove_if(id, simple) {
-                let Body::Pending(job) = task.body else { unreachable!("checked by the predicate") };
+                let Body::Pending(job, _) = task.body else { unreachable!("checked by the predicate") };
                 if forgets.0 != task.priority {
                     self.ready.forget_n(forgets.0, forgets.1);
                     forgets = (task.priority, 0);
@@ -2691,7 +2766,7 @@ impl State {
         {
             return None;
         }
-        debug_assert!(self.tasks.all(|t| t.links.is_none() && matches!(t.body, Body::Pending(_))));
+        debug_assert!(self.tasks.all(|t| t.links().is_none() && matches!(t.body, Body::Pending(..))));
         let n = self.tasks.len();
         let chunks = self.tasks.take_all();
         self.ready.clear();
@@ -2719,9 +2794,11 @@ impl State {
             let Some(task) = self.tasks.remove(id) else {
                 continue;
             };
-            let Task { body, priority, group, links, waiting } = task;
+            let waiting = waiting_of(&self.links, &task);
+            let links = task.links();
+            let Task { body, priority, group } = task;
             let unfinished =
-                matches!(body, Body::Pending(_) | Body::Running { .. } | Body::Lane { .. } | Body::Cont { .. });
+                matches!(body, Body::Pending(..) | Body::Running { .. } | Body::Lane { .. } | Body::Cont { .. });
             let implicit = if links.is_none() { body.implicit_edges() } else { (0, 0) };
             match body {
                 Body::Cont { rec, linked, .. } => {
@@ -2733,7 +2810,7 @@ impl State {
                     let job = self.lane.cancel(level as usize, pos, id);
                     self.stop_in_lane(id, job, linked, report, after);
                 }
-                Body::Pending(job) => {
+                Body::Pending(job, _) => {
                     report.before_start += 1;
                     self.pending -= 1;
                     if waiting == 0 {
@@ -2741,7 +2818,7 @@ impl State {
                     }
                     after.free(job.data);
                 }
-                Body::Running { worker } => {
+                Body::Running { worker, .. } => {
                     report.while_running += 1;
                     self.workers[worker as usize].lane.stop_id.store(id, Ordering::Relaxed);
                 }
@@ -2752,7 +2829,7 @@ impl State {
                         after.garbage(Garbage::Result(r));
                     }
                 }
-                Body::Failed(f) => {
+                Body::Failed(f, _) => {
                     report.after_finish += 1;
                     self.deliverable -= 1;
                     after.garbage(Garbage::Failure(f));
@@ -2787,12 +2864,13 @@ impl State {
                     let Some(dt) = self.tasks.get_mut(d) else {
                         continue;
                     };
-                    if !matches!(dt.body, Body::Pending(_)) {
+                    if !matches!(dt.body, Body::Pending(..)) {
                         continue;
                     }
-                    dt.waiting -= 1;
-                    if dt.waiting == 0 {
-                        let p = dt.priority;
+                    let p = dt.priority;
+                    let l = self.links.get_mut(dt.links().expect("a pending downstream task has links"));
+                    l.waiting -= 1;
+                    if l.waiting == 0 {
                         self.make_ready(p, d, after);
                     }
                 }
