@@ -222,8 +222,8 @@ struct Links {
     waiting: u32,
 }
 
-// Every linked task has a link record: six words (with `waiting`, which the
-// task's own record gave up for a word less on every task).
+// Six words (44 bytes of fields): `waiting` moved here from the task's own
+// record, which lost a word on every task for it.
 const _: () = assert!(mem::size_of::<Links>() == 48);
 
 /// The upstream results a linked task has received, in completion order.
@@ -2428,15 +2428,13 @@ impl State {
         self.deliverable += 1;
     }
 
-    /// Takes the next ready task for worker `index`. Pass-through tasks are
-    /// completed inline; the returned task is marked running.
     /// The locked ready queue's best valid entry, stale entries before it
     /// dropped.
     fn ready_front(&mut self) -> Option<(i32, u64)> {
         loop {
             let (priority, id) = self.ready.peek()?;
             let valid = self.tasks.get(id).is_some_and(|t| {
-                t.priority == priority && waiting_of(&self.links, t) == 0 && matches!(t.body, Body::Pending(..))
+                t.priority == priority && matches!(t.body, Body::Pending(..)) && waiting_of(&self.links, t) == 0
             });
             if valid {
                 return Some((priority, id));
@@ -2445,6 +2443,8 @@ impl State {
         }
     }
 
+    /// Takes the next ready task for worker `index`. Pass-through tasks are
+    /// completed inline; the returned task is marked running.
     fn take_next(&mut self, index: u32, after: &mut After) -> Option<RunJob> {
         loop {
             let (priority, id) = self.ready.pop()?;
@@ -2452,8 +2452,8 @@ impl State {
                 continue;
             };
             if task.priority != priority
-                || waiting_of(&self.links, task) != 0
                 || !matches!(task.body, Body::Pending(..))
+                || waiting_of(&self.links, task) != 0
             {
                 continue; // stale entry
             }
