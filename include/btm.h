@@ -132,6 +132,11 @@ enum btm_status
      * inconsistent state.
      */
     BTM_STATUS_PANIC = 15,
+    /**
+     * The task's group would be a new one while 16,777,216 groups (the
+     * default group included) already have live tasks. Nothing was added.
+     */
+    BTM_STATUS_TOO_MANY_GROUPS = 16,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use btm::engine::{Error, GroupKey, Job, Manager, StopReport};
+use btm::engine::{Error, GroupKey, Job, Manager, NewTask, StopReport};
 use common::*;
 
 fn ids_of(events: &[Ev]) -> Vec<u64> {
@@ -484,6 +484,42 @@ fn group_finished_never_comes_from_a_stop() {
     // its event and the group does not finish.
     m.stop_group(g(1), true, true).unwrap();
     assert_eq!(poll(&m), vec![]);
+    finish(m);
+}
+
+/// A task's record keeps its group's slot in three bytes: at most 2^24
+/// groups have live tasks at once. Past that, an add to a new group is
+/// refused with `TooManyGroups` (no id used, its job freed once), a batch
+/// with one is refused whole, and a group whose tasks have all ended gives
+/// its slot back. The limit is lowered here to reach it.
+#[test]
+fn a_new_group_past_the_group_limit_is_refused_until_a_group_ends() {
+    let _s = serial();
+    let m = manager(1, false);
+    m.limit_groups_for_tests(3); // the default group and two more
+    let first = m.add(nop(), 0, g(1), &[]).unwrap();
+    m.add(nop(), 0, g(2), &[]).unwrap();
+    m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    m.add(nop(), 0, g(1), &[]).unwrap();
+    assert_eq!(m.add(nop(), 0, g(3), &[]), Err(Error::TooManyGroups));
+    let batch = |groups: &[u64]| {
+        groups.iter().map(|&n| NewTask { job: nop(), priority: 0, group: g(n), upstream: &[] }).collect::<Vec<_>>()
+    };
+    assert_eq!(m.add_many(batch(&[1, 2, 4])), Err(Error::TooManyGroups));
+    let ids = m.add_many(batch(&[2, 1])).unwrap();
+    assert_eq!(ids, vec![first + 4, first + 5], "refused adds use no id");
+    // Every task ends: groups 1 and 2 give their slots back.
+    m.start_processing().unwrap();
+    let mut evs = collect_finals(&m, 6);
+    evs.extend(drain(&m));
+    for n in [1, 2] {
+        assert!(evs.contains(&Ev::GroupFinished { group: g(n) }), "group {n} finished: {evs:?}");
+    }
+    m.add(nop(), 0, g(3), &[]).unwrap();
+    m.add(nop(), 0, g(4), &[]).unwrap();
+    assert_eq!(m.add(nop(), 0, g(5), &[]), Err(Error::TooManyGroups));
+    m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    collect_finals(&m, 3);
     finish(m);
 }
 

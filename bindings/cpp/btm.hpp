@@ -120,6 +120,7 @@ enum class Status : std::uint32_t {
     invalid_group = BTM_STATUS_INVALID_GROUP,
     not_queued = BTM_STATUS_NOT_QUEUED,
     panic = BTM_STATUS_PANIC,
+    too_many_groups = BTM_STATUS_TOO_MANY_GROUPS,
 };
 
 /// The static English description of a status (btm_status_str).

@@ -40,6 +40,7 @@ namespace Btm
         InvalidGroup = 13,
         NotQueued = 14,
         Panic = 15,
+        TooManyGroups = 16,
     }
 }
 

@@ -80,11 +80,19 @@ pub(crate) struct GroupSlot {
     pub(crate) members: IdList,
 }
 
+/// Group slots at most: a task's record keeps its group's slot index in
+/// three bytes (see `Body` in the engine). A slot is taken while its group
+/// has live tasks, so this bounds the groups with live tasks at once, not
+/// the groups a manager ever sees.
+pub(crate) const MAX_GROUP_SLOTS: u32 = 1 << 24;
+
 /// Live groups, addressed by a small index stored in each task.
 pub(crate) struct GroupTable {
     index: HashMap<GroupKey, u32>,
     slots: Vec<Option<GroupSlot>>,
     free: Vec<u32>,
+    /// Slots at most: `MAX_GROUP_SLOTS`, lowered by tests.
+    limit: u32,
     /// Last key looked up, to skip hashing for runs of adds to one group.
     cache: Option<(GroupKey, u32)>,
     names: Vec<CString>,
@@ -100,6 +108,7 @@ impl GroupTable {
             index: HashMap::new(),
             slots: Vec::new(),
             free: Vec::new(),
+            limit: MAX_GROUP_SLOTS,
             cache: None,
             names: Vec::new(),
             name_index: HashMap::new(),
@@ -137,25 +146,39 @@ impl GroupTable {
         self.index.get(&key).copied()
     }
 
-    /// Adds a live member to the group, creating the group if needed.
+    /// True if `n` tasks of groups without a slot (new groups, or groups
+    /// whose tasks have all ended) can join: enough slots are free.
+    pub(crate) fn has_room(&self, n: usize) -> bool {
+        self.free.len() + (self.limit as usize - self.slots.len()) >= n
+    }
+
+    /// Lowers the number of group slots (at least the default group's);
+    /// slots already taken stay. For tests of the limit.
+    pub(crate) fn set_limit(&mut self, limit: u32) {
+        self.limit = limit.clamp(self.slots.len() as u32, MAX_GROUP_SLOTS);
+    }
+
+    /// Adds a live member to the group, creating the group if needed;
+    /// `None` (nothing done) if the group has no slot and none is free.
     /// Returns the group's index, and whether its member list holds more
     /// stale entries than it should (more than twice the live members, plus
     /// 64): the caller then compacts it.
     #[inline(always)]
-    pub(crate) fn join(&mut self, key: GroupKey, id: u64) -> (u32, bool) {
+    pub(crate) fn join(&mut self, key: GroupKey, id: u64) -> Option<(u32, bool)> {
         let index = match self.cache {
             Some((k, i)) if k == key => i,
-            _ => self.join_slow(key),
+            _ => self.join_slow(key)?,
         };
         let slot = self.slots[index as usize].as_mut().expect("live group slot");
         slot.live += 1;
         slot.members.push(id);
-        (index, slot.members.len() as u64 > 2 * slot.live + 64)
+        Some((index, slot.members.len() as u64 > 2 * slot.live + 64))
     }
 
-    /// The slot of `key` when it is not the cached one, created if needed.
+    /// The slot of `key` when it is not the cached one, created if needed
+    /// (`None` if none is free).
     #[inline(never)]
-    fn join_slow(&mut self, key: GroupKey) -> u32 {
+    fn join_slow(&mut self, key: GroupKey) -> Option<u32> {
         let i = match self.index.get(&key) {
             Some(&i) => i,
             None => {
@@ -165,17 +188,18 @@ impl GroupTable {
                         self.slots[i as usize] = Some(slot);
                         i
                     }
-                    None => {
+                    None if self.slots.len() < self.limit as usize => {
                         self.slots.push(Some(slot));
                         (self.slots.len() - 1) as u32
                     }
+                    None => return None,
                 };
                 self.index.insert(key, i);
                 i
             }
         };
         self.cache = Some((key, i));
-        i
+        Some(i)
     }
 
     pub(crate) fn slot(&self, index: u32) -> &GroupSlot {

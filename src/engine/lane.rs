@@ -207,6 +207,11 @@ impl ContRef {
         unsafe { self.0.as_ref() }
     }
 
+    /// The continuation's priority (the task table keeps none for it).
+    pub(crate) fn priority(&self) -> i32 {
+        self.rec().priority
+    }
+
     /// Cancels the record if it is queued, under the state lock; returns
     /// its job.
     pub(crate) fn cancel(&self) -> Option<Job> {

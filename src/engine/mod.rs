@@ -71,6 +71,9 @@ pub enum Error {
     InvalidThreadCount,
     /// The task exists but is not queued (running or finished).
     NotQueued,
+    /// The task's group would be a new one while 2^24 groups already have
+    /// live tasks.
+    TooManyGroups,
 }
 
 /// One task of [`Manager::add_many`]: the arguments of [`Manager::add`].
@@ -220,10 +223,13 @@ struct Links {
     /// pending task that waits for any has a link record; a queued
     /// continuation's single upstream is in its `Cont` record).
     waiting: u32,
+    /// The task's priority while it is `Body::Waiting` (see [`Body`]).
+    priority: i32,
 }
 
-// Six words (44 bytes of fields): `waiting` moved here from the task's own
-// record, which lost a word on every task for it.
+// Six words (48 bytes of fields): `waiting` and a waiting task's `priority`
+// moved here from the task's own record, which lost a word on every task
+// for each.
 const _: () = assert!(mem::size_of::<Links>() == 48);
 
 /// The upstream results a linked task has received, in completion order.
@@ -238,7 +244,7 @@ impl Links {
     /// [`Body::implicit_edges`]).
     fn implicit((up, down): (u64, u64)) -> Links {
         let one = |id| if id == 0 { Ids::Empty } else { Ids::One(id) };
-        Links { upstream: one(up), downstream: one(down), received: Received::default(), waiting: 0 }
+        Links { upstream: one(up), downstream: one(down), received: Received::default(), waiting: 0, priority: 0 }
     }
 }
 
@@ -261,45 +267,95 @@ impl Received {
     }
 }
 
-/// What a task is doing, with its link record (`links`: its entry in
-/// `State::links`, if it has upstream or downstream tasks that its body
-/// does not keep). `links` is a field of every variant rather than of
-/// [`Task`]: rustc places it in the word of the variant's tag, so that a
-/// task's record takes 40 bytes instead of 48 (the table's pages are most
-/// of what a flood of tasks costs the adding thread, PERFORMANCE.md).
+/// A task's group: the index of its slot in `State::groups`, in three
+/// bytes (see [`Body`]; `GroupTable` keeps slot indices below
+/// [`group::MAX_GROUP_SLOTS`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct GroupIx([u8; 3]);
+
+impl GroupIx {
+    #[inline(always)]
+    fn new(index: u32) -> Self {
+        debug_assert!(index < group::MAX_GROUP_SLOTS);
+        let [a, b, c, _] = index.to_le_bytes();
+        GroupIx([a, b, c])
+    }
+
+    #[inline(always)]
+    fn get(self) -> u32 {
+        let [a, b, c] = self.0;
+        u32::from_le_bytes([a, b, c, 0])
+    }
+}
+
+/// A task's record: what it is doing, its group, and its link record
+/// (`links`: its entry in `State::links`, if it has upstream or downstream
+/// tasks that its body does not keep).
+///
+/// Four words. Every variant starts with the same eight bytes, which rustc
+/// packs with the tag: `group` (three bytes), then `links` (four; for a
+/// `Pending` task, which has no link record, its `priority`). The rest is a
+/// 24-byte payload: a job, a lane position, a result. The table's pages
+/// are most of what a flood of tasks costs the adding thread
+/// (PERFORMANCE.md: 48 -> 40 bytes took W1 100k from 80.9 to 69.6 ns per
+/// task), hence the packing:
+/// - a task's priority is kept only where it is read, for a queued task of
+///   the locked path: in the record of a `Pending` one, in the link record
+///   of a `Waiting` one, in the lane level of a `Lane` one and in the
+///   `lane::Cont` record of a continuation;
+/// - a queued task of the locked path with a link record is `Waiting`,
+///   without one `Pending` (its job is in the record either way).
+#[repr(u8)]
 enum Body {
-    Pending(Job, Option<LinkId>),
+    /// Queued on the locked path, or waiting for upstream tasks, with no
+    /// link record (so ready, with no upstream or downstream task).
+    Pending {
+        group: GroupIx,
+        priority: i32,
+        job: Job,
+    },
+    /// As `Pending`, with a link record, which holds its priority and the
+    /// count of upstream tasks it waits for.
+    Waiting {
+        group: GroupIx,
+        links: LinkId,
+        job: Job,
+    },
     /// In the lane (see `lane`): queued in slot `pos` of lane level `level`
     /// (the job is there), or claimed by a worker (running, or finished
     /// with its outcome in the worker's outcome queue), which the slot tells.
     Lane {
+        group: GroupIx,
         links: Option<LinkId>,
-        level: u8,
         pos: u64,
-        /// Counted in `State::lane_linked` (claimed, with downstream tasks
-        /// on the locked path).
-        linked: bool,
         /// Its continuation, if it has one and no link record (see
         /// [`Body::implicit_edges`]); 0 if none.
         down: u64,
+        level: u8,
+        /// Counted in `State::lane_linked` (claimed, with downstream tasks
+        /// on the locked path).
+        linked: bool,
     },
     /// A continuation (see `lane::Cont`): queued, attached to its only
     /// upstream task, or claimed by the worker that finished that one
     /// (running, or its outcome in the worker's queue), which the record
     /// tells.
     Cont {
+        group: GroupIx,
         links: Option<LinkId>,
         rec: ContRef,
         /// As for `Lane`.
-        linked: bool,
-        /// As for `Lane`.
         down: u64,
+        /// As for `Lane`.
+        linked: bool,
     },
     Running {
+        group: GroupIx,
         links: Option<LinkId>,
         worker: u32,
     },
     Completed {
+        group: GroupIx,
         links: Option<LinkId>,
         result: Option<Arc<ResultSet>>,
         /// Its upstream task, while it has no link record: a chain task
@@ -312,7 +368,11 @@ enum Body {
         /// completed with it as an upstream task (a fan-in's); 0 if none.
         down: u64,
     },
-    Failed(Arc<Failure>, Option<LinkId>),
+    Failed {
+        group: GroupIx,
+        links: Option<LinkId>,
+        failure: Arc<Failure>,
+    },
 }
 
 impl Body {
@@ -320,8 +380,9 @@ impl Body {
     #[inline(always)]
     fn links(&self) -> Option<LinkId> {
         match *self {
-            Body::Pending(_, links)
-            | Body::Failed(_, links)
+            Body::Pending { .. } => None,
+            Body::Waiting { links, .. } => Some(links),
+            Body::Failed { links, .. }
             | Body::Lane { links, .. }
             | Body::Cont { links, .. }
             | Body::Running { links, .. }
@@ -329,15 +390,23 @@ impl Body {
         }
     }
 
+    /// Its group's slot index.
     #[inline(always)]
-    fn links_mut(&mut self) -> &mut Option<LinkId> {
-        match self {
-            Body::Pending(_, links)
-            | Body::Failed(_, links)
-            | Body::Lane { links, .. }
-            | Body::Cont { links, .. }
-            | Body::Running { links, .. }
-            | Body::Completed { links, .. } => links,
+    fn group(&self) -> u32 {
+        self.group_ix().get()
+    }
+
+    /// Its group, to carry into the next body.
+    #[inline(always)]
+    fn group_ix(&self) -> GroupIx {
+        match *self {
+            Body::Pending { group, .. }
+            | Body::Waiting { group, .. }
+            | Body::Failed { group, .. }
+            | Body::Lane { group, .. }
+            | Body::Cont { group, .. }
+            | Body::Running { group, .. }
+            | Body::Completed { group, .. } => group,
         }
     }
 
@@ -372,21 +441,38 @@ impl Body {
 }
 
 struct Task {
-    /// What it is doing, and its link record (see [`Body`]).
+    /// What it is doing, its group and its link record (see [`Body`]).
     body: Body,
-    priority: i32,
-    group: u32,
 }
 
-/// Upstream tasks that task `t`, pending, still waits for: its link record
-/// holds the count (a pending task without one waits for none).
+/// Upstream tasks that task `t` still waits for, if it is queued on the
+/// locked path: its link record holds the count (a `Pending` task has none,
+/// and waits for none).
 #[inline(always)]
 fn waiting_of(links: &Slab<Links>, t: &Task) -> u32 {
-    t.links().map_or(0, |li| links.get(li).waiting)
+    match t.body {
+        Body::Waiting { links: li, .. } => links.get(li).waiting,
+        _ => 0,
+    }
 }
 
-// The table's record (`Option<Task>`): five words.
-const _: () = assert!(mem::size_of::<Option<Task>>() == 40);
+/// The priority of task `t` and the count of upstream tasks it waits for,
+/// if it is queued on the locked path (one look at its link record, if it
+/// has one).
+#[inline(always)]
+fn pending_of(links: &Slab<Links>, t: &Task) -> Option<(i32, u32)> {
+    match t.body {
+        Body::Pending { priority, .. } => Some((priority, 0)),
+        Body::Waiting { links: li, .. } => {
+            let l = links.get(li);
+            Some((l.priority, l.waiting))
+        }
+        _ => None,
+    }
+}
+
+// The table's record (`Option<Task>`): four words.
+const _: () = assert!(mem::size_of::<Option<Task>>() == 32);
 
 impl Task {
     /// Its entry in `State::links`, if it has upstream or downstream tasks
@@ -396,9 +482,50 @@ impl Task {
         self.body.links()
     }
 
+    /// Its group's slot index.
     #[inline(always)]
-    fn set_links(&mut self, links: Option<LinkId>) {
-        *self.body.links_mut() = links;
+    fn group(&self) -> u32 {
+        self.body.group()
+    }
+
+    /// Gives the task link record `li` (it has none yet). A `Pending` task
+    /// becomes `Waiting`, its priority moving into the record.
+    fn set_links(&mut self, li: LinkId, links: &mut Slab<Links>) {
+        match &mut self.body {
+            Body::Pending { group, priority, .. } => {
+                links.get_mut(li).priority = *priority;
+                let group = *group;
+                // A placeholder that owns nothing, for the move of the job.
+                let Body::Pending { job, .. } =
+                    mem::replace(&mut self.body, Body::Running { group, links: None, worker: 0 })
+                else {
+                    unreachable!()
+                };
+                // The placeholder owns nothing: spares `Body`'s drop glue.
+                mem::forget(mem::replace(&mut self.body, Body::Waiting { group, links: li, job }));
+            }
+            Body::Waiting { .. } => unreachable!("a waiting task has a link record"),
+            Body::Lane { links, .. }
+            | Body::Cont { links, .. }
+            | Body::Running { links, .. }
+            | Body::Completed { links, .. }
+            | Body::Failed { links, .. } => {
+                debug_assert!(links.is_none());
+                *links = Some(li);
+            }
+        }
+    }
+}
+
+/// A task queued on the locked path: `Pending` with its priority, or
+/// `Waiting` with link record `links` (which then holds the priority).
+fn pending_body(links: &mut Slab<Links>, group: GroupIx, priority: i32, li: Option<LinkId>, job: Job) -> Body {
+    match li {
+        None => Body::Pending { group, priority, job },
+        Some(li) => {
+            links.get_mut(li).priority = priority;
+            Body::Waiting { group, links: li, job }
+        }
     }
 }
 
@@ -952,17 +1079,30 @@ impl Manager {
                 return Err(Error::NotQueued);
             }
             let task = st.tasks.get_mut(id).ok_or(Error::NotFound)?;
-            if !matches!(task.body, Body::Pending(..)) {
-                return Err(Error::NotQueued);
-            }
-            let old = mem::replace(&mut task.priority, priority);
-            if old != priority && waiting_of(&st.links, task) == 0 {
+            let (old, waiting) = match &mut task.body {
+                Body::Pending { priority: p, .. } => (mem::replace(p, priority), 0),
+                Body::Waiting { links: li, .. } => {
+                    let l = st.links.get_mut(*li);
+                    (mem::replace(&mut l.priority, priority), l.waiting)
+                }
+                _ => return Err(Error::NotQueued),
+            };
+            if old != priority && waiting == 0 {
                 st.ready.forget(old);
                 st.ready_push(priority, id);
                 st.provision(after);
             }
             Ok(())
         })
+    }
+
+    /// Lowers the number of groups that may have live tasks at once (2^24,
+    /// the default group included; never below the number of group
+    /// slots already made), so that tests can reach the limit. Not for production
+    /// use.
+    #[doc(hidden)]
+    pub fn limit_groups_for_tests(self: &Arc<Self>, limit: u32) {
+        self.locked(|st, _| st.groups.set_limit(limit));
     }
 
     /// Changes the maximum number of worker threads; extra threads retire
@@ -1023,7 +1163,7 @@ impl Manager {
                             // task with a link record pays a second lookup.
                             let plain = st.tasks.remove_forgetting(id, |t| {
                                 (t.links().is_none() && matches!(t.body, Body::Completed { result: None, .. }))
-                                    .then_some(t.group)
+                                    .then_some(t.group())
                             });
                             if let Some(group) = plain {
                                 st.deliverable -= 1;
@@ -1040,14 +1180,19 @@ impl Manager {
                                     after.garbage(Garbage::Results(*received));
                                 }
                             }
+                            let group = task.group();
                             let end = match task.body {
                                 Body::Completed { result, .. } => Ok(result),
-                                Body::Failed(f, _) => Err(f),
-                                Body::Pending(..) | Body::Running { .. } | Body::Lane { .. } | Body::Cont { .. } => {
+                                Body::Failed { failure: f, .. } => Err(f),
+                                Body::Pending { .. }
+                                | Body::Waiting { .. }
+                                | Body::Running { .. }
+                                | Body::Lane { .. }
+                                | Body::Cont { .. } => {
                                     unreachable!("final event of an unfinished task")
                                 }
                             };
-                            st.write_final(id, task.group, end, capacity, &mut written, &mut sink);
+                            st.write_final(id, group, end, capacity, &mut written, &mut sink);
                         }
                         Ev::Progress(id) => {
                             let Some(p) = st.progress.remove(&id) else {
@@ -1057,7 +1202,7 @@ impl Manager {
                             let Some(task) = st.tasks.get(id) else {
                                 continue;
                             };
-                            let key = st.groups.slot(task.group).key;
+                            let key = st.groups.slot(task.group()).key;
                             let name = st.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
                             let mut view = EventView::new(EventKind::Progress, id, key, name);
                             view.progress = p.fraction;
@@ -1312,16 +1457,16 @@ impl State {
             return Ok(counts);
         };
         for id in st.groups.slot(index).members.iter() {
-            let Some(task) = st.tasks.get(id).filter(|t| t.group == index) else {
+            let Some(task) = st.tasks.get(id).filter(|t| t.group() == index) else {
                 continue;
             };
             let i = match task.body {
-                Body::Pending(..) if waiting_of(&st.links, task) == 0 => 0,
-                Body::Pending(..) => 1,
+                Body::Pending { .. } | Body::Waiting { .. } if waiting_of(&st.links, task) == 0 => 0,
+                Body::Pending { .. } | Body::Waiting { .. } => 1,
                 Body::Lane { level, pos, .. } if st.lane.is_queued(level as usize, pos, id) => 0,
                 Body::Cont { ref rec, .. } if rec.is_queued() => 1,
                 Body::Running { .. } | Body::Lane { .. } | Body::Cont { .. } => 2,
-                Body::Completed { .. } | Body::Failed(..) => 3,
+                Body::Completed { .. } | Body::Failed { .. } => 3,
             };
             counts[i] += 1;
         }
@@ -1525,9 +1670,9 @@ impl State {
                 // `finish` does for it, without its call.
                 if let Outcome::Completed(result) = outcome {
                     if let Some(task) = self.tasks.get_mut(id) {
-                        if let (None, Body::Lane { linked: false, down: 0, .. }) = (task.links(), &task.body) {
-                            let old =
-                                mem::replace(&mut task.body, Body::Completed { links: None, result, up: 0, down: 0 });
+                        if let (None, &Body::Lane { linked: false, down: 0, group, .. }) = (task.links(), &task.body) {
+                            let completed = Body::Completed { group, links: None, result, up: 0, down: 0 };
+                            let old = mem::replace(&mut task.body, completed);
                             mem::forget(old); // a lane body owns nothing
                             self.lane_applied += 1;
                             self.completed_total += 1;
@@ -1631,7 +1776,7 @@ impl State {
                     None
                 } else {
                     self.tasks.remove_forgetting(id, |t| {
-                        (t.links().is_none() && matches!(t.body, Body::Lane { down: 0, .. })).then_some(t.group)
+                        (t.links().is_none() && matches!(t.body, Body::Lane { down: 0, .. })).then_some(t.group())
                     })
                 };
                 let group = match plain {
@@ -1717,7 +1862,7 @@ impl State {
             }
             None => return None,
         };
-        let group = task.group;
+        let group = task.group();
         match task.body {
             Body::Cont { rec, .. } => self.lane.conts.recycle(rec),
             // Any other body here is a lane one, which owns nothing.
@@ -1811,8 +1956,9 @@ impl State {
         self.lane_cancelled += 1;
         self.settle_edges(id);
         let task = self.tasks.get_mut(id).expect("a queued lane task is live");
-        task.body = Body::Pending(job, task.links());
-        let priority = task.priority;
+        let Body::Lane { group, level, links, .. } = task.body else { unreachable!("a lane task") };
+        let priority = self.lane_levels[level as usize].0;
+        task.body = pending_body(&mut self.links, group, priority, links, job);
         self.pending += 1;
         self.ready_push(priority, id);
     }
@@ -1874,16 +2020,14 @@ impl State {
                 return;
             }
             let task = self.tasks.get_mut(id).expect("a valid ready entry");
-            if task.links().is_some() || !matches!(&task.body, Body::Pending(job, _) if job.run.is_some()) {
-                return;
-            }
-            let Body::Pending(job, _) =
-                mem::replace(&mut task.body, Body::Lane { links: None, level, pos: 0, linked: false, down: 0 })
-            else {
-                unreachable!("checked above")
+            let group = match &task.body {
+                Body::Pending { group, job, .. } if job.run.is_some() => *group,
+                _ => return,
             };
+            let lane = Body::Lane { group, links: None, level, pos: 0, linked: false, down: 0 };
+            let Body::Pending { job, .. } = mem::replace(&mut task.body, lane) else { unreachable!("checked above") };
             let (pos, in_ring) = level_ref.push(id, job, !self.lane_batching);
-            task.body = Body::Lane { links: None, level, pos, linked: false, down: 0 };
+            task.body = Body::Lane { group, links: None, level, pos, linked: false, down: 0 };
             if self.lane_batching && in_ring {
                 self.lane_batch.push((level, pos));
             }
@@ -1951,10 +2095,12 @@ impl State {
         // `settle_edges` gave it a link record (its upstream is an edge):
         // as a pending task it waits there for that upstream task.
         let li = task.links().expect("a continuation's upstream edge is settled");
-        if let Body::Cont { rec, .. } = mem::replace(&mut task.body, Body::Pending(job, Some(li))) {
+        let Body::Cont { group, ref rec, .. } = task.body else { unreachable!("checked above") };
+        let l = self.links.get_mut(li);
+        (l.priority, l.waiting) = (rec.priority(), 1);
+        if let Body::Cont { rec, .. } = mem::replace(&mut task.body, Body::Waiting { group, links: li, job }) {
             self.lane.conts.recycle(rec);
         }
-        self.links.get_mut(li).waiting = 1;
         self.pending += 1;
         false
     }
@@ -1969,7 +2115,7 @@ impl State {
         if task.links().is_none() {
             let edges = task.body.implicit_edges();
             if edges != (0, 0) {
-                task.set_links(Some(self.links.insert(Links::implicit(edges))));
+                task.set_links(self.links.insert(Links::implicit(edges)), &mut self.links);
             }
         }
     }
@@ -2021,15 +2167,15 @@ impl State {
             (None, Body::Lane { down, .. } | Body::Cont { down, .. }) => *down = id,
             (None, _) => unreachable!("attached to a lane task or continuation"),
         }
-        let body = Body::Cont { links: None, rec, linked: false, down: 0 };
-        self.tasks.insert(id, Task { body, priority, group });
+        let body = Body::Cont { group: GroupIx::new(group), links: None, rec, linked: false, down: 0 };
+        self.tasks.insert(id, Task { body });
         self.lane_added += 1;
         self.cont_added += 1;
         Ok(())
     }
 
     /// The lane level for `priority`, if it has (or can get) one.
-    #[inline]
+    #[inline(always)]
     fn lane_level(&mut self, priority: i32) -> Option<(u8, LevelRef)> {
         if let Some(i) = self.lane_levels.iter().position(|(p, _)| *p == priority) {
             return Some((i as u8, self.lane_levels[i].1));
@@ -2055,7 +2201,17 @@ impl State {
         if self.shut_down {
             return Err(Error::ShutDown);
         }
-        tasks.iter().try_for_each(|t| self.check_add(t.group, t.upstream))
+        tasks.iter().try_for_each(|t| self.check_add(t.group, t.upstream))?;
+        // A batch may need as many group slots as it has tasks of groups
+        // without one (counted with repeats: an upper bound, only computed
+        // near the limit), so that no add of it fails.
+        if !self.groups.has_room(tasks.len()) {
+            let new = tasks.iter().filter(|t| self.groups.find(t.group).is_none()).count();
+            if !self.groups.has_room(new) {
+                return Err(Error::TooManyGroups);
+            }
+        }
+        Ok(())
     }
 
     /// The checks of an add after the shut-down one, in order.
@@ -2088,8 +2244,10 @@ impl State {
             return Err((e, job));
         }
         let id = self.next_id;
+        let Some((group_index, stale)) = self.groups.join(group, id) else {
+            return Err((Error::TooManyGroups, job));
+        };
         self.next_id += 1;
-        let (group_index, stale) = self.groups.join(group, id);
         if stale {
             // The new task is not in the table yet: the compaction must
             // keep it.
@@ -2114,8 +2272,9 @@ impl State {
                 if self.lane_batching && in_ring {
                     self.lane_batch.push((level, pos));
                 }
-                let body = Body::Lane { links: None, level, pos, linked: false, down: 0 };
-                self.tasks.insert(id, Task { body, priority, group: group_index });
+                let body =
+                    Body::Lane { group: GroupIx::new(group_index), links: None, level, pos, linked: false, down: 0 };
+                self.tasks.insert(id, Task { body });
                 self.lane_added += 1;
                 self.plain_lane_add = !refilled;
                 self.provision(after);
@@ -2126,7 +2285,7 @@ impl State {
         if upstream.is_empty() {
             // The locked path's independent task (paused, hooks, a full
             // set of levels, a pass-through): ready at once.
-            self.tasks.insert(id, Task { body: Body::Pending(job, None), priority, group: group_index });
+            self.tasks.insert(id, Task { body: Body::Pending { group: GroupIx::new(group_index), priority, job } });
             self.pending += 1;
             self.make_ready(priority, id, after);
             return Ok(id);
@@ -2223,7 +2382,7 @@ impl State {
                     continue;
                 };
                 match &mut ut.body {
-                    Body::Pending(..) | Body::Running { .. } => waiting += 1,
+                    Body::Pending { .. } | Body::Waiting { .. } | Body::Running { .. } => waiting += 1,
                     Body::Lane { .. } | Body::Cont { .. } => {
                         // Running: its outcome must now be applied at once.
                         waiting += 1;
@@ -2239,7 +2398,7 @@ impl State {
                             done.push((u, Arc::clone(r)));
                         }
                     }
-                    Body::Failed(f, _) => {
+                    Body::Failed { failure: f, .. } => {
                         failed.get_or_insert_with(|| Arc::clone(f));
                     }
                 }
@@ -2258,7 +2417,7 @@ impl State {
                     Some(li) => li,
                     None => {
                         let li = self.links.insert(Links::implicit(ut.body.implicit_edges()));
-                        ut.set_links(Some(li));
+                        ut.set_links(li, &mut self.links);
                         li
                     }
                 };
@@ -2286,7 +2445,7 @@ impl State {
                 Received::from_vec(done.into_iter().map(|(_, r)| r).collect())
             };
             let upstream = if ups.len() > 1 { Ids::from_vec(l_many) } else { l_one };
-            links = Some(Links { upstream, downstream: Ids::default(), received, waiting: 0 });
+            links = Some(Links { upstream, downstream: Ids::default(), received, waiting: 0, priority });
         }
 
         if let Some(f) = failed {
@@ -2301,7 +2460,8 @@ impl State {
                 }
             }
             let links = links.map(|l| self.links.insert(l));
-            self.tasks.insert(id, Task { body: Body::Failed(f, links), priority, group: group_index });
+            let body = Body::Failed { group: GroupIx::new(group_index), links, failure: f };
+            self.tasks.insert(id, Task { body });
             self.failed_total += 1;
             self.push_event(Ev::Final(id));
             return Ok(id);
@@ -2319,8 +2479,8 @@ impl State {
                     self.lane_batch.push((level, pos));
                 }
                 let links = links.map(|l| self.links.insert(l));
-                let body = Body::Lane { links, level, pos, linked: false, down: 0 };
-                self.tasks.insert(id, Task { body, priority, group: group_index });
+                let body = Body::Lane { group: GroupIx::new(group_index), links, level, pos, linked: false, down: 0 };
+                self.tasks.insert(id, Task { body });
                 self.lane_added += 1;
                 self.provision(after);
                 return Ok(id);
@@ -2335,7 +2495,8 @@ impl State {
             l.waiting = waiting;
             self.links.insert(l)
         });
-        self.tasks.insert(id, Task { body: Body::Pending(job, links), priority, group: group_index });
+        let body = pending_body(&mut self.links, GroupIx::new(group_index), priority, links, job);
+        self.tasks.insert(id, Task { body });
         self.pending += 1;
         if ready {
             self.make_ready(priority, id, after);
@@ -2352,7 +2513,7 @@ impl State {
         self.groups
             .slot_mut(index)
             .members
-            .retain(|id| id == joining || tasks.get(id).is_some_and(|t| t.group == index));
+            .retain(|id| id == joining || tasks.get(id).is_some_and(|t| t.group() == index));
     }
 
     /// Pushes to the ready queue, noting a push that may have given a
@@ -2433,9 +2594,7 @@ impl State {
     fn ready_front(&mut self) -> Option<(i32, u64)> {
         loop {
             let (priority, id) = self.ready.peek()?;
-            let valid = self.tasks.get(id).is_some_and(|t| {
-                t.priority == priority && matches!(t.body, Body::Pending(..)) && waiting_of(&self.links, t) == 0
-            });
+            let valid = self.tasks.get(id).is_some_and(|t| pending_of(&self.links, t) == Some((priority, 0)));
             if valid {
                 return Some((priority, id));
             }
@@ -2451,21 +2610,19 @@ impl State {
             let Some(task) = self.tasks.get_mut(id) else {
                 continue;
             };
-            if task.priority != priority
-                || !matches!(task.body, Body::Pending(..))
-                || waiting_of(&self.links, task) != 0
-            {
+            if pending_of(&self.links, task) != Some((priority, 0)) {
                 continue; // stale entry
             }
             self.ready.taken(priority);
             self.pending -= 1;
             self.running += 1;
-            let links = task.links();
-            let Body::Pending(job, _) = mem::replace(&mut task.body, Body::Running { links, worker: index }) else {
-                unreachable!()
+            let (group, links) = (task.body.group_ix(), task.links());
+            let job = match mem::replace(&mut task.body, Body::Running { group, links, worker: index }) {
+                Body::Pending { job, .. } | Body::Waiting { job, .. } => job,
+                _ => unreachable!("checked above"),
             };
             let received = task.links().map(|li| self.links.get_mut(li).received.take()).unwrap_or_default();
-            let task_group = task.group;
+            let task_group = task.group();
             match job.run {
                 Some(run) => {
                     let hooks = match &self.task_hooks {
@@ -2514,7 +2671,8 @@ impl State {
         if task.links().is_none() {
             // No downstream task to update: one lookup.
             if let Outcome::Completed(result) = outcome {
-                match mem::replace(&mut task.body, Body::Completed { links: None, result, up: 0, down: 0 }) {
+                let group = task.body.group_ix();
+                match mem::replace(&mut task.body, Body::Completed { group, links: None, result, up: 0, down: 0 }) {
                     // Nothing to drop: spares the call of `Body`'s drop glue
                     // in the common case (a fan-in's add applies a million).
                     old @ (Body::Lane { .. } | Body::Running { .. }) => mem::forget(old),
@@ -2532,7 +2690,8 @@ impl State {
             Outcome::Completed(result) => {
                 // The record is final before the downstream walk (which only
                 // looks at the downstream tasks): one lookup of this task.
-                let completed = Body::Completed { links: Some(own), result: result.clone(), up: 0, down: 0 };
+                let group = task.body.group_ix();
+                let completed = Body::Completed { group, links: Some(own), result: result.clone(), up: 0, down: 0 };
                 if let Body::Cont { rec, .. } = mem::replace(&mut task.body, completed) {
                     self.lane.conts.recycle(rec);
                 }
@@ -2566,20 +2725,20 @@ impl State {
     // fan-in paid ~20 instructions per task, `bash bench/paths.sh`).
     #[inline(always)]
     fn release_downstream(&mut self, d: u64, result: Option<&Arc<ResultSet>>, after: &mut After) {
-        let Some(dt) = self.tasks.get(d) else {
-            return;
+        let li = match self.tasks.get(d) {
+            Some(Task { body: Body::Waiting { links, .. } }) => *links,
+            // A pending downstream task has a link record (its upstream
+            // list), so it is `Waiting`.
+            Some(Task { body: Body::Pending { .. } }) => unreachable!("a pending downstream task has links"),
+            _ => return,
         };
-        if !matches!(dt.body, Body::Pending(..)) {
-            return;
-        }
-        let p = dt.priority;
-        // A pending task that waits has a link record (see `waiting_of`).
-        let l = self.links.get_mut(dt.links().expect("a pending downstream task has links"));
+        let l = self.links.get_mut(li);
         if let Some(r) = result {
             l.received.push(Arc::clone(r));
         }
         l.waiting -= 1;
         if l.waiting == 0 {
+            let p = l.priority;
             self.make_ready(p, d, after);
         }
     }
@@ -2595,7 +2754,7 @@ impl State {
             return None;
         }
         let li = self.links.insert(Links::implicit(edges));
-        self.tasks.get_mut(id).expect("live: checked by finish").set_links(Some(li));
+        self.tasks.get_mut(id).expect("live: checked by finish").set_links(li, &mut self.links);
         Some(outcome)
     }
 
@@ -2623,7 +2782,8 @@ impl State {
     fn complete_keeping_edges(&mut self, id: u64, outcome: Outcome, (up, down): (u64, u64)) {
         let Outcome::Completed(result) = outcome else { unreachable!("checked by the caller") };
         let task = self.tasks.get_mut(id).expect("live: checked by the caller");
-        match mem::replace(&mut task.body, Body::Completed { links: None, result, up, down }) {
+        let group = task.body.group_ix();
+        match mem::replace(&mut task.body, Body::Completed { group, links: None, result, up, down }) {
             Body::Cont { rec, .. } => self.lane.conts.recycle(rec),
             old => drop(old),
         }
@@ -2635,7 +2795,7 @@ impl State {
     fn fail(&mut self, id: u64, failure: Failure, after: &mut After) {
         let failure = Arc::new(failure);
         let task = self.tasks.get_mut(id).expect("failing task is live");
-        task.body = Body::Failed(Arc::clone(&failure), task.links());
+        task.body = Body::Failed { group: task.body.group_ix(), links: task.links(), failure: Arc::clone(&failure) };
         let mut queue: VecDeque<u64> =
             task.links().map(|li| self.links.get(li).downstream.iter().collect()).unwrap_or_default();
         self.failed_total += 1;
@@ -2645,13 +2805,14 @@ impl State {
             let Some(dt) = self.tasks.get_mut(d) else {
                 continue;
             };
-            if !matches!(dt.body, Body::Pending(..)) {
+            let Some((priority, waiting)) = pending_of(&self.links, dt) else {
                 continue;
-            }
-            let was_ready = waiting_of(&self.links, dt) == 0;
-            let priority = dt.priority;
-            let links = dt.links();
-            if let Body::Pending(job, _) = mem::replace(&mut dt.body, Body::Failed(Arc::clone(&failure), links)) {
+            };
+            let was_ready = waiting == 0;
+            let (group, links) = (dt.body.group_ix(), dt.links());
+            if let Body::Pending { job, .. } | Body::Waiting { job, .. } =
+                mem::replace(&mut dt.body, Body::Failed { group, links, failure: Arc::clone(&failure) })
+            {
                 after.free(job.data);
             }
             if let Some(li) = dt.links() {
@@ -2733,21 +2894,21 @@ impl State {
         let mut left_group = 0u64;
         let progress_empty = self.progress.is_empty();
         for id in members.iter() {
-            let simple = |t: &Task| {
-                t.group == index && t.links().is_none() && matches!(t.body, Body::Pending(..)) && progress_empty
-            };
+            // (A `Pending` task has no link record.)
+            let simple =
+                |t: &Task| matches!(t.body, Body::Pending { group, .. } if group.get() == index) && progress_empty;
             if let Some(task) = self.tasks.remove_if(id, simple) {
-                let Body::Pending(job, _) = task.body else { unreachable!("checked by the predicate") };
-                if forgets.0 != task.priority {
+                let Body::Pending { job, priority, .. } = task.body else { unreachable!("checked by the predicate") };
+                if forgets.0 != priority {
                     self.ready.forget_n(forgets.0, forgets.1);
-                    forgets = (task.priority, 0);
+                    forgets = (priority, 0);
                 }
                 forgets.1 += 1;
                 left_group += 1;
                 after.free(job.data);
                 continue;
             }
-            if self.tasks.get(id).is_some_and(|t| t.group == index) {
+            if self.tasks.get(id).is_some_and(|t| t.group() == index) {
                 stack.push(id);
                 self.stop_reachable(&mut stack, up, down, &mut report, after);
             }
@@ -2779,7 +2940,7 @@ impl State {
         {
             return None;
         }
-        debug_assert!(self.tasks.all(|t| t.links().is_none() && matches!(t.body, Body::Pending(..))));
+        debug_assert!(self.tasks.all(|t| matches!(t.body, Body::Pending { .. })));
         let n = self.tasks.len();
         let chunks = self.tasks.take_all();
         self.ready.clear();
@@ -2807,11 +2968,17 @@ impl State {
             let Some(task) = self.tasks.remove(id) else {
                 continue;
             };
-            let waiting = waiting_of(&self.links, &task);
-            let links = task.links();
-            let Task { body, priority, group } = task;
-            let unfinished =
-                matches!(body, Body::Pending(..) | Body::Running { .. } | Body::Lane { .. } | Body::Cont { .. });
+            let pending = pending_of(&self.links, &task);
+            let (links, group) = (task.links(), task.group());
+            let body = task.body;
+            let unfinished = matches!(
+                body,
+                Body::Pending { .. }
+                    | Body::Waiting { .. }
+                    | Body::Running { .. }
+                    | Body::Lane { .. }
+                    | Body::Cont { .. }
+            );
             let implicit = if links.is_none() { body.implicit_edges() } else { (0, 0) };
             match body {
                 Body::Cont { rec, linked, .. } => {
@@ -2823,10 +2990,10 @@ impl State {
                     let job = self.lane.cancel(level as usize, pos, id);
                     self.stop_in_lane(id, job, linked, report, after);
                 }
-                Body::Pending(job, _) => {
+                Body::Pending { job, .. } | Body::Waiting { job, .. } => {
                     report.before_start += 1;
                     self.pending -= 1;
-                    if waiting == 0 {
+                    if let Some((priority, 0)) = pending {
                         self.ready.forget(priority);
                     }
                     after.free(job.data);
@@ -2842,7 +3009,7 @@ impl State {
                         after.garbage(Garbage::Result(r));
                     }
                 }
-                Body::Failed(f, _) => {
+                Body::Failed { failure: f, .. } => {
                     report.after_finish += 1;
                     self.deliverable -= 1;
                     after.garbage(Garbage::Failure(f));

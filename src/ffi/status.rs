@@ -53,6 +53,9 @@ pub enum btm_status {
     /// A bug inside btm was caught at the boundary; the manager may be in an
     /// inconsistent state.
     BTM_STATUS_PANIC = 15,
+    /// The task's group would be a new one while 16,777,216 groups (the
+    /// default group included) already have live tasks. Nothing was added.
+    BTM_STATUS_TOO_MANY_GROUPS = 16,
 }
 
 impl From<Error> for btm_status {
@@ -67,6 +70,7 @@ impl From<Error> for btm_status {
             Error::WouldDeadlock => btm_status::BTM_STATUS_WOULD_DEADLOCK,
             Error::InvalidThreadCount => btm_status::BTM_STATUS_INVALID_THREAD_COUNT,
             Error::NotQueued => btm_status::BTM_STATUS_NOT_QUEUED,
+            Error::TooManyGroups => btm_status::BTM_STATUS_TOO_MANY_GROUPS,
         }
     }
 }
@@ -89,6 +93,7 @@ fn describe(status: u32) -> &'static [u8] {
         13 => b"invalid group (unknown kind or name never interned)\0",
         14 => b"the task is no longer queued\0",
         15 => b"internal error (panic caught inside btm)\0",
+        16 => b"too many groups with live tasks\0",
         _ => b"unknown status code\0",
     }
 }

@@ -559,15 +559,15 @@ TEST(version_and_status_strings) {
     snprintf(buf, sizeof buf, "%d.%d.%d", BTM_VERSION_MAJOR, BTM_VERSION_MINOR,
              BTM_VERSION_PATCH);
     CHECK_STR(btm_version(), buf);
-    const char *seen[16];
-    for (uint32_t c = 0; c <= BTM_STATUS_PANIC; c++) {
+    const char *seen[17];
+    for (uint32_t c = 0; c <= BTM_STATUS_TOO_MANY_GROUPS; c++) {
         const char *d = btm_status_str(c);
         CHECK(d != NULL && d[0] != 0);
         seen[c] = d;
         for (uint32_t k = 0; k < c; k++) CHECK(strcmp(seen[k], d) != 0);
         CHECK(strcmp(d, "unknown status code") != 0);
     }
-    CHECK_STR(btm_status_str(BTM_STATUS_PANIC + 1), "unknown status code");
+    CHECK_STR(btm_status_str(BTM_STATUS_TOO_MANY_GROUPS + 1), "unknown status code");
     CHECK_STR(btm_status_str(UINT32_MAX), "unknown status code");
     CHECK_EQ(btm_status_str(0), btm_status_str(0)); /* static */
 }
