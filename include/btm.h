@@ -133,8 +133,9 @@ enum btm_status
      */
     BTM_STATUS_PANIC = 15,
     /**
-     * The task's group would be a new one while 16,777,216 groups (the
-     * default group included) already have live tasks. Nothing was added.
+     * The task's group has no live task while all 16,777,216 group slots
+     * are taken (the default group always holds one, every other group
+     * while it has live tasks). Nothing was added.
      */
     BTM_STATUS_TOO_MANY_GROUPS = 16,
 };
@@ -1036,7 +1037,10 @@ const char *btm_version(void);
  *
  * Errors: `NULL_ARGUMENT` (manager, `task_fn`, `task_id_out`),
  * `INVALID_ARGUMENT` (`upstream` NULL with a length), `UNKNOWN_UPSTREAM`,
- * `INVALID_GROUP`, `SHUT_DOWN`. A rejected add issues no id.
+ * `INVALID_GROUP`, `SHUT_DOWN`, `TOO_MANY_GROUPS` (a group with no live
+ * task while 2^24 groups have a slot: the default group always holds
+ * one, every other group while it has live tasks). A rejected add issues
+ * no id.
  *
  * Threads: any, including inside a running task (use
  * `btm_context_manager`). Calls back only `userdata_free` (on error, or
@@ -1134,7 +1138,9 @@ btm_status btm_add_pass_through_task(struct btm_manager *manager,
  * `task_fn` set on a pass-through), then `INVALID_GROUP` (a `kind` out of
  * range), then `INVALID_ARGUMENT` (`upstream` NULL with a length); then
  * `SHUT_DOWN`; then again the descriptors in array order, each checked for
- * `INVALID_GROUP` (a named group never interned), then `UNKNOWN_UPSTREAM`.
+ * `INVALID_GROUP` (a named group never interned), then `UNKNOWN_UPSTREAM`;
+ * then `TOO_MANY_GROUPS` (the batch names more groups without a live task
+ * than there are free group slots, see `btm_add_task`).
  *
  * Threads: any, including inside a running task. Calls back only the
  * `userdata_free` functions, after every btm lock is released: of every
@@ -1195,7 +1201,7 @@ btm_status btm_stop_task(struct btm_manager *manager,
  * Memory: a stop that releases 65,536 tasks or more (this or
  * `btm_stop_all_tasks`) gives btm's own memory for them back to the system
  * before returning; after a smaller one btm keeps it for the next adds (at
- * most two 40 KB blocks for good; the rest goes back with a later batch or
+ * most two 32 KB blocks for good; the rest goes back with a later batch or
  * once no task is left). The blocks your free functions free go back to
  * your allocator, which keeps them for reuse as usual (btm does not trim
  * the process heap).

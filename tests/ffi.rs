@@ -275,7 +275,7 @@ fn events_carry_results_and_named_group_names() {
 
 #[test]
 fn status_strings_and_version() {
-    for code in 0..=15u32 {
+    for code in 0..=16u32 {
         // SAFETY: static strings.
         let s = unsafe { CStr::from_ptr(btm_status_str(code)) }.to_str().unwrap();
         assert!(!s.is_empty() && s != "unknown status code", "status {code} has a description");
@@ -286,6 +286,7 @@ fn status_strings_and_version() {
         assert_eq!(CStr::from_ptr(btm_version()).to_str(), Ok(env!("CARGO_PKG_VERSION")));
     }
     assert_eq!(BTM_STATUS_PANIC as u32, 15);
+    assert_eq!(BTM_STATUS_TOO_MANY_GROUPS as u32, 16);
     let _: btm_status = BTM_STATUS_OK;
 }
 

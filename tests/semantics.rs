@@ -508,6 +508,7 @@ fn a_new_group_past_the_group_limit_is_refused_until_a_group_ends() {
     assert_eq!(m.add_many(batch(&[1, 2, 4])), Err(Error::TooManyGroups));
     let ids = m.add_many(batch(&[2, 1])).unwrap();
     assert_eq!(ids, vec![first + 4, first + 5], "refused adds use no id");
+    assert_eq!(m.stats().queued, 6, "a refused batch adds nothing");
     // Every task ends: groups 1 and 2 give their slots back.
     m.start_processing().unwrap();
     let mut evs = collect_finals(&m, 6);
@@ -520,6 +521,47 @@ fn a_new_group_past_the_group_limit_is_refused_until_a_group_ends() {
     assert_eq!(m.add(nop(), 0, g(5), &[]), Err(Error::TooManyGroups));
     m.add(nop(), 0, DEFAULT, &[]).unwrap();
     collect_finals(&m, 3);
+    finish(m);
+}
+
+/// A batch naming one new group twice needs one free slot, as two single
+/// adds would.
+#[test]
+fn a_batch_naming_one_new_group_twice_needs_one_group_slot() {
+    let _s = serial();
+    let m = manager(1, false);
+    m.limit_groups_for_tests(3);
+    m.add(nop(), 0, g(1), &[]).unwrap();
+    let batch = |groups: &[u64]| {
+        groups.iter().map(|&n| NewTask { job: nop(), priority: 0, group: g(n), upstream: &[] }).collect::<Vec<_>>()
+    };
+    assert_eq!(m.add_many(batch(&[5, 6])), Err(Error::TooManyGroups));
+    assert_eq!(m.add_many(batch(&[5, 1, 5])).map(|ids| ids.len()), Ok(3));
+    m.start_processing().unwrap();
+    collect_finals(&m, 4);
+    finish(m);
+}
+
+/// More than 2^16 groups with live tasks: a task keeps its group's slot
+/// index in three bytes, and the third one counts.
+#[test]
+fn groups_past_two_bytes_of_slot_index_keep_their_tasks() {
+    let _s = serial();
+    let m = manager(1, false);
+    let n = 70_000u64;
+    let ids: Vec<u64> = (1..=n).map(|k| m.add(nop(), 0, g(k), &[]).unwrap()).collect();
+    assert_eq!(m.group_stats(g(n)).unwrap(), [1, 0, 0, 0]);
+    m.start_processing().unwrap();
+    let evs = collect_finals(&m, n as usize);
+    let completed: Vec<(u64, GroupKey)> = evs
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Completed { id, group, .. } => Some((*id, *group)),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<(u64, GroupKey)> = ids.iter().zip(1..=n).map(|(&id, k)| (id, g(k))).collect();
+    assert_eq!(completed, want);
     finish(m);
 }
 

@@ -219,9 +219,10 @@ struct Links {
     downstream: Ids,
     /// Upstream results, in completion order.
     received: Received,
-    /// Upstream tasks not yet completed, while the task is pending (a
-    /// pending task that waits for any has a link record; a queued
-    /// continuation's single upstream is in its `Cont` record).
+    /// Upstream tasks not yet completed, while the task is queued on the
+    /// locked path (`Body::Waiting`: a task that waits for any has a link
+    /// record; a queued continuation's single upstream is in its `Cont`
+    /// record).
     waiting: u32,
     /// The task's priority while it is `Body::Waiting` (see [`Body`]).
     priority: i32,
@@ -292,13 +293,14 @@ impl GroupIx {
 /// (`links`: its entry in `State::links`, if it has upstream or downstream
 /// tasks that its body does not keep).
 ///
-/// Four words. Every variant starts with the same eight bytes, which rustc
-/// packs with the tag: `group` (three bytes), then `links` (four; for a
-/// `Pending` task, which has no link record, its `priority`). The rest is a
-/// 24-byte payload: a job, a lane position, a result. The table's pages
-/// are most of what a flood of tasks costs the adding thread
-/// (PERFORMANCE.md: 48 -> 40 bytes took W1 100k from 80.9 to 69.6 ns per
-/// task), hence the packing:
+/// Four words. `#[repr(u8)]` lays each variant out as a C struct after the
+/// tag byte, and every variant starts with the same fields: `group` (three
+/// bytes, right after the tag), then `links` (four bytes; for a `Pending`
+/// task, which has no link record, its `priority`). The rest is a 24-byte
+/// payload (a job, a lane position, a result), its 8-byte fields first.
+/// The table's pages are most of what a flood of tasks costs the adding
+/// thread (PERFORMANCE.md: 48 -> 40 bytes took W1 100k from 80.9 to 69.6
+/// ns per task, 40 -> 32 a few percent more), hence the packing:
 /// - a task's priority is kept only where it is read, for a queued task of
 ///   the locked path: in the record of a `Pending` one, in the link record
 ///   of a `Waiting` one, in the lane level of a `Lane` one and in the
@@ -307,8 +309,8 @@ impl GroupIx {
 ///   without one `Pending` (its job is in the record either way).
 #[repr(u8)]
 enum Body {
-    /// Queued on the locked path, or waiting for upstream tasks, with no
-    /// link record (so ready, with no upstream or downstream task).
+    /// Queued on the locked path without a link record (so ready: no
+    /// upstream task to wait for, and no downstream task yet).
     Pending {
         group: GroupIx,
         priority: i32,
@@ -492,16 +494,12 @@ impl Task {
     /// becomes `Waiting`, its priority moving into the record.
     fn set_links(&mut self, li: LinkId, links: &mut Slab<Links>) {
         match &mut self.body {
-            Body::Pending { group, priority, .. } => {
+            Body::Pending { group, priority, job } => {
                 links.get_mut(li).priority = *priority;
                 let group = *group;
-                // A placeholder that owns nothing, for the move of the job.
-                let Body::Pending { job, .. } =
-                    mem::replace(&mut self.body, Body::Running { group, links: None, worker: 0 })
-                else {
-                    unreachable!()
-                };
-                // The placeholder owns nothing: spares `Body`'s drop glue.
+                // A null payload without a free function owns nothing.
+                let job = mem::replace(job, Job::pass_through(Owned::new(std::ptr::null_mut(), None)));
+                // The old body owns nothing now: spares `Body`'s drop glue.
                 mem::forget(mem::replace(&mut self.body, Body::Waiting { group, links: li, job }));
             }
             Body::Waiting { .. } => unreachable!("a waiting task has a link record"),
@@ -2202,12 +2200,12 @@ impl State {
             return Err(Error::ShutDown);
         }
         tasks.iter().try_for_each(|t| self.check_add(t.group, t.upstream))?;
-        // A batch may need as many group slots as it has tasks of groups
-        // without one (counted with repeats: an upper bound, only computed
-        // near the limit), so that no add of it fails.
+        // A batch needs a group slot for each group it names that has none,
+        // so that no add of it fails (counted only near the limit).
         if !self.groups.has_room(tasks.len()) {
-            let new = tasks.iter().filter(|t| self.groups.find(t.group).is_none()).count();
-            if !self.groups.has_room(new) {
+            let new: std::collections::HashSet<GroupKey> =
+                tasks.iter().map(|t| t.group).filter(|&g| self.groups.find(g).is_none()).collect();
+            if !self.groups.has_room(new.len()) {
                 return Err(Error::TooManyGroups);
             }
         }

@@ -53,8 +53,9 @@ pub enum btm_status {
     /// A bug inside btm was caught at the boundary; the manager may be in an
     /// inconsistent state.
     BTM_STATUS_PANIC = 15,
-    /// The task's group would be a new one while 16,777,216 groups (the
-    /// default group included) already have live tasks. Nothing was added.
+    /// The task's group has no live task while all 16,777,216 group slots
+    /// are taken (the default group always holds one, every other group
+    /// while it has live tasks). Nothing was added.
     BTM_STATUS_TOO_MANY_GROUPS = 16,
 }
 

@@ -115,7 +115,10 @@ unsafe fn add(
 ///
 /// Errors: `NULL_ARGUMENT` (manager, `task_fn`, `task_id_out`),
 /// `INVALID_ARGUMENT` (`upstream` NULL with a length), `UNKNOWN_UPSTREAM`,
-/// `INVALID_GROUP`, `SHUT_DOWN`. A rejected add issues no id.
+/// `INVALID_GROUP`, `SHUT_DOWN`, `TOO_MANY_GROUPS` (a group with no live
+/// task while 2^24 groups have a slot: the default group always holds
+/// one, every other group while it has live tasks). A rejected add issues
+/// no id.
 ///
 /// Threads: any, including inside a running task (use
 /// `btm_context_manager`). Calls back only `userdata_free` (on error, or
@@ -284,7 +287,9 @@ unsafe fn read_desc<'a>(d: &btm_task_desc) -> Result<NewTask<'a>, btm_status> {
 /// `task_fn` set on a pass-through), then `INVALID_GROUP` (a `kind` out of
 /// range), then `INVALID_ARGUMENT` (`upstream` NULL with a length); then
 /// `SHUT_DOWN`; then again the descriptors in array order, each checked for
-/// `INVALID_GROUP` (a named group never interned), then `UNKNOWN_UPSTREAM`.
+/// `INVALID_GROUP` (a named group never interned), then `UNKNOWN_UPSTREAM`;
+/// then `TOO_MANY_GROUPS` (the batch names more groups without a live task
+/// than there are free group slots, see `btm_add_task`).
 ///
 /// Threads: any, including inside a running task. Calls back only the
 /// `userdata_free` functions, after every btm lock is released: of every
@@ -421,7 +426,7 @@ pub unsafe extern "C" fn btm_stop_task(
 /// Memory: a stop that releases 65,536 tasks or more (this or
 /// `btm_stop_all_tasks`) gives btm's own memory for them back to the system
 /// before returning; after a smaller one btm keeps it for the next adds (at
-/// most two 40 KB blocks for good; the rest goes back with a later batch or
+/// most two 32 KB blocks for good; the rest goes back with a later batch or
 /// once no task is left). The blocks your free functions free go back to
 /// your allocator, which keeps them for reuse as usual (btm does not trim
 /// the process heap).
