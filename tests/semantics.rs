@@ -487,6 +487,11 @@ fn group_finished_never_comes_from_a_stop() {
     finish(m);
 }
 
+/// One no-op task per entry, in numbered group `n`.
+fn batch_in_groups(groups: &[u64]) -> Vec<NewTask<'static>> {
+    groups.iter().map(|&n| NewTask { job: nop(), priority: 0, group: g(n), upstream: &[] }).collect()
+}
+
 /// A task's record keeps its group's slot in three bytes: at most 2^24
 /// groups have live tasks at once. Past that, an add to a new group is
 /// refused with `TooManyGroups` (no id used, its job freed once), a batch
@@ -502,11 +507,8 @@ fn a_new_group_past_the_group_limit_is_refused_until_a_group_ends() {
     m.add(nop(), 0, DEFAULT, &[]).unwrap();
     m.add(nop(), 0, g(1), &[]).unwrap();
     assert_eq!(m.add(nop(), 0, g(3), &[]), Err(Error::TooManyGroups));
-    let batch = |groups: &[u64]| {
-        groups.iter().map(|&n| NewTask { job: nop(), priority: 0, group: g(n), upstream: &[] }).collect::<Vec<_>>()
-    };
-    assert_eq!(m.add_many(batch(&[1, 2, 4])), Err(Error::TooManyGroups));
-    let ids = m.add_many(batch(&[2, 1])).unwrap();
+    assert_eq!(m.add_many(batch_in_groups(&[1, 2, 4])), Err(Error::TooManyGroups));
+    let ids = m.add_many(batch_in_groups(&[2, 1])).unwrap();
     assert_eq!(ids, vec![first + 4, first + 5], "refused adds use no id");
     assert_eq!(m.stats().queued, 6, "a refused batch adds nothing");
     // Every task ends: groups 1 and 2 give their slots back.
@@ -532,11 +534,8 @@ fn a_batch_naming_one_new_group_twice_needs_one_group_slot() {
     let m = manager(1, false);
     m.limit_groups_for_tests(3);
     m.add(nop(), 0, g(1), &[]).unwrap();
-    let batch = |groups: &[u64]| {
-        groups.iter().map(|&n| NewTask { job: nop(), priority: 0, group: g(n), upstream: &[] }).collect::<Vec<_>>()
-    };
-    assert_eq!(m.add_many(batch(&[5, 6])), Err(Error::TooManyGroups));
-    assert_eq!(m.add_many(batch(&[5, 1, 5])).map(|ids| ids.len()), Ok(3));
+    assert_eq!(m.add_many(batch_in_groups(&[5, 6])), Err(Error::TooManyGroups));
+    assert_eq!(m.add_many(batch_in_groups(&[5, 1, 5])).map(|ids| ids.len()), Ok(3));
     m.start_processing().unwrap();
     collect_finals(&m, 4);
     finish(m);
