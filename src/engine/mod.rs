@@ -2670,11 +2670,14 @@ impl State {
             // No downstream task to update: one lookup.
             if let Outcome::Completed(result) = outcome {
                 let group = task.body.group_ix();
-                match mem::replace(&mut task.body, Body::Completed { group, links: None, result, up: 0, down: 0 }) {
+                let completed = Body::Completed { group, links: None, result, up: 0, down: 0 };
+                if matches!(task.body, Body::Lane { .. } | Body::Running { .. }) {
                     // Nothing to drop: spares the call of `Body`'s drop glue
-                    // in the common case (a fan-in's add applies a million).
-                    old @ (Body::Lane { .. } | Body::Running { .. }) => mem::forget(old),
-                    old => drop(old),
+                    // in the common case (a fan-in's add applies a million),
+                    // and the copy of the old body out of the record.
+                    mem::forget(mem::replace(&mut task.body, completed));
+                } else {
+                    task.body = completed;
                 }
                 self.completed_total += 1;
                 self.push_event(Ev::Final(id));
