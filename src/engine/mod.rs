@@ -245,7 +245,7 @@ impl Links {
     /// [`Body::implicit_edges`]).
     fn implicit((up, down): (u64, u64)) -> Links {
         let one = |id| if id == 0 { Ids::Empty } else { Ids::One(id) };
-        Links { upstream: one(up), downstream: one(down), received: Received::default(), waiting: 0, priority: 0 }
+        Links { upstream: one(up), downstream: one(down), ..Links::default() }
     }
 }
 
@@ -445,17 +445,6 @@ impl Body {
 struct Task {
     /// What it is doing, its group and its link record (see [`Body`]).
     body: Body,
-}
-
-/// Upstream tasks that task `t` still waits for, if it is queued on the
-/// locked path: its link record holds the count (a `Pending` task has none,
-/// and waits for none).
-#[inline(always)]
-fn waiting_of(links: &Slab<Links>, t: &Task) -> u32 {
-    match t.body {
-        Body::Waiting { links: li, .. } => links.get(li).waiting,
-        _ => 0,
-    }
 }
 
 /// The priority of task `t` and the count of upstream tasks it waits for,
@@ -1095,9 +1084,9 @@ impl Manager {
     }
 
     /// Lowers the number of groups that may have live tasks at once (2^24,
-    /// the default group included; never below the number of group
-    /// slots already made), so that tests can reach the limit. Not for production
-    /// use.
+    /// the default group included; never below the number of group slots
+    /// already made), so that tests can reach the limit. Not for
+    /// production use.
     #[doc(hidden)]
     pub fn limit_groups_for_tests(self: &Arc<Self>, limit: u32) {
         self.locked(|st, _| st.groups.set_limit(limit));
@@ -1459,8 +1448,8 @@ impl State {
                 continue;
             };
             let i = match task.body {
-                Body::Pending { .. } | Body::Waiting { .. } if waiting_of(&st.links, task) == 0 => 0,
-                Body::Pending { .. } | Body::Waiting { .. } => 1,
+                Body::Pending { .. } => 0,
+                Body::Waiting { links: li, .. } => usize::from(st.links.get(li).waiting > 0),
                 Body::Lane { level, pos, .. } if st.lane.is_queued(level as usize, pos, id) => 0,
                 Body::Cont { ref rec, .. } if rec.is_queued() => 1,
                 Body::Running { .. } | Body::Lane { .. } | Body::Cont { .. } => 2,
@@ -2443,7 +2432,9 @@ impl State {
                 Received::from_vec(done.into_iter().map(|(_, r)| r).collect())
             };
             let upstream = if ups.len() > 1 { Ids::from_vec(l_many) } else { l_one };
-            links = Some(Links { upstream, downstream: Ids::default(), received, waiting: 0, priority });
+            // (Its count is set below and its priority by `pending_body`,
+            // once it is known whether the task waits.)
+            links = Some(Links { upstream, received, ..Links::default() });
         }
 
         if let Some(f) = failed {
