@@ -673,7 +673,11 @@ btm_status btm_context_report_progress(const struct btm_task_context *context,
  * Memory: events waiting to be polled take 16 bytes each in btm's queue
  * (a fan-in added over a million finished tasks queues a million). A poll
  * or a stop that empties a queue grown past 4,096 entries gives that
- * memory back (after btm's lock is released).
+ * memory back (after btm's lock is released). A task that ran without
+ * btm's lock (see `btm_add_task`, "Memory") waits for the poll in its
+ * worker's queue instead: 8 bytes, plus 32 for a failure or a result, in
+ * blocks of 32 KB (8 KB for failures and results), each freed once the
+ * poll has delivered its last event.
  *
  * A stop withdraws events that are still queued, not events a poll
  * already copied into your buffer: if handling one event of a batch stops

@@ -34,6 +34,11 @@
 //!    first outcome in it; the lock holder frees a segment when it moves on.
 //!    Checked: every outcome once and in order, no segment written after it
 //!    was freed. Mutant: the segment linked after the outcome is published.
+//!    And the queue as the lane uses it, two of them: an outcome other than
+//!    a completion without a result waits in a side queue, published before
+//!    the word of the main queue that sends the lock holder there. Checked:
+//!    the lock holder finds every side outcome its word announces, in
+//!    order. Mutant: the word published before the side outcome.
 //!
 //! 6. **A continuation attached to its upstream task** (`lane::Cont`): the
 //!    host attaches the record to the queued upstream's state word, or,
@@ -553,6 +558,56 @@ fn loom_lane_outcome_queue_hands_over_every_outcome_in_order() {
 #[should_panic]
 fn loom_lane_mutant_segment_linked_after_publishing_is_caught() {
     outcome_queue_model(true);
+}
+
+/// Set in a word of the main queue whose outcome waits in the side queue.
+const SIDE: u32 = 1 << 31;
+
+/// The worker leaves outcomes 1..=5; the odd ones carry something (a
+/// result, a failure) and go through the side queue as `10 * v`.
+fn side_queue_model(word_first: bool) {
+    builder(3).check(move || {
+        let words = Arc::new(Queue::new(false));
+        let side = Arc::new(Queue::new(false));
+        let pop = |words: &Queue, side: &Queue| {
+            words.pop().map(|w| {
+                if w & SIDE == 0 {
+                    (w, 0)
+                } else {
+                    (w & !SIDE, side.pop().expect("the side outcome is published before its word"))
+                }
+            })
+        };
+        let consumer = {
+            let (words, side) = (words.clone(), side.clone());
+            thread::spawn(move || (0..3).filter_map(|_| pop(&words, &side)).collect::<Vec<(u32, u32)>>())
+        };
+        for v in 1..=5u32 {
+            if v % 2 == 0 {
+                words.push(v);
+            } else if word_first {
+                words.push(v | SIDE);
+                side.push(10 * v);
+            } else {
+                side.push(10 * v);
+                words.push(v | SIDE);
+            }
+        }
+        let mut got = consumer.join().unwrap();
+        got.extend(std::iter::from_fn(|| pop(&words, &side)));
+        assert_eq!(got, vec![(1, 10), (2, 0), (3, 30), (4, 0), (5, 50)], "every outcome once, in order");
+    });
+}
+
+#[test]
+fn loom_lane_side_queue_outcomes_are_found_through_their_words() {
+    side_queue_model(false);
+}
+
+#[test]
+#[should_panic(expected = "the side outcome is published before its word")]
+fn loom_lane_mutant_word_published_before_its_side_outcome_is_caught() {
+    side_queue_model(true);
 }
 
 // ---------------------------------------------------------------------------
