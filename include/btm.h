@@ -677,7 +677,13 @@ btm_status btm_context_report_progress(const struct btm_task_context *context,
  * btm's lock (see `btm_add_task`, "Memory") waits for the poll in its
  * worker's queue instead: 8 bytes, plus 32 for a failure or a result, in
  * blocks of 32 KB (8 KB for failures and results), each freed once the
- * poll has delivered its last event.
+ * poll has delivered its last event. The task records polls free (blocks
+ * of 4,096 records, 128 KB; btm keeps two for the next adds) and the
+ * member list of a large group that ended are given back to the system
+ * by an idle btm worker, 2 MB at a time, so that the polling thread does
+ * not make those system calls; with no worker thread, or while workers
+ * are busy and 16 such releases wait, the poll does it, after btm's lock
+ * is released.
  *
  * A stop withdraws events that are still queued, not events a poll
  * already copied into your buffer: if handling one event of a batch stops
@@ -1205,8 +1211,8 @@ btm_status btm_stop_task(struct btm_manager *manager,
  * Memory: a stop that releases 65,536 tasks or more (this or
  * `btm_stop_all_tasks`) gives btm's own memory for them back to the system
  * before returning; after a smaller one btm keeps it for the next adds (at
- * most two 32 KB blocks for good; the rest goes back with a later batch or
- * once no task is left). The blocks your free functions free go back to
+ * most two 128 KB blocks for good; the rest goes back with a later batch
+ * or once no task is left). The blocks your free functions free go back to
  * your allocator, which keeps them for reuse as usual (btm does not trim
  * the process heap).
  *

@@ -54,3 +54,23 @@ fn a_small_queue_keeps_its_capacity() {
     finish(m);
     assert_all_freed();
 }
+
+#[test]
+fn a_polled_burst_of_tasks_gives_the_task_table_back() {
+    let _s = serial();
+    let m = manager(2, true);
+    // 49 chunks of 4,096 records: three batches of 16 given back while
+    // the burst is polled, the rest once the table is empty.
+    let n = 200_000;
+    for _ in 0..n {
+        m.add(nop(), 0, g(1), &[]).unwrap();
+    }
+    let held = m.table_chunks_held();
+    assert!(held >= 48, "the burst's records fill {held} chunks");
+    let evs = collect_finals(&m, n);
+    assert_eq!(finals(&evs).len(), n);
+    // Idle workers unmap what the polls emptied; the table keeps its
+    // current chunk (not all of its ids issued yet) and two spares.
+    wait_until("the task table's chunks given back", || m.table_chunks_held() <= 3);
+    finish(m);
+}

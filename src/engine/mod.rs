@@ -536,9 +536,18 @@ enum Garbage {
     Text(#[allow(dead_code)] Option<CString>),
     Notify(#[allow(dead_code)] Arc<Notify>),
     Hooks(#[allow(dead_code)] Arc<TaskHooks>),
-    /// Task-table chunks: detached with their tasks (a whole-table stop)
-    /// or emptied by a stop (see [`table::Table::collect_freed`]).
+    /// Task-table chunks detached with their tasks (a whole-table stop):
+    /// given back if there are many, else emptied and kept for reuse.
     Tasks(Vec<table::Slots<Task>>),
+    /// Task-table chunks a stop emptied (every slot `None`, see
+    /// [`table::Table::collect_freed`]): given back if there are many, else
+    /// kept for reuse.
+    Emptied(Vec<table::Slots<Task>>),
+    /// Emptied task-table chunks beyond the spares (`Table::take_released`):
+    /// given back, whatever their number.
+    Released(Vec<table::Slots<Task>>),
+    /// The member list of a large group that ended.
+    Members(#[allow(dead_code)] group::IdList),
     /// An emptied event queue that had grown past [`EVENTS_KEEP`].
     Events(#[allow(dead_code)] VecDeque<Ev>),
 }
@@ -581,6 +590,29 @@ struct Heavy {
 }
 
 const FREE_BLOCK: usize = 1024;
+
+/// Releases (task-table chunks, at most a batch of 16, 2 MiB, or a member
+/// list of 128 KiB or more) waiting for an idle worker at most; beyond,
+/// the polling thread gives them back itself.
+const MAX_QUEUED_RELEASES: usize = 16;
+
+/// Memory a poll leaves for an idle worker to give back to the system.
+enum IdleRelease {
+    /// Emptied task-table chunks beyond the spares.
+    Chunks(Vec<table::Slots<Task>>),
+    /// The member list of a large group that ended.
+    Members(group::IdList),
+}
+
+impl IdleRelease {
+    /// The same memory, for the releasing thread to free after its lock.
+    fn into_garbage(self) -> Garbage {
+        match self {
+            IdleRelease::Chunks(chunks) => Garbage::Released(chunks),
+            IdleRelease::Members(members) => Garbage::Members(members),
+        }
+    }
+}
 
 impl After {
     fn heavy(&mut self) -> &mut Heavy {
@@ -651,6 +683,9 @@ struct State {
     next_id: u64,
     next_group: u64,
     tasks: Table<Task>,
+    /// Memory a poll left for an idle worker to give back to the system
+    /// (see [`State::release_later`]).
+    idle_release: Vec<IdleRelease>,
     /// Dependency links of the tasks that have any (`Task::links`).
     links: Slab<Links>,
     ready: ReadyQueue,
@@ -781,6 +816,7 @@ impl Manager {
                 next_id: 1,
                 next_group: 1,
                 tasks: Table::new(),
+                idle_release: Vec::new(),
                 links: Slab::new(),
                 ready: ReadyQueue::default(),
                 groups: GroupTable::new(),
@@ -894,7 +930,9 @@ impl Manager {
         // stop gives btm's memory back to the system as it frees it.
         for g in garbage {
             match g {
-                Garbage::Tasks(chunks) if chunks.len() >= pages::GIVE_BACK_MIN_BUFFERS => table::release_all(chunks),
+                Garbage::Tasks(chunks) | Garbage::Emptied(chunks) if chunks.len() >= table::GIVE_BACK_CHUNKS => {
+                    table::release_all(chunks)
+                }
                 Garbage::Tasks(chunks) => {
                     // A small release: the chunks are kept for the next
                     // adds (or given back with a later batch) rather than
@@ -902,6 +940,8 @@ impl Manager {
                     let emptied = table::empty_all(chunks);
                     self.state.lock().tasks.keep_emptied(emptied);
                 }
+                Garbage::Emptied(chunks) => self.state.lock().tasks.keep_emptied(chunks),
+                Garbage::Released(chunks) => table::release_all(chunks),
                 other => drop(other),
             }
         }
@@ -1222,7 +1262,12 @@ impl Manager {
             }
             st.release_events(&mut after);
             if let Some(chunks) = st.tasks.take_released() {
-                after.garbage(Garbage::Tasks(chunks));
+                st.release_later(IdleRelease::Chunks(chunks), &mut after);
+            }
+            if st.groups.has_retired() {
+                for members in st.groups.take_retired() {
+                    st.release_later(IdleRelease::Members(members), &mut after);
+                }
             }
             st.sync_signal(&mut after);
             st.update_poll_gate();
@@ -1373,6 +1418,23 @@ impl Manager {
     #[doc(hidden)]
     pub fn event_queue_capacity(&self) -> usize {
         self.state.lock().events.capacity()
+    }
+
+    /// Task-table chunks (4,096 task records each) whose memory the manager
+    /// holds: in use, kept as spares (two at most), or waiting for an idle
+    /// worker to give them back (a diagnostic for tests).
+    #[doc(hidden)]
+    pub fn table_chunks_held(&self) -> usize {
+        let st = self.state.lock();
+        let waiting: usize = st
+            .idle_release
+            .iter()
+            .map(|r| match r {
+                IdleRelease::Chunks(c) => c.len(),
+                IdleRelease::Members(_) => 0,
+            })
+            .sum();
+        st.tasks.chunks_held() + waiting
     }
 
     /// Live tasks of one group by state: (queued, blocked, running, finished
@@ -2573,6 +2635,33 @@ impl State {
         }
     }
 
+    /// Gives back memory a poll emptied: task-table chunks beyond the
+    /// spares (a batch of 64, or what is left once the table is empty) or
+    /// a large group member list go to an idle worker, which frees them
+    /// outside the lock. So the polling thread (the host's UI or game
+    /// loop) does not make the system calls, which took it 0.5-0.8 ms per
+    /// 2 MiB batch of chunks in W1 1M, and as much for the member list of a
+    /// million tasks. Without a worker (none started yet, shut down) or
+    /// with releases already waiting (busy workers), it is done after this
+    /// lock section.
+    fn release_later(&mut self, release: IdleRelease, after: &mut After) {
+        if self.threads == 0 || self.shut_down || self.idle_release.len() >= MAX_QUEUED_RELEASES {
+            // Ahead of the previous poll's results, whose free functions
+            // are the host's (see `pages`: no large block of btm's is freed
+            // after host code freed many small ones).
+            after.heavy().garbage.insert(0, release.into_garbage());
+            return;
+        }
+        self.idle_release.push(release);
+        // A worker that runs no task comes to `next_job`'s idle step: one
+        // spinning or looking does soon, a sleeping one is woken. Busy
+        // workers do it when they run out of tasks.
+        if self.spinning + self.waking + after.spawning() == 0 && self.lane_looking() == 0 && self.sleeping > 0 {
+            after.wake += 1;
+            self.waking += 1;
+        }
+    }
+
     fn push_event(&mut self, ev: Ev) {
         self.events.push_back(ev);
         self.deliverable += 1;
@@ -2856,12 +2945,24 @@ impl State {
             self.events.clear();
             self.release_events(after);
         }
+        self.release_group_lists(after);
         let emptied = self.tasks.take_freed();
         if !emptied.is_empty() {
-            after.garbage(Garbage::Tasks(emptied));
+            after.garbage(Garbage::Emptied(emptied));
         }
         if let Some(chunks) = self.tasks.take_released() {
-            after.garbage(Garbage::Tasks(chunks));
+            after.garbage(Garbage::Released(chunks));
+        }
+    }
+
+    /// Hands the large member lists of groups that ended to `after`, which
+    /// frees them after the lock (before any host free function runs: call
+    /// it before handing over records that own host data).
+    fn release_group_lists(&mut self, after: &mut After) {
+        if self.groups.has_retired() {
+            for members in self.groups.take_retired() {
+                after.garbage(Garbage::Members(members));
+            }
         }
     }
 
@@ -2937,6 +3038,7 @@ impl State {
         let chunks = self.tasks.take_all();
         self.ready.clear();
         self.groups.leave_all();
+        self.release_group_lists(after);
         self.pending = 0;
         self.stopped_total += n as u64;
         after.garbage(Garbage::Tasks(chunks));
@@ -3272,6 +3374,13 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
             // stopped by a shut down are dropped, their results freed).
             st.apply_lane(after);
             st.threads -= 1;
+            if st.threads == 0 {
+                // The last worker: memory left for a worker is given back
+                // now.
+                for release in mem::take(&mut st.idle_release) {
+                    after.garbage(release.into_garbage());
+                }
+            }
             st.sync_signal(after);
             return Next::Exit;
         }
@@ -3306,6 +3415,15 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
             // event, host data to free): do it unlocked, then look again.
             let pending = mem::take(after);
             MutexGuard::unlocked(st, || manager.run_after(pending));
+            continue;
+        }
+        if let Some(release) = st.idle_release.pop() {
+            // Idle: give back memory a poll emptied (see
+            // `State::release_later`), outside the lock.
+            MutexGuard::unlocked(st, || match release {
+                IdleRelease::Chunks(chunks) => table::release_all(chunks),
+                IdleRelease::Members(members) => drop(members),
+            });
             continue;
         }
         if st.processing && st.tasks.needs_spare() {

@@ -14,7 +14,11 @@ use std::ptr::{self, NonNull};
 
 use super::pages;
 
-const CHUNK_BITS: u32 = 10;
+/// 4,096 slots per chunk (128 KiB of 32-byte records). Chunks of 1,024
+/// (until session 16) made W1 1M map and unmap four times as many, and
+/// polls gave a 2 MiB batch back in 15-25 `munmap` calls (the chunks are
+/// seldom neighbours): see docs/PERFORMANCE.md.
+const CHUNK_BITS: u32 = 12;
 const CHUNK_LEN: usize = 1 << CHUNK_BITS;
 const CHUNK_MASK: u64 = (CHUNK_LEN as u64) - 1;
 
@@ -24,9 +28,13 @@ const CHUNK_MASK: u64 = (CHUNK_LEN as u64) - 1;
 const MAX_SPARES: usize = 2;
 
 /// Emptied chunks beyond the spares are given back in batches of this many
-/// (one `munmap` for neighbouring ones, after the caller's lock; see
+/// (2 MiB; one `munmap` for neighbouring ones, after the caller's lock; see
 /// [`Table::take_released`]).
-const RELEASE_BATCH: usize = 64;
+const RELEASE_BATCH: usize = 16;
+
+/// A stop that empties at least this many chunks gives them back (2 MiB);
+/// fewer are kept for reuse (see `Manager::run_after`).
+pub(crate) const GIVE_BACK_CHUNKS: usize = RELEASE_BATCH;
 
 struct Chunk<T> {
     slots: Slots<T>,
@@ -370,6 +378,15 @@ impl<T> Table<T> {
         } else {
             None
         }
+    }
+
+    /// Chunks whose storage the table holds: in use, spare, emptied by a
+    /// running stop, or waiting to be given back.
+    pub(crate) fn chunks_held(&self) -> usize {
+        self.chunks.iter().flatten().count()
+            + self.spares.len()
+            + self.freed.as_ref().map_or(0, Vec::len)
+            + self.released.len()
     }
 
     /// Number of live entries.

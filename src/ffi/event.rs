@@ -85,7 +85,13 @@ pub struct btm_event {
 /// btm's lock (see `btm_add_task`, "Memory") waits for the poll in its
 /// worker's queue instead: 8 bytes, plus 32 for a failure or a result, in
 /// blocks of 32 KB (8 KB for failures and results), each freed once the
-/// poll has delivered its last event.
+/// poll has delivered its last event. The task records polls free (blocks
+/// of 4,096 records, 128 KB; btm keeps two for the next adds) and the
+/// member list of a large group that ended are given back to the system
+/// by an idle btm worker, 2 MB at a time, so that the polling thread does
+/// not make those system calls; with no worker thread, or while workers
+/// are busy and 16 such releases wait, the poll does it, after btm's lock
+/// is released.
 ///
 /// A stop withdraws events that are still queued, not events a poll
 /// already copied into your buffer: if handling one event of a batch stops

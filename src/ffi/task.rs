@@ -426,8 +426,8 @@ pub unsafe extern "C" fn btm_stop_task(
 /// Memory: a stop that releases 65,536 tasks or more (this or
 /// `btm_stop_all_tasks`) gives btm's own memory for them back to the system
 /// before returning; after a smaller one btm keeps it for the next adds (at
-/// most two 32 KB blocks for good; the rest goes back with a later batch or
-/// once no task is left). The blocks your free functions free go back to
+/// most two 128 KB blocks for good; the rest goes back with a later batch
+/// or once no task is left). The blocks your free functions free go back to
 /// your allocator, which keeps them for reuse as usual (btm does not trim
 /// the process heap).
 ///
