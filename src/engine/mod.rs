@@ -930,9 +930,7 @@ impl Manager {
         // stop gives btm's memory back to the system as it frees it.
         for g in garbage {
             match g {
-                Garbage::Tasks(chunks) | Garbage::Emptied(chunks) if chunks.len() >= table::GIVE_BACK_CHUNKS => {
-                    table::release_all(chunks)
-                }
+                Garbage::Tasks(chunks) if chunks.len() >= table::GIVE_BACK_CHUNKS => table::release_all(chunks),
                 Garbage::Tasks(chunks) => {
                     // A small release: the chunks are kept for the next
                     // adds (or given back with a later batch) rather than
@@ -940,8 +938,9 @@ impl Manager {
                     let emptied = table::empty_all(chunks);
                     self.state.lock().tasks.keep_emptied(emptied);
                 }
+                Garbage::Emptied(chunks) if chunks.len() >= table::GIVE_BACK_CHUNKS => table::release_empty(chunks),
                 Garbage::Emptied(chunks) => self.state.lock().tasks.keep_emptied(chunks),
-                Garbage::Released(chunks) => table::release_all(chunks),
+                Garbage::Released(chunks) => table::release_empty(chunks),
                 other => drop(other),
             }
         }
@@ -3421,7 +3420,7 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
             // Idle: give back memory a poll emptied (see
             // `State::release_later`), outside the lock.
             MutexGuard::unlocked(st, || match release {
-                IdleRelease::Chunks(chunks) => table::release_all(chunks),
+                IdleRelease::Chunks(chunks) => table::release_empty(chunks),
                 IdleRelease::Members(members) => drop(members),
             });
             continue;
