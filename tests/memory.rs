@@ -74,3 +74,71 @@ fn a_polled_burst_of_tasks_gives_the_task_table_back() {
     wait_until("the task table's chunks given back", || m.table_chunks_held() <= 3);
     finish(m);
 }
+
+/// A burst of `n` tasks that finished, then both workers held in a task
+/// each (group 2) while the burst is polled.
+fn poll_burst_while_workers_are_busy(n: usize) -> (std::sync::Arc<btm::engine::Manager>, Gate) {
+    let m = manager(2, true);
+    for _ in 0..n {
+        m.add(nop(), 0, g(1), &[]).unwrap();
+    }
+    wait_until("the burst finished", || m.stats().undelivered == n as u64);
+    let gate = Gate::new();
+    for _ in 0..2 {
+        let gate = gate.clone();
+        m.add(job(move |_| gate.pass()), 0, g(2), &[]).unwrap();
+    }
+    gate.wait_arrivals(2);
+    let mut got = 0;
+    while got < n {
+        got += finals(&poll_n(&m, 4096)).len();
+    }
+    (m, gate)
+}
+
+#[test]
+fn memory_a_poll_frees_while_every_worker_is_busy_is_given_back_by_the_poll() {
+    let _s = serial();
+    let (m, gate) = poll_burst_while_workers_are_busy(200_000);
+    // No worker is idle: the polls gave the chunks back themselves. Left:
+    // the chunk holding the two running tasks, two spares, and fewer than
+    // a batch (16) of emptied chunks, given back once the table is empty.
+    let held = m.table_chunks_held();
+    assert!(held <= 18, "{held} chunks still held after the polls");
+    gate.open();
+    collect_finals(&m, 2);
+    wait_until("the rest given back once the table is empty", || m.table_chunks_held() <= 3);
+    finish(m);
+}
+
+#[test]
+fn a_shut_down_right_after_a_burst_was_polled_frees_everything() {
+    let _s = serial();
+    let (m, gate) = poll_burst_while_workers_are_busy(200_000);
+    gate.open();
+    m.shut_down(Some(TIMEOUT)).expect("shut down in time");
+    drop(m);
+    assert_all_freed();
+}
+
+#[test]
+fn a_large_group_ends_with_its_event_after_its_last_task_and_can_be_reused() {
+    let _s = serial();
+    let m = manager(2, true);
+    // 100,000 members: a 400 KB member list, freed off the polling thread.
+    let n = 100_000;
+    for _ in 0..n {
+        m.add(nop(), 0, g(9), &[]).unwrap();
+    }
+    let mut evs = Vec::new();
+    while !evs.iter().any(|e: &Ev| matches!(e, Ev::GroupFinished { .. })) {
+        evs.extend(poll_n(&m, 4096));
+    }
+    assert_eq!(finals(&evs).len(), n);
+    assert!(matches!(evs.last(), Some(Ev::GroupFinished { .. })), "the group's event comes after its last task's");
+    m.add(nop(), 0, g(9), &[]).unwrap();
+    let evs = collect_finals(&m, 1);
+    assert_eq!(finals(&evs).len(), 1);
+    assert!(evs.iter().any(|e| matches!(e, Ev::GroupFinished { .. })), "the group finishes again");
+    finish(m);
+}

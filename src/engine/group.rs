@@ -112,7 +112,7 @@ pub(crate) struct GroupTable {
 /// ends (under the state lock) but handed to the caller (glibc gives blocks
 /// of 128 KiB and more back to the system at once: 0.5-0.8 ms for the 4 MB
 /// list of a million tasks).
-const RETIRE_BYTES: usize = 128 * 1024;
+pub(crate) const RETIRE_BYTES: usize = 128 * 1024;
 
 /// Index of the default group, which always exists.
 pub(crate) const DEFAULT_GROUP: u32 = 0;

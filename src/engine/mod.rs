@@ -624,6 +624,14 @@ impl After {
         self.heavy().garbage.push(g);
     }
 
+    /// btm's own memory to release after the lock, before any host data
+    /// (see `pages`: no large block of btm's is freed after host free
+    /// functions freed many small ones, which makes glibc consolidate
+    /// them).
+    fn garbage_first(&mut self, g: Garbage) {
+        self.heavy().garbage.insert(0, g);
+    }
+
     /// Threads this operation will start.
     fn spawning(&self) -> usize {
         self.heavy.as_ref().map_or(0, |h| h.spawn.len())
@@ -2635,27 +2643,25 @@ impl State {
     }
 
     /// Gives back memory a poll emptied: task-table chunks beyond the
-    /// spares (a batch of 64, or what is left once the table is empty) or
+    /// spares (a batch of 16, or what is left once the table is empty) or
     /// a large group member list go to an idle worker, which frees them
     /// outside the lock. So the polling thread (the host's UI or game
     /// loop) does not make the system calls, which took it 0.5-0.8 ms per
     /// 2 MiB batch of chunks in W1 1M, and as much for the member list of a
-    /// million tasks. Without a worker (none started yet, shut down) or
-    /// with releases already waiting (busy workers), it is done after this
-    /// lock section.
+    /// million tasks. A worker is idle if it spins or looks for a lane task
+    /// (it comes to `next_job`'s idle step within microseconds) or sleeps
+    /// (it is woken). With no idle worker (none started, all busy, shut
+    /// down) or with releases already waiting, the poll does it after its
+    /// lock section: memory never waits for a busy worker.
     fn release_later(&mut self, release: IdleRelease, after: &mut After) {
-        if self.threads == 0 || self.shut_down || self.idle_release.len() >= MAX_QUEUED_RELEASES {
-            // Ahead of the previous poll's results, whose free functions
-            // are the host's (see `pages`: no large block of btm's is freed
-            // after host code freed many small ones).
-            after.heavy().garbage.insert(0, release.into_garbage());
+        let coming = self.spinning > 0 || self.lane_looking() > 0;
+        if self.shut_down || self.idle_release.len() >= MAX_QUEUED_RELEASES || !(coming || self.sleeping > self.waking)
+        {
+            after.garbage_first(release.into_garbage());
             return;
         }
         self.idle_release.push(release);
-        // A worker that runs no task comes to `next_job`'s idle step: one
-        // spinning or looking does soon, a sleeping one is woken. Busy
-        // workers do it when they run out of tasks.
-        if self.spinning + self.waking + after.spawning() == 0 && self.lane_looking() == 0 && self.sleeping > 0 {
+        if !coming {
             after.wake += 1;
             self.waking += 1;
         }
@@ -2947,20 +2953,19 @@ impl State {
         self.release_group_lists(after);
         let emptied = self.tasks.take_freed();
         if !emptied.is_empty() {
-            after.garbage(Garbage::Emptied(emptied));
+            after.garbage_first(Garbage::Emptied(emptied));
         }
         if let Some(chunks) = self.tasks.take_released() {
-            after.garbage(Garbage::Released(chunks));
+            after.garbage_first(Garbage::Released(chunks));
         }
     }
 
     /// Hands the large member lists of groups that ended to `after`, which
-    /// frees them after the lock (before any host free function runs: call
-    /// it before handing over records that own host data).
+    /// frees them after the lock, before any host data.
     fn release_group_lists(&mut self, after: &mut After) {
         if self.groups.has_retired() {
             for members in self.groups.take_retired() {
-                after.garbage(Garbage::Members(members));
+                after.garbage_first(Garbage::Members(members));
             }
         }
     }
@@ -3004,6 +3009,10 @@ impl State {
                 stack.push(id);
                 self.stop_reachable(&mut stack, up, down, &mut report, after);
             }
+        }
+        if members.heap_bytes() >= group::RETIRE_BYTES {
+            // Freed after the lock rather than here (see `GroupTable`).
+            after.garbage_first(Garbage::Members(members));
         }
         self.ready.forget_n(forgets.0, forgets.1);
         report.before_start += left_group;
@@ -3377,7 +3386,7 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
                 // The last worker: memory left for a worker is given back
                 // now.
                 for release in mem::take(&mut st.idle_release) {
-                    after.garbage(release.into_garbage());
+                    after.garbage_first(release.into_garbage());
                 }
             }
             st.sync_signal(after);
