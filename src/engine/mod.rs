@@ -538,7 +538,7 @@ enum Garbage {
     Hooks(#[allow(dead_code)] Arc<TaskHooks>),
     /// Task-table chunks detached with their tasks (a whole-table stop):
     /// given back if there are many, else emptied and kept for reuse.
-    Tasks(Vec<table::Slots<Task>>),
+    Tasks(Vec<table::TakenChunk<Task>>),
     /// Task-table chunks a stop emptied (every slot `None`, see
     /// [`table::Table::collect_freed`]): given back if there are many, else
     /// kept for reuse.
@@ -938,7 +938,9 @@ impl Manager {
         // stop gives btm's memory back to the system as it frees it.
         for g in garbage {
             match g {
-                Garbage::Tasks(chunks) if chunks.len() >= table::GIVE_BACK_CHUNKS => table::release_all(chunks),
+                Garbage::Tasks(chunks) if chunks.len() >= table::GIVE_BACK_CHUNKS => {
+                    table::release_all(chunks.into_iter().map(|t| t.slots).collect())
+                }
                 Garbage::Tasks(chunks) => {
                     // A small release: the chunks are kept for the next
                     // adds (or given back with a later batch) rather than

@@ -39,6 +39,17 @@ pub(crate) const GIVE_BACK_CHUNKS: usize = RELEASE_BATCH;
 struct Chunk<T> {
     slots: Slots<T>,
     live: u32,
+    /// The first slot that received an entry (those below it never held
+    /// one in this chunk's current use).
+    lo: u32,
+}
+
+/// A chunk taken out of the table by [`Table::take_all`], with the range
+/// of its slots that may hold entries (a whole-table stop of a thousand
+/// tasks need not walk the 4,096 slots of their chunk).
+pub(crate) struct TakenChunk<T> {
+    pub(crate) slots: Slots<T>,
+    used: std::ops::Range<usize>,
 }
 
 /// The storage of one chunk: `CHUNK_LEN` slots in pages of their own (on
@@ -102,15 +113,18 @@ impl<T> Drop for Slots<T> {
 }
 
 /// Empties chunks for reuse: drops every chunk's entries in order (in id
-/// order when `chunks` is) and returns the chunks, all `None`, for
-/// [`Table::keep_emptied`].
-pub(crate) fn empty_all<T>(mut chunks: Vec<Slots<T>>) -> Vec<Slots<T>> {
-    for chunk in &mut chunks {
-        for slot in chunk.iter_mut() {
-            *slot = None;
-        }
-    }
+/// order when `chunks` is), writing only the slots that may hold one, and
+/// returns the chunks, all `None`, for [`Table::keep_emptied`].
+pub(crate) fn empty_all<T>(chunks: Vec<TakenChunk<T>>) -> Vec<Slots<T>> {
     chunks
+        .into_iter()
+        .map(|TakenChunk { mut slots, used }| {
+            for slot in &mut slots[used] {
+                *slot = None;
+            }
+            slots
+        })
+        .collect()
 }
 
 /// Drops many chunks: every chunk's slots in order (so entries are dropped
@@ -275,8 +289,11 @@ impl<T> Table<T> {
         }
         let c = (chunk - self.first) as usize;
         let spares = &mut self.spares;
-        let entry =
-            self.chunks[c].get_or_insert_with(|| Chunk { slots: spares.pop().unwrap_or_else(Slots::new), live: 0 });
+        let entry = self.chunks[c].get_or_insert_with(|| Chunk {
+            slots: spares.pop().unwrap_or_else(Slots::new),
+            live: 0,
+            lo: (id & CHUNK_MASK) as u32,
+        });
         entry.slots[(id & CHUNK_MASK) as usize] = Some(value);
         entry.live += 1;
         self.live += 1;
@@ -413,8 +430,19 @@ impl<T> Table<T> {
 
     /// Removes every live entry at once and returns their storage: dropping
     /// it drops the entries in ascending id order. Ids stay issued.
-    pub(crate) fn take_all(&mut self) -> Vec<Slots<T>> {
-        let taken = self.chunks.drain(..).flatten().map(|c| c.slots).collect();
+    pub(crate) fn take_all(&mut self) -> Vec<TakenChunk<T>> {
+        let (first, issued_end) = (self.first, self.issued_end);
+        let taken = self
+            .chunks
+            .drain(..)
+            .enumerate()
+            .filter_map(|(c, chunk)| {
+                let chunk = chunk?;
+                let base = (first + c as u64) << CHUNK_BITS;
+                let hi = issued_end.saturating_sub(base).min(CHUNK_LEN as u64) as usize;
+                Some(TakenChunk { slots: chunk.slots, used: (chunk.lo as usize).min(hi)..hi })
+            })
+            .collect();
         self.live = 0;
         // The next insert (a higher id) starts a fresh chunk deque.
         taken
@@ -547,8 +575,39 @@ mod tests {
         for id in 0..n {
             t.insert(id, Noisy(id, log.clone()));
         }
-        release_all(t.take_all());
+        release_all(t.take_all().into_iter().map(|t| t.slots).collect());
         assert_eq!(*log.borrow(), (0..n).collect::<Vec<_>>());
+        assert_eq!(Rc::strong_count(&log), 1);
+    }
+
+    #[test]
+    fn a_small_whole_table_release_drops_every_entry_and_walks_only_the_used_slots() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        struct Logged(u64, Rc<RefCell<Vec<u64>>>);
+        impl Drop for Logged {
+            fn drop(&mut self) {
+                self.1.borrow_mut().push(self.0);
+            }
+        }
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut t = Table::new();
+        // Ids in the middle of two chunks: the first from slot 904 on, the
+        // second up to slot 999.
+        let (lo, hi) = (CHUNK_LEN as u64 + 904, 2 * CHUNK_LEN as u64 + 1000);
+        for id in lo..hi {
+            t.insert(id, Logged(id, log.clone()));
+        }
+        assert!(t.remove(lo + 1).is_some());
+        let taken = t.take_all();
+        let used: Vec<_> = taken.iter().map(|c| c.used.clone()).collect();
+        assert_eq!(used, vec![904..CHUNK_LEN, 0..1000]);
+        let emptied = empty_all(taken);
+        let mut want: Vec<u64> = (lo..hi).collect();
+        want.swap(0, 1); // `lo + 1` was removed (dropped) first
+        assert_eq!(*log.borrow(), want, "every entry dropped once, in id order");
+        assert!(emptied.iter().all(|c| c.iter().all(Option::is_none)));
+        release_all(emptied);
         assert_eq!(Rc::strong_count(&log), 1);
     }
 
@@ -559,7 +618,7 @@ mod tests {
             t.insert(id, id);
         }
         let taken = t.take_all();
-        let ptrs: Vec<_> = taken.iter().map(|c| c.as_ptr()).collect();
+        let ptrs: Vec<_> = taken.iter().map(|c| c.slots.as_ptr()).collect();
         t.keep_emptied(empty_all(taken));
         assert_eq!(t.spares.len(), MAX_SPARES);
         assert_eq!(t.released.len(), 3 - MAX_SPARES);
