@@ -6,7 +6,7 @@
  * without lock contention), and the host polls every event at the end (the
  * poll path). bench/paths.sh runs it under callgrind and prints the three
  * figures; they are exact from run to run.
- * Usage: btm_paths <N> [chain|fanin|lane|lane4|lanechain|chainstep]
+ * Usage: btm_paths <N> [chain|fanin|lane|lane4|lanechain|lanefanin|chainstep]
  *   chain: every task but each 100th waits for the task added before it,
  *          W2a's shape: the dependency paths;
  *   fanin: the last task waits for all the others, W2b's shape (to a
@@ -23,6 +23,10 @@
  *   lanechain: lane, in chains of 100 (W2a's shape on a running manager:
  *          each chain's first task in the lane, the others continuations
  *          attached to the task before them).
+ *   lanefanin: lane, then, once every task has run (none polled yet), one
+ *          more task that waits for all of them (W2b's path on a running
+ *          manager: the fan-in's add applies the workers' outcomes and
+ *          links the finished upstream tasks).
  *   chainstep: chains of 100 on a running manager whose one worker is free,
  *          each task added once the task before it has run (the host waits
  *          for it, spinning): the add finds its upstream task finished, its
@@ -72,7 +76,7 @@ static void sleep_ms(long ms) {
 }
 
 /* The lane paths: see the usage above. */
-static int lane_paths(size_t n, int levels, int chains) {
+static int lane_paths(size_t n, int levels, int chains, int fanin) {
     btm_config cfg;
     btm_config_init(&cfg);
     cfg.max_threads = 1;
@@ -80,6 +84,8 @@ static int lane_paths(size_t n, int levels, int chains) {
     btm_manager *m;
     btm_task_id id;
     if (pipe(gate) != 0 || btm_create(&cfg, &m) != BTM_STATUS_OK) return 1;
+    btm_task_id *ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids) return 1;
     if (btm_add_task(m, gate_task, NULL, NULL, 0, NULL, NULL, 0, &id) != BTM_STATUS_OK) return 1;
     for (size_t i = 0; i < n; i++) {
         btm_task_id prev = id;
@@ -87,6 +93,7 @@ static int lane_paths(size_t n, int levels, int chains) {
         if (btm_add_task(m, counted_task, NULL, NULL, (int)(i % (size_t)levels), NULL, &prev, n_ups, &id) !=
             BTM_STATUS_OK)
             return 1;
+        ids[i] = id;
     }
     if (write(gate[1], "x", 1) != 1) return 1;
     /* Every task ran (the gate task too); the pause lets the worker leave
@@ -94,8 +101,16 @@ static int lane_paths(size_t n, int levels, int chains) {
      * queue (which would count against the poll). */
     while (ran < n + 1) sleep_ms(10);
     sleep_ms(10);
+    size_t total = n + 1;
+    if (fanin && n > 0) {
+        if (btm_add_task(m, counted_task, NULL, NULL, 0, NULL, ids, n, &id) != BTM_STATUS_OK) return 1;
+        total++;
+        while (ran < total) sleep_ms(10);
+        sleep_ms(10);
+    }
+    free(ids);
     size_t seen = 0, k;
-    while (seen < n + 1) {
+    while (seen < total) {
         if (btm_poll_events(m, events, 4096, &k) != BTM_STATUS_OK) return 1;
         seen += k;
     }
@@ -133,9 +148,10 @@ int main(int argc, char **argv) {
     size_t n = argc > 1 ? (size_t)strtoull(argv[1], NULL, 10) : 100000;
     int chain = argc > 2 && !strcmp(argv[2], "chain");
     int fanin = argc > 2 && !strcmp(argv[2], "fanin");
-    if (argc > 2 && !strcmp(argv[2], "lane")) return lane_paths(n, 1, 0);
-    if (argc > 2 && !strcmp(argv[2], "lane4")) return lane_paths(n, 4, 0);
-    if (argc > 2 && !strcmp(argv[2], "lanechain")) return lane_paths(n, 1, 1);
+    if (argc > 2 && !strcmp(argv[2], "lane")) return lane_paths(n, 1, 0, 0);
+    if (argc > 2 && !strcmp(argv[2], "lane4")) return lane_paths(n, 4, 0, 0);
+    if (argc > 2 && !strcmp(argv[2], "lanechain")) return lane_paths(n, 1, 1, 0);
+    if (argc > 2 && !strcmp(argv[2], "lanefanin")) return lane_paths(n, 1, 0, 1);
     if (argc > 2 && !strcmp(argv[2], "chainstep")) return chainstep_paths(n);
     btm_config cfg;
     btm_config_init(&cfg);

@@ -54,4 +54,5 @@ report "$n" "" "independent tasks on the locked path (added to a paused manager)
 report "$n" chain "chains of 100 (W2a's shape: each task waits for the one before):"
 report 10000 lanechain "chains of 100 on the lane (W2a's path: each chain's first task in the lane, the rest continuations):"
 report "$n" fanin "a fan-in (W2b's shape: the last task waits for all the others):"
+report 10000 lanefanin "a fan-in on the lane (W2b's path: the tasks run, then one more task waits for all of them; its add is counted in the adds):"
 report 10000 chainstep "chains of 100, each task added once the one before it ran (the chain's locked fallback; only the add means something, within ~5%; the worker's count includes its idle spinning):"
