@@ -591,10 +591,9 @@ struct Heavy {
 
 const FREE_BLOCK: usize = 1024;
 
-/// Releases (task-table chunks, at most a batch of 16, 2 MiB, or a member
-/// list of 128 KiB or more) waiting for an idle worker at most; beyond,
-/// the polling thread gives them back itself.
-const MAX_QUEUED_RELEASES: usize = 16;
+/// Bytes of memory waiting for an idle worker at most (16 batches of
+/// task-table chunks); beyond, the polling thread gives it back itself.
+const MAX_QUEUED_RELEASE_BYTES: usize = 32 << 20;
 
 /// Memory a poll leaves for an idle worker to give back to the system.
 enum IdleRelease {
@@ -605,6 +604,14 @@ enum IdleRelease {
 }
 
 impl IdleRelease {
+    /// Bytes of memory it gives back.
+    fn bytes(&self) -> usize {
+        match self {
+            IdleRelease::Chunks(chunks) => chunks.len() * table::Slots::<Task>::bytes(),
+            IdleRelease::Members(members) => members.heap_bytes(),
+        }
+    }
+
     /// The same memory, for the releasing thread to free after its lock.
     fn into_garbage(self) -> Garbage {
         match self {
@@ -2653,11 +2660,14 @@ impl State {
     /// million tasks. A worker is idle if it spins or looks for a lane task
     /// (it comes to `next_job`'s idle step within microseconds) or sleeps
     /// (it is woken). With no idle worker (none started, all busy, shut
-    /// down) or with releases already waiting, the poll does it after its
-    /// lock section: memory never waits for a busy worker.
+    /// down), or past 32 MiB waiting (a worker that stays in the lane), the
+    /// poll does it after its lock section.
     fn release_later(&mut self, release: IdleRelease, after: &mut After) {
         let coming = self.spinning > 0 || self.lane_looking() > 0;
-        if self.shut_down || self.idle_release.len() >= MAX_QUEUED_RELEASES || !(coming || self.sleeping > self.waking)
+        let waiting: usize = self.idle_release.iter().map(IdleRelease::bytes).sum();
+        if self.shut_down
+            || waiting + release.bytes() > MAX_QUEUED_RELEASE_BYTES
+            || !(coming || self.sleeping > self.waking)
         {
             after.garbage_first(release.into_garbage());
             return;

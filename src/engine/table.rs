@@ -80,6 +80,11 @@ impl<T> Slots<T> {
         Slots { ptr }
     }
 
+    /// Bytes of memory a chunk's storage takes.
+    pub(crate) fn bytes() -> usize {
+        Self::BYTES
+    }
+
     /// The slots' storage, for giving it back: `(address, bytes)`.
     fn range(&self) -> (usize, usize) {
         (self.ptr.as_ptr() as usize, Self::BYTES)

@@ -88,10 +88,10 @@ pub struct btm_event {
 /// poll has delivered its last event. The task records polls free (blocks
 /// of 4,096 records, 128 KB; btm keeps two for the next adds) and the
 /// member list of a large group that ended are given back to the system
-/// by an idle btm worker, 2 MB at a time, so that the polling thread does
-/// not make those system calls; with no worker thread, or while workers
-/// are busy and 16 such releases wait, the poll does it, after btm's lock
-/// is released.
+/// by an idle btm worker (2 MB of records at a time), so that the polling
+/// thread does not make those system calls; when no worker is idle, or
+/// 32 MB already wait for one, the poll does it, after btm's lock is
+/// released.
 ///
 /// A stop withdraws events that are still queued, not events a poll
 /// already copied into your buffer: if handling one event of a batch stops
