@@ -1006,7 +1006,15 @@ impl Manager {
                 rejected = Some(tasks);
                 return Err(e);
             }
-            st.lane_batching = true;
+            // A batch's lane entries are published together at its end, so
+            // that workers choose among all of them by priority, and not
+            // before a locked task added later in the batch. Neither arises
+            // when every task has one priority and no upstream task and runs
+            // a function: then each entry is published as it is added, and
+            // workers start on the batch at once.
+            let first = tasks.first().map(|t| t.priority);
+            st.lane_batching =
+                !tasks.iter().all(|t| Some(t.priority) == first && t.upstream.is_empty() && t.job.run.is_some());
             for t in tasks {
                 match st.add(t.job, t.priority, t.group, t.upstream, after) {
                     Ok(id) => ids.push(id),
