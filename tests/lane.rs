@@ -450,3 +450,43 @@ fn a_group_stop_and_a_priority_change_reach_tasks_waiting_in_an_overflow() {
     assert_eq!(log.get(), want, "the moved task first, then group 1 in order; group 2 never ran");
     finish(m);
 }
+
+#[test]
+fn a_batch_of_one_priority_runs_in_order_while_a_free_worker_takes_it() {
+    // Its lane entries are published as they are added, so the worker may
+    // start on the batch before the call returns: in order all the same.
+    let _s = serial();
+    let m = manager(1, true);
+    let log = Log::default();
+    let n = 10_000;
+    let batch = (0..n)
+        .map(|i| btm::engine::NewTask { job: logging(&log, i), priority: 3, group: DEFAULT, upstream: &[] })
+        .collect();
+    m.add_many(batch).unwrap();
+    collect_finals(&m, n as usize);
+    assert_eq!(log.get(), (0..n).collect::<Vec<_>>());
+    finish(m);
+}
+
+#[test]
+fn a_batch_of_several_priorities_starts_with_its_highest_while_a_worker_is_free() {
+    // Its lane entries are published together at its end: the free worker
+    // chooses among all of them.
+    let _s = serial();
+    let m = manager(1, true);
+    let log = Log::default();
+    let batch = (0..200)
+        .map(|i| btm::engine::NewTask {
+            job: logging(&log, i),
+            priority: if i == 199 { 5 } else { 0 },
+            group: DEFAULT,
+            upstream: &[],
+        })
+        .collect();
+    m.add_many(batch).unwrap();
+    collect_finals(&m, 200);
+    let ran = log.get();
+    assert_eq!(ran[0], 199, "the batch's highest priority ran first");
+    assert_eq!(&ran[1..], (0..199).collect::<Vec<_>>().as_slice());
+    finish(m);
+}
