@@ -52,8 +52,11 @@
 //! compares ids under the lock, which gives it a bound (`tie_below`) valid
 //! until `locked_gen` changes. A task that became better while the worker
 //! popped (seen after the pop) makes it give the entry back to the locked
-//! path. A batch's entries are published together at its end, then
-//! `epoch` is bumped, so that workers choose among the whole batch.
+//! path. A batch of several priorities (or with tasks that have upstream
+//! tasks, or pass-through tasks) publishes its entries together at its
+//! end, then bumps `epoch`, so that workers choose among the whole batch; a
+//! batch of one priority publishes each entry as it is added, as single
+//! adds do.
 //! Events keep the order tasks finished in: every lock section that queues
 //! an event first applies the outcomes the workers left.
 
@@ -605,7 +608,8 @@ impl Level {
         // (The ring's free slot checked here, not in a call: while the
         // workers run behind the host, most adds find none.)
         if publish && self.seq(tail) == tail {
-            // SAFETY: the caller's contract; not in a batch.
+            // SAFETY: the caller's contract; `publish`: no entry is
+            // pushed unpublished.
             unsafe { self.refill(REFILL_PER_ADD) };
         }
         // SAFETY: the caller's contract.
@@ -666,7 +670,8 @@ impl Level {
     /// published. Returns how many moved.
     ///
     /// # Safety
-    /// The caller holds the state lock, and no batch is being added.
+    /// The caller holds the state lock, and no entry was pushed
+    /// unpublished (a batch published at its end is not being added).
     unsafe fn refill(&self, max: usize) -> usize {
         // SAFETY: the caller's contract.
         let overflow = unsafe { self.overflow() };
@@ -1398,8 +1403,9 @@ impl Lane {
     }
 
     /// Moves overflow entries into the rings that have room, every level;
-    /// the caller holds the state lock and adds no batch. Returns true if
-    /// any moved.
+    /// the caller holds the state lock and has pushed no entry unpublished
+    /// (no batch published at its end is being added). Returns true if any
+    /// moved.
     pub(crate) fn refill(&self) -> bool {
         let mut moved = 0;
         for level in self.ordered().filter(|l| l.is_overflowing()) {

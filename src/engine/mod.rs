@@ -775,8 +775,9 @@ struct State {
     ready_max_id: u64,
     /// The lane levels made so far: (priority, level), by level index.
     lane_levels: Vec<(i32, LevelRef)>,
-    /// While a batch is added, lane entries are published at its end
-    /// (workers choose among the whole batch, as on the locked path).
+    /// While a batch of several priorities is added, lane entries are
+    /// published at its end (workers choose among the whole batch, as on
+    /// the locked path); see `Manager::add_many`.
     lane_batching: bool,
     lane_batch: Vec<(u8, u64)>,
     /// The last add put its task in the lane, or attached it as a

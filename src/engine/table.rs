@@ -124,6 +124,10 @@ pub(crate) fn empty_all<T>(chunks: Vec<TakenChunk<T>>) -> Vec<Slots<T>> {
     chunks
         .into_iter()
         .map(|TakenChunk { mut slots, used }| {
+            debug_assert!(
+                slots.iter().enumerate().all(|(i, s)| s.is_none() || used.contains(&i)),
+                "an entry outside the chunk's used slots"
+            );
             for slot in &mut slots[used] {
                 *slot = None;
             }
@@ -614,6 +618,81 @@ mod tests {
         assert!(emptied.iter().all(|c| c.iter().all(Option::is_none)));
         release_all(emptied);
         assert_eq!(Rc::strong_count(&log), 1);
+    }
+
+    #[test]
+    fn random_inserts_removals_and_whole_table_releases_leave_no_entry_behind() {
+        // (A reviewer's probe.) Ids with gaps of up to two chunks, random
+        // removals, first chunks past index 0, and the taken chunks reused.
+        use std::cell::RefCell;
+        use std::collections::BTreeSet;
+        use std::rc::Rc;
+        struct Logged(u64, Rc<RefCell<Vec<u64>>>);
+        impl Drop for Logged {
+            fn drop(&mut self) {
+                self.1.borrow_mut().push(self.0);
+            }
+        }
+        fn rng(s: &mut u64) -> u64 {
+            *s ^= *s << 13;
+            *s ^= *s >> 7;
+            *s ^= *s << 17;
+            *s
+        }
+        for seed in 1..40u64 {
+            let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let log = Rc::new(RefCell::new(Vec::new()));
+            let mut t: Table<Logged> = Table::new();
+            let mut next = rng(&mut s) % (3 * CHUNK_LEN as u64);
+            let mut live = BTreeSet::new();
+            for _ in 0..12 {
+                for _ in 0..rng(&mut s) % 3000 {
+                    next += match rng(&mut s) % 10 {
+                        0 => rng(&mut s) % (2 * CHUNK_LEN as u64),
+                        1..=3 => rng(&mut s) % 8,
+                        _ => 0,
+                    };
+                    t.insert(next, Logged(next, log.clone()));
+                    live.insert(next);
+                    next += 1;
+                }
+                for id in live.clone() {
+                    if rng(&mut s) % 3 == 0 {
+                        assert!(t.remove(id).is_some());
+                        live.remove(&id);
+                    }
+                }
+                assert_eq!(t.ids(), live.iter().copied().collect::<Vec<_>>());
+                if rng(&mut s) % 2 == 0 {
+                    log.borrow_mut().clear();
+                    let taken = t.take_all();
+                    for c in &taken {
+                        for (i, slot) in c.slots.iter().enumerate() {
+                            assert!(
+                                slot.is_none() || c.used.contains(&i),
+                                "seed {seed}: slot {i} outside {:?}",
+                                c.used
+                            );
+                        }
+                    }
+                    let emptied = empty_all(taken);
+                    assert!(emptied.iter().all(|c| c.iter().all(Option::is_none)), "seed {seed}");
+                    assert_eq!(
+                        *log.borrow(),
+                        live.iter().copied().collect::<Vec<_>>(),
+                        "seed {seed}: dropped in id order"
+                    );
+                    live.clear();
+                    t.keep_emptied(emptied);
+                    if let Some(b) = t.take_released() {
+                        release_all(b);
+                    }
+                }
+            }
+            assert!(t.spares.iter().all(|c| c.iter().all(Option::is_none)));
+            drop(t);
+            assert_eq!(Rc::strong_count(&log), 1, "seed {seed}: every entry dropped");
+        }
     }
 
     #[test]
