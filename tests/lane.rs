@@ -512,7 +512,10 @@ fn a_batch_of_several_priorities_starts_with_its_highest_while_a_worker_looks() 
     // Its lane entries are published together at its end: the worker,
     // looking for a task while the batch is added, chooses among all of
     // them. (A build that published every batch as added failed this
-    // test in its second round.)
+    // test in its second round; one that published the batch in its own
+    // order, lowest priorities first here, failed it in 1 of ~100 rounds
+    // on a loaded CI run: a worker popped a priority-0 entry before the
+    // priority-5 one was published.)
     let _s = serial();
     let n = 2_000;
     for round in 0..100 {

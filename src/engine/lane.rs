@@ -54,9 +54,11 @@
 //! popped (seen after the pop) makes it give the entry back to the locked
 //! path. A batch of several priorities (or with tasks that have upstream
 //! tasks, or pass-through tasks) publishes its entries together at its
-//! end, then bumps `epoch`, so that workers choose among the whole batch; a
-//! batch of one priority publishes each entry as it is added, as single
-//! adds do.
+//! end, the highest level first, bumping `epoch` after each level, so that
+//! workers choose among the whole batch (a worker that pops a lower entry
+//! after a higher level's publication sees the bump and gives the entry
+//! back); a batch of one priority publishes each entry as it is added, as
+//! single adds do.
 //! Events keep the order tasks finished in: every lock section that queues
 //! an event first applies the outcomes the workers left.
 
