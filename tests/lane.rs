@@ -380,11 +380,7 @@ fn batches_past_the_ring_keep_their_order_behind_an_overflow() {
     let m = manager(1, true);
     let gate = occupy_a_worker(&m, DEFAULT);
     let log = Log::default();
-    let batch = |from: i64, to: i64| {
-        (from..to)
-            .map(|i| btm::engine::NewTask { job: logging(&log, i), priority: 0, group: DEFAULT, upstream: &[] })
-            .collect()
-    };
+    let batch = |from: i64, to: i64| logged_batch(&log, (from..to).map(|i| (i, 0)));
     // The first batch fills the ring and starts the overflow; the second
     // and the single adds after it go behind the overflow.
     m.add_many(batch(0, PAST_THE_RING)).unwrap();
@@ -455,10 +451,10 @@ fn a_group_stop_and_a_priority_change_reach_tasks_waiting_in_an_overflow() {
 /// looking for the next one, when the caller adds.
 fn manager_with_a_looking_worker() -> Arc<Manager> {
     let m = manager(1, true);
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
     let d = done.clone();
-    m.add(job(move |_| d.store(true, std::sync::atomic::Ordering::SeqCst)), 0, DEFAULT, &[]).unwrap();
-    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+    m.add(job(move |_| d.store(true, Ordering::SeqCst)), 0, DEFAULT, &[]).unwrap();
+    while !done.load(Ordering::SeqCst) {
         std::hint::spin_loop();
     }
     m

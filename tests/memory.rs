@@ -79,10 +79,7 @@ fn a_polled_burst_of_tasks_gives_the_task_table_back() {
 /// each (group 2) while the burst is polled.
 fn poll_burst_while_workers_are_busy(n: usize) -> (std::sync::Arc<btm::engine::Manager>, Gate) {
     let m = manager(2, true);
-    for _ in 0..n {
-        m.add(nop(), 0, g(1), &[]).unwrap();
-    }
-    wait_until("the burst finished", || m.stats().undelivered == n as u64);
+    queue_events(&m, 1, n as u64);
     let gate = Gate::new();
     for _ in 0..2 {
         let gate = gate.clone();

@@ -547,7 +547,7 @@ enum Garbage {
     /// given back, whatever their number.
     Released(Vec<table::Slots<Task>>),
     /// The member list of a large group that ended.
-    Members(#[allow(dead_code)] group::IdList),
+    Members(group::IdList),
     /// An emptied event queue that had grown past [`EVENTS_KEEP`].
     Events(#[allow(dead_code)] VecDeque<Ev>),
 }
@@ -595,28 +595,14 @@ const FREE_BLOCK: usize = 1024;
 /// task-table chunks); beyond, the polling thread gives it back itself.
 const MAX_QUEUED_RELEASE_BYTES: usize = 32 << 20;
 
-/// Memory a poll leaves for an idle worker to give back to the system.
-enum IdleRelease {
-    /// Emptied task-table chunks beyond the spares.
-    Chunks(Vec<table::Slots<Task>>),
-    /// The member list of a large group that ended.
-    Members(group::IdList),
-}
-
-impl IdleRelease {
-    /// Bytes of memory it gives back.
-    fn bytes(&self) -> usize {
+impl Garbage {
+    /// Bytes of btm's own memory it gives back (for the cap on what waits
+    /// for an idle worker): emptied chunks and member lists.
+    fn own_bytes(&self) -> usize {
         match self {
-            IdleRelease::Chunks(chunks) => chunks.len() * table::Slots::<Task>::bytes(),
-            IdleRelease::Members(members) => members.heap_bytes(),
-        }
-    }
-
-    /// The same memory, for the releasing thread to free after its lock.
-    fn into_garbage(self) -> Garbage {
-        match self {
-            IdleRelease::Chunks(chunks) => Garbage::Released(chunks),
-            IdleRelease::Members(members) => Garbage::Members(members),
+            Garbage::Released(chunks) | Garbage::Emptied(chunks) => chunks.len() * table::Slots::<Task>::bytes(),
+            Garbage::Members(members) => members.heap_bytes(),
+            _ => 0,
         }
     }
 }
@@ -700,7 +686,8 @@ struct State {
     tasks: Table<Task>,
     /// Memory a poll left for an idle worker to give back to the system
     /// (see [`State::release_later`]).
-    idle_release: Vec<IdleRelease>,
+    /// (Only `Garbage::Released` and `Garbage::Members`.)
+    idle_release: Vec<Garbage>,
     /// Dependency links of the tasks that have any (`Task::links`).
     links: Slab<Links>,
     ready: ReadyQueue,
@@ -945,22 +932,7 @@ impl Manager {
         // Last: free functions may call back into the manager. A large
         // stop gives btm's memory back to the system as it frees it.
         for g in garbage {
-            match g {
-                Garbage::Tasks(chunks) if chunks.len() >= table::GIVE_BACK_CHUNKS => {
-                    table::release_all(chunks.into_iter().map(|t| t.slots).collect())
-                }
-                Garbage::Tasks(chunks) => {
-                    // A small release: the chunks are kept for the next
-                    // adds (or given back with a later batch) rather than
-                    // unmapped one system call each.
-                    let emptied = table::empty_all(chunks);
-                    self.state.lock().tasks.keep_emptied(emptied);
-                }
-                Garbage::Emptied(chunks) if chunks.len() >= table::GIVE_BACK_CHUNKS => table::release_empty(chunks),
-                Garbage::Emptied(chunks) => self.state.lock().tasks.keep_emptied(chunks),
-                Garbage::Released(chunks) => table::release_empty(chunks),
-                other => drop(other),
-            }
+            self.release(g);
         }
         // Mapped first: it was filled before any heap block.
         drop(frees_mapped);
@@ -968,6 +940,27 @@ impl Manager {
             pages::drop_all_returning_pages(frees.into_iter().map(Vec::into_boxed_slice).collect());
         } else {
             drop(frees);
+        }
+    }
+
+    /// Frees what a lock section left to release; the caller holds no
+    /// lock (a small release of chunks takes it to keep them).
+    fn release(&self, g: Garbage) {
+        match g {
+            Garbage::Tasks(chunks) if chunks.len() >= table::GIVE_BACK_CHUNKS => {
+                table::release_all(chunks.into_iter().map(|t| t.slots).collect())
+            }
+            Garbage::Tasks(chunks) => {
+                // A small release: the chunks are kept for the next adds
+                // (or given back with a later batch) rather than unmapped
+                // one system call each.
+                let emptied = table::empty_all(chunks);
+                self.state.lock().tasks.keep_emptied(emptied);
+            }
+            Garbage::Emptied(chunks) if chunks.len() >= table::GIVE_BACK_CHUNKS => table::release_empty(chunks),
+            Garbage::Emptied(chunks) => self.state.lock().tasks.keep_emptied(chunks),
+            Garbage::Released(chunks) => table::release_empty(chunks),
+            other => drop(other),
         }
     }
 
@@ -1287,11 +1280,11 @@ impl Manager {
             }
             st.release_events(&mut after);
             if let Some(chunks) = st.tasks.take_released() {
-                st.release_later(IdleRelease::Chunks(chunks), &mut after);
+                st.release_later(Garbage::Released(chunks), &mut after);
             }
             if st.groups.has_retired() {
                 for members in st.groups.take_retired() {
-                    st.release_later(IdleRelease::Members(members), &mut after);
+                    st.release_later(Garbage::Members(members), &mut after);
                 }
             }
             st.sync_signal(&mut after);
@@ -1454,9 +1447,9 @@ impl Manager {
         let waiting: usize = st
             .idle_release
             .iter()
-            .map(|r| match r {
-                IdleRelease::Chunks(c) => c.len(),
-                IdleRelease::Members(_) => 0,
+            .map(|g| match g {
+                Garbage::Released(chunks) => chunks.len(),
+                _ => 0,
             })
             .sum();
         st.tasks.chunks_held() + waiting
@@ -2695,14 +2688,14 @@ impl State {
     /// (it is woken). With no idle worker (none started, all busy, shut
     /// down), or past 32 MiB waiting (a worker that stays in the lane), the
     /// poll does it after its lock section.
-    fn release_later(&mut self, release: IdleRelease, after: &mut After) {
+    fn release_later(&mut self, release: Garbage, after: &mut After) {
         let coming = self.spinning > 0 || self.lane_looking() > 0;
-        let waiting: usize = self.idle_release.iter().map(IdleRelease::bytes).sum();
+        let waiting: usize = self.idle_release.iter().map(Garbage::own_bytes).sum();
         if self.shut_down
-            || waiting + release.bytes() > MAX_QUEUED_RELEASE_BYTES
+            || waiting + release.own_bytes() > MAX_QUEUED_RELEASE_BYTES
             || !(coming || self.sleeping > self.waking)
         {
-            after.garbage_first(release.into_garbage());
+            after.garbage_first(release);
             return;
         }
         self.idle_release.push(release);
@@ -3431,7 +3424,7 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
                 // The last worker: memory left for a worker is given back
                 // now.
                 for release in mem::take(&mut st.idle_release) {
-                    after.garbage_first(release.into_garbage());
+                    after.garbage_first(release);
                 }
             }
             st.sync_signal(after);
@@ -3473,10 +3466,7 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
         if let Some(release) = st.idle_release.pop() {
             // Idle: give back memory a poll emptied (see
             // `State::release_later`), outside the lock.
-            MutexGuard::unlocked(st, || match release {
-                IdleRelease::Chunks(chunks) => table::release_empty(chunks),
-                IdleRelease::Members(members) => drop(members),
-            });
+            MutexGuard::unlocked(st, || manager.release(release));
             continue;
         }
         if st.processing && st.tasks.needs_spare() {

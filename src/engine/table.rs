@@ -477,6 +477,17 @@ impl<T> Table<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// An entry that logs its id when it is dropped.
+    struct Logged(u64, Rc<RefCell<Vec<u64>>>);
+
+    impl Drop for Logged {
+        fn drop(&mut self) {
+            self.1.borrow_mut().push(self.0);
+        }
+    }
 
     #[test]
     fn insert_get_remove_and_chunk_release() {
@@ -570,19 +581,11 @@ mod tests {
 
     #[test]
     fn release_all_drops_every_entry_once_in_chunk_order() {
-        use std::cell::RefCell;
-        use std::rc::Rc;
-        struct Noisy(u64, Rc<RefCell<Vec<u64>>>);
-        impl Drop for Noisy {
-            fn drop(&mut self) {
-                self.1.borrow_mut().push(self.0);
-            }
-        }
         let log = Rc::new(RefCell::new(Vec::new()));
         let mut t = Table::new();
         let n = 5 * CHUNK_LEN as u64 + 7;
         for id in 0..n {
-            t.insert(id, Noisy(id, log.clone()));
+            t.insert(id, Logged(id, log.clone()));
         }
         release_all(t.take_all().into_iter().map(|t| t.slots).collect());
         assert_eq!(*log.borrow(), (0..n).collect::<Vec<_>>());
@@ -591,14 +594,6 @@ mod tests {
 
     #[test]
     fn a_small_whole_table_release_drops_every_entry_and_walks_only_the_used_slots() {
-        use std::cell::RefCell;
-        use std::rc::Rc;
-        struct Logged(u64, Rc<RefCell<Vec<u64>>>);
-        impl Drop for Logged {
-            fn drop(&mut self) {
-                self.1.borrow_mut().push(self.0);
-            }
-        }
         let log = Rc::new(RefCell::new(Vec::new()));
         let mut t = Table::new();
         // Ids in the middle of two chunks: the first from slot 904 on, the
@@ -624,15 +619,7 @@ mod tests {
     fn random_inserts_removals_and_whole_table_releases_leave_no_entry_behind() {
         // (A reviewer's probe.) Ids with gaps of up to two chunks, random
         // removals, first chunks past index 0, and the taken chunks reused.
-        use std::cell::RefCell;
         use std::collections::BTreeSet;
-        use std::rc::Rc;
-        struct Logged(u64, Rc<RefCell<Vec<u64>>>);
-        impl Drop for Logged {
-            fn drop(&mut self) {
-                self.1.borrow_mut().push(self.0);
-            }
-        }
         fn rng(s: &mut u64) -> u64 {
             *s ^= *s << 13;
             *s ^= *s >> 7;
