@@ -49,6 +49,17 @@
 //!    locked path (the attach failed) or is freed, exactly once. Mutant: a
 //!    finish that reads the word and then clears it.
 //!
+//! 7. **A batch of several priorities published to the lane**
+//!    (`State::publish_lane_batch`): the host publishes the batch's
+//!    entries a level at a time, the highest first, bumping `epoch` after
+//!    each level; a worker reads `epoch`, looks at the levels from the
+//!    highest, and after it pops an entry gives it back if `epoch` moved
+//!    and a higher level has an entry (`Lane::take`). Checked: a worker
+//!    never runs the batch's lower entry while its higher one waits.
+//!    Mutants: the batch's own order (lower first) with one bump at the
+//!    end, which the engine had until session 16; the highest first with
+//!    one bump at the end.
+//!
 //! Not modelled yet: a worker's sleep against a lock-free add (flag, fence,
 //! `park`/`unpark`, as the lane experiment does). The hybrid step of the
 //! plan does not need it (adds stay under the state lock, so workers sleep
@@ -731,4 +742,112 @@ fn loom_lane_a_stopped_continuation_is_freed_once_and_not_run() {
 #[should_panic]
 fn loom_lane_mutant_finish_reading_then_clearing_the_word_is_caught() {
     cont_model(false, true);
+}
+
+// ---------------------------------------------------------------------------
+// 7. A batch of two priorities published against a worker's take
+// ---------------------------------------------------------------------------
+
+/// How the host publishes the batch: `Fixed` is the engine's order.
+#[derive(Clone, Copy, PartialEq)]
+enum Publication {
+    /// The higher level, a bump, the lower level, a bump.
+    Fixed,
+    /// Mutant: the batch's own order (the lower entry was added first),
+    /// one bump at the end.
+    BatchOrder,
+    /// Mutant: the higher level first, one bump at the end.
+    OneBump,
+}
+
+/// A level of one slot: 0 empty, 1 published, 2 claimed.
+struct OneSlot(AtomicU32);
+
+impl OneSlot {
+    fn publish(&self) {
+        self.0.store(1, Ordering::Release);
+    }
+    fn has_entry(&self) -> bool {
+        self.0.load(Ordering::Acquire) == 1
+    }
+    fn pop(&self) -> bool {
+        self.0.load(Ordering::Acquire) == 1
+            && self.0.compare_exchange(1, 2, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+}
+
+const HIGH: u32 = 5;
+const LOW: u32 = 0;
+
+fn batch_model(how: Publication) {
+    builder(3).check(move || {
+        let high = Arc::new(OneSlot(AtomicU32::new(0)));
+        let low = Arc::new(OneSlot(AtomicU32::new(0)));
+        let epoch = Arc::new(AtomicUsize::new(0));
+        let worker = {
+            let (high, low, epoch) = (high.clone(), low.clone(), epoch.clone());
+            thread::spawn(move || {
+                let mut ran = Vec::new();
+                for _ in 0..3 {
+                    let e = epoch.load(Ordering::Acquire);
+                    if high.pop() {
+                        ran.push(HIGH);
+                    } else if low.pop() {
+                        if epoch.load(Ordering::Acquire) != e && high.has_entry() {
+                            // A better entry came with the same batch:
+                            // given back (through the lock, in the engine).
+                            low.publish();
+                            continue;
+                        }
+                        assert!(ran.contains(&HIGH), "a lower entry of the batch ran while its higher one waited");
+                        ran.push(LOW);
+                    }
+                }
+                ran
+            })
+        };
+        let bump = || {
+            epoch.fetch_add(1, Ordering::Release);
+        };
+        match how {
+            Publication::Fixed => {
+                high.publish();
+                bump();
+                low.publish();
+                bump();
+            }
+            Publication::BatchOrder => {
+                low.publish();
+                high.publish();
+                bump();
+            }
+            Publication::OneBump => {
+                high.publish();
+                low.publish();
+                bump();
+            }
+        }
+        let ran = worker.join().unwrap();
+        // Whatever the worker did not run is still queued, once each.
+        for (level, slot) in [(HIGH, &high), (LOW, &low)] {
+            assert_eq!(ran.contains(&level), !slot.has_entry(), "entry {level} run or queued, exactly one");
+        }
+    });
+}
+
+#[test]
+fn loom_lane_a_batch_of_two_priorities_never_runs_its_lower_entry_first() {
+    batch_model(Publication::Fixed);
+}
+
+#[test]
+#[should_panic(expected = "a lower entry of the batch ran while its higher one waited")]
+fn loom_lane_mutant_batch_published_in_its_own_order_is_caught() {
+    batch_model(Publication::BatchOrder);
+}
+
+#[test]
+#[should_panic(expected = "a lower entry of the batch ran while its higher one waited")]
+fn loom_lane_mutant_batch_with_one_bump_at_the_end_is_caught() {
+    batch_model(Publication::OneBump);
 }
