@@ -2929,10 +2929,12 @@ impl State {
             let Some(dt) = self.tasks.get_mut(d) else {
                 continue;
             };
-            let Some((priority, waiting)) = pending_of(&self.links, dt) else {
+            let Some((_, waiting)) = pending_of(&self.links, dt) else {
                 continue;
             };
-            let was_ready = waiting == 0;
+            // It waits for the task that failed, at least: never in the
+            // ready queue, which has nothing to forget.
+            debug_assert!(waiting > 0, "a downstream task of a failing task waits for it");
             let (group, links) = (dt.body.group_ix(), dt.links());
             if let Body::Pending { job, .. } | Body::Waiting { job, .. } =
                 mem::replace(&mut dt.body, Body::Failed { group, links, failure: Arc::clone(&failure) })
@@ -2945,9 +2947,6 @@ impl State {
                     after.garbage(Garbage::Results(l.received.take()));
                 }
                 queue.extend(l.downstream.iter());
-            }
-            if was_ready {
-                self.ready.forget(priority);
             }
             self.pending -= 1;
             self.failed_total += 1;
