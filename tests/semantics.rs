@@ -630,6 +630,42 @@ fn stopped_running_task_keeps_running_and_its_outcome_is_dropped() {
     finish(m);
 }
 
+/// A stop of a group takes its whole member list: every live member is
+/// stopped (a running one keeps running, its outcome dropped), so the group
+/// has no live task left and no member list is needed for it. Checked: the
+/// group reads empty, the running task is not stopped twice, and the group
+/// works as new afterwards.
+#[test]
+fn a_group_stopped_while_a_task_runs_is_empty_and_works_as_new() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = Gate::new();
+    let g2 = gate.clone();
+    let running = m.add(job(move |_| g2.pass()), 5, g(4), &[]).unwrap();
+    gate.wait_arrivals(1);
+    let queued = m.add(nop(), 0, g(4), &[]).unwrap();
+    let blocked = m.add(nop(), 0, g(4), &[running]).unwrap();
+    assert_eq!(m.group_stats(g(4)).unwrap(), [1, 1, 1, 0], "queued, blocked, running");
+    let r = m.stop_group(g(4), false, false).unwrap();
+    assert_eq!(r, StopReport { before_start: 2, while_running: 1, after_finish: 0 });
+    assert_eq!(m.group_stats(g(4)).unwrap(), [0; 4], "nothing left in the group");
+    assert_eq!(m.stop_group(g(4), false, false), Err(Error::NotFound), "the running task is not stopped twice");
+    // A task added to the group while the stopped one still runs: the only
+    // member a second stop finds.
+    let later = m.add(nop(), 0, g(4), &[running]).unwrap();
+    assert_eq!(m.group_stats(g(4)).unwrap()[0], 1, "the new task is queued (its upstream task was stopped)");
+    let r = m.stop_group(g(4), false, false).unwrap();
+    assert_eq!(r, StopReport { before_start: 1, while_running: 0, after_finish: 0 });
+    gate.open();
+    m.wait_idle(Some(TIMEOUT)).unwrap();
+    assert_eq!(poll(&m), vec![], "stopped tasks report nothing, and a stop finishes no group");
+    let last = m.add(nop(), 0, g(4), &[]).unwrap();
+    let ev = collect_finals(&m, 1);
+    assert_eq!(ev, vec![Ev::Completed { id: last, group: g(4), values: vec![] }, Ev::GroupFinished { group: g(4) }]);
+    let _ = (queued, blocked, later);
+    finish(m);
+}
+
 #[test]
 fn stop_withdraws_an_already_queued_event() {
     let _s = serial();
