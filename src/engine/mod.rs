@@ -1931,7 +1931,7 @@ impl State {
         };
         let group = task.group();
         match task.body {
-            Body::Cont { rec, .. } => self.lane.conts.recycle(rec),
+            Body::Cont { rec, .. } => self.lane.conts.recycle_ran(rec),
             // Any other body here is a lane one, which owns nothing.
             body => mem::forget(body),
         }
@@ -2799,8 +2799,8 @@ impl State {
                     // in the common case (a fan-in's add applies a million),
                     // and the copy of the old body out of the record.
                     mem::forget(mem::replace(&mut task.body, completed));
-                } else {
-                    task.body = completed;
+                } else if let Body::Cont { rec, .. } = mem::replace(&mut task.body, completed) {
+                    self.lane.conts.recycle_ran(rec);
                 }
                 self.completed_total += 1;
                 self.push_event(Ev::Final(id));
@@ -2817,7 +2817,7 @@ impl State {
                 let group = task.body.group_ix();
                 let completed = Body::Completed { group, links: Some(own), result: result.clone(), up: 0, down: 0 };
                 if let Body::Cont { rec, .. } = mem::replace(&mut task.body, completed) {
-                    self.lane.conts.recycle(rec);
+                    self.lane.conts.recycle_ran(rec);
                 }
                 let downstream = mem::take(&mut self.links.get_mut(own).downstream);
                 for d in downstream.iter() {
@@ -2908,7 +2908,7 @@ impl State {
         let task = self.tasks.get_mut(id).expect("live: checked by the caller");
         let group = task.body.group_ix();
         match mem::replace(&mut task.body, Body::Completed { group, links: None, result, up, down }) {
-            Body::Cont { rec, .. } => self.lane.conts.recycle(rec),
+            Body::Cont { rec, .. } => self.lane.conts.recycle_ran(rec),
             old => drop(old),
         }
         self.completed_total += 1;
