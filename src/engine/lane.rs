@@ -236,6 +236,23 @@ impl ContRef {
         is_queued_word(self.rec().state.load(Ordering::Acquire))
     }
 
+    /// The reference as a raw pointer, which keeps it (see
+    /// [`ContRef::from_raw`]).
+    #[inline(always)]
+    pub(crate) fn as_raw(&self) -> std::ptr::NonNull<Cont> {
+        self.0
+    }
+
+    /// The reference whose pointer [`ContRef::as_raw`] gave.
+    ///
+    /// # Safety
+    /// The `ContRef` it came from was forgotten, not dropped: this takes
+    /// over its reference, once.
+    #[inline(always)]
+    pub(crate) unsafe fn from_raw(p: std::ptr::NonNull<Cont>) -> ContRef {
+        ContRef(p)
+    }
+
     /// The record's address, as a state word or a worker's word holds it.
     fn addr(&self) -> u64 {
         self.0.as_ptr() as u64

@@ -1907,28 +1907,39 @@ impl State {
     #[inline(never)]
     fn take_alone(&mut self, id: u64, outcome: &Outcome, cont_claimed: bool, after: &mut After) -> Option<u32> {
         let completed = matches!(outcome, Outcome::Completed(_));
-        let task = match self.tasks.remove_if(id, |t| {
-            t.links().is_none()
-                && completed
-                && match t.body {
-                    Body::Cont { linked: false, down: 0, .. } => true,
-                    Body::Lane { linked: false, .. } | Body::Cont { linked: false, .. } => cont_claimed,
-                    _ => false,
-                }
-        }) {
-            Some(task) => task,
-            None if self.delivers_alone(id, outcome) => {
-                let task = self.tasks.remove(id).expect("checked by delivers_alone");
-                if let Some(li) = task.links() {
-                    let mut links = self.links.remove(li);
-                    if !links.received.is_empty() {
-                        after.garbage(Garbage::Results(links.received.take()));
-                    }
-                }
-                task
+        // The two cheap cases: the record is forgotten in its slot, and a
+        // continuation's record pointer taken out of it (its ownership
+        // moves here), rather than the whole task moved out.
+        let cheap = self.tasks.remove_forgetting(id, |t| {
+            if t.links().is_some() || !completed {
+                return None;
             }
-            None => return None,
-        };
+            match &t.body {
+                Body::Cont { linked: false, down, rec, .. } if *down == 0 || cont_claimed => {
+                    Some((t.group(), Some(rec.as_raw())))
+                }
+                Body::Lane { linked: false, .. } if cont_claimed => Some((t.group(), None)),
+                _ => None,
+            }
+        });
+        if let Some((group, rec)) = cheap {
+            if let Some(rec) = rec {
+                // SAFETY: the table's reference, taken out of the forgotten
+                // record above.
+                self.lane.conts.recycle_ran(unsafe { lane::ContRef::from_raw(rec) });
+            }
+            return Some(group);
+        }
+        if !self.delivers_alone(id, outcome) {
+            return None;
+        }
+        let task = self.tasks.remove(id).expect("checked by delivers_alone");
+        if let Some(li) = task.links() {
+            let mut links = self.links.remove(li);
+            if !links.received.is_empty() {
+                after.garbage(Garbage::Results(links.received.take()));
+            }
+        }
         let group = task.group();
         match task.body {
             Body::Cont { rec, .. } => self.lane.conts.recycle_ran(rec),

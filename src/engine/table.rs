@@ -337,8 +337,9 @@ impl<T> Table<T> {
 
     /// Removes the entry for `id` if `take` accepts it, returning what
     /// `take` read from it. The entry is forgotten, not dropped: `take`
-    /// accepts only entries that own nothing (no drop glue runs, and the
-    /// entry is not moved out). (Written out beside `remove_if` rather than
+    /// accepts only entries that own nothing, or whose owned parts the
+    /// caller takes over through what `take` returns (no drop glue runs,
+    /// and the entry is not moved out). (Written out beside `remove_if` rather than
     /// sharing a helper with it: the shared form, tried in session 13, cost
     /// the chain polls 11-13 instructions per event in `bench/paths.sh`.)
     #[inline(always)]
