@@ -58,7 +58,15 @@
 //!    never runs the batch's lower entry while its higher one waits.
 //!    Mutants: the batch's own order (lower first) with one bump at the
 //!    end, which the engine had until session 16; the highest first with
-//!    one bump at the end.
+//!    one bump at the end. (A review also checked that a worker reading
+//!    `epoch` relaxed, or re-reading it before its pop, and a relaxed bump,
+//!    are caught.) Not modelled: more than one worker; a give-back's trip
+//!    through the lock (the entry goes back to its level here); the locked
+//!    queue's top, published before the batch; a level created during the
+//!    batch (which bumps `epoch` too); and a higher entry that waited in
+//!    its level's overflow and moves into the ring after the lower level
+//!    was published (the worker's guard there is its relaxed read of the
+//!    overflow's length, with no bump ordered before the lower entry).
 //!
 //! Not modelled yet: a worker's sleep against a lock-free add (flag, fence,
 //! `park`/`unpark`, as the lane experiment does). The hybrid step of the

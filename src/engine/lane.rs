@@ -405,11 +405,17 @@ impl ContArena {
     /// Takes the record of a continuation whose own outcome the caller
     /// applies straight back, under the state lock, without reading it:
     /// the worker that ran the continuation dropped the attachment's
-    /// reference before it ran it (`finish_with_cont`), and published the
-    /// outcome after that, so the table's reference is the last one. The
-    /// record's line stays in that worker's cache: reading it here (as
-    /// [`ContArena::recycle`] does) cost the poll of a chain task a cache
-    /// miss.
+    /// reference before it ran it, and published the outcome after that,
+    /// so the table's reference is the last one. The record's line stays
+    /// in that worker's cache: reading it here (as [`ContArena::recycle`]
+    /// does) cost the poll of a chain task a cache miss.
+    ///
+    /// The invariant has one source: a continuation's job runs only after
+    /// `claim_cont`, and `finish_with_cont` (src/engine/mod.rs) drops the
+    /// `Attached` right after the claim, before the job runs. A path that
+    /// ran a continuation while still holding its attachment would make
+    /// this a use after free (the later `fetch_sub` landing on a record
+    /// `make` rebuilt); debug builds check the reference count here.
     #[inline(always)]
     pub(crate) fn recycle_ran(&self, r: ContRef) {
         debug_assert_eq!(r.rec().refs.load(Ordering::Acquire), 1, "the attachment's reference was dropped");

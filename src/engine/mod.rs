@@ -3647,6 +3647,9 @@ fn finish_with_cont(
         && lane.checkin.load(Ordering::Relaxed) == checkin
         && lane.comes_first(priority, cid);
     let claim = if first { lane.claim_cont(wl, &att) } else { None };
+    // Before the job runs: the table's reference is then the record's last
+    // once the outcome is published, which `ContArena::recycle_ran` relies
+    // on (keep it so on any new path that runs a continuation).
     drop(att);
     let Some(job) = claim else {
         leave_outcome(manager, wl, id, outcome, false);
