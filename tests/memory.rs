@@ -139,3 +139,25 @@ fn a_large_group_ends_with_its_event_after_its_last_task_and_can_be_reused() {
     assert!(evs.iter().any(|e| matches!(e, Ev::GroupFinished { .. })), "the group finishes again");
     finish(m);
 }
+
+#[test]
+fn memory_waiting_for_an_idle_worker_is_capped_and_the_poll_gives_back_the_rest() {
+    let _s = serial();
+    let m = manager(2, true);
+    // Idle workers leave what the polls hand them: it waits, up to the cap
+    // (32 MiB: 256 chunks of 128 KiB), and the polls give back the rest.
+    m.hold_idle_release_for_tests(true);
+    // 318 chunks of records (40 MiB), more than the cap.
+    let n = 1_300_000;
+    queue_events(&m, 1, n);
+    let evs = collect_finals(&m, n as usize);
+    assert_eq!(finals(&evs).len(), n as usize);
+    let held = m.table_chunks_held();
+    // The current chunk and two spares, and what waits for a worker.
+    assert!(held >= 3 + 128, "only {held} chunks held: the memory did not wait for an idle worker");
+    assert!(held <= 3 + 256, "{held} chunks held: more than the cap waits for an idle worker");
+    m.hold_idle_release_for_tests(false);
+    wait_until("the waiting chunks given back by a worker", || m.table_chunks_held() <= 3);
+    finish(m);
+    assert_all_freed();
+}

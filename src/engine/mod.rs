@@ -688,6 +688,9 @@ struct State {
     /// (see [`State::release_later`]).
     /// (Only `Garbage::Released` and `Garbage::Members`.)
     idle_release: Vec<Garbage>,
+    /// Idle workers leave `idle_release` alone (a test's hold, see
+    /// [`Manager::hold_idle_release_for_tests`]).
+    idle_release_held: bool,
     /// Dependency links of the tasks that have any (`Task::links`).
     links: Slab<Links>,
     ready: ReadyQueue,
@@ -820,6 +823,7 @@ impl Manager {
                 next_group: 1,
                 tasks: Table::new(),
                 idle_release: Vec::new(),
+                idle_release_held: false,
                 links: Slab::new(),
                 ready: ReadyQueue::default(),
                 groups: GroupTable::new(),
@@ -1139,6 +1143,20 @@ impl Manager {
             }
             Ok(())
         })
+    }
+
+    /// While `hold` is true, idle workers give back none of the memory
+    /// polls leave them (it waits, up to its cap), so that tests can see
+    /// the cap at work; false wakes the workers to give it back. Not for
+    /// production use.
+    #[doc(hidden)]
+    pub fn hold_idle_release_for_tests(self: &Arc<Self>, hold: bool) {
+        self.locked(|st, after| {
+            st.idle_release_held = hold;
+            if !hold && !st.idle_release.is_empty() {
+                after.wake_all = true;
+            }
+        });
     }
 
     /// Lowers the number of groups that may have live tasks at once (2^24,
@@ -3473,7 +3491,8 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
             MutexGuard::unlocked(st, || manager.run_after(pending));
             continue;
         }
-        if let Some(release) = st.idle_release.pop() {
+        let release = if st.idle_release_held { None } else { st.idle_release.pop() };
+        if let Some(release) = release {
             // Idle: give back memory a poll emptied (see
             // `State::release_later`), outside the lock.
             MutexGuard::unlocked(st, || manager.release(release));
