@@ -381,6 +381,14 @@ impl ContArena {
         if rec.refs.load(Ordering::Acquire) != 1 || !matches!(rec.state.load(Ordering::Relaxed), RUNNING | CANCELLED) {
             return; // dropped: `Cont::release`
         }
+        self.take_back(r);
+    }
+
+    /// Puts record `r`, whose last reference is the caller's, in the free
+    /// list; once no record is out, the blocks are given back (but one).
+    /// The caller holds the state lock.
+    #[inline(always)]
+    fn take_back(&self, r: ContRef) {
         // SAFETY: the caller holds the state lock.
         let o = unsafe { self.owner() };
         o.put_back(r);
@@ -420,12 +428,7 @@ impl ContArena {
     pub(crate) fn recycle_ran(&self, r: ContRef) {
         debug_assert_eq!(r.rec().refs.load(Ordering::Acquire), 1, "the attachment's reference was dropped");
         debug_assert_eq!(r.rec().state.load(Ordering::Relaxed), RUNNING, "claimed");
-        // SAFETY: the caller holds the state lock.
-        let o = unsafe { self.owner() };
-        o.put_back(r);
-        if o.live == 0 && o.blocks.len() > 1 {
-            self.shrink(o);
-        }
+        self.take_back(r);
     }
 
     /// Takes back a record that was never attached (both references still

@@ -339,9 +339,10 @@ impl<T> Table<T> {
     /// `take` read from it. The entry is forgotten, not dropped: `take`
     /// accepts only entries that own nothing, or whose owned parts the
     /// caller takes over through what `take` returns (no drop glue runs,
-    /// and the entry is not moved out). (Written out beside `remove_if` rather than
-    /// sharing a helper with it: the shared form, tried in session 13, cost
-    /// the chain polls 11-13 instructions per event in `bench/paths.sh`.)
+    /// and the entry is not moved out). (Written out beside `remove_if`
+    /// rather than sharing a helper with it: the shared form, tried in
+    /// session 13, cost the chain polls 11-13 instructions per event in
+    /// `bench/paths.sh`.)
     #[inline(always)]
     pub(crate) fn remove_forgetting<R>(&mut self, id: u64, take: impl FnOnce(&T) -> Option<R>) -> Option<R> {
         let (c, s) = self.locate(id)?;
