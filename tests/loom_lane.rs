@@ -63,10 +63,25 @@
 //!    are caught.) Not modelled: more than one worker; a give-back's trip
 //!    through the lock (the entry goes back to its level here); the locked
 //!    queue's top, published before the batch; a level created during the
-//!    batch (which bumps `epoch` too); and a higher entry that waited in
-//!    its level's overflow and moves into the ring after the lower level
-//!    was published (the worker's guard there is its relaxed read of the
-//!    overflow's length, with no bump ordered before the lower entry).
+//!    batch (which bumps `epoch` too); a higher entry that waited in its
+//!    level's overflow (model 8).
+//!
+//! 8. **A batch's higher entry waiting in its level's overflow** (its ring
+//!    was full when the host pushed it, and has emptied since). Workers see
+//!    the overflow through a flag, which the lock holder that moves the
+//!    entry into the ring clears after publishing it there (release), then
+//!    bumping `epoch`; the batch sets the flag before it publishes its
+//!    lower level. A worker reads the flag (acquire) before it pops the
+//!    higher ring, goes to the lock if it was set, and after popping the
+//!    lower entry gives it back if `epoch` moved and the higher level has
+//!    its flag set or an entry, read in that order. A second thread moves
+//!    the entry under the lock, as a worker that found the ring empty
+//!    does. Checked: the lower entry never runs while the higher one
+//!    waits. Mutants (both the engine until session 18): a take that pops
+//!    the ring before it reads the flag (it can see the ring before the
+//!    move and the flag after it); a check after the pop that looks at
+//!    the higher ring only (the entry is still in the overflow). A flag
+//!    read and stored relaxed fails too (checked by hand).
 //!
 //! Not modelled yet: a worker's sleep against a lock-free add (flag, fence,
 //! `park`/`unpark`, as the lane experiment does). The hybrid step of the
@@ -858,4 +873,130 @@ fn loom_lane_mutant_batch_published_in_its_own_order_is_caught() {
 #[should_panic(expected = "a lower entry of the batch ran while its higher one waited")]
 fn loom_lane_mutant_batch_with_one_bump_at_the_end_is_caught() {
     batch_model(Publication::OneBump);
+}
+
+// ---------------------------------------------------------------------------
+// 8. A batch's higher entry waiting in its level's overflow
+// ---------------------------------------------------------------------------
+
+/// Where a worker's take looks for a higher level's overflow.
+#[derive(Clone, Copy, PartialEq)]
+enum OverflowCheck {
+    /// The engine: the overflow's flag read before the ring, in the take
+    /// and in the check after a pop.
+    Fixed,
+    /// Mutant: the take pops the ring and only then reads the flag (the
+    /// engine until session 18).
+    RingFirst,
+    /// Mutant: the check after a pop looks at the higher ring only (the
+    /// engine until session 18).
+    RingOnlyAfterPop,
+}
+
+/// A level whose ring has one slot, and the flag that says an entry waits
+/// in its overflow.
+struct OverflowLevel {
+    ring: OneSlot,
+    overflowing: AtomicBool,
+}
+
+impl OverflowLevel {
+    fn is_overflowing(&self) -> bool {
+        self.overflowing.load(Ordering::Acquire)
+    }
+
+    /// `Level::refill`, under the lock: the entry moves into the ring
+    /// (published), the flag clears, and `epoch` is bumped.
+    fn refill(&self, epoch: &AtomicUsize) {
+        if self.overflowing.load(Ordering::Relaxed) {
+            self.ring.publish();
+            self.overflowing.store(false, Ordering::Release);
+            epoch.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+fn overflow_model(how: OverflowCheck) {
+    builder(2).check(move || {
+        let lock = Arc::new(Mutex::new(()));
+        let high = Arc::new(OverflowLevel { ring: OneSlot(AtomicU32::new(0)), overflowing: AtomicBool::new(false) });
+        let low = Arc::new(OneSlot(AtomicU32::new(0)));
+        let epoch = Arc::new(AtomicUsize::new(0));
+        // A worker that found the higher ring empty with its overflow
+        // waiting, and came to the lock to move it.
+        let refiller = {
+            let (lock, high, epoch) = (lock.clone(), high.clone(), epoch.clone());
+            thread::spawn(move || {
+                let _g = lock.lock().unwrap();
+                high.refill(&epoch);
+            })
+        };
+        let worker = {
+            let (lock, high, low, epoch) = (lock.clone(), high.clone(), low.clone(), epoch.clone());
+            thread::spawn(move || {
+                let mut ran = Vec::new();
+                for _ in 0..3 {
+                    let e = epoch.load(Ordering::Acquire);
+                    let early = how != OverflowCheck::RingFirst && high.is_overflowing();
+                    if high.ring.pop() {
+                        ran.push(HIGH);
+                        continue;
+                    }
+                    if early || (how == OverflowCheck::RingFirst && high.is_overflowing()) {
+                        // `Take::Lock`: the worker moves the overflow.
+                        let _g = lock.lock().unwrap();
+                        high.refill(&epoch);
+                        continue;
+                    }
+                    if low.pop() {
+                        let higher_waits = match how {
+                            OverflowCheck::RingOnlyAfterPop => high.ring.has_entry(),
+                            _ => high.is_overflowing() || high.ring.has_entry(),
+                        };
+                        if epoch.load(Ordering::Acquire) != e && higher_waits {
+                            low.publish();
+                            continue;
+                        }
+                        assert!(ran.contains(&HIGH), "a lower entry ran while a higher one waited");
+                        ran.push(LOW);
+                    }
+                }
+                ran
+            })
+        };
+        {
+            // The batch, under the lock: its higher entry waits in the
+            // overflow (the ring was full when the host looked, and has
+            // emptied since), its lower one is pushed unpublished; at the
+            // end the higher level (nothing in its ring), a bump, the
+            // lower level, a bump.
+            let _g = lock.lock().unwrap();
+            high.overflowing.store(true, Ordering::Release);
+            epoch.fetch_add(1, Ordering::Release);
+            low.publish();
+            epoch.fetch_add(1, Ordering::Release);
+        }
+        refiller.join().unwrap();
+        let ran = worker.join().unwrap();
+        let high_queued = high.ring.has_entry() || high.is_overflowing();
+        assert_eq!(ran.contains(&HIGH), !high_queued, "the higher entry run or queued, exactly one");
+        assert_eq!(ran.contains(&LOW), !low.has_entry(), "the lower entry run or queued, exactly one");
+    });
+}
+
+#[test]
+fn loom_lane_a_higher_entry_in_the_overflow_runs_before_a_lower_one() {
+    overflow_model(OverflowCheck::Fixed);
+}
+
+#[test]
+#[should_panic(expected = "a lower entry ran while a higher one waited")]
+fn loom_lane_mutant_take_popping_the_ring_before_reading_the_overflow_is_caught() {
+    overflow_model(OverflowCheck::RingFirst);
+}
+
+#[test]
+#[should_panic(expected = "a lower entry ran while a higher one waited")]
+fn loom_lane_mutant_check_after_a_pop_ignoring_the_overflow_is_caught() {
+    overflow_model(OverflowCheck::RingOnlyAfterPop);
 }

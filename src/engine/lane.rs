@@ -28,7 +28,10 @@
 //!   the level's overflow (only the lock holder touches it), in order, and
 //!   move into the ring as it makes room: some at each add, up to 1,024
 //!   when a worker finds the ring empty (it comes to the lock for that
-//!   rather than take from a lower level).
+//!   rather than take from a lower level). Workers see the overflow
+//!   through a flag, cleared after the entries that left it were
+//!   published in the ring, and read it before the ring, so that an entry
+//!   on its way from one to the other is seen in one of them.
 //!
 //! - **Continuations** (a task whose only upstream task is a lane task,
 //!   see [`Cont`]): the host attaches the downstream task's record to its
@@ -550,9 +553,17 @@ pub(crate) struct Level {
     /// What only the producer (the lock holder) touches, on lines of its
     /// own: workers read `slots` and `priority` at every take.
     producer: Padded<UnsafeCell<Producer>>,
-    /// The overflow's length, for workers (which find an empty ring with a
-    /// waiting overflow and come to the lock to move it).
-    overflow_len: Padded<AtomicU64>,
+    /// True while entries wait in the overflow, for workers (which find
+    /// an empty ring with a waiting overflow and come to the lock to move
+    /// it). Stored only when it changes, so that its line stays in the
+    /// workers' caches while the host adds behind a full ring.
+    ///
+    /// An entry moves from the overflow into the ring before the flag
+    /// clears (release), so a worker that reads the flag (acquire) and then
+    /// the ring sees a waiting entry in one or the other; read the other
+    /// way round, the ring could be seen before the move and the flag
+    /// after it (loom model 8, `tests/loom_lane.rs`).
+    overflowing: Padded<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -580,7 +591,7 @@ impl Level {
             tail: Padded::default(),
             slots,
             producer: Padded::default(),
-            overflow_len: Padded::default(),
+            overflowing: Padded::default(),
         })
     }
 
@@ -599,15 +610,19 @@ impl Level {
         unsafe { &mut self.producer().overflow }
     }
 
-    /// True if entries wait in the overflow (any thread; a hint).
+    /// True if entries wait in the overflow (any thread; read it before
+    /// the ring, see `overflowing`).
     fn is_overflowing(&self) -> bool {
-        self.overflow_len.load(Ordering::Relaxed) != 0
+        self.overflowing.load(Ordering::Acquire)
     }
 
-    /// Publishes the overflow's length to workers; the caller holds the
-    /// state lock.
-    fn set_overflow_len(&self, len: usize) {
-        self.overflow_len.store(len as u64, Ordering::Relaxed);
+    /// Publishes whether entries wait in the overflow, after the entries
+    /// that left it were published in the ring; the caller holds the state
+    /// lock.
+    fn set_overflowing(&self, overflowing: bool) {
+        if self.overflowing.load(Ordering::Relaxed) != overflowing {
+            self.overflowing.store(overflowing, Ordering::Release);
+        }
     }
 
     #[inline]
@@ -676,7 +691,7 @@ impl Level {
         }
         let pos = pos + overflow.len() as u64;
         overflow.push_back((id, Some(job)));
-        self.set_overflow_len(overflow.len());
+        self.set_overflowing(true);
         (pos, false)
     }
 
@@ -742,15 +757,13 @@ impl Level {
             pos += 1;
         }
         if pos == start {
-            // Nothing moved: the length the workers read is unchanged
-            // (not stored again, which would take its line from them).
             return 0;
         }
         self.tail.store(pos, Ordering::Release);
         if overflow.is_empty() && overflow.capacity() > OVERFLOW_KEEP {
             *overflow = VecDeque::new();
         }
-        self.set_overflow_len(overflow.len());
+        self.set_overflowing(!overflow.is_empty());
         (pos - start) as usize
     }
 
@@ -1491,13 +1504,15 @@ impl Lane {
     }
 
     /// Entries pushed and not yet popped, over every level, overflows
-    /// included (some may be cancelled); reads the heads the workers
-    /// write, so only for slow paths.
+    /// included (some may be cancelled); the caller holds the state lock.
+    /// Reads the heads the workers write, so only for slow paths.
     pub(crate) fn queued(&self) -> usize {
         self.ordered()
             .map(|l| {
                 let tail = l.tail.load(Ordering::Relaxed);
-                (tail - l.head.load(Ordering::Relaxed).min(tail) + l.overflow_len.load(Ordering::Relaxed)) as usize
+                // SAFETY: the caller's contract.
+                let overflow = unsafe { l.overflow() }.len() as u64;
+                (tail - l.head.load(Ordering::Relaxed).min(tail) + overflow) as usize
             })
             .sum()
     }
@@ -1505,7 +1520,7 @@ impl Lane {
     /// True if a worker could find an entry, or an overflow to move into
     /// an empty ring (for spinning).
     pub(crate) fn has_work(&self) -> bool {
-        self.is_open() && self.ordered().any(|l| l.has_entries() || l.is_overflowing())
+        self.is_open() && self.ordered().any(|l| l.is_overflowing() || l.has_entries())
     }
 
     /// Claims the best task for worker `w`, unless the locked queue has one
@@ -1537,6 +1552,8 @@ impl Lane {
             if locked != NO_PRIORITY && (p < locked || (p == locked && tie_below == 0)) {
                 return Take::Lock;
             }
+            // Read before the ring (see `Level::overflowing`).
+            let overflowing = level.is_overflowing();
             while let Some(pos) = level.pop() {
                 let slot = level.slot(pos);
                 let id = slot.id.load(Ordering::Relaxed);
@@ -1546,7 +1563,10 @@ impl Lane {
                 // entry of the same batch may have been published with it.
                 let locked = self.locked_top.load(Ordering::Relaxed);
                 let better = self.epoch.load(Ordering::Acquire) != epoch
-                    && self.ordered().take_while(|l| l.priority > level.priority).any(|l| l.has_entries());
+                    && self
+                        .ordered()
+                        .take_while(|l| l.priority > level.priority)
+                        .any(|l| l.is_overflowing() || l.has_entries());
                 if better || p < locked || (p == locked && id >= tie_below) {
                     let cancelled = leave_queued(&slot.state, CANCELLED).map(drop_attached).is_ok();
                     // SAFETY: the compare-and-swap made this worker the
@@ -1569,10 +1589,12 @@ impl Lane {
                     return Take::Job(id, job);
                 }
             }
-            if level.is_overflowing() {
+            if overflowing {
                 // Its ring is empty and its next entries wait in the
-                // overflow: the worker moves them under the lock (before it
-                // takes any lower level's).
+                // overflow (or did when the worker looked at the ring): the
+                // worker moves them under the lock (before it takes any
+                // lower level's). Entries that overflowed since it looked
+                // came after this take.
                 return Take::Lock;
             }
         }
