@@ -6,7 +6,7 @@
  * without lock contention), and the host polls every event at the end (the
  * poll path). bench/paths.sh runs it under callgrind and prints the three
  * figures; they are exact from run to run.
- * Usage: btm_paths <N> [chain|fanin|lane|lane4|lanechain|lanefanin|chainstep]
+ * Usage: btm_paths <N> [chain|fanin|lane|lane4|lanebulk|lanechain|lanefanin|chainstep]
  *   chain: every task but each 100th waits for the task added before it,
  *          W2a's shape: the dependency paths;
  *   fanin: the last task waits for all the others, W2b's shape (to a
@@ -20,6 +20,8 @@
  *          by the tasks themselves: a poll or a stats call would make the
  *          worker's outcomes go through the lock) and polls them.
  *   lane4: lane, with priorities 0-3 in turn (W6's shape: four lane levels).
+ *   lanebulk: lane, the tasks added with btm_add_tasks, 1,024 per call (the
+ *          btm_bulk row's path).
  *   lanechain: lane, in chains of 100 (W2a's shape on a running manager:
  *          each chain's first task in the lane, the others continuations
  *          attached to the task before them).
@@ -76,7 +78,7 @@ static void sleep_ms(long ms) {
 }
 
 /* The lane paths: see the usage above. */
-static int lane_paths(size_t n, int levels, int chains, int fanin) {
+static int lane_paths(size_t n, int levels, int chains, int fanin, size_t bulk) {
     btm_config cfg;
     btm_config_init(&cfg);
     cfg.max_threads = 1;
@@ -87,7 +89,15 @@ static int lane_paths(size_t n, int levels, int chains, int fanin) {
     btm_task_id *ids = malloc((n ? n : 1) * sizeof *ids);
     if (!ids) return 1;
     if (btm_add_task(m, gate_task, NULL, NULL, 0, NULL, NULL, 0, &id) != BTM_STATUS_OK) return 1;
-    for (size_t i = 0; i < n; i++) {
+    btm_task_desc *descs = calloc(bulk ? bulk : 1, sizeof *descs);
+    if (!descs) return 1;
+    for (size_t i = 0; bulk && i < bulk; i++) descs[i].task_fn = counted_task;
+    for (size_t i = 0; bulk && i < n;) {
+        size_t k = n - i < bulk ? n - i : bulk;
+        if (btm_add_tasks(m, descs, k, ids + i) != BTM_STATUS_OK) return 1;
+        i += k;
+    }
+    for (size_t i = 0; !bulk && i < n; i++) {
         btm_task_id prev = id;
         size_t n_ups = chains && i % 100 ? 1 : 0;
         if (btm_add_task(m, counted_task, NULL, NULL, (int)(i % (size_t)levels), NULL, &prev, n_ups, &id) !=
@@ -109,6 +119,7 @@ static int lane_paths(size_t n, int levels, int chains, int fanin) {
         sleep_ms(10);
     }
     free(ids);
+    free(descs);
     size_t seen = 0, k;
     while (seen < total) {
         if (btm_poll_events(m, events, 4096, &k) != BTM_STATUS_OK) return 1;
@@ -148,10 +159,11 @@ int main(int argc, char **argv) {
     size_t n = argc > 1 ? (size_t)strtoull(argv[1], NULL, 10) : 100000;
     int chain = argc > 2 && !strcmp(argv[2], "chain");
     int fanin = argc > 2 && !strcmp(argv[2], "fanin");
-    if (argc > 2 && !strcmp(argv[2], "lane")) return lane_paths(n, 1, 0, 0);
-    if (argc > 2 && !strcmp(argv[2], "lane4")) return lane_paths(n, 4, 0, 0);
-    if (argc > 2 && !strcmp(argv[2], "lanechain")) return lane_paths(n, 1, 1, 0);
-    if (argc > 2 && !strcmp(argv[2], "lanefanin")) return lane_paths(n, 1, 0, 1);
+    if (argc > 2 && !strcmp(argv[2], "lane")) return lane_paths(n, 1, 0, 0, 0);
+    if (argc > 2 && !strcmp(argv[2], "lane4")) return lane_paths(n, 4, 0, 0, 0);
+    if (argc > 2 && !strcmp(argv[2], "lanechain")) return lane_paths(n, 1, 1, 0, 0);
+    if (argc > 2 && !strcmp(argv[2], "lanefanin")) return lane_paths(n, 1, 0, 1, 0);
+    if (argc > 2 && !strcmp(argv[2], "lanebulk")) return lane_paths(n, 1, 0, 0, 1024);
     if (argc > 2 && !strcmp(argv[2], "chainstep")) return chainstep_paths(n);
     btm_config cfg;
     btm_config_init(&cfg);

@@ -20,7 +20,7 @@ counts() { # counts N MODE-ARG: inclusive Ir of the add calls, the worker thread
     LD_LIBRARY_PATH=target/release valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$out" \
         bench/build/btm_paths "$1" $2 >/dev/null 2>&1
     callgrind_annotate --inclusive=yes --threshold=100 "$out" 2>/dev/null | awk '
-        / src\/ffi\/task.rs:btm_add_task \[/ { add = $1 }
+        /src\/ffi\/task.rs:btm_add_tasks?$/ { if (!($NF in seen)) { seen[$NF] = 1; v = $1; gsub(",", "", v); add += v } }
         /event.rs:btm_poll_events/ { if (!poll) poll = $1 }
         /pthread_create.c:start_thread/ { if (!worker) worker = $1 }
         / PROGRAM TOTALS/ { total = $1 }
@@ -50,6 +50,7 @@ paste -d' ' <(counts 40000 lane) <(counts 20000 lane) | awk '{
     printf "  whole program    %7.1f instructions per task\n", ($4 - $8) / 20000
 }'
 report 10000 lane4 "the same with priorities 0-3 in turn (W6's path: four lane levels):"
+report 10000 lanebulk "the same added with btm_add_tasks, 1,024 per call (btm_bulk's path; the add figure is per task):"
 report "$n" "" "independent tasks on the locked path (added to a paused manager):"
 report "$n" chain "chains of 100 (W2a's shape: each task waits for the one before):"
 report 10000 lanechain "chains of 100 on the lane (W2a's path: each chain's first task in the lane, the rest continuations):"

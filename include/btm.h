@@ -1136,7 +1136,9 @@ btm_status btm_add_pass_through_task(struct btm_manager *manager,
  *   freed (on the calling thread, before returning), none is added and no
  *   id is issued.
  * - Upstream ids must have been issued before this call: a task cannot
- *   wait for another task of the same array.
+ *   wait for another task of the same array. A descriptor's `upstream`
+ *   may point into `task_ids_out` (the ids of a batch before, chained):
+ *   every upstream id is read before the first id is written.
  * - `count` 0 adds nothing and returns OK (`tasks` and `task_ids_out` may
  *   then be NULL).
  *

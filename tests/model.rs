@@ -47,8 +47,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use btm::engine::{
-    Config, Error, EventKind, Failure, GroupKey, GroupKind, Job, Manager, NewTask, Owned, Stats, StopReport,
-    TaskContext,
+    Config, Error, EventKind, Failure, GroupKey, GroupKind, Job, Manager, Owned, Stats, StopReport, TaskContext,
+    TaskSpec,
 };
 
 // ---------------------------------------------------------------------------
@@ -1009,17 +1009,24 @@ fn exec_engine(sh: &Arc<Shared>, m: &Arc<Manager>, me: Option<u64>, op: &Op, shu
         Op::AddMany(specs) => {
             let mut ids = lock(&sh.ids);
             let ups: Vec<Vec<u64>> = specs.iter().map(|s| resolve_ups(&ids, &s.ups)).collect();
-            let tasks: Vec<NewTask<'_>> = specs
+            let mut tasks: Vec<(TaskSpec<'_>, Option<Job>)> = specs
                 .iter()
                 .zip(&ups)
-                .map(|(s, u)| NewTask {
-                    job: make_job(sh, &s.what),
-                    priority: s.priority,
-                    group: resolve_group(&sh.named, s.group),
-                    upstream: u,
+                .map(|(s, u)| {
+                    let job = make_job(sh, &s.what);
+                    let spec = TaskSpec {
+                        priority: s.priority,
+                        group: resolve_group(&sh.named, s.group),
+                        upstream: u,
+                        runs: job.runs(),
+                    };
+                    (spec, Some(job))
                 })
                 .collect();
-            let r = m.add_many(tasks);
+            let r = m.add_batch(&mut tasks).map(Vec::from_iter);
+            // A rejected batch's jobs are dropped here, after the lock, as
+            // the C API frees them.
+            drop(tasks);
             if let Ok(new) = &r {
                 ids.extend_from_slice(new);
             }

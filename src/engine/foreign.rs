@@ -74,6 +74,11 @@ impl Job {
     pub fn pass_through(payload: Owned) -> Self {
         Job { run: None, data: payload }
     }
+
+    /// True for a task that runs a function (false: a pass-through).
+    pub fn runs(&self) -> bool {
+        self.run.is_some()
+    }
 }
 
 /// One entry of a result as the host sees it: the id of the task that

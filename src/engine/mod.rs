@@ -88,6 +88,50 @@ pub struct NewTask<'a> {
     pub upstream: &'a [u64],
 }
 
+/// The tasks of one [`Manager::add_batch`] call, read where the caller
+/// keeps them (for the FFI, the host's descriptor array) rather than
+/// copied into a vector first. The engine reads every task's
+/// [`Batch::spec`] for its checks and, once all passed, takes each task's
+/// job once, in order, as it adds the task.
+pub trait Batch<'a> {
+    /// How many tasks.
+    fn count(&self) -> usize;
+    /// Task `i`'s arguments other than its job.
+    fn spec(&self, i: usize) -> TaskSpec<'a>;
+    /// Task `i`'s job (its function and data), taken once, in order, and
+    /// only after every check of the batch passed.
+    fn take_job(&mut self, i: usize) -> Job;
+}
+
+/// A task of a [`Batch`]: the arguments of [`Manager::add`] but its job.
+#[derive(Clone, Copy)]
+pub struct TaskSpec<'a> {
+    /// Higher runs first.
+    pub priority: i32,
+    /// The task's group.
+    pub group: GroupKey,
+    /// Tasks that must complete first (issued before the batch).
+    pub upstream: &'a [u64],
+    /// The job runs a function (false: a pass-through).
+    pub runs: bool,
+}
+
+/// A batch held in a vector: each task's arguments and its job (`None`
+/// once taken; what the engine did not take drops with the vector).
+impl<'a> Batch<'a> for Vec<(TaskSpec<'a>, Option<Job>)> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn spec(&self, i: usize) -> TaskSpec<'a> {
+        self[i].0
+    }
+
+    fn take_job(&mut self, i: usize) -> Job {
+        self[i].1.take().expect("a job is taken once")
+    }
+}
+
 /// Host callbacks run on worker threads, with their shared userdata.
 pub struct ThreadHooks {
     /// Called on each new worker thread before it runs any task.
@@ -995,36 +1039,49 @@ impl Manager {
     /// returns their ids in order. Every check of [`Manager::add`] runs for
     /// every task before the first is added; on error nothing is added, no
     /// id is issued and every job is dropped (its data freed) on the calling
-    /// thread before returning.
+    /// thread before returning. (A vector of tasks: see
+    /// [`Manager::add_batch`] for tasks read where they are.)
     pub fn add_many(self: &Arc<Self>, tasks: Vec<NewTask<'_>>) -> Result<Vec<u64>, Error> {
-        let mut ids = Vec::with_capacity(tasks.len());
-        let mut rejected = None;
-        let r = self.locked(|st, after| {
-            if let Err(e) = st.check_many(&tasks) {
-                rejected = Some(tasks);
-                return Err(e);
-            }
+        let mut batch: Vec<(TaskSpec<'_>, Option<Job>)> = tasks
+            .into_iter()
+            .map(|t| {
+                let spec = TaskSpec { priority: t.priority, group: t.group, upstream: t.upstream, runs: t.job.runs() };
+                (spec, Some(t.job))
+            })
+            .collect();
+        let r = self.add_batch(&mut batch);
+        // A rejected batch's jobs drop here, after the lock.
+        drop(batch);
+        r.map(Vec::from_iter)
+    }
+
+    /// Adds every task of `tasks` in one lock section, or none of them, and
+    /// returns their ids: consecutive, in order (ids are issued only by
+    /// adds, one each, under the lock). Every check of [`Manager::add`]
+    /// runs for every task before the first is added; on error nothing is
+    /// added, no id is issued and no job is taken (the caller still owns
+    /// them all).
+    pub fn add_batch<'a>(self: &Arc<Self>, tasks: &mut impl Batch<'a>) -> Result<std::ops::Range<u64>, Error> {
+        self.locked(|st, after| {
             // A batch's lane entries are published together at its end, so
             // that workers choose among all of them by priority, and not
             // before a locked task added later in the batch. Neither arises
             // when every task has one priority and no upstream task and runs
             // a function: then each entry is published as it is added, and
             // workers start on the batch at once.
-            let first = tasks.first().map(|t| t.priority);
-            st.lane_batching =
-                !tasks.iter().all(|t| Some(t.priority) == first && t.upstream.is_empty() && t.job.run.is_some());
-            for t in tasks {
-                match st.add(t.job, t.priority, t.group, t.upstream, after) {
-                    Ok(id) => ids.push(id),
+            st.lane_batching = !st.check_many(&*tasks)?;
+            let first = st.next_id;
+            for i in 0..tasks.count() {
+                let t = tasks.spec(i);
+                match st.add(tasks.take_job(i), t.priority, t.group, t.upstream, after) {
+                    Ok(id) => debug_assert_eq!(id, first + i as u64),
                     Err(_) => unreachable!("checked under the same lock section"),
                 }
             }
             st.lane_batching = false;
             st.publish_lane_batch(after);
-            Ok(())
-        });
-        drop(rejected);
-        r.map(|()| ids)
+            Ok(first..st.next_id)
+        })
     }
 
     /// A fresh group number, never returned before by this manager.
@@ -2323,23 +2380,32 @@ impl State {
         Some((l as u8, r))
     }
 
-    /// The checks of [`State::add`] for a whole batch, before any is added
-    /// (an upstream must be issued before the batch).
-    fn check_many(&self, tasks: &[NewTask<'_>]) -> Result<(), Error> {
+    /// The checks of [`State::add`] for a whole batch, in order, before any
+    /// is added (an upstream must be issued before the batch); returns
+    /// whether its tasks share one priority, have no upstream task and run
+    /// a function.
+    fn check_many<'a>(&self, tasks: &impl Batch<'a>) -> Result<bool, Error> {
         if self.shut_down {
             return Err(Error::ShutDown);
         }
-        tasks.iter().try_for_each(|t| self.check_add(t.group, t.upstream))?;
+        let n = tasks.count();
+        let first = (n > 0).then(|| tasks.spec(0).priority);
+        let mut uniform = true;
+        for i in 0..n {
+            let t = tasks.spec(i);
+            self.check_add(t.group, t.upstream)?;
+            uniform &= Some(t.priority) == first && t.upstream.is_empty() && t.runs;
+        }
         // A batch needs a group slot for each group it names that has none,
         // so that no add of it fails (counted only near the limit).
-        if !self.groups.has_room(tasks.len()) {
+        if !self.groups.has_room(n) {
             let new: std::collections::HashSet<GroupKey> =
-                tasks.iter().map(|t| t.group).filter(|&g| self.groups.find(g).is_none()).collect();
+                (0..n).map(|i| tasks.spec(i).group).filter(|&g| self.groups.find(g).is_none()).collect();
             if !self.groups.has_room(new.len()) {
                 return Err(Error::TooManyGroups);
             }
         }
-        Ok(())
+        Ok(uniform)
     }
 
     /// The checks of an add after the shut-down one, in order.

@@ -342,12 +342,17 @@ pub(crate) unsafe fn read_group(group: *const btm_group) -> Result<GroupKey, btm
         return Ok(GroupKey::DEFAULT);
     }
     // SAFETY: non-NULL and readable per the contract.
-    let g = unsafe { group.read() };
+    group_key(unsafe { &*group }).ok_or(btm_status::BTM_STATUS_INVALID_GROUP)
+}
+
+/// The group a `btm_group` names; `None` for a kind out of range.
+#[inline(always)]
+pub(crate) fn group_key(g: &btm_group) -> Option<GroupKey> {
     match g.kind {
-        0 => Ok(GroupKey::DEFAULT),
-        1 => Ok(GroupKey::numbered(g.value)),
-        2 => Ok(GroupKey { kind: GroupKind::Named, value: g.value }),
-        _ => Err(btm_status::BTM_STATUS_INVALID_GROUP),
+        0 => Some(GroupKey::DEFAULT),
+        1 => Some(GroupKey::numbered(g.value)),
+        2 => Some(GroupKey { kind: GroupKind::Named, value: g.value }),
+        _ => None,
     }
 }
 

@@ -2,9 +2,9 @@
 
 use std::ffi::c_void;
 
-use crate::engine::{Job, Manager, NewTask, Owned, StopReport, TaskContext};
+use crate::engine::{Batch, GroupKey, Job, Manager, Owned, StopReport, TaskContext, TaskSpec};
 
-use super::manager::{btm_free_fn, btm_group, read_group};
+use super::manager::{btm_free_fn, btm_group, group_key, read_group};
 use super::status::btm_status;
 use super::{ffi_guard, manager_or_return, write_out};
 
@@ -241,24 +241,94 @@ pub struct btm_task_desc {
     pub flags: u32,
 }
 
-/// Reads one descriptor into the engine's form, taking ownership of its
-/// userdata. On error the userdata is dropped (freed) here.
+/// Reads one descriptor's arguments other than its userdata, checking
+/// them (in the order `btm_add_tasks` documents).
 ///
 /// # Safety
 /// `d.upstream` NULL or valid for `d.upstream_len` reads, as long as `'a`.
-unsafe fn read_desc<'a>(d: &btm_task_desc) -> Result<NewTask<'a>, btm_status> {
-    let data = Owned::new(d.userdata, d.userdata_free);
-    let run = match (d.flags, d.task_fn) {
-        (0, Some(run)) => Some(run),
+unsafe fn read_spec<'a>(d: &btm_task_desc) -> Result<TaskSpec<'a>, btm_status> {
+    let runs = match (d.flags, d.task_fn) {
+        (0, Some(_)) => true,
         (0, None) => return Err(btm_status::BTM_STATUS_NULL_ARGUMENT),
-        (BTM_TASK_PASS_THROUGH, None) => None,
+        (BTM_TASK_PASS_THROUGH, None) => false,
         _ => return Err(btm_status::BTM_STATUS_INVALID_ARGUMENT),
     };
-    // SAFETY: a local copy, readable.
+    // SAFETY: a field of a readable descriptor.
     let group = unsafe { read_group(&d.group) }?;
     // SAFETY: caller contract.
     let upstream = unsafe { read_ids(d.upstream, d.upstream_len) }?;
-    Ok(NewTask { job: Job { run, data }, priority: d.priority, group, upstream })
+    Ok(TaskSpec { priority: d.priority, group, upstream, runs })
+}
+
+/// A `btm_add_tasks` array as the engine's [`Batch`], read in place. It
+/// owns every descriptor's userdata from its making: the engine takes the
+/// jobs in order, and whatever it did not take (all of them when the call
+/// fails) is freed when it drops, after the engine's lock was released.
+struct Descs<'a> {
+    descs: &'a [btm_task_desc],
+    /// Every descriptor passed `check` (the engine is given only such an
+    /// array: `spec` reads them without checking again).
+    checked: bool,
+    /// The engine took the jobs of `descs[..taken]`.
+    taken: usize,
+}
+
+impl<'a> Descs<'a> {
+    /// # Safety
+    /// Every descriptor's `upstream` NULL or valid for `upstream_len`
+    /// reads, as long as `'a`; the userdatas owned by nothing else.
+    unsafe fn new(descs: &'a [btm_task_desc]) -> Descs<'a> {
+        Descs { descs, checked: false, taken: 0 }
+    }
+
+    /// The first bad descriptor's error, in array order.
+    fn check(&mut self) -> Result<(), btm_status> {
+        // SAFETY: `new`'s contract.
+        self.descs.iter().try_for_each(|d| unsafe { read_spec(d) }.map(drop))?;
+        self.checked = true;
+        Ok(())
+    }
+}
+
+impl<'a> Batch<'a> for Descs<'a> {
+    fn count(&self) -> usize {
+        self.descs.len()
+    }
+
+    /// What `read_spec` reads, without its checks: `check` passed.
+    #[inline(always)]
+    fn spec(&self, i: usize) -> TaskSpec<'a> {
+        assert!(self.checked, "the engine reads only a checked array");
+        let d = &self.descs[i];
+        let upstream = if d.upstream_len == 0 {
+            &[]
+        } else {
+            // SAFETY: `new`'s contract, and `check` found `upstream`
+            // non-NULL with a length that can be addressed.
+            unsafe { std::slice::from_raw_parts(d.upstream, d.upstream_len) }
+        };
+        TaskSpec {
+            priority: d.priority,
+            group: group_key(&d.group).unwrap_or(GroupKey::DEFAULT),
+            upstream,
+            runs: d.task_fn.is_some(),
+        }
+    }
+
+    fn take_job(&mut self, i: usize) -> Job {
+        assert_eq!(i, self.taken, "jobs are taken once each, in order");
+        self.taken += 1;
+        let d = &self.descs[i];
+        Job { run: d.task_fn, data: Owned::new(d.userdata, d.userdata_free) }
+    }
+}
+
+impl Drop for Descs<'_> {
+    fn drop(&mut self) {
+        for d in &self.descs[self.taken..] {
+            drop(Owned::new(d.userdata, d.userdata_free));
+        }
+    }
 }
 
 /// Adds `count` tasks in one call (one lock section), all of them or none,
@@ -275,7 +345,9 @@ unsafe fn read_desc<'a>(d: &btm_task_desc) -> Result<NewTask<'a>, btm_status> {
 ///   freed (on the calling thread, before returning), none is added and no
 ///   id is issued.
 /// - Upstream ids must have been issued before this call: a task cannot
-///   wait for another task of the same array.
+///   wait for another task of the same array. A descriptor's `upstream`
+///   may point into `task_ids_out` (the ids of a batch before, chained):
+///   every upstream id is read before the first id is written.
 /// - `count` 0 adds nothing and returns OK (`tasks` and `task_ids_out` may
 ///   then be NULL).
 ///
@@ -323,34 +395,29 @@ pub unsafe extern "C" fn btm_add_tasks(
                 btm_status::BTM_STATUS_INVALID_ARGUMENT
             };
         }
-        // SAFETY: non-NULL and valid for `count` reads per the contract.
-        let descs = unsafe { std::slice::from_raw_parts(tasks, count) };
-        // Every descriptor is read (taking ownership of its userdata) even
-        // after an error, so that every userdata is freed exactly once.
-        let mut batch = Vec::with_capacity(count);
-        let mut status = btm_status::BTM_STATUS_OK;
-        for d in descs {
-            // SAFETY: caller contract.
-            match unsafe { read_desc(d) } {
-                Ok(t) => batch.push(t),
-                Err(s) if status == btm_status::BTM_STATUS_OK => status = s,
-                Err(_) => {}
-            }
-        }
+        // SAFETY: non-NULL and valid for `count` reads per the contract;
+        // the userdatas are btm's from here on: whatever the engine does not
+        // take is freed when `batch` drops, on every return path below.
+        let mut batch = unsafe { Descs::new(std::slice::from_raw_parts(tasks, count)) };
+        let checked = batch.check();
         let m = manager_or_return!(manager);
         if task_ids_out.is_null() {
             return btm_status::BTM_STATUS_NULL_ARGUMENT;
         }
-        if status != btm_status::BTM_STATUS_OK {
-            return status;
+        if let Err(s) = checked {
+            return s;
         }
-        match m.add_many(batch) {
+        match m.add_batch(&mut batch) {
             Ok(ids) => {
-                debug_assert_eq!(ids.len(), count);
-                // SAFETY: `task_ids_out` is non-NULL (checked above) and valid
-                // for `count` writes per the contract; `ids` holds one id per
-                // descriptor, `count` in all.
-                unsafe { std::ptr::copy_nonoverlapping(ids.as_ptr(), task_ids_out, count) };
+                debug_assert_eq!(ids.end - ids.start, count as u64);
+                // Written once every task was added: a descriptor's
+                // upstream array may be the `task_ids_out` of this very
+                // call (the ids of a batch before).
+                for (k, id) in ids.enumerate() {
+                    // SAFETY: non-NULL (checked above) and valid for
+                    // `count` writes per the contract; `k < count`.
+                    unsafe { task_ids_out.add(k).write(id) };
+                }
                 btm_status::BTM_STATUS_OK
             }
             Err(e) => e.into(),

@@ -426,6 +426,42 @@ TEST(bulk_upstream_added_before) {
     rm(m);
 }
 
+/* A descriptor's upstream array may be the call's own task_ids_out (a host
+ * chaining a batch to the one before through one id array): every upstream
+ * id is read before the first id is written. Crossed here, so that a call
+ * writing ids[0] before reading it would make the second task wait for the
+ * first task of its own batch. */
+TEST(bulk_upstream_read_from_the_ids_out_array) {
+    btm_manager *m = mk(1, false);
+    REQUIRE(m);
+    btm_task_id ids[2];
+    btm_task_desc a[2] = {desc_simple(1, 51, 0), desc_simple(2, 52, 0)};
+    REQUIRE(ADD_BATCH(m, a, 2, ids));
+    btm_task_id a0 = ids[0], a1 = ids[1];
+    btm_task_desc b[2];
+    b[0] = desc_spec(spec_new(3, NO_RESULT), 0, NULL, &ids[1], 1);
+    b[1] = desc_spec(spec_new(4, NO_RESULT), 0, NULL, &ids[0], 1);
+    REQUIRE_ST(btm_add_tasks(m, b, 2, ids), BTM_STATUS_OK);
+    CHECK(ids[0] > a1 && ids[1] == ids[0] + 1);
+    REQUIRE_ST(btm_start_processing(m), BTM_STATUS_OK);
+    evlog l;
+    evlog_init(&l);
+    REQUIRE(settle(m, &l));
+    int r = runlog_find(3);
+    REQUIRE(r >= 0);
+    run_rec rr = runlog_get((size_t)r);
+    const value_rec want_b0[] = {{a1, 52}};
+    CHECK(values_are(rr.up, rr.nup, want_b0, 1, "first task's upstream (ids[1] before the call)"));
+    r = runlog_find(4);
+    REQUIRE(r >= 0);
+    rr = runlog_get((size_t)r);
+    const value_rec want_b1[] = {{a0, 51}};
+    CHECK(values_are(rr.up, rr.nup, want_b1, 1, "second task's upstream (ids[0] before the call)"));
+    CHECK_EQ(ev_count(&l, BTM_EVENT_TASK_COMPLETED, ids[1]), 1);
+    evlog_free(&l);
+    rm(m);
+}
+
 /* Upstream ids from the same batch are not issued yet: UNKNOWN_UPSTREAM,
  * nothing added. Once issued they are fine. */
 TEST(bulk_upstream_same_batch_rejected) {
@@ -1042,6 +1078,7 @@ const test_case tests_bulk[] = {
     TEST_ENTRY(bulk_priorities_within_and_across),
     TEST_ENTRY(bulk_groups_by_value),
     TEST_ENTRY(bulk_upstream_added_before),
+    TEST_ENTRY(bulk_upstream_read_from_the_ids_out_array),
     TEST_ENTRY(bulk_upstream_same_batch_rejected),
     TEST_ENTRY(bulk_pass_through),
     TEST_ENTRY(bulk_from_inside_task),
