@@ -312,6 +312,40 @@ fn tasks_waiting_in_a_levels_overflow_can_be_stopped_linked_and_counted() {
 }
 
 #[test]
+fn a_batch_of_one_group_past_the_ring_stops_and_finishes_its_group_as_single_adds_do() {
+    // A batch of one priority and one group takes the lane in one run
+    // (`State::add_lane_run`): its group's count, a stop of the group (in
+    // the ring and in the overflow) and the group's end must come out as
+    // for single adds.
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let log = Log::default();
+    let batch = |from: i64, to: i64| -> Vec<btm::engine::NewTask<'static>> {
+        (from..to)
+            .map(|i| btm::engine::NewTask { job: logging(&log, i), priority: 0, group: g(7), upstream: &[] })
+            .collect()
+    };
+    let ids = m.add_many(batch(0, PAST_THE_RING)).unwrap();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "a batch's ids are consecutive");
+    assert_eq!(m.group_stats(g(7)).unwrap(), [PAST_THE_RING as u64, 0, 0, 0], "all queued");
+    let r = m.stop_group(g(7), false, false).unwrap();
+    assert_eq!(r.before_start, PAST_THE_RING as u64, "every task stopped before it started");
+    assert!(poll(&m).is_empty(), "a stop finishes no group");
+    let n = 300;
+    m.add_many(batch(PAST_THE_RING, PAST_THE_RING + n)).unwrap();
+    gate.open();
+    let mut evs = collect_finals(&m, n as usize + 1);
+    evs.extend(drain(&m));
+    assert_eq!(log.get(), (PAST_THE_RING..PAST_THE_RING + n).collect::<Vec<_>>(), "the second batch ran, in order");
+    let ends: Vec<usize> =
+        evs.iter().enumerate().filter(|(_, e)| **e == Ev::GroupFinished { group: g(7) }).map(|(i, _)| i).collect();
+    let last = evs.iter().rposition(|e| matches!(e, Ev::Completed { group, .. } if *group == g(7))).unwrap();
+    assert_eq!(ends, vec![last + 1], "the group finished once, right after its last task: {:?}", &evs[last..]);
+    finish(m);
+}
+
+#[test]
 fn a_higher_priority_waiting_in_an_overflow_runs_before_lower_ones() {
     let _s = serial();
     let m = manager(1, true);

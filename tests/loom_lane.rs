@@ -70,8 +70,9 @@
 //!    was full when the host pushed it, and has emptied since). Workers see
 //!    the overflow through a flag, which the lock holder that moves the
 //!    entry into the ring clears after publishing it there (release), then
-//!    bumping `epoch`; the batch sets the flag before it publishes its
-//!    lower level. A worker reads the flag (acquire) before it pops the
+//!    bumping `epoch`; the batch sets the flag, and at its end bumps `epoch`
+//!    because an overflow waits, before it publishes its lower level. A
+//!    worker reads the flag (acquire) before it pops the
 //!    higher ring, goes to the lock if it was set, and after popping the
 //!    lower entry gives it back if `epoch` moved and the higher level has
 //!    its flag set or an entry, read in that order. A second thread moves
@@ -80,7 +81,10 @@
 //!    waits. Mutants (both the engine until session 18): a take that pops
 //!    the ring before it reads the flag (it can see the ring before the
 //!    move and the flag after it); a check after the pop that looks at
-//!    the higher ring only (the entry is still in the overflow). A flag
+//!    the higher ring only (the entry is still in the overflow); and (the
+//!    engine in 0208a6d, found by a review) a batch without the bump for
+//!    its overflow: a worker that read `epoch` and the flag before the
+//!    batch, and pops the lower entry after it, sees nothing move. A flag
 //!    read and stored relaxed fails too (checked by hand).
 //!
 //! Not modelled yet: a worker's sleep against a lock-free add (flag, fence,
@@ -891,6 +895,10 @@ enum OverflowCheck {
     /// Mutant: the check after a pop looks at the higher ring only (the
     /// engine until session 18).
     RingOnlyAfterPop,
+    /// Mutant: the batch bumps `epoch` only after a level it published
+    /// entries in, so not for its entry in the overflow (the engine in
+    /// session 18's first fix).
+    NoOverflowBump,
 }
 
 /// A level whose ring has one slot, and the flag that says an entry waits
@@ -968,11 +976,14 @@ fn overflow_model(how: OverflowCheck) {
             // The batch, under the lock: its higher entry waits in the
             // overflow (the ring was full when the host looked, and has
             // emptied since), its lower one is pushed unpublished; at the
-            // end the higher level (nothing in its ring), a bump, the
-            // lower level, a bump.
+            // end (`State::publish_lane_batch`) a bump because an overflow
+            // waits (the higher level has nothing in its ring to publish),
+            // the lower level, a bump.
             let _g = lock.lock().unwrap();
             high.overflowing.store(true, Ordering::Release);
-            epoch.fetch_add(1, Ordering::Release);
+            if how != OverflowCheck::NoOverflowBump {
+                epoch.fetch_add(1, Ordering::Release);
+            }
             low.publish();
             epoch.fetch_add(1, Ordering::Release);
         }
@@ -999,4 +1010,10 @@ fn loom_lane_mutant_take_popping_the_ring_before_reading_the_overflow_is_caught(
 #[should_panic(expected = "a lower entry ran while a higher one waited")]
 fn loom_lane_mutant_check_after_a_pop_ignoring_the_overflow_is_caught() {
     overflow_model(OverflowCheck::RingOnlyAfterPop);
+}
+
+#[test]
+#[should_panic(expected = "a lower entry ran while a higher one waited")]
+fn loom_lane_mutant_batch_without_a_bump_for_its_overflow_is_caught() {
+    overflow_model(OverflowCheck::NoOverflowBump);
 }

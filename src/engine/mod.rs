@@ -96,7 +96,10 @@ pub struct NewTask<'a> {
 pub trait Batch<'a> {
     /// How many tasks.
     fn count(&self) -> usize;
-    /// Task `i`'s arguments other than its job.
+    /// Task `i`'s arguments other than its job: the same each time it is
+    /// asked for (the engine reads them for its checks, then again as it
+    /// adds the task; a batch that changed them in between would make an
+    /// add that was checked fail, which panics).
     fn spec(&self, i: usize) -> TaskSpec<'a>;
     /// Task `i`'s job (its function and data), taken once, in order, and
     /// only after every check of the batch passed.
@@ -1069,9 +1072,13 @@ impl Manager {
             // when every task has one priority and no upstream task and runs
             // a function: then each entry is published as it is added, and
             // workers start on the batch at once.
-            st.lane_batching = !st.check_many(&*tasks)?;
+            let (uniform, one_group) = st.check_many(&*tasks)?;
+            st.lane_batching = !uniform;
             let first = st.next_id;
-            for i in 0..tasks.count() {
+            // The common batch, W1's: independent tasks of one priority
+            // and group, straight to their lane level.
+            let done = if uniform && one_group && tasks.count() > 0 { st.add_lane_run(tasks, after) } else { 0 };
+            for i in done..tasks.count() {
                 let t = tasks.spec(i);
                 match st.add(tasks.take_job(i), t.priority, t.group, t.upstream, after) {
                     Ok(id) => debug_assert_eq!(id, first + i as u64),
@@ -2144,6 +2151,14 @@ impl State {
             levels[i] = (priority, i as u8);
         }
         levels[..n].sort_unstable_by_key(|&(priority, _)| std::cmp::Reverse(priority));
+        if self.lane.is_overflowing() {
+            // Entries of the batch may wait in an overflow (their ring was
+            // full): they have no publication of their own, so this bump
+            // stands for theirs. A worker that pops an entry published
+            // below then sees `epoch` move and the overflow's flag, set
+            // before this bump, and gives the entry back (loom model 8).
+            self.lane.published();
+        }
         for &(_, level) in &levels[..n] {
             // (One pass per level, at most four: a level's entries in
             // position order.)
@@ -2383,18 +2398,19 @@ impl State {
     /// The checks of [`State::add`] for a whole batch, in order, before any
     /// is added (an upstream must be issued before the batch); returns
     /// whether its tasks share one priority, have no upstream task and run
-    /// a function.
-    fn check_many<'a>(&self, tasks: &impl Batch<'a>) -> Result<bool, Error> {
+    /// a function, and whether they share one group.
+    fn check_many<'a>(&self, tasks: &impl Batch<'a>) -> Result<(bool, bool), Error> {
         if self.shut_down {
             return Err(Error::ShutDown);
         }
         let n = tasks.count();
-        let first = (n > 0).then(|| tasks.spec(0).priority);
-        let mut uniform = true;
+        let first = (n > 0).then(|| tasks.spec(0));
+        let (mut uniform, mut one_group) = (true, true);
         for i in 0..n {
             let t = tasks.spec(i);
             self.check_add(t.group, t.upstream)?;
-            uniform &= Some(t.priority) == first && t.upstream.is_empty() && t.runs;
+            uniform &= first.is_some_and(|f| f.priority == t.priority) && t.upstream.is_empty() && t.runs;
+            one_group &= first.is_some_and(|f| f.group == t.group);
         }
         // A batch needs a group slot for each group it names that has none,
         // so that no add of it fails (counted only near the limit).
@@ -2405,7 +2421,45 @@ impl State {
                 return Err(Error::TooManyGroups);
             }
         }
-        Ok(uniform)
+        Ok((uniform, one_group))
+    }
+
+    /// Adds a checked batch whose tasks share one priority and one group,
+    /// have no upstream task and run a function, straight to their lane
+    /// level: what [`State::add`] does for each of them, with its checks
+    /// and its choices made once for the batch. Returns how many it added:
+    /// all of them, or none when they would not go to the lane (the lane
+    /// closed, locked tasks of their priority waiting, no free level).
+    #[inline(never)]
+    fn add_lane_run<'a>(&mut self, tasks: &mut impl Batch<'a>, after: &mut After) -> usize {
+        let (n, first) = (tasks.count(), tasks.spec(0));
+        if !self.lane.is_open() || self.ready.has_priority(first.priority) {
+            return 0;
+        }
+        let Some((level, level_ref)) = self.lane_level(first.priority) else {
+            return 0;
+        };
+        for i in 0..n {
+            let id = self.next_id;
+            let Some((group_index, stale)) = self.groups.join(first.group, id) else {
+                unreachable!("checked: the batch's group has a slot");
+            };
+            self.next_id += 1;
+            if stale {
+                self.compact_group(group_index, id);
+            }
+            let (pos, _) = level_ref.push(id, tasks.take_job(i), true);
+            let body = Body::Lane { group: GroupIx::new(group_index), links: None, level, pos, linked: false, down: 0 };
+            self.tasks.insert(id, Task { body });
+            self.lane_added += 1;
+            if i % 64 == 63 {
+                // Sleeping workers are woken as the batch goes (`add`
+                // provisions at each task).
+                self.provision(after);
+            }
+        }
+        self.provision(after);
+        n
     }
 
     /// The checks of an add after the shut-down one, in order.
