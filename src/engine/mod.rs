@@ -2452,12 +2452,10 @@ impl State {
             let body = Body::Lane { group: GroupIx::new(group_index), links: None, level, pos, linked: false, down: 0 };
             self.tasks.insert(id, Task { body });
             self.lane_added += 1;
-            if i % 64 == 63 {
-                // Sleeping workers are woken as the batch goes (`add`
-                // provisions at each task).
-                self.provision(after);
-            }
         }
+        // Once: what `add` provisions at each task takes effect after the
+        // lock section anyway (wakes, spawns and the spinning workers' hint
+        // all wait in `after`).
         self.provision(after);
         n
     }
