@@ -106,6 +106,30 @@ fn tasks_queued_in_the_lane_get_hooks_registered_before_they_start() {
 }
 
 #[test]
+fn a_batch_of_one_priority_and_group_added_while_hooks_are_set_runs_with_its_hooks() {
+    // Hooks close the lane: such a batch must take the locked path, not
+    // `add_lane_run`'s (a build without that check never ran it; found by
+    // session 18's second review).
+    let _s = serial();
+    HOOK_STARTS.store(0, Ordering::SeqCst);
+    let m = manager(2, true);
+    m.set_task_hooks(Some(TaskHooks {
+        on_start: Some(count_start),
+        on_end: None,
+        data: Owned::new(std::ptr::null_mut(), None),
+    }));
+    let log = Log::default();
+    let batch: Vec<btm::engine::NewTask<'static>> = (0..10)
+        .map(|i| btm::engine::NewTask { job: logging(&log, i), priority: 0, group: g(3), upstream: &[] })
+        .collect();
+    m.add_many(batch).unwrap();
+    collect_finals(&m, 10);
+    assert_eq!(HOOK_STARTS.load(Ordering::SeqCst), 10, "every task of the batch started with its hook");
+    m.set_task_hooks(None);
+    finish(m);
+}
+
+#[test]
 fn a_task_added_downstream_of_a_running_lane_task_starts_without_a_poll() {
     let _s = serial();
     let m = manager(2, true);
