@@ -2395,6 +2395,47 @@ impl State {
         Some((l as u8, r))
     }
 
+    /// Issues the next id to a new task of `group`, which joins it; `None`
+    /// when the group would be a new one past the limit (no id used).
+    #[inline(always)]
+    fn issue_id(&mut self, group: GroupKey) -> Option<(u64, u32)> {
+        let id = self.next_id;
+        let (group_index, stale) = self.groups.join(group, id)?;
+        self.next_id += 1;
+        if stale {
+            // The new task is not in the table yet: the compaction must
+            // keep it.
+            self.compact_group(group_index, id);
+        }
+        Some((id, group_index))
+    }
+
+    /// Puts new task `id` in lane level `level` (published now unless
+    /// `lane_batching`, then at the batch's end; `publish` is
+    /// `!self.lane_batching`, a constant for some callers) and its record
+    /// in the table.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn insert_lane(
+        &mut self,
+        id: u64,
+        job: Job,
+        group_index: u32,
+        links: Option<LinkId>,
+        level: u8,
+        level_ref: LevelRef,
+        publish: bool,
+    ) {
+        debug_assert_eq!(publish, !self.lane_batching);
+        let (pos, in_ring) = level_ref.push(id, job, publish);
+        if !publish && in_ring {
+            self.lane_batch.push((level, pos));
+        }
+        let body = Body::Lane { group: GroupIx::new(group_index), links, level, pos, linked: false, down: 0 };
+        self.tasks.insert(id, Task { body });
+        self.lane_added += 1;
+    }
+
     /// The checks of [`State::add`] for a whole batch, in order, before any
     /// is added (an upstream must be issued before the batch); returns
     /// whether its tasks share one priority, have no upstream task and run
@@ -2440,18 +2481,10 @@ impl State {
             return 0;
         };
         for i in 0..n {
-            let id = self.next_id;
-            let Some((group_index, stale)) = self.groups.join(first.group, id) else {
+            let Some((id, group_index)) = self.issue_id(first.group) else {
                 unreachable!("checked: the batch's group has a slot");
             };
-            self.next_id += 1;
-            if stale {
-                self.compact_group(group_index, id);
-            }
-            let (pos, _) = level_ref.push(id, tasks.take_job(i), true);
-            let body = Body::Lane { group: GroupIx::new(group_index), links: None, level, pos, linked: false, down: 0 };
-            self.tasks.insert(id, Task { body });
-            self.lane_added += 1;
+            self.insert_lane(id, tasks.take_job(i), group_index, None, level, level_ref, true);
         }
         // Once: what `add` provisions at each task takes effect after the
         // lock section anyway (wakes, spawns and the spinning workers' hint
@@ -2489,16 +2522,9 @@ impl State {
         if let Err(e) = self.check_add(group, upstream) {
             return Err((e, job));
         }
-        let id = self.next_id;
-        let Some((group_index, stale)) = self.groups.join(group, id) else {
+        let Some((id, group_index)) = self.issue_id(group) else {
             return Err((Error::TooManyGroups, job));
         };
-        self.next_id += 1;
-        if stale {
-            // The new task is not in the table yet: the compaction must
-            // keep it.
-            self.compact_group(group_index, id);
-        }
 
         // Not while the locked queue holds tasks of this priority (tasks
         // that became ready late, were given back or had their priority
@@ -2514,6 +2540,8 @@ impl State {
         }
         if lane_ok && (!refilled || !self.ready.has_priority(priority)) {
             if let Some((level, level_ref)) = self.lane_level(priority) {
+                // `insert_lane`, written out: through the helper, this add
+                // (the hottest) took 3 instructions more (bench/paths.sh).
                 let (pos, in_ring) = level_ref.push(id, job, !self.lane_batching);
                 if self.lane_batching && in_ring {
                     self.lane_batch.push((level, pos));
@@ -2722,14 +2750,8 @@ impl State {
             // independent task would, from the lane (where a continuation
             // can wait attached to it).
             if let Some((level, level_ref)) = self.lane_level(priority) {
-                let (pos, in_ring) = level_ref.push(id, job, !self.lane_batching);
-                if self.lane_batching && in_ring {
-                    self.lane_batch.push((level, pos));
-                }
                 let links = links.map(|l| self.links.insert(l));
-                let body = Body::Lane { group: GroupIx::new(group_index), links, level, pos, linked: false, down: 0 };
-                self.tasks.insert(id, Task { body });
-                self.lane_added += 1;
+                self.insert_lane(id, job, group_index, links, level, level_ref, !self.lane_batching);
                 self.provision(after);
                 return Ok(id);
             }
