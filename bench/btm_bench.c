@@ -136,8 +136,8 @@ int main(int argc, char **argv) {
 
     const char *bulk_env = getenv("BTM_BENCH_BULK");
     size_t bulk = bulk_env ? (size_t)strtoull(bulk_env, NULL, 10) : 0;
-    if (bulk && strcmp(w, "w1") && strcmp(w, "w6")) {
-        printf("{\"peer\":\"btm_bulk\",\"workload\":\"%s\",\"unsupported\":\"measured on W1 and W6 only; "
+    if (bulk && strcmp(w, "w1") && strcmp(w, "w6") && strcmp(w, "w2a") && strcmp(w, "w2b")) {
+        printf("{\"peer\":\"btm_bulk\",\"workload\":\"%s\",\"unsupported\":\"measured on W1, W2 and W6 only; "
                "see btm's row\"}\n", w);
         return 0;
     }
@@ -179,12 +179,39 @@ int main(int argc, char **argv) {
     } else if (!strcmp(w, "w2a")) {
         size_t chains = 1000, len = 100;
         m = make(1, 1);
+        /* Bulk: whole chains per btm_add_tasks call (bulk / 100 of them),
+         * each link naming the descriptor before it with BTM_IN_BATCH. */
+        size_t per_call = bulk ? (bulk / len ? bulk / len : 1) * len : 0;
+        btm_task_desc *descs = NULL;
+        btm_task_id *ids = NULL, *prevs = NULL;
+        if (bulk) {
+            descs = calloc(per_call, sizeof *descs);
+            ids = malloc(per_call * sizeof *ids);
+            prevs = malloc(per_call * sizeof *prevs);
+            if (!descs || !ids || !prevs) return 1;
+            for (size_t j = 0; j < per_call; j++) {
+                descs[j].task_fn = empty_task;
+                if (j % len) {
+                    prevs[j] = BTM_IN_BATCH | (j - 1);
+                    descs[j].upstream = &prevs[j];
+                    descs[j].upstream_len = 1;
+                }
+            }
+        }
         double t0 = now_ns();
-        for (size_t c = 0; c < chains; c++) {
-            add(m, 0, NULL, 0, &id);
-            for (size_t i = 1; i < len; i++) {
-                btm_task_id prev = id;
-                add(m, 0, &prev, 1, &id);
+        if (bulk) {
+            for (size_t c = 0; c < chains; c += per_call / len)
+                if (btm_add_tasks(m, descs, per_call, ids) != BTM_STATUS_OK) {
+                    fprintf(stderr, "btm_add_tasks failed\n");
+                    return 1;
+                }
+        } else {
+            for (size_t c = 0; c < chains; c++) {
+                add(m, 0, NULL, 0, &id);
+                for (size_t i = 1; i < len; i++) {
+                    btm_task_id prev = id;
+                    add(m, 0, &prev, 1, &id);
+                }
             }
         }
         double t_added = now_ns();
@@ -193,15 +220,29 @@ int main(int argc, char **argv) {
         if (getenv("BTM_BENCH_PHASES"))
             fprintf(stderr, "w2a: add phase %.1f ns/task, drain phase %.1f ns/task\n",
                     (t_added - t0) / (double)(chains * len), (now_ns() - t_added) / (double)(chains * len));
-        printf("{\"peer\":\"btm\",\"workload\":\"w2a\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", chains * len,
-               t / (double)(chains * len), t / 1e6);
+        free(descs);
+        free(ids);
+        free(prevs);
+        printf("{\"peer\":\"%s\",\"workload\":\"w2a\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n",
+               bulk ? "btm_bulk" : "btm", chains * len, t / (double)(chains * len), t / 1e6);
     } else if (!strcmp(w, "w2b")) {
         m = make(1, 1);
         btm_task_id *ids = malloc(n * sizeof *ids);
         if (!ids) return 1;
         memset(ids, 0, n * sizeof *ids); /* prefaulted, as the peers' host arrays */
+        btm_task_desc *descs = bulk ? calloc(bulk, sizeof *descs) : NULL;
+        if (bulk && !descs) return 1;
+        for (size_t j = 0; j < bulk; j++) descs[j].task_fn = empty_task;
         double t0 = now_ns();
-        for (size_t i = 0; i < n; i++) add(m, 0, NULL, 0, &ids[i]);
+        if (bulk) {
+            for (size_t i = 0; i < n; i += bulk)
+                if (btm_add_tasks(m, descs, n - i < bulk ? n - i : bulk, ids + i) != BTM_STATUS_OK) {
+                    fprintf(stderr, "btm_add_tasks failed\n");
+                    return 1;
+                }
+        } else {
+            for (size_t i = 0; i < n; i++) add(m, 0, NULL, 0, &ids[i]);
+        }
         double t_added = now_ns();
         add(m, 0, ids, n, &id);
         double t_joined = now_ns();
@@ -212,8 +253,9 @@ int main(int argc, char **argv) {
                     (t_added - t0) / (double)n, (t_joined - t_added) / (double)n,
                     (now_ns() - t_joined) / (double)(n + 1));
         free(ids);
-        printf("{\"peer\":\"btm\",\"workload\":\"w2b\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", n,
-               t / (double)(n + 1), t / 1e6);
+        free(descs);
+        printf("{\"peer\":\"%s\",\"workload\":\"w2b\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n",
+               bulk ? "btm_bulk" : "btm", n, t / (double)(n + 1), t / 1e6);
     } else if (!strcmp(w, "w3")) {
         m = make(0, 1); /* paused: every task stays queued */
         btm_group g = {BTM_GROUP_KIND_NUMBERED, 0, 7};

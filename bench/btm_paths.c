@@ -6,7 +6,7 @@
  * without lock contention), and the host polls every event at the end (the
  * poll path). bench/paths.sh runs it under callgrind and prints the three
  * figures; they are exact from run to run.
- * Usage: btm_paths <N> [chain|fanin|lane|lane4|lanebulk|lanechain|lanefanin|chainstep]
+ * Usage: btm_paths <N> [chain|fanin|lane|lane4|lanebulk|lanechain|lanechainbulk|lanefanin|chainstep]
  *   chain: every task but each 100th waits for the task added before it,
  *          W2a's shape: the dependency paths;
  *   fanin: the last task waits for all the others, W2b's shape (to a
@@ -25,6 +25,9 @@
  *   lanechain: lane, in chains of 100 (W2a's shape on a running manager:
  *          each chain's first task in the lane, the others continuations
  *          attached to the task before them).
+ *   lanechainbulk: lanechain, added with btm_add_tasks, ten chains (1,000
+ *          tasks) per call, each link naming the one before it with
+ *          BTM_IN_BATCH (the btm_bulk row's W2a path; N a multiple of 1,000).
  *   lanefanin: lane, then, once every task has run (none polled yet), one
  *          more task that waits for all of them (W2b's path on a running
  *          manager: the fan-in's add applies the workers' outcomes and
@@ -91,7 +94,16 @@ static int lane_paths(size_t n, int levels, int chains, int fanin, size_t bulk) 
     if (btm_add_task(m, gate_task, NULL, NULL, 0, NULL, NULL, 0, &id) != BTM_STATUS_OK) return 1;
     btm_task_desc *descs = calloc(bulk ? bulk : 1, sizeof *descs);
     if (!descs) return 1;
-    for (size_t i = 0; bulk && i < bulk; i++) descs[i].task_fn = counted_task;
+    btm_task_id *prevs = malloc((bulk ? bulk : 1) * sizeof *prevs);
+    if (!prevs) return 1;
+    for (size_t i = 0; bulk && i < bulk; i++) {
+        descs[i].task_fn = counted_task;
+        if (chains && i % 100) { /* the task before, in the same call */
+            prevs[i] = BTM_IN_BATCH | (i - 1);
+            descs[i].upstream = &prevs[i];
+            descs[i].upstream_len = 1;
+        }
+    }
     for (size_t i = 0; bulk && i < n;) {
         size_t k = n - i < bulk ? n - i : bulk;
         if (btm_add_tasks(m, descs, k, ids + i) != BTM_STATUS_OK) return 1;
@@ -120,6 +132,7 @@ static int lane_paths(size_t n, int levels, int chains, int fanin, size_t bulk) 
     }
     free(ids);
     free(descs);
+    free(prevs);
     size_t seen = 0, k;
     while (seen < total) {
         if (btm_poll_events(m, events, 4096, &k) != BTM_STATUS_OK) return 1;
@@ -164,6 +177,7 @@ int main(int argc, char **argv) {
     if (argc > 2 && !strcmp(argv[2], "lanechain")) return lane_paths(n, 1, 1, 0, 0);
     if (argc > 2 && !strcmp(argv[2], "lanefanin")) return lane_paths(n, 1, 0, 1, 0);
     if (argc > 2 && !strcmp(argv[2], "lanebulk")) return lane_paths(n, 1, 0, 0, 1024);
+    if (argc > 2 && !strcmp(argv[2], "lanechainbulk")) return lane_paths(n, 1, 1, 0, 1000);
     if (argc > 2 && !strcmp(argv[2], "chainstep")) return chainstep_paths(n);
     btm_config cfg;
     btm_config_init(&cfg);

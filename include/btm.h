@@ -511,9 +511,10 @@ typedef struct btm_task_desc {
      */
     struct btm_group group;
     /**
-     * Tasks that must complete first, as for `btm_add_task`; they must
-     * have been added before this call. May be NULL when `upstream_len`
-     * is 0.
+     * Tasks that must complete first, as for `btm_add_task`: tasks added
+     * before this call, or `BTM_IN_BATCH | j` for the task of descriptor
+     * `j` of the same call, which must come before this descriptor. May be
+     * NULL when `upstream_len` is 0.
      */
     const btm_task_id *upstream;
     /**
@@ -552,6 +553,16 @@ typedef struct btm_stop_report {
 } btm_stop_report;
 
 
+
+/**
+ * In `btm_add_tasks`, an upstream id `BTM_IN_BATCH | j` names the task of
+ * descriptor `j` of the same call (counted from 0), whose id is not known
+ * before the call: chains, fan-ins and any other graph within one array.
+ * `j` must be below the index of the descriptor that names it; otherwise
+ * the call fails with `UNKNOWN_UPSTREAM`. No issued id has this bit, and
+ * `btm_add_task` rejects an id with it as `UNKNOWN_UPSTREAM`.
+ */
+#define BTM_IN_BATCH 9223372036854775808ull
 
 #ifdef __cplusplus
 extern "C" {
@@ -1135,9 +1146,12 @@ btm_status btm_add_pass_through_task(struct btm_manager *manager,
  *   call, as for `btm_add_task`: when the call fails, every userdata is
  *   freed (on the calling thread, before returning), none is added and no
  *   id is issued.
- * - Upstream ids must have been issued before this call: a task cannot
- *   wait for another task of the same array. A descriptor's `upstream`
- *   may point into `task_ids_out` (the ids of a batch before, chained):
+ * - Upstream ids must have been issued before this call, or name an
+ *   earlier descriptor of the same array as `BTM_IN_BATCH | j` (its index
+ *   `j`, counted from 0, below the naming descriptor's own): a whole graph
+ *   (chains, fan-ins) goes in one call, all of it or none. The ids of one
+ *   call are consecutive, in array order. A descriptor's `upstream` may
+ *   also point into `task_ids_out` (the ids of a batch before, chained):
  *   every upstream id is read before the first id is written.
  * - `count` 0 adds nothing and returns OK (`tasks` and `task_ids_out` may
  *   then be NULL).
@@ -1150,7 +1164,8 @@ btm_status btm_add_pass_through_task(struct btm_manager *manager,
  * `task_fn` set on a pass-through), then `INVALID_GROUP` (a `kind` out of
  * range), then `INVALID_ARGUMENT` (`upstream` NULL with a length); then
  * `SHUT_DOWN`; then again the descriptors in array order, each checked for
- * `INVALID_GROUP` (a named group never interned), then `UNKNOWN_UPSTREAM`;
+ * `INVALID_GROUP` (a named group never interned), then `UNKNOWN_UPSTREAM`
+ * (an id never issued, or a `BTM_IN_BATCH` index not below its own);
  * then `TOO_MANY_GROUPS` (the batch names more groups without a live task
  * than there are free group slots, see `btm_add_task`).
  *

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use btm::engine::{
     Config, Error, EventKind, Failure, GroupKey, GroupKind, Job, Manager, Owned, Stats, StopReport, TaskContext,
-    TaskSpec,
+    TaskSpec, IN_BATCH,
 };
 
 // ---------------------------------------------------------------------------
@@ -82,6 +82,9 @@ enum Up {
     Unissued(u64),
     /// Id 0: rejected.
     Zero,
+    /// `IN_BATCH | j`: in `add_many`, the batch's own entry `j`, valid
+    /// before the entry naming it; rejected anywhere else.
+    InBatch(u64),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,6 +220,7 @@ fn resolve_ups(ids: &[u64], ups: &[Up]) -> Vec<u64> {
             Up::Task(p) => resolve_pick(ids, p),
             Up::Unissued(d) => Some(next + d),
             Up::Zero => Some(0),
+            Up::InBatch(j) => Some(IN_BATCH | j),
         })
         .collect()
 }
@@ -287,6 +291,8 @@ struct Coverage {
     rejected_adds: u64,
     rejected_after_shut_down: u64,
     bulk_adds: u64,
+    /// Accepted batches with an entry naming another with `IN_BATCH`.
+    in_batch_upstream: u64,
 }
 
 impl Coverage {
@@ -304,6 +310,7 @@ impl Coverage {
         self.rejected_adds += o.rejected_adds;
         self.rejected_after_shut_down += o.rejected_after_shut_down;
         self.bulk_adds += o.bulk_adds;
+        self.in_batch_upstream += o.in_batch_upstream;
     }
 }
 
@@ -375,31 +382,54 @@ impl Model {
             self.cov.rejected_after_shut_down += 1;
             return Err(vec![Error::ShutDown]);
         }
-        for (spec, ups) in specs.iter().zip(&resolved) {
-            let errors = self.entry_errors(spec, ups);
+        // An entry's own-batch upstream `IN_BATCH | j` is entry j, which
+        // must come before it: checked as the id entry j will get (issued
+        // by then), and named by it once the entries before are added.
+        let first = self.next_id;
+        let real = |i: usize, ups: &[u64]| -> Vec<u64> {
+            ups.iter()
+                .map(|&u| match u & IN_BATCH != 0 {
+                    true if (u & !IN_BATCH) < i as u64 => first + (u & !IN_BATCH),
+                    _ => u,
+                })
+                .collect()
+        };
+        for (i, (spec, ups)) in specs.iter().zip(&resolved).enumerate() {
+            let errors = self.entry_errors(spec, ups, i as u64);
             if !errors.is_empty() {
                 self.cov.rejected_adds += 1;
                 return Err(errors);
             }
         }
         self.cov.bulk_adds += 1;
-        Ok(specs.iter().zip(resolved).map(|(spec, ups)| self.add_resolved(spec, ups).expect("checked above")).collect())
+        if resolved.iter().flatten().any(|&u| u & IN_BATCH != 0) {
+            self.cov.in_batch_upstream += 1;
+        }
+        Ok(specs
+            .iter()
+            .zip(resolved)
+            .enumerate()
+            .map(|(i, (spec, ups))| self.add_resolved(spec, real(i, &ups)).expect("checked above"))
+            .collect())
     }
 
     /// Why an add of `spec` (upstream resolved to `ups`) is rejected, shut
     /// down aside: every reason that applies.
-    fn entry_errors(&self, spec: &AddSpec, ups: &[u64]) -> Vec<Error> {
-        [
-            (spec.group == Grp::BadNamed, Error::InvalidGroup),
-            (ups.iter().any(|&u| u == 0 || u >= self.next_id), Error::UnknownUpstream),
-        ]
-        .into_iter()
-        .filter_map(|(bad, e)| bad.then_some(e))
-        .collect()
+    /// `own_before`: the entries before this one in its batch, which it
+    /// may name with `IN_BATCH` (0 outside a batch).
+    fn entry_errors(&self, spec: &AddSpec, ups: &[u64], own_before: u64) -> Vec<Error> {
+        let unknown = |u: u64| match u & IN_BATCH != 0 {
+            true => u & !IN_BATCH >= own_before,
+            false => u == 0 || u >= self.next_id,
+        };
+        [(spec.group == Grp::BadNamed, Error::InvalidGroup), (ups.iter().any(|&u| unknown(u)), Error::UnknownUpstream)]
+            .into_iter()
+            .filter_map(|(bad, e)| bad.then_some(e))
+            .collect()
     }
 
     fn add_resolved(&mut self, spec: &AddSpec, ups: Vec<u64>) -> Result<u64, Vec<Error>> {
-        let mut errors = self.entry_errors(spec, &ups);
+        let mut errors = self.entry_errors(spec, &ups, 0);
         if self.shut_down {
             errors.insert(0, Error::ShutDown);
         }
@@ -1449,7 +1479,21 @@ impl Gen {
         };
         match self.rng.weighted(&weights) {
             // One add in eight is a batch of 0-4 tasks (btm_add_tasks).
-            0 if self.rng.pct(12) => Op::AddMany((0..self.rng.below(5)).map(|_| self.add(depth)).collect()),
+            0 if self.rng.pct(12) => {
+                // Entries naming earlier ones of the batch (chains, fan-ins;
+                // now and then one not before it, rejected).
+                let specs = (0..self.rng.below(5))
+                    .map(|i| {
+                        let mut spec = self.add(depth);
+                        if i > 0 && self.rng.pct(40) {
+                            let j = if self.rng.pct(90) { self.rng.below(i) } else { i + self.rng.below(2) };
+                            spec.ups.push(Up::InBatch(j));
+                        }
+                        spec
+                    })
+                    .collect();
+                Op::AddMany(specs)
+            }
             0 => Op::Add(self.add(depth)),
             1 => Op::Start,
             2 => Op::Pause,
@@ -1654,7 +1698,10 @@ fn engine_matches_the_reference_model() {
     );
     eprintln!("model: exercised {cov:?}");
     // Guard against a generator change silently dropping a kind of operation.
-    assert!(cov.bulk_adds > 0 && cov.rejected_adds > 0 && cov.pass_through > 0, "coverage: {cov:?}");
+    assert!(
+        cov.bulk_adds > 0 && cov.in_batch_upstream > 0 && cov.rejected_adds > 0 && cov.pass_through > 0,
+        "coverage: {cov:?}"
+    );
 }
 
 /// The model itself, on examples written out in SEMANTICS.md (so a wrong

@@ -364,6 +364,14 @@ impl ContArena {
         ContRef(p)
     }
 
+    /// The next [`ContArena::make`] would allocate a block: no record is
+    /// free, none orphaned. The caller holds the state lock.
+    #[inline(always)]
+    pub(crate) fn is_dry(&self) -> bool {
+        // SAFETY: the caller holds the state lock.
+        unsafe { self.owner() }.free.is_empty() && self.orphans.load(Ordering::Relaxed).is_null()
+    }
+
     fn take_orphans(&self, o: &mut ArenaOwner) {
         let mut p = self.orphans.swap(std::ptr::null_mut(), Ordering::Acquire);
         while let Some(rec) = std::ptr::NonNull::new(p) {

@@ -213,6 +213,14 @@ pub unsafe extern "C" fn btm_add_pass_through_task(
 /// `userdata_free` are its payload.
 pub const BTM_TASK_PASS_THROUGH: u32 = 1;
 
+/// In `btm_add_tasks`, an upstream id `BTM_IN_BATCH | j` names the task of
+/// descriptor `j` of the same call (counted from 0), whose id is not known
+/// before the call: chains, fan-ins and any other graph within one array.
+/// `j` must be below the index of the descriptor that names it; otherwise
+/// the call fails with `UNKNOWN_UPSTREAM`. No issued id has this bit, and
+/// `btm_add_task` rejects an id with it as `UNKNOWN_UPSTREAM`.
+pub const BTM_IN_BATCH: btm_task_id = 0x8000_0000_0000_0000;
+
 /// One task of `btm_add_tasks`: the arguments of `btm_add_task` (or, with
 /// `BTM_TASK_PASS_THROUGH`, of `btm_add_pass_through_task`). A
 /// zero-initialised descriptor plus `task_fn` is a task of priority 0 in the
@@ -229,9 +237,10 @@ pub struct btm_task_desc {
     pub userdata_free: btm_free_fn,
     /// The task's group, by value: all zero is the default group.
     pub group: btm_group,
-    /// Tasks that must complete first, as for `btm_add_task`; they must
-    /// have been added before this call. May be NULL when `upstream_len`
-    /// is 0.
+    /// Tasks that must complete first, as for `btm_add_task`: tasks added
+    /// before this call, or `BTM_IN_BATCH | j` for the task of descriptor
+    /// `j` of the same call, which must come before this descriptor. May be
+    /// NULL when `upstream_len` is 0.
     pub upstream: *const btm_task_id,
     /// Number of ids in `upstream`.
     pub upstream_len: usize,
@@ -344,9 +353,12 @@ impl Drop for Descs<'_> {
 ///   call, as for `btm_add_task`: when the call fails, every userdata is
 ///   freed (on the calling thread, before returning), none is added and no
 ///   id is issued.
-/// - Upstream ids must have been issued before this call: a task cannot
-///   wait for another task of the same array. A descriptor's `upstream`
-///   may point into `task_ids_out` (the ids of a batch before, chained):
+/// - Upstream ids must have been issued before this call, or name an
+///   earlier descriptor of the same array as `BTM_IN_BATCH | j` (its index
+///   `j`, counted from 0, below the naming descriptor's own): a whole graph
+///   (chains, fan-ins) goes in one call, all of it or none. The ids of one
+///   call are consecutive, in array order. A descriptor's `upstream` may
+///   also point into `task_ids_out` (the ids of a batch before, chained):
 ///   every upstream id is read before the first id is written.
 /// - `count` 0 adds nothing and returns OK (`tasks` and `task_ids_out` may
 ///   then be NULL).
@@ -359,7 +371,8 @@ impl Drop for Descs<'_> {
 /// `task_fn` set on a pass-through), then `INVALID_GROUP` (a `kind` out of
 /// range), then `INVALID_ARGUMENT` (`upstream` NULL with a length); then
 /// `SHUT_DOWN`; then again the descriptors in array order, each checked for
-/// `INVALID_GROUP` (a named group never interned), then `UNKNOWN_UPSTREAM`;
+/// `INVALID_GROUP` (a named group never interned), then `UNKNOWN_UPSTREAM`
+/// (an id never issued, or a `BTM_IN_BATCH` index not below its own);
 /// then `TOO_MANY_GROUPS` (the batch names more groups without a live task
 /// than there are free group slots, see `btm_add_task`).
 ///

@@ -1,7 +1,7 @@
 /* Bulk add: btm_add_tasks with btm_task_desc and BTM_TASK_PASS_THROUGH.
  * A batch runs every task, ids in array order; priorities, groups by
- * value, upstream ids issued before the call, pass-through entries; adds
- * from inside a task. All-or-nothing bad input: every userdata freed
+ * value, upstream ids issued before the call or named in the call with
+ * BTM_IN_BATCH, pass-through entries; adds from inside a task. All-or-nothing bad input: every userdata freed
  * exactly once before the call returns, no id issued, task_ids_out
  * untouched, and the documented order of errors. */
 #include "harness.h"
@@ -52,6 +52,13 @@ static btm_task_desc desc_pass(int payload_tag, int32_t priority, const btm_grou
     d.upstream_len = up_len;
     d.priority = priority;
     return d;
+}
+
+/* True if the upstream list `v` holds task `id` with a result of `tag`. */
+static bool value_find(const value_rec *v, size_t n, btm_task_id id, int tag) {
+    for (size_t i = 0; i < n; i++)
+        if (v[i].task_id == id && v[i].tag == tag) return true;
+    return false;
 }
 
 static long owned_count(const btm_task_desc *d, size_t n) {
@@ -508,6 +515,133 @@ TEST(bulk_upstream_same_batch_rejected) {
     rm(m);
 }
 
+/* BTM_IN_BATCH | j names descriptor j of the same call: a chain, a fan-in
+ * over batch tasks and a task issued before, and a pass-through over a
+ * batch task, all added in one call to a paused manager. Each task waits
+ * for its batch upstream tasks (run after them, their results in its
+ * upstream list, by their real ids). */
+TEST(bulk_in_batch_upstream_graph) {
+    btm_manager *m = mk(2, false);
+    REQUIRE(m);
+    btm_task_id u = add_simple(m, 1, 50, 0, NULL, NULL, 0);
+    btm_task_id up1[] = {BTM_IN_BATCH | 0};
+    btm_task_id up2[] = {BTM_IN_BATCH | 1, u, BTM_IN_BATCH | 0};
+    btm_task_id up3[] = {BTM_IN_BATCH | 2};
+    btm_task_desc d[5];
+    d[0] = desc_simple(10, 60, 0);
+    d[1] = desc_spec(spec_new(11, 61), 0, NULL, up1, 1);
+    d[2] = desc_spec(spec_new(12, 62), 0, NULL, up2, 3);
+    d[3] = desc_pass(73, 0, NULL, up3, 1);
+    d[4] = desc_simple(14, NO_RESULT, 9); /* no upstream: runs first */
+    btm_task_id ids[5];
+    REQUIRE(ADD_BATCH(m, d, 5, ids));
+    CHECK_EQ(ids[0], u + 1);
+    btm_stats s;
+    REQUIRE_ST(btm_get_stats(m, &s), BTM_STATUS_OK);
+    CHECK_EQ(s.queued, 3);  /* u, ids[0], ids[4] */
+    CHECK_EQ(s.blocked, 3); /* ids[1..3] */
+    REQUIRE_ST(btm_start_processing(m), BTM_STATUS_OK);
+    evlog l;
+    evlog_init(&l);
+    REQUIRE(settle(m, &l));
+    int r0 = runlog_find(10), r1 = runlog_find(11), r2 = runlog_find(12);
+    REQUIRE(r0 >= 0 && r1 >= 0 && r2 >= 0);
+    CHECK(r0 < r1 && r1 < r2);
+    CHECK(runlog_find(1) < r2);
+    run_rec rr = runlog_get((size_t)r1);
+    CHECK_EQ(rr.id, ids[1]);
+    const value_rec want1[] = {{ids[0], 60}};
+    CHECK(values_are(rr.up, rr.nup, want1, 1, "chain link's upstream"));
+    rr = runlog_get((size_t)r2);
+    CHECK_EQ(rr.nup, 3);
+    CHECK(value_find(rr.up, rr.nup, ids[0], 60) && value_find(rr.up, rr.nup, ids[1], 61) &&
+          value_find(rr.up, rr.nup, u, 50));
+    int e = ev_find(&l, BTM_EVENT_TASK_COMPLETED, ids[3]);
+    REQUIRE(e >= 0);
+    const value_rec want3[] = {{ids[3], 73}, {ids[2], 62}};
+    CHECK(values_are(l.v[e].res, l.v[e].nres, want3, 2, "pass-through over a batch task"));
+    for (int i = 0; i < 5; i++) CHECK_EQ(ev_count(&l, BTM_EVENT_TASK_COMPLETED, ids[i]), 1);
+    evlog_free(&l);
+    rm(m);
+}
+
+/* Chains added whole, one call per ten chains of 100, to a running
+ * manager with two workers (each link attaches to the one before it while
+ * the workers may already run the chain): every task runs once, after the
+ * task before it in its chain. */
+TEST(bulk_in_batch_chains_on_a_running_manager) {
+    enum { CHAINS = 40, LEN = 100, PER_CALL = 10 };
+    btm_manager *m = mk(2, true);
+    REQUIRE(m);
+    static btm_task_desc d[PER_CALL * LEN];
+    static btm_task_id ups[PER_CALL * LEN], ids[PER_CALL * LEN];
+    for (int c0 = 0; c0 < CHAINS; c0 += PER_CALL) {
+        for (int j = 0; j < PER_CALL * LEN; j++) {
+            int tag = 1000 + c0 * LEN + j;
+            ups[j] = BTM_IN_BATCH | (btm_task_id)(j - 1);
+            d[j] = desc_spec(spec_new(tag, NO_RESULT), 0, NULL, j % LEN ? &ups[j] : NULL, j % LEN ? 1 : 0);
+        }
+        REQUIRE(ADD_BATCH(m, d, PER_CALL * LEN, ids));
+    }
+    evlog l;
+    evlog_init(&l);
+    REQUIRE(poll_until_count(m, &l, CHAINS * LEN, 30000));
+    CHECK_EQ(runlog_count(), CHAINS * LEN);
+    for (int t = 0; t < CHAINS * LEN; t++) {
+        int r = runlog_find(1000 + t);
+        if (r < 0) {
+            CHECK(r >= 0);
+            break;
+        }
+        if (t % LEN && r < runlog_find(1000 + t - 1)) {
+            t_fail(__FILE__, __LINE__, "task %d of chain %d ran before the task before it", t % LEN,
+                   t / LEN);
+            break;
+        }
+    }
+    REQUIRE(settle(m, &l));
+    CHECK_EQ(live_objects(), 0);
+    evlog_free(&l);
+    rm(m);
+}
+
+/* A batch task that fails fails its batch downstream tasks with it (they
+ * never run); a stop of a batch task with stop_downstream reaches its
+ * batch downstream tasks. */
+TEST(bulk_in_batch_failure_and_stop_reach_downstream) {
+    btm_manager *m = mk(1, false);
+    REQUIRE(m);
+    spec *f = spec_new(20, NO_RESULT);
+    f->fail = true;
+    f->fail_msg = "boom";
+    btm_task_id up0[] = {BTM_IN_BATCH | 0}, up1[] = {BTM_IN_BATCH | 1}, up3[] = {BTM_IN_BATCH | 3};
+    btm_task_desc d[6];
+    d[0] = desc_spec(f, 0, NULL, NULL, 0);
+    d[1] = desc_spec(spec_new(21, NO_RESULT), 0, NULL, up0, 1);
+    d[2] = desc_spec(spec_new(22, NO_RESULT), 0, NULL, up1, 1);
+    d[3] = desc_simple(23, NO_RESULT, 0);
+    d[4] = desc_spec(spec_new(24, NO_RESULT), 0, NULL, up3, 1);
+    d[5] = desc_simple(25, NO_RESULT, 0);
+    btm_task_id ids[6];
+    REQUIRE(ADD_BATCH(m, d, 6, ids));
+    btm_stop_report rep;
+    REQUIRE_ST(btm_stop_task(m, ids[3], false, true, &rep), BTM_STATUS_OK);
+    CHECK_EQ(rep.before_start, 2);
+    REQUIRE_ST(btm_start_processing(m), BTM_STATUS_OK);
+    evlog l;
+    evlog_init(&l);
+    REQUIRE(settle(m, &l));
+    CHECK(runlog_find(20) >= 0 && runlog_find(25) >= 0);
+    CHECK(runlog_find(21) < 0 && runlog_find(22) < 0 && runlog_find(23) < 0 && runlog_find(24) < 0);
+    for (int i = 0; i < 3; i++) CHECK_EQ(ev_count(&l, BTM_EVENT_TASK_FAILED, ids[i]), 1);
+    CHECK_EQ(ev_count(&l, BTM_EVENT_TASK_COMPLETED, ids[5]), 1);
+    CHECK_EQ(ev_count(&l, BTM_EVENT_TASK_COMPLETED, ids[3]) + ev_count(&l, BTM_EVENT_TASK_FAILED, ids[3]) +
+                 ev_count(&l, BTM_EVENT_TASK_COMPLETED, ids[4]) + ev_count(&l, BTM_EVENT_TASK_FAILED, ids[4]),
+             0);
+    evlog_free(&l);
+    rm(m);
+}
+
 /* Pass-through entries: payload first, then gathered upstream results; no
  * payload gives an empty result; a payload without a free function is
  * left alone; a downstream sees the gathered list. */
@@ -896,6 +1030,41 @@ TEST(bulk_bad_upstream_never_issued) {
     rm(m);
 }
 
+/* BTM_IN_BATCH naming the descriptor itself, a later one or one past the
+ * array: UNKNOWN_UPSTREAM, every userdata freed, no id issued; in
+ * btm_add_task, where there is no batch, any id with the bit too. */
+TEST(bulk_bad_in_batch_not_before) {
+    btm_manager *m = mk(1, false);
+    REQUIRE(m);
+    btm_task_id last = add_simple(m, 1, NO_RESULT, 0, NULL, NULL, 0);
+    const btm_task_id bad[] = {BTM_IN_BATCH | 1, BTM_IN_BATCH | 2, BTM_IN_BATCH | 3, BTM_IN_BATCH | 1000};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        btm_task_id up[2] = {BTM_IN_BATCH | 0, bad[k]};
+        btm_task_desc d[3] = {desc_simple(2, NO_RESULT, 0),
+                              desc_spec(spec_new(3, NO_RESULT), 0, NULL, up, 2),
+                              desc_simple(4, NO_RESULT, 0)};
+        REJECT(m, d, 3, false, BTM_STATUS_UNKNOWN_UPSTREAM, &last);
+    }
+    {
+        btm_task_id up = BTM_IN_BATCH | 0; /* the first descriptor names itself */
+        btm_task_desc d[1] = {desc_pass(5, 0, NULL, &up, 1)};
+        REJECT(m, d, 1, false, BTM_STATUS_UNKNOWN_UPSTREAM, &last);
+    }
+    btm_task_id up = BTM_IN_BATCH | 0, id = 0;
+    long live0 = live_objects();
+    CHECK_ST(add_spec(m, spec_new(6, NO_RESULT), 0, NULL, &up, 1, &id), BTM_STATUS_UNKNOWN_UPSTREAM);
+    CHECK_EQ(live_objects(), live0);
+    up = BTM_IN_BATCH | last;
+    CHECK_ST(add_spec(m, spec_new(7, NO_RESULT), 0, NULL, &up, 1, &id), BTM_STATUS_UNKNOWN_UPSTREAM);
+    REQUIRE_ST(btm_start_processing(m), BTM_STATUS_OK);
+    evlog l;
+    evlog_init(&l);
+    REQUIRE(settle(m, &l));
+    CHECK(runlog_find(2) < 0 && runlog_find(3) < 0 && runlog_find(6) < 0 && runlog_find(7) < 0);
+    evlog_free(&l);
+    rm(m);
+}
+
 /* After btm_shut_down: SHUT_DOWN, every userdata freed (count 0 stays OK). */
 TEST(bulk_bad_after_shut_down) {
     btm_manager *m = mk(1, false);
@@ -1080,6 +1249,9 @@ const test_case tests_bulk[] = {
     TEST_ENTRY(bulk_upstream_added_before),
     TEST_ENTRY(bulk_upstream_read_from_the_ids_out_array),
     TEST_ENTRY(bulk_upstream_same_batch_rejected),
+    TEST_ENTRY(bulk_in_batch_upstream_graph),
+    TEST_ENTRY(bulk_in_batch_chains_on_a_running_manager),
+    TEST_ENTRY(bulk_in_batch_failure_and_stop_reach_downstream),
     TEST_ENTRY(bulk_pass_through),
     TEST_ENTRY(bulk_from_inside_task),
     TEST_ENTRY(bulk_count_zero),
@@ -1092,6 +1264,7 @@ const test_case tests_bulk[] = {
     TEST_ENTRY(bulk_bad_named_group_not_interned),
     TEST_ENTRY(bulk_bad_upstream_null_with_len),
     TEST_ENTRY(bulk_bad_upstream_never_issued),
+    TEST_ENTRY(bulk_bad_in_batch_not_before),
     TEST_ENTRY(bulk_bad_after_shut_down),
     TEST_ENTRY(bulk_bad_error_order),
     {NULL, NULL},
