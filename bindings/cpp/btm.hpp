@@ -23,7 +23,10 @@
 //
 // Bulk adds: fill a btm::TaskBatch (add_task / add_pass_through, same
 // arguments) and call mgr.add_tasks(batch): one native call, all tasks or
-// none, ids in the batch's order; the batch is empty afterwards.
+// none, ids in the batch's order; the batch is empty afterwards. An entry
+// waits for an earlier entry of the same batch through
+// TaskOptions{}.upstream(btm::in_batch(i)), `i` the index its append
+// returned: a whole graph (chains, fan-ins) goes in one call.
 //
 // Pass-through tasks (add_pass_through) gather: their completed event (and a
 // downstream task's ctx.upstream()) lists the payload first, then every
@@ -615,7 +618,8 @@ public:
     TaskOptions& priority(std::int32_t p) noexcept { priority_ = p; return *this; }
     /// The task's group (default: the default group).
     TaskOptions& group(Group g) { group_ = std::move(g); return *this; }
-    /// Adds an upstream task that must complete first.
+    /// Adds an upstream task that must complete first (in a TaskBatch entry,
+    /// btm::in_batch(i) names an earlier entry of the same batch).
     TaskOptions& upstream(TaskId id) { upstream_.push_back(id); return *this; }
     /// Adds upstream tasks.
     TaskOptions& upstream(std::initializer_list<TaskId> ids) {
@@ -784,6 +788,16 @@ class ManagerApi;
 // Batches
 // =============================================================================
 
+/// The upstream id naming entry `index` of the same TaskBatch (the index its
+/// add_task / add_pass_through returned): `BTM_IN_BATCH | index`. Use it in
+/// TaskOptions::upstream for an entry of a TaskBatch, to wait for an EARLIER
+/// entry of that batch, whose id is not known before Manager::add_tasks.
+/// Anywhere else (Manager::add_task, add_pass_through), or naming the entry
+/// itself or a later one, btm rejects it as unknown_upstream.
+constexpr TaskId in_batch(std::size_t index) noexcept {
+    return static_cast<TaskId>(BTM_IN_BATCH) | static_cast<TaskId>(index);
+}
+
 /// Tasks to add together with Manager::add_tasks: one native call
 /// (btm_add_tasks), one lock section, all of them or none.
 ///
@@ -800,10 +814,18 @@ class ManagerApi;
 /// first. An append that throws (std::bad_alloc, a throwing copy) leaves the
 /// batch as it was and destroys what it had boxed.
 ///
-/// Upstream ids must be of tasks added BEFORE the batch: an entry cannot wait
-/// for another entry of the same batch (add the first one in an earlier
-/// batch or with add_task). Groups and upstream ids are checked by btm when
-/// the batch is added.
+/// Upstream ids are of tasks added BEFORE the batch, or name an EARLIER entry
+/// of the same batch as btm::in_batch(i), `i` the index its append returned
+/// (its id is not known before add_tasks): a whole graph goes in one call.
+///
+///   std::size_t prev = batch.add_task(step(0));
+///   for (int k = 1; k < n; ++k)  // a chain: each entry waits for the one before
+///       prev = batch.add_task(step(k), btm::TaskOptions{}.upstream(btm::in_batch(prev)));
+///
+/// Groups and upstream ids are checked by btm when the batch is added: an
+/// in_batch index that is not below the entry's own (itself, a later entry,
+/// past the end) makes add_tasks throw btm::Error(unknown_upstream), nothing
+/// added.
 ///
 /// Not thread-safe: fill and add a batch from one thread at a time. Movable,
 /// not copyable (a moved-from batch is empty).

@@ -365,15 +365,18 @@ namespace Btm
         /// Adds every task of <paramref name="tasks"/> in one native call (one
         /// lock section in btm), all of them or none; returns their ids in
         /// order: one P/Invoke for the whole list.
-        /// Upstream ids must have been issued before this call (an entry cannot
-        /// wait for another entry of the same list). On a BtmException nothing
+        /// Upstream ids are ids issued before this call, or
+        /// <see cref="TaskSpec.InBatch"/>(j) for the entry at index j of this
+        /// list, which must come before the entry naming it: chains and fan-ins
+        /// within the list go in this one call. The ids of one list are
+        /// consecutive, in list order. On a BtmException nothing
         /// was added, no id was issued and no task runs. An empty list adds
         /// nothing. Lists of a few hundred to a few thousand tasks work best
         /// (btm holds its lock for the whole list).
         /// </summary>
         /// <exception cref="ArgumentNullException"><paramref name="tasks"/> is null.</exception>
         /// <exception cref="ArgumentException">An entry is <c>default(TaskSpec)</c>.</exception>
-        /// <exception cref="BtmException">btm rejected the list (e.g. UnknownUpstream, ShutDown).</exception>
+        /// <exception cref="BtmException">btm rejected the list (e.g. UnknownUpstream: an id never issued, or an InBatch index not below its entry's own; ShutDown).</exception>
         public ulong[] AddTasks(IReadOnlyList<TaskSpec> tasks)
         {
             if (tasks == null)

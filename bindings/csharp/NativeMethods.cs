@@ -189,6 +189,7 @@ namespace Btm.Native
         internal const int DefaultMaxThreads = 8;           // BTM_DEFAULT_MAX_THREADS
         internal const int MaxThreadsLimit = 1024;          // BTM_MAX_THREADS_LIMIT
         internal const uint TaskPassThrough = 1;            // BTM_TASK_PASS_THROUGH (btm_task_desc.flags)
+        internal const ulong InBatch = 1UL << 63;           // BTM_IN_BATCH (btm_task_desc.upstream: | index of an earlier descriptor of the same call)
 
         // ---- task context (worker thread, during the task function only) ----
 

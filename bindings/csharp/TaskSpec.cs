@@ -67,6 +67,33 @@ namespace Btm
             return new TaskSpec(null, true, payload, priority, group, upstreamTaskIds);
         }
 
+        /// <summary>
+        /// An upstream id naming the entry at <paramref name="index"/> (counted
+        /// from 0) of the list passed to the same
+        /// <see cref="BackgroundTaskManager.AddTasks"/> call, whose id is not
+        /// known before the call: a chain, a fan-in or any other graph goes in
+        /// one call, all of it or none. Use it in the upstream ids of a TaskSpec,
+        /// alongside ids of tasks added before; the named entry must come before
+        /// the entry naming it (an entry cannot wait for itself or a later one).
+        /// </summary>
+        /// <remarks>
+        /// The value is <paramref name="index"/> with the top bit set
+        /// (<c>BTM_IN_BATCH | index</c>); no task id ever has that bit. Anywhere
+        /// else (AddTask, AddPassThroughTask, an index not below the naming
+        /// entry's own, an index past the list) the manager rejects it: a
+        /// <see cref="BtmException"/> with <see cref="BtmStatus.UnknownUpstream"/>,
+        /// and for AddTasks nothing of the list is added.
+        /// </remarks>
+        /// <exception cref="ArgumentOutOfRangeException"><paramref name="index"/> is negative.</exception>
+        public static ulong InBatch(int index)
+        {
+            if (index < 0)
+            {
+                throw new ArgumentOutOfRangeException("index", index, "the index of an entry of the list, counted from 0");
+            }
+            return Btm.Native.NativeMethods.InBatch | (ulong)index;
+        }
+
         /// <summary>Higher runs first; equal priorities run in the order added.</summary>
         public int Priority { get; }
 
@@ -77,7 +104,7 @@ namespace Btm
             get { return passThrough; }
         }
 
-        /// <summary>The tasks that must complete first (empty for none).</summary>
+        /// <summary>The tasks that must complete first (empty for none): ids as given, <see cref="InBatch"/> ones included.</summary>
         public IReadOnlyList<ulong> UpstreamTaskIds
         {
             get { return upstream ?? NoIds; }

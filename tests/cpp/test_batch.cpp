@@ -1,6 +1,7 @@
 // Bulk adds: btm::TaskBatch and Manager::add_tasks (btm_add_tasks).
 #include "test_support.hpp"
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -434,4 +435,221 @@ TEST(Batch, ATaskAddsABatchThroughItsContext) {
         },
         [&] { return completed == 3; }));
     EXPECT_EQ(added.load(), 2u);
+}
+
+// ---- btm::in_batch: an entry waits for an earlier entry of the same batch ----
+
+TEST(Batch, AChainAndAFanInOnEarlierEntriesGoInOneBatchOnARunningManager) {
+    constexpr std::size_t n = 50;      // entries 0..n-1: a chain
+    constexpr std::size_t fan_in = n;  // entry n: waits for three entries and `before`
+    using Seen = std::vector<std::pair<btm::TaskId, int>>;
+    // Declared before the manager: its tasks use them until it is destroyed.
+    std::mutex mu;
+    std::atomic<int> clock{0};
+    std::vector<int> started_at(n + 1, 0);  // 0: not started
+    std::vector<Seen> seen(n + 1);          // the upstream results each entry saw
+    Latch release;
+    btm::Manager m{started(4)};
+    struct OpenOnExit {
+        Latch& latch;
+        ~OpenOnExit() { latch.open(); }
+    } open_on_exit{release};  // a failed ASSERT must not leave `before` waiting
+    const btm::TaskId before = m.add_task([&release] {
+        EXPECT_TRUE(release.wait());
+        return 1000;
+    });
+    auto entry = [&mu, &clock, &started_at, &seen](std::size_t k) {
+        return [k, &mu, &clock, &started_at, &seen](btm::TaskContext& ctx) {
+            const int t = ++clock;
+            Seen up;
+            for (btm::Value v : ctx.upstream()) {
+                up.emplace_back(v.task_id(), v.get<int>());
+            }
+            std::lock_guard<std::mutex> lock(mu);
+            started_at[k] = t;
+            seen[k] = std::move(up);
+            return static_cast<int>(k);
+        };
+    };
+
+    btm::TaskBatch batch;
+    std::size_t prev = batch.add_task(entry(0));
+    for (std::size_t k = 1; k < n; ++k) {
+        const std::size_t index = batch.add_task(entry(k), btm::TaskOptions{}.upstream(btm::in_batch(prev)));
+        EXPECT_EQ(index, k);
+        prev = index;
+    }
+    EXPECT_EQ(batch.add_task(entry(fan_in), btm::TaskOptions{}.upstream(
+                                                {btm::in_batch(0), btm::in_batch(n / 2), btm::in_batch(n - 1), before})),
+              fan_in);
+    const std::vector<btm::TaskId> ids = m.add_tasks(batch);
+    EXPECT_TRUE(batch.empty());
+    ASSERT_EQ(ids.size(), n + 1);
+    for (std::size_t k = 0; k <= n; ++k) {
+        EXPECT_EQ(ids[k], ids[0] + k) << "the ids of one batch are consecutive, in its order";
+    }
+    EXPECT_GT(ids[0], before);
+
+    // The chain runs through while `before` holds the fan-in back.
+    ASSERT_TRUE(eventually([&] {
+        std::lock_guard<std::mutex> lock(mu);
+        return started_at[n - 1] != 0;
+    }, kTimeout));
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        EXPECT_EQ(started_at[fan_in], 0) << "the fan-in ran before the task it waits for";
+    }
+    EXPECT_EQ(m.stats().blocked, 1u);
+    release.open();
+
+    std::map<btm::TaskId, int> results;
+    ASSERT_TRUE(drain(m, [&](const btm::Event& e) {
+        if (const auto* f = std::get_if<btm::Failed>(&e)) {
+            ADD_FAILURE() << "task " << f->task_id << " failed: " << f->message;
+        } else if (const auto* c = std::get_if<btm::Completed>(&e)) {
+            results[c->task_id] = c->result<int>();
+        }
+    }));
+    ASSERT_EQ(results.size(), n + 2);
+    EXPECT_EQ(results[before], 1000);
+    for (std::size_t k = 0; k <= n; ++k) {
+        EXPECT_EQ(results[ids[k]], static_cast<int>(k));
+    }
+
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_TRUE(seen[0].empty());
+    for (std::size_t k = 1; k < n; ++k) {
+        SCOPED_TRACE(k);
+        EXPECT_GT(started_at[k], started_at[k - 1]) << "entry " << k << " ran before the entry it waits for";
+        EXPECT_EQ(seen[k], (Seen{{ids[k - 1], static_cast<int>(k - 1)}}));
+    }
+    for (std::size_t k : {std::size_t{0}, n / 2, n - 1}) {
+        EXPECT_GT(started_at[fan_in], started_at[k]);
+    }
+    Seen fan_in_seen = seen[fan_in];
+    std::sort(fan_in_seen.begin(), fan_in_seen.end());
+    Seen expected{{before, 1000},
+                  {ids[0], 0},
+                  {ids[n / 2], static_cast<int>(n / 2)},
+                  {ids[n - 1], static_cast<int>(n - 1)}};
+    std::sort(expected.begin(), expected.end());
+    EXPECT_EQ(fan_in_seen, expected);
+}
+
+TEST(Batch, AnInBatchIndexNotBelowItsEntrysRejectsTheWholeBatch) {
+    // Entry 2 of the batch below names ...
+    const std::vector<BadEntry> cases = {
+        {"itself", btm::TaskOptions{}.upstream(btm::in_batch(2)), btm::Status::unknown_upstream},
+        {"the next entry", btm::TaskOptions{}.upstream(btm::in_batch(3)), btm::Status::unknown_upstream},
+        {"an index past the end", btm::TaskOptions{}.upstream(btm::in_batch(1000)), btm::Status::unknown_upstream},
+        {"the earlier entries, then itself",
+         btm::TaskOptions{}.upstream({btm::in_batch(0), btm::in_batch(1), btm::in_batch(2)}),
+         btm::Status::unknown_upstream},
+    };
+    for (const BadEntry& bad : cases) {
+        SCOPED_TRACE(bad.what);
+        Tracked::reset();
+        std::atomic<int> ran{0};
+        btm::Manager m{btm::Config{}.max_threads(2)};  // paused
+        const btm::TaskId before = m.add_task([] { return 1; });
+
+        btm::TaskBatch batch;
+        batch.add_task([t = Tracked("first"), &ran] { ++ran; });
+        batch.add_pass_through(Tracked("payload"), btm::TaskOptions{}.upstream({before, btm::in_batch(0)}));
+        EXPECT_EQ(batch.add_task([t = Tracked("bad entry"), &ran] { ++ran; }, bad.options), 2u);
+        batch.add_task([t = Tracked("waits for the bad entry"), &ran] { ++ran; },
+                       btm::TaskOptions{}.upstream(btm::in_batch(2)));
+        EXPECT_EQ(batch.size(), 4u);
+        expect_none_destroyed_yet();
+
+        try {
+            (void)m.add_tasks(batch);
+            ADD_FAILURE() << "add_tasks with a bad in_batch index did not throw";
+        } catch (const btm::Error& e) {
+            EXPECT_EQ(e.status(), bad.expected);
+            EXPECT_NE(std::string(e.what()).find("btm_add_tasks"), std::string::npos) << e.what();
+        }
+        // Nothing added, every callable and payload destroyed once, the batch
+        // emptied, no id issued.
+        EXPECT_TRUE(batch.empty());
+        EXPECT_EQ(Tracked::snapshot().size(), 4u);
+        Tracked::expect_all_destroyed_once();
+        const btm::Stats s = m.stats();
+        EXPECT_EQ(s.queued, 1u);  // `before` only
+        EXPECT_EQ(s.blocked, 0u);
+        const btm::TaskId after = m.add_task([] { return 2; });
+        EXPECT_EQ(after, before + 1);
+
+        // The batch is reusable, with in_batch ids that are right this time.
+        batch.add_task([&ran] {
+            ++ran;
+            return 10;
+        });
+        batch.add_task(
+            [&ran](btm::TaskContext& ctx) {
+                ++ran;
+                return ctx.upstream<int>(0) + 1;
+            },
+            btm::TaskOptions{}.upstream(btm::in_batch(0)));
+        const std::vector<btm::TaskId> ids = m.add_tasks(batch);
+        ASSERT_EQ(ids.size(), 2u);
+        EXPECT_EQ(ids[0], after + 1);
+        EXPECT_EQ(ids[1], after + 2);
+        m.start();
+        std::map<btm::TaskId, int> results;
+        ASSERT_TRUE(drain(m, [&](const btm::Event& e) {
+            if (const auto* f = std::get_if<btm::Failed>(&e)) {
+                ADD_FAILURE() << "task " << f->task_id << " failed: " << f->message;
+            } else if (const auto* c = std::get_if<btm::Completed>(&e)) {
+                results[c->task_id] = c->result<int>();
+            }
+        }));
+        EXPECT_EQ(results.size(), 4u);
+        EXPECT_EQ(results[ids[1]], 11);
+        EXPECT_EQ(ran.load(), 2);  // only the tasks of the second batch
+    }
+}
+
+TEST(Batch, InBatchOutsideABatchIsAnUnknownUpstream) {
+    static_assert(btm::in_batch(0) == BTM_IN_BATCH);
+    static_assert(btm::in_batch(7) == (BTM_IN_BATCH | 7u));
+    static_assert(noexcept(btm::in_batch(0)));
+    Tracked::reset();
+    btm::Manager m{started()};
+    const btm::TaskId before = m.add_task([] { return 1; });
+
+    auto expect_unknown_upstream = [](const char* function, auto&& add) {
+        SCOPED_TRACE(function);
+        try {
+            (void)add();
+            ADD_FAILURE() << "an in_batch id outside a batch was accepted";
+        } catch (const btm::Error& e) {
+            EXPECT_EQ(e.status(), btm::Status::unknown_upstream);
+            EXPECT_NE(std::string(e.what()).find(function), std::string::npos) << e.what();
+        }
+    };
+    expect_unknown_upstream("btm_add_task", [&] {
+        return m.add_task([t = Tracked("task")] {}, btm::TaskOptions{}.upstream(btm::in_batch(0)));
+    });
+    expect_unknown_upstream("btm_add_task", [&] {
+        return m.add_task([t = Tracked("task next to a real id")] {},
+                          btm::TaskOptions{}.upstream({before, btm::in_batch(0)}));
+    });
+    // The index is no id: in_batch(i) is rejected even where i is an issued id.
+    expect_unknown_upstream("btm_add_task", [&] {
+        return m.add_task([t = Tracked("task, index equal to an issued id")] {},
+                          btm::TaskOptions{}.upstream(btm::in_batch(static_cast<std::size_t>(before))));
+    });
+    expect_unknown_upstream("btm_add_pass_through_task", [&] {
+        return m.add_pass_through(Tracked("payload"), btm::TaskOptions{}.upstream(btm::in_batch(0)));
+    });
+    EXPECT_EQ(Tracked::snapshot().size(), 4u);
+    Tracked::expect_all_destroyed_once();
+
+    // Nothing was added and no id issued.
+    const btm::TaskId after = m.add_task([] { return 2; });
+    EXPECT_EQ(after, before + 1);
+    const std::vector<Record> records = drain_records(m);
+    EXPECT_EQ(count_kind(records, Record::completed), 2u);
+    EXPECT_EQ(count_kind(records, Record::failed), 0u);
 }

@@ -221,8 +221,9 @@ namespace Btm.Tests
                 Check.Equal(BtmStatus.UnknownUpstream, ex.Status, "status");
                 Check.Equal(1L, BackgroundTaskManager.LiveGCHandleCount, "btm freed the five rejected handles (only a's is left)");
 
-                // An entry waiting for an earlier entry of the same list: its id is
-                // not issued before the call, so the list is rejected.
+                // An entry waiting for an earlier entry of the same list by the id
+                // it will get (not by TaskSpec.InBatch): that id is not issued
+                // before the call, so the list is rejected.
                 ex = Check.Throws<BtmException>(() => m.AddTasks(new[]
                 {
                     new TaskSpec(rejected),
@@ -249,6 +250,207 @@ namespace Btm.Tests
                 ex = Check.Throws<BtmException>(() => m.AddTasks(new[] { new TaskSpec(rejected), TaskSpec.PassThrough(0, default(TaskGroup), null, "p") }), "AddTasks after ShutDown");
                 Check.Equal(BtmStatus.ShutDown, ex.Status, "status");
                 Check.Equal(0L, BackgroundTaskManager.LiveGCHandleCount, "btm freed the handles of the list rejected after shut down");
+            }
+            Check.Equal(0, rejectedRan, "no rejected task ran");
+        }
+
+        [Test]
+        public static void AddTasksChainAndFanInWithinOneList()
+        {
+            const int ChainLength = 50;
+            using (var gate = new ManualResetEventSlim(false))
+            using (var m = new BackgroundTaskManager(4, true))
+            {
+                var rec = new Recorder(m);
+                var order = new ConcurrentQueue<int>();
+                // Added before the list, held until the chain is done: the fan-in
+                // waits for it as well as for entries of the list.
+                ulong before = m.AddTask(() =>
+                {
+                    gate.Wait();
+                    order.Enqueue(-1);
+                    return "before";
+                });
+                try
+                {
+                    var chainSaw = new ConcurrentDictionary<int, ulong[]>();
+                    var specs = new List<TaskSpec>();
+                    for (int i = 0; i < ChainLength; i++)
+                    {
+                        int k = i;
+                        // Entry k waits for entry k - 1 (the first for nothing).
+                        specs.Add(new TaskSpec(ctx =>
+                        {
+                            chainSaw[k] = ctx.UpstreamResults.Select(r => r.TaskId).ToArray();
+                            int previous = k == 0 ? 0 : (int)ctx.UpstreamResults.Single().Value;
+                            order.Enqueue(k);
+                            return previous + k;
+                        }, 0, "chain", k == 0 ? null : new[] { TaskSpec.InBatch(k - 1) }));
+                    }
+                    int[] fanInFrom = { 49, 0, 24 };
+                    const int FanIn = ChainLength;
+                    IReadOnlyList<TaskResult> fanInSaw = null;
+                    specs.Add(new TaskSpec(ctx =>
+                    {
+                        fanInSaw = ctx.UpstreamResults;
+                        order.Enqueue(FanIn);
+                        return "fan-in";
+                    }, 0, default(TaskGroup), new[] { TaskSpec.InBatch(fanInFrom[0]), before, TaskSpec.InBatch(fanInFrom[1]), TaskSpec.InBatch(fanInFrom[2]) }));
+                    Check.SequenceEqual(new[] { TaskSpec.InBatch(49), before, TaskSpec.InBatch(0), TaskSpec.InBatch(24) }, specs[FanIn].UpstreamTaskIds, "the spec keeps the InBatch ids as given");
+
+                    ulong[] ids = m.AddTasks(specs);
+                    Check.Equal(ChainLength + 1, ids.Length, "one id per entry");
+                    for (int i = 0; i < ids.Length; i++)
+                    {
+                        Check.Equal(ids[0] + (ulong)i, ids[i], "the ids of one list are consecutive (entry " + i + ")");
+                        Check.True((ids[i] & (1UL << 63)) == 0, "an issued id never has the InBatch bit");
+                    }
+                    Check.True(ids[0] > before, "the list's ids follow the earlier task's");
+
+                    Wait.Polling(m, () => rec.HasAll(ids.Take(ChainLength)), "the whole chain");
+                    Check.True(!rec.Has(ids[FanIn]) && !rec.Has(before), "the fan-in waits for the held task");
+                    Check.Equal(1L, m.GetStats().Blocked, "the fan-in is blocked");
+                    gate.Set();
+                    Wait.Polling(m, () => rec.Has(ids[FanIn]) && rec.Has(before), "the held task and the fan-in");
+                    Wait.IdleAndDrained(m);
+                    Check.Equal(0, rec.Failed.Count, "no failure");
+
+                    // Run order: each after the one it waits for.
+                    int[] ran = order.ToArray();
+                    Check.Equal(ChainLength + 2, ran.Length, "every task ran once");
+                    Func<int, int> at = k => Array.IndexOf(ran, k);
+                    for (int i = 1; i < ChainLength; i++)
+                    {
+                        Check.True(at(i - 1) < at(i), "chain entry " + i + " ran after entry " + (i - 1));
+                    }
+                    foreach (int j in fanInFrom)
+                    {
+                        Check.True(at(j) < at(FanIn), "the fan-in ran after entry " + j);
+                    }
+                    Check.True(at(-1) < at(FanIn), "the fan-in ran after the task added before");
+                    Check.Equal(FanIn, ran[ran.Length - 1], "the fan-in ran last");
+
+                    // What each saw, by the real ids AddTasks returned.
+                    Check.Equal(0, chainSaw[0].Length, "chain entry 0 has no upstream");
+                    for (int i = 1; i < ChainLength; i++)
+                    {
+                        Check.SequenceEqual(new[] { ids[i - 1] }, chainSaw[i], "chain entry " + i + "'s upstream id");
+                        Check.Equal((object)(i * (i + 1) / 2), rec.Completed[ids[i]], "chain entry " + i + "'s result (the running sum)");
+                    }
+                    var expectedFanIn = new Dictionary<ulong, object>
+                    {
+                        { ids[49], 49 * 50 / 2 },
+                        { ids[0], 0 },
+                        { ids[24], 24 * 25 / 2 },
+                        { before, "before" },
+                    };
+                    Check.SequenceEqual(expectedFanIn.Keys.OrderBy(x => x), fanInSaw.Select(r => r.TaskId).OrderBy(x => x), "the fan-in's upstream ids: the real ids of entries 49, 0, 24 and the earlier task");
+                    foreach (TaskResult r in fanInSaw)
+                    {
+                        Check.Equal(expectedFanIn[r.TaskId], r.Value, "the fan-in's upstream result of task " + r.TaskId);
+                    }
+                    Check.Equal(before, fanInSaw.Last().TaskId, "the held task completed last of the fan-in's upstream");
+                    Check.Equal((object)"fan-in", rec.Completed[ids[FanIn]], "the fan-in's result");
+                    Check.True(rec.GroupsFinished.Contains("chain"), "group chain finished");
+                    Check.Equal((long)ChainLength + 2, m.GetStats().CompletedTotal, "completed_total");
+                }
+                finally
+                {
+                    // Whatever failed, the held task must end for Dispose to return.
+                    gate.Set();
+                }
+            }
+        }
+
+        [Test]
+        public static void AddTasksRejectsAnInBatchIndexNotBelowItsOwn()
+        {
+            int rejectedRan = 0;
+            using (var m = new BackgroundTaskManager(2))
+            {
+                var rec = new Recorder(m);
+                ulong a = m.AddTask(() => 1);
+                Check.Equal(1L, BackgroundTaskManager.LiveGCHandleCount, "a's delegate");
+                Action rejected = () => Interlocked.Increment(ref rejectedRan);
+
+                var lists = new KeyValuePair<string, TaskSpec[]>[]
+                {
+                    new KeyValuePair<string, TaskSpec[]>("an entry naming itself", new[]
+                    {
+                        new TaskSpec(rejected),
+                        new TaskSpec(rejected, 0, "g", new[] { a, TaskSpec.InBatch(1) }),
+                        new TaskSpec(rejected),
+                    }),
+                    new KeyValuePair<string, TaskSpec[]>("an entry naming a later one", new[]
+                    {
+                        new TaskSpec(rejected),
+                        TaskSpec.PassThrough(0, "g", new[] { TaskSpec.InBatch(2) }, "payload"),
+                        new TaskSpec(rejected, 0, "g"),
+                    }),
+                    new KeyValuePair<string, TaskSpec[]>("the first entry naming itself", new[]
+                    {
+                        new TaskSpec(rejected, 0, "g", new[] { TaskSpec.InBatch(0) }),
+                    }),
+                    new KeyValuePair<string, TaskSpec[]>("an index past the list, after valid InBatch entries", new[]
+                    {
+                        new TaskSpec(rejected, 0, "g"),
+                        new TaskSpec(rejected, 0, "g", new[] { TaskSpec.InBatch(0) }),
+                        TaskSpec.PassThrough(0, "g", new[] { TaskSpec.InBatch(1), a }, "payload"),
+                        new TaskSpec(rejected, 0, "g", new[] { TaskSpec.InBatch(1000) }),
+                    }),
+                };
+                foreach (KeyValuePair<string, TaskSpec[]> list in lists)
+                {
+                    BtmException ex = Check.Throws<BtmException>(() => m.AddTasks(list.Value), list.Key);
+                    Check.Equal(BtmStatus.UnknownUpstream, ex.Status, list.Key + ": status");
+                    Check.Equal(1L, BackgroundTaskManager.LiveGCHandleCount, list.Key + ": btm freed every rejected handle (only a's is left)");
+                    ManagerStats stats = m.GetStats();
+                    Check.Equal(1L, stats.Queued + stats.Blocked, list.Key + ": nothing of the list was added");
+                    Check.Equal(0L, m.GetGroupStats("g").Total, list.Key + ": group g is empty");
+                }
+                Check.Throws<ArgumentOutOfRangeException>(() => TaskSpec.InBatch(-1), "a negative index");
+                Check.Equal(1UL << 63, TaskSpec.InBatch(0), "InBatch(0) is BTM_IN_BATCH");
+                Check.Equal((1UL << 63) | int.MaxValue, TaskSpec.InBatch(int.MaxValue), "InBatch(int.MaxValue)");
+
+                ulong b = m.AddTask(() => 2);
+                Check.Equal(a + 1, b, "the rejected lists issued no id");
+                m.StartProcessing();
+                Wait.Polling(m, () => rec.HasAll(new[] { a, b }), "a and b");
+                Wait.IdleAndDrained(m);
+                Check.Equal(0, Volatile.Read(ref rejectedRan), "no rejected task ran");
+                Check.SequenceEqual(new[] { a, b }, rec.TasksSeen.OrderBy(x => x), "events only for a and b");
+                Check.True(!rec.GroupsFinished.Contains("g"), "no group finished for g");
+                Check.Equal(0L, BackgroundTaskManager.LiveGCHandleCount, "nothing held after the last poll");
+            }
+            Check.Equal(0, rejectedRan, "no rejected task ran");
+        }
+
+        [Test]
+        public static void AddTaskRejectsAnInBatchUpstreamId()
+        {
+            int rejectedRan = 0;
+            using (var m = new BackgroundTaskManager(1))
+            {
+                var rec = new Recorder(m);
+                ulong a = m.AddTask(() => 1);
+                BtmException ex = Check.Throws<BtmException>(() => m.AddTask(() => { Interlocked.Increment(ref rejectedRan); }, 0, "g", new[] { TaskSpec.InBatch(0) }), "AddTask with upstream InBatch(0)");
+                Check.Equal(BtmStatus.UnknownUpstream, ex.Status, "AddTask: status");
+                ex = Check.Throws<BtmException>(() => m.AddTask(() => { Interlocked.Increment(ref rejectedRan); }, 0, "g", new[] { a, TaskSpec.InBatch(0) }), "AddTask with upstream a and InBatch(0)");
+                Check.Equal(BtmStatus.UnknownUpstream, ex.Status, "AddTask with a known id too: status");
+                ex = Check.Throws<BtmException>(() => m.AddPassThroughTask(0, "g", new[] { TaskSpec.InBatch(0) }, "payload"), "AddPassThroughTask with upstream InBatch(0)");
+                Check.Equal(BtmStatus.UnknownUpstream, ex.Status, "AddPassThroughTask: status");
+                Check.Equal(1L, BackgroundTaskManager.LiveGCHandleCount, "btm freed the rejected handles (only a's is left)");
+                ManagerStats stats = m.GetStats();
+                Check.Equal(1L, stats.Queued + stats.Blocked, "nothing was added");
+                Check.Equal(0L, m.GetGroupStats("g").Total, "group g is empty");
+
+                ulong b = m.AddTask(() => 2);
+                Check.Equal(a + 1, b, "the rejected adds issued no id");
+                m.StartProcessing();
+                Wait.Polling(m, () => rec.HasAll(new[] { a, b }), "a and b");
+                Wait.IdleAndDrained(m);
+                Check.SequenceEqual(new[] { a, b }, rec.TasksSeen.OrderBy(x => x), "events only for a and b");
+                Check.Equal(0L, BackgroundTaskManager.LiveGCHandleCount, "nothing held after the last poll");
             }
             Check.Equal(0, rejectedRan, "no rejected task ran");
         }

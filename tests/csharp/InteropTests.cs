@@ -199,6 +199,10 @@ namespace Btm.Tests
             Check.Equal((long)NativeMethods.TaskPassThrough, define("BTM_TASK_PASS_THROUGH"), "BTM_TASK_PASS_THROUGH");
             Check.Equal((long)NativeMethods.DefaultMaxThreads, define("BTM_DEFAULT_MAX_THREADS"), "BTM_DEFAULT_MAX_THREADS");
             Check.Equal((long)NativeMethods.MaxThreadsLimit, define("BTM_MAX_THREADS_LIMIT"), "BTM_MAX_THREADS_LIMIT");
+            // 1 << 63 does not fit a long.
+            Match inBatch = Regex.Match(header, @"#define BTM_IN_BATCH\s+(\d+)");
+            Check.True(inBatch.Success, "BTM_IN_BATCH in btm.h");
+            Check.Equal(NativeMethods.InBatch, ulong.Parse(inBatch.Groups[1].Value), "BTM_IN_BATCH");
         }
 
         // The raw contract AddTasks relies on: when btm_add_tasks fails, btm
