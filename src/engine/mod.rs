@@ -126,6 +126,18 @@ pub struct TaskSpec<'a> {
     pub runs: bool,
 }
 
+/// What [`State::check_many`] found out about a batch.
+struct BatchShape {
+    /// Every task has the first one's priority.
+    one_priority: bool,
+    /// And none has an upstream task, and each runs a function.
+    uniform: bool,
+    /// Every task is in the first one's group.
+    one_group: bool,
+    /// A task names an upstream task with [`IN_BATCH`].
+    own: bool,
+}
+
 /// A batch held in a vector: each task's arguments and its job (`None`
 /// once taken; what the engine did not take drops with the vector).
 impl<'a> Batch<'a> for Vec<(TaskSpec<'a>, Option<Job>)> {
@@ -1073,18 +1085,22 @@ impl Manager {
     /// them all).
     pub fn add_batch<'a>(self: &Arc<Self>, tasks: &mut impl Batch<'a>) -> Result<std::ops::Range<u64>, Error> {
         self.locked(|st, after| {
-            // A batch's lane entries are published together at its end, so
-            // that workers choose among all of them by priority, and not
-            // before a locked task added later in the batch. Neither arises
-            // when every task has one priority and no upstream task and runs
-            // a function: then each entry is published as it is added, and
-            // workers start on the batch at once.
-            let (uniform, one_group, own) = st.check_many(&*tasks)?;
-            st.lane_batching = !uniform;
+            // The lane entries of a batch of several priorities are
+            // published together at its end, so that workers choose among
+            // all of them by priority (not a lower one before a higher one
+            // added later in the batch). A batch of one priority has no such
+            // choice: each entry is published as it is added, as single adds
+            // in a row would be, and workers start on the batch at once
+            // (on chains added whole, W2a's workers otherwise waited for the
+            // end of each call).
+            let shape = st.check_many(&*tasks)?;
+            st.lane_batching = !shape.one_priority;
             let first = st.next_id;
             // The common batch, W1's: independent tasks of one priority
             // and group, straight to their lane level.
-            let done = if uniform && one_group && tasks.count() > 0 { st.add_lane_run(tasks, after) } else { 0 };
+            let done =
+                if shape.uniform && shape.one_group && tasks.count() > 0 { st.add_lane_run(tasks, after) } else { 0 };
+            let own = shape.own;
             // Upstream ids naming the batch's own tasks, made real ids: in
             // place for one (a chain's link), else in a vector.
             let real_id = |u: u64| if u & IN_BATCH != 0 { first + (u & !IN_BATCH) } else { u };
@@ -2461,16 +2477,14 @@ impl State {
 
     /// The checks of [`State::add`] for a whole batch, in order, before any
     /// is added (an upstream is issued before the batch, or is an earlier
-    /// task of it named with [`IN_BATCH`]); returns whether its tasks share
-    /// one priority, have no upstream task and run a function, whether they
-    /// share one group, and whether any names an upstream with [`IN_BATCH`].
-    fn check_many<'a>(&self, tasks: &impl Batch<'a>) -> Result<(bool, bool, bool), Error> {
+    /// task of it named with [`IN_BATCH`]); returns the batch's shape.
+    fn check_many<'a>(&self, tasks: &impl Batch<'a>) -> Result<BatchShape, Error> {
         if self.shut_down {
             return Err(Error::ShutDown);
         }
         let n = tasks.count();
         let first = (n > 0).then(|| tasks.spec(0));
-        let (mut uniform, mut one_group) = (true, true);
+        let (mut one_priority, mut uniform, mut one_group) = (true, true, true);
         let mut own = false;
         for i in 0..n {
             let t = tasks.spec(i);
@@ -2486,7 +2500,8 @@ impl State {
                 }
                 own |= u & IN_BATCH != 0;
             }
-            uniform &= first.is_some_and(|f| f.priority == t.priority) && t.upstream.is_empty() && t.runs;
+            one_priority &= first.is_some_and(|f| f.priority == t.priority);
+            uniform &= t.upstream.is_empty() && t.runs;
             one_group &= first.is_some_and(|f| f.group == t.group);
         }
         // A batch needs a group slot for each group it names that has none,
@@ -2498,7 +2513,7 @@ impl State {
                 return Err(Error::TooManyGroups);
             }
         }
-        Ok((uniform, one_group, own))
+        Ok(BatchShape { one_priority, uniform: uniform && one_priority, one_group, own })
     }
 
     /// Adds a checked batch whose tasks share one priority and one group,
