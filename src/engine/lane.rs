@@ -55,12 +55,12 @@
 //! compares ids under the lock, which gives it a bound (`tie_below`) valid
 //! until `locked_gen` changes. A task that became better while the worker
 //! popped (seen after the pop) makes it give the entry back to the locked
-//! path. A batch of several priorities (or with tasks that have upstream
-//! tasks, or pass-through tasks) publishes its entries together at its
-//! end, the highest level first, bumping `epoch` after each level, so that
-//! workers choose among the whole batch (a worker that pops a lower entry
-//! after a higher level's publication sees the bump and gives the entry
-//! back); a batch of one priority publishes each entry as it is added, as
+//! path. A batch of several priorities publishes its entries together at
+//! its end, the highest level first, bumping `epoch` after each level, so
+//! that workers choose among the whole batch (a worker that pops a lower
+//! entry after a higher level's publication sees the bump and gives the
+//! entry back); a batch of one priority publishes each entry as it is
+//! added, after the locked queue's front its earlier tasks changed, as
 //! single adds do.
 //! Events keep the order tasks finished in: every lock section that queues
 //! an event first applies the outcomes the workers left.

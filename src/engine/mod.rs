@@ -120,7 +120,8 @@ pub struct TaskSpec<'a> {
     pub priority: i32,
     /// The task's group.
     pub group: GroupKey,
-    /// Tasks that must complete first (issued before the batch).
+    /// Tasks that must complete first: issued before the batch, or
+    /// [`IN_BATCH`]` | j` for the batch's own task `j`, before this one.
     pub upstream: &'a [u64],
     /// The job runs a function (false: a pass-through).
     pub runs: bool,
@@ -1119,9 +1120,21 @@ impl Manager {
                     }
                     ups => ups,
                 };
+                st.plain_lane_add = false;
                 match st.add_checked(tasks.take_job(i), t.priority, t.group, upstream, after) {
                     Ok(id) => debug_assert_eq!(id, first + i as u64),
                     Err(_) => unreachable!("checked under the same lock section"),
+                }
+                // Entries published as they are added come after the
+                // locked queue's front that workers compare them with, as
+                // for single adds (`Manager::add`'s sync): an add that moved
+                // a task to the locked path, or made one ready, publishes
+                // the new front before the next entry (found by a review:
+                // published at the batch's end only, a worker ran the
+                // batch's next entry before an older or higher task that
+                // the batch had moved to the locked path).
+                if !mem::take(&mut st.plain_lane_add) && !st.lane_batching {
+                    st.sync_lane(after);
                 }
             }
             st.lane_batching = false;
@@ -2654,14 +2667,16 @@ impl State {
             // every record until its poll: 64 bytes of fresh memory per
             // chain task (W2a in calls of 1,000: 3,050-3,110 page faults per
             // run -> 1,720-1,880).
-            if self.lane.conts.is_dry() {
+            let applied = self.lane.conts.is_dry();
+            if applied {
                 self.apply_lane(after);
             }
             match self.add_cont(id, job, priority, group_index, upstream[0]) {
                 Ok(()) => {
                     // Attached: nothing the end-of-section sync looks at
-                    // changed, as for a lane add.
-                    self.plain_lane_add = true;
+                    // changed, as for a lane add (unless the outcomes just
+                    // applied queued events or made tasks ready).
+                    self.plain_lane_add = !applied;
                     return Ok(id);
                 }
                 Err(j) => job = j,

@@ -1037,7 +1037,8 @@ TEST(bulk_bad_in_batch_not_before) {
     btm_manager *m = mk(1, false);
     REQUIRE(m);
     btm_task_id last = add_simple(m, 1, NO_RESULT, 0, NULL, NULL, 0);
-    const btm_task_id bad[] = {BTM_IN_BATCH | 1, BTM_IN_BATCH | 2, BTM_IN_BATCH | 3, BTM_IN_BATCH | 1000};
+    const btm_task_id bad[] = {BTM_IN_BATCH | 1, BTM_IN_BATCH | 2, BTM_IN_BATCH | 3, BTM_IN_BATCH | 1000,
+                               BTM_IN_BATCH | (1ull << 62), UINT64_MAX};
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         btm_task_id up[2] = {BTM_IN_BATCH | 0, bad[k]};
         btm_task_desc d[3] = {desc_simple(2, NO_RESULT, 0),
