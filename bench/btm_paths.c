@@ -6,7 +6,7 @@
  * without lock contention), and the host polls every event at the end (the
  * poll path). bench/paths.sh runs it under callgrind and prints the three
  * figures; they are exact from run to run.
- * Usage: btm_paths <N> [chain|fanin|lane|lane4|lanebulk|lanechain|lanechainbulk|lanefanin|chainstep]
+ * Usage: btm_paths <N> [chain|fanin|lane|lane4|lanebulk|lane4bulk|lanechain|lanechainbulk|lanefanin|chainstep]
  *   chain: every task but each 100th waits for the task added before it,
  *          W2a's shape: the dependency paths;
  *   fanin: the last task waits for all the others, W2b's shape (to a
@@ -22,6 +22,7 @@
  *   lane4: lane, with priorities 0-3 in turn (W6's shape: four lane levels).
  *   lanebulk: lane, the tasks added with btm_add_tasks, 1,024 per call (the
  *          btm_bulk row's path).
+ *   lane4bulk: lane4, added as lanebulk (btm_bulk's W6 path).
  *   lanechain: lane, in chains of 100 (W2a's shape on a running manager:
  *          each chain's first task in the lane, the others continuations
  *          attached to the task before them).
@@ -98,6 +99,7 @@ static int lane_paths(size_t n, int levels, int chains, int fanin, size_t bulk) 
     if (!prevs) return 1;
     for (size_t i = 0; bulk && i < bulk; i++) {
         descs[i].task_fn = counted_task;
+        descs[i].priority = (int)(i % (size_t)levels);
         if (chains && i % 100) { /* the task before, in the same call */
             prevs[i] = BTM_IN_BATCH | (i - 1);
             descs[i].upstream = &prevs[i];
@@ -178,6 +180,7 @@ int main(int argc, char **argv) {
     if (argc > 2 && !strcmp(argv[2], "lanefanin")) return lane_paths(n, 1, 0, 1, 0);
     if (argc > 2 && !strcmp(argv[2], "lanebulk")) return lane_paths(n, 1, 0, 0, 1024);
     if (argc > 2 && !strcmp(argv[2], "lanechainbulk")) return lane_paths(n, 1, 1, 0, 1000);
+    if (argc > 2 && !strcmp(argv[2], "lane4bulk")) return lane_paths(n, 4, 0, 0, 1024);
     if (argc > 2 && !strcmp(argv[2], "chainstep")) return chainstep_paths(n);
     btm_config cfg;
     btm_config_init(&cfg);

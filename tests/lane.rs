@@ -724,3 +724,41 @@ fn batches_of_several_priorities_naming_their_own_entries_run_each_task_after_it
         finish(m);
     }
 }
+
+#[test]
+fn a_batch_of_several_priorities_goes_behind_queued_tasks_of_each_priority() {
+    // Tasks of priorities 3 and 1 queued on the locked path (added while
+    // hooks close the lane) behind a held worker; then, hooks gone, a batch
+    // of priorities 3, 2 and 1 in turn (its priority-2 tasks go to the
+    // lane, the others follow the locked ones of their priority): each
+    // priority's tasks run in id order, the higher priorities first.
+    let _s = serial();
+    for round in 0..10 {
+        let m = manager(1, true);
+        let gate = occupy_a_worker(&m, DEFAULT);
+        let log = Log::default();
+        let queued = 1 + round % 5;
+        let locked_priority = |i: i64| if i % 2 == 0 { 3 } else { 1 };
+        m.set_task_hooks(Some(TaskHooks {
+            on_start: Some(count_start),
+            on_end: None,
+            data: Owned::new(std::ptr::null_mut(), None),
+        }));
+        for i in 0..queued {
+            m.add(logging(&log, i), locked_priority(i), DEFAULT, &[]).unwrap();
+        }
+        m.set_task_hooks(None);
+        let n = 3_000;
+        let batch: Vec<(i64, i32)> = (queued..queued + n).map(|i| (i, [3, 2, 1][(i % 3) as usize])).collect();
+        m.add_many(logged_batch(&log, batch.iter().copied())).unwrap();
+        gate.open();
+        collect_finals(&m, (queued + n + 1) as usize);
+        let mut tasks: Vec<(i64, i32)> = (0..queued).map(|i| (i, locked_priority(i))).collect();
+        tasks.extend(batch);
+        // Stable: equal priorities keep their id order.
+        tasks.sort_by_key(|&(_, p)| std::cmp::Reverse(p));
+        let want: Vec<i64> = tasks.iter().map(|&(i, _)| i).collect();
+        assert_eq!(log.get(), want, "round {round}");
+        finish(m);
+    }
+}

@@ -108,6 +108,10 @@ pub trait Batch<'a> {
     /// adds the task; a batch that changed them in between would make an
     /// add that was checked fail, which panics).
     fn spec(&self, i: usize) -> TaskSpec<'a>;
+    /// Task `i`'s priority, as [`Batch::spec`] gives it.
+    fn priority(&self, i: usize) -> i32 {
+        self.spec(i).priority
+    }
     /// Task `i`'s job (its function and data), taken once, in order, and
     /// only after every check of the batch passed.
     fn take_job(&mut self, i: usize) -> Job;
@@ -131,8 +135,8 @@ pub struct TaskSpec<'a> {
 struct BatchShape {
     /// Every task has the first one's priority.
     one_priority: bool,
-    /// And none has an upstream task, and each runs a function.
-    uniform: bool,
+    /// No task has an upstream task, and each runs a function.
+    independent: bool,
     /// Every task is in the first one's group.
     one_group: bool,
     /// A task names an upstream task with [`IN_BATCH`].
@@ -836,7 +840,10 @@ struct State {
     /// published at its end (workers choose among the whole batch, as on
     /// the locked path); see `Manager::add_many`.
     lane_batching: bool,
-    lane_batch: Vec<(u8, u64)>,
+    /// Per lane level, the ring positions a batch pushed unpublished
+    /// (first, last): a range, as only the batch pushes while it holds the
+    /// lock, and a level's later entries wait in its overflow once one did.
+    lane_batch: [Option<(u64, u64)>; lane::LEVELS],
     /// The last add put its task in the lane, or attached it as a
     /// continuation, and changed nothing else (`Manager::add` then skips
     /// the end-of-section sync).
@@ -936,7 +943,7 @@ impl Manager {
                 ready_max_id: 0,
                 lane_levels: Vec::new(),
                 lane_batching: false,
-                lane_batch: Vec::new(),
+                lane_batch: [None; lane::LEVELS],
                 plain_lane_add: false,
             })),
             work_cv: Condvar::new(),
@@ -1097,10 +1104,13 @@ impl Manager {
             let shape = st.check_many(&*tasks)?;
             st.lane_batching = !shape.one_priority;
             let first = st.next_id;
-            // The common batch, W1's: independent tasks of one priority
-            // and group, straight to their lane level.
-            let done =
-                if shape.uniform && shape.one_group && tasks.count() > 0 { st.add_lane_run(tasks, after) } else { 0 };
+            // The common batches, W1's and W6's: independent tasks of one
+            // group, straight to their lane levels.
+            let done = match (shape.independent && shape.one_group && tasks.count() > 0, shape.one_priority) {
+                (true, true) => st.add_lane_run(tasks, after),
+                (true, false) => st.add_lane_levels(tasks, after),
+                (false, _) => 0,
+            };
             let own = shape.own;
             // Upstream ids naming the batch's own tasks, made real ids: in
             // place for one (a chain's link), else in a vector.
@@ -2185,8 +2195,21 @@ impl State {
 
     /// Publishes the lane entries of a batch, after the locked queue's best
     /// priority (a worker that sees an entry sees that priority too).
+    /// Notes lane entry `pos` of level `level`, pushed unpublished by a
+    /// batch (see `lane_batch`).
+    #[inline(always)]
+    fn note_unpublished(&mut self, level: u8, pos: u64) {
+        match &mut self.lane_batch[level as usize] {
+            Some((_, last)) => {
+                debug_assert_eq!(*last + 1, pos, "a batch's entries of one level are consecutive");
+                *last = pos;
+            }
+            range @ None => *range = Some((pos, pos)),
+        }
+    }
+
     fn publish_lane_batch(&mut self, after: &mut After) {
-        if self.lane_batch.is_empty() {
+        if self.lane_batch.iter().all(Option::is_none) {
             return;
         }
         self.sync_lane(after);
@@ -2212,26 +2235,17 @@ impl State {
             self.lane.published();
         }
         for &(_, level) in &levels[..n] {
-            // (One pass per level, at most four: a level's entries in
-            // position order.)
-            let mut any = false;
-            for &(l, pos) in &self.lane_batch {
-                if l == level {
-                    self.lane.publish(l as usize, pos);
-                    any = true;
+            // A level's entries in position order.
+            if let Some((first, last)) = self.lane_batch[level as usize].take() {
+                for pos in first..=last {
+                    self.lane.publish(level as usize, pos);
                 }
-            }
-            if any {
                 self.lane.published();
             }
         }
-        self.lane_batch.clear();
         // Entries that went to an overflow while its ring had room (an
         // overflow was waiting when the batch began).
         self.lane.refill();
-        if self.lane_batch.capacity() > 4096 {
-            self.lane_batch = Vec::new();
-        }
     }
 
     /// A lane task a worker popped but gave back (the locked queue gained
@@ -2281,7 +2295,7 @@ impl State {
             let (pos, in_ring) = level_ref.push(id, job, !self.lane_batching);
             task.body = Body::Lane { group, links: None, level, pos, linked: false, down: 0 };
             if self.lane_batching && in_ring {
-                self.lane_batch.push((level, pos));
+                self.note_unpublished(level, pos);
             }
             self.ready.pop();
             self.ready.taken(priority);
@@ -2481,7 +2495,7 @@ impl State {
         debug_assert_eq!(publish, !self.lane_batching);
         let (pos, in_ring) = level_ref.push(id, job, publish);
         if !publish && in_ring {
-            self.lane_batch.push((level, pos));
+            self.note_unpublished(level, pos);
         }
         let body = Body::Lane { group: GroupIx::new(group_index), links, level, pos, linked: false, down: 0 };
         self.tasks.insert(id, Task { body });
@@ -2497,7 +2511,7 @@ impl State {
         }
         let n = tasks.count();
         let first = (n > 0).then(|| tasks.spec(0));
-        let (mut one_priority, mut uniform, mut one_group) = (true, true, true);
+        let (mut one_priority, mut independent, mut one_group) = (true, true, true);
         let mut own = false;
         for i in 0..n {
             let t = tasks.spec(i);
@@ -2514,7 +2528,7 @@ impl State {
                 own |= u & IN_BATCH != 0;
             }
             one_priority &= first.is_some_and(|f| f.priority == t.priority);
-            uniform &= t.upstream.is_empty() && t.runs;
+            independent &= t.upstream.is_empty() && t.runs;
             one_group &= first.is_some_and(|f| f.group == t.group);
         }
         // A batch needs a group slot for each group it names that has none,
@@ -2526,7 +2540,7 @@ impl State {
                 return Err(Error::TooManyGroups);
             }
         }
-        Ok(BatchShape { one_priority, uniform: uniform && one_priority, one_group, own })
+        Ok(BatchShape { one_priority, independent, one_group, own })
     }
 
     /// Adds a checked batch whose tasks share one priority and one group,
@@ -2553,6 +2567,53 @@ impl State {
         // Once: what `add` provisions at each task takes effect after the
         // lock section anyway (wakes, spawns and the spinning workers' hint
         // all wait in `after`).
+        self.provision(after);
+        n
+    }
+
+    /// Adds a checked batch of several priorities whose tasks share one
+    /// group, have no upstream task and run a function: what
+    /// [`State::add`] does for each of them (while `lane_batching`: the
+    /// entries are published at the batch's end), with its checks made for
+    /// the batch and its lane gates once per run of one priority. A task
+    /// that would not go to the lane (locked tasks of its priority waiting,
+    /// no free level) takes `add_checked`'s path. Returns how many it added:
+    /// all of them, or none when the lane is closed.
+    #[inline(never)]
+    fn add_lane_levels<'a>(&mut self, tasks: &mut impl Batch<'a>, after: &mut After) -> usize {
+        debug_assert!(self.lane_batching, "several priorities are published at the batch's end");
+        if !self.lane.is_open() {
+            return 0;
+        }
+        let (n, group) = (tasks.count(), tasks.spec(0).group);
+        // The lane level of the current run's priority, if its tasks go there.
+        let mut run: Option<(i32, Option<(u8, LevelRef)>)> = None;
+        for i in 0..n {
+            let priority = tasks.priority(i);
+            let lane = match run {
+                Some((p, lane)) if p == priority => lane,
+                _ => {
+                    let lane = if self.ready.has_priority(priority) { None } else { self.lane_level(priority) };
+                    run = Some((priority, lane));
+                    lane
+                }
+            };
+            match lane {
+                Some((level, level_ref)) => {
+                    let Some((id, group_index)) = self.issue_id(group) else {
+                        unreachable!("checked: the batch's group has a slot");
+                    };
+                    self.insert_lane(id, tasks.take_job(i), group_index, None, level, level_ref, false);
+                }
+                None => {
+                    if self.add_checked(tasks.take_job(i), priority, group, &[], after).is_err() {
+                        unreachable!("checked under the same lock section");
+                    }
+                    // It may have moved locked tasks into the lane.
+                    run = None;
+                }
+            }
+        }
         self.provision(after);
         n
     }
@@ -2622,7 +2683,7 @@ impl State {
                 // (the hottest) took 3 instructions more (bench/paths.sh).
                 let (pos, in_ring) = level_ref.push(id, job, !self.lane_batching);
                 if self.lane_batching && in_ring {
-                    self.lane_batch.push((level, pos));
+                    self.note_unpublished(level, pos);
                 }
                 let body =
                     Body::Lane { group: GroupIx::new(group_index), links: None, level, pos, linked: false, down: 0 };

@@ -324,6 +324,10 @@ impl<'a> Batch<'a> for Descs<'a> {
         }
     }
 
+    fn priority(&self, i: usize) -> i32 {
+        self.descs[i].priority
+    }
+
     fn take_job(&mut self, i: usize) -> Job {
         assert_eq!(i, self.taken, "jobs are taken once each, in order");
         self.taken += 1;
