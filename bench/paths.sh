@@ -51,6 +51,7 @@ paste -d' ' <(counts 40000 lane) <(counts 20000 lane) | awk '{
 }'
 report 10000 lane4 "the same with priorities 0-3 in turn (W6's path: four lane levels):"
 report 10000 lanebulk "the same added with btm_add_tasks, 1,024 per call (btm_bulk's path; the add figure is per task):"
+report 10240 lane4bulk "four levels added with btm_add_tasks, 1,024 per call (btm_bulk's W6 path; the add figure is per task):"
 report "$n" "" "independent tasks on the locked path (added to a paused manager):"
 report "$n" chain "chains of 100 (W2a's shape: each task waits for the one before):"
 report 10000 lanechain "chains of 100 on the lane (W2a's path: each chain's first task in the lane, the rest continuations):"

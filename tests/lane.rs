@@ -762,3 +762,85 @@ fn a_batch_of_several_priorities_goes_behind_queued_tasks_of_each_priority() {
         finish(m);
     }
 }
+
+#[test]
+fn chains_added_whole_behind_a_full_ring_keep_their_order() {
+    // A batch of chains (h <- l, h <- l, ...) added while the level's ring
+    // is full: each head waits in the overflow, so its link cannot attach
+    // and takes the locked path (moving the head there too), and the next
+    // head finds locked tasks of its priority waiting and follows them.
+    // Every task runs once, in id order.
+    use btm::engine::{TaskSpec, IN_BATCH};
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let log = Log::default();
+    let queued = 16_384 + 100;
+    for i in 0..queued {
+        m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap();
+    }
+    let ups: Vec<[u64; 1]> = (0..8u64).map(|j| [IN_BATCH | j.saturating_sub(1)]).collect();
+    let inner = (0..8)
+        .map(|j| {
+            let upstream: &[u64] = if j % 2 == 1 { &ups[j] } else { &[] };
+            (TaskSpec { priority: 0, group: DEFAULT, upstream, runs: true }, Some(logging(&log, queued + j as i64)))
+        })
+        .collect();
+    let mut b = SlowBatch { inner, at: 0, hook: None };
+    m.add_batch(&mut b).unwrap();
+    gate.open();
+    collect_finals(&m, (queued + 8 + 1) as usize);
+    assert_eq!(log.get(), (0..queued + 8).collect::<Vec<_>>());
+    finish(m);
+}
+
+#[test]
+fn chains_added_whole_keep_their_order_when_a_link_finds_the_task_before_it_finished() {
+    // A batch of chains (h0 <- l1, h2 <- l3) while the one worker runs a
+    // task that ends once h0 is published (a hook before l1's add), then
+    // finds h0 in the lane and runs it; the hook waits for that, so l1
+    // finds its upstream task finished and takes the locked path, ready at
+    // once, and h2 finds a locked task of its priority waiting.
+    use btm::engine::{TaskSpec, IN_BATCH};
+    let _s = serial();
+    for round in 0..5 {
+        let m = manager(1, true);
+        let log = Log::default();
+        let (started, release) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (s2, r2) = (started.clone(), release.clone());
+        m.add(
+            job(move |_| {
+                s2.store(true, Ordering::SeqCst);
+                while !r2.load(Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+            }),
+            0,
+            DEFAULT,
+            &[],
+        )
+        .unwrap();
+        wait_until("the worker runs the first task", || started.load(Ordering::SeqCst));
+        let (u0, u2) = ([IN_BATCH], [IN_BATCH | 2]);
+        let spec = |upstream| TaskSpec { priority: 0, group: DEFAULT, upstream, runs: true };
+        let l2 = log.clone();
+        let mut b = SlowBatch {
+            inner: vec![
+                (spec(&[]), Some(logging(&log, 0))),
+                (spec(&u0), Some(logging(&log, 1))),
+                (spec(&[]), Some(logging(&log, 2))),
+                (spec(&u2), Some(logging(&log, 3))),
+            ],
+            at: 1,
+            hook: Some(Box::new(move || {
+                release.store(true, Ordering::SeqCst);
+                wait_until("h0 ran", || l2.get() == vec![0]);
+            })),
+        };
+        let ids = m.add_batch(&mut b).unwrap();
+        assert_eq!(ids.end - ids.start, 4);
+        collect_finals(&m, 5);
+        assert_eq!(log.get(), vec![0, 1, 2, 3], "round {round}");
+        finish(m);
+    }
+}

@@ -335,16 +335,12 @@ impl ContArena {
     /// A queued record for task `id` with both references (the table's,
     /// returned, and the attachment's, for [`Lane::attach`]); the caller
     /// holds the state lock.
+    #[inline(always)]
     pub(crate) fn make(&self, id: u64, priority: i32, job: Job, up: u64) -> ContRef {
         // SAFETY: the caller holds the state lock.
         let o = unsafe { self.owner() };
         if o.free.is_empty() {
-            self.take_orphans(o);
-        }
-        if o.free.is_empty() {
-            let mut block: Box<[MaybeUninit<Cont>]> = (0..CONT_BLOCK).map(|_| MaybeUninit::uninit()).collect();
-            o.free.extend(records_of(&mut block));
-            o.blocks.push(block);
+            self.refill(o);
         }
         let p = o.free.pop().expect("refilled above");
         o.live += 1;
@@ -370,6 +366,18 @@ impl ContArena {
     pub(crate) fn is_dry(&self) -> bool {
         // SAFETY: the caller holds the state lock.
         unsafe { self.owner() }.free.is_empty() && self.orphans.load(Ordering::Relaxed).is_null()
+    }
+
+    /// The free list is empty: the orphans, else a new block.
+    #[cold]
+    #[inline(never)]
+    fn refill(&self, o: &mut ArenaOwner) {
+        self.take_orphans(o);
+        if o.free.is_empty() {
+            let mut block: Box<[MaybeUninit<Cont>]> = (0..CONT_BLOCK).map(|_| MaybeUninit::uninit()).collect();
+            o.free.extend(records_of(&mut block));
+            o.blocks.push(block);
+        }
     }
 
     fn take_orphans(&self, o: &mut ArenaOwner) {

@@ -112,6 +112,10 @@ pub trait Batch<'a> {
     fn priority(&self, i: usize) -> i32 {
         self.spec(i).priority
     }
+    /// How many upstream ids task `i` names, as [`Batch::spec`] gives them.
+    fn upstream_len(&self, i: usize) -> usize {
+        self.spec(i).upstream.len()
+    }
     /// Task `i`'s job (its function and data), taken once, in order, and
     /// only after every check of the batch passed.
     fn take_job(&mut self, i: usize) -> Job;
@@ -137,6 +141,9 @@ struct BatchShape {
     one_priority: bool,
     /// No task has an upstream task, and each runs a function.
     independent: bool,
+    /// Each task runs a function and has no upstream task or, as its only
+    /// one, the task before it in the batch ([`IN_BATCH`]` | (i - 1)`).
+    chains: bool,
     /// Every task is in the first one's group.
     one_group: bool,
     /// A task names an upstream task with [`IN_BATCH`].
@@ -1106,10 +1113,12 @@ impl Manager {
             let first = st.next_id;
             // The common batches, W1's and W6's: independent tasks of one
             // group, straight to their lane levels.
-            let done = match (shape.independent && shape.one_group && tasks.count() > 0, shape.one_priority) {
-                (true, true) => st.add_lane_run(tasks, after),
-                (true, false) => st.add_lane_levels(tasks, after),
-                (false, _) => 0,
+            // And chains added whole (W2a's), to the lane and attached.
+            let done = match (shape.one_group && tasks.count() > 0, shape.independent, shape.one_priority) {
+                (true, true, true) => st.add_lane_run(tasks, after),
+                (true, true, false) => st.add_lane_levels(tasks, after),
+                (true, false, true) if shape.chains => st.add_chain_run(tasks, after),
+                _ => 0,
             };
             let own = shape.own;
             // Upstream ids naming the batch's own tasks, made real ids: in
@@ -2400,6 +2409,7 @@ impl State {
     /// Adds task `id` as a continuation of `up`, its only upstream task, if
     /// `up` is a lane task or a continuation, queued or running, without
     /// downstream tasks. Returns the job back if it cannot.
+    #[inline(always)]
     fn add_cont(&mut self, id: u64, job: Job, priority: i32, group: u32, up: u64) -> Result<(), Job> {
         // One lookup: the other fields are borrowed apart from the table.
         let Some(ut) = self.tasks.get_mut(up) else {
@@ -2511,7 +2521,7 @@ impl State {
         }
         let n = tasks.count();
         let first = (n > 0).then(|| tasks.spec(0));
-        let (mut one_priority, mut independent, mut one_group) = (true, true, true);
+        let (mut one_priority, mut independent, mut one_group, mut chains) = (true, true, true, true);
         let mut own = false;
         for i in 0..n {
             let t = tasks.spec(i);
@@ -2529,6 +2539,7 @@ impl State {
             }
             one_priority &= first.is_some_and(|f| f.priority == t.priority);
             independent &= t.upstream.is_empty() && t.runs;
+            chains &= t.runs && (t.upstream.is_empty() || t.upstream == [IN_BATCH | (i as u64).wrapping_sub(1)]);
             one_group &= first.is_some_and(|f| f.group == t.group);
         }
         // A batch needs a group slot for each group it names that has none,
@@ -2540,7 +2551,7 @@ impl State {
                 return Err(Error::TooManyGroups);
             }
         }
-        Ok(BatchShape { one_priority, independent, one_group, own })
+        Ok(BatchShape { one_priority, independent, one_group, own, chains })
     }
 
     /// Adds a checked batch whose tasks share one priority and one group,
@@ -2612,6 +2623,76 @@ impl State {
                     // It may have moved locked tasks into the lane.
                     run = None;
                 }
+            }
+        }
+        self.provision(after);
+        n
+    }
+
+    /// Adds a checked batch of chains (see `BatchShape::chains`) of one
+    /// priority and group: what [`State::add`] does for each task, with its
+    /// checks made for the batch and its lane gates once. A chain's first
+    /// task goes to the lane level, published at once (one priority: as
+    /// single adds); each next one attaches to the task before it
+    /// (`add_linked`, which takes the locked path when it cannot), the
+    /// locked queue's front published after an add that changed it (as the
+    /// batch loop does). Returns how many it added: all of them, or none
+    /// when the first tasks would not go to the lane (the lane closed,
+    /// locked tasks of their priority waiting, no free level).
+    #[inline(never)]
+    fn add_chain_run<'a>(&mut self, tasks: &mut impl Batch<'a>, after: &mut After) -> usize {
+        debug_assert!(!self.lane_batching, "one priority: published as added");
+        let (n, first) = (tasks.count(), tasks.spec(0));
+        if !self.lane.is_open() || self.ready.has_priority(first.priority) {
+            return 0;
+        }
+        let Some((level, level_ref)) = self.lane_level(first.priority) else {
+            return 0;
+        };
+        for i in 0..n {
+            let job = tasks.take_job(i);
+            let head = tasks.upstream_len(i) == 0;
+            if head && !self.ready.has_priority(first.priority) {
+                let Some((id, group_index)) = self.issue_id(first.group) else {
+                    unreachable!("checked: the batch's group has a slot");
+                };
+                self.insert_lane(id, job, group_index, None, level, level_ref, true);
+                continue;
+            }
+            if head {
+                // Locked tasks of its priority wait (the batch's own links
+                // may have put them there): `State::add`'s way.
+                self.plain_lane_add = false;
+                if self.add_checked(job, first.priority, first.group, &[], after).is_err() {
+                    unreachable!("checked under the same lock section");
+                }
+                if !mem::take(&mut self.plain_lane_add) {
+                    self.sync_lane(after);
+                }
+                continue;
+            }
+            // A link: attached to the task before it (the last id issued),
+            // as `add_linked` does first, else `add_linked`'s other ways.
+            let Some((id, group_index)) = self.issue_id(first.group) else {
+                unreachable!("checked: the batch's group has a slot");
+            };
+            let applied = self.lane.conts.is_dry();
+            if applied {
+                self.apply_lane(after);
+            }
+            let job = match self.add_cont(id, job, first.priority, group_index, id - 1) {
+                Ok(()) if !applied => continue,
+                Ok(()) => None,
+                Err(job) => Some(job),
+            };
+            self.plain_lane_add = false;
+            if let Some(job) = job {
+                if self.add_linked(id, job, first.priority, group_index, &[id - 1], after).is_err() {
+                    unreachable!("checked under the same lock section");
+                }
+            }
+            if !mem::take(&mut self.plain_lane_add) {
+                self.sync_lane(after);
             }
         }
         self.provision(after);

@@ -328,6 +328,10 @@ impl<'a> Batch<'a> for Descs<'a> {
         self.descs[i].priority
     }
 
+    fn upstream_len(&self, i: usize) -> usize {
+        self.descs[i].upstream_len
+    }
+
     fn take_job(&mut self, i: usize) -> Job {
         assert_eq!(i, self.taken, "jobs are taken once each, in order");
         self.taken += 1;
