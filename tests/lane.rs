@@ -844,3 +844,46 @@ fn chains_added_whole_keep_their_order_when_a_link_finds_the_task_before_it_fini
         finish(m);
     }
 }
+
+#[test]
+fn a_lane_entry_does_not_pass_an_older_ready_task_of_its_priority_once_the_locked_front_above_went() {
+    // The worker takes task 4 (priority 9) from the lane with a bound from
+    // the locked front at 9 (task 5); task 5 is then stopped, so the
+    // locked queue's best is task 2 (priority -2, ready, older than task 3
+    // in the lane at -2). A worker that kept task 5's bound ran 3 before 2
+    // (found by a review).
+    let _s = serial();
+    for round in 0..3 {
+        let m = manager(1, true);
+        let log = Log::default();
+        let g1 = occupy_a_worker(&m, DEFAULT);
+        let first = 1; // a new manager's first task
+                       // Task 2 waits for task 1 on the locked path (two upstream ids:
+                       // not a continuation); task 3 goes to lane level -2.
+        let t2 = m.add(logging(&log, 2), -2, DEFAULT, &[first, first]).unwrap();
+        let t3 = m.add(logging(&log, 3), -2, DEFAULT, &[]).unwrap();
+        let g4 = Gate::new();
+        let (g4c, l4) = (g4.clone(), log.clone());
+        m.add(
+            job(move |_| {
+                l4.push(4);
+                g4c.pass()
+            }),
+            9,
+            DEFAULT,
+            &[],
+        )
+        .unwrap();
+        // Task 5: in the lane at 8, then moved to the locked path at 9.
+        let t5 = m.add(logging(&log, 5), 8, DEFAULT, &[]).unwrap();
+        m.set_priority(t5, 9).unwrap();
+        assert!(first < t2 && t2 < t3 && t3 < t5);
+        g1.open();
+        g4.wait_arrivals(1);
+        m.stop_task(t5, false, false).unwrap();
+        g4.open();
+        collect_finals(&m, 4);
+        assert_eq!(log.get(), vec![4, 2, 3], "round {round}: task 3 ran before the older ready task 2");
+        finish(m);
+    }
+}

@@ -1544,11 +1544,11 @@ impl Lane {
     /// `tie_below` (0: any id; the worker then compares ids under the lock).
     /// The worker stops looking (see [`WorkerLane::is_looking`]) before it
     /// claims, and looks again if it found nothing.
-    pub(crate) fn take(&self, w: &WorkerLane, tie_below: u64) -> Take {
+    pub(crate) fn take(&self, w: &WorkerLane, tie_below: u64, tie_p: i64) -> Take {
         w.looking.store(false, Ordering::Relaxed);
         w.claiming.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        let taken = self.take_announced(w, tie_below);
+        let taken = self.take_announced(w, tie_below, tie_p);
         w.claiming.store(false, Ordering::Release);
         if matches!(taken, Take::Empty) {
             w.looking.store(true, Ordering::Relaxed);
@@ -1556,12 +1556,13 @@ impl Lane {
         taken
     }
 
-    fn take_announced(&self, w: &WorkerLane, tie_below: u64) -> Take {
+    fn take_announced(&self, w: &WorkerLane, tie_below: u64, tie_p: i64) -> Take {
         if !self.open.load(Ordering::Relaxed) {
             return Take::Lock;
         }
         let epoch = self.epoch.load(Ordering::Acquire);
         let locked = self.locked_top.load(Ordering::Relaxed);
+        let tie_below = if locked == tie_p { tie_below } else { 0 };
         for level in self.ordered() {
             let p = i64::from(level.priority);
             // (Read once: with no locked task, no level defers to the lock.)
@@ -1583,7 +1584,7 @@ impl Lane {
                         .ordered()
                         .take_while(|l| l.priority > level.priority)
                         .any(|l| l.is_overflowing() || l.has_entries());
-                if better || p < locked || (p == locked && id >= tie_below) {
+                if better || p < locked || (p == locked && (id >= tie_below || locked != tie_p)) {
                     let cancelled = leave_queued(&slot.state, CANCELLED).map(drop_attached).is_ok();
                     // SAFETY: the compare-and-swap made this worker the
                     // job's only owner.

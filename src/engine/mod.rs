@@ -2691,7 +2691,8 @@ impl State {
                     unreachable!("checked under the same lock section");
                 }
             }
-            if !mem::take(&mut self.plain_lane_add) {
+            // (`add_linked` does not know of the outcomes applied above.)
+            if !mem::take(&mut self.plain_lane_add) || applied {
                 self.sync_lane(after);
             }
         }
@@ -3751,6 +3752,7 @@ enum Next {
     Lane {
         tie_below: u64,
         gen: u64,
+        tie_p: i64,
     },
     Exit,
 }
@@ -3788,8 +3790,8 @@ fn worker_main(manager: Arc<Manager>, index: u32, lane: Arc<WorkerLane>) {
         manager.run_after(after);
         match next {
             Next::Job(job) => done = Some(run_job(&manager, job, index, &lane)),
-            Next::Lane { tie_below, gen } => {
-                lane_loop(&manager, &lane, index, tie_below, gen);
+            Next::Lane { tie_below, gen, tie_p } => {
+                lane_loop(&manager, &lane, index, tie_below, gen, tie_p);
                 // Not looking once out of the lane loop, whichever way it
                 // left (a check-in can end it while the worker looks):
                 // `provision` counts looking workers as coming for new work.
@@ -3852,7 +3854,14 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
                 if let Some(tie_below) = tie_below {
                     st.in_lane += 1;
                     st.sync_signal(after);
-                    return Next::Lane { tie_below, gen: st.locked_gen };
+                    // `tie_below` bounds the ids of the locked front at
+                    // this priority only: once the locked queue's best is
+                    // another priority (its front stopped or taken, which
+                    // moves no `locked_gen`), the worker compares under
+                    // the lock again (found by a review: a stale bound let
+                    // a lane entry pass an older ready task of its own
+                    // priority).
+                    return Next::Lane { tie_below, gen: st.locked_gen, tie_p: i64::from(lane_priority) };
                 }
             }
         }
@@ -3945,14 +3954,14 @@ fn spin(manager: &Manager) {
 /// Runs lane tasks without the lock until the lane has none for the length
 /// of a spin, or the worker must come back to the lock (the lane closed,
 /// the locked queue has a task that may come first, fewer threads allowed).
-fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below: u64, gen: u64) {
+fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below: u64, gen: u64, tie_p: i64) {
     let lane = &*manager.lane;
     let checkin = lane.checkin.load(Ordering::Relaxed);
     loop {
         if tie_below != 0 && lane.locked_gen.load(Ordering::Relaxed) != gen {
             tie_below = 0;
         }
-        match lane.take(wl, tie_below) {
+        match lane.take(wl, tie_below, tie_p) {
             Take::Job(id, job) => {
                 let run = job.run.expect("lane tasks run a function");
                 let job = RunJob { id, run, data: job.data, received: Vec::new(), hooks: None };
