@@ -1152,8 +1152,8 @@ impl Manager {
                 // published at the batch's end only, a worker ran the
                 // batch's next entry before an older or higher task that
                 // the batch had moved to the locked path).
-                if !mem::take(&mut st.plain_lane_add) && !st.lane_batching {
-                    st.sync_lane(after);
+                if !st.lane_batching {
+                    st.sync_after_add(after, false);
                 }
             }
             st.lane_batching = false;
@@ -2554,6 +2554,45 @@ impl State {
         Ok(BatchShape { one_priority, independent, one_group, own, chains })
     }
 
+    /// The lane level for an independent task of `priority`, if it goes
+    /// there (`State::add`'s gates, the lane being open): none while locked
+    /// tasks of that priority wait, which come first, or when no level is
+    /// free.
+    #[inline(always)]
+    fn lane_gate(&mut self, priority: i32) -> Option<(u8, LevelRef)> {
+        if self.ready.has_priority(priority) {
+            None
+        } else {
+            self.lane_level(priority)
+        }
+    }
+
+    /// Before a new block of continuation records: the workers' outcomes,
+    /// applied, give back the records of the continuations that ran. A host
+    /// that adds chains without polling (W2a, and every chain added in one
+    /// `btm_add_tasks` call) otherwise keeps every record until its poll:
+    /// 64 bytes of fresh memory per chain task (W2a in calls of 1,000:
+    /// 3,050-3,110 page faults per run -> 1,720-1,880). Returns whether it
+    /// applied them (events may be queued and tasks made ready since).
+    #[inline(always)]
+    fn reclaim_conts(&mut self, after: &mut After) -> bool {
+        let dry = self.lane.conts.is_dry();
+        if dry {
+            self.apply_lane(after);
+        }
+        dry
+    }
+
+    /// After an add in a batch whose lane entries are published as they
+    /// come: the locked queue's front, unless the add was a plain lane add
+    /// and `changed` is false (as `Manager::add`'s end-of-section sync).
+    #[inline(always)]
+    fn sync_after_add(&mut self, after: &mut After, changed: bool) {
+        if !mem::take(&mut self.plain_lane_add) || changed {
+            self.sync_lane(after);
+        }
+    }
+
     /// Adds a checked batch whose tasks share one priority and one group,
     /// have no upstream task and run a function, straight to their lane
     /// level: what [`State::add`] does for each of them, with its checks
@@ -2563,10 +2602,10 @@ impl State {
     #[inline(never)]
     fn add_lane_run<'a>(&mut self, tasks: &mut impl Batch<'a>, after: &mut After) -> usize {
         let (n, first) = (tasks.count(), tasks.spec(0));
-        if !self.lane.is_open() || self.ready.has_priority(first.priority) {
+        if !self.lane.is_open() {
             return 0;
         }
-        let Some((level, level_ref)) = self.lane_level(first.priority) else {
+        let Some((level, level_ref)) = self.lane_gate(first.priority) else {
             return 0;
         };
         for i in 0..n {
@@ -2604,7 +2643,7 @@ impl State {
             let lane = match run {
                 Some((p, lane)) if p == priority => lane,
                 _ => {
-                    let lane = if self.ready.has_priority(priority) { None } else { self.lane_level(priority) };
+                    let lane = self.lane_gate(priority);
                     run = Some((priority, lane));
                     lane
                 }
@@ -2643,10 +2682,10 @@ impl State {
     fn add_chain_run<'a>(&mut self, tasks: &mut impl Batch<'a>, after: &mut After) -> usize {
         debug_assert!(!self.lane_batching, "one priority: published as added");
         let (n, first) = (tasks.count(), tasks.spec(0));
-        if !self.lane.is_open() || self.ready.has_priority(first.priority) {
+        if !self.lane.is_open() {
             return 0;
         }
-        let Some((level, level_ref)) = self.lane_level(first.priority) else {
+        let Some((level, level_ref)) = self.lane_gate(first.priority) else {
             return 0;
         };
         for i in 0..n {
@@ -2666,9 +2705,7 @@ impl State {
                 if self.add_checked(job, first.priority, first.group, &[], after).is_err() {
                     unreachable!("checked under the same lock section");
                 }
-                if !mem::take(&mut self.plain_lane_add) {
-                    self.sync_lane(after);
-                }
+                self.sync_after_add(after, false);
                 continue;
             }
             // A link: attached to the task before it (the last id issued),
@@ -2676,10 +2713,7 @@ impl State {
             let Some((id, group_index)) = self.issue_id(first.group) else {
                 unreachable!("checked: the batch's group has a slot");
             };
-            let applied = self.lane.conts.is_dry();
-            if applied {
-                self.apply_lane(after);
-            }
+            let applied = self.reclaim_conts(after);
             let job = match self.add_cont(id, job, first.priority, group_index, id - 1) {
                 Ok(()) if !applied => continue,
                 Ok(()) => None,
@@ -2692,9 +2726,7 @@ impl State {
                 }
             }
             // (`add_linked` does not know of the outcomes applied above.)
-            if !mem::take(&mut self.plain_lane_add) || applied {
-                self.sync_lane(after);
-            }
+            self.sync_after_add(after, applied);
         }
         self.provision(after);
         n
@@ -2803,17 +2835,7 @@ impl State {
         // A single upstream task in the lane: wait attached to it.
         let mut job = job;
         if upstream.len() == 1 && job.run.is_some() && self.lane.is_open() {
-            // Before a new block of continuation records: the workers'
-            // outcomes, applied, give back the records of the continuations
-            // that ran. A host that adds chains without polling (W2a, and
-            // every chain added in one `btm_add_tasks` call) otherwise keeps
-            // every record until its poll: 64 bytes of fresh memory per
-            // chain task (W2a in calls of 1,000: 3,050-3,110 page faults per
-            // run -> 1,720-1,880).
-            let applied = self.lane.conts.is_dry();
-            if applied {
-                self.apply_lane(after);
-            }
+            let applied = self.reclaim_conts(after);
             match self.add_cont(id, job, priority, group_index, upstream[0]) {
                 Ok(()) => {
                     // Attached: nothing the end-of-section sync looks at
