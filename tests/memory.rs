@@ -14,12 +14,25 @@ fn queue_events(m: &std::sync::Arc<btm::engine::Manager>, group: u64, n: u64) {
     wait_until("every task finished and queued as an event", || m.stats().undelivered == n);
 }
 
+/// As `queue_events`, with every final event an entry of the event queue
+/// of its own: the queue keeps a run of consecutive ids as one entry, so
+/// the tasks are added paused, alternately at priorities 1 and 0, and run
+/// all the even ids first, then all the odd ones.
+fn queue_separate_events(m: &std::sync::Arc<btm::engine::Manager>, group: u64, n: u64) {
+    m.pause_processing().unwrap();
+    for i in 0..n {
+        m.add(nop(), (i % 2 == 0) as i32, g(group), &[]).unwrap();
+    }
+    m.start_processing().unwrap();
+    wait_until("every task finished and queued as an event", || m.stats().undelivered == n);
+}
+
 #[test]
 fn a_polled_burst_of_events_gives_the_event_queue_back() {
     let _s = serial();
     let m = manager(2, true);
     let n = 50_000;
-    queue_events(&m, 1, n);
+    queue_separate_events(&m, 1, n);
     assert!(m.event_queue_capacity() >= n as usize, "the events were queued: {}", m.event_queue_capacity());
     let evs = collect_finals(&m, n as usize);
     assert_eq!(finals(&evs).len(), n as usize);
@@ -33,7 +46,7 @@ fn a_stopped_burst_of_events_gives_the_event_queue_back() {
     let _s = serial();
     let m = manager(2, true);
     let n = 50_000;
-    queue_events(&m, 7, n);
+    queue_separate_events(&m, 7, n);
     assert!(m.event_queue_capacity() >= n as usize);
     m.stop_group(g(7), false, false).unwrap();
     assert!(m.event_queue_capacity() <= 4096, "kept {} entries", m.event_queue_capacity());
@@ -43,10 +56,29 @@ fn a_stopped_burst_of_events_gives_the_event_queue_back() {
 }
 
 #[test]
+fn final_events_of_consecutive_ids_share_queue_entries() {
+    let _s = serial();
+    // One worker runs the burst in id order: every final event queued
+    // continues the run of the one before.
+    let m = manager(1, true);
+    let n = 50_000;
+    queue_events(&m, 1, n);
+    assert!(m.event_queue_capacity() < 64, "{} entries for one run of ids", m.event_queue_capacity());
+    let evs = collect_finals(&m, n as usize);
+    let ids = finals(&evs);
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(ids, sorted, "delivered in id order");
+    assert_eq!(ids.len(), n as usize);
+    finish(m);
+    assert_all_freed();
+}
+
+#[test]
 fn a_small_queue_keeps_its_capacity() {
     let _s = serial();
     let m = manager(2, true);
-    queue_events(&m, 1, 1000);
+    queue_separate_events(&m, 1, 1000);
     let cap = m.event_queue_capacity();
     assert!(cap >= 1000);
     collect_finals(&m, 1000);

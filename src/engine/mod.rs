@@ -12,6 +12,7 @@
 //! the queue only carry ids and are validated against the table when polled,
 //! which is how a stop withdraws events already queued.
 
+mod events;
 mod foreign;
 mod group;
 mod ids;
@@ -37,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use events::{Ev, Events};
 use group::GroupTable;
 use ids::Ids;
 use lane::{AttachTo, ContRef, Lane, LevelRef, Padded, Take, WorkerLane, NO_PRIORITY};
@@ -594,12 +596,6 @@ fn pending_body(links: &mut Slab<Links>, group: GroupIx, priority: i32, li: Opti
     }
 }
 
-enum Ev {
-    Final(u64),
-    Progress(u64),
-    GroupFinished(GroupKey),
-}
-
 struct Progress {
     fraction: f64,
     message: Option<CString>,
@@ -627,7 +623,7 @@ enum Garbage {
     /// The member list of a large group that ended.
     Members(group::IdList),
     /// An emptied event queue that had grown past [`EVENTS_KEEP`].
-    Events(#[allow(dead_code)] VecDeque<Ev>),
+    Events(#[allow(dead_code)] Events),
 }
 
 /// Entries of event-queue capacity kept once the queue is empty (16 bytes
@@ -773,7 +769,7 @@ struct State {
     links: Slab<Links>,
     ready: ReadyQueue,
     groups: GroupTable,
-    events: VecDeque<Ev>,
+    events: Events,
     /// Events in `events` that will really be delivered.
     deliverable: usize,
     progress: HashMap<u64, Progress>,
@@ -908,7 +904,7 @@ impl Manager {
                 links: Slab::new(),
                 ready: ReadyQueue::default(),
                 groups: GroupTable::new(),
-                events: VecDeque::new(),
+                events: Events::default(),
                 deliverable: 0,
                 progress: HashMap::new(),
                 delivered: Vec::new(),
@@ -2955,15 +2951,7 @@ impl State {
             // Already-completed upstream results, in completion order: the
             // order of their final events in the queue.
             if done.len() > 1 {
-                let order: HashMap<u64, usize> = self
-                    .events
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, e)| match e {
-                        Ev::Final(id) => Some((*id, i)),
-                        _ => None,
-                    })
-                    .collect();
+                let order: HashMap<u64, usize> = self.events.finals().enumerate().map(|(i, id)| (id, i)).collect();
                 done.sort_by_key(|(u, _)| order.get(u).copied().unwrap_or(usize::MAX));
             }
             let received = if done.capacity() == 0 {
