@@ -1880,16 +1880,36 @@ impl State {
     #[inline(never)]
     fn apply_lane_slow(&mut self, after: &mut After) {
         for i in 0..self.workers.len() {
-            while let Some((id, outcome, _)) = self.workers[i].lane.pop_outcome() {
-                // Common case first, inline (a fan-in's add applies up to a
-                // million): a lane task without edges that completed. What
-                // `finish` does for it, without its call.
+            while let Some((id, outcome, cont_claimed)) = self.workers[i].lane.pop_outcome() {
+                // Common cases first, inline: what `finish` does for them,
+                // without its call. A completed lane task without edges (a
+                // fan-in's add applies up to a million), and a completed
+                // chain task whose outcome nothing downstream waits for: a
+                // lane task or continuation whose only downstream task is
+                // the continuation its worker claimed (`cont_claimed`), or
+                // a continuation without one (a chain's last task). A host
+                // that adds chains without polling has each chain task's
+                // outcome applied here, by the add that needs its
+                // continuation record back. The chain task keeps its edges
+                // in the completed body (see `State::complete_keeping_edges`).
                 if let Outcome::Completed(result) = outcome {
                     if let Some(task) = self.tasks.get_mut(id) {
-                        if let (None, &Body::Lane { linked: false, down: 0, group, .. }) = (task.links(), &task.body) {
-                            let completed = Body::Completed { group, links: None, result, up: 0, down: 0 };
-                            let old = mem::replace(&mut task.body, completed);
-                            mem::forget(old); // a lane body owns nothing
+                        let edges = match (task.links(), &task.body) {
+                            (None, &Body::Lane { linked: false, down, .. }) if down == 0 || cont_claimed => {
+                                Some((0, down))
+                            }
+                            (None, Body::Cont { linked: false, down, rec, .. }) if *down == 0 || cont_claimed => {
+                                Some((rec.up(), *down))
+                            }
+                            _ => None,
+                        };
+                        if let Some((up, down)) = edges {
+                            let group = task.body.group_ix();
+                            let completed = Body::Completed { group, links: None, result, up, down };
+                            match mem::replace(&mut task.body, completed) {
+                                Body::Cont { rec, .. } => self.lane.conts.recycle_ran(rec),
+                                old => mem::forget(old), // a lane body owns nothing
+                            }
                             self.lane_applied += 1;
                             self.completed_total += 1;
                             self.push_event(Ev::Final(id));
@@ -3320,9 +3340,10 @@ impl State {
     /// completed while its downstream task needs nothing from it
     /// ([`State::needs_nothing_from`]): its edges stay in the completed
     /// body rather than moving to a link record (which its delivery would
-    /// remove again). A host that does not poll while it adds chains
-    /// leaves every chain task's outcome to be applied this way when an
-    /// add makes the lock holder apply the workers' outcomes.
+    /// remove again). `State::apply_lane_slow` does the same inline for
+    /// the cases it can tell without a lookup of the downstream task (a
+    /// host that adds chains without polling has every chain task's
+    /// outcome applied there).
     fn complete_keeping_edges(&mut self, id: u64, outcome: Outcome, (up, down): (u64, u64)) {
         let Outcome::Completed(result) = outcome else { unreachable!("checked by the caller") };
         let task = self.tasks.get_mut(id).expect("live: checked by the caller");
