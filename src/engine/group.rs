@@ -38,34 +38,84 @@ impl GroupKey {
     }
 }
 
-/// Ids of a group's members, stored as 32-bit offsets from the first id
-/// while they fit (they almost always do), 64-bit otherwise.
+/// Set in an entry of [`IdList::narrow`] that starts a run.
+const RUN: u32 = 1 << 31;
+
+/// Ids of a group's members, in the order they joined (those too far from
+/// the first to be an offset last). Stored as 32-bit offsets from the
+/// first id while they fit (they almost always do), 64-bit otherwise; ids
+/// that join one after the other with consecutive values (a burst of adds
+/// to one group: W1's million tasks, W2a's chains) are one run of two
+/// words, so that a burst costs its group no memory per task (4 bytes per
+/// task before session 20, and a `mremap` of the whole list at each
+/// doubling past 128 KiB, which on this VM cost the adding thread a TLB
+/// shootdown each).
 #[derive(Default)]
 pub(crate) struct IdList {
     base: u64,
+    /// An offset from `base` below 2^31 alone, or, with `RUN` set, the
+    /// first offset of a run followed by the run's length (2 or more).
     narrow: Vec<u32>,
     wide: Vec<u64>,
+    /// Ids held.
+    len: usize,
+    /// The id that extends the run ending `narrow` (0: `narrow` does not
+    /// end with a run; ids start at 1).
+    run_next: u64,
+    /// The id that makes a run of the offset alone ending `narrow` (0 if
+    /// it does not end with one).
+    single_next: u64,
 }
 
 impl IdList {
     pub(crate) fn len(&self) -> usize {
-        self.narrow.len() + self.wide.len()
+        self.len
     }
 
+    /// Adds `id` (task ids start at 1: 0 is `run_next`'s and
+    /// `single_next`'s "none").
     #[inline(always)]
     pub(crate) fn push(&mut self, id: u64) {
-        if self.narrow.is_empty() && self.wide.is_empty() {
+        debug_assert_ne!(id, 0);
+        if id == self.run_next {
+            if let Some(count) = self.narrow.last_mut() {
+                if *count < u32::MAX {
+                    *count += 1;
+                    self.len += 1;
+                    self.run_next = id + 1;
+                    return;
+                }
+            }
+        }
+        self.push_slow(id);
+    }
+
+    #[inline(never)]
+    fn push_slow(&mut self, id: u64) {
+        if self.len == 0 {
             self.base = id;
         }
+        self.len += 1;
+        self.run_next = 0;
+        if id == self.single_next {
+            *self.narrow.last_mut().expect("an offset alone ends the list") |= RUN;
+            self.narrow.push(2);
+            self.single_next = 0;
+            self.run_next = id + 1;
+            return;
+        }
+        self.single_next = 0;
         match id.checked_sub(self.base) {
-            Some(off) if off <= u64::from(u32::MAX) => self.narrow.push(off as u32),
+            Some(off) if off < u64::from(RUN) => {
+                self.narrow.push(off as u32);
+                self.single_next = id + 1;
+            }
             _ => self.wide.push(id),
         }
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        let base = self.base;
-        self.narrow.iter().map(move |&o| base + u64::from(o)).chain(self.wide.iter().copied())
+    pub(crate) fn iter(&self) -> IdIter<'_> {
+        IdIter { base: self.base, narrow: &self.narrow, next: 0, left: 0, wide: self.wide.iter() }
     }
 
     /// Bytes of heap the list holds.
@@ -73,10 +123,51 @@ impl IdList {
         self.narrow.capacity() * 4 + self.wide.capacity() * 8
     }
 
+    /// Keeps the ids for which `keep` is true, in order (a new list).
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
-        let base = self.base;
-        self.narrow.retain(|&o| keep(base + u64::from(o)));
-        self.wide.retain(|&id| keep(id));
+        let old = std::mem::take(self);
+        for id in old.iter() {
+            if keep(id) {
+                self.push(id);
+            }
+        }
+    }
+}
+
+/// The ids of an [`IdList`], in order.
+pub(crate) struct IdIter<'a> {
+    base: u64,
+    narrow: &'a [u32],
+    /// The current run's next id, and how many are left in it.
+    next: u64,
+    left: u64,
+    wide: std::slice::Iter<'a, u64>,
+}
+
+impl Iterator for IdIter<'_> {
+    type Item = u64;
+
+    #[inline]
+    fn next(&mut self) -> Option<u64> {
+        if self.left > 0 {
+            self.left -= 1;
+            let id = self.next;
+            self.next += 1;
+            return Some(id);
+        }
+        if let Some((&w, rest)) = self.narrow.split_first() {
+            let first = self.base + u64::from(w & !RUN);
+            if w & RUN == 0 {
+                self.narrow = rest;
+                return Some(first);
+            }
+            let (&count, rest) = rest.split_first().expect("a run's length follows its start");
+            self.narrow = rest;
+            self.next = first + 1;
+            self.left = u64::from(count) - 1;
+            return Some(first);
+        }
+        self.wide.next().copied()
     }
 }
 
@@ -301,15 +392,77 @@ impl GroupTable {
 mod tests {
     use super::*;
 
+    fn ids(l: &IdList) -> Vec<u64> {
+        l.iter().collect()
+    }
+
+    #[test]
+    fn consecutive_members_are_runs_and_come_back_in_order() {
+        let mut l = IdList::default();
+        // Runs, single ids, an id too far for an offset, a run after it.
+        let pushed: Vec<u64> = [100, 101, 102, 105, 107, 108, 100 + (1 << 31), 109, 110, 111, 3].into_iter().collect();
+        for &id in &pushed {
+            l.push(id);
+        }
+        assert_eq!(l.len(), pushed.len());
+        // [100+3] [105] [107+2] [109+3] in `narrow`; the far id and 3 (below
+        // the first) in `wide`, after them.
+        assert_eq!(l.narrow.len(), 7);
+        assert_eq!(ids(&l), vec![100, 101, 102, 105, 107, 108, 109, 110, 111, 100 + (1 << 31), 3]);
+        // A million consecutive ids: two words.
+        let mut big = IdList::default();
+        for id in 1..=1_000_000u64 {
+            big.push(id);
+        }
+        assert_eq!(big.narrow.len(), 2);
+        assert_eq!(big.len(), 1_000_000);
+        assert!(big.iter().eq(1..=1_000_000u64));
+    }
+
+    #[test]
+    fn retain_keeps_the_order_and_makes_runs_again() {
+        let mut l = IdList::default();
+        for id in (10..30).chain([40, 42, 43]) {
+            l.push(id);
+        }
+        l.retain(|id| id % 5 != 0);
+        let want: Vec<u64> = (10..30).chain([42, 43]).filter(|id| id % 5 != 0).collect();
+        assert_eq!(ids(&l), want);
+        assert_eq!(l.len(), want.len());
+        // Runs 11-14, 16-19, 21-24, 26-29, 42-43.
+        assert_eq!(l.narrow.len(), 10);
+        l.retain(|_| false);
+        assert_eq!(l.len(), 0);
+        assert!(ids(&l).is_empty());
+        l.push(7);
+        assert_eq!(ids(&l), vec![7]);
+    }
+
+    #[test]
+    fn a_run_at_its_length_limit_starts_another() {
+        let mut l = IdList::default();
+        l.push(1);
+        l.push(2);
+        *l.narrow.last_mut().unwrap() = u32::MAX;
+        l.run_next = u64::from(u32::MAX) + 1;
+        l.len = u32::MAX as usize;
+        l.push(u64::from(u32::MAX) + 1);
+        // Its offset does not fit: it goes to `wide`, after the run.
+        assert_eq!(l.wide, vec![u64::from(u32::MAX) + 1]);
+        assert_eq!(l.iter().last(), Some(u64::from(u32::MAX) + 1));
+        assert_eq!(l.iter().take(3).collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
+
     #[test]
     fn a_large_group_member_list_is_handed_over_when_the_group_ends() {
         let mut t = GroupTable::new();
         let big = GroupKey::numbered(5);
+        // Every other id: no two members consecutive, an entry each.
         let n = RETIRE_BYTES / 4 + 1;
-        for id in 0..n as u64 {
-            t.join(big, id).expect("a slot");
+        for id in 1..=n as u64 {
+            t.join(big, 2 * id).expect("a slot");
         }
-        let (small, _) = t.join(GroupKey::numbered(6), n as u64).expect("a slot");
+        let (small, _) = t.join(GroupKey::numbered(6), 2 * n as u64 + 2).expect("a slot");
         assert_eq!(t.leave_n(small, 1), Some(GroupKey::numbered(6)));
         assert!(!t.has_retired(), "a small list is freed where its group ends");
         let index = t.find(big).expect("live group");
