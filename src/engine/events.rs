@@ -190,6 +190,62 @@ mod tests {
         assert_eq!(q.pop_front(), None);
     }
 
+    /// Random pushes at both ends, pops and clears, against a plain
+    /// queue of events (from the session-20 review).
+    #[test]
+    fn matches_a_plain_queue_of_events() {
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..2000 {
+            let (mut q, mut m, mut next) = (Events::default(), VecDeque::<Ev>::new(), 1u64);
+            for _ in 0..200 {
+                match rnd(10) {
+                    0..=4 => {
+                        let id = if rnd(4) == 0 { rnd(next + 2) } else { next };
+                        next += 1;
+                        q.push_back(Ev::Final(id));
+                        m.push_back(Ev::Final(id));
+                    }
+                    5 => {
+                        let ev = if rnd(2) == 0 {
+                            Ev::Progress(rnd(50))
+                        } else {
+                            Ev::GroupFinished(GroupKey::numbered(rnd(5)))
+                        };
+                        q.push_back(ev);
+                        m.push_back(ev);
+                    }
+                    6 => {
+                        let ev = match rnd(3) {
+                            0 => Ev::GroupFinished(GroupKey::numbered(1)),
+                            1 => Ev::Final(rnd(next + 2)),
+                            _ => Ev::Progress(3),
+                        };
+                        q.push_front(ev);
+                        m.push_front(ev);
+                    }
+                    7 if rnd(20) == 0 => {
+                        q.clear();
+                        m.clear();
+                    }
+                    _ => assert_eq!(q.pop_front(), m.pop_front()),
+                }
+                let finals: Vec<u64> =
+                    m.iter().filter_map(|e| if let Ev::Final(i) = e { Some(*i) } else { None }).collect();
+                assert_eq!(q.finals().collect::<Vec<_>>(), finals);
+            }
+            while let Some(e) = m.pop_front() {
+                assert_eq!(q.pop_front(), Some(e));
+            }
+            assert_eq!(q.pop_front(), None);
+        }
+    }
+
     #[test]
     fn an_entry_is_two_words() {
         assert_eq!(std::mem::size_of::<Entry>(), 16);

@@ -627,10 +627,11 @@ enum Garbage {
 }
 
 /// Entries of event-queue capacity kept once the queue is empty (16 bytes
-/// each): a burst (a fan-in over a million finished tasks queues a million
-/// events) gives its memory back when it has been polled or stopped.
+/// each, see `events::Entry`): a burst of events that do not form runs of
+/// consecutive ids (a million tasks finishing out of id order queue a
+/// million entries) gives its memory back when it has been polled or
+/// stopped.
 const EVENTS_KEEP: usize = 4096;
-const _: () = assert!(mem::size_of::<Ev>() == 16);
 
 /// Work to do once the state lock is released. Most operations need only
 /// the flags; the vectors (and the notify call) live in a box created on
