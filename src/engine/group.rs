@@ -123,14 +123,21 @@ impl IdList {
         self.narrow.capacity() * 4 + self.wide.capacity() * 8
     }
 
-    /// Keeps the ids for which `keep` is true, in order (a new list).
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
+    /// Keeps the ids for which `keep` is true, in order, in a new list, and
+    /// returns the old one (for the caller to hand over if large: see
+    /// [`GroupTable::retire`]). The new list is sized for half the old
+    /// one's entries (a compaction keeps fewer than half the ids), so that
+    /// it does not grow by doubling while it is filled.
+    #[must_use]
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) -> IdList {
         let old = std::mem::take(self);
+        self.narrow.reserve(old.narrow.len() / 2 + 2);
         for id in old.iter() {
             if keep(id) {
                 self.push(id);
             }
         }
+        old
     }
 }
 
@@ -376,6 +383,15 @@ impl GroupTable {
         Some(key)
     }
 
+    /// Frees a member list that left its group (a compaction's old list)
+    /// here if it is small, or keeps it for [`GroupTable::take_retired`]
+    /// (freed after the lock) if freeing it is a system call.
+    pub(crate) fn retire(&mut self, list: IdList) {
+        if list.heap_bytes() >= RETIRE_BYTES {
+            self.retired.push(list);
+        }
+    }
+
     /// The large member lists of groups that ended since the last call,
     /// for the caller to free after its lock (or have an idle worker free).
     pub(crate) fn take_retired(&mut self) -> Vec<IdList> {
@@ -425,17 +441,39 @@ mod tests {
         for id in (10..30).chain([40, 42, 43]) {
             l.push(id);
         }
-        l.retain(|id| id % 5 != 0);
+        let _ = l.retain(|id| id % 5 != 0);
         let want: Vec<u64> = (10..30).chain([42, 43]).filter(|id| id % 5 != 0).collect();
         assert_eq!(ids(&l), want);
         assert_eq!(l.len(), want.len());
         // Runs 11-14, 16-19, 21-24, 26-29, 42-43.
         assert_eq!(l.narrow.len(), 10);
-        l.retain(|_| false);
+        let _ = l.retain(|_| false);
         assert_eq!(l.len(), 0);
         assert!(ids(&l).is_empty());
         l.push(7);
         assert_eq!(ids(&l), vec![7]);
+    }
+
+    #[test]
+    fn a_compaction_hands_a_large_old_list_over() {
+        let mut t = GroupTable::new();
+        let key = GroupKey::numbered(3);
+        let n = RETIRE_BYTES / 4 + 1;
+        for id in 1..=n as u64 {
+            t.join(key, 2 * id).expect("a slot");
+        }
+        let index = t.find(key).expect("live group");
+        let old = t.slot_mut(index).members.retain(|id| id % 1000 == 0);
+        assert_eq!(t.slot(index).members.len(), n / 500);
+        assert!(t.slot(index).members.heap_bytes() < RETIRE_BYTES);
+        t.retire(old);
+        let lists = t.take_retired();
+        assert_eq!(lists.len(), 1, "the old list is freed after the lock");
+        assert_eq!(lists[0].len(), n);
+        // A small one is freed where it is.
+        let old = t.slot_mut(index).members.retain(|_| true);
+        t.retire(old);
+        assert!(!t.has_retired());
     }
 
     #[test]
@@ -474,5 +512,141 @@ mod tests {
         assert_eq!(lists[0].len(), n);
         assert!(lists[0].heap_bytes() >= RETIRE_BYTES);
         assert!(!t.has_retired() && t.take_retired().is_empty());
+    }
+}
+
+/// Property tests of `IdList` against plain vectors (from the session-20
+/// review).
+#[cfg(test)]
+mod review_prop {
+    use super::*;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Reference: the ids pushed, in push order; iteration = the ids that are
+    /// "narrow" (offset from the first id below 2^31, or extending by +1 a
+    /// narrow id pushed just before, in a run shorter than u32::MAX) in push
+    /// order, then the others in push order.
+    fn model_iter(pushed: &[u64]) -> Vec<u64> {
+        let (mut narrow, mut wide) = (Vec::new(), Vec::new());
+        let base = pushed.first().copied().unwrap_or(0);
+        let mut prev: Option<(u64, bool, u64)> = None; // (id, narrow, run length)
+        for &id in pushed {
+            let (is_narrow, run) = match prev {
+                Some((p, true, r)) if id == p + 1 && r < u64::from(u32::MAX) => (true, r + 1),
+                _ => (id >= base && id - base < (1 << 31), 1),
+            };
+            prev = Some((id, is_narrow, run));
+            if is_narrow {
+                narrow.push(id)
+            } else {
+                wide.push(id)
+            }
+        }
+        narrow.extend(wide);
+        narrow
+    }
+
+    fn check_structure(l: &IdList) {
+        let mut i = 0;
+        let mut n = l.wide.len();
+        while i < l.narrow.len() {
+            if l.narrow[i] & RUN != 0 {
+                assert!(l.narrow[i + 1] >= 2, "run of length < 2");
+                n += l.narrow[i + 1] as usize;
+                i += 2;
+            } else {
+                n += 1;
+                i += 1;
+            }
+        }
+        assert_eq!(n, l.len());
+    }
+
+    fn gen_id(r: &mut Rng, last: u64, base: u64) -> u64 {
+        let d = match r.below(10) {
+            0 => 0,
+            1..=4 => 1,
+            5 => 2 + r.below(5),
+            6 => (1 << 31) - 3 + r.below(6),
+            7 => (1u64 << 32) - 3 + r.below(6),
+            8 => return base.saturating_sub(r.below(4)).max(1) + r.below(3),
+            _ => return 1 + r.below(1 << 34),
+        };
+        let id = last + d;
+        if id == 0 {
+            1
+        } else {
+            id
+        }
+    }
+
+    #[test]
+    fn idlist_matches_vec_model() {
+        for seed in 1..4000u64 {
+            let mut r = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1);
+            let mut l = IdList::default();
+            let mut pushed: Vec<u64> = Vec::new();
+            let mut last = 1 + r.below(1 << 33);
+            let steps = r.below(300);
+            for _ in 0..steps {
+                if r.below(20) == 0 {
+                    // retain with a random predicate
+                    let m = 1 + r.below(5);
+                    let k = r.below(m);
+                    let keep = |id: u64| (id.wrapping_mul(0x2545F4914F6CDD1D) >> 7) % m != k;
+                    let expect: Vec<u64> = model_iter(&pushed).into_iter().filter(|&i| keep(i)).collect();
+                    let _ = l.retain(keep);
+                    pushed = expect;
+                } else {
+                    let base = pushed.first().copied().unwrap_or(last);
+                    last = gen_id(&mut r, last, base);
+                    l.push(last);
+                    pushed.push(last);
+                }
+                let want = model_iter(&pushed);
+                let got: Vec<u64> = l.iter().collect();
+                assert_eq!(got, want, "seed {seed}");
+                assert_eq!(l.len(), pushed.len());
+                check_structure(&l);
+            }
+        }
+    }
+
+    /// Strictly increasing ids (the only ones `State::issue_id` pushes) with
+    /// span < 2^31 come back in push order, as in the old code; and through
+    /// compaction-like retains.
+    #[test]
+    fn increasing_ids_come_back_sorted() {
+        for seed in 1..2000u64 {
+            let mut r = Rng(seed.wrapping_mul(0xD1B54A32D192ED03) | 1);
+            let mut l = IdList::default();
+            let mut v: Vec<u64> = Vec::new();
+            let mut id = 1 + r.below(1000);
+            for _ in 0..r.below(2000) {
+                id += if r.below(3) == 0 { 1 + r.below(1 << 20) } else { 1 };
+                l.push(id);
+                v.push(id);
+                if r.below(50) == 0 {
+                    let j = id;
+                    let keep = |x: u64| x == j || x % 3 != 0;
+                    let _ = l.retain(keep);
+                    v.retain(|&x| keep(x));
+                }
+                assert!(l.iter().eq(v.iter().copied()));
+                assert_eq!(l.len(), v.len());
+            }
+        }
     }
 }

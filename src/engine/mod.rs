@@ -3053,10 +3053,14 @@ impl State {
     #[inline(never)]
     fn compact_group(&mut self, index: u32, joining: u64) {
         let tasks = &self.tasks;
-        self.groups
+        let old = self
+            .groups
             .slot_mut(index)
             .members
             .retain(|id| id == joining || tasks.get(id).is_some_and(|t| t.group() == index));
+        // A large old list is freed after the lock of the next poll or
+        // stop, as an ended group's is.
+        self.groups.retire(old);
     }
 
     /// Pushes to the ready queue, noting a push that may have given a
