@@ -44,6 +44,18 @@ enum Entry {
     },
 }
 
+impl From<Ev> for Entry {
+    /// The event as an entry of its own (a run of one, for a final event).
+    #[inline(always)]
+    fn from(ev: Ev) -> Entry {
+        match ev {
+            Ev::Final(id) => Entry::Finals { first: id, count: 1 },
+            Ev::Progress(id) => Entry::Progress(id),
+            Ev::GroupFinished(key) => Entry::GroupFinished { kind: key.kind, value: key.value },
+        }
+    }
+}
+
 /// The event queue (see the module doc).
 #[derive(Default)]
 pub(super) struct Events {
@@ -64,8 +76,7 @@ impl Events {
                 }
                 Entry::Finals { first: id, count: 1 }
             }
-            Ev::Progress(id) => Entry::Progress(id),
-            Ev::GroupFinished(key) => Entry::GroupFinished { kind: key.kind, value: key.value },
+            ev => Entry::from(ev),
         };
         self.entries.push_back(entry);
     }
@@ -83,8 +94,7 @@ impl Events {
                 }
                 Entry::Finals { first: id, count: 1 }
             }
-            Ev::Progress(id) => Entry::Progress(id),
-            Ev::GroupFinished(key) => Entry::GroupFinished { kind: key.kind, value: key.value },
+            ev => Entry::from(ev),
         };
         self.entries.push_front(entry);
     }

@@ -369,9 +369,7 @@ impl GroupTable {
         }
         let key = slot.key;
         let members = mem::take(&mut slot.members);
-        if members.heap_bytes() >= RETIRE_BYTES {
-            self.retired.push(members);
-        }
+        self.retire(members);
         if index != DEFAULT_GROUP {
             self.slots[index as usize] = None;
             self.index.remove(&key);
@@ -383,8 +381,8 @@ impl GroupTable {
         Some(key)
     }
 
-    /// Frees a member list that left its group (a compaction's old list)
-    /// here if it is small, or keeps it for [`GroupTable::take_retired`]
+    /// Frees a member list that left its group (an ended group's, a
+    /// compaction's old one) here if it is small, or keeps it for [`GroupTable::take_retired`]
     /// (freed after the lock) if freeing it is a system call.
     pub(crate) fn retire(&mut self, list: IdList) {
         if list.heap_bytes() >= RETIRE_BYTES {
