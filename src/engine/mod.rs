@@ -3999,6 +3999,11 @@ fn spin(manager: &Manager) {
 /// Runs lane tasks without the lock until the lane has none for the length
 /// of a spin, or the worker must come back to the lock (the lane closed,
 /// the locked queue has a task that may come first, fewer threads allowed).
+///
+/// Out of line: inlined into the worker's main function, its registers
+/// were allocated together with every lock-path step of `next_job`, and a
+/// change there moved this loop's count per task.
+#[inline(never)]
 fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below: u64, gen: u64, tie_p: i64) {
     let lane = &*manager.lane;
     let checkin = lane.checkin.load(Ordering::Relaxed);

@@ -8,7 +8,6 @@
 //! after it. Its storage ([`Slots`], pages of its own) is then kept as a spare
 //! or given back to the system in batches.
 
-use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 use std::ptr::{self, NonNull};
 
@@ -178,7 +177,11 @@ pub(crate) fn release_empty<T>(chunks: Vec<Slots<T>>) {
 pub(crate) struct Table<T> {
     /// Chunk index of `chunks[0]`.
     first: u64,
-    chunks: VecDeque<Option<Chunk<T>>>,
+    /// Chunk `first + i` at index `i`. A vector rather than a deque: the
+    /// front is removed once per chunk (moving the few entries behind it),
+    /// and every lookup is then one subtraction and one bounds check, with
+    /// no wrap-around of a ring's index.
+    chunks: Vec<Option<Chunk<T>>>,
     /// One past the highest id inserted so far (ids below it are "issued").
     issued_end: u64,
     live: usize,
@@ -201,7 +204,7 @@ impl<T> Table<T> {
     pub(crate) fn new() -> Self {
         Table {
             first: 0,
-            chunks: VecDeque::new(),
+            chunks: Vec::new(),
             issued_end: 0,
             live: 0,
             spares: Vec::new(),
@@ -247,10 +250,9 @@ impl<T> Table<T> {
 
     fn locate(&self, id: u64) -> Option<(usize, usize)> {
         let chunk = id >> CHUNK_BITS;
-        if chunk < self.first {
-            return None;
-        }
-        let index = usize::try_from(chunk - self.first).ok()?;
+        // Below `first` wraps to an index past the end, which the caller's
+        // bounds check turns away with the others.
+        let index = chunk.wrapping_sub(self.first) as usize;
         Some((index, (id & CHUNK_MASK) as usize))
     }
 
@@ -272,7 +274,7 @@ impl<T> Table<T> {
         // Common case: the id falls in the last chunk, which exists.
         let last_chunk = (self.first + self.chunks.len() as u64).wrapping_sub(1);
         if id >> CHUNK_BITS == last_chunk {
-            if let Some(Some(last)) = self.chunks.back_mut() {
+            if let Some(Some(last)) = self.chunks.last_mut() {
                 // The slot of an id not issued before is `None`: no drop
                 // glue for the value replaced.
                 let old = last.slots[(id & CHUNK_MASK) as usize].replace(value);
@@ -294,7 +296,7 @@ impl<T> Table<T> {
         }
         let chunk = id >> CHUNK_BITS;
         while self.first + (self.chunks.len() as u64) <= chunk {
-            self.chunks.push_back(None);
+            self.chunks.push(None);
         }
         let c = (chunk - self.first) as usize;
         let spares = &mut self.spares;
@@ -376,9 +378,10 @@ impl<T> Table<T> {
                     self.released.push(done.slots);
                 }
             }
-            while matches!(self.chunks.front(), Some(None)) {
-                self.chunks.pop_front();
-                self.first += 1;
+            let gone = self.chunks.iter().take_while(|c| c.is_none()).count();
+            if gone > 0 {
+                self.chunks.drain(..gone);
+                self.first += gone as u64;
             }
         }
     }
@@ -526,7 +529,7 @@ mod tests {
         assert!(!t.needs_spare());
         t.insert(1, 10u64); // first chunk: takes the spare
         assert!(t.needs_spare());
-        assert_eq!(t.chunks.back().unwrap().as_ref().unwrap().slots.as_ptr(), given_ptr);
+        assert_eq!(t.chunks.last().unwrap().as_ref().unwrap().slots.as_ptr(), given_ptr);
         // Fill and empty the first chunk: its storage becomes the spare.
         for id in 2..CHUNK_LEN as u64 {
             t.insert(id, id);
@@ -547,9 +550,9 @@ mod tests {
         drop(back);
         assert_eq!(t.spares.len(), MAX_SPARES);
         t.insert(2 * CHUNK_LEN as u64, 5); // third chunk: the last spare kept
-        assert_eq!(t.chunks.back().unwrap().as_ref().unwrap().slots.as_ptr(), second_ptr);
+        assert_eq!(t.chunks.last().unwrap().as_ref().unwrap().slots.as_ptr(), second_ptr);
         t.insert(3 * CHUNK_LEN as u64, 6); // fourth chunk: the recycled storage
-        assert_eq!(t.chunks.back().unwrap().as_ref().unwrap().slots.as_ptr(), given_ptr);
+        assert_eq!(t.chunks.last().unwrap().as_ref().unwrap().slots.as_ptr(), given_ptr);
         assert_eq!(t.get(3 * CHUNK_LEN as u64), Some(&6));
         assert_eq!(t.get(3 * CHUNK_LEN as u64 + 2), None, "recycled slots start empty");
         assert_eq!(t.get(2 * CHUNK_LEN as u64 + 1), None, "given slots start empty");
@@ -697,7 +700,7 @@ mod tests {
         assert_eq!(t.released.len(), 3 - MAX_SPARES);
         let next = 4 * CHUNK_LEN as u64;
         t.insert(next, 1);
-        let reused = t.chunks.back().unwrap().as_ref().unwrap().slots.as_ptr();
+        let reused = t.chunks.last().unwrap().as_ref().unwrap().slots.as_ptr();
         assert!(ptrs.contains(&reused), "a kept chunk is reused");
         assert!((next + 1..next + CHUNK_LEN as u64).all(|id| t.get(id).is_none()), "and starts empty");
         assert_eq!(t.remove(next), Some(1));
