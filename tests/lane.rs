@@ -887,3 +887,52 @@ fn a_lane_entry_does_not_pass_an_older_ready_task_of_its_priority_once_the_locke
         finish(m);
     }
 }
+
+#[test]
+fn lane_tasks_run_one_after_the_other_on_a_worker_each_see_and_report_only_their_own() {
+    // One worker runs the lane's tasks back to back: a result, a failure
+    // or a task id must not leak from one task into the next (session 21
+    // tried one context for the whole lane loop; this test caught a
+    // version that did not update its id).
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut ids = Vec::new();
+    for i in 0..8i64 {
+        let s2 = seen.clone();
+        let j = job(move |ctx| {
+            s2.lock().unwrap().push((ctx.task_id(), ctx.upstream().len(), ctx.is_stopped()));
+            match i % 4 {
+                0 => ctx.set_result(value(i)),
+                1 => ctx.fail(btm::engine::Failure::new(b"failed", format!("{i}").as_bytes())),
+                2 => {}
+                _ => {
+                    // A result, then a failure: the result is dropped.
+                    ctx.set_result(value(i));
+                    ctx.fail(btm::engine::Failure::new(b"failed after a result", b""));
+                }
+            }
+        });
+        ids.push(m.add(j, 0, DEFAULT, &[]).unwrap());
+    }
+    assert_eq!(m.stats().queued, 8, "every task waits in the lane behind the held worker");
+    gate.open();
+    let evs = collect_finals(&m, 9);
+    let mut got: Vec<Ev> = evs.into_iter().filter(|e| e.task().is_some_and(|t| ids.contains(&t))).collect();
+    got.sort_by_key(|e| e.task());
+    let want: Vec<Ev> = ids
+        .iter()
+        .zip(0i64..)
+        .map(|(&id, i)| match i % 4 {
+            0 => Ev::Completed { id, group: DEFAULT, values: vec![(id, i)] },
+            1 => Ev::Failed { id, group: DEFAULT, message: "failed".into(), details: format!("{i}") },
+            2 => Ev::Completed { id, group: DEFAULT, values: vec![] },
+            _ => Ev::Failed { id, group: DEFAULT, message: "failed after a result".into(), details: String::new() },
+        })
+        .collect();
+    assert_eq!(got, want);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, ids.iter().map(|&id| (id, 0, false)).collect::<Vec<_>>(), "each task saw its own id");
+    finish(m);
+}
