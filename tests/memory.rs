@@ -193,3 +193,38 @@ fn memory_waiting_for_an_idle_worker_is_capped_and_the_poll_gives_back_the_rest(
     finish(m);
     assert_all_freed();
 }
+
+#[test]
+fn the_adds_that_follow_members_leaving_compact_the_groups_member_list() {
+    // A group's member list keeps the ids of members that left until an
+    // add finds more than twice the live members plus 64 in it; a stop of
+    // the group walks the list, so it must not keep a burst long gone.
+    // Independent tasks of one group added one after the other take the
+    // lane's own add path (session 21), which must compact as the general
+    // one does.
+    let _s = serial();
+    let m = manager(2, true);
+    for group in [DEFAULT, g(7)] {
+        let n = 10_000;
+        let gate = Gate::new();
+        let gc = gate.clone();
+        // One member stays live throughout (the named group would end
+        // with its last member, and its list with it).
+        let held = m.add(job(move |_| gc.pass()), 0, group, &[]).unwrap();
+        gate.wait_arrivals(1);
+        for _ in 0..n {
+            m.add(nop(), 0, group, &[]).unwrap();
+        }
+        let evs = collect_finals(&m, n);
+        assert_eq!(finals(&evs).len(), n);
+        assert!(m.group_member_ids(group).unwrap() > n, "the members that left are still listed");
+        let next = m.add(nop(), 0, group, &[]).unwrap();
+        let listed = m.group_member_ids(group).unwrap();
+        assert!(listed <= 2 + 64, "{listed} ids listed for 2 or 3 live members of {group:?}");
+        gate.open();
+        let mut done = finals(&collect_finals(&m, 2));
+        done.sort_unstable();
+        assert_eq!(done, vec![held, next]);
+    }
+    finish(m);
+}

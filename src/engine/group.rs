@@ -289,6 +289,13 @@ impl GroupTable {
         Some((index, slot.members.len() as u64 > 2 * slot.live + 64))
     }
 
+    /// True if `key` is the group joined last (it has a slot and is
+    /// valid): [`GroupTable::join`] then takes no slow path and cannot fail.
+    #[inline(always)]
+    pub(crate) fn is_cached(&self, key: GroupKey) -> bool {
+        matches!(self.cache, Some((k, _)) if k == key)
+    }
+
     /// The slot of `key` when it is not the cached one, created if needed
     /// (`None` if none is free).
     #[inline(never)]
