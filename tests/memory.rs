@@ -201,15 +201,15 @@ fn the_adds_that_follow_members_leaving_compact_the_groups_member_list() {
     // the group walks the list, so it must not keep a burst long gone.
     // Independent tasks of one group added one after the other take the
     // lane's own add path (session 21), which must compact as the general
-    // one does.
+    // one does; checked for the default group and a numbered one.
     let _s = serial();
     let m = manager(2, true);
     for group in [DEFAULT, g(7)] {
         let n = 10_000;
         let gate = Gate::new();
         let gc = gate.clone();
-        // One member stays live throughout (the named group would end
-        // with its last member, and its list with it).
+        // One member stays live throughout (group 7 would end with its
+        // last member, and its list with it).
         let held = m.add(job(move |_| gc.pass()), 0, group, &[]).unwrap();
         gate.wait_arrivals(1);
         for _ in 0..n {

@@ -1601,10 +1601,11 @@ impl Manager {
         self.state.lock().events.capacity()
     }
 
-    /// Ids in the member list of `group` (live members and members that
-    /// left since its last compaction), or `None` if the group has no live
-    /// task (a diagnostic for tests: the adds that follow members leaving
-    /// must compact the list).
+    /// The number of ids in the member list of `group` (live members and
+    /// members that left since its last compaction), or `None` if the
+    /// group has no slot (a group other than the default one with no live
+    /// task). A diagnostic for tests: the adds that follow members leaving
+    /// must compact the list.
     #[doc(hidden)]
     pub fn group_member_ids(&self, group: GroupKey) -> Option<usize> {
         let st = self.state.lock();
