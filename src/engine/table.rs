@@ -251,8 +251,9 @@ impl<T> Table<T> {
     fn locate(&self, id: u64) -> Option<(usize, usize)> {
         let chunk = id >> CHUNK_BITS;
         // Below `first` wraps to an index past the end, which the caller's
-        // bounds check turns away with the others.
-        let index = chunk.wrapping_sub(self.first) as usize;
+        // bounds check turns away with the others (as does an index past
+        // `usize`, on a 32-bit target; on 64 bits the conversion is free).
+        let index = usize::try_from(chunk.wrapping_sub(self.first)).unwrap_or(usize::MAX);
         Some((index, (id & CHUNK_MASK) as usize))
     }
 
