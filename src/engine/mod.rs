@@ -2853,16 +2853,8 @@ impl State {
         let Some((level, level_ref)) = self.lane_level(priority) else {
             return Err(job);
         };
-        let id = self.next_id;
-        let (group_index, stale) = self.groups.join(group, id).expect("the cached group has a slot");
-        self.next_id += 1;
-        if stale {
-            self.compact_group(group_index, id);
-        }
-        let (pos, _) = level_ref.push(id, job, true);
-        let body = Body::Lane { group: GroupIx::new(group_index), links: None, level, pos, linked: false, down: 0 };
-        self.tasks.insert(id, Task { body });
-        self.lane_added += 1;
+        let (id, group_index) = self.issue_id(group).expect("the cached group has a slot");
+        self.insert_lane(id, job, group_index, None, level, level_ref, true);
         // `provision`'s common case tested here: then `after` is untouched
         // and the caller skips it (true: it may hold work).
         if self.workers_provided() {
@@ -2901,16 +2893,8 @@ impl State {
         }
         if lane_ok && (!refilled || !self.ready.has_priority(priority)) {
             if let Some((level, level_ref)) = self.lane_level(priority) {
-                // `insert_lane`, written out: through the helper, this add
-                // (the hottest) took 3 instructions more (bench/paths.sh).
-                let (pos, in_ring) = level_ref.push(id, job, !self.lane_batching);
-                if self.lane_batching && in_ring {
-                    self.note_unpublished(level, pos);
-                }
-                let body =
-                    Body::Lane { group: GroupIx::new(group_index), links: None, level, pos, linked: false, down: 0 };
-                self.tasks.insert(id, Task { body });
-                self.lane_added += 1;
+                let publish = !self.lane_batching;
+                self.insert_lane(id, job, group_index, None, level, level_ref, publish);
                 self.plain_lane_add = !refilled;
                 self.provision(after);
                 return Ok(id);
