@@ -936,3 +936,38 @@ fn lane_tasks_run_one_after_the_other_on_a_worker_each_see_and_report_only_their
     assert_eq!(seen, ids.iter().map(|&id| (id, 0, false)).collect::<Vec<_>>(), "each task saw its own id");
     finish(m);
 }
+
+#[test]
+fn batches_that_fill_the_ring_part_way_keep_the_order_with_the_adds_around_them() {
+    // A batch of one priority and one group fills the ring's free slots in
+    // one run (`Level::push_run`) and sends the rest to the overflow one by
+    // one; its records span several table chunks (4,096 ids each). Single
+    // adds before, between and after must keep their places.
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let log = Log::default();
+    let batch = |from: i64, to: i64| -> Vec<btm::engine::NewTask<'static>> {
+        (from..to)
+            .map(|i| btm::engine::NewTask { job: logging(&log, i), priority: 0, group: g(3), upstream: &[] })
+            .collect()
+    };
+    let mut ids = vec![m.add(logging(&log, 0), 0, g(3), &[]).unwrap()];
+    // 10,000 fit in the ring; of the next 10,000 about 6,400 do, the
+    // others wait in the overflow, behind which the single add queues.
+    ids.extend(m.add_many(batch(1, 10_001)).unwrap());
+    ids.extend(m.add_many(batch(10_001, 20_001)).unwrap());
+    ids.push(m.add(logging(&log, 20_001), 0, g(3), &[]).unwrap());
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "ids in the order added");
+    assert_eq!(m.group_stats(g(3)).unwrap(), [20_002, 0, 0, 0], "all queued");
+    assert_eq!(m.group_member_ids(g(3)), Some(20_002), "each task listed once in its group");
+    gate.open();
+    // A batch added while the worker runs, behind the overflow.
+    ids.extend(m.add_many(batch(20_002, 25_000)).unwrap());
+    let evs = collect_finals(&m, 25_001);
+    assert_eq!(log.get(), (0..25_000).collect::<Vec<i64>>(), "tasks of one priority run in the order added");
+    let ours: std::collections::HashSet<u64> = ids.iter().copied().collect();
+    let done: Vec<u64> = finals(&evs).into_iter().filter(|id| ours.contains(id)).collect();
+    assert_eq!(done, ids, "events in the order the tasks finished");
+    finish(m);
+}

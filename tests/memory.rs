@@ -228,3 +228,34 @@ fn the_adds_that_follow_members_leaving_compact_the_groups_member_list() {
     }
     finish(m);
 }
+
+#[test]
+fn a_batch_that_follows_members_leaving_compacts_the_groups_member_list() {
+    // As the test above, for a batch of one priority and one group, which
+    // joins its group in one run (`GroupTable::join_more`): its first task
+    // compacts the list, and each of its tasks is listed once.
+    let _s = serial();
+    let m = manager(2, true);
+    let group = g(9);
+    let n = 10_000;
+    let gate = Gate::new();
+    let gc = gate.clone();
+    let held = m.add(job(move |_| gc.pass()), 0, group, &[]).unwrap();
+    gate.wait_arrivals(1);
+    let tasks = |k: usize| -> Vec<btm::engine::NewTask<'static>> {
+        (0..k).map(|_| btm::engine::NewTask { job: nop(), priority: 0, group, upstream: &[] }).collect()
+    };
+    assert_eq!(m.add_many(tasks(n)).unwrap().len(), n);
+    assert_eq!(finals(&collect_finals(&m, n)).len(), n);
+    assert_eq!(m.group_member_ids(group), Some(n + 1), "the members that left are still listed");
+    let k = 1_000;
+    let mut ids = m.add_many(tasks(k)).unwrap();
+    assert_eq!(m.group_member_ids(group), Some(k + 1), "only the held task and the batch listed");
+    gate.open();
+    let mut done = finals(&collect_finals(&m, k + 1));
+    done.sort_unstable();
+    ids.push(held);
+    ids.sort_unstable();
+    assert_eq!(done, ids);
+    finish(m);
+}

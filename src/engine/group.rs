@@ -90,6 +90,32 @@ impl IdList {
         self.push_slow(id);
     }
 
+    /// Adds the `n` ids `first .. first + n`, in order: as `n` calls of
+    /// [`IdList::push`], the run's length raised once rather than once per
+    /// id (in the common case, a list that ends with a run of the ids just
+    /// before `first`, or gets one after its first two ids).
+    pub(crate) fn push_run(&mut self, first: u64, n: u64) {
+        let end = first + n;
+        let mut id = first;
+        while id < end {
+            if id == self.run_next {
+                if let Some(count) = self.narrow.last_mut() {
+                    let k = u64::from(u32::MAX - *count).min(end - id);
+                    if k > 0 {
+                        // `k` fits: it is at most `u32::MAX - count`.
+                        *count += k as u32;
+                        self.len += k as usize;
+                        id += k;
+                        self.run_next = id;
+                        continue;
+                    }
+                }
+            }
+            self.push_slow(id);
+            id += 1;
+        }
+    }
+
     #[inline(never)]
     fn push_slow(&mut self, id: u64) {
         if self.len == 0 {
@@ -287,6 +313,18 @@ impl GroupTable {
         slot.live += 1;
         slot.members.push(id);
         Some((index, slot.members.len() as u64 > 2 * slot.live + 64))
+    }
+
+    /// Adds the `n` new tasks `first .. first + n` to the group of slot
+    /// `index`, which task `first - 1` joined last through
+    /// [`GroupTable::join`]: as `n` more joins, which would find its member
+    /// list no staler than that join did (each adds a live member as it
+    /// adds an entry), so no compaction is due.
+    #[inline(always)]
+    pub(crate) fn join_more(&mut self, index: u32, first: u64, n: u64) {
+        let slot = self.slots[index as usize].as_mut().expect("live group slot");
+        slot.live += n;
+        slot.members.push_run(first, n);
     }
 
     /// True if `key` is the group joined last (it has a slot and is

@@ -684,6 +684,35 @@ impl Level {
         (pos, true)
     }
 
+    /// Pushes tasks `first_id .. first_id + n` (task `first_id + i` with
+    /// job `job(i)`), published, into the ring while it has room and the
+    /// overflow is empty: as [`Level::push`] for each, the tail stored
+    /// once; the caller holds the state lock. Returns the first one's
+    /// position and how many went in (the caller pushes the others, which
+    /// wait in the overflow, one by one).
+    #[inline(always)]
+    fn push_run(&self, first_id: u64, n: usize, mut job: impl FnMut(usize) -> Job) -> (u64, usize) {
+        let start = self.tail.load(Ordering::Relaxed);
+        // SAFETY: the caller holds the state lock.
+        if !unsafe { self.overflow() }.is_empty() {
+            return (start, 0);
+        }
+        let mut pos = start;
+        let mut i = 0;
+        while i < n && self.seq(pos) == pos {
+            self.fill_slot(pos, first_id + i as u64, Some(job(i)), true);
+            // As in `push`.
+            pages::prefetch_write(self.slot(pos + PREFETCH_AHEAD));
+            pos += 1;
+            i += 1;
+        }
+        // Only the lock holder reads the tail (as in `refill`).
+        if i > 0 {
+            self.tail.store(pos, Ordering::Release);
+        }
+        (start, i)
+    }
+
     /// A push behind an overflow or into a full ring.
     ///
     /// # Safety
@@ -1095,6 +1124,13 @@ impl LevelRef {
     pub(crate) fn push(self, id: u64, job: Job, publish: bool) -> (u64, bool) {
         // SAFETY: levels live as long as the lane (see the type's doc).
         unsafe { self.0.as_ref() }.push(id, job, publish)
+    }
+
+    /// See [`Level::push_run`]; the caller holds the state lock.
+    #[inline(always)]
+    pub(crate) fn push_run(self, first_id: u64, n: usize, job: impl FnMut(usize) -> Job) -> (u64, usize) {
+        // SAFETY: levels live as long as the lane (see the type's doc).
+        unsafe { self.0.as_ref() }.push_run(first_id, n, job)
     }
 }
 

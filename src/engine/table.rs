@@ -290,6 +290,40 @@ impl<T> Table<T> {
         self.insert_slow(id, value);
     }
 
+    /// Inserts the entries for the `n` new ids `first .. first + n`, the
+    /// entry of id `first + i` being `value(i)`: as `n` calls of
+    /// [`Table::insert`], each chunk looked up once.
+    #[inline(always)]
+    pub(crate) fn insert_run(&mut self, first: u64, n: u64, mut value: impl FnMut(u64) -> T) {
+        debug_assert!(first >= self.issued_end, "ids must be inserted in increasing order");
+        let end = first + n;
+        let mut id = first;
+        while id < end {
+            let last_chunk = (self.first + self.chunks.len() as u64).wrapping_sub(1);
+            if id >> CHUNK_BITS == last_chunk {
+                if let Some(Some(last)) = self.chunks.last_mut() {
+                    // The ids of this chunk: up to its end or the run's.
+                    let stop = end.min((last_chunk + 1) << CHUNK_BITS);
+                    for j in id..stop {
+                        // As in `insert`: the slot of an id not issued
+                        // before is `None`.
+                        let old = last.slots[(j & CHUNK_MASK) as usize].replace(value(j - first));
+                        debug_assert!(old.is_none());
+                        std::mem::forget(old);
+                    }
+                    // At most a chunk's length: fits.
+                    last.live += (stop - id) as u32;
+                    self.live += (stop - id) as usize;
+                    self.issued_end = stop;
+                    id = stop;
+                    continue;
+                }
+            }
+            self.insert_slow(id, value(id - first));
+            id += 1;
+        }
+    }
+
     #[inline(never)]
     fn insert_slow(&mut self, id: u64, value: T) {
         if self.chunks.is_empty() {

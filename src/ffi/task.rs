@@ -280,6 +280,9 @@ struct Descs<'a> {
     checked: bool,
     /// The engine took the jobs of `descs[..taken]`.
     taken: usize,
+    /// `check` found every task with the first one's priority and group,
+    /// no upstream task, and a function (see [`Batch::uniform`]).
+    uniform: bool,
 }
 
 impl<'a> Descs<'a> {
@@ -287,13 +290,20 @@ impl<'a> Descs<'a> {
     /// Every descriptor's `upstream` NULL or valid for `upstream_len`
     /// reads, as long as `'a`; the userdatas owned by nothing else.
     unsafe fn new(descs: &'a [btm_task_desc]) -> Descs<'a> {
-        Descs { descs, checked: false, taken: 0 }
+        Descs { descs, checked: false, taken: 0, uniform: false }
     }
 
     /// The first bad descriptor's error, in array order.
     fn check(&mut self) -> Result<(), btm_status> {
-        // SAFETY: `new`'s contract.
-        self.descs.iter().try_for_each(|d| unsafe { read_spec(d) }.map(drop))?;
+        let mut first = None;
+        let mut uniform = true;
+        for d in self.descs {
+            // SAFETY: `new`'s contract.
+            let t = unsafe { read_spec(d) }?;
+            let (p, g) = *first.get_or_insert((t.priority, t.group));
+            uniform &= t.runs && t.upstream.is_empty() && t.priority == p && t.group == g;
+        }
+        self.uniform = uniform;
         self.checked = true;
         Ok(())
     }
@@ -330,6 +340,10 @@ impl<'a> Batch<'a> for Descs<'a> {
 
     fn upstream_len(&self, i: usize) -> usize {
         self.descs[i].upstream_len
+    }
+
+    fn uniform(&self) -> bool {
+        self.uniform
     }
 
     fn take_job(&mut self, i: usize) -> Job {
