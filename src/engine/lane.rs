@@ -552,6 +552,38 @@ struct Slot {
     job: UnsafeCell<MaybeUninit<Job>>,
 }
 
+impl Slot {
+    /// The sequence number of this slot, at ring position `pos`.
+    #[inline(always)]
+    fn seq(&self, pos: u64) -> u64 {
+        self.seq.load(Ordering::Acquire).wrapping_add(pos % CAP)
+    }
+
+    #[inline(always)]
+    fn set_seq(&self, pos: u64, seq: u64) {
+        self.seq.store(seq.wrapping_sub(pos % CAP), Ordering::Release);
+    }
+
+    /// See [`Level::fill_slot`]: this slot is the free one at `pos`.
+    #[inline(always)]
+    fn fill(&self, pos: u64, id: u64, job: Option<Job>, publish: bool) {
+        self.id.store(id, Ordering::Relaxed);
+        match job {
+            Some(job) => {
+                self.state.store(QUEUED, Ordering::Relaxed);
+                // SAFETY: the slot is free (its sequence number says so)
+                // and only the producer, which holds the state lock, writes
+                // it now.
+                unsafe { (*self.job.get()).write(job) };
+            }
+            None => self.state.store(CANCELLED, Ordering::Relaxed),
+        }
+        if publish {
+            self.set_seq(pos, pos + 1);
+        }
+    }
+}
+
 /// One priority's queue: a bounded ring (single producer under the state
 /// lock, many consumers) and, behind it, an overflow that only the lock
 /// holder touches.
@@ -657,11 +689,11 @@ impl Level {
     }
 
     fn seq(&self, pos: u64) -> u64 {
-        self.slot(pos).seq.load(Ordering::Acquire).wrapping_add(pos % CAP)
+        self.slot(pos).seq(pos)
     }
 
     fn set_seq(&self, pos: u64, seq: u64) {
-        self.slot(pos).seq.store(seq.wrapping_sub(pos % CAP), Ordering::Release);
+        self.slot(pos).set_seq(pos, seq);
     }
 
     /// Pushes a task; the caller holds the state lock. Returns its
@@ -692,17 +724,35 @@ impl Level {
     /// wait in the overflow, one by one).
     #[inline(always)]
     fn push_run(&self, first_id: u64, n: usize, mut job: impl FnMut(usize) -> Job) -> (u64, usize) {
-        let start = self.tail.load(Ordering::Relaxed);
-        // SAFETY: the caller holds the state lock.
+        // SAFETY (all blocks): the caller holds the state lock.
         if !unsafe { self.overflow() }.is_empty() {
-            return (start, 0);
+            // As `push_slow` does for a single push: the overflow moves
+            // into the room the workers made, and the run goes behind it.
+            let tail = self.tail.load(Ordering::Relaxed);
+            if self.seq(tail) == tail {
+                // (Published entries only: this path publishes each.)
+                unsafe { self.refill(REFILL_PER_ADD) };
+            }
+            if !unsafe { self.overflow() }.is_empty() {
+                return (self.tail.load(Ordering::Relaxed), 0);
+            }
         }
+        let start = self.tail.load(Ordering::Relaxed);
         let mut pos = start;
         let mut i = 0;
-        while i < n && self.seq(pos) == pos {
-            self.fill_slot(pos, first_id + i as u64, Some(job(i)), true);
+        // Read once (the compiler reloads a field of a `Level` after each
+        // atomic store, and the CPU's answer after each prefetch).
+        let slots = self.slots;
+        let prefetch = pages::write_prefetcher();
+        while i < n {
+            // SAFETY: as in `Level::slot`.
+            let slot = unsafe { &*slots.as_ptr().add((pos % CAP) as usize) };
+            if slot.seq(pos) != pos {
+                break;
+            }
+            slot.fill(pos, first_id + i as u64, Some(job(i)), true);
             // As in `push`.
-            pages::prefetch_write(self.slot(pos + PREFETCH_AHEAD));
+            prefetch(slots.as_ptr().wrapping_add(((pos + PREFETCH_AHEAD) % CAP) as usize));
             pos += 1;
             i += 1;
         }
@@ -711,6 +761,26 @@ impl Level {
             self.tail.store(pos, Ordering::Release);
         }
         (start, i)
+    }
+
+    /// Pushes tasks `first_id .. first_id + n` (task `first_id + i` with
+    /// job `job(i)`) into the overflow, behind the entries there, when
+    /// [`Level::push_run`] left them (the ring full, or an overflow it
+    /// could not move): as [`Level::push`] for each, except that none of
+    /// them tries the ring, which the workers will refill from the
+    /// overflow; the caller holds the state lock. Returns the first one's
+    /// position.
+    #[inline(never)]
+    fn push_overflow_run(&self, first_id: u64, n: usize, mut job: impl FnMut(usize) -> Job) -> u64 {
+        // SAFETY: the caller holds the state lock.
+        let overflow = unsafe { self.overflow() };
+        let pos = self.tail.load(Ordering::Relaxed) + overflow.len() as u64;
+        overflow.reserve(n);
+        for i in 0..n {
+            overflow.push_back((first_id + i as u64, Some(job(i))));
+        }
+        self.set_overflowing(true);
+        pos
     }
 
     /// A push behind an overflow or into a full ring.
@@ -764,21 +834,7 @@ impl Level {
     /// moved), which workers pop and skip.
     #[inline(always)]
     fn fill_slot(&self, pos: u64, id: u64, job: Option<Job>, publish: bool) {
-        let slot = self.slot(pos);
-        slot.id.store(id, Ordering::Relaxed);
-        match job {
-            Some(job) => {
-                slot.state.store(QUEUED, Ordering::Relaxed);
-                // SAFETY: the slot is free (its sequence number says so)
-                // and only the producer, which holds the state lock, writes
-                // it now.
-                unsafe { (*slot.job.get()).write(job) };
-            }
-            None => slot.state.store(CANCELLED, Ordering::Relaxed),
-        }
-        if publish {
-            self.set_seq(pos, pos + 1);
-        }
+        self.slot(pos).fill(pos, id, job, publish);
     }
 
     /// Moves up to `max` overflow entries into the ring, as it has room,
@@ -1124,6 +1180,12 @@ impl LevelRef {
     pub(crate) fn push(self, id: u64, job: Job, publish: bool) -> (u64, bool) {
         // SAFETY: levels live as long as the lane (see the type's doc).
         unsafe { self.0.as_ref() }.push(id, job, publish)
+    }
+
+    /// See [`Level::push_overflow_run`]; the caller holds the state lock.
+    pub(crate) fn push_overflow_run(self, first_id: u64, n: usize, job: impl FnMut(usize) -> Job) -> u64 {
+        // SAFETY: levels live as long as the lane (see the type's doc).
+        unsafe { self.0.as_ref() }.push_overflow_run(first_id, n, job)
     }
 
     /// See [`Level::push_run`]; the caller holds the state lock.

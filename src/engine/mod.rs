@@ -2700,7 +2700,7 @@ impl State {
         // once; the ring takes the tasks it has room for with one tail
         // store, and their records go into the table a chunk at a time
         // (`bench/paths.sh`: lanebulk add 204.8 -> 131.0 instructions per
-        // task). Tasks past a full ring wait in the overflow, one by one.
+        // task). Tasks past a full ring go to the overflow together.
         let Some((first_id, group_index)) = self.issue_id(first.group) else {
             unreachable!("checked: the batch's group has a slot");
         };
@@ -2712,10 +2712,15 @@ impl State {
         self.tasks.insert_run(first_id, in_ring as u64, |i| Task {
             body: Body::Lane { group, links: None, level, pos: start + i, linked: false, down: 0 },
         });
-        self.lane_added += in_ring as u64;
-        for i in in_ring..n {
-            self.insert_lane(first_id + i as u64, tasks.take_job(i), group_index, None, level, level_ref, true);
+        let rest = n - in_ring;
+        if rest > 0 {
+            let over_id = first_id + in_ring as u64;
+            let over_pos = level_ref.push_overflow_run(over_id, rest, |i| tasks.take_job(in_ring + i));
+            self.tasks.insert_run(over_id, rest as u64, |i| Task {
+                body: Body::Lane { group, links: None, level, pos: over_pos + i, linked: false, down: 0 },
+            });
         }
+        self.lane_added += n as u64;
         // Once: what `add` provisions at each task takes effect after the
         // lock section anyway (wakes, spawns and the spinning workers' hint
         // all wait in `after`).

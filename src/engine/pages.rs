@@ -108,17 +108,28 @@ fn map_with(bytes: usize, align: usize, flags: libc::c_int) -> NonNull<u8> {
 /// nothing.
 #[inline(always)]
 pub(crate) fn prefetch_write<T>(p: *const T) {
+    write_prefetcher()(p);
+}
+
+/// [`prefetch_write`] with the CPU's answer read once, for a loop (the
+/// answer is an atomic load, which the compiler does not hoist).
+#[inline(always)]
+pub(crate) fn write_prefetcher<T>() -> impl Fn(*const T) {
     #[cfg(target_arch = "x86_64")]
-    if has_prefetchw() {
-        // SAFETY: the CPU has PREFETCHW (checked above), which only hints
-        // the cache: it accesses no memory, cannot fault, and any address
-        // is allowed.
-        unsafe {
-            std::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
+    let has = has_prefetchw();
+    move |p| {
+        #[cfg(target_arch = "x86_64")]
+        if has {
+            // SAFETY: the CPU has PREFETCHW (checked above), which only
+            // hints the cache: it accesses no memory, cannot fault, and any
+            // address is allowed.
+            unsafe {
+                std::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
+            }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = p;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// True if the CPU reports PREFETCHW (CPUID 0x8000_0001, ECX bit 8: every

@@ -280,8 +280,9 @@ struct Descs<'a> {
     checked: bool,
     /// The engine took the jobs of `descs[..taken]`.
     taken: usize,
-    /// `check` found every task with the first one's priority and group,
-    /// no upstream task, and a function (see [`Batch::uniform`]).
+    /// `check` found every descriptor a task with a function, no upstream
+    /// task, and the first one's priority and group (see
+    /// [`Batch::uniform`]).
     uniform: bool,
 }
 
@@ -295,15 +296,30 @@ impl<'a> Descs<'a> {
 
     /// The first bad descriptor's error, in array order.
     fn check(&mut self) -> Result<(), btm_status> {
-        let mut first = None;
-        let mut uniform = true;
+        // The common batch first: every descriptor a task with a function
+        // and no upstream task, with the first one's group and priority,
+        // field for field; then the first one's checks hold for all
+        // (`bench/paths.sh`: lanebulk add 105.0 -> 80.0 instructions per
+        // task, against reading each descriptor as below).
+        if let Some(first) = self.descs.first() {
+            let like_first = |d: &btm_task_desc| {
+                d.flags == 0
+                    && d.task_fn.is_some()
+                    && d.upstream_len == 0
+                    && d.priority == first.priority
+                    && d.group == first.group
+            };
+            // SAFETY: `new`'s contract.
+            if self.descs.iter().all(like_first) && unsafe { read_spec(first) }.is_ok() {
+                self.uniform = true;
+                self.checked = true;
+                return Ok(());
+            }
+        }
         for d in self.descs {
             // SAFETY: `new`'s contract.
-            let t = unsafe { read_spec(d) }?;
-            let (p, g) = *first.get_or_insert((t.priority, t.group));
-            uniform &= t.runs && t.upstream.is_empty() && t.priority == p && t.group == g;
+            unsafe { read_spec(d) }?;
         }
-        self.uniform = uniform;
         self.checked = true;
         Ok(())
     }

@@ -930,6 +930,28 @@ TEST(bulk_bad_group_kind) {
     rm(m);
 }
 
+/* A batch whose descriptors all name one group and priority, with no
+ * upstream task, is checked through its first descriptor (the uniform
+ * batch's short path): a bad group there still rejects the whole call,
+ * frees every userdata and issues no id. */
+TEST(bulk_uniform_batch_with_a_bad_group) {
+    btm_manager *m = mk(1, false);
+    REQUIRE(m);
+    btm_manager *other = mk(1, false);
+    REQUIRE(other);
+    btm_group foreign;
+    REQUIRE_ST(btm_group_named(other, "elsewhere", &foreign), BTM_STATUS_OK);
+    btm_task_id last = add_simple(m, 1, NO_RESULT, 0, NULL, NULL, 0);
+    const btm_group bad[] = {{3, 0, 1}, {BTM_GROUP_KIND_NAMED, 0, 123456}, foreign};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        btm_task_desc d[4];
+        for (int k = 0; k < 4; k++) d[k] = desc_spec(spec_new(2 + k, NO_RESULT), 5, &bad[i], NULL, 0);
+        REJECT(m, d, 4, false, BTM_STATUS_INVALID_GROUP, &last);
+    }
+    rm(other);
+    rm(m);
+}
+
 /* A named group never interned by this manager: INVALID_GROUP. */
 TEST(bulk_bad_named_group_not_interned) {
     btm_manager *m = mk(1, false);
@@ -1262,6 +1284,7 @@ const test_case tests_bulk[] = {
     TEST_ENTRY(bulk_bad_null_task_fn),
     TEST_ENTRY(bulk_bad_flags),
     TEST_ENTRY(bulk_bad_group_kind),
+    TEST_ENTRY(bulk_uniform_batch_with_a_bad_group),
     TEST_ENTRY(bulk_bad_named_group_not_interned),
     TEST_ENTRY(bulk_bad_upstream_null_with_len),
     TEST_ENTRY(bulk_bad_upstream_never_issued),
