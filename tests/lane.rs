@@ -971,3 +971,35 @@ fn batches_that_fill_the_ring_part_way_keep_the_order_with_the_adds_around_them(
     assert_eq!(done, ids, "events in the order the tasks finished");
     finish(m);
 }
+
+#[test]
+fn batches_of_four_and_of_six_priorities_in_turn_run_by_priority_then_id() {
+    // A batch whose priorities all have a lane level joins its group at
+    // once and puts each task in its level (`State::add_lane_levels_all`,
+    // W6's bulk path); one with more priorities than the lane has levels
+    // (four) takes the per-task path, the two extra priorities the locked
+    // one. Both behind a held worker: every task runs once, the higher
+    // priorities first, equal ones in id order, and each task is listed
+    // once in its group.
+    let _s = serial();
+    for priorities in [&[0, 1, 2, 3][..], &[3, -1, 5, 0, 9, -7][..]] {
+        let m = manager(1, true);
+        let gate = occupy_a_worker(&m, DEFAULT);
+        let log = Log::default();
+        let n = 6_000;
+        let tasks: Vec<(i64, i32)> = (0..n).map(|i| (i, priorities[i as usize % priorities.len()])).collect();
+        let batch: Vec<btm::engine::NewTask<'static>> = tasks
+            .iter()
+            .map(|&(i, p)| btm::engine::NewTask { job: logging(&log, i), priority: p, group: g(4), upstream: &[] })
+            .collect();
+        let ids = m.add_many(batch).unwrap();
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "a batch's ids are consecutive");
+        assert_eq!(m.group_member_ids(g(4)), Some(n as usize), "{priorities:?}: each task listed once");
+        gate.open();
+        collect_finals(&m, n as usize + 1);
+        let mut want = tasks.clone();
+        want.sort_by_key(|&(_, p)| std::cmp::Reverse(p));
+        assert_eq!(log.get(), want.iter().map(|&(i, _)| i).collect::<Vec<_>>(), "{priorities:?}");
+        finish(m);
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::ffi::c_void;
 
-use crate::engine::{Batch, GroupKey, Job, Manager, Owned, StopReport, TaskContext, TaskSpec};
+use crate::engine::{Batch, GroupKey, Job, Manager, Owned, StopReport, TaskContext, TaskSpec, Uniform};
 
 use super::manager::{btm_free_fn, btm_group, group_key, read_group};
 use super::status::btm_status;
@@ -281,9 +281,8 @@ struct Descs<'a> {
     /// The engine took the jobs of `descs[..taken]`.
     taken: usize,
     /// `check` found every descriptor a task with a function, no upstream
-    /// task, and the first one's priority and group (see
-    /// [`Batch::uniform`]).
-    uniform: bool,
+    /// task, and the first one's group (see [`Batch::uniform`]).
+    uniform: Option<Uniform>,
 }
 
 impl<'a> Descs<'a> {
@@ -291,27 +290,26 @@ impl<'a> Descs<'a> {
     /// Every descriptor's `upstream` NULL or valid for `upstream_len`
     /// reads, as long as `'a`; the userdatas owned by nothing else.
     unsafe fn new(descs: &'a [btm_task_desc]) -> Descs<'a> {
-        Descs { descs, checked: false, taken: 0, uniform: false }
+        Descs { descs, checked: false, taken: 0, uniform: None }
     }
 
     /// The first bad descriptor's error, in array order.
     fn check(&mut self) -> Result<(), btm_status> {
         // The common batch first: every descriptor a task with a function
-        // and no upstream task, with the first one's group and priority,
-        // field for field; then the first one's checks hold for all
+        // and no upstream task, with the first one's group, field for
+        // field; then the first one's checks hold for all
         // (`bench/paths.sh`: lanebulk add 105.0 -> 80.0 instructions per
         // task, against reading each descriptor as below).
         if let Some(first) = self.descs.first() {
-            let like_first = |d: &btm_task_desc| {
-                d.flags == 0
-                    && d.task_fn.is_some()
-                    && d.upstream_len == 0
-                    && d.priority == first.priority
-                    && d.group == first.group
-            };
+            let mut like_first = true;
+            let mut one_priority = true;
+            for d in self.descs {
+                like_first &= d.flags == 0 && d.task_fn.is_some() && d.upstream_len == 0 && d.group == first.group;
+                one_priority &= d.priority == first.priority;
+            }
             // SAFETY: `new`'s contract.
-            if self.descs.iter().all(like_first) && unsafe { read_spec(first) }.is_ok() {
-                self.uniform = true;
+            if like_first && unsafe { read_spec(first) }.is_ok() {
+                self.uniform = Some(Uniform { one_priority });
                 self.checked = true;
                 return Ok(());
             }
@@ -358,7 +356,7 @@ impl<'a> Batch<'a> for Descs<'a> {
         self.descs[i].upstream_len
     }
 
-    fn uniform(&self) -> bool {
+    fn uniform(&self) -> Option<Uniform> {
         self.uniform
     }
 
