@@ -763,26 +763,6 @@ impl Level {
         (start, i)
     }
 
-    /// Pushes tasks `first_id .. first_id + n` (task `first_id + i` with
-    /// job `job(i)`) into the overflow, behind the entries there, when
-    /// [`Level::push_run`] left them (the ring full, or an overflow it
-    /// could not move): as [`Level::push`] for each, except that none of
-    /// them tries the ring, which the workers will refill from the
-    /// overflow; the caller holds the state lock. Returns the first one's
-    /// position.
-    #[inline(never)]
-    fn push_overflow_run(&self, first_id: u64, n: usize, mut job: impl FnMut(usize) -> Job) -> u64 {
-        // SAFETY: the caller holds the state lock.
-        let overflow = unsafe { self.overflow() };
-        let pos = self.tail.load(Ordering::Relaxed) + overflow.len() as u64;
-        overflow.reserve(n);
-        for i in 0..n {
-            overflow.push_back((first_id + i as u64, Some(job(i))));
-        }
-        self.set_overflowing(true);
-        pos
-    }
-
     /// A push behind an overflow or into a full ring.
     ///
     /// # Safety
@@ -1180,12 +1160,6 @@ impl LevelRef {
     pub(crate) fn push(self, id: u64, job: Job, publish: bool) -> (u64, bool) {
         // SAFETY: levels live as long as the lane (see the type's doc).
         unsafe { self.0.as_ref() }.push(id, job, publish)
-    }
-
-    /// See [`Level::push_overflow_run`]; the caller holds the state lock.
-    pub(crate) fn push_overflow_run(self, first_id: u64, n: usize, job: impl FnMut(usize) -> Job) -> u64 {
-        // SAFETY: levels live as long as the lane (see the type's doc).
-        unsafe { self.0.as_ref() }.push_overflow_run(first_id, n, job)
     }
 
     /// See [`Level::push_run`]; the caller holds the state lock.
