@@ -304,7 +304,11 @@ impl<'a> Descs<'a> {
             let mut like_first = true;
             let mut one_priority = true;
             for d in self.descs {
-                like_first &= d.flags == 0 && d.task_fn.is_some() && d.upstream_len == 0 && d.group == first.group;
+                if !(d.flags == 0 && d.task_fn.is_some() && d.upstream_len == 0 && d.group == first.group) {
+                    // (Chains and graphs find out at their second task.)
+                    like_first = false;
+                    break;
+                }
                 one_priority &= d.priority == first.priority;
             }
             // SAFETY: `new`'s contract.
