@@ -121,21 +121,36 @@ pub trait Batch<'a> {
     /// Task `i`'s job (its function and data), taken once, in order, and
     /// only after every check of the batch passed.
     fn take_job(&mut self, i: usize) -> Job;
-    /// `Some` only if every task has task 0's group, no upstream task, and
-    /// runs a function, as [`Batch::spec`] gives them (a batch that read
-    /// them all may know): the engine then checks task 0 for all of them.
-    /// `None` (the default) makes it check each task.
+    /// `Some` only if every task has task 0's group and runs a function,
+    /// and has no upstream task or, for task `i > 0`, only the one before
+    /// it (`IN_BATCH | (i - 1)`: chains), as [`Batch::spec`] gives them (a
+    /// batch that read them all may know): the engine then checks task 0
+    /// for all of them. `None` (the default) makes it check each task.
     fn uniform(&self) -> Option<Uniform> {
         None
     }
 }
 
 /// What [`Batch::uniform`] tells of a batch whose tasks all have task 0's
-/// group, no upstream task, and run a function.
+/// group and run a function, each with no upstream task or only the one
+/// before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Uniform {
     /// Every task also has task 0's priority.
     pub one_priority: bool,
+    /// Some task names the one before it (else none has an upstream task).
+    pub links: bool,
+}
+
+impl Uniform {
+    /// Whether task `i`'s `upstream` is one that [`Batch::uniform`] allows.
+    pub fn allows(i: usize, upstream: &[u64]) -> bool {
+        match upstream {
+            [] => true,
+            &[u] => i > 0 && u == IN_BATCH | (i as u64 - 1),
+            _ => false,
+        }
+    }
 }
 
 /// A task of a [`Batch`]: the arguments of [`Manager::add`] but its job.
@@ -212,10 +227,14 @@ impl<'a> Batch<'a> for Vec<(TaskSpec<'a>, Option<Job>)> {
     }
 
     fn uniform(&self) -> Option<Uniform> {
-        let ((t, _), rest) = self.split_first()?;
-        let like = |s: &TaskSpec<'_>| s.upstream.is_empty() && s.runs && s.group == t.group;
-        (like(t) && rest.iter().all(|(s, _)| like(s)))
-            .then(|| Uniform { one_priority: rest.iter().all(|(s, _)| s.priority == t.priority) })
+        let (t, _) = self.first()?;
+        let like = |(i, (s, _)): (usize, &(TaskSpec<'_>, Option<Job>))| {
+            s.runs && s.group == t.group && Uniform::allows(i, s.upstream)
+        };
+        self.iter().enumerate().all(like).then(|| Uniform {
+            one_priority: self.iter().all(|(s, _)| s.priority == t.priority),
+            links: self.iter().any(|(s, _)| !s.upstream.is_empty()),
+        })
     }
 }
 
@@ -2622,15 +2641,16 @@ impl State {
         let n = tasks.count();
         if let Some(u) = tasks.uniform().filter(|_| n > 0) {
             // The loop below for a batch whose tasks all ask for the same
-            // but maybe their priority (`bench/paths.sh`: lanebulk add 131.0
-            // -> 113.0 instructions per task).
+            // but maybe their priority and the link to the task before
+            // (`bench/paths.sh`: lanebulk add 131.0 -> 113.0 instructions
+            // per task; lanechainbulk add 296.7 -> 233.9).
             let t = tasks.spec(0);
             debug_assert!((0..n).all(|i| {
                 let s = tasks.spec(i);
-                (s.group, s.upstream.is_empty(), s.runs) == (t.group, true, true)
-                    && (s.priority == t.priority || !u.one_priority)
+                s.group == t.group && s.runs && Uniform::allows(i, s.upstream)
             }));
             debug_assert_eq!(u.one_priority, (0..n).all(|i| tasks.priority(i) == t.priority));
+            debug_assert_eq!(u.links, (0..n).any(|i| tasks.upstream_len(i) > 0));
             if !self.groups.is_valid(t.group) {
                 return Err(Error::InvalidGroup);
             }
@@ -2639,9 +2659,9 @@ impl State {
             }
             return Ok(BatchShape {
                 one_priority: u.one_priority,
-                independent: true,
+                independent: !u.links,
                 one_group: true,
-                own: false,
+                own: u.links,
                 chains: true,
             });
         }

@@ -280,8 +280,9 @@ struct Descs<'a> {
     checked: bool,
     /// The engine took the jobs of `descs[..taken]`.
     taken: usize,
-    /// `check` found every descriptor a task with a function, no upstream
-    /// task, and the first one's group (see [`Batch::uniform`]).
+    /// `check` found every descriptor a task with a function and the
+    /// first one's group, with no upstream task or only the one before it
+    /// (see [`Batch::uniform`]).
     uniform: Option<Uniform>,
 }
 
@@ -295,25 +296,35 @@ impl<'a> Descs<'a> {
 
     /// The first bad descriptor's error, in array order.
     fn check(&mut self) -> Result<(), btm_status> {
-        // The common batch first: every descriptor a task with a function
-        // and no upstream task, with the first one's group, field for
-        // field; then the first one's checks hold for all
-        // (`bench/paths.sh`: lanebulk add 105.0 -> 80.0 instructions per
-        // task, against reading each descriptor as below).
+        // The common batches first: every descriptor a task with a
+        // function and the first one's group, field for field, with no
+        // upstream task or only the one before it; then the first one's
+        // checks hold for all (`bench/paths.sh`: lanebulk add 105.0 -> 80.0
+        // instructions per task, against reading each descriptor as below).
         if let Some(first) = self.descs.first() {
             let mut like_first = true;
             let mut one_priority = true;
-            for d in self.descs {
-                if !(d.flags == 0 && d.task_fn.is_some() && d.upstream_len == 0 && d.group == first.group) {
-                    // (Chains and graphs find out at their second task.)
+            let mut links = false;
+            for (i, d) in self.descs.iter().enumerate() {
+                // No upstream task, or only the one before (a chain's link).
+                let upstream_ok = d.upstream_len == 0
+                    || (d.upstream_len == 1
+                        && i > 0
+                        && !d.upstream.is_null()
+                        // SAFETY: non-NULL, and valid for one read by
+                        // `new`'s contract.
+                        && unsafe { *d.upstream } == BTM_IN_BATCH | (i as u64 - 1));
+                if !(upstream_ok && d.flags == 0 && d.task_fn.is_some() && d.group == first.group) {
+                    // (Graphs find out at their first join.)
                     like_first = false;
                     break;
                 }
                 one_priority &= d.priority == first.priority;
+                links |= d.upstream_len != 0;
             }
             // SAFETY: `new`'s contract.
             if like_first && unsafe { read_spec(first) }.is_ok() {
-                self.uniform = Some(Uniform { one_priority });
+                self.uniform = Some(Uniform { one_priority, links });
                 self.checked = true;
                 return Ok(());
             }

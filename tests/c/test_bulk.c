@@ -930,10 +930,10 @@ TEST(bulk_bad_group_kind) {
     rm(m);
 }
 
-/* A batch whose descriptors all name one group and priority, with no
- * upstream task, is checked through its first descriptor (the uniform
- * batch's short path): a bad group there still rejects the whole call,
- * frees every userdata and issues no id. */
+/* A batch whose descriptors all name one group, with no upstream task or
+ * only the one before (a chain), is checked through its first descriptor
+ * (the uniform batch's short path): a bad group there still rejects the
+ * whole call, frees every userdata and issues no id. */
 TEST(bulk_uniform_batch_with_a_bad_group) {
     btm_manager *m = mk(1, false);
     REQUIRE(m);
@@ -943,10 +943,16 @@ TEST(bulk_uniform_batch_with_a_bad_group) {
     REQUIRE_ST(btm_group_named(other, "elsewhere", &foreign), BTM_STATUS_OK);
     btm_task_id last = add_simple(m, 1, NO_RESULT, 0, NULL, NULL, 0);
     const btm_group bad[] = {{3, 0, 1}, {BTM_GROUP_KIND_NAMED, 0, 123456}, foreign};
+    /* The same as a chain (each task naming the one before). */
+    const btm_task_id links[4] = {0, BTM_IN_BATCH | 0, BTM_IN_BATCH | 1, BTM_IN_BATCH | 2};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        btm_task_desc d[4];
-        for (int k = 0; k < 4; k++) d[k] = desc_spec(spec_new(2 + k, NO_RESULT), 5, &bad[i], NULL, 0);
+        btm_task_desc d[4], c[4];
+        for (int k = 0; k < 4; k++) {
+            d[k] = desc_spec(spec_new(2 + k, NO_RESULT), 5, &bad[i], NULL, 0);
+            c[k] = desc_spec(spec_new(2 + k, NO_RESULT), 5, &bad[i], k ? &links[k] : NULL, k ? 1 : 0);
+        }
         REJECT(m, d, 4, false, BTM_STATUS_INVALID_GROUP, &last);
+        REJECT(m, c, 4, false, BTM_STATUS_INVALID_GROUP, &last);
     }
     rm(other);
     rm(m);
