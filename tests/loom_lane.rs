@@ -778,13 +778,17 @@ fn loom_lane_mutant_finish_reading_then_clearing_the_word_is_caught() {
 /// How the host publishes the batch: `Fixed` is the engine's order.
 #[derive(Clone, Copy, PartialEq)]
 enum Publication {
-    /// The higher level, a bump, the lower level, a bump.
+    /// The higher level, a bump, the lower level, a bump; each entry
+    /// carries the epoch it was published in.
     Fixed,
     /// Mutant: the batch's own order (the lower entry was added first),
     /// one bump at the end.
     BatchOrder,
     /// Mutant: the higher level first, one bump at the end.
     OneBump,
+    /// Mutant: the lower entry carries a stale epoch (an older lap's), so
+    /// that a worker takes it as older than its take.
+    StaleEpoch,
 }
 
 /// A level of one slot: 0 empty, 1 published, 2 claimed.
@@ -805,30 +809,59 @@ impl OneSlot {
 
 const HIGH: u32 = 5;
 const LOW: u32 = 0;
+/// An entry of the lower level published before the batch (and before an
+/// earlier bump): ahead of the batch's lower entry in its level.
+const OLD: u32 = 1;
 
+/// A worker takes while the host publishes a batch of a higher and a lower
+/// entry; the lower level also holds an older entry, published in an epoch
+/// before the one the worker's takes begin in. After popping a lower
+/// entry, the worker gives it back if `epoch` moved since its take began,
+/// the entry's own epoch is not below the take's, and the higher level has
+/// an entry (`Lane::take`). The batch's lower entry must never run before
+/// its higher one; the older entry may (it was queued when the take found
+/// the higher level empty).
 fn batch_model(how: Publication) {
     builder(3).check(move || {
         let high = Arc::new(OneSlot(AtomicU32::new(0)));
         let low = Arc::new(OneSlot(AtomicU32::new(0)));
+        let old = Arc::new(OneSlot(AtomicU32::new(0)));
         let epoch = Arc::new(AtomicUsize::new(0));
+        // The epoch the lower entry was published in (`Slot::epoch`).
+        let low_epoch = Arc::new(AtomicUsize::new(usize::MAX));
+        // The older entry: published in epoch 0, then an earlier batch's
+        // bump.
+        old.publish();
+        epoch.fetch_add(1, Ordering::Release);
         let worker = {
-            let (high, low, epoch) = (high.clone(), low.clone(), epoch.clone());
+            let (high, low, old, epoch, low_epoch) =
+                (high.clone(), low.clone(), old.clone(), epoch.clone(), low_epoch.clone());
             thread::spawn(move || {
                 let mut ran = Vec::new();
-                for _ in 0..3 {
+                for _ in 0..4 {
                     let e = epoch.load(Ordering::Acquire);
                     if high.pop() {
                         ran.push(HIGH);
-                    } else if low.pop() {
-                        if epoch.load(Ordering::Acquire) != e && high.has_entry() {
-                            // A better entry came with the same batch:
-                            // given back (through the lock, in the engine).
-                            low.publish();
-                            continue;
-                        }
-                        assert!(ran.contains(&HIGH), "a lower entry of the batch ran while its higher one waited");
-                        ran.push(LOW);
+                        continue;
                     }
+                    // The lower level's entries in order: the older first.
+                    let (slot, own_epoch, tag) = if old.pop() {
+                        (&old, 0, OLD)
+                    } else if low.pop() {
+                        (&low, low_epoch.load(Ordering::Relaxed), LOW)
+                    } else {
+                        continue;
+                    };
+                    if epoch.load(Ordering::Acquire) != e && own_epoch >= e && high.has_entry() {
+                        // A better entry came with a batch: given back
+                        // (through the lock, in the engine).
+                        slot.publish();
+                        continue;
+                    }
+                    if tag == LOW {
+                        assert!(ran.contains(&HIGH), "a lower entry of the batch ran while its higher one waited");
+                    }
+                    ran.push(tag);
                 }
                 ran
             })
@@ -836,28 +869,43 @@ fn batch_model(how: Publication) {
         let bump = || {
             epoch.fetch_add(1, Ordering::Release);
         };
+        // The lower entry's epoch, written before it is published.
+        let stamp = |stale: bool| {
+            let e = if stale { 0 } else { epoch.load(Ordering::Relaxed) };
+            low_epoch.store(e, Ordering::Relaxed);
+        };
         match how {
             Publication::Fixed => {
                 high.publish();
                 bump();
+                stamp(false);
                 low.publish();
                 bump();
             }
             Publication::BatchOrder => {
+                stamp(false);
                 low.publish();
                 high.publish();
                 bump();
             }
             Publication::OneBump => {
                 high.publish();
+                stamp(false);
+                low.publish();
+                bump();
+            }
+            Publication::StaleEpoch => {
+                high.publish();
+                bump();
+                stamp(true);
                 low.publish();
                 bump();
             }
         }
         let ran = worker.join().unwrap();
         // Whatever the worker did not run is still queued, once each.
-        for (level, slot) in [(HIGH, &high), (LOW, &low)] {
-            assert_eq!(ran.contains(&level), !slot.has_entry(), "entry {level} run or queued, exactly one");
+        for (tag, slot) in [(HIGH, &high), (LOW, &low), (OLD, &old)] {
+            assert_eq!(ran.contains(&tag), !slot.has_entry(), "entry {tag} run or queued, exactly one");
         }
     });
 }
@@ -877,6 +925,12 @@ fn loom_lane_mutant_batch_published_in_its_own_order_is_caught() {
 #[should_panic(expected = "a lower entry of the batch ran while its higher one waited")]
 fn loom_lane_mutant_batch_with_one_bump_at_the_end_is_caught() {
     batch_model(Publication::OneBump);
+}
+
+#[test]
+#[should_panic(expected = "a lower entry of the batch ran while its higher one waited")]
+fn loom_lane_mutant_batch_entry_with_a_stale_epoch_is_caught() {
+    batch_model(Publication::StaleEpoch);
 }
 
 // ---------------------------------------------------------------------------

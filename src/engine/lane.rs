@@ -59,7 +59,8 @@
 //! its end, the highest level first, bumping `epoch` after each level, so
 //! that workers choose among the whole batch (a worker that pops a lower
 //! entry after a higher level's publication sees the bump and gives the
-//! entry back); a batch of one priority publishes each entry as it is
+//! entry back, unless the entry was published in an epoch before the one
+//! its take began in: see `Slot::epoch`); a batch of one priority publishes each entry as it is
 //! added, after the locked queue's front its earlier tasks changed, as
 //! single adds do.
 //! Events keep the order tasks finished in: every lock section that queues
@@ -550,7 +551,18 @@ struct Slot {
     id: AtomicU64,
     state: AtomicU64,
     job: UnsafeCell<MaybeUninit<Job>>,
+    /// The lane's `epoch` when the entry was published by a batch's end or
+    /// moved from the overflow by [`Lane::refill`], else [`NO_EPOCH`]
+    /// (written with the entry, before its sequence number): a worker that
+    /// pops it and sees `epoch` moved since its take began need not look
+    /// for a better entry published meanwhile if the entry is older than
+    /// the epoch its take began in (see `Lane::take`).
+    epoch: AtomicU64,
 }
+
+/// [`Slot::epoch`] of an entry published by an add (the conservative
+/// value: the worker looks for a better entry).
+const NO_EPOCH: u64 = u64::MAX;
 
 impl Slot {
     /// The sequence number of this slot, at ring position `pos`.
@@ -566,8 +578,9 @@ impl Slot {
 
     /// See [`Level::fill_slot`]: this slot is the free one at `pos`.
     #[inline(always)]
-    fn fill(&self, pos: u64, id: u64, job: Option<Job>, publish: bool) {
+    fn fill(&self, pos: u64, id: u64, job: Option<Job>, publish: bool, epoch: u64) {
         self.id.store(id, Ordering::Relaxed);
+        self.epoch.store(epoch, Ordering::Relaxed);
         match job {
             Some(job) => {
                 self.state.store(QUEUED, Ordering::Relaxed);
@@ -738,7 +751,7 @@ impl Level {
                 // together (`Level::push_overflow_run`). Moving only
                 // `REFILL_PER_ADD` here made W1's bulk run 48.1 ns per
                 // task against 35.4 (`bench/ab.py`, 41 rounds).
-                unsafe { self.refill(REFILL_PER_ADD.max(2 * n)) };
+                unsafe { self.refill(REFILL_PER_ADD.max(2 * n), NO_EPOCH) };
             }
             if !unsafe { self.overflow() }.is_empty() {
                 return (self.tail.load(Ordering::Relaxed), 0);
@@ -757,7 +770,7 @@ impl Level {
             if slot.seq(pos) != pos {
                 break;
             }
-            slot.fill(pos, first_id + i as u64, Some(job(i)), true);
+            slot.fill(pos, first_id + i as u64, Some(job(i)), true, NO_EPOCH);
             // As in `push`.
             prefetch(slots.as_ptr().wrapping_add(((pos + PREFETCH_AHEAD) % CAP) as usize));
             pos += 1;
@@ -801,7 +814,7 @@ impl Level {
         if publish && self.seq(tail) == tail {
             // SAFETY: the caller's contract; `publish`: no entry is
             // pushed unpublished.
-            unsafe { self.refill(REFILL_PER_ADD) };
+            unsafe { self.refill(REFILL_PER_ADD, NO_EPOCH) };
         }
         // SAFETY: the caller's contract.
         let overflow = unsafe { self.overflow() };
@@ -830,7 +843,7 @@ impl Level {
     /// and advances the tail.
     #[inline(always)]
     fn write_slot(&self, pos: u64, id: u64, job: Job, publish: bool) {
-        self.fill_slot(pos, id, Some(job), publish);
+        self.fill_slot(pos, id, Some(job), publish, NO_EPOCH);
         self.tail.store(pos + 1, Ordering::Release);
     }
 
@@ -839,17 +852,18 @@ impl Level {
     /// `None` a cancelled one (an overflow entry cancelled before it
     /// moved), which workers pop and skip.
     #[inline(always)]
-    fn fill_slot(&self, pos: u64, id: u64, job: Option<Job>, publish: bool) {
-        self.slot(pos).fill(pos, id, job, publish);
+    fn fill_slot(&self, pos: u64, id: u64, job: Option<Job>, publish: bool, epoch: u64) {
+        self.slot(pos).fill(pos, id, job, publish, epoch);
     }
 
     /// Moves up to `max` overflow entries into the ring, as it has room,
-    /// published. Returns how many moved.
+    /// published with `epoch` (see [`Slot::epoch`]). Returns how many
+    /// moved.
     ///
     /// # Safety
     /// The caller holds the state lock, and no entry was pushed
     /// unpublished (a batch published at its end is not being added).
-    unsafe fn refill(&self, max: usize) -> usize {
+    unsafe fn refill(&self, max: usize, epoch: u64) -> usize {
         // SAFETY: the caller's contract.
         let overflow = unsafe { self.overflow() };
         let start = self.tail.load(Ordering::Relaxed);
@@ -860,7 +874,7 @@ impl Level {
             let Some((id, job)) = overflow.pop_front() else {
                 break;
             };
-            self.fill_slot(pos, id, job, true);
+            self.fill_slot(pos, id, job, true, epoch);
             pos += 1;
         }
         if pos == start {
@@ -874,8 +888,12 @@ impl Level {
         (pos - start) as usize
     }
 
-    fn publish(&self, pos: u64) {
-        self.set_seq(pos, pos + 1);
+    /// Publishes the entry pushed unpublished at `pos`, as published at
+    /// `epoch` (see [`Slot::epoch`]).
+    fn publish(&self, pos: u64, epoch: u64) {
+        let slot = self.slot(pos);
+        slot.epoch.store(epoch, Ordering::Relaxed);
+        slot.set_seq(pos, pos + 1);
     }
 
     /// Pops the oldest entry's position (the slot stays reserved until
@@ -1452,7 +1470,8 @@ impl Lane {
 
     /// Lets workers see an entry pushed unpublished.
     pub(crate) fn publish(&self, i: usize, pos: u64) {
-        self.level(i).expect("created by level_of").publish(pos);
+        // (The lock holder's read: only lock holders move `epoch`.)
+        self.level(i).expect("created by level_of").publish(pos, self.epoch.load(Ordering::Relaxed));
     }
 
     /// Ends the publication of a batch (see `epoch`).
@@ -1598,7 +1617,7 @@ impl Lane {
         let mut moved = 0;
         for level in self.ordered().filter(|l| l.is_overflowing()) {
             // SAFETY: the caller's contract.
-            moved += unsafe { level.refill(REFILL_PER_SECTION) };
+            moved += unsafe { level.refill(REFILL_PER_SECTION, self.epoch.load(Ordering::Relaxed)) };
         }
         if moved > 0 {
             self.epoch.fetch_add(1, Ordering::Release);
@@ -1688,7 +1707,22 @@ impl Lane {
                         .ordered()
                         .take_while(|l| l.priority > level.priority)
                         .any(|l| l.is_overflowing() || l.has_entries());
-                if better || p < locked || (p == locked && (id >= tie_below || locked != tie_p)) {
+                let defer = p < locked || (p == locked && (id >= tie_below || locked != tie_p));
+                // But an entry published before the epoch this take began
+                // in (its own below `epoch`: `epoch` moves only after what
+                // the lock holder published) was queued when the take
+                // found the levels above it empty: the take stands as of
+                // then, as it does when `epoch` did not move (loom model
+                // 7). Without this, every take of an old entry during a
+                // batch's publication gave it back, and a backlog of
+                // several priorities (W6 added in arrays) moved to the
+                // locked path. (Tested after `better`: the other order
+                // cost the lane worker 2-7 instructions per task through
+                // its registers, and so did the expression clippy prefers,
+                // `defer || (better && ..)`: 194.3 against 200.3.)
+                #[allow(clippy::nonminimal_bool)]
+                let give_back = (better || defer) && (defer || slot.epoch.load(Ordering::Relaxed) >= epoch);
+                if give_back {
                     let cancelled = leave_queued(&slot.state, CANCELLED).map(drop_attached).is_ok();
                     // SAFETY: the compare-and-swap made this worker the
                     // job's only owner.
