@@ -74,8 +74,10 @@
 //!    because an overflow waits, before it publishes its lower level. A
 //!    worker reads the flag (acquire) before it pops the
 //!    higher ring, goes to the lock if it was set, and after popping the
-//!    lower entry gives it back if `epoch` moved and the higher level has
-//!    its flag set or an entry, read in that order. A second thread moves
+//!    lower entry gives it back if `epoch` moved, the entry was not
+//!    published in an older epoch than the take began in (`Slot::epoch`),
+//!    and the higher level has its flag set or an entry, read in that
+//!    order. A second thread moves
 //!    the entry under the lock, as a worker that found the ring empty
 //!    does. Checked: the lower entry never runs while the higher one
 //!    waits. Mutants (both the engine until session 18): a take that pops
@@ -984,6 +986,8 @@ fn overflow_model(how: OverflowCheck) {
         let high = Arc::new(OverflowLevel { ring: OneSlot(AtomicU32::new(0)), overflowing: AtomicBool::new(false) });
         let low = Arc::new(OneSlot(AtomicU32::new(0)));
         let epoch = Arc::new(AtomicUsize::new(0));
+        // The epoch the lower entry was published in (`Slot::epoch`).
+        let low_epoch = Arc::new(AtomicUsize::new(usize::MAX));
         // A worker that found the higher ring empty with its overflow
         // waiting, and came to the lock to move it.
         let refiller = {
@@ -994,7 +998,8 @@ fn overflow_model(how: OverflowCheck) {
             })
         };
         let worker = {
-            let (lock, high, low, epoch) = (lock.clone(), high.clone(), low.clone(), epoch.clone());
+            let (lock, high, low, epoch, low_epoch) =
+                (lock.clone(), high.clone(), low.clone(), epoch.clone(), low_epoch.clone());
             thread::spawn(move || {
                 let mut ran = Vec::new();
                 for _ in 0..3 {
@@ -1015,7 +1020,8 @@ fn overflow_model(how: OverflowCheck) {
                             OverflowCheck::RingOnlyAfterPop => high.ring.has_entry(),
                             _ => high.is_overflowing() || high.ring.has_entry(),
                         };
-                        if epoch.load(Ordering::Acquire) != e && higher_waits {
+                        let own_epoch = low_epoch.load(Ordering::Relaxed);
+                        if epoch.load(Ordering::Acquire) != e && own_epoch >= e && higher_waits {
                             low.publish();
                             continue;
                         }
@@ -1032,12 +1038,14 @@ fn overflow_model(how: OverflowCheck) {
             // emptied since), its lower one is pushed unpublished; at the
             // end (`State::publish_lane_batch`) a bump because an overflow
             // waits (the higher level has nothing in its ring to publish),
-            // the lower level, a bump.
+            // the lower level (its entry stamped with the epoch it is
+            // published in), a bump.
             let _g = lock.lock().unwrap();
             high.overflowing.store(true, Ordering::Release);
             if how != OverflowCheck::NoOverflowBump {
                 epoch.fetch_add(1, Ordering::Release);
             }
+            low_epoch.store(epoch.load(Ordering::Relaxed), Ordering::Relaxed);
             low.publish();
             epoch.fetch_add(1, Ordering::Release);
         }

@@ -732,9 +732,12 @@ impl Level {
     /// Pushes tasks `first_id .. first_id + n` (task `first_id + i` with
     /// job `job(i)`), published, into the ring while it has room and the
     /// overflow is empty: as [`Level::push`] for each, the tail stored
-    /// once; the caller holds the state lock. Returns the first one's
-    /// position and how many went in (the caller pushes the others, which
-    /// wait in the overflow, one by one).
+    /// once; the caller holds the state lock. An overflow waiting first
+    /// moves into the ring (up to `max(REFILL_PER_ADD, 2 * n)` entries);
+    /// if some of it still waits, nothing goes in and this returns
+    /// `(tail, 0)`. Returns the first one's position and how many went in
+    /// (the caller pushes the others, behind the overflow, together with
+    /// [`Level::push_overflow_run`]).
     #[inline(always)]
     fn push_run(&self, first_id: u64, n: usize, mut job: impl FnMut(usize) -> Job) -> (u64, usize) {
         // SAFETY (all blocks): the caller holds the state lock.

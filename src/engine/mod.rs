@@ -125,7 +125,11 @@ pub trait Batch<'a> {
     /// and has no upstream task or, for task `i > 0`, only the one before
     /// it (`IN_BATCH | (i - 1)`: chains), as [`Batch::spec`] gives them (a
     /// batch that read them all may know): the engine then checks task 0
-    /// for all of them. `None` (the default) makes it check each task.
+    /// for all of them. `None` (the default) makes it check each task. An
+    /// implementation must not answer `Some` for a batch that is not so:
+    /// the engine skips the other tasks' checks, and may then put tasks in
+    /// the wrong group or level, or panic (a safe trait: nothing unsound
+    /// follows). The FFI's batch answers from a pass over every field.
     fn uniform(&self) -> Option<Uniform> {
         None
     }
@@ -2327,8 +2331,6 @@ impl State {
         self.ready_push(priority, id);
     }
 
-    /// Publishes the lane entries of a batch, after the locked queue's best
-    /// priority (a worker that sees an entry sees that priority too).
     /// Notes lane entry `pos` of level `level`, pushed unpublished by a
     /// batch (see `lane_batch`).
     #[inline(always)]
@@ -2336,6 +2338,8 @@ impl State {
         note_unpublished(&mut self.lane_batch, level, pos);
     }
 
+    /// Publishes the lane entries of a batch, after the locked queue's best
+    /// priority (a worker that sees an entry sees that priority too).
     fn publish_lane_batch(&mut self, after: &mut After) {
         if self.lane_batch.iter().all(Option::is_none) {
             return;
