@@ -17,6 +17,12 @@
  * w1phases and w2aphases (N ignored: 1000 chains of 100) time the adds (to
  * a paused manager), the run of the whole queue and the polls one after
  * the other, in ns per task; bench/run.py does not run them.
+ * For experiments on W6 (bench/run.py sets neither): BTM_BENCH_W6_ORDER
+ * gives task i's priority: "rr" (the default, i % 4), "same" (0: W1 with
+ * W6's four queues made), "runs16" ((i / 16) % 4) or "blocks" (i * 4 / N);
+ * BTM_BENCH_CPU=1 makes w1 and w6 print, on stderr, the CPU time of the
+ * process and of each thread (/proc/self/task/x/schedstat) since it
+ * started, start-up included, in ns per task.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "btm.h"
@@ -25,6 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <dirent.h>
+#include <sys/resource.h>
 
 static double now_ns(void) {
     struct timespec ts;
@@ -119,6 +127,48 @@ static long rss_bytes(void) {
     return rss * 4096;
 }
 
+/* Task i's priority in w6 (BTM_BENCH_W6_ORDER, see the top). */
+static int w6_priority(const char *order, size_t i, size_t n) {
+    if (!order || !strcmp(order, "rr")) return (int)(i % 4);
+    if (!strcmp(order, "same")) return 0;
+    if (!strcmp(order, "runs16")) return (int)((i / 16) % 4);
+    if (!strcmp(order, "blocks")) return (int)(i * 4 / n);
+    fprintf(stderr, "BTM_BENCH_W6_ORDER: rr, same, runs16 or blocks\n");
+    exit(2);
+}
+
+/* BTM_BENCH_CPU: the CPU time of the process and of each of its threads. */
+static void print_cpu(size_t n) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e9 +
+                 (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e3;
+    fprintf(stderr, "cpu: process %.1f ns/task; threads (ns/task):", cpu / (double)n);
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[300], comm[64] = "?";
+        unsigned long long run = 0;
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            if (!fgets(comm, sizeof comm, f)) strcpy(comm, "?");
+            comm[strcspn(comm, "\n")] = 0;
+            fclose(f);
+        }
+        snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", e->d_name);
+        f = fopen(path, "r");
+        if (f) {
+            if (fscanf(f, "%llu", &run) != 1) run = 0;
+            fclose(f);
+        }
+        fprintf(stderr, " %s %.1f", comm, (double)run / (double)n);
+    }
+    if (d) closedir(d);
+    fprintf(stderr, "\n");
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -143,6 +193,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(w, "w1") || !strcmp(w, "w6")) {
         int levels = !strcmp(w, "w6") ? 4 : 1;
+        const char *order = getenv("BTM_BENCH_W6_ORDER");
         m = make(1, levels);
         btm_task_desc *descs = NULL;
         btm_task_id *ids = NULL;
@@ -156,7 +207,7 @@ int main(int argc, char **argv) {
         if (bulk) {
             for (size_t i = 0; i < n;) {
                 size_t k = n - i < bulk ? n - i : bulk;
-                for (size_t j = 0; j < k; j++) descs[j].priority = (int)((i + j) % (size_t)levels);
+                for (size_t j = 0; j < k; j++) descs[j].priority = levels > 1 ? w6_priority(order, i + j, n) : 0;
                 if (btm_add_tasks(m, descs, k, ids) != BTM_STATUS_OK) {
                     fprintf(stderr, "btm_add_tasks failed\n");
                     return 1;
@@ -164,11 +215,15 @@ int main(int argc, char **argv) {
                 i += k;
             }
         } else {
-            for (size_t i = 0; i < n; i++) add(m, (int)(i % (size_t)levels), NULL, 0, &id);
+            if (levels > 1)
+                for (size_t i = 0; i < n; i++) add(m, w6_priority(order, i, n), NULL, 0, &id);
+            else
+                for (size_t i = 0; i < n; i++) add(m, 0, NULL, 0, &id);
         }
         double t_added = now_ns();
         drain(m, n, DRAIN_BLOCK_WHEN_EMPTY);
         double t = now_ns() - t0;
+        if (getenv("BTM_BENCH_CPU")) print_cpu(n);
         if (getenv("BTM_BENCH_PHASES"))
             fprintf(stderr, "%s: add phase %.1f ns/task, drain phase %.1f ns/task\n", w, (t_added - t0) / (double)n,
                     (now_ns() - t_added) / (double)n);
