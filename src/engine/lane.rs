@@ -1387,9 +1387,11 @@ pub(crate) struct Lane {
     /// [`NO_PRIORITY`]: a worker leaves the lane for the lock when it is
     /// at least the lane's best.
     pub(crate) locked_top: Padded<AtomicI64>,
-    /// Workers must take the state lock after leaving an outcome (a host
-    /// waits or has a notify callback or descriptor, or a running lane task
-    /// gained downstream tasks).
+    /// Workers must take the state lock after leaving an outcome: a host
+    /// waits for events (in `wait_events`, or has a notify callback or
+    /// descriptor) and none is deliverable yet, a host waits for idleness
+    /// or a shut-down, or a running lane task gained downstream tasks (see
+    /// `State::sync_lane`).
     pub(crate) lock_finish: Padded<AtomicBool>,
     /// Bumped when workers in their lane loop must come back to the lock
     /// (fewer threads allowed).

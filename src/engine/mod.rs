@@ -1941,8 +1941,15 @@ impl State {
     #[inline]
     fn sync_lane(&mut self, after: &mut After) {
         let top = self.ready.top_priority().map_or(NO_PRIORITY, i64::from);
-        let want =
-            self.host_waiters > 0 || self.lane_linked > 0 || self.signal.notify.is_some() || self.signal.fd.is_some();
+        // A host waiting for events (in `wait_events`, or through the
+        // descriptor or the notify callback) needs the first outcome applied
+        // at once, not the ones after: once an event is deliverable it is
+        // woken (or the descriptor raised, the callback called) and polls
+        // them all. Idle waiters and shut-downs need each.
+        let want = self.host_waiters > self.event_waiters
+            || self.lane_linked > 0
+            || (self.deliverable == 0
+                && (self.event_waiters > 0 || self.signal.notify.is_some() || self.signal.fd.is_some()));
         if top != self.locked_top || self.locked_gen != self.locked_gen_published || want != self.lock_finish {
             self.sync_lane_slow(top, want, after);
         }
