@@ -127,14 +127,27 @@ static long rss_bytes(void) {
     return rss * 4096;
 }
 
-/* Task i's priority in w6 (BTM_BENCH_W6_ORDER, see the top). */
-static int w6_priority(const char *order, size_t i, size_t n) {
-    if (!order || !strcmp(order, "rr")) return (int)(i % 4);
-    if (!strcmp(order, "same")) return 0;
-    if (!strcmp(order, "runs16")) return (int)((i / 16) % 4);
-    if (!strcmp(order, "blocks")) return (int)(i * 4 / n);
+/* BTM_BENCH_W6_ORDER (see the top), read once. */
+enum w6_order { W6_RR, W6_SAME, W6_RUNS16, W6_BLOCKS };
+static enum w6_order w6_order_from_env(void) {
+    const char *o = getenv("BTM_BENCH_W6_ORDER");
+    if (!o || !strcmp(o, "rr")) return W6_RR;
+    if (!strcmp(o, "same")) return W6_SAME;
+    if (!strcmp(o, "runs16")) return W6_RUNS16;
+    if (!strcmp(o, "blocks")) return W6_BLOCKS;
     fprintf(stderr, "BTM_BENCH_W6_ORDER: rr, same, runs16 or blocks\n");
     exit(2);
+}
+
+/* Task i's priority with `levels` priorities (W6: 4, read at run time as
+ * it always was, so that the default loop is the one earlier runs timed). */
+static int w6_priority(enum w6_order order, size_t i, size_t n, size_t levels) {
+    switch (order) {
+    case W6_SAME: return 0;
+    case W6_RUNS16: return (int)((i / 16) % levels);
+    case W6_BLOCKS: return (int)(i * levels / n);
+    default: return (int)(i % levels);
+    }
 }
 
 /* BTM_BENCH_CPU: the CPU time of the process and of each of its threads. */
@@ -193,7 +206,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(w, "w1") || !strcmp(w, "w6")) {
         int levels = !strcmp(w, "w6") ? 4 : 1;
-        const char *order = getenv("BTM_BENCH_W6_ORDER");
+        enum w6_order order = w6_order_from_env();
         m = make(1, levels);
         btm_task_desc *descs = NULL;
         btm_task_id *ids = NULL;
@@ -207,7 +220,7 @@ int main(int argc, char **argv) {
         if (bulk) {
             for (size_t i = 0; i < n;) {
                 size_t k = n - i < bulk ? n - i : bulk;
-                for (size_t j = 0; j < k; j++) descs[j].priority = levels > 1 ? w6_priority(order, i + j, n) : 0;
+                for (size_t j = 0; j < k; j++) descs[j].priority = w6_priority(order, i + j, n, (size_t)levels);
                 if (btm_add_tasks(m, descs, k, ids) != BTM_STATUS_OK) {
                     fprintf(stderr, "btm_add_tasks failed\n");
                     return 1;
@@ -215,10 +228,7 @@ int main(int argc, char **argv) {
                 i += k;
             }
         } else {
-            if (levels > 1)
-                for (size_t i = 0; i < n; i++) add(m, w6_priority(order, i, n), NULL, 0, &id);
-            else
-                for (size_t i = 0; i < n; i++) add(m, 0, NULL, 0, &id);
+            for (size_t i = 0; i < n; i++) add(m, w6_priority(order, i, n, (size_t)levels), NULL, 0, &id);
         }
         double t_added = now_ns();
         drain(m, n, DRAIN_BLOCK_WHEN_EMPTY);
