@@ -941,8 +941,9 @@ fn lane_tasks_run_one_after_the_other_on_a_worker_each_see_and_report_only_their
 fn batches_that_fill_the_ring_part_way_keep_the_order_with_the_adds_around_them() {
     // A batch of one priority and one group fills the ring's free slots in
     // one run (`Level::push_run`) and sends the rest to the overflow all
-    // together (`Level::push_overflow_run`); its records span several table chunks (4,096 ids each). Single
-    // adds before, between and after must keep their places.
+    // together (`Level::push_overflow_run`); its records span several table
+    // chunks (4,096 ids each). Single adds before, between and after must
+    // keep their places.
     let _s = serial();
     let m = manager(1, true);
     let gate = occupy_a_worker(&m, DEFAULT);

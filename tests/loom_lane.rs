@@ -77,9 +77,8 @@
 //!    lower entry gives it back if `epoch` moved, the entry was not
 //!    published in an older epoch than the take began in (`Slot::epoch`),
 //!    and the higher level has its flag set or an entry, read in that
-//!    order. A second thread moves
-//!    the entry under the lock, as a worker that found the ring empty
-//!    does. Checked: the lower entry never runs while the higher one
+//!    order. A second thread moves the entry under the lock, as a worker
+//!    that found the ring empty does. Checked: the lower entry never runs while the higher one
 //!    waits. Mutants (both the engine until session 18): a take that pops
 //!    the ring before it reads the flag (it can see the ring before the
 //!    move and the flag after it); a check after the pop that looks at
