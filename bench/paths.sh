@@ -39,18 +39,22 @@ report() { # report N MODE-ARG LABEL
     }'
 }
 report 10000 lane "independent tasks on the lane (W1's path: added while the one worker is held):"
-# The marginal task past a full ring: (count at 40000 - count at 20000) /
-# 20000; a level's ring holds 16,384 entries, so all 20,000 wait in the
-# level's overflow first.
-echo "the same past a full lane ring (most of W1 1M's adds: tasks 20,001-40,000, each waiting in the level's overflow first):"
-paste -d' ' <(counts 40000 lane) <(counts 20000 lane) | awk '{
-    printf "  btm_add_task     %7.1f instructions per call\n", ($1 - $5) / 20000
-    printf "  worker thread    %7.1f instructions per task (one worker, full queue)\n", ($2 - $6) / 20000
-    printf "  btm_poll_events  %7.1f instructions per event\n", ($3 - $7) / 20000
-    printf "  whole program    %7.1f instructions per task\n", ($4 - $8) / 20000
-}'
+# The marginal task past a full ring: (count at 2N - count at N) / N for
+# N = 20,000 (20,480 for calls of 1,024); a level's ring holds 16,384
+# entries, so all N wait in the level's overflow first.
+past() { # past N MODE-ARG LABEL
+    echo "$3"
+    paste -d' ' <(counts $(($1 * 2)) "$2") <(counts "$1" "$2") | awk -v n="$1" '{
+        printf "  btm_add_task     %7.1f instructions per call\n", ($1 - $5) / n
+        printf "  worker thread    %7.1f instructions per task (one worker, full queue)\n", ($2 - $6) / n
+        printf "  btm_poll_events  %7.1f instructions per event\n", ($3 - $7) / n
+        printf "  whole program    %7.1f instructions per task\n", ($4 - $8) / n
+    }'
+}
+past 20000 lane "the same past a full lane ring (tasks 20,001-40,000, each waiting in the level's overflow first; 0-30% of W1 1M's adds in real runs, most of W1 100k's under callgrind):"
 report 10000 lane4 "the same with priorities 0-3 in turn (W6's path: four lane levels):"
 report 10000 lanebulk "the same added with btm_add_tasks, 1,024 per call (btm_bulk's path; the add figure is per task):"
+past 20480 lanebulk "the same past a full lane ring (tasks 20,481-40,960; 24-80% of btm_bulk's W1 100k and 1M tasks in real runs, most under callgrind):"
 report 10240 lane4bulk "four levels added with btm_add_tasks, 1,024 per call (btm_bulk's W6 path; the add figure is per task):"
 report "$n" "" "independent tasks on the locked path (added to a paused manager):"
 report "$n" chain "chains of 100 (W2a's shape: each task waits for the one before):"
