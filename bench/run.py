@@ -7,7 +7,7 @@ N) combination R times, interleaved round-robin across peers; writes
 docs/BENCHMARKS.md and the charts docs/bench_w1_scaling.svg and
 docs/bench_w3_scaling.svg. Python 3 standard library only.
 
-    python3 bench/run.py              # the full run (R=5, plus callgrind)
+    python3 bench/run.py              # the full run (R=21, plus callgrind)
     python3 bench/run.py --quick      # smoke run for CI: tiny N, 1 run
     python3 bench/run.py --callgrind  # instructions per task only (W1, N=100000)
 
@@ -997,7 +997,7 @@ submitting each successor when it observes the predecessor's completion.
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=None, help="repetitions per combination (default 9; 1 with --quick)")
+    ap.add_argument("--runs", type=int, default=None, help="repetitions per combination (default 21; 1 with --quick)")
     ap.add_argument("--quick", action="store_true", help="smoke mode: tiny N, 1 run, output to bench/build/smoke")
     ap.add_argument("--callgrind", action="store_true", help="only count instructions per task for W1 under callgrind")
     ap.add_argument("--no-callgrind", action="store_true", help="skip the callgrind section of a full run")
@@ -1015,7 +1015,7 @@ def main():
             render(json.load(f), out_dir)
         return 0
 
-    runs = args.runs if args.runs is not None else (1 if args.quick else 9)
+    runs = args.runs if args.runs is not None else (1 if args.quick else 21)
     timeout = args.timeout if args.timeout is not None else (30.0 if args.quick else 120.0)
     wanted = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = [p for p in wanted if p not in PEER_ORDER]
