@@ -60,11 +60,13 @@
 //!    end, which the engine had until session 16; the highest first with
 //!    one bump at the end. (A review also checked that a worker reading
 //!    `epoch` relaxed, or re-reading it before its pop, and a relaxed bump,
-//!    are caught.) Not modelled: more than one worker; a give-back's trip
-//!    through the lock (the entry goes back to its level here); the locked
-//!    queue's top, published before the batch; a level created during the
-//!    batch (which bumps `epoch` too); a higher entry that waited in its
-//!    level's overflow (model 8).
+//!    are caught.) Also run with two workers (each taking twice, under a
+//!    preemption bound of 2): the lower entry waits until either worker
+//!    claimed the higher one; the three mutants are caught there too. Not
+//!    modelled: a give-back's trip through the lock (the entry goes back to
+//!    its level here); the locked queue's top, published before the batch;
+//!    a level created during the batch (which bumps `epoch` too); a higher
+//!    entry that waited in its level's overflow (model 8).
 //!
 //! 8. **A batch's higher entry waiting in its level's overflow** (its ring
 //!    was full when the host pushed it, and has emptied since). Workers see
@@ -814,16 +816,17 @@ const LOW: u32 = 0;
 /// earlier bump): ahead of the batch's lower entry in its level.
 const OLD: u32 = 1;
 
-/// A worker takes while the host publishes a batch of a higher and a lower
-/// entry; the lower level also holds an older entry, published in an epoch
-/// before the one the worker's takes begin in. After popping a lower
-/// entry, the worker gives it back if `epoch` moved since its take began,
-/// the entry's own epoch is not below the take's, and the higher level has
-/// an entry (`Lane::take`). The batch's lower entry must never run before
-/// its higher one; the older entry may (it was queued when the take found
-/// the higher level empty).
-fn batch_model(how: Publication) {
-    builder(3).check(move || {
+/// `workers` workers take while the host publishes a batch of a higher and
+/// a lower entry; the lower level also holds an older entry, published in
+/// an epoch before the one the workers' takes begin in. After popping a
+/// lower entry, a worker gives it back if `epoch` moved since its take
+/// began, the entry's own epoch is not below the take's, and the higher
+/// level has an entry (`Lane::take`). The batch's lower entry must never
+/// run before its higher one was claimed (by any worker); the older entry
+/// may (it was queued when the take found the higher level empty). Each
+/// worker makes `takes` takes; loom's preemption bound is `preemptions`.
+fn batch_model(how: Publication, workers: usize, takes: usize, preemptions: usize) {
+    builder(preemptions).check(move || {
         let high = Arc::new(OneSlot(AtomicU32::new(0)));
         let low = Arc::new(OneSlot(AtomicU32::new(0)));
         let old = Arc::new(OneSlot(AtomicU32::new(0)));
@@ -834,39 +837,46 @@ fn batch_model(how: Publication) {
         // bump.
         old.publish();
         epoch.fetch_add(1, Ordering::Release);
-        let worker = {
-            let (high, low, old, epoch, low_epoch) =
-                (high.clone(), low.clone(), old.clone(), epoch.clone(), low_epoch.clone());
-            thread::spawn(move || {
-                let mut ran = Vec::new();
-                for _ in 0..4 {
-                    let e = epoch.load(Ordering::Acquire);
-                    if high.pop() {
-                        ran.push(HIGH);
-                        continue;
+        let spawned: Vec<_> = (0..workers)
+            .map(|_| {
+                let (high, low, old, epoch, low_epoch) =
+                    (high.clone(), low.clone(), old.clone(), epoch.clone(), low_epoch.clone());
+                thread::spawn(move || {
+                    let mut ran = Vec::new();
+                    for _ in 0..takes {
+                        let e = epoch.load(Ordering::Acquire);
+                        if high.pop() {
+                            ran.push(HIGH);
+                            continue;
+                        }
+                        // The lower level's entries in order: the older first.
+                        let (slot, own_epoch, tag) = if old.pop() {
+                            (&old, 0, OLD)
+                        } else if low.pop() {
+                            (&low, low_epoch.load(Ordering::Relaxed), LOW)
+                        } else {
+                            continue;
+                        };
+                        if epoch.load(Ordering::Acquire) != e && own_epoch >= e && high.has_entry() {
+                            // A better entry came with a batch: given back
+                            // (through the lock, in the engine).
+                            slot.publish();
+                            continue;
+                        }
+                        if tag == LOW {
+                            // Claimed (2) by this worker or another one.
+                            assert_eq!(
+                                high.0.load(Ordering::Acquire),
+                                2,
+                                "a lower entry of the batch ran while its higher one waited"
+                            );
+                        }
+                        ran.push(tag);
                     }
-                    // The lower level's entries in order: the older first.
-                    let (slot, own_epoch, tag) = if old.pop() {
-                        (&old, 0, OLD)
-                    } else if low.pop() {
-                        (&low, low_epoch.load(Ordering::Relaxed), LOW)
-                    } else {
-                        continue;
-                    };
-                    if epoch.load(Ordering::Acquire) != e && own_epoch >= e && high.has_entry() {
-                        // A better entry came with a batch: given back
-                        // (through the lock, in the engine).
-                        slot.publish();
-                        continue;
-                    }
-                    if tag == LOW {
-                        assert!(ran.contains(&HIGH), "a lower entry of the batch ran while its higher one waited");
-                    }
-                    ran.push(tag);
-                }
-                ran
+                    ran
+                })
             })
-        };
+            .collect();
         let bump = || {
             epoch.fetch_add(1, Ordering::Release);
         };
@@ -903,35 +913,61 @@ fn batch_model(how: Publication) {
                 bump();
             }
         }
-        let ran = worker.join().unwrap();
-        // Whatever the worker did not run is still queued, once each.
+        let ran: Vec<u32> = spawned.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        // Whatever the workers did not run is still queued, once each.
         for (tag, slot) in [(HIGH, &high), (LOW, &low), (OLD, &old)] {
-            assert_eq!(ran.contains(&tag), !slot.has_entry(), "entry {tag} run or queued, exactly one");
+            let runs = ran.iter().filter(|&&t| t == tag).count();
+            assert_eq!(runs + usize::from(slot.has_entry()), 1, "entry {tag} run or queued, exactly once");
         }
     });
 }
 
 #[test]
 fn loom_lane_a_batch_of_two_priorities_never_runs_its_lower_entry_first() {
-    batch_model(Publication::Fixed);
+    batch_model(Publication::Fixed, 1, 4, 3);
 }
 
 #[test]
 #[should_panic(expected = "a lower entry of the batch ran while its higher one waited")]
 fn loom_lane_mutant_batch_published_in_its_own_order_is_caught() {
-    batch_model(Publication::BatchOrder);
+    batch_model(Publication::BatchOrder, 1, 4, 3);
 }
 
 #[test]
 #[should_panic(expected = "a lower entry of the batch ran while its higher one waited")]
 fn loom_lane_mutant_batch_with_one_bump_at_the_end_is_caught() {
-    batch_model(Publication::OneBump);
+    batch_model(Publication::OneBump, 1, 4, 3);
 }
 
 #[test]
 #[should_panic(expected = "a lower entry of the batch ran while its higher one waited")]
 fn loom_lane_mutant_batch_entry_with_a_stale_epoch_is_caught() {
-    batch_model(Publication::StaleEpoch);
+    batch_model(Publication::StaleEpoch, 1, 4, 3);
+}
+
+/// Model 7 with two workers: the batch's lower entry waits until one of
+/// them claimed the higher one.
+#[test]
+fn loom_lane_a_batch_of_two_priorities_never_runs_its_lower_entry_first_with_two_workers() {
+    batch_model(Publication::Fixed, 2, 2, 2);
+}
+
+#[test]
+#[should_panic(expected = "a lower entry of the batch ran while its higher one waited")]
+fn loom_lane_mutant_batch_published_in_its_own_order_is_caught_with_two_workers() {
+    batch_model(Publication::BatchOrder, 2, 2, 2);
+}
+
+#[test]
+#[should_panic(expected = "a lower entry of the batch ran while its higher one waited")]
+fn loom_lane_mutant_batch_with_one_bump_at_the_end_is_caught_with_two_workers() {
+    batch_model(Publication::OneBump, 2, 2, 2);
+}
+
+#[test]
+#[should_panic(expected = "a lower entry of the batch ran while its higher one waited")]
+fn loom_lane_mutant_batch_entry_with_a_stale_epoch_is_caught_with_two_workers() {
+    batch_model(Publication::StaleEpoch, 2, 2, 2);
 }
 
 // ---------------------------------------------------------------------------

@@ -576,7 +576,12 @@ impl Slot {
         self.seq.store(seq.wrapping_sub(pos % CAP), Ordering::Release);
     }
 
-    /// See [`Level::fill_slot`]: this slot is the free one at `pos`.
+    /// Writes this slot, the free one at ring position `pos`, without
+    /// advancing the level's tail (the caller stores it, past the slots it
+    /// filled): a queued entry, or for `None` a cancelled one (an overflow
+    /// entry cancelled before it moved), which workers pop and skip;
+    /// published unless `publish` is false (see [`Level::publish`]), with
+    /// `epoch` (see [`Slot::epoch`]).
     #[inline(always)]
     fn fill(&self, pos: u64, id: u64, job: Option<Job>, publish: bool, epoch: u64) {
         self.id.store(id, Ordering::Relaxed);
@@ -846,17 +851,8 @@ impl Level {
     /// and advances the tail.
     #[inline(always)]
     fn write_slot(&self, pos: u64, id: u64, job: Job, publish: bool) {
-        self.fill_slot(pos, id, Some(job), publish, NO_EPOCH);
+        self.slot(pos).fill(pos, id, Some(job), publish, NO_EPOCH);
         self.tail.store(pos + 1, Ordering::Release);
-    }
-
-    /// Writes the free ring slot at `pos` without advancing the tail (the
-    /// caller stores it past the slots it filled): a queued entry, or for
-    /// `None` a cancelled one (an overflow entry cancelled before it
-    /// moved), which workers pop and skip.
-    #[inline(always)]
-    fn fill_slot(&self, pos: u64, id: u64, job: Option<Job>, publish: bool, epoch: u64) {
-        self.slot(pos).fill(pos, id, job, publish, epoch);
     }
 
     /// Moves up to `max` overflow entries into the ring, as it has room,
@@ -896,6 +892,8 @@ impl Level {
             }
             true
         };
+        // The second slice only once the first moved whole: entries must
+        // enter the ring in order (and the drain below removes a prefix).
         if fill(&mut a[..in_a]) {
             fill(&mut b[..want - in_a]);
         }
@@ -1863,23 +1861,31 @@ mod tests {
         let mut cancelled = Vec::new();
         let mut round = 0u64;
         // Workers take a varying number, the lock holder moves a varying
-        // number (often less than the room, sometimes more), cancels an
-        // overflow entry now and then, and pushes more behind: the deque's
-        // entries wrap past the end of its buffer (its two slices).
-        while level.is_overflowing() || round < 40 {
+        // number (as often more than the room as less, sometimes none),
+        // cancels an overflow entry now and then, and pushes more behind:
+        // the deque's entries wrap past the end of its buffer (its two
+        // slices), and the room runs out in either slice.
+        while level.is_overflowing() || round < 200 {
             round += 1;
-            take(&level, (round as usize * 37) % 211, &mut seen);
-            // SAFETY: this thread is the only lock holder.
-            unsafe {
+            take(&level, (round as usize * 37) % 101, &mut seen);
+            // SAFETY (both blocks): this thread is the only lock holder.
+            let tail = unsafe {
                 let tail = level.tail.load(Ordering::Relaxed);
                 if let Some(e) = level.overflow_entry(tail + round % 50) {
                     if e.1.take().is_some() {
                         cancelled.push(e.0);
                     }
                 }
-                level.refill((round as usize * 53) % 173, NO_EPOCH);
-            }
-            if round < 40 {
+                tail
+            };
+            // Every entry taken was released at once: the free slots past
+            // the tail are the ring's room.
+            let room = (CAP - (tail - seen.len() as u64)) as usize;
+            let max = (round as usize * 53) % 173;
+            let waiting = unsafe { level.overflow() }.len();
+            let moved = unsafe { level.refill(max, NO_EPOCH) };
+            assert_eq!(moved, max.min(waiting).min(room), "round {round}: as many as asked, waiting and fitting");
+            if round < 200 {
                 let first = next;
                 let n = (round as usize * 29) % 97;
                 level.push_overflow_run(first, n, |i| job_of(first + i as u64));
