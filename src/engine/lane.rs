@@ -722,8 +722,12 @@ impl Level {
     #[inline(always)]
     fn push(&self, id: u64, job: Job, publish: bool) -> (u64, bool) {
         let pos = self.tail.load(Ordering::Relaxed);
-        // SAFETY (both blocks): the caller holds the state lock.
-        if !unsafe { self.overflow() }.is_empty() || self.seq(pos) != pos {
+        // A full ring first (SAFETY, all blocks: the caller holds the
+        // state lock).
+        if self.seq(pos) != pos {
+            return unsafe { self.push_behind(pos, id, job) };
+        }
+        if !unsafe { self.overflow() }.is_empty() {
             return unsafe { self.push_slow(id, job, publish) };
         }
         self.write_slot(pos, id, job, publish);
@@ -817,9 +821,12 @@ impl Level {
     #[inline(never)]
     unsafe fn push_slow(&self, id: u64, job: Job, publish: bool) -> (u64, bool) {
         let tail = self.tail.load(Ordering::Relaxed);
-        // (The ring's free slot checked here, not in a call: while the
-        // workers run behind the host, most adds find none.)
-        if publish && self.seq(tail) == tail {
+        if self.seq(tail) != tail {
+            // SAFETY: the caller's contract.
+            return unsafe { self.push_behind(tail, id, job) };
+        }
+        // (The ring's free slot checked here, not in a call.)
+        if publish {
             // SAFETY: the caller's contract; `publish`: no entry is
             // pushed unpublished.
             unsafe { self.refill(REFILL_PER_ADD, NO_EPOCH) };
@@ -832,6 +839,23 @@ impl Level {
             return (pos, true);
         }
         let pos = pos + overflow.len() as u64;
+        overflow.push_back((id, Some(job)));
+        self.set_overflowing(true);
+        (pos, false)
+    }
+
+    /// A push into a full ring (its tail at `tail`): the entry waits in the
+    /// overflow, behind the entries there (or as its first). A function of
+    /// its own, small, for the adds that find the ring full while the
+    /// workers run behind the host.
+    ///
+    /// # Safety
+    /// The caller holds the state lock.
+    #[inline(never)]
+    unsafe fn push_behind(&self, tail: u64, id: u64, job: Job) -> (u64, bool) {
+        // SAFETY: the caller's contract.
+        let overflow = unsafe { self.overflow() };
+        let pos = tail + overflow.len() as u64;
         overflow.push_back((id, Some(job)));
         self.set_overflowing(true);
         (pos, false)
