@@ -814,40 +814,35 @@ impl Level {
         pos
     }
 
-    /// A push behind an overflow or into a full ring.
+    /// A push behind an overflow while the ring has room at its tail (what
+    /// [`Level::push`] sends here): the overflow moves in first (when
+    /// `publish`), then the entry goes into the ring if all of it moved,
+    /// else behind what is left.
     ///
     /// # Safety
     /// The caller holds the state lock.
     #[inline(never)]
     unsafe fn push_slow(&self, id: u64, job: Job, publish: bool) -> (u64, bool) {
-        let tail = self.tail.load(Ordering::Relaxed);
-        if self.seq(tail) != tail {
-            // SAFETY: the caller's contract.
-            return unsafe { self.push_behind(tail, id, job) };
-        }
-        // (The ring's free slot checked here, not in a call.)
         if publish {
             // SAFETY: the caller's contract; `publish`: no entry is
             // pushed unpublished.
             unsafe { self.refill(REFILL_PER_ADD, NO_EPOCH) };
         }
-        // SAFETY: the caller's contract.
+        // SAFETY (both blocks): the caller's contract.
         let overflow = unsafe { self.overflow() };
         let pos = self.tail.load(Ordering::Relaxed);
         if overflow.is_empty() && self.seq(pos) == pos {
             self.write_slot(pos, id, job, publish);
             return (pos, true);
         }
-        let pos = pos + overflow.len() as u64;
-        overflow.push_back((id, Some(job)));
-        self.set_overflowing(true);
-        (pos, false)
+        unsafe { self.push_behind(pos, id, job) }
     }
 
-    /// A push into a full ring (its tail at `tail`): the entry waits in the
-    /// overflow, behind the entries there (or as its first). A function of
-    /// its own, small, for the adds that find the ring full while the
-    /// workers run behind the host.
+    /// A push that waits in the overflow (the ring's tail at `tail`),
+    /// behind the entries there or as its first: from [`Level::push`] when
+    /// the ring is full (a function of its own, small, for the adds that
+    /// find it so while the workers run behind the host), and from
+    /// [`Level::push_slow`] when the overflow did not move in whole.
     ///
     /// # Safety
     /// The caller holds the state lock.
