@@ -204,6 +204,37 @@ impl Iterator for IdIter<'_> {
     }
 }
 
+/// Tasks of one group that left it without its slot knowing yet (see
+/// `State::deliver_lane`): `taken` have left, and `credit` more may leave
+/// before one of them could be the group's last live task. Applied to the
+/// slot by [`GroupRun::end`], before anything else reads the group.
+pub(crate) struct GroupRun {
+    pub(crate) index: u32,
+    pub(crate) key: GroupKey,
+    /// The group's name as events carry it (NULL unless named).
+    pub(crate) name: *const std::ffi::c_char,
+    pub(crate) taken: u64,
+    pub(crate) credit: u64,
+}
+
+impl GroupRun {
+    /// No run: matches no group.
+    pub(crate) const NONE: GroupRun =
+        GroupRun { index: u32::MAX, key: GroupKey::DEFAULT, name: std::ptr::null(), taken: 0, credit: 0 };
+
+    /// Applies the run's leaves to its group's slot (they cannot end the
+    /// group) and ends the run.
+    #[inline(always)]
+    pub(crate) fn end(&mut self, groups: &mut GroupTable) {
+        if self.taken > 0 {
+            let slot = groups.slot_mut(self.index);
+            debug_assert!(slot.live > self.taken, "a run never takes a group's last task");
+            slot.live -= self.taken;
+        }
+        *self = GroupRun::NONE;
+    }
+}
+
 pub(crate) struct GroupSlot {
     pub(crate) key: GroupKey,
     pub(crate) live: u64,

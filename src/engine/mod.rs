@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use events::{Ev, Events};
-use group::GroupTable;
+use group::{GroupRun, GroupTable};
 use ids::Ids;
 use lane::{AttachTo, ContRef, Lane, LevelRef, Padded, Take, WorkerLane, NO_PRIORITY};
 use ready::ReadyQueue;
@@ -2069,6 +2069,24 @@ impl State {
         // the key and its interned name outlive the slot.
         let (key, finished) = self.groups.leave_keyed(group);
         let name = self.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
+        self.write_final_keyed(id, key, name, finished, end, capacity, written, sink)
+    }
+
+    /// [`State::write_final`] for a task that has left its group already
+    /// (`finished`: the group has no live task left).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn write_final_keyed(
+        &mut self,
+        id: u64,
+        key: GroupKey,
+        name: *const c_char,
+        finished: bool,
+        end: Result<Option<Arc<ResultSet>>, Arc<Failure>>,
+        capacity: usize,
+        written: &mut usize,
+        sink: &mut impl FnMut(EventView),
+    ) -> bool {
         match end {
             Ok(result) => {
                 let mut view = EventView::new(EventKind::Completed, id, key, name);
@@ -2114,8 +2132,27 @@ impl State {
         if self.lane_live() == 0 {
             return written;
         }
+        let mut run = GroupRun::NONE;
+        self.deliver_lane_run(capacity, sink, after, &mut written, &mut run);
+        run.end(&mut self.groups);
+        written
+    }
+
+    /// [`State::deliver_lane`]'s loop. Consecutive tasks of one group leave
+    /// it through `run` (counted there, applied to the group's slot by
+    /// [`GroupRun::end`]) while they cannot be its last live task: one
+    /// look at the slot per run of outcomes rather than one per outcome.
+    #[inline(always)]
+    fn deliver_lane_run(
+        &mut self,
+        capacity: usize,
+        sink: &mut impl FnMut(EventView),
+        after: &mut After,
+        written: &mut usize,
+        run: &mut GroupRun,
+    ) {
         for i in 0..self.workers.len() {
-            while written < capacity {
+            while *written < capacity {
                 let Some((id, outcome, cont_claimed)) = self.workers[i].lane.pop_outcome() else {
                     break;
                 };
@@ -2142,37 +2179,43 @@ impl State {
                         Some(group) => group,
                         None => {
                             // Stopped (dropped by `finish`) or with
-                            // downstream tasks.
+                            // downstream tasks: `finish` may end groups.
+                            run.end(&mut self.groups);
                             self.running += 1;
                             self.finish(id, outcome, after);
                             if self.events.is_empty() {
                                 continue;
                             }
-                            return written;
+                            return;
                         }
                     },
                 };
-                if !self.deliver_final(id, group, outcome, capacity, &mut written, sink) {
-                    return written;
+                let end = self.count_outcome(outcome);
+                if run.index != group || run.credit == 0 {
+                    run.end(&mut self.groups);
+                    let slot = self.groups.slot(group);
+                    if slot.live < 2 {
+                        // The group's last live task: its event follows.
+                        if !self.write_final(id, group, end, capacity, written, sink) {
+                            return;
+                        }
+                        continue;
+                    }
+                    let key = slot.key;
+                    let name = self.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
+                    *run = GroupRun { index: group, key, name, taken: 0, credit: slot.live - 1 };
                 }
+                run.credit -= 1;
+                run.taken += 1;
+                self.write_final_keyed(id, run.key, run.name, false, end, capacity, written, sink);
             }
         }
-        written
     }
 
-    /// Counts a lane task's outcome and writes its final event (see
-    /// [`State::write_final`]).
+    /// Counts a lane task's outcome: the end its final event reports.
     #[inline(always)]
-    fn deliver_final(
-        &mut self,
-        id: u64,
-        group: u32,
-        outcome: Outcome,
-        capacity: usize,
-        written: &mut usize,
-        sink: &mut impl FnMut(EventView),
-    ) -> bool {
-        let end = match outcome {
+    fn count_outcome(&mut self, outcome: Outcome) -> Result<Option<Arc<ResultSet>>, Arc<Failure>> {
+        match outcome {
             Outcome::Completed(result) => {
                 self.completed_total += 1;
                 Ok(result)
@@ -2181,8 +2224,7 @@ impl State {
                 self.failed_total += 1;
                 Err(Arc::new(f))
             }
-        };
-        self.write_final(id, group, end, capacity, written, sink)
+        }
     }
 
     /// Takes a chain's task out of the table when its outcome changes
