@@ -2152,8 +2152,15 @@ impl State {
         run: &mut GroupRun,
     ) {
         for i in 0..self.workers.len() {
+            // The worker's lane, looked up once rather than per outcome
+            // (the loop's calls may start a worker, which can move the
+            // vector, not the lanes).
+            let lane: *const WorkerLane = Arc::as_ptr(&self.workers[i].lane);
             while *written < capacity {
-                let Some((id, outcome, cont_claimed)) = self.workers[i].lane.pop_outcome() else {
+                // SAFETY: each lane is behind an `Arc` that its slot in
+                // `workers` holds until the state is dropped (no slot is
+                // ever removed).
+                let Some((id, outcome, cont_claimed)) = unsafe { &*lane }.pop_outcome() else {
                     break;
                 };
                 self.lane_applied += 1;
