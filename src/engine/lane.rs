@@ -1386,6 +1386,15 @@ impl WorkerLane {
         fence(Ordering::SeqCst);
     }
 
+    /// [`WorkerLane::push_outcome`] for a task that completed without a
+    /// result (the common end).
+    #[inline(always)]
+    pub(crate) fn push_completed(&self, id: u64) {
+        debug_assert!(id & (CONT_CLAIMED | SIDE) == 0, "ids stay below 2^62");
+        self.outcomes.words.push(id);
+        fence(Ordering::SeqCst);
+    }
+
     /// [`WorkerLane::push_outcome`] for a task whose continuation this
     /// worker claimed at its finish (it runs next, with this outcome's
     /// result): the lock holder then knows, without reading the

@@ -4303,11 +4303,14 @@ fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below:
         match lane.take(wl, tie_below, tie_p) {
             Take::Job(id, job) => {
                 let run = job.run.expect("lane tasks run a function");
-                let job = RunJob { id, run, data: job.data, received: Vec::new(), hooks: None };
-                let (id, outcome) = run_job(manager, job, index, wl);
-                match wl.take_cont() {
-                    None => leave_outcome(manager, wl, id, outcome, false),
-                    Some(att) => run_chain(manager, wl, index, (id, outcome), att, checkin),
+                let outcome = run_lane_job(manager, id, run, job.data, wl);
+                match (wl.take_cont(), outcome) {
+                    (None, None) => leave_completed(manager, wl, id),
+                    (None, Some(outcome)) => leave_outcome(manager, wl, id, outcome, false),
+                    (Some(att), outcome) => {
+                        let outcome = outcome.unwrap_or(Outcome::Completed(None));
+                        run_chain(manager, wl, index, (id, outcome), att, checkin)
+                    }
                 }
             }
             Take::GiveBack(id, job) => {
@@ -4424,11 +4427,69 @@ fn leave_outcome(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, outcome: Outc
     } else {
         wl.push_outcome((id, outcome));
     }
+    outcome_left(manager);
+}
+
+/// [`leave_outcome`] for the common end: completed without a result, no
+/// continuation claimed.
+#[inline(always)]
+fn leave_completed(manager: &Arc<Manager>, wl: &WorkerLane, id: u64) {
+    wl.push_completed(id);
+    outcome_left(manager);
+}
+
+/// After an outcome was left: opens the poll gate, and applies the
+/// outcomes under the lock when someone waits for them.
+#[inline(always)]
+fn outcome_left(manager: &Arc<Manager>) {
     if !manager.poll_gate.load(Ordering::Relaxed) {
         manager.poll_gate.store(true, Ordering::Release);
     }
     if manager.lane.lock_finish.load(Ordering::Relaxed) {
         manager.locked(|st, after| st.apply_lane(after));
+    }
+}
+
+/// [`run_job`] for a lane task, which has no upstream results and no hooks
+/// (the lane is closed while hooks are set). `None` for the common end,
+/// completed without a result (the outcome queue keeps it as the bare id),
+/// which spares moving an `Outcome` about.
+#[inline(always)]
+fn run_lane_job(manager: &Arc<Manager>, id: u64, run: TaskFn, data: Owned, lane: &WorkerLane) -> Option<Outcome> {
+    let mut ctx = TaskContext {
+        manager: Arc::as_ptr(manager),
+        id,
+        upstream: std::ptr::null(),
+        upstream_len: 0,
+        result: None,
+        failure: None,
+        arc: manager,
+        stopped: &lane.stop_id.0,
+    };
+    // SAFETY: a host task function with the userdata it was registered with
+    // and a context that lives for the whole call.
+    unsafe { run(data.data(), &mut ctx) };
+    drop(data);
+    if ctx.failure.is_none() && ctx.result.as_ref().map_or(true, Owned::is_null) {
+        // A NULL result is no result (its free function is not called).
+        drop(ctx.result.take());
+        return None;
+    }
+    Some(take_outcome(&mut ctx, id))
+}
+
+/// What a task reported through its context: its failure (a result it
+/// also set is freed), or its result (NULL is none).
+#[inline(always)]
+fn take_outcome(ctx: &mut TaskContext, id: u64) -> Outcome {
+    match ctx.failure.take() {
+        Some(f) => {
+            drop(ctx.result.take());
+            Outcome::Failed(f)
+        }
+        None => {
+            Outcome::Completed(ctx.result.take().filter(|r| !r.is_null()).map(|r| Arc::new(ResultSet::single(id, r))))
+        }
     }
 }
 
@@ -4476,14 +4537,5 @@ fn run_job(manager: &Arc<Manager>, job: RunJob, worker: u32, lane: &WorkerLane) 
     } else {
         drop(received);
     }
-    let outcome = match ctx.failure.take() {
-        Some(f) => {
-            drop(ctx.result.take());
-            Outcome::Failed(f)
-        }
-        None => {
-            Outcome::Completed(ctx.result.take().filter(|r| !r.is_null()).map(|r| Arc::new(ResultSet::single(id, r))))
-        }
-    };
-    (id, outcome)
+    (id, take_outcome(&mut ctx, id))
 }
