@@ -1105,13 +1105,7 @@ impl<T, const N: usize> SegQueue<T, N> {
         // SAFETY: `tail` is the producer's own; a full segment is followed
         // by a new one, linked before the first entry in it is published.
         unsafe {
-            let mut seg = *self.tail.get();
-            if i == 0 && n > 0 {
-                let next = Segment::new();
-                (*seg).next.store(next, Ordering::Release);
-                *self.tail.get() = next;
-                seg = next;
-            }
+            let seg = if i == 0 { self.tail_segment(n) } else { *self.tail.get() };
             (*(*seg).slots[i].get()).write(v);
         }
         self.pushed.store(n + 1, Ordering::Release);
@@ -1136,13 +1130,7 @@ impl<T, const N: usize> SegQueue<T, N> {
         // segment is freed once the producer moved on from it (it linked
         // the next one before publishing entry `n`).
         let v = unsafe {
-            let mut seg = *self.head.get();
-            if i == 0 && n > 0 {
-                let next = (*seg).next.load(Ordering::Acquire);
-                drop(Box::from_raw(seg));
-                *self.head.get() = next;
-                seg = next;
-            }
+            let seg = if i == 0 { self.head_segment(n) } else { *self.head.get() };
             (*(*seg).slots[i].get()).assume_init_read()
         };
         self.popped.count.store(n + 1, Ordering::Release);
@@ -1151,6 +1139,50 @@ impl<T, const N: usize> SegQueue<T, N> {
 
     fn is_empty(&self) -> bool {
         self.popped.count.load(Ordering::Relaxed) == self.pushed.load(Ordering::Acquire)
+    }
+
+    /// The producer's segment for entry `n`, the first of a segment: past
+    /// the first segment, a new one linked behind the full one. Out of
+    /// line, so that the other entries' push tests one index.
+    ///
+    /// # Safety
+    /// Producer side only, for the entry about to be pushed.
+    #[cold]
+    #[inline(never)]
+    unsafe fn tail_segment(&self, n: u64) -> *mut Segment<T, N> {
+        // SAFETY: `tail` is the producer's own.
+        unsafe {
+            let seg = *self.tail.get();
+            if n == 0 {
+                return seg;
+            }
+            let next = Segment::new();
+            (*seg).next.store(next, Ordering::Release);
+            *self.tail.get() = next;
+            next
+        }
+    }
+
+    /// The consumer's segment for entry `n`, the first of a segment: past
+    /// the first segment, the next one (the one before is freed: the
+    /// producer linked the next one before publishing entry `n`).
+    ///
+    /// # Safety
+    /// Consumer side only, for a published entry `n`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn head_segment(&self, n: u64) -> *mut Segment<T, N> {
+        // SAFETY: `head` is the consumer's own; see above.
+        unsafe {
+            let seg = *self.head.get();
+            if n == 0 {
+                return seg;
+            }
+            let next = (*seg).next.load(Ordering::Acquire);
+            drop(Box::from_raw(seg));
+            *self.head.get() = next;
+            next
+        }
     }
 }
 
