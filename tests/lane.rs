@@ -1009,65 +1009,72 @@ fn batches_of_four_and_of_six_priorities_in_turn_run_by_priority_then_id() {
 fn each_group_finishes_right_after_its_last_task_when_lane_outcomes_come_in_runs() {
     // The poll lets consecutive lane outcomes of one group leave it with
     // one look at its slot per run (`GroupRun`): the run must stop short of
-    // the group's last live task, whose event is followed by the group's,
-    // and must be applied before an outcome that takes the general path
-    // (here: upstream tasks of a fan-in in the same group) leaves the
-    // group. Tasks of three groups in a scrambled order behind a held
-    // worker, all run before the first poll (counted by the tasks, so that
-    // no waiting host makes the worker finish them under the lock), then
-    // polled with capacities from 1 up; twice, so that the groups' slots,
-    // freed when they finish, are made again.
+    // the group's last live task, whose event is followed by the group's.
+    // Tasks of three groups in a scrambled order behind a held worker, then
+    // five of a fourth group, all run before the first poll (counted by
+    // the tasks, so that no waiting host makes the worker finish them under
+    // the lock, and none linked, so that all stay in the lane), polled with
+    // capacities from 1 to 8; then again, polled with room for all, so
+    // that the fourth group's five outcomes come as one run whose last task
+    // must still end the group (the groups' slots, freed when they finish,
+    // are made again).
     let _s = serial();
     let m = manager(1, true);
     let mut seed = 12345u64;
     for round in 0..2 {
         let gate = occupy_a_worker(&m, g(9));
         let ran = Arc::new(AtomicUsize::new(0));
-        let mut previous: std::collections::HashMap<GroupKey, u64> = std::collections::HashMap::new();
-        let (n, mut fan_ins) = (3_000, 0);
-        for i in 0..n {
+        let add = |group: GroupKey| {
+            let r = ran.clone();
+            m.add(
+                job(move |_| {
+                    r.fetch_add(1, Ordering::SeqCst);
+                }),
+                0,
+                group,
+                &[],
+            )
+            .unwrap()
+        };
+        let mut last = std::collections::HashMap::new();
+        for _ in 0..3_000 {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let group = g(1 + (seed >> 61) % 3);
-            let r = ran.clone();
-            let id = m
-                .add(
-                    job(move |_| {
-                        r.fetch_add(1, Ordering::SeqCst);
-                    }),
-                    0,
-                    group,
-                    &[],
-                )
-                .unwrap();
-            if let Some(&before) = previous.get(&group).filter(|_| i % 97 == 50) {
-                m.add(nop(), 0, group, &[before, id]).unwrap();
-                fan_ins += 1;
-            }
-            previous.insert(group, id);
+            last.insert(group, add(group));
         }
+        for _ in 0..5 {
+            last.insert(g(4), add(g(4)));
+        }
+        let n = 3_005;
         gate.open();
         wait_until("every task to run", || ran.load(Ordering::SeqCst) == n);
         let mut evs = Vec::new();
+        let caps: &[usize] = if round == 0 { &[1, 2, 3, 5, 8] } else { &[4096] };
         let deadline = std::time::Instant::now() + TIMEOUT;
-        for cap in [1usize, 2, 3, 5, 8].into_iter().cycle() {
-            if finals(&evs).len() == n + fan_ins + 1 && poll(&m).is_empty() {
-                break;
-            }
+        for &cap in caps.iter().cycle() {
             assert!(std::time::Instant::now() < deadline, "round {round}: timed out; got {} events", evs.len());
             let got = poll_n(&m, cap);
             assert!(got.len() <= cap);
             if got.is_empty() {
+                // A task counts itself before its outcome is left: done
+                // once every final event is in and nothing follows them.
+                if finals(&evs).len() == n + 1 {
+                    break;
+                }
                 let _ = m.wait_events(Some(std::time::Duration::from_millis(10)));
             }
             evs.extend(got);
         }
-        assert!(fan_ins > 10, "round {round}: {fan_ins} fan-ins");
-        for group in [g(1), g(2), g(3), g(9)] {
+        assert_eq!(finals(&evs).len(), n + 1, "round {round}: every task's event, once");
+        for (group, last_id) in &last {
             let finished: Vec<usize> =
-                (0..evs.len()).filter(|&i| matches!(evs[i], Ev::GroupFinished { group: f } if f == group)).collect();
+                (0..evs.len()).filter(|&i| matches!(evs[i], Ev::GroupFinished { group: f } if f == *group)).collect();
             assert_eq!(finished.len(), 1, "round {round}: {group:?} finishes once");
-            let last = (0..evs.len()).rev().find(|&i| matches!(&evs[i], Ev::Completed { group: f, .. } if *f == group));
-            assert_eq!(last.map(|i| i + 1), Some(finished[0]), "round {round}: {group:?} right after its last task");
+            let at = finished[0];
+            assert!(
+                at > 0 && evs[at - 1].task() == Some(*last_id),
+                "round {round}: {group:?} right after its last task"
+            );
         }
         assert_eq!(m.stats().queued + m.stats().running, 0);
     }
