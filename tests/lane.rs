@@ -21,6 +21,14 @@ fn occupy_a_worker(m: &Arc<Manager>, group: GroupKey) -> Gate {
     gate
 }
 
+/// A task that counts its run in `counter`.
+fn counting(counter: &Arc<AtomicUsize>) -> btm::engine::Job {
+    let c = counter.clone();
+    job(move |_| {
+        c.fetch_add(1, Ordering::SeqCst);
+    })
+}
+
 #[test]
 fn a_stop_reaches_the_running_lane_task_and_not_the_next_one() {
     let _s = serial();
@@ -61,16 +69,7 @@ fn no_lane_task_starts_once_a_pause_returns() {
         let m = manager(2, true);
         let started = Arc::new(AtomicUsize::new(0));
         for _ in 0..2000 {
-            let s = started.clone();
-            m.add(
-                job(move |_| {
-                    s.fetch_add(1, Ordering::SeqCst);
-                }),
-                0,
-                DEFAULT,
-                &[],
-            )
-            .unwrap();
+            m.add(counting(&started), 0, DEFAULT, &[]).unwrap();
         }
         m.pause_processing().unwrap();
         let queued = m.stats().queued;
@@ -1024,18 +1023,7 @@ fn each_group_finishes_right_after_its_last_task_when_lane_outcomes_come_in_runs
     for round in 0..2 {
         let gate = occupy_a_worker(&m, g(9));
         let ran = Arc::new(AtomicUsize::new(0));
-        let add = |group: GroupKey| {
-            let r = ran.clone();
-            m.add(
-                job(move |_| {
-                    r.fetch_add(1, Ordering::SeqCst);
-                }),
-                0,
-                group,
-                &[],
-            )
-            .unwrap()
-        };
+        let add = |group: GroupKey| m.add(counting(&ran), 0, group, &[]).unwrap();
         let mut last = std::collections::HashMap::new();
         for _ in 0..3_000 {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);

@@ -313,6 +313,14 @@ impl GroupTable {
         }
     }
 
+    /// [`GroupTable::name`] as events and `group_name` carry it: the
+    /// interned name's pointer (valid until the manager is destroyed), or
+    /// NULL for a group without a name.
+    #[inline(always)]
+    pub(crate) fn name_ptr(&self, key: GroupKey) -> *const std::ffi::c_char {
+        self.name(key).map_or(std::ptr::null(), |n| n.as_ptr())
+    }
+
     pub(crate) fn find(&self, key: GroupKey) -> Option<u32> {
         self.index.get(&key).copied()
     }

@@ -1271,7 +1271,7 @@ impl Manager {
         if !st.groups.is_valid(key) {
             return Err(Error::InvalidGroup);
         }
-        Ok(st.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr()))
+        Ok(st.groups.name_ptr(key))
     }
 
     /// Starts running queued tasks (idempotent).
@@ -1490,7 +1490,7 @@ impl Manager {
                                 continue;
                             };
                             let key = st.groups.slot(task.group()).key;
-                            let name = st.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
+                            let name = st.groups.name_ptr(key);
                             let mut view = EventView::new(EventKind::Progress, id, key, name);
                             view.progress = p.fraction;
                             if let Some(m) = &p.message {
@@ -1502,7 +1502,7 @@ impl Manager {
                         }
                         Ev::GroupFinished(key) => {
                             st.deliverable -= 1;
-                            let name = st.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
+                            let name = st.groups.name_ptr(key);
                             sink(EventView::new(EventKind::GroupFinished, 0, key, name));
                             written += 1;
                         }
@@ -2068,7 +2068,7 @@ impl State {
         // The task leaves its group first (one look at the group's slot);
         // the key and its interned name outlive the slot.
         let (key, finished) = self.groups.leave_keyed(group);
-        let name = self.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
+        let name = self.groups.name_ptr(key);
         self.write_final_keyed(id, key, name, finished, end, capacity, written, sink)
     }
 
@@ -2209,7 +2209,7 @@ impl State {
                         continue;
                     }
                     let key = slot.key;
-                    let name = self.groups.name(key).map_or(std::ptr::null(), |n| n.as_ptr());
+                    let name = self.groups.name_ptr(key);
                     *run = GroupRun { index: group, key, name, taken: 0, credit: slot.live - 1 };
                 }
                 run.credit -= 1;
@@ -4025,6 +4025,27 @@ pub struct TaskContext {
 }
 
 impl TaskContext {
+    /// The context of task `id` about to run on the worker of `lane`, with
+    /// its upstream results (`(NULL, 0)` for none).
+    #[inline(always)]
+    fn new(
+        manager: &Arc<Manager>,
+        id: u64,
+        (upstream, upstream_len): (*const Value, usize),
+        lane: &WorkerLane,
+    ) -> Self {
+        TaskContext {
+            manager: Arc::as_ptr(manager),
+            id,
+            upstream,
+            upstream_len,
+            result: None,
+            failure: None,
+            arc: manager,
+            stopped: &lane.stop_id.0,
+        }
+    }
+
     /// The running task's id.
     pub fn task_id(&self) -> u64 {
         self.id
@@ -4456,16 +4477,7 @@ fn outcome_left(manager: &Arc<Manager>) {
 /// which spares moving an `Outcome` about.
 #[inline(always)]
 fn run_lane_job(manager: &Arc<Manager>, id: u64, run: TaskFn, data: Owned, lane: &WorkerLane) -> Option<Outcome> {
-    let mut ctx = TaskContext {
-        manager: Arc::as_ptr(manager),
-        id,
-        upstream: std::ptr::null(),
-        upstream_len: 0,
-        result: None,
-        failure: None,
-        arc: manager,
-        stopped: &lane.stop_id.0,
-    };
+    let mut ctx = TaskContext::new(manager, id, (std::ptr::null(), 0), lane);
     // SAFETY: a host task function with the userdata it was registered with
     // and a context that lives for the whole call.
     unsafe { run(data.data(), &mut ctx) };
@@ -4505,16 +4517,7 @@ fn run_job(manager: &Arc<Manager>, job: RunJob, worker: u32, lane: &WorkerLane) 
             (flat.as_ptr(), flat.len())
         }
     };
-    let mut ctx = TaskContext {
-        manager: Arc::as_ptr(manager),
-        id,
-        upstream: ptr,
-        upstream_len: len,
-        result: None,
-        failure: None,
-        arc: manager,
-        stopped: &lane.stop_id.0,
-    };
+    let mut ctx = TaskContext::new(manager, id, (ptr, len), lane);
     let hook = |f: Option<TaskHookFn>, h: &TaskHooks, group: GroupKey| {
         if let Some(f) = f {
             // SAFETY: host hook with the userdata it was registered with.
