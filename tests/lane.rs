@@ -1068,3 +1068,44 @@ fn each_group_finishes_right_after_its_last_task_when_lane_outcomes_come_in_runs
     }
     finish(m);
 }
+
+#[test]
+fn a_group_still_finishes_after_a_poll_whose_sink_panicked_mid_run() {
+    // The poll counts a run of lane outcomes of one group before it applies
+    // them to the group's slot (`GroupRun`); a sink that panics in the
+    // middle of a run (the Rust API's; the C API's cannot) must not lose
+    // the leaves counted so far, or the group would never finish.
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, g(9));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let ids: Vec<u64> = (0..10).map(|_| m.add(counting(&ran), 0, g(1), &[]).unwrap()).collect();
+    gate.open();
+    wait_until("every task to run", || ran.load(Ordering::SeqCst) == 10);
+    let mut seen = Vec::new();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        m.poll(64, |e| {
+            if e.kind == btm::engine::EventKind::Completed && ids.contains(&e.task_id) {
+                seen.push(e.task_id);
+                assert!(seen.len() < 4, "the host's sink fails on its fourth event");
+            }
+        })
+    }));
+    assert!(panicked.is_err(), "the sink panicked");
+    assert_eq!(seen.len(), 4, "three events of the group's run, then the one the sink failed on");
+    let mut evs = Vec::new();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !evs.iter().any(|e| matches!(e, Ev::GroupFinished { group } if *group == g(1))) {
+        assert!(std::time::Instant::now() < deadline, "timed out; got {evs:?}");
+        let got = poll_n(&m, 64);
+        if got.is_empty() {
+            let _ = m.wait_events(Some(std::time::Duration::from_millis(10)));
+        }
+        evs.extend(got);
+    }
+    let rest: Vec<u64> = finals(&evs).into_iter().filter(|id| ids.contains(id)).collect();
+    assert_eq!(rest, ids[4..], "the other tasks' events, in order, once");
+    let at = evs.iter().position(|e| matches!(e, Ev::GroupFinished { group } if *group == g(1))).unwrap();
+    assert_eq!(evs[at - 1].task(), Some(ids[9]), "the group finishes right after its last task");
+    finish(m);
+}

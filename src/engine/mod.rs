@@ -31,6 +31,7 @@ use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::mem;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -1415,6 +1416,13 @@ impl Manager {
 
     /// Writes up to `capacity` events to `sink`, in order. Results and
     /// messages of the previous poll are released first.
+    ///
+    /// `sink` is called with the manager's state lock held: it must not
+    /// call this manager (that would deadlock); copy what it needs and act
+    /// after the poll returns. If it panics, the panic reaches the caller
+    /// with the manager consistent: the event it was given counts as
+    /// delivered, the later ones stay for the next poll, and groups still
+    /// finish (tests/lane.rs).
     pub fn poll(self: &Arc<Self>, capacity: usize, mut sink: impl FnMut(EventView)) -> usize {
         if !self.poll_gate.load(Ordering::Acquire) {
             // Nothing to deliver, re-arm or release (as of the last lock
@@ -2133,8 +2141,16 @@ impl State {
             return written;
         }
         let mut run = GroupRun::NONE;
-        self.deliver_lane_run(capacity, sink, after, &mut written, &mut run);
+        // A sink that panics (the Rust API's: the C API's writes to a
+        // buffer) must not lose the run's leaves, or its group would never
+        // finish: they are applied before the panic goes on.
+        let done = panic::catch_unwind(AssertUnwindSafe(|| {
+            self.deliver_lane_run(capacity, sink, after, &mut written, &mut run)
+        }));
         run.end(&mut self.groups);
+        if let Err(payload) = done {
+            panic::resume_unwind(payload);
+        }
         written
     }
 
