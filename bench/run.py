@@ -394,11 +394,20 @@ def lane_path_ir(btm, timeout):
 
 
 def run_callgrind(peers, n, runs, timeout):
-    """Ir/task = (median Ir of `w1 n` - Ir of `w1 0`) / n, so the start-up,
-    pool creation and warm-up cost cancels out."""
+    """Ir/task = (median Ir of `w1 n` - median Ir of `w1 0`) / n, so the
+    start-up, pool creation and warm-up cost cancels out. The baseline is a
+    median too: a single `w1 0` run of btm once counted 4.7M instructions
+    against 0.7M in most (a worker's spin under valgrind's scheduling),
+    which moved btm's figure by 40 per task."""
     out = {}
     for name in [p for p in PEER_ORDER if p in peers]:
-        base, err = callgrind_ir(peers[name], 0, timeout)
+        bases, err = [], None
+        for _ in range(runs):
+            base, err = callgrind_ir(peers[name], 0, timeout)
+            if err:
+                break
+            bases.append(base)
+        base = statistics.median(bases) if bases else None
         irs = []
         for _ in range(runs):
             if err:
@@ -864,12 +873,12 @@ def render(data, out_dir):
         L.append("")
         L.append("`valgrind --tool=callgrind --fair-sched=yes` counts the instructions of all "
                  "threads (`--fair-sched=yes` keeps spin-waiting programs repeatable). Ir/task = "
-                 "(median Ir of `w1 %d` over %d run(s) - Ir of `w1 0`) / %d; the `w1 0` run "
-                 "cancels start-up, pool creation and warm-up. Spin-waiting counts too, so a "
+                 "(median Ir of `w1 %d` - median Ir of `w1 0`, %d run(s) of each) / %d; the `w1 0` runs "
+                 "cancel start-up, pool creation and warm-up. Spin-waiting counts too, so a "
                  "peer that spins before parking pays for it here."
                  % (data["callgrind_n"], data.get("callgrind_runs", 1), data["callgrind_n"]))
         L.append("")
-        L.append("| Peer | Ir/task | Ir of the runs | Ir baseline (N=0) | btm / peer |")
+        L.append("| Peer | Ir/task | Ir of the runs | Ir baseline (N=0, median) | btm / peer |")
         L.append("|---|--:|--:|--:|--:|")
         bt = cg.get("btm", {}).get("ir_per_task")
         for p in names:

@@ -1109,3 +1109,32 @@ fn a_group_still_finishes_after_a_poll_whose_sink_panicked_mid_run() {
     assert_eq!(evs[at - 1].task(), Some(ids[9]), "the group finishes right after its last task");
     finish(m);
 }
+
+#[test]
+fn the_event_fd_stays_readable_through_polls_of_one_while_lane_outcomes_wait() {
+    // With a descriptor, the lock holder applies the outcomes the workers
+    // left only up to the first that makes an event, and leaves the others
+    // for the poll. A poll that takes that event leaves none deliverable
+    // while outcomes still wait: the section must apply the next one (the
+    // flag that makes workers apply them may be up already), or the
+    // descriptor drops with events undelivered and a host sleeping on it
+    // never wakes.
+    let _s = serial();
+    let m = manager(1, true);
+    let fd = m.event_fd().unwrap();
+    let gate = occupy_a_worker(&m, g(9));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let ids: Vec<u64> = (0..20).map(|_| m.add(counting(&ran), 0, g(1), &[]).unwrap()).collect();
+    gate.open();
+    wait_until("every task to run", || ran.load(Ordering::SeqCst) == 20);
+    let mut evs = Vec::new();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while finals(&evs).len() < 21 {
+        assert!(std::time::Instant::now() < deadline, "timed out; got {evs:?}");
+        assert!(wait_readable(fd, 10_000), "the fd is not readable with {} of 21 events delivered", finals(&evs).len());
+        evs.extend(poll_n(&m, 1));
+    }
+    let got: Vec<u64> = finals(&evs).into_iter().filter(|id| ids.contains(id)).collect();
+    assert_eq!(got, ids, "every task's event, in order, once");
+    finish(m);
+}

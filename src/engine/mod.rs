@@ -1960,6 +1960,19 @@ impl State {
                 && (self.event_waiters > 0 || self.signal.notify.is_some() || self.signal.fd.is_some()));
         if top != self.locked_top || self.locked_gen != self.locked_gen_published || want != self.lock_finish {
             self.sync_lane_slow(top, want, after);
+        } else if want && self.deliverable == 0 {
+            // The flag was up already, and no event is deliverable: the
+            // outcomes left for the poll when only an event was wanted (see
+            // `apply_lane_for_waiters`) must not wait behind a raised flag
+            // that no worker will see again.
+            self.apply_left_for_waiters(after);
+        }
+    }
+
+    #[inline(never)]
+    fn apply_left_for_waiters(&mut self, after: &mut After) {
+        if self.lane_has_outcomes() {
+            self.apply_lane_for_waiters(after);
         }
     }
 
@@ -1980,7 +1993,7 @@ impl State {
                 // Outcomes left before a worker could see the flag are
                 // applied here; later ones by the worker that left them.
                 fence(Ordering::SeqCst);
-                self.apply_lane(after);
+                self.apply_lane_for_waiters(after);
             }
         }
     }
@@ -1992,14 +2005,36 @@ impl State {
         if self.lane_live() != 0 {
             // (Otherwise no lane task is claimed and not applied: the
             // locked path's sections pay no more than this check.)
-            self.apply_lane_slow(after);
+            self.apply_lane_slow::<false>(after);
         }
     }
 
+    /// Applies the outcomes the workers left for what `lock_finish` was
+    /// raised for: all of them for an idle waiter or a claimed task with
+    /// downstream tasks on the locked path; when only an event is wanted (a
+    /// host waits for one, or a callback or descriptor does), those up to
+    /// the first that makes one, the others left for the poll, which
+    /// delivers them without queueing them.
+    fn apply_lane_for_waiters(&mut self, after: &mut After) {
+        if self.host_waiters > self.event_waiters || self.lane_linked > 0 {
+            self.apply_lane(after);
+        } else if self.lane_live() != 0 {
+            self.apply_lane_slow::<true>(after);
+        }
+    }
+
+    /// [`State::apply_lane`]'s loop; with `UNTIL_EVENT`, only until an
+    /// event is deliverable (the outcomes left after it are newer than
+    /// every queued event, which keeps the order events are delivered in).
     #[inline(never)]
-    fn apply_lane_slow(&mut self, after: &mut After) {
+    fn apply_lane_slow<const UNTIL_EVENT: bool>(&mut self, after: &mut After) {
         for i in 0..self.workers.len() {
-            while let Some((id, outcome, cont_claimed)) = self.workers[i].lane.pop_outcome() {
+            while let Some((id, outcome, cont_claimed)) = {
+                if UNTIL_EVENT && self.deliverable > 0 {
+                    return;
+                }
+                self.workers[i].lane.pop_outcome()
+            } {
                 // Common cases first, inline: what `finish` does for them,
                 // without its call. A completed lane task without edges (a
                 // fan-in's add applies up to a million), and a completed
@@ -4483,7 +4518,7 @@ fn outcome_left(manager: &Arc<Manager>) {
         manager.poll_gate.store(true, Ordering::Release);
     }
     if manager.lane.lock_finish.load(Ordering::Relaxed) {
-        manager.locked(|st, after| st.apply_lane(after));
+        manager.locked(|st, after| st.apply_lane_for_waiters(after));
     }
 }
 
