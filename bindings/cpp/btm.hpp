@@ -1067,6 +1067,16 @@ public:
         return Group(g, name.c_str());
     }
 
+    /// The name of a named group, "" for the default and numbered groups:
+    /// for the groups task hooks report, whose `name()` is empty there (a
+    /// hook may call it; it allocates the string). Throws on a name id
+    /// this manager never issued (`INVALID_GROUP`).
+    std::string group_name(const Group& group) const {
+        const char* name = nullptr;
+        check(btm_group_name(raw(), &group.raw(), &name), "btm_group_name");
+        return name != nullptr ? std::string(name) : std::string();
+    }
+
     /// A numbered group this manager never returned before.
     Group next_group() const {
         btm_group g{};

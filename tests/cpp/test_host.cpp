@@ -105,10 +105,14 @@ TEST(Host, InstrumentationHooksSeeEveryTaskButNotPassThroughs) {
         std::multiset<btm::TaskId> started_ids, ended_ids;
         std::atomic<bool> bad_worker{false};
         std::atomic<bool> bad_group{false};
+        std::set<std::string> hook_names;
         m.set_task_hooks(
             [&, c = Counted(1)](btm::TaskId id, const btm::Group& group, std::uint32_t worker) {
+                // Hooks see groups without names; the manager gives them back.
+                std::string name = m.group_name(group);
                 std::lock_guard<std::mutex> lock(mu);
                 started_ids.insert(id);
+                hook_names.insert(group.name() + "|" + name);
                 bad_worker = bad_worker || worker >= 2;
                 bad_group = bad_group || group != g;
             },
@@ -136,6 +140,16 @@ TEST(Host, InstrumentationHooksSeeEveryTaskButNotPassThroughs) {
         }
         EXPECT_FALSE(bad_worker.load());
         EXPECT_FALSE(bad_group.load());
+        {
+            std::lock_guard<std::mutex> lock(mu);
+            EXPECT_EQ(hook_names, std::set<std::string>{"|profiled"});
+        }
+        EXPECT_EQ(m.group_name(g), "profiled");
+        EXPECT_EQ(m.group_name(btm::Group::numbered(7)), "");
+        EXPECT_EQ(m.group_name(btm::Group()), "");
+        btm_group unknown = g.raw();
+        unknown.value += 1000;
+        EXPECT_THROW(m.group_name(btm::Group(unknown, nullptr)), btm::Error);
         EXPECT_EQ(Counted::live(), 1);
         m.clear_task_hooks();
         m.add_task([] {});
