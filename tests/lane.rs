@@ -1138,3 +1138,45 @@ fn the_event_fd_stays_readable_through_polls_of_one_while_lane_outcomes_wait() {
     assert_eq!(got, ids, "every task's event, in order, once");
     finish(m);
 }
+
+/// Runs 20 lane tasks on the one worker of `m` and lets the worker go to
+/// sleep, their outcomes left in its queue (no one waits, so it applies
+/// none): the state the next two tests start from. (The pause only makes
+/// that state likely; the tests pass whatever the timing.)
+fn twenty_outcomes_left(m: &Arc<Manager>) {
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..20 {
+        m.add(counting(&ran), 0, g(1), &[]).unwrap();
+    }
+    wait_until("every task to run", || ran.load(Ordering::SeqCst) == 20);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+}
+
+#[test]
+fn wait_idle_after_a_wait_for_events_sees_every_outcome_applied() {
+    // The wait for events applies outcomes only up to the first event and
+    // leaves the flag that makes workers apply theirs up; the idle wait
+    // that follows needs all of them applied, and no worker will come.
+    // (Found by a review: it timed out.)
+    let _s = serial();
+    let m = manager(1, true);
+    twenty_outcomes_left(&m);
+    m.wait_events(Some(TIMEOUT)).unwrap();
+    assert_eq!(m.wait_idle(Some(TIMEOUT)), Ok(()), "every task ran: idle");
+    assert_eq!(finals(&collect_finals(&m, 20)).len(), 20);
+    finish(m);
+}
+
+#[test]
+fn wait_idle_after_an_event_fd_sees_every_outcome_applied() {
+    // The same with the flag raised by a descriptor made while the
+    // outcomes wait.
+    let _s = serial();
+    let m = manager(1, true);
+    twenty_outcomes_left(&m);
+    let fd = m.event_fd().unwrap();
+    assert!(wait_readable(fd, 0), "an event is deliverable");
+    assert_eq!(m.wait_idle(Some(TIMEOUT)), Ok(()), "every task ran: idle");
+    assert_eq!(finals(&collect_finals(&m, 20)).len(), 20);
+    finish(m);
+}

@@ -907,6 +907,11 @@ struct State {
     /// Last published values of `Lane::lock_finish`, `Lane::locked_top`
     /// and `Lane::locked_gen`.
     lock_finish: bool,
+    /// Whether the flag's last sync wanted every outcome applied (an idle
+    /// waiter, `lane_linked`), not only the first that makes an event (see
+    /// `State::apply_lane_for_waiters`): when that need comes while the
+    /// flag is up already, outcomes left for the poll are applied then.
+    finish_all: bool,
     locked_top: i64,
     locked_gen: u64,
     locked_gen_published: u64,
@@ -1016,6 +1021,7 @@ impl Manager {
                 lane_applied: 0,
                 lane_linked: 0,
                 lock_finish: false,
+                finish_all: false,
                 locked_top: NO_PRIORITY,
                 locked_gen: 0,
                 locked_gen_published: 0,
@@ -1954,12 +1960,16 @@ impl State {
         // at once, not the ones after: once an event is deliverable it is
         // woken (or the descriptor raised, the callback called) and polls
         // them all. Idle waiters and shut-downs need each.
-        let want = self.host_waiters > self.event_waiters
-            || self.lane_linked > 0
+        let all = self.host_waiters > self.event_waiters || self.lane_linked > 0;
+        let want = all
             || (self.deliverable == 0
                 && (self.event_waiters > 0 || self.signal.notify.is_some() || self.signal.fd.is_some()));
-        if top != self.locked_top || self.locked_gen != self.locked_gen_published || want != self.lock_finish {
-            self.sync_lane_slow(top, want, after);
+        if top != self.locked_top
+            || self.locked_gen != self.locked_gen_published
+            || want != self.lock_finish
+            || all != self.finish_all
+        {
+            self.sync_lane_slow(top, want, all, after);
         } else if want && self.deliverable == 0 {
             // The flag was up already, and no event is deliverable: the
             // outcomes left for the poll when only an event was wanted (see
@@ -1977,7 +1987,7 @@ impl State {
     }
 
     #[inline(never)]
-    fn sync_lane_slow(&mut self, top: i64, want: bool, after: &mut After) {
+    fn sync_lane_slow(&mut self, top: i64, want: bool, all: bool, after: &mut After) {
         if top != self.locked_top {
             self.locked_top = top;
             self.lane.locked_top.store(top, Ordering::Relaxed);
@@ -1986,6 +1996,8 @@ impl State {
             self.locked_gen_published = self.locked_gen;
             self.lane.locked_gen.store(self.locked_gen, Ordering::Relaxed);
         }
+        let upgrade = all && !self.finish_all;
+        self.finish_all = all;
         if want != self.lock_finish {
             self.lock_finish = want;
             self.lane.lock_finish.store(want, Ordering::Relaxed);
@@ -1995,6 +2007,11 @@ impl State {
                 fence(Ordering::SeqCst);
                 self.apply_lane_for_waiters(after);
             }
+        } else if upgrade {
+            // The flag was up for an event only, so outcomes may have been
+            // left for the poll: what is wanted now (a host waiting for
+            // idleness, a chain waiting for its upstream) takes each.
+            self.apply_lane(after);
         }
     }
 
@@ -4474,10 +4491,14 @@ fn finish_with_cont(
     // on (keep it so on any new path that runs a continuation).
     drop(att);
     let Some(job) = claim else {
-        leave_outcome(manager, wl, id, outcome, false);
-        if !lane.lock_finish.load(Ordering::Relaxed) {
-            manager.locked(|st, after| st.apply_lane(after));
-        }
+        // The worker applies every outcome left, its own included, whatever
+        // `lock_finish` says: a lock holder that raised it for an event
+        // alone may have stopped before this one, and the continuation
+        // must not wait for the host's poll. (One lock section either way:
+        // a worker that sees the flag takes the lock for it.)
+        wl.push_outcome((id, outcome));
+        open_poll_gate(manager);
+        manager.locked(|st, after| st.apply_lane(after));
         return None;
     };
     let received = match &outcome {
@@ -4502,6 +4523,15 @@ fn leave_outcome(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, outcome: Outc
     outcome_left(manager);
 }
 
+/// Opens the poll gate after an outcome was left (stored only when closed,
+/// so that its line stays shared while the host polls).
+#[inline(always)]
+fn open_poll_gate(manager: &Manager) {
+    if !manager.poll_gate.load(Ordering::Relaxed) {
+        manager.poll_gate.store(true, Ordering::Release);
+    }
+}
+
 /// [`leave_outcome`] for the common end: completed without a result, no
 /// continuation claimed.
 #[inline(always)]
@@ -4514,9 +4544,7 @@ fn leave_completed(manager: &Arc<Manager>, wl: &WorkerLane, id: u64) {
 /// outcomes under the lock when someone waits for them.
 #[inline(always)]
 fn outcome_left(manager: &Arc<Manager>) {
-    if !manager.poll_gate.load(Ordering::Relaxed) {
-        manager.poll_gate.store(true, Ordering::Release);
-    }
+    open_poll_gate(manager);
     if manager.lane.lock_finish.load(Ordering::Relaxed) {
         manager.locked(|st, after| st.apply_lane_for_waiters(after));
     }
