@@ -1954,7 +1954,6 @@ impl State {
     /// here (see `lane`, "outcome vs lock holder").
     #[inline]
     fn sync_lane(&mut self, after: &mut After) {
-        let top = self.ready.top_priority().map_or(NO_PRIORITY, i64::from);
         // A host waiting for events (in `wait_events`, or through the
         // descriptor or the notify callback) needs the first outcome applied
         // at once, not the ones after: once an event is deliverable it is
@@ -1964,18 +1963,20 @@ impl State {
         let want = all
             || (self.deliverable == 0
                 && (self.event_waiters > 0 || self.signal.notify.is_some() || self.signal.fd.is_some()));
-        if top != self.locked_top
-            || self.locked_gen != self.locked_gen_published
-            || want != self.lock_finish
-            || all != self.finish_all
-        {
-            self.sync_lane_slow(top, want, all, after);
+        if want != self.lock_finish || all != self.finish_all {
+            self.sync_finish(want, all, after);
         } else if want && self.deliverable == 0 {
             // The flag was up already, and no event is deliverable: the
             // outcomes left for the poll when only an event was wanted (see
             // `apply_lane_for_waiters`) must not wait behind a raised flag
             // that no worker will see again.
             self.apply_left_for_waiters(after);
+        }
+        // After the applies above, which may make tasks ready on the locked
+        // path.
+        let top = self.ready.top_priority().map_or(NO_PRIORITY, i64::from);
+        if top != self.locked_top || self.locked_gen != self.locked_gen_published {
+            self.publish_locked_top(top);
         }
     }
 
@@ -1986,16 +1987,11 @@ impl State {
         }
     }
 
+    /// Raises or lowers `lock_finish` for what is wanted (`want`; `all`:
+    /// every outcome, see `State::finish_all`), applying the outcomes left
+    /// when it rises or when every outcome becomes wanted while it is up.
     #[inline(never)]
-    fn sync_lane_slow(&mut self, top: i64, want: bool, all: bool, after: &mut After) {
-        if top != self.locked_top {
-            self.locked_top = top;
-            self.lane.locked_top.store(top, Ordering::Relaxed);
-        }
-        if self.locked_gen != self.locked_gen_published {
-            self.locked_gen_published = self.locked_gen;
-            self.lane.locked_gen.store(self.locked_gen, Ordering::Relaxed);
-        }
+    fn sync_finish(&mut self, want: bool, all: bool, after: &mut After) {
         let upgrade = all && !self.finish_all;
         self.finish_all = all;
         if want != self.lock_finish {
@@ -2012,6 +2008,21 @@ impl State {
             // left for the poll: what is wanted now (a host waiting for
             // idleness, a chain waiting for its upstream) takes each.
             self.apply_lane(after);
+        } else if want && self.deliverable == 0 {
+            // Up, and still wanted for an event: as in `sync_lane`.
+            self.apply_left_for_waiters(after);
+        }
+    }
+
+    #[inline(never)]
+    fn publish_locked_top(&mut self, top: i64) {
+        if top != self.locked_top {
+            self.locked_top = top;
+            self.lane.locked_top.store(top, Ordering::Relaxed);
+        }
+        if self.locked_gen != self.locked_gen_published {
+            self.locked_gen_published = self.locked_gen;
+            self.lane.locked_gen.store(self.locked_gen, Ordering::Relaxed);
         }
     }
 
