@@ -1405,6 +1405,34 @@ impl WorkerLane {
         self.outcomes.pop().map(|(raw, o)| (raw & !CONT_CLAIMED, o, raw & CONT_CLAIMED != 0))
     }
 
+    /// [`WorkerLane::pop_outcome`] in two steps, for the poll's common
+    /// case: the next entry's word, which is the task's id alone when the
+    /// task completed without a result and its worker claimed nothing
+    /// after it; any other word must go through [`WorkerLane::decode`]
+    /// before the next pop. The caller holds the state lock.
+    #[inline(always)]
+    pub(crate) fn pop_word(&self) -> Option<u64> {
+        self.outcomes.words.pop()
+    }
+
+    /// True if `word` (from [`WorkerLane::pop_word`]) is a task's id alone.
+    #[inline(always)]
+    pub(crate) fn is_plain_word(word: u64) -> bool {
+        word & (SIDE | CONT_CLAIMED) == 0
+    }
+
+    /// What [`WorkerLane::pop_outcome`] returns for the entry whose word
+    /// [`WorkerLane::pop_word`] returned (its side outcome taken, if any).
+    #[inline(always)]
+    pub(crate) fn decode(&self, word: u64) -> (u64, Outcome, bool) {
+        let o = if word & SIDE == 0 {
+            Outcome::Completed(None)
+        } else {
+            self.outcomes.side.pop().expect("a side outcome is published before its word")
+        };
+        (word & !(SIDE | CONT_CLAIMED), o, word & CONT_CLAIMED != 0)
+    }
+
     pub(crate) fn has_outcomes(&self) -> bool {
         !self.outcomes.is_empty()
     }

@@ -2239,20 +2239,39 @@ impl State {
                 // SAFETY: each lane is behind an `Arc` that its slot in
                 // `workers` holds until the state is dropped (no slot is
                 // ever removed).
-                let Some((id, outcome, cont_claimed)) = unsafe { &*lane }.pop_outcome() else {
+                let Some(word) = unsafe { &*lane }.pop_word() else {
                     break;
                 };
                 self.lane_applied += 1;
-                // First case, W1's: a lane task without edges. Its record
-                // owns nothing and is forgotten in its slot rather than
-                // dropped, which spares the call of `Body`'s drop glue (the
-                // optimizer cannot see the variant). A task whose worker
-                // claimed its continuation has a downstream task: not looked
-                // up for this case. Then a chain's task (`take_chain_task`,
-                // inline: a call of its own cost a chain's poll ~29
-                // instructions), then tasks with other edges, delivered
-                // alone or with their outcome applied.
-                let plain = if cont_claimed {
+                if WorkerLane::is_plain_word(word) {
+                    // The common end, W1's: completed without a result, no
+                    // continuation claimed, a lane task without edges. Its
+                    // record owns nothing and is forgotten in its slot
+                    // rather than dropped (the optimizer cannot see the
+                    // variant to spare `Body`'s drop glue), and no
+                    // `Outcome` is made.
+                    let plain = self.tasks.remove_forgetting(word, |t| {
+                        (t.links().is_none() && matches!(t.body, Body::Lane { down: 0, .. })).then_some(t.group())
+                    });
+                    if let Some(group) = plain {
+                        self.completed_total += 1;
+                        if !self.deliver_in_run(word, group, Ok(None), capacity, written, sink, run) {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+                // SAFETY: as above.
+                let (id, outcome, cont_claimed) = unsafe { &*lane }.decode(word);
+                // A lane task without edges (with a result or a failure,
+                // here: a plain word was looked up above). A task whose
+                // worker claimed its continuation has a downstream task:
+                // not looked up for this case. Then a
+                // chain's task (`take_chain_task`, inline: a call of its own
+                // cost a chain's poll ~29 instructions), then tasks with
+                // other edges, delivered alone or with their outcome
+                // applied.
+                let plain = if cont_claimed || WorkerLane::is_plain_word(word) {
                     None
                 } else {
                     self.tasks.remove_forgetting(id, |t| {
@@ -2277,25 +2296,45 @@ impl State {
                     },
                 };
                 let end = self.count_outcome(outcome);
-                if run.index != group || run.credit == 0 {
-                    run.end(&mut self.groups);
-                    let slot = self.groups.slot(group);
-                    if slot.live < 2 {
-                        // The group's last live task: its event follows.
-                        if !self.write_final(id, group, end, capacity, written, sink) {
-                            return;
-                        }
-                        continue;
-                    }
-                    let key = slot.key;
-                    let name = self.groups.name_ptr(key);
-                    *run = GroupRun { index: group, key, name, taken: 0, credit: slot.live - 1 };
+                if !self.deliver_in_run(id, group, end, capacity, written, sink, run) {
+                    return;
                 }
-                run.credit -= 1;
-                run.taken += 1;
-                self.write_final_keyed(id, run.key, run.name, false, end, capacity, written, sink);
             }
         }
+    }
+
+    /// Writes the final event of lane task `id` of group slot `group`, which
+    /// left the table, leaving its group through `run` (see
+    /// [`State::deliver_lane_run`]) unless it is the group's last live task,
+    /// whose event the group's follows. Returns false if that one did not
+    /// fit and was queued in front (the loop must stop).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_in_run(
+        &mut self,
+        id: u64,
+        group: u32,
+        end: Result<Option<Arc<ResultSet>>, Arc<Failure>>,
+        capacity: usize,
+        written: &mut usize,
+        sink: &mut impl FnMut(EventView),
+        run: &mut GroupRun,
+    ) -> bool {
+        if run.index != group || run.credit == 0 {
+            run.end(&mut self.groups);
+            let slot = self.groups.slot(group);
+            if slot.live < 2 {
+                // The group's last live task: its event follows.
+                return self.write_final(id, group, end, capacity, written, sink);
+            }
+            let key = slot.key;
+            let name = self.groups.name_ptr(key);
+            *run = GroupRun { index: group, key, name, taken: 0, credit: slot.live - 1 };
+        }
+        run.credit -= 1;
+        run.taken += 1;
+        self.write_final_keyed(id, run.key, run.name, false, end, capacity, written, sink);
+        true
     }
 
     /// Counts a lane task's outcome: the end its final event reports.
