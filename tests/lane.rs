@@ -1069,6 +1069,18 @@ fn each_group_finishes_right_after_its_last_task_when_lane_outcomes_come_in_runs
     finish(m);
 }
 
+/// Adds `n` counting tasks to group 1 while the only worker of `m` is held
+/// by a task of group 9, lets them all run, and returns their ids: their
+/// outcomes and the holding task's are left for the poll.
+fn ran_behind_a_held_worker(m: &Arc<Manager>, n: usize) -> Vec<u64> {
+    let gate = occupy_a_worker(m, g(9));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let ids: Vec<u64> = (0..n).map(|_| m.add(counting(&ran), 0, g(1), &[]).unwrap()).collect();
+    gate.open();
+    wait_until("every task to run", || ran.load(Ordering::SeqCst) == n);
+    ids
+}
+
 #[test]
 fn a_group_still_finishes_after_a_poll_whose_sink_panicked_mid_run() {
     // The poll counts a run of lane outcomes of one group before it applies
@@ -1077,11 +1089,7 @@ fn a_group_still_finishes_after_a_poll_whose_sink_panicked_mid_run() {
     // the leaves counted so far, or the group would never finish.
     let _s = serial();
     let m = manager(1, true);
-    let gate = occupy_a_worker(&m, g(9));
-    let ran = Arc::new(AtomicUsize::new(0));
-    let ids: Vec<u64> = (0..10).map(|_| m.add(counting(&ran), 0, g(1), &[]).unwrap()).collect();
-    gate.open();
-    wait_until("every task to run", || ran.load(Ordering::SeqCst) == 10);
+    let ids = ran_behind_a_held_worker(&m, 10);
     let mut seen = Vec::new();
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         m.poll(64, |e| {
@@ -1122,11 +1130,7 @@ fn the_event_fd_stays_readable_through_polls_of_one_while_lane_outcomes_wait() {
     let _s = serial();
     let m = manager(1, true);
     let fd = m.event_fd().unwrap();
-    let gate = occupy_a_worker(&m, g(9));
-    let ran = Arc::new(AtomicUsize::new(0));
-    let ids: Vec<u64> = (0..20).map(|_| m.add(counting(&ran), 0, g(1), &[]).unwrap()).collect();
-    gate.open();
-    wait_until("every task to run", || ran.load(Ordering::SeqCst) == 20);
+    let ids = ran_behind_a_held_worker(&m, 20);
     let mut evs = Vec::new();
     let deadline = std::time::Instant::now() + TIMEOUT;
     while finals(&evs).len() < 21 {

@@ -40,11 +40,15 @@
 //! - `BTM_MODEL_NOSHRINK=1` report a failure unshrunk
 //! - `BTM_MODEL_CHURN=0`   no long single-group churn cases (one case in 20)
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+use common::Rng;
 
 use btm::engine::{
     Config, Error, EventKind, Failure, GroupKey, GroupKind, Job, Manager, Owned, Stats, StopReport, TaskContext,
@@ -1342,20 +1346,8 @@ fn run_case_cov(ops: &[Op]) -> Result<Coverage, String> {
 // Generation
 // ---------------------------------------------------------------------------
 
-struct Rng(u64);
-
+// `common::Rng` (splitmix64), with the draws the generator needs.
 impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
     fn pct(&mut self, p: u64) -> bool {
         self.below(100) < p
     }

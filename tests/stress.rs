@@ -26,11 +26,15 @@
 //! default 60000), `BTM_STRESS_ROUNDS` (default 3; rounds cycle through 1, 2
 //! and 4 worker threads), `BTM_STRESS_SEED`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+use common::Rng;
 
 use btm::engine::{Config, Error, EventKind, Failure, GroupKey, Job, Manager, Owned, StopReport, TaskContext};
 
@@ -77,21 +81,6 @@ fn value(v: i64) -> Owned {
 }
 
 // --- shared test state -------------------------------------------------------
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 struct AddRec {

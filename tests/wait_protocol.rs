@@ -15,17 +15,9 @@ use std::time::{Duration, Instant};
 use btm::engine::Manager;
 use common::*;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+/// Rounds per scenario: `ROUNDS` from the environment, else 100.
+fn rounds() -> u64 {
+    std::env::var("ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(100)
 }
 
 fn spin_job(us: u64) -> btm::engine::Job {
@@ -73,8 +65,7 @@ fn add_mix(m: &Arc<Manager>, rng: &mut Rng, n: usize) -> usize {
 #[test]
 fn fd_host_small_polls_and_idle_waits() {
     let _s = serial();
-    let rounds: u64 = std::env::var("ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
-    for round in 0..rounds {
+    for round in 0..rounds() {
         let mut rng = Rng(0x9e3779b97f4a7c15 ^ (round + 1).wrapping_mul(0x2545F4914F6CDD1D));
         let m = manager(1 + (round % 3) as usize, true);
         let fd = m.event_fd().unwrap();
@@ -103,8 +94,7 @@ fn fd_host_small_polls_and_idle_waits() {
 #[test]
 fn wait_events_host_with_concurrent_idle_waiter() {
     let _s = serial();
-    let rounds: u64 = std::env::var("ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
-    for round in 0..rounds {
+    for round in 0..rounds() {
         let mut rng = Rng(0x1234567 ^ (round + 7).wrapping_mul(0x2545F4914F6CDD1D));
         let m = manager(1 + (round % 3) as usize, true);
         let total = add_mix(&m, &mut rng, 200);
@@ -129,8 +119,7 @@ extern "C" fn on_notify(_: *mut std::ffi::c_void) {
 #[test]
 fn notify_host_polling_until_empty() {
     let _s = serial();
-    let rounds: u64 = std::env::var("ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
-    for round in 0..rounds {
+    for round in 0..rounds() {
         let mut rng = Rng(0xabcdef ^ (round + 3).wrapping_mul(0x2545F4914F6CDD1D));
         let m = manager(1 + (round % 3) as usize, true);
         m.set_notify(Some(btm::engine::Notify {

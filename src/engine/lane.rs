@@ -1237,16 +1237,23 @@ impl Outcomes {
         }
     }
 
-    /// Consumer side (the caller holds the state lock): the id with its
-    /// flags but `SIDE`, and the outcome.
+    /// Consumer side (the caller holds the state lock): the next entry's
+    /// word (the task's id with its flags), to be given to
+    /// [`Outcomes::outcome_of`] before the next pop if it has the `SIDE`
+    /// flag.
     #[inline(always)]
-    fn pop(&self) -> Option<(u64, Outcome)> {
-        let w = self.words.pop()?;
+    fn pop_word(&self) -> Option<u64> {
+        self.words.pop()
+    }
+
+    /// The outcome of word `w` (from [`Outcomes::pop_word`]): taken from
+    /// the side queue if `w` has the `SIDE` flag.
+    #[inline(always)]
+    fn outcome_of(&self, w: u64) -> Outcome {
         if w & SIDE == 0 {
-            return Some((w, Outcome::Completed(None)));
+            return Outcome::Completed(None);
         }
-        let o = self.side.pop().expect("a side outcome is published before its word");
-        Some((w & !SIDE, o))
+        self.side.pop().expect("a side outcome is published before its word")
     }
 
     fn is_empty(&self) -> bool {
@@ -1402,7 +1409,7 @@ impl WorkerLane {
     /// holds the state lock.
     #[inline(always)]
     pub(crate) fn pop_outcome(&self) -> Option<(u64, Outcome, bool)> {
-        self.outcomes.pop().map(|(raw, o)| (raw & !CONT_CLAIMED, o, raw & CONT_CLAIMED != 0))
+        self.pop_word().map(|w| self.decode(w))
     }
 
     /// [`WorkerLane::pop_outcome`] in two steps, for the poll's common
@@ -1412,7 +1419,7 @@ impl WorkerLane {
     /// before the next pop. The caller holds the state lock.
     #[inline(always)]
     pub(crate) fn pop_word(&self) -> Option<u64> {
-        self.outcomes.words.pop()
+        self.outcomes.pop_word()
     }
 
     /// True if `word` (from [`WorkerLane::pop_word`]) is a task's id alone.
@@ -1425,12 +1432,7 @@ impl WorkerLane {
     /// [`WorkerLane::pop_word`] returned (its side outcome taken, if any).
     #[inline(always)]
     pub(crate) fn decode(&self, word: u64) -> (u64, Outcome, bool) {
-        let o = if word & SIDE == 0 {
-            Outcome::Completed(None)
-        } else {
-            self.outcomes.side.pop().expect("a side outcome is published before its word")
-        };
-        (word & !(SIDE | CONT_CLAIMED), o, word & CONT_CLAIMED != 0)
+        (word & !(SIDE | CONT_CLAIMED), self.outcomes.outcome_of(word), word & CONT_CLAIMED != 0)
     }
 
     pub(crate) fn has_outcomes(&self) -> bool {
@@ -2006,8 +2008,9 @@ mod tests {
             q.push(if id % 5 == 0 { id | CONT_CLAIMED } else { id }, o);
         }
         for id in 1..=n {
-            let (w, o) = q.pop().expect("an outcome per push");
-            assert_eq!(w, if id % 5 == 0 { id | CONT_CLAIMED } else { id });
+            let w = q.pop_word().expect("an outcome per push");
+            let o = q.outcome_of(w);
+            assert_eq!(w & !SIDE, if id % 5 == 0 { id | CONT_CLAIMED } else { id });
             match (id % 3, o) {
                 (0, Outcome::Completed(None)) => {}
                 (1, Outcome::Completed(Some(r))) => assert!(Arc::ptr_eq(&r, &result)),
@@ -2015,7 +2018,7 @@ mod tests {
                 (k, _) => panic!("outcome {id} (kind {k}) came back as another kind"),
             }
         }
-        assert!(q.pop().is_none() && q.is_empty());
+        assert!(q.pop_word().is_none() && q.is_empty());
         // Outcomes never popped are dropped with the queue.
         q.push(1, Outcome::Completed(Some(Arc::clone(&result))));
         q.push(2, Outcome::Completed(None));

@@ -1959,13 +1959,12 @@ impl State {
         // at once, not the ones after: once an event is deliverable it is
         // woken (or the descriptor raised, the callback called) and polls
         // them all. Idle waiters and shut-downs need each.
-        let all = self.host_waiters > self.event_waiters || self.lane_linked > 0;
+        let all = self.wants_every_outcome();
         let want = all
             || (self.deliverable == 0
                 && (self.event_waiters > 0 || self.signal.notify.is_some() || self.signal.fd.is_some()));
-        if want != self.lock_finish || all != self.finish_all {
-            self.sync_finish(want, all, after);
-        } else if want && self.deliverable == 0 {
+        let applied = (want != self.lock_finish || all != self.finish_all) && self.sync_finish(want, all, after);
+        if !applied && want && self.deliverable == 0 {
             // The flag was up already, and no event is deliverable: the
             // outcomes left for the poll when only an event was wanted (see
             // `apply_lane_for_waiters`) must not wait behind a raised flag
@@ -1990,8 +1989,9 @@ impl State {
     /// Raises or lowers `lock_finish` for what is wanted (`want`; `all`:
     /// every outcome, see `State::finish_all`), applying the outcomes left
     /// when it rises or when every outcome becomes wanted while it is up.
+    /// Returns whether it applied them.
     #[inline(never)]
-    fn sync_finish(&mut self, want: bool, all: bool, after: &mut After) {
+    fn sync_finish(&mut self, want: bool, all: bool, after: &mut After) -> bool {
         let upgrade = all && !self.finish_all;
         self.finish_all = all;
         if want != self.lock_finish {
@@ -2003,15 +2003,24 @@ impl State {
                 fence(Ordering::SeqCst);
                 self.apply_lane_for_waiters(after);
             }
+            want
         } else if upgrade {
             // The flag was up for an event only, so outcomes may have been
             // left for the poll: what is wanted now (a host waiting for
             // idleness, a chain waiting for its upstream) takes each.
             self.apply_lane(after);
-        } else if want && self.deliverable == 0 {
-            // Up, and still wanted for an event: as in `sync_lane`.
-            self.apply_left_for_waiters(after);
+            true
+        } else {
+            false
         }
+    }
+
+    /// True while every outcome the workers leave must be applied at once
+    /// (a host waits for idleness, or a claimed lane task has downstream
+    /// tasks on the locked path), not only the first that makes an event.
+    #[inline(always)]
+    fn wants_every_outcome(&self) -> bool {
+        self.host_waiters > self.event_waiters || self.lane_linked > 0
     }
 
     #[inline(never)]
@@ -2044,7 +2053,7 @@ impl State {
     /// the first that makes one, the others left for the poll, which
     /// delivers them without queueing them.
     fn apply_lane_for_waiters(&mut self, after: &mut After) {
-        if self.host_waiters > self.event_waiters || self.lane_linked > 0 {
+        if self.wants_every_outcome() {
             self.apply_lane(after);
         } else if self.lane_live() != 0 {
             self.apply_lane_slow::<true>(after);

@@ -278,3 +278,22 @@ pub static HOOK_STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomic
 pub unsafe extern "C" fn count_start(_: *mut c_void, _: u64, _: u32, _: u64, _: u32) {
     HOOK_STARTS.fetch_add(1, Ordering::SeqCst);
 }
+
+/// A small deterministic generator (splitmix64) for the randomised tests:
+/// a seed replays its case.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform enough below `n` (> 0) for tests.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
