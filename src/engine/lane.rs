@@ -1428,6 +1428,15 @@ impl WorkerLane {
         word & (SIDE | CONT_CLAIMED) == 0
     }
 
+    /// For a `word` (from [`WorkerLane::pop_word`]) of a task that
+    /// completed without a result: its id, and whether its worker claimed
+    /// its continuation (what [`WorkerLane::decode`] returns, without
+    /// making the `Outcome`); `None` for any other outcome.
+    #[inline(always)]
+    pub(crate) fn completed_word(word: u64) -> Option<(u64, bool)> {
+        (word & SIDE == 0).then_some((word & !CONT_CLAIMED, word & CONT_CLAIMED != 0))
+    }
+
     /// What [`WorkerLane::pop_outcome`] returns for the entry whose word
     /// [`WorkerLane::pop_word`] returned (its side outcome taken, if any).
     #[inline(always)]

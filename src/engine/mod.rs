@@ -1151,6 +1151,25 @@ impl Manager {
                     }
                     Err(job) => job,
                 },
+                // A chain's link, W2a's: waits attached to its upstream
+                // task (`bench/paths.sh`: this arm costs the lane add above
+                // 5 instructions through its registers, and spares the
+                // chain's add 88).
+                &[up] => match st.add_plain_cont(job, priority, group, up, &mut after) {
+                    Ok((id, changed)) => {
+                        if changed {
+                            st.sync_signal(&mut after);
+                            drop(st);
+                            self.run_after(after);
+                        } else {
+                            drop(st);
+                            // Untouched, as above.
+                            mem::forget(after);
+                        }
+                        return Ok(id);
+                    }
+                    Err(job) => job,
+                },
                 _ => job,
             };
             st.plain_lane_add = false;
@@ -2270,6 +2289,17 @@ impl State {
                         continue;
                     }
                 }
+                // A chain's task that completed without a result (W2a's),
+                // as below without making its `Outcome`.
+                if let Some((id, cont_claimed)) = WorkerLane::completed_word(word) {
+                    if let Some(group) = self.take_chain_task(id, &Outcome::Completed(None), cont_claimed) {
+                        self.completed_total += 1;
+                        if !self.deliver_in_run(id, group, Ok(None), capacity, written, sink, run) {
+                            return;
+                        }
+                        continue;
+                    }
+                }
                 // SAFETY: as above.
                 let (id, outcome, cont_claimed) = unsafe { &*lane }.decode(word);
                 // A lane task without edges (with a result or a failure,
@@ -3207,6 +3237,51 @@ impl State {
         }
         self.provision(after);
         Ok((id, true))
+    }
+
+    /// The add of a task whose only upstream task is `up`, a lane task or
+    /// continuation it can wait attached to (a chain's link, W2a's path):
+    /// what [`State::add`] does then, without the checks that cannot fail
+    /// and without the general path's plumbing (`bench/paths.sh`: the
+    /// chain add 377.0 -> 289.1 instructions). The task runs a function, the
+    /// lane is open, its group is the one joined last and `up` was issued;
+    /// anything else gives the job back before an id is issued or anything
+    /// changed, for [`State::add`]. When the attachment fails (the upstream
+    /// task is not in the lane, has downstream tasks, or finished
+    /// meanwhile), the task takes [`State::add_linked`]'s other ways with
+    /// the id issued, as [`State::add`] would. `Ok` holds the id and
+    /// whether the section changed what the end-of-section sync looks at
+    /// (else `after` is untouched).
+    #[inline(always)]
+    fn add_plain_cont(
+        &mut self,
+        job: Job,
+        priority: i32,
+        group: GroupKey,
+        up: u64,
+        after: &mut After,
+    ) -> Result<(u64, bool), Job> {
+        if self.shut_down
+            || job.run.is_none()
+            || !self.lane.is_open()
+            || !self.groups.is_cached(group)
+            || up == 0
+            || up >= self.next_id
+        {
+            return Err(job);
+        }
+        let (id, group_index) = self.issue_id(group).expect("the cached group has a slot");
+        let applied = self.reclaim_conts(after);
+        match self.add_cont(id, job, priority, group_index, up) {
+            Ok(()) => Ok((id, applied)),
+            Err(job) => {
+                self.plain_lane_add = false;
+                if self.add_linked(id, job, priority, group_index, &[up], after).is_err() {
+                    unreachable!("checked above, under the same lock section");
+                }
+                Ok((id, applied || !mem::take(&mut self.plain_lane_add)))
+            }
+        }
     }
 
     /// [`State::add`] after its checks (which the caller made: a batch's
