@@ -1480,6 +1480,24 @@ impl WorkerLane {
     }
 }
 
+/// The lane's levels in descending priority, as a worker last read them
+/// (its own copy, kept across its takes): [`Lane::take`] decodes the
+/// level order word only when it changed (a level was made or changed
+/// priority), instead of once per level per take.
+pub(crate) struct LevelsSeen {
+    /// The order word the levels were read for (`u32::MAX`, which no order
+    /// word is, before the first take).
+    order: u32,
+    n: usize,
+    levels: [*const Level; LEVELS],
+}
+
+impl LevelsSeen {
+    pub(crate) fn new() -> LevelsSeen {
+        LevelsSeen { order: u32::MAX, n: 0, levels: [std::ptr::null(); LEVELS] }
+    }
+}
+
 /// What a worker's look at the lane found.
 pub(crate) enum Take {
     /// A claimed task: its id and job.
@@ -1550,7 +1568,12 @@ impl Lane {
     }
 
     fn ordered(&self) -> impl Iterator<Item = &Level> + '_ {
-        let order = self.order.load(Ordering::Acquire);
+        self.ordered_as(self.order.load(Ordering::Acquire))
+    }
+
+    /// [`Lane::ordered`] for order word `order`, read with acquire.
+    #[inline(always)]
+    fn ordered_as(&self, order: u32) -> impl Iterator<Item = &Level> + '_ {
         let n = (order & 7) as usize;
         (0..n).map(move |k| {
             let p = self.levels[((order >> (3 + 2 * k)) & 3) as usize].load(Ordering::Relaxed);
@@ -1791,11 +1814,11 @@ impl Lane {
     /// `tie_below` (0: any id; the worker then compares ids under the lock).
     /// The worker stops looking (see [`WorkerLane::is_looking`]) before it
     /// claims, and looks again if it found nothing.
-    pub(crate) fn take(&self, w: &WorkerLane, tie_below: u64, tie_p: i64) -> Take {
+    pub(crate) fn take(&self, w: &WorkerLane, tie_below: u64, tie_p: i64, seen: &mut LevelsSeen) -> Take {
         w.looking.store(false, Ordering::Relaxed);
         w.claiming.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        let taken = self.take_announced(w, tie_below, tie_p);
+        let taken = self.take_announced(w, tie_below, tie_p, seen);
         w.claiming.store(false, Ordering::Release);
         if matches!(taken, Take::Empty) {
             w.looking.store(true, Ordering::Relaxed);
@@ -1803,14 +1826,32 @@ impl Lane {
         taken
     }
 
-    fn take_announced(&self, w: &WorkerLane, tie_below: u64, tie_p: i64) -> Take {
+    /// Reads the level order word `order` into `seen`.
+    #[cold]
+    #[inline(never)]
+    fn see_levels(&self, order: u32, seen: &mut LevelsSeen) {
+        seen.n = 0;
+        for level in self.ordered_as(order) {
+            seen.levels[seen.n] = level;
+            seen.n += 1;
+        }
+        seen.order = order;
+    }
+
+    fn take_announced(&self, w: &WorkerLane, tie_below: u64, tie_p: i64, seen: &mut LevelsSeen) -> Take {
         if !self.open.load(Ordering::Relaxed) {
             return Take::Lock;
         }
         let epoch = self.epoch.load(Ordering::Acquire);
         let locked = self.locked_top.load(Ordering::Relaxed);
         let tie_below = if locked == tie_p { tie_below } else { 0 };
-        for level in self.ordered() {
+        let order = self.order.load(Ordering::Acquire);
+        if order != seen.order {
+            self.see_levels(order, seen);
+        }
+        for &level in &seen.levels[..seen.n] {
+            // SAFETY: read from the order word, as in `Lane::ordered`.
+            let level = unsafe { &*level };
             let p = i64::from(level.priority);
             // (Read once: with no locked task, no level defers to the lock.)
             if locked != NO_PRIORITY && (p < locked || (p == locked && tie_below == 0)) {

@@ -4519,11 +4519,12 @@ fn spin(manager: &Manager) {
 fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below: u64, gen: u64, tie_p: i64) {
     let lane = &*manager.lane;
     let checkin = lane.checkin.load(Ordering::Relaxed);
+    let mut seen = lane::LevelsSeen::new();
     loop {
         if tie_below != 0 && lane.locked_gen.load(Ordering::Relaxed) != gen {
             tie_below = 0;
         }
-        match lane.take(wl, tie_below, tie_p) {
+        match lane.take(wl, tie_below, tie_p, &mut seen) {
             Take::Job(id, job) => {
                 let run = job.run.expect("lane tasks run a function");
                 let outcome = run_lane_job(manager, id, run, job.data, wl);
