@@ -348,10 +348,17 @@ impl GroupTable {
             Some((k, i)) if k == key => i,
             _ => self.join_slow(key)?,
         };
+        Some(self.join_at(index, id))
+    }
+
+    /// [`GroupTable::join`] for the group of slot `index`, which has a slot
+    /// (the one [`GroupTable::cached_index`] returned).
+    #[inline(always)]
+    pub(crate) fn join_at(&mut self, index: u32, id: u64) -> (u32, bool) {
         let slot = self.slots[index as usize].as_mut().expect("live group slot");
         slot.live += 1;
         slot.members.push(id);
-        Some((index, slot.members.len() as u64 > 2 * slot.live + 64))
+        (index, slot.members.len() as u64 > 2 * slot.live + 64)
     }
 
     /// Adds the `n` new tasks `first .. first + n` to the group of slot
@@ -366,11 +373,15 @@ impl GroupTable {
         slot.members.push_run(first, n);
     }
 
-    /// True if `key` is the group joined last (it has a slot and is
-    /// valid): [`GroupTable::join`] then takes no slow path and cannot fail.
+    /// The slot index of `key` if it is the group joined last (it has a
+    /// slot and is valid: [`GroupTable::join`] would take no slow path and
+    /// could not fail), for [`GroupTable::join_at`].
     #[inline(always)]
-    pub(crate) fn is_cached(&self, key: GroupKey) -> bool {
-        matches!(self.cache, Some((k, _)) if k == key)
+    pub(crate) fn cached_index(&self, key: GroupKey) -> Option<u32> {
+        match self.cache {
+            Some((k, i)) if k == key => Some(i),
+            _ => None,
+        }
     }
 
     /// The slot of `key` when it is not the cached one, created if needed

@@ -2813,13 +2813,29 @@ impl State {
     fn issue_id(&mut self, group: GroupKey) -> Option<(u64, u32)> {
         let id = self.next_id;
         let (group_index, stale) = self.groups.join(group, id)?;
+        Some((self.issued(id, group_index, stale), group_index))
+    }
+
+    /// [`State::issue_id`] for the group of slot `group_index`, which has
+    /// a slot (from `GroupTable::cached_index`).
+    #[inline(always)]
+    fn issue_id_at(&mut self, group_index: u32) -> u64 {
+        let id = self.next_id;
+        let (_, stale) = self.groups.join_at(group_index, id);
+        self.issued(id, group_index, stale)
+    }
+
+    /// The end of an id's issue: `id`, which just joined the group of slot
+    /// `group_index`, is used.
+    #[inline(always)]
+    fn issued(&mut self, id: u64, group_index: u32, stale: bool) -> u64 {
         self.next_id += 1;
         if stale {
             // The new task is not in the table yet: the compaction must
             // keep it.
             self.compact_group(group_index, id);
         }
-        Some((id, group_index))
+        id
     }
 
     /// Puts new task `id` in lane level `level` (published now unless
@@ -3213,14 +3229,15 @@ impl State {
         group: GroupKey,
         after: &mut After,
     ) -> Result<(u64, bool), Job> {
-        if self.shut_down
-            || job.run.is_none()
-            || !self.lane.is_open()
-            || self.ready.has_priority(priority)
-            || !self.groups.is_cached(group)
-        {
+        // (A shut-down manager's lane is closed: `sync_lane_open`, in the
+        // shut-down's section.)
+        if job.run.is_none() || !self.lane.is_open() || self.ready.has_priority(priority) {
             return Err(job);
         }
+        let Some(group_index) = self.groups.cached_index(group) else {
+            return Err(job);
+        };
+        debug_assert!(!self.shut_down);
         debug_assert!(!self.lane_batching, "single adds come between batches");
         // (The group is checked before the level is looked up, which may
         // make one: a level made for an add that then took the general path
@@ -3228,7 +3245,7 @@ impl State {
         let Some((level, level_ref)) = self.lane_level(priority) else {
             return Err(job);
         };
-        let (id, group_index) = self.issue_id(group).expect("the cached group has a slot");
+        let id = self.issue_id_at(group_index);
         self.insert_lane(id, job, group_index, None, level, level_ref, true);
         // `provision`'s common case tested here: then `after` is untouched
         // and the caller skips it (true: it may hold work).
@@ -3261,16 +3278,15 @@ impl State {
         up: u64,
         after: &mut After,
     ) -> Result<(u64, bool), Job> {
-        if self.shut_down
-            || job.run.is_none()
-            || !self.lane.is_open()
-            || !self.groups.is_cached(group)
-            || up == 0
-            || up >= self.next_id
-        {
+        // (Not shut down: see `add_plain_lane`.)
+        if job.run.is_none() || !self.lane.is_open() || up == 0 || up >= self.next_id {
             return Err(job);
         }
-        let (id, group_index) = self.issue_id(group).expect("the cached group has a slot");
+        let Some(group_index) = self.groups.cached_index(group) else {
+            return Err(job);
+        };
+        debug_assert!(!self.shut_down);
+        let id = self.issue_id_at(group_index);
         let applied = self.reclaim_conts(after);
         match self.add_cont(id, job, priority, group_index, up) {
             Ok(()) => Ok((id, applied)),
