@@ -1482,8 +1482,9 @@ impl WorkerLane {
 
 /// The lane's levels in descending priority, as a worker last read them
 /// (its own copy, kept across its takes): [`Lane::take`] decodes the
-/// level order word only when it changed (a level was made or changed
-/// priority), instead of once per level per take.
+/// level order word only when it changed (a level was made: a level's
+/// priority never changes), instead of once per level per take. Used
+/// only with the lane that filled it (`lane_loop` keeps one per call).
 pub(crate) struct LevelsSeen {
     /// The order word the levels were read for (`u32::MAX`, which no order
     /// word is, before the first take).
@@ -1850,7 +1851,10 @@ impl Lane {
             self.see_levels(order, seen);
         }
         for &level in &seen.levels[..seen.n] {
-            // SAFETY: read from the order word, as in `Lane::ordered`.
+            // SAFETY: read from this lane's order word (with acquire, as in
+            // `Lane::ordered`) by `see_levels`; a level is never freed or
+            // replaced while its lane lives, and `seen` is only used with
+            // the lane that filled it.
             let level = unsafe { &*level };
             let p = i64::from(level.priority);
             // (Read once: with no locked task, no level defers to the lock.)

@@ -2317,6 +2317,10 @@ impl State {
                         (t.links().is_none() && matches!(t.body, Body::Lane { down: 0, .. })).then_some(t.group())
                     })
                 };
+                // (A word without a side outcome was offered to
+                // `take_chain_task` above: offered again here, one lookup
+                // more for such a task that it refuses, a linked one.
+                // Testing for it cost the W1 poll 5 instructions.)
                 let group = match plain.or_else(|| self.take_chain_task(id, &outcome, cont_claimed)) {
                     Some(group) => group,
                     None => match self.take_alone(id, &outcome, after) {
@@ -3167,7 +3171,7 @@ impl State {
             };
             self.plain_lane_add = false;
             if let Some(job) = job {
-                if self.add_linked(id, job, first.priority, group_index, &[id - 1], after).is_err() {
+                if self.add_linked(id, job, first.priority, group_index, &[id - 1], after, false).is_err() {
                     unreachable!("checked under the same lock section");
                 }
             }
@@ -3292,7 +3296,7 @@ impl State {
             Ok(()) => Ok((id, applied)),
             Err(job) => {
                 self.plain_lane_add = false;
-                if self.add_linked(id, job, priority, group_index, &[up], after).is_err() {
+                if self.add_linked(id, job, priority, group_index, &[up], after, false).is_err() {
                     unreachable!("checked above, under the same lock section");
                 }
                 Ok((id, applied || !mem::take(&mut self.plain_lane_add)))
@@ -3345,12 +3349,13 @@ impl State {
             self.make_ready(priority, id, after);
             return Ok(id);
         }
-        self.add_linked(id, job, priority, group_index, upstream, after)
+        self.add_linked(id, job, priority, group_index, upstream, after, true)
     }
 
     /// The rest of [`State::add`]: a task that does not go to the lane as
     /// an independent one (out of line: the lane add is the hot path).
     #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
     fn add_linked(
         &mut self,
         id: u64,
@@ -3359,10 +3364,12 @@ impl State {
         group_index: u32,
         upstream: &[u64],
         after: &mut After,
+        try_attach: bool,
     ) -> Result<u64, (Error, Job)> {
-        // A single upstream task in the lane: wait attached to it.
+        // A single upstream task in the lane: wait attached to it (unless
+        // the caller just tried).
         let mut job = job;
-        if upstream.len() == 1 && job.run.is_some() && self.lane.is_open() {
+        if try_attach && upstream.len() == 1 && job.run.is_some() && self.lane.is_open() {
             let applied = self.reclaim_conts(after);
             match self.add_cont(id, job, priority, group_index, upstream[0]) {
                 Ok(()) => {
