@@ -12,7 +12,7 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use btm::engine::{Manager, Owned, TaskHooks};
+use btm::engine::{Error, GroupKey, GroupKind, Manager, Owned, TaskHooks};
 use common::*;
 
 /// A task that passes `gate`, then logs `tag` and returns it as its result.
@@ -764,4 +764,68 @@ fn chains_under_random_stops_priorities_pauses_and_hooks_run_each_task_once() {
         assert_eq!(ran.iter().copied().collect::<HashSet<u64>>().len(), ran.len(), "seed {seed}: a task ran twice");
         finish(m);
     }
+}
+
+/// A single add with one upstream task takes a path of its own when its
+/// group is the one joined last (`State::add_plain_cont`): its refusals
+/// keep the general path's order (shut down, invalid group, unknown
+/// upstream, too many groups) and issue no id. (From a review of that
+/// path.)
+#[test]
+fn single_adds_with_one_upstream_task_keep_the_order_of_their_errors_and_issue_no_id_when_refused() {
+    let _s = serial();
+    let m = manager(1, true);
+    m.limit_groups_for_tests(2); // the default group and one other
+    let unknown = GroupKey { kind: GroupKind::Named, value: 77 };
+    let a = m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    // The group joined last, an upstream id never issued or 0.
+    assert_eq!(m.add(nop(), 0, DEFAULT, &[a + 1]), Err(Error::UnknownUpstream));
+    assert_eq!(m.add(nop(), 0, DEFAULT, &[0]), Err(Error::UnknownUpstream));
+    // An invalid group comes before an unknown upstream task.
+    assert_eq!(m.add(nop(), 0, unknown, &[a + 5]), Err(Error::InvalidGroup));
+    m.add(nop(), 0, g(1), &[a]).unwrap();
+    // An unknown upstream task comes before too many groups.
+    assert_eq!(m.add(nop(), 0, g(2), &[a + 9]), Err(Error::UnknownUpstream));
+    assert_eq!(m.add(nop(), 0, g(2), &[a]), Err(Error::TooManyGroups));
+    let c = m.add(nop(), 0, DEFAULT, &[a]).unwrap();
+    assert_eq!(c, a + 2, "refused adds issue no id");
+    let d = m.add(nop(), 0, DEFAULT, &[c]).unwrap();
+    assert_eq!(d, c + 1);
+    collect_finals(&m, 4);
+    m.shut_down(None).unwrap();
+    assert_eq!(m.add(nop(), 0, unknown, &[a + 100]), Err(Error::ShutDown));
+    assert_eq!(m.add(nop(), 0, DEFAULT, &[d]), Err(Error::ShutDown));
+}
+
+/// Chains added one link at a time, some links failing, on two workers
+/// and three groups, polled now and then: every task's final event comes
+/// once, whether its link waited attached or took the general path. (From
+/// a review of `State::add_plain_cont`.)
+#[test]
+fn chains_of_single_adds_with_failing_links_deliver_every_final_event_once() {
+    let _s = serial();
+    let m = manager(2, true);
+    let mut all = 0;
+    let mut evs = Vec::new();
+    for round in 0..200u64 {
+        let group = g(round % 3);
+        let mut up = m.add(nop(), 0, group, &[]).unwrap();
+        for k in 0..50 {
+            up = m.add(if k % 7 == 3 { failing("x", "y") } else { nop() }, 0, group, &[up]).unwrap();
+        }
+        all += 51;
+        if round % 10 == 0 {
+            evs.extend(poll(&m));
+        }
+    }
+    let have = finals(&evs).len();
+    evs.extend(collect_finals(&m, all - have));
+    evs.extend(drain(&m));
+    let f = finals(&evs);
+    let mut once = f.clone();
+    once.sort_unstable();
+    once.dedup();
+    assert_eq!(once.len(), f.len(), "each final event once");
+    assert_eq!(f.len(), all);
+    finish(m);
 }
