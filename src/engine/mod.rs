@@ -1152,9 +1152,10 @@ impl Manager {
                     Err(job) => job,
                 },
                 // A chain's link, W2a's: waits attached to its upstream
-                // task (`bench/paths.sh`: this arm costs the lane add above
-                // 5 instructions through its registers, and spares the
-                // chain's add 88).
+                // task (`bench/paths.sh`: this arm cost the lane add above
+                // 5 instructions through its registers when it came, won
+                // back since, and spares the chain's add ~90; see
+                // PERFORMANCE.md, session 27, for the layouts measured).
                 &[up] => match st.add_plain_cont(job, priority, group, up, &mut after) {
                     Ok((id, changed)) => {
                         if changed {
@@ -3271,7 +3272,8 @@ impl State {
     /// continuation it can wait attached to (a chain's link, W2a's path):
     /// what [`State::add`] does then, without the checks that cannot fail
     /// and without the general path's plumbing (`bench/paths.sh`: the
-    /// chain add 377.0 -> 289.1 instructions). The task runs a function, the
+    /// chain add 377.0 -> 289.1 instructions, 285.1 with the group's slot
+    /// index from the cache test). The task runs a function, the
     /// lane is open, its group is the one joined last and `up` was issued;
     /// anything else gives the job back before an id is issued or anything
     /// changed, for [`State::add`]. When the attachment fails (the upstream
