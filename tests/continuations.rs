@@ -766,8 +766,9 @@ fn chains_under_random_stops_priorities_pauses_and_hooks_run_each_task_once() {
     }
 }
 
-/// A single add with one upstream task takes a path of its own when its
-/// group is the one joined last (`State::add_plain_cont`): its refusals
+/// A single add with one upstream task (`Manager::add_link`, which the C
+/// API's single add calls for such a task) takes a path of its own when
+/// its group is the one joined last (`State::add_plain_cont`): its refusals
 /// keep the general path's order (shut down, invalid group, unknown
 /// upstream, too many groups) and issue no id. (From a review of that
 /// path.)
@@ -779,28 +780,28 @@ fn single_adds_with_one_upstream_task_keep_the_order_of_their_errors_and_issue_n
     let unknown = GroupKey { kind: GroupKind::Named, value: 77 };
     let a = m.add(nop(), 0, DEFAULT, &[]).unwrap();
     // The group joined last, an upstream id never issued or 0.
-    assert_eq!(m.add(nop(), 0, DEFAULT, &[a + 1]), Err(Error::UnknownUpstream));
-    assert_eq!(m.add(nop(), 0, DEFAULT, &[0]), Err(Error::UnknownUpstream));
+    assert_eq!(m.add_link(nop(), 0, DEFAULT, a + 1), Err(Error::UnknownUpstream));
+    assert_eq!(m.add_link(nop(), 0, DEFAULT, 0), Err(Error::UnknownUpstream));
     // An invalid group comes before an unknown upstream task.
-    assert_eq!(m.add(nop(), 0, unknown, &[a + 5]), Err(Error::InvalidGroup));
-    m.add(nop(), 0, g(1), &[a]).unwrap();
+    assert_eq!(m.add_link(nop(), 0, unknown, a + 5), Err(Error::InvalidGroup));
+    m.add_link(nop(), 0, g(1), a).unwrap();
     // An unknown upstream task comes before too many groups.
-    assert_eq!(m.add(nop(), 0, g(2), &[a + 9]), Err(Error::UnknownUpstream));
-    assert_eq!(m.add(nop(), 0, g(2), &[a]), Err(Error::TooManyGroups));
-    let c = m.add(nop(), 0, DEFAULT, &[a]).unwrap();
+    assert_eq!(m.add_link(nop(), 0, g(2), a + 9), Err(Error::UnknownUpstream));
+    assert_eq!(m.add_link(nop(), 0, g(2), a), Err(Error::TooManyGroups));
+    let c = m.add_link(nop(), 0, DEFAULT, a).unwrap();
     assert_eq!(c, a + 2, "refused adds issue no id");
-    let d = m.add(nop(), 0, DEFAULT, &[c]).unwrap();
+    let d = m.add_link(nop(), 0, DEFAULT, c).unwrap();
     assert_eq!(d, c + 1);
     collect_finals(&m, 4);
     m.shut_down(None).unwrap();
-    assert_eq!(m.add(nop(), 0, unknown, &[a + 100]), Err(Error::ShutDown));
-    assert_eq!(m.add(nop(), 0, DEFAULT, &[d]), Err(Error::ShutDown));
+    assert_eq!(m.add_link(nop(), 0, unknown, a + 100), Err(Error::ShutDown));
+    assert_eq!(m.add_link(nop(), 0, DEFAULT, d), Err(Error::ShutDown));
 }
 
 /// Chains added one link at a time, some links failing, on two workers
 /// and three groups, polled now and then: every task's final event comes
-/// once, whether its link waited attached or took the general path. (From
-/// a review of `State::add_plain_cont`.)
+/// once, whether its link waited attached or took the general path
+/// (`Manager::add_link`; from a review of `State::add_plain_cont`).
 #[test]
 fn chains_of_single_adds_with_failing_links_deliver_every_final_event_once() {
     let _s = serial();
@@ -811,7 +812,7 @@ fn chains_of_single_adds_with_failing_links_deliver_every_final_event_once() {
         let group = g(round % 3);
         let mut up = m.add(nop(), 0, group, &[]).unwrap();
         for k in 0..50 {
-            up = m.add(if k % 7 == 3 { failing("x", "y") } else { nop() }, 0, group, &[up]).unwrap();
+            up = m.add_link(if k % 7 == 3 { failing("x", "y") } else { nop() }, 0, group, up).unwrap();
         }
         all += 51;
         if round % 10 == 0 {

@@ -1129,7 +1129,9 @@ impl Manager {
 
     /// Adds a task (or, when `job.run` is `None`, a pass-through task whose
     /// payload is `job.data`). On error the job is dropped (its data freed)
-    /// on the calling thread before returning.
+    /// on the calling thread before returning. (A task with one upstream
+    /// task: [`Manager::add_link`] does the same, faster for a chain's
+    /// link.)
     #[inline]
     pub fn add(self: &Arc<Self>, job: Job, priority: i32, group: GroupKey, upstream: &[u64]) -> Result<u64, Error> {
         let mut after = After::default();
@@ -1151,26 +1153,6 @@ impl Manager {
                     }
                     Err(job) => job,
                 },
-                // A chain's link, W2a's: waits attached to its upstream
-                // task (`bench/paths.sh`: this arm cost the lane add above
-                // 5 instructions through its registers when it came, won
-                // back since, and spares the chain's add ~90; see
-                // PERFORMANCE.md, session 27, for the layouts measured).
-                &[up] => match st.add_plain_cont(job, priority, group, up, &mut after) {
-                    Ok((id, changed)) => {
-                        if changed {
-                            st.sync_signal(&mut after);
-                            drop(st);
-                            self.run_after(after);
-                        } else {
-                            drop(st);
-                            // Untouched, as above.
-                            mem::forget(after);
-                        }
-                        return Ok(id);
-                    }
-                    Err(job) => job,
-                },
                 _ => job,
             };
             st.plain_lane_add = false;
@@ -1185,6 +1167,43 @@ impl Manager {
         };
         self.run_after(after);
         // On error the job is dropped here, after the lock.
+        r.map_err(|(e, _job)| e)
+    }
+
+    /// [`Manager::add`] for a task with one upstream task, `up`: a chain's
+    /// link, W2a's, waits attached to its upstream task when it can
+    /// ([`State::add_plain_cont`]); else [`Manager::add`]'s general way. The
+    /// C API's single add calls it for tasks with one upstream task. Out of
+    /// line, and not an arm of [`Manager::add`]: there, it made W1's adds
+    /// of a million tasks 5-10% slower in wall time (`bench/ab.py w1
+    /// 1000000 31`), though the instructions they ran were as many.
+    #[inline(never)]
+    pub fn add_link(self: &Arc<Self>, job: Job, priority: i32, group: GroupKey, up: u64) -> Result<u64, Error> {
+        let mut after = After::default();
+        let mut st = self.state.lock();
+        let job = match st.add_plain_cont(job, priority, group, up, &mut after) {
+            Ok((id, changed)) => {
+                if changed {
+                    st.sync_signal(&mut after);
+                    drop(st);
+                    self.run_after(after);
+                } else {
+                    drop(st);
+                    // Untouched: nothing to do, no drop glue.
+                    mem::forget(after);
+                }
+                return Ok(id);
+            }
+            Err(job) => job,
+        };
+        st.plain_lane_add = false;
+        let r = st.add(job, priority, group, &[up], &mut after);
+        // As in `Manager::add`.
+        if !mem::take(&mut st.plain_lane_add) {
+            st.sync_signal(&mut after);
+        }
+        drop(st);
+        self.run_after(after);
         r.map_err(|(e, _job)| e)
     }
 

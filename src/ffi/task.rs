@@ -93,6 +93,43 @@ unsafe fn add(
     }
 }
 
+/// [`add`] of a task with one upstream task (a chain's link, W2a's), a
+/// function of its own that calls `Manager::add_link`: a test of the
+/// count inside `add` slowed the lane add (see `Manager::add_link`). The
+/// checks are `add`'s.
+///
+/// # Safety
+/// As for `btm_add_task`, with `upstream` NULL or valid for one read.
+#[inline(never)]
+unsafe fn add_one_upstream(
+    manager: *mut Manager,
+    job: Job,
+    priority: i32,
+    group: *const btm_group,
+    upstream: *const btm_task_id,
+    task_id_out: *mut btm_task_id,
+) -> btm_status {
+    let m = manager_or_return!(manager);
+    if task_id_out.is_null() {
+        return btm_status::BTM_STATUS_NULL_ARGUMENT;
+    }
+    // SAFETY: caller contract.
+    let key = match unsafe { read_group(group) } {
+        Ok(k) => k,
+        Err(s) => return s,
+    };
+    // SAFETY: caller contract.
+    let up = match unsafe { read_ids(upstream, 1) } {
+        Ok(ids) => ids[0],
+        Err(s) => return s,
+    };
+    match m.add_link(job, priority, key, up) {
+        // SAFETY: checked non-NULL.
+        Ok(id) => unsafe { write_out(task_id_out, id) },
+        Err(e) => e.into(),
+    }
+}
+
 /// Adds a task and writes its id to `task_id_out`.
 ///
 /// - `task_fn`: required; runs on a worker thread as
@@ -166,8 +203,13 @@ pub unsafe extern "C" fn btm_add_task(
             drop(data);
             return btm_status::BTM_STATUS_NULL_ARGUMENT;
         };
-        // SAFETY: caller contract.
-        unsafe { add(manager, Job { run: Some(run), data }, priority, group, upstream, upstream_len, task_id_out) }
+        let job = Job { run: Some(run), data };
+        // SAFETY (both): caller contract.
+        if upstream_len == 1 {
+            unsafe { add_one_upstream(manager, job, priority, group, upstream, task_id_out) }
+        } else {
+            unsafe { add(manager, job, priority, group, upstream, upstream_len, task_id_out) }
+        }
     })
 }
 
