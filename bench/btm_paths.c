@@ -6,7 +6,7 @@
  * without lock contention), and the host polls every event at the end (the
  * poll path). bench/paths.sh runs it under callgrind and prints the three
  * figures; they are exact from run to run.
- * Usage: btm_paths <N> [chain|fanin|lane|lane4|lanebulk|lane4bulk|lanechain|lanechainbulk|lanefanin|chainstep]
+ * Usage: btm_paths <N> [chain|fanin|lane|lane4|lanebulk|lane4bulk|lanechain|lanechainbulk|lanefanin|lanefaninq|chainstep]
  *   chain: every task but each 100th waits for the task added before it,
  *          W2a's shape: the dependency paths;
  *   fanin: the last task waits for all the others, W2b's shape (to a
@@ -33,6 +33,9 @@
  *          more task that waits for all of them (W2b's path on a running
  *          manager: the fan-in's add applies the workers' outcomes and
  *          links the finished upstream tasks).
+ *   lanefaninq: lane, with the task that waits for all the others added
+ *          while they are still queued (the worker held): W2b's path when
+ *          the workers lag behind the host's adds, as with btm_add_tasks.
  *   chainstep: chains of 100 on a running manager whose one worker is free,
  *          each task added once the task before it has run (the host waits
  *          for it, spinning): the add finds its upstream task finished, its
@@ -119,14 +122,18 @@ static int lane_paths(size_t n, int levels, int chains, int fanin, size_t bulk) 
             return 1;
         ids[i] = id;
     }
+    size_t total = n + 1;
+    if (fanin == 2 && n > 0) { /* lanefaninq: linked while still queued */
+        if (btm_add_task(m, counted_task, NULL, NULL, 0, NULL, ids, n, &id) != BTM_STATUS_OK) return 1;
+        total++;
+    }
     if (write(gate[1], "x", 1) != 1) return 1;
     /* Every task ran (the gate task too); the pause lets the worker leave
      * the last outcome, so that the polls below do not spin on an empty
      * queue (which would count against the poll). */
-    while (ran < n + 1) sleep_ms(10);
+    while (ran < total) sleep_ms(10);
     sleep_ms(10);
-    size_t total = n + 1;
-    if (fanin && n > 0) {
+    if (fanin == 1 && n > 0) {
         if (btm_add_task(m, counted_task, NULL, NULL, 0, NULL, ids, n, &id) != BTM_STATUS_OK) return 1;
         total++;
         while (ran < total) sleep_ms(10);
@@ -178,6 +185,7 @@ int main(int argc, char **argv) {
     if (argc > 2 && !strcmp(argv[2], "lane4")) return lane_paths(n, 4, 0, 0, 0);
     if (argc > 2 && !strcmp(argv[2], "lanechain")) return lane_paths(n, 1, 1, 0, 0);
     if (argc > 2 && !strcmp(argv[2], "lanefanin")) return lane_paths(n, 1, 0, 1, 0);
+    if (argc > 2 && !strcmp(argv[2], "lanefaninq")) return lane_paths(n, 1, 0, 2, 0);
     if (argc > 2 && !strcmp(argv[2], "lanebulk")) return lane_paths(n, 1, 0, 0, 1024);
     if (argc > 2 && !strcmp(argv[2], "lanechainbulk")) return lane_paths(n, 1, 1, 0, 1000);
     if (argc > 2 && !strcmp(argv[2], "lane4bulk")) return lane_paths(n, 4, 0, 0, 1024);

@@ -62,4 +62,5 @@ report 10000 lanechain "chains of 100 on the lane (W2a's path: each chain's firs
 report 10000 lanechainbulk "the same added with btm_add_tasks, ten chains per call, each link naming the one before with BTM_IN_BATCH (btm_bulk's W2a path; the add figure is per task):"
 report "$n" fanin "a fan-in (W2b's shape: the last task waits for all the others):"
 report 10000 lanefanin "a fan-in on the lane (W2b's path: the tasks run, then one more task waits for all of them; its add is counted in the adds):"
+report 10000 lanefaninq "a fan-in added while its upstream tasks still wait in the lane (W2b's path when the workers lag behind the adds, as with btm_add_tasks; its add is counted in the adds):"
 report 10000 chainstep "chains of 100, each task added once the one before it ran (the chain's locked fallback; only the add means something, within ~5%; the worker's count includes its idle spinning):"

@@ -1184,3 +1184,92 @@ fn wait_idle_after_an_event_fd_sees_every_outcome_applied() {
     assert_eq!(finals(&collect_finals(&m, 20)).len(), 20);
     finish(m);
 }
+
+/// The upstream results a task was given, once it ran.
+type Got = Arc<Mutex<Option<Vec<(u64, i64)>>>>;
+
+/// A task that records the upstream results it was given in `got`.
+fn recording(got: &Got) -> btm::engine::Job {
+    let got = got.clone();
+    job(move |ctx| *got.lock().unwrap() = Some(upstream(ctx)))
+}
+
+#[test]
+fn a_fan_in_added_while_its_upstream_tasks_wait_in_the_lane_leaves_them_there() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let log = Log::default();
+    let ups: Vec<u64> = (0..20).map(|i| m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap()).collect();
+    let got = Arc::new(Mutex::new(None));
+    let f = m.add(recording(&got), 0, DEFAULT, &ups).unwrap();
+    // Still queued in the lane, counted as linked (their outcomes are then
+    // applied by the workers at once), rather than moved to the locked path.
+    assert_eq!(m.lane_linked_for_tests(), 20);
+    gate.open();
+    // No poll: the last upstream outcome must not wait for the host.
+    wait_until("the fan-in to run", || got.lock().unwrap().is_some());
+    let want: Vec<(u64, i64)> = ups.iter().zip(0..).map(|(&u, v)| (u, v)).collect();
+    assert_eq!(got.lock().unwrap().clone().unwrap(), want, "every result, in completion order");
+    assert_eq!(log.get(), (0..20).collect::<Vec<_>>());
+    let evs = finals(&collect_finals(&m, 22));
+    assert_eq!(evs[1..21], ups[..]);
+    assert_eq!(evs[21], f);
+    assert_eq!(m.lane_linked_for_tests(), 0);
+    finish(m);
+}
+
+#[test]
+fn linked_lane_tasks_leave_the_count_when_stopped_moved_or_drained() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let log = Log::default();
+    let a = m.add(logging(&log, 1), 0, g(1), &[]).unwrap();
+    let ups: Vec<u64> = (2..5).map(|i| m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap()).collect();
+    let (b, c, d) = (ups[0], ups[1], ups[2]);
+    let got = Arc::new(Mutex::new(None));
+    m.add(recording(&got), 0, DEFAULT, &[a, b, c, d]).unwrap();
+    assert_eq!(m.lane_linked_for_tests(), 4);
+    // A stop while queued: the fan-in runs without that result.
+    assert_eq!(m.stop_group(g(1), false, false).unwrap().before_start, 1);
+    assert_eq!(m.lane_linked_for_tests(), 3);
+    // A priority change moves it to the locked path, where it runs first.
+    m.set_priority(d, 5).unwrap();
+    assert_eq!(m.lane_linked_for_tests(), 2);
+    // A pause keeps the lane's tasks there, closed, and their count.
+    m.pause_processing().unwrap();
+    assert_eq!(m.lane_linked_for_tests(), 2);
+    m.start_processing().unwrap();
+    // Hooks move the rest of the lane to the locked path (lane tasks start
+    // without the lock, where hooks are not read).
+    m.set_task_hooks(Some(TaskHooks { on_start: None, on_end: None, data: Owned::new(std::ptr::null_mut(), None) }));
+    assert_eq!(m.lane_linked_for_tests(), 0);
+    gate.open();
+    wait_until("the fan-in to run", || got.lock().unwrap().is_some());
+    assert_eq!(log.get(), vec![4, 2, 3], "the moved-up task first, the stopped one never");
+    assert_eq!(got.lock().unwrap().clone().unwrap(), vec![(d, 4), (b, 2), (c, 3)]);
+    collect_finals(&m, 5);
+    assert_eq!(m.lane_linked_for_tests(), 0);
+    finish(m);
+}
+
+#[test]
+fn a_continuation_of_a_queued_task_that_gains_a_fan_in_waits_with_it_by_priority() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let log = Log::default();
+    let x = m.add(logging(&log, 1), 0, DEFAULT, &[]).unwrap();
+    let a = m.add(logging(&log, 2), 0, DEFAULT, &[]).unwrap();
+    // Attached to `a` in the lane, it would run right after it.
+    let c = m.add_link(logging(&log, 3), 0, DEFAULT, a).unwrap();
+    let f = m.add(logging(&log, 4), 5, DEFAULT, &[x, a]).unwrap();
+    assert_eq!(m.lane_linked_for_tests(), 2);
+    gate.open();
+    let evs = finals(&collect_finals(&m, 5));
+    assert_eq!(log.get(), vec![1, 2, 4, 3], "once `a` ran, the fan-in (priority 5) before the continuation (0)");
+    assert_eq!(evs[1..], [x, a, f, c]);
+    assert_eq!(m.lane_linked_for_tests(), 0);
+    finish(m);
+}

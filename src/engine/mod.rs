@@ -489,8 +489,8 @@ enum Body {
         /// [`Body::implicit_edges`]); 0 if none.
         down: u64,
         level: u8,
-        /// Counted in `State::lane_linked` (claimed, with downstream tasks
-        /// on the locked path).
+        /// Counted in `State::lane_linked` (queued or claimed, with
+        /// downstream tasks on the locked path).
         linked: bool,
     },
     /// A continuation (see `lane::Cont`): queued, attached to its only
@@ -901,8 +901,11 @@ struct State {
     /// still waiting for their upstream task).
     cont_added: u64,
     cont_cancelled: u64,
-    /// Claimed lane tasks that gained downstream tasks: their outcomes must
-    /// be applied at once (chains must not wait for the host's poll).
+    /// Lane tasks (queued or claimed) and claimed continuations that gained
+    /// downstream tasks on the locked path: their outcomes must be applied
+    /// at once (chains must not wait for the host's poll). Every way off
+    /// the lane uncounts one: its outcome's apply (`finish`), a stop
+    /// (`stop_in_lane`), a move to the locked path (`lane_to_locked`).
     lane_linked: usize,
     /// Last published values of `Lane::lock_finish`, `Lane::locked_top`
     /// and `Lane::locked_gen`.
@@ -1744,6 +1747,15 @@ impl Manager {
         st.groups.find(group).map(|i| st.groups.slot(i).members.len())
     }
 
+    /// Lane tasks and continuations counted as linked (with downstream
+    /// tasks on the locked path, their outcomes applied at once): a
+    /// diagnostic for tests, since a count left above zero would keep the
+    /// workers taking the lock after every outcome for good.
+    #[doc(hidden)]
+    pub fn lane_linked_for_tests(&self) -> usize {
+        self.state.lock().lane_linked
+    }
+
     /// Task-table chunks (4,096 task records each) whose memory the manager
     /// holds: in use, kept as spares (two at most), or waiting for an idle
     /// worker to give them back (a diagnostic for tests).
@@ -2561,7 +2573,12 @@ impl State {
         self.lane_cancelled += 1;
         self.settle_edges(id);
         let task = self.tasks.get_mut(id).expect("a queued lane task is live");
-        let Body::Lane { group, level, links, .. } = task.body else { unreachable!("a lane task") };
+        let Body::Lane { group, level, links, linked, .. } = task.body else { unreachable!("a lane task") };
+        if linked {
+            // Its downstream tasks now wait on the locked path, whose
+            // finishes are applied under the lock anyway.
+            self.lane_linked -= 1;
+        }
         let priority = self.lane_levels[level as usize].0;
         task.body = pending_body(&mut self.links, group, priority, links, job);
         self.pending += 1;
@@ -2621,11 +2638,7 @@ impl State {
     /// a better task meanwhile): it moves to the locked path.
     fn give_back(&mut self, id: u64, job: Job, after: &mut After) {
         match self.tasks.get(id) {
-            Some(Task { body: Body::Lane { linked, .. }, .. }) => {
-                if *linked {
-                    // Counted as running when it gained downstream tasks.
-                    self.lane_linked -= 1;
-                }
+            Some(Task { body: Body::Lane { .. }, .. }) => {
                 self.lane_to_locked(id, job);
                 self.provision(after);
             }
@@ -3427,27 +3440,35 @@ impl State {
             } else {
                 upstream
             };
-            // An upstream task in the lane: a queued one moves to the locked
-            // path (its downstream list is kept under the lock); for a
-            // claimed one, outcomes left in the workers' queues are applied first, so
-            // that a finished one is seen as finished. Applied before the
-            // loop too when there are several: a fan-in's upstream tasks
-            // have mostly finished, and one applied is then a plain
-            // completed task, which `unlane` passes with one lookup
-            // (instead of reading its lane slot).
+            // An upstream task in the lane: a lane task, queued or claimed,
+            // stays there, counted in `lane_linked` below (its outcome is
+            // then applied at once, and its downstream list is kept under
+            // the lock); a queued continuation moves to the locked path,
+            // where it waits for its own upstream task. Outcomes left in
+            // the workers' queues are applied after the loop, so that a
+            // finished one is seen as finished. Applied before the loop
+            // too when there are several: a fan-in's upstream tasks have
+            // mostly finished, and one applied is then a plain completed
+            // task, which the loop passes with one lookup.
             if ups.len() > 1 {
                 self.apply_lane(after);
             }
             let mut claimed = false;
-            // Only upstream tasks still in the lane need `unlane`; after
-            // the apply above, a fan-in's are the newest few, if any.
+            // Only upstream tasks still in the lane need a look; after the
+            // apply above, a fan-in's are the newest few, if any.
             let start = if ups.len() > 1 { self.lane_suffix(ups) } else { 0 };
             for &u in &ups[start..] {
-                if self.unlane(u) {
+                // Kept on the lane rather than moved to the locked path:
+                // a worker then takes it as any lane task (~173
+                // instructions against the locked path's ~459, W2b with
+                // `btm_add_tasks`, where most of a fan-in's upstream tasks
+                // are still queued when it is added).
+                let lane_task = matches!(self.tasks.get(u), Some(Task { body: Body::Lane { .. }, .. }));
+                if lane_task || self.unlane(u) {
                     claimed = true;
-                    // A continuation attached to a claimed upstream task
-                    // would run at its finish, before this task: it moves
-                    // to the locked path, where both become ready together.
+                    // A continuation attached to the upstream task would
+                    // run at its finish, before this task: it moves to the
+                    // locked path, where both become ready together.
                     let first = self.tasks.get(u).and_then(|t| match t.links() {
                         Some(li) => self.links.get(li).downstream.as_slice().first().copied(),
                         None => Some(t.body.implicit_down()).filter(|&d| d != 0),
@@ -4187,6 +4208,10 @@ impl State {
     /// its entry, else a worker claimed it (running, or its outcome waits in
     /// the worker's queue, dropped when applied as for any stopped task).
     fn stop_in_lane(&mut self, id: u64, job: Option<Job>, linked: bool, report: &mut StopReport, after: &mut After) {
+        if linked {
+            // Queued or claimed: either way its outcome is no longer awaited.
+            self.lane_linked -= 1;
+        }
         match job {
             Some(job) => {
                 report.before_start += 1;
@@ -4195,9 +4220,6 @@ impl State {
             }
             None => {
                 report.while_running += 1;
-                if linked {
-                    self.lane_linked -= 1;
-                }
                 // Every worker whose last claim was this task: one whose
                 // claim failed (the task was moved meanwhile) may still
                 // name it.
