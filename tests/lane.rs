@@ -1273,3 +1273,34 @@ fn a_continuation_of_a_queued_task_that_gains_a_fan_in_waits_with_it_by_priority
     assert_eq!(m.lane_linked_for_tests(), 0);
     finish(m);
 }
+
+#[test]
+fn a_fan_in_of_queued_lane_tasks_fails_with_one_and_a_stopped_fan_in_leaves_the_rest_alone() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let log = Log::default();
+    let a = m.add(logging(&log, 1), 0, DEFAULT, &[]).unwrap();
+    let b = m.add(failing("b broke", "details"), 0, DEFAULT, &[]).unwrap();
+    let f = m.add(logging(&log, 2), 0, DEFAULT, &[a, b]).unwrap();
+    // A second fan-in, over another queued task and `a` (which then has two
+    // downstream tasks), stopped before they run.
+    let c = m.add(logging(&log, 3), 0, DEFAULT, &[]).unwrap();
+    let h = m.add(logging(&log, 4), 0, g(7), &[c, a]).unwrap();
+    assert_eq!(m.lane_linked_for_tests(), 3);
+    assert_eq!(m.stop_group(g(7), false, false).unwrap().before_start, 1);
+    gate.open();
+    let evs = collect_finals(&m, 5);
+    assert_eq!(log.get(), vec![1, 3], "the failed fan-in and the stopped one never ran");
+    let failed: Vec<(u64, String)> = evs
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Failed { id, message, .. } => Some((*id, message.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, vec![(b, "b broke".to_owned()), (f, "b broke".to_owned())]);
+    assert!(!finals(&evs).contains(&h));
+    assert_eq!(m.lane_linked_for_tests(), 0);
+    finish(m);
+}

@@ -3521,8 +3521,15 @@ impl State {
                     l_one = Ids::One(u);
                 }
                 // A fan-in's upstream tasks have mostly completed: the
-                // edge stays in the body of one without other edges.
+                // edge stays in the body of one without other edges; so it
+                // does in a lane task's, queued or claimed (its finish
+                // releases this task without a link record, see
+                // `State::finish_with_edges`).
                 if let (None, Body::Completed { down: down @ 0, .. }) = (ut.links(), &mut ut.body) {
+                    *down = id;
+                    continue;
+                }
+                if let (None, Body::Lane { down: down @ 0, .. }) = (ut.links(), &mut ut.body) {
                     *down = id;
                     continue;
                 }
@@ -3799,7 +3806,7 @@ impl State {
         if task.links().is_none() {
             let edges = task.body.implicit_edges();
             if edges != (0, 0) {
-                let Some(o) = self.finish_with_edges(id, outcome, edges) else {
+                let Some(o) = self.finish_with_edges(id, outcome, edges, after) else {
                     return;
                 };
                 outcome = o;
@@ -3873,6 +3880,13 @@ impl State {
             Some(Task { body: Body::Pending { .. } }) => unreachable!("a pending downstream task has links"),
             _ => return,
         };
+        self.release_links(d, li, result, after);
+    }
+
+    /// [`State::release_downstream`] for waiting task `d`, whose link
+    /// record is `li`.
+    #[inline(always)]
+    fn release_links(&mut self, d: u64, li: LinkId, result: Option<&Arc<ResultSet>>, after: &mut After) {
         let l = self.links.get_mut(li);
         if let Some(r) = result {
             l.received.push(Arc::clone(r));
@@ -3885,37 +3899,51 @@ impl State {
     }
 
     /// `finish` for a task without a link record whose body holds edges
-    /// (see [`Body::implicit_edges`]): they stay there if nothing
-    /// downstream needs the outcome (`None`: finished), else they move to
-    /// a link record and the outcome is handed back for `finish`'s walk.
+    /// (see [`Body::implicit_edges`]): they stay there if it completed and
+    /// nothing downstream needs the outcome, or its downstream task waits
+    /// on the locked path (a fan-in added while this lane task was in the
+    /// lane), released here (`None`: finished); else they move to a link
+    /// record and the outcome is handed back for `finish`'s walk.
     #[inline(never)]
-    fn finish_with_edges(&mut self, id: u64, outcome: Outcome, edges: (u64, u64)) -> Option<Outcome> {
-        if matches!(outcome, Outcome::Completed(_)) && self.needs_nothing_from(edges.1) {
+    fn finish_with_edges(
+        &mut self,
+        id: u64,
+        outcome: Outcome,
+        edges: (u64, u64),
+        after: &mut After,
+    ) -> Option<Outcome> {
+        if let Outcome::Completed(result) = &outcome {
+            // Nothing downstream needs the outcome (none, gone: stopped, or a
+            // continuation the worker that ran this task claimed: it runs,
+            // or ran, with the result it was handed; a claimed record never
+            // goes back to queued), or a waiting task needs it: one lookup.
+            let d = edges.1;
+            let waits = match self.tasks.get(d) {
+                None => None,
+                Some(Task { body: Body::Cont { rec, .. } }) if !rec.is_queued() => None,
+                Some(Task { body: Body::Waiting { links, .. } }) => Some(*links),
+                Some(_) => return self.finish_with_links(id, outcome, edges),
+            };
+            if let Some(li) = waits {
+                self.release_links(d, li, result.as_ref(), after);
+            }
             self.complete_keeping_edges(id, outcome, edges);
             return None;
         }
+        self.finish_with_links(id, outcome, edges)
+    }
+
+    /// The rest of [`State::finish_with_edges`]: the edges move to a link
+    /// record, for `finish`'s walk.
+    fn finish_with_links(&mut self, id: u64, outcome: Outcome, edges: (u64, u64)) -> Option<Outcome> {
         let li = self.links.insert(Links::implicit(edges));
         self.tasks.get_mut(id).expect("live: checked by finish").set_links(li, &mut self.links);
         Some(outcome)
     }
 
-    /// True if downstream task `d` needs nothing from its upstream task's
-    /// completion: none (0), gone (stopped), or a continuation that the
-    /// worker which ran the upstream task already claimed (it runs, or
-    /// ran, with the upstream result it was handed). A claimed record
-    /// never goes back to queued.
-    fn needs_nothing_from(&self, d: u64) -> bool {
-        d == 0
-            || match self.tasks.get(d) {
-                Some(Task { body: Body::Cont { rec, .. }, .. }) => !rec.is_queued(),
-                Some(_) => false,
-                None => true,
-            }
-    }
-
     /// `finish` for a lane task or continuation without a link record that
-    /// completed while its downstream task needs nothing from it
-    /// ([`State::needs_nothing_from`]): its edges stay in the completed
+    /// completed while its downstream task needs nothing more from it (see
+    /// [`State::finish_with_edges`]): its edges stay in the completed
     /// body rather than moving to a link record (which its delivery would
     /// remove again). `State::apply_lane_slow` does the same inline for
     /// the cases it can tell without a lookup of the downstream task (a
