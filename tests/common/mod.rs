@@ -297,3 +297,13 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// Adds a task (to `group`) that blocks its worker on the returned gate,
+/// and waits until it does.
+pub fn occupy_a_worker(m: &Arc<Manager>, group: GroupKey) -> Gate {
+    let gate = Gate::new();
+    let gc = gate.clone();
+    m.add(job(move |_| gc.pass()), 0, group, &[]).unwrap();
+    gate.wait_arrivals(1);
+    gate
+}
