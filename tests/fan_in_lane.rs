@@ -1,8 +1,9 @@
-//! Fan-ins over lane tasks still queued (session 28: they stay in the lane,
-//! counted as linked, when they are at least half of its queued entries):
-//! order against other lane tasks, links and pass-throughs added on top,
-//! stops, shut-downs, and a randomised run against the invariants (first
-//! written by a review of that change).
+//! Fan-ins over lane tasks still queued (session 28: they stay in the lane;
+//! session 29: a ring entry is marked linked in its slot, an overflow entry
+//! counted, when the fan-in's lane tasks are at least half of the lane's
+//! queued entries): order against other lane tasks, links and pass-throughs
+//! added on top, stops, shut-downs, and a randomised run against the
+//! invariants (first written by a review of session 28's change).
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -18,6 +19,15 @@ type Seen = Arc<Mutex<HashMap<u64, Vec<(u64, i64)>>>>;
 
 /// The upstream results a task was given, once it ran.
 type Got = Arc<Mutex<Option<Vec<(u64, i64)>>>>;
+
+/// Entries per lane level's ring (`lane::CAP`): tasks added behind that
+/// many queued ones of their priority wait in the level's overflow.
+const RING: usize = 16_384;
+
+/// Lane tasks counted as linked, and ring entries marked linked.
+fn linked(m: &btm::engine::Manager) -> (usize, usize) {
+    (m.lane_linked_for_tests(), m.lane_marked_for_tests())
+}
 
 fn recording(got: &Got, log: &Log, tag: i64) -> btm::engine::Job {
     let got = got.clone();
@@ -40,12 +50,12 @@ fn a_fan_in_of_higher_priority_runs_before_lower_lane_tasks() {
     let got = Arc::new(Mutex::new(None));
     let f = m.add(recording(&got, &log, 50), 5, DEFAULT, &ups).unwrap();
     let same: Vec<u64> = (0..3).map(|i| m.add(logging(&log, 10 + i), 0, DEFAULT, &[]).unwrap()).collect();
-    assert_eq!(m.lane_linked_for_tests(), 3);
+    assert_eq!(linked(&m), (0, 3), "marked in their slots, not counted");
     gate.open();
     let _ = collect_finals(&m, 1 + 3 + 3 + 1 + 3);
     assert_eq!(log.get(), vec![0, 1, 2, 50, 10, 11, 12, 100, 101, 102]);
     let _ = (low, same, f);
-    assert_eq!(m.lane_linked_for_tests(), 0);
+    assert_eq!(linked(&m), (0, 0));
     finish(m);
 }
 
@@ -64,7 +74,7 @@ fn a_fan_in_of_same_priority_runs_before_newer_lane_tasks() {
     gate.open();
     let _ = collect_finals(&m, 1 + 3 + 1 + 3);
     assert_eq!(log.get(), vec![0, 1, 2, 50, 10, 11, 12], "by priority, then id");
-    assert_eq!(m.lane_linked_for_tests(), 0);
+    assert_eq!(linked(&m), (0, 0));
     finish(m);
 }
 
@@ -84,7 +94,7 @@ fn a_link_and_a_pass_through_onto_queued_tasks_with_a_fan_in_and_a_stopped_secon
     let p = m.add(btm::engine::Job::pass_through(value(99)), 0, DEFAULT, &[b]).unwrap();
     // A second fan-in over `a`, stopped with its upstream.
     let h = m.add(logging(&log, 5), 0, g(3), &[a]).unwrap();
-    assert_eq!(m.lane_linked_for_tests(), 2);
+    assert_eq!(linked(&m), (0, 2));
     gate.open();
     let evs = collect_finals(&m, 1 + 6);
     assert_eq!(log.get(), vec![1, 4, 2, 3, 5]);
@@ -92,12 +102,12 @@ fn a_link_and_a_pass_through_onto_queued_tasks_with_a_fan_in_and_a_stopped_secon
     let order = finals(&evs);
     let pos = |id: u64| order.iter().position(|&x| x == id).unwrap();
     assert!(pos(a) < pos(f) && pos(b) < pos(f) && pos(a) < pos(c) && pos(b) < pos(p) && pos(a) < pos(h));
-    assert_eq!(m.lane_linked_for_tests(), 0);
+    assert_eq!(linked(&m), (0, 0));
     finish(m);
 }
 
 #[test]
-fn a_stop_all_a_shut_down_and_a_group_stop_uncount_queued_linked_tasks() {
+fn a_stop_all_a_shut_down_and_a_group_stop_unmark_queued_linked_tasks() {
     let _s = serial();
     for mode in 0..3 {
         let m = manager(1, true);
@@ -107,23 +117,23 @@ fn a_stop_all_a_shut_down_and_a_group_stop_uncount_queued_linked_tasks() {
         let got = Arc::new(Mutex::new(None));
         m.add(recording(&got, &log, 50), 0, DEFAULT, &ups[..20]).unwrap();
         m.add(recording(&got, &log, 51), 0, DEFAULT, &ups[10..]).unwrap();
-        assert_eq!(m.lane_linked_for_tests(), 30);
+        assert_eq!(linked(&m), (0, 30));
         match mode {
             0 => {
                 m.stop_all();
-                assert_eq!(m.lane_linked_for_tests(), 0);
+                assert_eq!(linked(&m), (0, 0));
                 gate.open();
             }
             1 => {
                 gate.open();
                 m.shut_down(Some(TIMEOUT)).unwrap();
-                assert_eq!(m.lane_linked_for_tests(), 0);
+                assert_eq!(linked(&m), (0, 0));
             }
             _ => {
                 m.pause_processing().unwrap();
                 let r = m.stop_group(DEFAULT, true, true).unwrap();
                 assert!(r.before_start >= 32, "{r:?}");
-                assert_eq!(m.lane_linked_for_tests(), 0);
+                assert_eq!(linked(&m), (0, 0));
                 gate.open();
                 m.start_processing().unwrap();
             }
@@ -250,7 +260,7 @@ fn random_fan_ins_over_queued_lane_tasks_keep_results_order_and_the_count() {
             }
             evs.extend(got);
         }
-        assert_eq!(m.lane_linked_for_tests(), 0, "round {round}");
+        assert_eq!(linked(&m), (0, 0), "round {round}");
         let mut pos: HashMap<u64, usize> = HashMap::new();
         let mut completed_with: HashSet<u64> = HashSet::new();
         for (i, e) in evs.iter().enumerate() {
@@ -299,7 +309,7 @@ fn random_fan_ins_over_queued_lane_tasks_keep_results_order_and_the_count() {
 }
 
 #[test]
-fn a_fan_in_over_the_tail_of_a_long_backlog_moves_its_few_to_the_locked_path() {
+fn a_fan_in_over_the_tail_of_a_long_backlog_marks_its_few_and_counts_nothing() {
     let _s = serial();
     let m = manager(1, true);
     let gate = occupy_a_worker(&m, DEFAULT);
@@ -308,10 +318,38 @@ fn a_fan_in_over_the_tail_of_a_long_backlog_moves_its_few_to_the_locked_path() {
     let got = Arc::new(Mutex::new(None));
     let f = m.add(recording(&got, &log, 1000), 0, DEFAULT, &ids[98..]).unwrap();
     // Counted as linked, they would keep every worker taking the lock after
-    // each of the 98 outcomes before theirs.
-    assert_eq!(m.lane_linked_for_tests(), 0);
+    // each of the 98 outcomes before theirs (session 28 moved them to the
+    // locked path for that).
+    assert_eq!(linked(&m), (0, 2));
     gate.open();
     let evs = finals(&collect_finals(&m, 102));
+    let mut want: Vec<i64> = (0..100).collect();
+    want.push(1000);
+    assert_eq!(log.get(), want, "the marked tasks keep their place; the fan-in runs last");
+    assert_eq!(got.lock().unwrap().clone().unwrap(), vec![(ids[98], 98), (ids[99], 99)]);
+    assert_eq!(evs.last(), Some(&f));
+    assert_eq!(linked(&m), (0, 0));
+    finish(m);
+}
+
+#[test]
+fn a_fan_in_over_the_tail_of_a_backlog_past_the_ring_moves_its_few_to_the_locked_path() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let log = Log::default();
+    for _ in 0..RING {
+        m.add(job(|_| {}), 0, DEFAULT, &[]).unwrap();
+    }
+    let ids: Vec<u64> = (0..100).map(|i| m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap()).collect();
+    let got = Arc::new(Mutex::new(None));
+    let f = m.add(recording(&got, &log, 1000), 0, DEFAULT, &ids[98..]).unwrap();
+    // Waiting in the level's overflow, they cannot be marked; counted, they
+    // would keep every worker taking the lock after each outcome before
+    // theirs.
+    assert_eq!(linked(&m), (0, 0));
+    gate.open();
+    let evs = finals(&collect_finals(&m, 1 + RING + 101));
     let mut want: Vec<i64> = (0..100).collect();
     want.push(1000);
     assert_eq!(log.get(), want, "the moved tasks keep their place; the fan-in runs last");
@@ -335,9 +373,9 @@ fn a_fan_in_added_while_its_upstream_tasks_wait_in_the_lane_leaves_them_there() 
     let ups: Vec<u64> = (0..20).map(|i| m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap()).collect();
     let got = Arc::new(Mutex::new(None));
     let f = m.add(recording_upstream(&got), 0, DEFAULT, &ups).unwrap();
-    // Still queued in the lane, counted as linked (their outcomes are then
-    // applied by the workers at once), rather than moved to the locked path.
-    assert_eq!(m.lane_linked_for_tests(), 20);
+    // Still queued in the lane, marked linked (the worker that claims one
+    // applies its outcome at once), rather than moved to the locked path.
+    assert_eq!(linked(&m), (0, 20));
     gate.open();
     // No poll: the last upstream outcome must not wait for the host.
     wait_until("the fan-in to run", || got.lock().unwrap().is_some());
@@ -347,43 +385,60 @@ fn a_fan_in_added_while_its_upstream_tasks_wait_in_the_lane_leaves_them_there() 
     let evs = finals(&collect_finals(&m, 22));
     assert_eq!(evs[1..21], ups[..]);
     assert_eq!(evs[21], f);
-    assert_eq!(m.lane_linked_for_tests(), 0);
+    assert_eq!(linked(&m), (0, 0));
     finish(m);
 }
 
 #[test]
-fn linked_lane_tasks_leave_the_count_when_stopped_moved_or_drained() {
+fn linked_lane_tasks_leave_the_count_and_their_marks_when_stopped_moved_or_drained() {
     let _s = serial();
-    let m = manager(1, true);
-    let gate = occupy_a_worker(&m, DEFAULT);
-    let log = Log::default();
-    let a = m.add(logging(&log, 1), 0, g(1), &[]).unwrap();
-    let ups: Vec<u64> = (2..5).map(|i| m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap()).collect();
-    let (b, c, d) = (ups[0], ups[1], ups[2]);
-    let got = Arc::new(Mutex::new(None));
-    m.add(recording_upstream(&got), 0, DEFAULT, &[a, b, c, d]).unwrap();
-    assert_eq!(m.lane_linked_for_tests(), 4);
-    // A stop while queued: the fan-in runs without that result.
-    assert_eq!(m.stop_group(g(1), false, false).unwrap().before_start, 1);
-    assert_eq!(m.lane_linked_for_tests(), 3);
-    // A priority change moves it to the locked path, where it runs first.
-    m.set_priority(d, 5).unwrap();
-    assert_eq!(m.lane_linked_for_tests(), 2);
-    // A pause keeps the lane's tasks there, closed, and their count.
-    m.pause_processing().unwrap();
-    assert_eq!(m.lane_linked_for_tests(), 2);
-    m.start_processing().unwrap();
-    // Hooks move the rest of the lane to the locked path (lane tasks start
-    // without the lock, where hooks are not read).
-    m.set_task_hooks(Some(TaskHooks { on_start: None, on_end: None, data: Owned::new(std::ptr::null_mut(), None) }));
-    assert_eq!(m.lane_linked_for_tests(), 0);
-    gate.open();
-    wait_until("the fan-in to run", || got.lock().unwrap().is_some());
-    assert_eq!(log.get(), vec![4, 2, 3], "the moved-up task first, the stopped one never");
-    assert_eq!(got.lock().unwrap().clone().unwrap(), vec![(d, 4), (b, 2), (c, 3)]);
-    collect_finals(&m, 5);
-    assert_eq!(m.lane_linked_for_tests(), 0);
-    finish(m);
+    for past_ring in [false, true] {
+        let m = manager(1, true);
+        let gate = occupy_a_worker(&m, DEFAULT);
+        let log = Log::default();
+        // Past a full ring, the four wait in the level's overflow: counted
+        // rather than marked (the fan-in's lane tasks are the ring's too,
+        // so that they are at least half of the lane's queued entries).
+        let ring: Vec<u64> = if past_ring {
+            (0..RING).map(|_| m.add(job(|_| {}), 0, DEFAULT, &[]).unwrap()).collect()
+        } else {
+            Vec::new()
+        };
+        let a = m.add(logging(&log, 1), 0, g(1), &[]).unwrap();
+        let ups: Vec<u64> = (2..5).map(|i| m.add(logging(&log, i), 0, DEFAULT, &[]).unwrap()).collect();
+        let (b, c, d) = (ups[0], ups[1], ups[2]);
+        let got = Arc::new(Mutex::new(None));
+        let all: Vec<u64> = ring.iter().copied().chain([a, b, c, d]).collect();
+        m.add(recording_upstream(&got), 0, DEFAULT, &all).unwrap();
+        // (counted, marked) with `n` of the four left.
+        let left = |n: usize| if past_ring { (n, if n > 0 { RING } else { 0 }) } else { (0, n) };
+        assert_eq!(linked(&m), left(4));
+        // A stop while queued: the fan-in runs without that result.
+        assert_eq!(m.stop_group(g(1), false, false).unwrap().before_start, 1);
+        assert_eq!(linked(&m), left(3));
+        // A priority change moves it to the locked path, where it runs first.
+        m.set_priority(d, 5).unwrap();
+        assert_eq!(linked(&m), left(2));
+        // A pause keeps the lane's tasks there, closed, and their count.
+        m.pause_processing().unwrap();
+        assert_eq!(linked(&m), left(2));
+        m.start_processing().unwrap();
+        // Hooks move the rest of the lane to the locked path (lane tasks
+        // start without the lock, where hooks are not read).
+        m.set_task_hooks(Some(TaskHooks {
+            on_start: None,
+            on_end: None,
+            data: Owned::new(std::ptr::null_mut(), None),
+        }));
+        assert_eq!(linked(&m), (0, 0));
+        gate.open();
+        wait_until("the fan-in to run", || got.lock().unwrap().is_some());
+        assert_eq!(log.get(), vec![4, 2, 3], "the moved-up task first, the stopped one never");
+        assert_eq!(got.lock().unwrap().clone().unwrap(), vec![(d, 4), (b, 2), (c, 3)]);
+        collect_finals(&m, 5 + ring.len());
+        assert_eq!(linked(&m), (0, 0));
+        finish(m);
+    }
 }
 
 #[test]
@@ -397,12 +452,13 @@ fn a_continuation_of_a_queued_task_that_gains_a_fan_in_waits_with_it_by_priority
     // Attached to `a` in the lane, it would run right after it.
     let c = m.add_link(logging(&log, 3), 0, DEFAULT, a).unwrap();
     let f = m.add(logging(&log, 4), 5, DEFAULT, &[x, a]).unwrap();
-    assert_eq!(m.lane_linked_for_tests(), 2);
+    // `x` marked; `a`, whose slot holds the continuation's record, counted.
+    assert_eq!(linked(&m), (1, 1));
     gate.open();
     let evs = finals(&collect_finals(&m, 5));
     assert_eq!(log.get(), vec![1, 2, 4, 3], "once `a` ran, the fan-in (priority 5) before the continuation (0)");
     assert_eq!(evs[1..], [x, a, f, c]);
-    assert_eq!(m.lane_linked_for_tests(), 0);
+    assert_eq!(linked(&m), (0, 0));
     finish(m);
 }
 
@@ -419,7 +475,7 @@ fn a_fan_in_of_queued_lane_tasks_fails_with_one_and_a_stopped_fan_in_leaves_the_
     // downstream tasks), stopped before they run.
     let c = m.add(logging(&log, 3), 0, DEFAULT, &[]).unwrap();
     let h = m.add(logging(&log, 4), 0, g(7), &[c, a]).unwrap();
-    assert_eq!(m.lane_linked_for_tests(), 3);
+    assert_eq!(linked(&m), (0, 3));
     assert_eq!(m.stop_group(g(7), false, false).unwrap().before_start, 1);
     gate.open();
     let evs = collect_finals(&m, 5);
@@ -433,6 +489,6 @@ fn a_fan_in_of_queued_lane_tasks_fails_with_one_and_a_stopped_fan_in_leaves_the_
         .collect();
     assert_eq!(failed, vec![(b, "b broke".to_owned()), (f, "b broke".to_owned())]);
     assert!(!finals(&evs).contains(&h));
-    assert_eq!(m.lane_linked_for_tests(), 0);
+    assert_eq!(linked(&m), (0, 0));
     finish(m);
 }

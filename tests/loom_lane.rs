@@ -90,6 +90,18 @@
 //!    batch, and pops the lower entry after it, sees nothing move. A flag
 //!    read and stored relaxed fails too (checked by hand).
 //!
+//! 9. **A fan-in's mark on a queued entry** (`lane::LINKED`, session 29):
+//!    the host, adding a fan-in under the state lock, marks its queued
+//!    upstream's state word (`QUEUED -> LINKED`, a compare-and-swap); the
+//!    worker claims from `QUEUED` or `LINKED` (the engine's `leave_queued`)
+//!    and learns from the word it replaced whether to apply the outcome at
+//!    once; a stop cancels from either. A mark that fails on `RUNNING`
+//!    counts the task instead (every worker then applies every outcome:
+//!    model 4's word). Checked, with and without a stop: the job is run or
+//!    freed exactly once, and the outcome of a task the fan-in linked is
+//!    applied at once, by the mark or the count, never left for the poll.
+//!    Mutant: a mark that loads the word and then stores `LINKED`.
+//!
 //! Not modelled yet: a worker's sleep against a lock-free add (flag, fence,
 //! `park`/`unpark`, as the lane experiment does). The hybrid step of the
 //! plan does not need it (adds stay under the state lock, so workers sleep
@@ -1113,4 +1125,117 @@ fn loom_lane_mutant_check_after_a_pop_ignoring_the_overflow_is_caught() {
 #[should_panic(expected = "a lower entry ran while a higher one waited")]
 fn loom_lane_mutant_batch_without_a_bump_for_its_overflow_is_caught() {
     overflow_model(OverflowCheck::NoOverflowBump);
+}
+
+// ---------------------------------------------------------------------------
+// 9. A fan-in's mark on a queued entry
+// ---------------------------------------------------------------------------
+
+const LINKED: u32 = 4;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Link {
+    /// The word was marked (or already was).
+    Marked,
+    /// The entry was claimed first: counted.
+    Counted,
+    /// The entry was cancelled first: nothing to link.
+    Gone,
+}
+
+fn mark_model(stop: bool, load_then_store: bool) {
+    builder(3).check(move || {
+        let cell = Arc::new(Cell { state: AtomicU32::new(QUEUED), job: UnsafeCell::new(Some(7)) });
+        let freed = Arc::new(Mutex::new(Vec::new()));
+
+        let c = cell.clone();
+        let worker = thread::spawn(move || {
+            // `leave_queued(state, RUNNING)`: from `QUEUED` or `LINKED`.
+            let mut s = QUEUED;
+            loop {
+                match c.state.compare_exchange(s, RUNNING, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => break,
+                    Err(now) if now == QUEUED || now == LINKED => s = now,
+                    Err(_) => return None,
+                }
+            }
+            // SAFETY (model): the claim makes this thread the job's owner.
+            let job = c.job.with_mut(|j| unsafe { (*j).take() });
+            // Whether its outcome is applied at once by its own word.
+            Some((job, s == LINKED))
+        });
+
+        let (c, f) = (cell.clone(), freed.clone());
+        let stopper = stop.then(|| {
+            thread::spawn(move || {
+                // Under the state lock in the engine, as the mark is: a
+                // stop and a mark never overlap there (the host is one lock
+                // holder at a time), so the stop runs alone here but for
+                // the worker.
+                let mut s = QUEUED;
+                loop {
+                    match c.state.compare_exchange(s, CANCELLED, Ordering::AcqRel, Ordering::Acquire) {
+                        Ok(_) => {
+                            // SAFETY (model): the cancel makes this thread the job's owner.
+                            let job = c.job.with_mut(|j| unsafe { (*j).take() });
+                            f.lock().unwrap().extend(job);
+                            return;
+                        }
+                        Err(now) if now == QUEUED || now == LINKED => s = now,
+                        Err(_) => return,
+                    }
+                }
+            })
+        });
+        // The stop, when there is one, holds the lock before the fan-in's add.
+        if let Some(t) = stopper {
+            t.join().unwrap();
+        }
+        // The fan-in's add: mark, or count a claimed entry.
+        let link = if load_then_store {
+            match cell.state.load(Ordering::Acquire) {
+                QUEUED | LINKED => {
+                    cell.state.store(LINKED, Ordering::Release);
+                    Link::Marked
+                }
+                RUNNING => Link::Counted,
+                _ => Link::Gone,
+            }
+        } else {
+            match cell.state.compare_exchange(QUEUED, LINKED, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) | Err(LINKED) => Link::Marked,
+                Err(RUNNING) => Link::Counted,
+                Err(_) => Link::Gone,
+            }
+        };
+        let ran = worker.join().unwrap();
+        let freed = freed.lock().unwrap();
+        let runs = ran.as_ref().map_or(0, |(job, _)| job.iter().count());
+        assert_eq!(runs + freed.len(), 1, "the job must be run or freed exactly once: {ran:?} {freed:?}");
+        if let Some((_, at_once)) = ran {
+            // Linked while queued or running: applied at once, by the
+            // worker's own word or by the count (the engine's lock_finish).
+            assert!(
+                link == Link::Counted || at_once,
+                "a linked task's outcome was left for the poll: {link:?}, at once {at_once}"
+            );
+            assert!(!(at_once && link == Link::Counted), "counted and marked: the count is never taken back");
+        }
+    });
+}
+
+#[test]
+fn loom_lane_a_marked_entry_is_claimed_as_linked_or_counted() {
+    mark_model(false, false);
+}
+
+#[test]
+fn loom_lane_a_marked_entry_stopped_is_freed_once() {
+    mark_model(true, false);
+}
+
+#[test]
+#[should_panic]
+fn loom_lane_mutant_mark_loading_then_storing_is_caught() {
+    mark_model(false, true);
 }

@@ -13,6 +13,16 @@
 //!   compare-and-swap `QUEUED -> RUNNING`; a stop (under the lock, which
 //!   keeps `slot.id` stable: only the producer writes it) cancels with
 //!   `QUEUED -> CANCELLED`. Whoever wins owns the job.
+//! - **Linked entries**: a fan-in added while one of its upstream tasks
+//!   waits queued in a ring marks that entry (`QUEUED -> LINKED`, a
+//!   compare-and-swap against the claim and the cancel, as an attachment
+//!   is). The worker that claims a marked entry learns it from the word it
+//!   replaced, and applies the task's outcome under the lock at once, so
+//!   that the fan-in becomes ready before a lower task is claimed; no
+//!   other worker's outcome waits for the lock because of it. An entry
+//!   claimed before the mark, or waiting in an overflow, cannot be marked:
+//!   the lock holder counts it instead (`State::lane_linked`), and while
+//!   any is counted every worker applies every outcome under the lock.
 //! - **Close vs claims**: a worker announces a claim in its own `claiming`
 //!   flag, fences, and only then reads `open`; `close` clears `open`,
 //!   fences and waits until no claim is announced. After `close` no entry
@@ -98,11 +108,15 @@ const OVERFLOW_KEEP: usize = 4096;
 const SLOTS_BYTES: usize = CAP as usize * std::mem::size_of::<Slot>();
 
 // Zero is a free slot's state (zeroed memory is a valid empty level). A
-// state word above `RUNNING` is a queued entry with a continuation
+// state word above `LINKED` is a queued entry with a continuation
 // attached: the address of its `Cont` record.
 const CANCELLED: u64 = 0;
 const QUEUED: u64 = 1;
 const RUNNING: u64 = 2;
+/// Queued, with a downstream task on the locked path (a slot's word only,
+/// never a continuation's; see "Linked entries" above). Odd, as `QUEUED`
+/// is, so that the claiming worker's word, `(id << 2) | s`, tells it.
+const LINKED: u64 = 3;
 
 /// True for a state word of an unclaimed, uncancelled entry.
 #[inline(always)]
@@ -135,7 +149,7 @@ fn leave_queued(state: &AtomicU64, to: u64) -> Result<u64, u64> {
 /// took the word over).
 #[inline(always)]
 fn drop_attached(s: u64) {
-    if s > RUNNING {
+    if s > LINKED {
         // SAFETY: an attached record holds a reference for the attachment,
         // which the caller's compare-and-swap made its own.
         unsafe { Cont::release(s as *mut Cont) };
@@ -194,7 +208,7 @@ impl Cont {
             }
             // SAFETY: an arena outlives its records (see `ContArena`).
             unsafe { &*rec.home }.orphan(p);
-            if s <= RUNNING {
+            if s <= LINKED {
                 return;
             }
             p = s as *mut Cont;
@@ -481,6 +495,18 @@ fn records_of(block: &mut [MaybeUninit<Cont>]) -> impl Iterator<Item = std::ptr:
 /// A continuation taken by the worker that finished its upstream task: the
 /// attachment's reference.
 pub(crate) struct Attached(std::ptr::NonNull<Cont>);
+
+/// What a worker's word said at the end of a lane task it claimed from a
+/// slot (see [`WorkerLane::take_end`]).
+pub(crate) enum End {
+    /// Nothing attached, not linked: the outcome waits for the next lock
+    /// holder.
+    Plain,
+    /// Claimed marked (see [`LINKED`]): its outcome must be applied at once.
+    Linked,
+    /// A continuation attached.
+    Cont(Attached),
+}
 
 impl Attached {
     pub(crate) fn rec(&self) -> &Cont {
@@ -1015,6 +1041,40 @@ impl Level {
         }
         attach_word(&slot.state, cont)
     }
+
+    /// Marks the ring entry at `pos` linked if it still holds task `id`,
+    /// queued with nothing attached; true if it is marked (now or by an
+    /// earlier fan-in). The caller holds the state lock.
+    fn mark_linked(&self, pos: u64, id: u64) -> bool {
+        // SAFETY: the caller holds the state lock.
+        if unsafe { self.overflow_entry(pos) }.is_some() {
+            return false;
+        }
+        let slot = self.slot(pos);
+        if slot.id.load(Ordering::Relaxed) != id {
+            return false;
+        }
+        matches!(slot.state.compare_exchange(QUEUED, LINKED, Ordering::AcqRel, Ordering::Acquire), Ok(_) | Err(LINKED))
+    }
+
+    /// True if the ring entry at `pos` holds task `id`, queued with
+    /// nothing attached, or marked: one [`Level::mark_linked`] would mark
+    /// (unless a worker claims it first). The caller holds the state lock.
+    fn is_markable(&self, pos: u64, id: u64) -> bool {
+        // SAFETY: the caller holds the state lock.
+        if unsafe { self.overflow_entry(pos) }.is_some() {
+            return false;
+        }
+        let slot = self.slot(pos);
+        slot.id.load(Ordering::Relaxed) == id && matches!(slot.state.load(Ordering::Acquire), QUEUED | LINKED)
+    }
+
+    /// Ring entries marked linked (a diagnostic for tests; the caller
+    /// holds the state lock).
+    fn marked(&self) -> usize {
+        let (head, tail) = (self.head.load(Ordering::Acquire), self.tail.load(Ordering::Relaxed));
+        (head..tail).filter(|&pos| self.slot(pos).state.load(Ordering::Acquire) == LINKED).count()
+    }
 }
 
 impl Drop for Level {
@@ -1381,6 +1441,22 @@ impl WorkerLane {
         (w > RUNNING && w & 3 == 0).then(|| Attached(unsafe { std::ptr::NonNull::new_unchecked(w as *mut Cont) }))
     }
 
+    /// [`WorkerLane::take_cont`] at the end of a task claimed from a slot,
+    /// which may also have been marked linked (see [`LINKED`]).
+    #[inline(always)]
+    pub(crate) fn take_end(&self) -> End {
+        let w = self.cont.swap(0, Ordering::AcqRel);
+        if w & 3 == 0 && w > RUNNING {
+            // SAFETY: as in `take_cont`.
+            return End::Cont(Attached(unsafe { std::ptr::NonNull::new_unchecked(w as *mut Cont) }));
+        }
+        if w & 2 != 0 {
+            End::Linked
+        } else {
+            End::Plain
+        }
+    }
+
     /// Marks lane task `id` as this worker's, before its claim (for a
     /// stop that sees the claim).
     #[inline(always)]
@@ -1396,7 +1472,10 @@ impl WorkerLane {
     /// path).
     #[inline(always)]
     fn claimed(&self, id: u64, s: u64) {
-        self.cont.store(if s > RUNNING { s } else { running_word(id) }, Ordering::Relaxed);
+        // (`s` is `QUEUED`, `LINKED` or an address: `(id << 2) | s` is
+        // `running_word(id)` for the first, and tells the second.)
+        debug_assert!(s == QUEUED || s == LINKED || s & 3 == 0);
+        self.cont.store(if s > LINKED { s } else { (id << 2) | s }, Ordering::Relaxed);
         // `claims` last, with release: `State::stats` reads it first (with
         // acquire), so that it never counts a claimed continuation as both
         // running and waiting.
@@ -1636,6 +1715,22 @@ impl Lane {
     /// `pos`); the caller holds the state lock.
     pub(crate) fn attach(&self, i: usize, pos: u64, id: u64, cont: &ContRef) -> AttachTo {
         self.level(i).map_or(AttachTo::No, |l| l.attach(pos, id, cont))
+    }
+
+    /// See [`Level::mark_linked`] (level `i`).
+    pub(crate) fn mark_linked(&self, i: usize, pos: u64, id: u64) -> bool {
+        self.level(i).is_some_and(|l| l.mark_linked(pos, id))
+    }
+
+    /// See [`Level::is_markable`] (level `i`).
+    pub(crate) fn is_markable(&self, i: usize, pos: u64, id: u64) -> bool {
+        self.level(i).is_some_and(|l| l.is_markable(pos, id))
+    }
+
+    /// Ring entries marked linked, every level (a diagnostic for tests;
+    /// the caller holds the state lock).
+    pub(crate) fn marked(&self) -> usize {
+        self.ordered().map(Level::marked).sum()
     }
 
     /// Attaches `cont` to the queued continuation `up`; the caller holds

@@ -491,8 +491,9 @@ enum Body {
         /// if none.
         down: u64,
         level: u8,
-        /// Counted in `State::lane_linked` (queued or claimed, with
-        /// downstream tasks on the locked path).
+        /// Counted in `State::lane_linked` (claimed, or waiting in an
+        /// overflow, with downstream tasks on the locked path; a queued
+        /// ring entry is marked in its slot instead, see `lane::LINKED`).
         linked: bool,
     },
     /// A continuation (see `lane::Cont`): queued, attached to its only
@@ -905,11 +906,15 @@ struct State {
     /// still waiting for their upstream task).
     cont_added: u64,
     cont_cancelled: u64,
-    /// Lane tasks (queued or claimed) and claimed continuations that gained
-    /// downstream tasks on the locked path: their outcomes must be applied
-    /// at once (chains must not wait for the host's poll). Every way off
-    /// the lane uncounts one: its outcome's apply (`finish`), a stop
-    /// (`stop_in_lane`), a move to the locked path (`lane_to_locked`).
+    /// Lane tasks (claimed, or waiting in an overflow) and claimed
+    /// continuations that gained downstream tasks on the locked path: their
+    /// outcomes must be applied at once (chains must not wait for the
+    /// host's poll), and their workers do not know it, so every worker
+    /// applies every outcome while this is above zero. (A lane task queued
+    /// in a ring is marked in its slot instead, and only its own worker
+    /// takes the lock: see `lane::LINKED`.) Every way off the lane uncounts
+    /// one: its outcome's apply (`finish`), a stop (`stop_in_lane`), a move
+    /// to the locked path (`lane_to_locked`).
     lane_linked: usize,
     /// Last published values of `Lane::lock_finish`, `Lane::locked_top`
     /// and `Lane::locked_gen`.
@@ -1758,6 +1763,15 @@ impl Manager {
     #[doc(hidden)]
     pub fn lane_linked_for_tests(&self) -> usize {
         self.state.lock().lane_linked
+    }
+
+    /// Lane ring entries marked linked (a queued lane task with a
+    /// downstream task on the locked path, see `lane::LINKED`): a
+    /// diagnostic for tests, next to [`Manager::lane_linked_for_tests`].
+    #[doc(hidden)]
+    pub fn lane_marked_for_tests(&self) -> usize {
+        let _st = self.state.lock();
+        self.lane.marked()
     }
 
     /// Task-table chunks (4,096 task records each) whose memory the manager
@@ -3455,17 +3469,20 @@ impl State {
             } else {
                 upstream
             };
-            // An upstream task in the lane: a lane task, claimed or (see
-            // `keep` below) queued, stays there, counted in `lane_linked`
-            // (its outcome is then applied at once, and this task's edge
-            // is kept under the lock); a queued continuation, or a queued
-            // lane task not kept, moves to the locked path (a continuation
-            // waits there for its own upstream task). Outcomes left in
-            // the workers' queues are applied after the loop, so that a
-            // finished one is seen as finished. Applied before the loop
-            // too when there are several: a fan-in's upstream tasks have
-            // mostly finished, and one applied is then a plain completed
-            // task, which the loop passes with one lookup.
+            // An upstream task in the lane: a lane task queued in a ring
+            // stays there, its entry marked linked (see `lane::LINKED`:
+            // the worker that claims it applies its outcome at once, and
+            // this task's edge is kept under the lock); one claimed, or
+            // (see `keep` below) waiting in an overflow, stays there
+            // counted in `lane_linked`; a queued continuation, or an
+            // overflow entry not kept, moves to the locked path (a
+            // continuation waits there for its own upstream task).
+            // Outcomes left in the workers' queues are applied after the
+            // loop, so that a finished one is seen as finished. Applied
+            // before the loop too when there are several: a fan-in's
+            // upstream tasks have mostly finished, and one applied is then
+            // a plain completed task, which the loop passes with one
+            // lookup.
             if ups.len() > 1 {
                 self.apply_lane(after);
             }
@@ -3481,16 +3498,25 @@ impl State {
             // path: a worker then takes each as any lane task (~173
             // instructions against the locked path's ~459; W2b with
             // `btm_add_tasks`, where most of a fan-in's upstream tasks are
-            // still queued when it is added). But while any is counted in
-            // `lane_linked`, the workers take the lock after every
-            // outcome, theirs or not: so only when they are at least half
-            // of the lane's queued entries. A fan-in over the tail of a
-            // long backlog moves its few to the locked path, or the whole
-            // backlog would pay (a review measured 24-56 ms against 15-22
-            // for 200,000 tasks with a fan-in over the last two).
+            // still queued when it is added). A ring entry is marked
+            // (below, with the edges) and costs nothing to other tasks.
+            // But while any task is counted in `lane_linked`, the workers
+            // take the lock after every outcome, theirs or not: so an
+            // overflow entry stays only when the fan-in's lane tasks are
+            // at least half of the lane's queued entries. A fan-in over
+            // the tail of a long backlog moves its few from the overflow
+            // to the locked path, or the whole backlog would pay (a review
+            // measured 24-56 ms against 15-22 for 200,000 tasks with a
+            // fan-in over the last two).
             let keep = lane_ups > 0 && lane_ups * 2 >= self.lane.queued();
             for &u in &ups[start..] {
-                if (keep && in_lane(self, u)) || self.unlane(u) {
+                let stays = match self.tasks.get(u) {
+                    Some(Task { body: Body::Lane { level, pos, .. }, .. }) => {
+                        keep || self.lane.is_markable(usize::from(*level), *pos, u)
+                    }
+                    _ => false,
+                };
+                if stays || self.unlane(u) {
                     claimed = true;
                     // A continuation attached to the upstream task would
                     // run at its finish, before this task: it moves to the
@@ -3522,14 +3548,21 @@ impl State {
                 };
                 match &mut ut.body {
                     Body::Pending { .. } | Body::Waiting { .. } | Body::Running { .. } => waiting += 1,
-                    Body::Lane { .. } | Body::Cont { .. } => {
+                    Body::Lane { linked, level, pos, .. } => {
+                        // Its outcome must now be applied at once: marked
+                        // in its ring entry, or else counted.
+                        waiting += 1;
+                        if !*linked && !self.lane.mark_linked(usize::from(*level), *pos, u) {
+                            *linked = true;
+                            self.lane_linked += 1;
+                        }
+                    }
+                    Body::Cont { linked, .. } => {
                         // Running: its outcome must now be applied at once.
                         waiting += 1;
-                        if let Body::Lane { linked, .. } | Body::Cont { linked, .. } = &mut ut.body {
-                            if !*linked {
-                                *linked = true;
-                                self.lane_linked += 1;
-                            }
+                        if !*linked {
+                            *linked = true;
+                            self.lane_linked += 1;
                         }
                     }
                     Body::Completed { result, .. } => {
@@ -4655,10 +4688,11 @@ fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below:
             Take::Job(id, job) => {
                 let run = job.run.expect("lane tasks run a function");
                 let outcome = run_lane_job(manager, id, run, job.data, wl);
-                match (wl.take_cont(), outcome) {
-                    (None, None) => leave_completed(manager, wl, id),
-                    (None, Some(outcome)) => leave_outcome(manager, wl, id, outcome, false),
-                    (Some(att), outcome) => {
+                match (wl.take_end(), outcome) {
+                    (lane::End::Plain, None) => leave_completed(manager, wl, id),
+                    (lane::End::Plain, Some(outcome)) => leave_outcome(manager, wl, id, outcome, false),
+                    (lane::End::Linked, outcome) => leave_linked(manager, wl, id, outcome),
+                    (lane::End::Cont(att), outcome) => {
                         let outcome = outcome.unwrap_or(Outcome::Completed(None));
                         run_chain(manager, wl, index, (id, outcome), att, checkin)
                     }
@@ -4783,6 +4817,19 @@ fn leave_outcome(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, outcome: Outc
         wl.push_outcome((id, outcome));
     }
     outcome_left(manager);
+}
+
+/// Leaves the outcome of a lane task claimed marked linked (a downstream
+/// task waits for it on the locked path, see `lane::LINKED`) and applies
+/// it under the lock at once, as `finish_with_cont` does when it cannot
+/// claim: the downstream task must become ready before a lower task is
+/// claimed, not at the host's next poll.
+#[cold]
+#[inline(never)]
+fn leave_linked(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, outcome: Option<Outcome>) {
+    wl.push_outcome((id, outcome.unwrap_or(Outcome::Completed(None))));
+    open_poll_gate(manager);
+    manager.locked(|st, after| st.apply_lane(after));
 }
 
 /// Opens the poll gate after an outcome was left (stored only when closed,
