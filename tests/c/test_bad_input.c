@@ -60,8 +60,13 @@ TEST(bad_create_config_struct_size) {
     btm_destroy(m);
     big.future[2] = 1;
     m = NULL;
+    /* Rejected with the hook fields readable: btm frees the hook userdata,
+     * as on every other error (btm.h). */
+    big.cfg.thread_hook_userdata = obj_new(1);
+    big.cfg.thread_hook_free = obj_free;
     CHECK_ST(btm_create(&big.cfg, &m), BTM_STATUS_INVALID_CONFIG);
     CHECK(m == NULL);
+    CHECK_EQ(live_objects(), 0);
 
     /* An older caller's shorter struct (up to start_processing): defaults
      * for the rest. */
@@ -77,11 +82,16 @@ TEST(bad_create_config_struct_size) {
         btm_destroy(m);
     }
 
-    /* A bool byte that is neither 0 nor 1. */
+    /* A bool byte that is neither 0 nor 1: rejected, the hook userdata
+     * freed. */
     REQUIRE_ST(btm_config_init(&cfg), BTM_STATUS_OK);
     memset((unsigned char *)&cfg + offsetof(btm_config, start_processing), 2, 1);
+    cfg.thread_hook_userdata = obj_new(1);
+    cfg.thread_hook_free = obj_free;
     m = NULL;
     CHECK_ST(btm_create(&cfg, &m), BTM_STATUS_INVALID_CONFIG);
+    CHECK(m == NULL);
+    CHECK_EQ(live_objects(), 0);
 }
 
 TEST(bad_create_thread_count) {
