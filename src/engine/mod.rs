@@ -728,6 +728,36 @@ struct After {
     hint: bool,
 }
 
+thread_local! {
+    /// The manager whose poll runs host code (free functions) on this
+    /// thread, or null.
+    static POLLING: Cell<*const Manager> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Marks this thread as running host code for a poll of one manager, until
+/// dropped. A poll of the same manager made meanwhile (a free function
+/// that polls) delivers events but releases no previous result: the
+/// results it would release are the ones the outer poll is about to return
+/// to its caller (a review found them freed before the outer poll
+/// returned). Both polls' results are then released by the next poll.
+struct PollMark(*const Manager);
+
+impl PollMark {
+    fn enter(m: &Manager) -> PollMark {
+        PollMark(POLLING.with(|p| p.replace(m)))
+    }
+
+    fn inside(m: &Manager) -> bool {
+        POLLING.with(|p| std::ptr::eq(p.get(), m))
+    }
+}
+
+impl Drop for PollMark {
+    fn drop(&mut self) {
+        POLLING.with(|p| p.set(self.0));
+    }
+}
+
 /// The rarely needed part of [`After`].
 #[derive(Default)]
 struct Heavy {
@@ -1493,7 +1523,11 @@ impl Manager {
         {
             let mut st = self.state.lock();
             let st = &mut *st;
-            if !st.delivered.is_empty() {
+            // (A poll from a free function that a poll of this manager runs
+            // on this thread releases nothing: the results it would release
+            // are the ones that poll is about to return. Both stay until
+            // the next poll, see `PollMark`.)
+            if !st.delivered.is_empty() && !PollMark::inside(self) {
                 after.heavy().garbage = mem::take(&mut st.delivered);
             }
             st.signal.armed = true;
@@ -1597,7 +1631,13 @@ impl Manager {
             st.sync_signal(&mut after);
             st.update_poll_gate();
         }
-        self.run_after(after);
+        if after.heavy.is_some() {
+            // Free functions run here may poll this manager again.
+            let _mark = PollMark::enter(self);
+            self.run_after(after);
+        } else {
+            self.run_after(after);
+        }
         written
     }
 

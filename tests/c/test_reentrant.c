@@ -399,6 +399,73 @@ TEST(reentrant_free_functions) {
     evlog_free(&l);
 }
 
+/* ---- a poll from a free function that a poll runs --------------------- */
+
+static btm_manager *nested_m;
+static atomic_int nested_polls, nested_events, nested_bad;
+
+/* A result's free function that polls the same manager (on the polling
+ * thread, inside the outer poll). */
+static void free_and_poll(void *p) {
+    obj_free(p);
+    btm_event ev[4];
+    size_t n = 0;
+    if (btm_poll_events(nested_m, ev, 4, &n) != BTM_STATUS_OK) atomic_fetch_add(&nested_bad, 1);
+    atomic_fetch_add(&nested_polls, 1);
+    for (size_t i = 0; i < n; i++) {
+        if (ev[i].kind != BTM_EVENT_TASK_COMPLETED) continue;
+        atomic_fetch_add(&nested_events, 1);
+        /* The nested poll's own results are alive. */
+        if (ev[i].result_count != 1 || obj_tag(ev[i].results[0].data) < 1) atomic_fetch_add(&nested_bad, 1);
+    }
+}
+
+static void result_task(void *ud, btm_task_context *ctx) {
+    CHECK_ST(btm_context_set_result(ctx, obj_new((int)(intptr_t)ud), free_and_poll), BTM_STATUS_OK);
+}
+
+TEST(reentrant_poll_from_a_result_free_function_keeps_the_outer_results) {
+    atomic_store(&nested_polls, 0);
+    atomic_store(&nested_events, 0);
+    atomic_store(&nested_bad, 0);
+    btm_manager *m = mk(1, true);
+    REQUIRE(m);
+    nested_m = m;
+    btm_task_id ids[3];
+    for (int i = 0; i < 3; i++)
+        REQUIRE_ST(btm_add_task(m, result_task, (void *)(intptr_t)(i + 1), NULL, 0, NULL, NULL, 0, &ids[i]),
+                   BTM_STATUS_OK);
+    REQUIRE_ST(btm_wait_idle(m, WAIT_MS), BTM_STATUS_OK);
+    btm_event ev[1];
+    size_t n = 0;
+    REQUIRE_ST(btm_poll_events(m, ev, 1, &n), BTM_STATUS_OK);
+    REQUIRE_EQ(n, 1);
+    CHECK_EQ(ev[0].task_id, ids[0]);
+    CHECK_EQ(atomic_load(&nested_polls), 0);
+    /* Releases task 1's result: its free function polls, inside this poll,
+     * and takes task 3's event. That nested poll must not release the
+     * result this poll returns (a review found it freed before the outer
+     * poll returned). */
+    REQUIRE_ST(btm_poll_events(m, ev, 1, &n), BTM_STATUS_OK);
+    REQUIRE_EQ(n, 1);
+    CHECK_EQ(atomic_load(&nested_polls), 1);
+    CHECK_EQ(atomic_load(&nested_events), 1);
+    CHECK_EQ(ev[0].task_id, ids[1]);
+    REQUIRE_EQ(ev[0].result_count, 1);
+    CHECK_EQ(obj_tag(ev[0].results[0].data), 2);
+    CHECK_EQ(atomic_load(&nested_bad), 0);
+    CHECK_EQ(live_objects(), 2); /* the results of tasks 2 and 3 */
+    /* The next poll releases both (their free functions poll again and find
+     * nothing but the group's end). */
+    evlog l;
+    evlog_init(&l);
+    REQUIRE(settle(m, &l));
+    CHECK_EQ(live_objects(), 0);
+    CHECK_EQ(atomic_load(&nested_bad), 0);
+    rm(m);
+    evlog_free(&l);
+}
+
 /* ---- concurrent adds from 4 host threads ------------------------------ */
 
 enum { ADDERS = 4, PER_ADDER = 500 };
@@ -647,6 +714,7 @@ const test_case tests_reentrant[] = {
     TEST_ENTRY(reentrant_shut_down_forever_from_task),
     TEST_ENTRY(reentrant_destroy_from_task),
     TEST_ENTRY(reentrant_free_functions),
+    TEST_ENTRY(reentrant_poll_from_a_result_free_function_keeps_the_outer_results),
     TEST_ENTRY(concurrent_adds_from_4_threads),
     TEST_ENTRY(stress_add_stop_poll),
     {NULL, NULL},
