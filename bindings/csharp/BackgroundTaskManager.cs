@@ -999,7 +999,12 @@ namespace Btm
                     if (!namedGroupIds.TryGetValue(group.Name, out id))
                     {
                         BtmGroup named;
-                        BtmException.ThrowIfFailed(NativeMethods.btm_group_named(handle, Utf8.ToNative(group.Name), out named), "btm_group_named");
+                        // Exact conversion (TaskGroup.Named has already checked
+                        // the name; checked again here so no lossy form of a name
+                        // can ever be interned): a name btm would see differently
+                        // throws ArgumentException before reaching btm.
+                        byte[] nativeName = Utf8.NameToNative(group.Name, "group", "The group name");
+                        BtmException.ThrowIfFailed(NativeMethods.btm_group_named(handle, nativeName, out named), "btm_group_named");
                         id = named.value;
                         namedGroupIds[group.Name] = id;
                         groupNamesById[id] = group.Name;

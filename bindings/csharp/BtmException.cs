@@ -50,10 +50,76 @@ namespace Btm
         }
     }
 
-    /// <summary>UTF-8 conversions for strings crossing the boundary.</summary>
+    /// <summary>
+    /// UTF-8 conversions for strings crossing the boundary. Two kinds of
+    /// string go to btm: names that identify something (group names), which
+    /// must arrive exactly (<see cref="NameToNative"/>, which rejects what
+    /// cannot), and free text (failure messages and details, progress
+    /// messages), which is converted leniently (<see cref="ToNative"/>).
+    /// </summary>
     internal static class Utf8
     {
-        /// <summary>NUL-terminated UTF-8 bytes, or null for null.</summary>
+        /// <summary>
+        /// Throws <see cref="ArgumentException"/> (for <paramref name="paramName"/>)
+        /// unless <paramref name="s"/> has exactly one NUL-terminated UTF-8
+        /// form: no '\0' (C would see the string end there) and no unpaired
+        /// surrogate (UTF-8 cannot encode one; a lenient encoder would turn
+        /// every one into U+FFFD, making different names equal). Any other
+        /// string, "" included, is accepted. Allocates nothing unless it throws.
+        /// </summary>
+        internal static void CheckName(string s, string paramName, string what)
+        {
+            for (int i = 0; i < s.Length; i++)
+            {
+                char c = s[i];
+                string problem = null;
+                if (c == '\0')
+                {
+                    problem = "an embedded '\\0' (U+0000)";
+                }
+                else if (char.IsHighSurrogate(c))
+                {
+                    if (i + 1 < s.Length && char.IsLowSurrogate(s[i + 1]))
+                    {
+                        i++;
+                        continue;
+                    }
+                    problem = string.Format("an unpaired high surrogate (U+{0:X4})", (int)c);
+                }
+                else if (char.IsLowSurrogate(c))
+                {
+                    problem = string.Format("an unpaired low surrogate (U+{0:X4})", (int)c);
+                }
+                if (problem != null)
+                {
+                    throw new ArgumentException(string.Format(
+                        "{0} contains {1} at index {2}: btm takes names as NUL-terminated UTF-8 strings, so a name must not contain '\\0' and must be valid UTF-16 (no unpaired surrogate), or two different names could reach btm as the same one",
+                        what, problem, i), paramName);
+                }
+            }
+        }
+
+        /// <summary>
+        /// The exact NUL-terminated UTF-8 form of a name (never null for a
+        /// non-null name); throws <see cref="ArgumentException"/> as
+        /// <see cref="CheckName"/> does, before anything reaches btm.
+        /// </summary>
+        internal static byte[] NameToNative(string s, string paramName, string what)
+        {
+            if (s == null)
+            {
+                throw new ArgumentNullException(paramName);
+            }
+            CheckName(s, paramName, what);
+            return ToNative(s);
+        }
+
+        /// <summary>
+        /// NUL-terminated UTF-8 bytes, or null for null. Lenient, for free
+        /// text only: an embedded '\0' ends the string as btm sees it and an
+        /// unpaired surrogate becomes U+FFFD. Names go through
+        /// <see cref="NameToNative"/>.
+        /// </summary>
         internal static byte[] ToNative(string s)
         {
             if (s == null)

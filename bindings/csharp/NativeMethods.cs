@@ -8,7 +8,9 @@
 // - Nothing here is public; the public API is BackgroundTaskManager.
 // - C `bool` is one byte: every bool is [MarshalAs(UnmanagedType.U1)].
 // - Strings handed to btm are NUL-terminated UTF-8 byte[] (never `string`,
-//   whose default marshalling differs between Mono, .NET and IL2CPP); strings
+//   whose default marshalling differs between Mono, .NET and IL2CPP), made by
+//   Utf8.NameToNative for names (exact, or ArgumentException) and by
+//   Utf8.ToNative for free text (lenient); strings
 //   returned by btm are IntPtr (never `string`: the marshaller would free
 //   btm's static or borrowed memory).
 // - The manager handle is a SafeHandle (BtmManagerHandle) for every call

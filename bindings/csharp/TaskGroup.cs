@@ -18,7 +18,10 @@ namespace Btm
     /// A string converts implicitly to a named group, so
     /// <c>AddTask(fn, group: "thumbnails")</c> works. Groups are plain values
     /// (compare with ==); a named group is interned by each manager on first
-    /// use.
+    /// use. Two named groups are equal exactly when their names are equal
+    /// ordinally, in C# and in btm: a name that btm could not receive exactly
+    /// (containing '\0' or an unpaired surrogate) is rejected with an
+    /// <see cref="ArgumentException"/> when the group is created.
     /// </summary>
     public readonly struct TaskGroup : IEquatable<TaskGroup>
     {
@@ -45,16 +48,32 @@ namespace Btm
             return new TaskGroup(TaskGroupKind.Numbered, number, null);
         }
 
-        /// <summary>A named group; "" is a valid name.</summary>
+        /// <summary>
+        /// A named group; "" is a valid name, and so is any other string that
+        /// has exactly one NUL-terminated UTF-8 form. Names are compared
+        /// ordinally (no Unicode normalisation: "\u00e9" and "e\u0301" are two
+        /// groups), in C# as in btm.
+        /// </summary>
+        /// <exception cref="ArgumentNullException"><paramref name="name"/> is null.</exception>
+        /// <exception cref="ArgumentException">
+        /// <paramref name="name"/> contains '\0' or an unpaired surrogate (invalid
+        /// UTF-16): btm would see a different name (cut at the '\0', or with
+        /// U+FFFD in place of the surrogate), shared with other strings.
+        /// </exception>
         public static TaskGroup Named(string name)
         {
             if (name == null)
             {
                 throw new ArgumentNullException("name");
             }
+            Utf8.CheckName(name, "name", "The group name");
             return new TaskGroup(TaskGroupKind.Named, 0, name);
         }
 
+        /// <summary>
+        /// <c>TaskGroup.Named(name)</c>, with the same exceptions (so a name
+        /// with '\0' or an unpaired surrogate throws where it is converted).
+        /// </summary>
         public static implicit operator TaskGroup(string name)
         {
             return Named(name);

@@ -545,6 +545,145 @@ namespace Btm.Tests
             }
         }
 
+        // Group names must reach btm exactly (one NUL-terminated UTF-8 string
+        // per name): otherwise two different C# names could become one btm
+        // group, and a stop of one would stop the other's tasks.
+        private static void CheckNameRejected(BackgroundTaskManager m, string name, string what)
+        {
+            long handles = BackgroundTaskManager.LiveGCHandleCount;
+            ArgumentException ex = Check.Throws<ArgumentException>(() => TaskGroup.Named(name), what + ": TaskGroup.Named");
+            Check.Equal("name", ex.ParamName, what + ": parameter name");
+            Check.True(!(ex is ArgumentNullException), what + ": not an ArgumentNullException");
+            Check.True(ex.Message.Contains("group name") && ex.Message.Contains("index"), what + ": message says what and where: " + ex.Message);
+            Check.Throws<ArgumentException>(() => { TaskGroup g = name; GC.KeepAlive(g); }, what + ": implicit conversion");
+            Check.Throws<ArgumentException>(() => m.AddTask(() => 1, 0, name), what + ": AddTask");
+            Check.Throws<ArgumentException>(() => m.AddPassThroughTask(0, name, null, "payload"), what + ": AddPassThroughTask");
+            Check.Throws<ArgumentException>(() => m.AddTasks(new[] { new TaskSpec(() => 1), new TaskSpec(() => 2, 0, name) }), what + ": AddTasks");
+            Check.Throws<ArgumentException>(() => m.StopTaskGroup(name), what + ": StopTaskGroup");
+            Check.Throws<ArgumentException>(() => m.GetGroupStats(name), what + ": GetGroupStats");
+            Check.Equal(handles, BackgroundTaskManager.LiveGCHandleCount, what + ": no handle allocated");
+
+            // A group value that got past TaskGroup.Named (only reflection can
+            // make one) is still refused by the manager before btm sees it.
+            var ctor = typeof(TaskGroup).GetConstructor(
+                System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance, null,
+                new[] { typeof(TaskGroupKind), typeof(ulong), typeof(string) }, null);
+            var forged = (TaskGroup)ctor.Invoke(new object[] { TaskGroupKind.Named, 0UL, name });
+            ex = Check.Throws<ArgumentException>(() => m.AddTask(() => 1, 0, forged), what + ": forged group, AddTask");
+            Check.Equal("group", ex.ParamName, what + ": forged group, parameter name");
+            Check.Throws<ArgumentException>(() => m.AddTasks(new[] { new TaskSpec(() => 1, 0, "a"), new TaskSpec(() => 2, 0, forged) }), what + ": forged group, AddTasks");
+            Check.Throws<ArgumentException>(() => m.StopTaskGroup(forged), what + ": forged group, StopTaskGroup");
+            Check.Equal(handles, BackgroundTaskManager.LiveGCHandleCount, what + ": forged group, no handle left allocated");
+        }
+
+        private static void CheckNamesRejectedAndNothingAdded(string[] names)
+        {
+            using (var m = new BackgroundTaskManager(1))
+            {
+                ulong before = m.AddTask(() => 0, 0, "a");
+                foreach (string name in names)
+                {
+                    CheckNameRejected(m, name, "\"" + name.Replace("\0", "\\0") + "\" (" + string.Join(" ", name.Select(c => ((int)c).ToString("X4"))) + ")");
+                }
+                ulong after = m.AddTask(() => 0, 0, "a");
+                Check.Equal(before + 1, after, "no rejected call issued a task id");
+                Check.Equal(2L, m.GetGroupStats("a").Total, "only the two valid tasks are live in \"a\"");
+                Check.Equal(2L, m.GetStats().Queued, "only the two valid tasks are queued at all");
+            }
+        }
+
+        [Test]
+        public static void GroupNamesWithAnEmbeddedNulAreRejected()
+        {
+            CheckNamesRejectedAndNothingAdded(new[] { "a\0b", "a\0", "\0", "\0a", "thumbnails\0x" });
+        }
+
+        [Test]
+        public static void GroupNamesWithALoneSurrogateAreRejected()
+        {
+            CheckNamesRejectedAndNothingAdded(new[]
+            {
+                "\uD800", "\uDC00", "\uDBFF", "\uDFFF",   // alone
+                "a\uD83Db", "x\uD83D",                    // high surrogate not followed by a low one
+                "a\uDE00b", "\uDE00\uD83D",               // low surrogate not preceded by a high one (a reversed pair)
+                "\uD83D\uDE00\uDE00",                     // a valid pair, then a lone low surrogate
+            });
+        }
+
+        [Test]
+        public static void DistinctValidGroupNamesStayDistinctGroups()
+        {
+            var pairs = new[]
+            {
+                new[] { "\u00e9", "e\u0301" },           // precomposed vs combining: no normalisation
+                new[] { "\uFFFD", "\uD83D\uDE00" },      // U+FFFD vs a surrogate pair (U+1F600)
+                new[] { "a", "a b" },
+                new[] { "", " " },
+                new[] { "\u4e2d", "\u4e2d\u6587" },
+            };
+            foreach (string[] pair in pairs)
+            {
+                string what = "\"" + pair[0] + "\" vs \"" + pair[1] + "\"";
+                using (var m = new BackgroundTaskManager(1, true))
+                {
+                    TaskGroup g1 = pair[0];
+                    TaskGroup g2 = pair[1];
+                    Check.True(g1 != g2, what + ": different values in C#");
+                    var groups = new Dictionary<ulong, TaskGroup>();
+                    m.TaskCompleted += (id, g, r) => groups[id] = g;
+
+                    // g2 interned first, then g1, then g2 again.
+                    ulong t2 = m.AddTask(() => 2, 0, g2);
+                    Wait.Polling(m, () => groups.ContainsKey(t2), what + ": t2");
+                    ulong t1 = m.AddTask(() => 1, 0, g1);
+                    Wait.Polling(m, () => groups.ContainsKey(t1), what + ": t1");
+                    ulong t2b = m.AddTask(() => 3, 0, g2);
+                    Wait.Polling(m, () => groups.ContainsKey(t2b), what + ": t2b");
+                    Check.Equal(g2, groups[t2], what + ": first g2 task reported in g2");
+                    Check.Equal(g1, groups[t1], what + ": g1 task reported in g1");
+                    Check.Equal(g2, groups[t2b], what + ": g2 task added after g1 was interned reported in g2");
+                    Check.Equal(pair[1], groups[t2b].Name, what + ": exact name back");
+
+                    // Stopping one group leaves the other's tasks alone.
+                    m.PauseProcessing();
+                    ulong q1 = m.AddTask(() => 4, 0, g1);
+                    ulong q2 = m.AddTask(() => 5, 0, g2);
+                    Check.Equal(1L, m.GetGroupStats(g1).Total, what + ": one live task in g1");
+                    Check.Equal(1L, m.GetGroupStats(g2).Total, what + ": one live task in g2");
+                    Check.Equal(1L, m.StopTaskGroup(g2).Total, what + ": StopTaskGroup(g2) stops g2's one task only");
+                    Check.Equal(1L, m.GetGroupStats(g1).Total, what + ": g1's task is still live");
+                    m.StartProcessing();
+                    Wait.Polling(m, () => groups.ContainsKey(q1), what + ": g1's task still runs");
+                    Wait.IdleAndDrained(m);
+                    Check.Equal(g1, groups[q1], what + ": and is reported in g1");
+                    Check.True(!groups.ContainsKey(q2), what + ": g2's stopped task raises no event");
+                }
+            }
+        }
+
+        [Test]
+        public static void FreeTextMessagesAreConvertedLeniently()
+        {
+            // Failure and progress messages are free text, not names: a string
+            // UTF-8 cannot carry exactly still gets through (the failure is
+            // never lost), cut at an embedded '\0', lone surrogates as U+FFFD.
+            using (var m = new BackgroundTaskManager(1, true))
+            {
+                var rec = new Recorder(m);
+                string progressMessage = null;
+                m.TaskProgress += (id, g, p, msg) => progressMessage = msg;
+                ulong t = m.AddTask(ctx =>
+                {
+                    ctx.ReportProgress(0.5, "half \uD800way\0 hidden");
+                    throw new InvalidOperationException("bad \uDC00 input\0 hidden");
+                });
+                Wait.Polling(m, () => rec.Has(t), "t fails");
+                Check.True(rec.Failed.ContainsKey(t), "the failure is reported: " + string.Join("; ", rec.Log));
+                Check.Equal("bad \uFFFD input", rec.Failed[t][0], "failure message");
+                Check.Equal("half \uFFFDway", progressMessage, "progress message");
+            }
+        }
+
         // ------------------------------------------------------------------
         // Stops
 
