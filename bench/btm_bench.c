@@ -17,6 +17,12 @@
  * w1phases and w2aphases (N ignored: 1000 chains of 100) time the adds (to
  * a paused manager), the run of the whole queue and the polls one after
  * the other, in ns per task; bench/run.py does not run them.
+ * fanlow (not run by bench/run.py either; docs/PERFORMANCE.md, session 29):
+ * both workers held on a pipe, 1,000 tasks queued at priority 0 with a
+ * fan-in over them, then N tasks at priority 5; the workers released, the
+ * drain of all of them in ns per task (fanlow0: the same without the
+ * fan-in). Until session 29 the 1,000 queued linked tasks made every
+ * worker apply every outcome under the lock until they ran.
  * For experiments on W6 (bench/run.py sets neither): BTM_BENCH_W6_ORDER
  * gives task i's priority: "rr" (the default, i % 4), "same" (0: W1 with
  * W6's four queues made), "runs16" ((i / 16) % 4) or "blocks" (i * 4 / N);
@@ -32,6 +38,8 @@
 #include <string.h>
 #include <time.h>
 #include <dirent.h>
+#include <sched.h>
+#include <unistd.h>
 #include <sys/resource.h>
 
 static double now_ns(void) {
@@ -43,6 +51,21 @@ static double now_ns(void) {
 static void empty_task(void *ud, btm_task_context *ctx) {
     (void)ud;
     (void)ctx;
+}
+
+/* fanlow: tasks that hold a worker until the host writes to the pipe. */
+static int hold_pipe[2];
+static int held;
+static void hold_task(void *ud, btm_task_context *ctx) {
+    (void)ud;
+    (void)ctx;
+    char b;
+    __atomic_add_fetch(&held, 1, __ATOMIC_ACQ_REL);
+    if (read(hold_pipe[0], &b, 1) != 1) abort();
+}
+static void add_task_fn(btm_manager *m, btm_task_fn fn, int prio) {
+    btm_task_id id;
+    if (btm_add_task(m, fn, NULL, NULL, prio, NULL, NULL, 0, &id) != BTM_STATUS_OK) abort();
 }
 
 static size_t frees;
@@ -189,7 +212,8 @@ static int cmp_double(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s <w1|w2a|w2b|w3|w4|w4fd|w5|w6|w1phases|w2aphases> <N>\n", argv[0]);
+        fprintf(stderr, "usage: %s <w1|w2a|w2b|w3|w4|w4fd|w5|w6|w1phases|w2aphases|fanlow|fanlow0> <N>\n",
+                argv[0]);
         return 2;
     }
     const char *w = argv[1];
@@ -389,6 +413,26 @@ int main(int argc, char **argv) {
         printf("{\"peer\":\"btm\",\"workload\":\"%s\",\"n\":%zu,\"add_ns\":%.1f,\"run_ns\":%.1f,"
                "\"poll_ns\":%.1f}\n",
                w, n, (t1 - t0) / (double)n, (t2 - t1) / (double)n, (t3 - t2) / (double)n);
+    } else if (!strcmp(w, "fanlow") || !strcmp(w, "fanlow0")) {
+        int fan = !strcmp(w, "fanlow");
+        size_t low = 1000;
+        m = make(1, 1);
+        if (pipe(hold_pipe) != 0) return 1;
+        for (int i = 0; i < 2; i++) add_task_fn(m, hold_task, 10);
+        while (__atomic_load_n(&held, __ATOMIC_ACQUIRE) < 2) sched_yield();
+        btm_task_id *ids = malloc(low * sizeof *ids);
+        if (!ids) return 1;
+        for (size_t i = 0; i < low; i++) add(m, 0, NULL, 0, &ids[i]);
+        if (fan) add(m, 0, ids, low, &id);
+        for (size_t i = 0; i < n; i++) add(m, 5, NULL, 0, &id);
+        size_t want = 2 + low + (size_t)fan + n;
+        double t0 = now_ns();
+        if (write(hold_pipe[1], "xx", 2) != 2) return 1;
+        drain(m, want, DRAIN_BLOCK_WHEN_EMPTY);
+        double t = now_ns() - t0;
+        free(ids);
+        printf("{\"peer\":\"btm\",\"workload\":\"%s\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", w, n,
+               t / (double)want, t / 1e6);
     } else {
         fprintf(stderr, "unknown workload %s\n", w);
         return 2;
