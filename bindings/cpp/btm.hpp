@@ -44,7 +44,10 @@
 //   hooks, notify callback, instrumentation hooks) is `noexcept` and catches
 //   everything: nothing unwinds into Rust.
 //   An exception escaping a task becomes the task's failure: message =
-//   `what()`, details = "<exception type>: <what()>".
+//   `what()`, details = "<exception type>: <what()>". One escaping a hook, the
+//   notify callback or a destructor (a callable's, a result's or a payload's
+//   declared noexcept(false)) cannot be reported anywhere and is swallowed;
+//   the object still counts as destroyed (its memory is freed).
 // - Ownership: a callable passed to add_task is moved (or copied) into a heap
 //   object handed to btm, which destroys it exactly once, whatever the task's
 //   fate (also when add_task throws). Results and pass-through payloads are
@@ -233,16 +236,39 @@ struct BoxBase {
     const TypeKey* key;
 };
 
+/// Tag of the `Box` constructor that makes its value from a call's result.
+struct FromCall {};
+
 template <class T>
 struct Box final : BoxBase {
     template <class... A>
     explicit Box(A&&... a) : BoxBase{&type_key<T>}, value(std::forward<A>(a)...) {}
+    /// The value made in place from `std::invoke(f, a...)`'s result (no
+    /// temporary to move from: a result type whose destructor throws even
+    /// when moved from would otherwise fail the task after the box was
+    /// made, and leak it).
+    template <class F, class... A>
+    Box(FromCall, F&& f, A&&... a)
+        : BoxBase{&type_key<T>}, value(std::invoke(std::forward<F>(f), std::forward<A>(a)...)) {}
     T value;
 };
 
+/// Deletes `p` for a free function btm calls: an exception thrown by the
+/// destructor (one declared noexcept(false)) is swallowed, as nothing may
+/// unwind into btm. The memory is freed all the same.
+template <class T>
+void delete_swallowing(T* p) noexcept {
+    try {
+        delete p;
+    } catch (...) {
+        // Nowhere to report it: btm destroys objects long after the call
+        // that handed them over, on whichever thread releases them.
+    }
+}
+
 template <class T>
 void free_box(void* p) noexcept {
-    delete static_cast<Box<T>*>(static_cast<BoxBase*>(p));
+    delete_swallowing(static_cast<Box<T>*>(static_cast<BoxBase*>(p)));
 }
 
 /// Boxes a value: returns the `void*` to give btm (as a BoxBase*).
@@ -253,7 +279,7 @@ void* make_box(A&&... a) {
 
 template <class Fn>
 void free_callable(void* p) noexcept {
-    delete static_cast<Fn*>(p);
+    delete_swallowing(static_cast<Fn*>(p));
 }
 
 // ---- exception names --------------------------------------------------------
@@ -732,7 +758,7 @@ inline void thread_stop_trampoline(void* ud, std::uint32_t index) noexcept {
     }
 }
 
-inline void free_thread_hooks(void* ud) noexcept { delete static_cast<ThreadHooks*>(ud); }
+inline void free_thread_hooks(void* ud) noexcept { delete_swallowing(static_cast<ThreadHooks*>(ud)); }
 
 template <class Fn>
 void notify_trampoline(void* ud) noexcept {
@@ -1334,13 +1360,13 @@ public:
             c.thread_stop = &detail::thread_stop_trampoline;
             c.thread_hook_free = &detail::free_thread_hooks;
         }
-        c.thread_hook_userdata = hooks.get();
+        // Ownership of the hooks passes to btm on every call, even a failing
+        // one (btm_create calls thread_hook_free on every error; only a config
+        // too small to hold the hook fields keeps them, and btm_config_init
+        // made a full one): release first so nothing here frees them again.
+        c.thread_hook_userdata = hooks.release();
         btm_manager* m = nullptr;
         const btm_status s = btm_create(&c, &m);
-        // btm owns the hooks from here on, except on INVALID_CONFIG.
-        if (s != BTM_STATUS_INVALID_CONFIG) {
-            (void)hooks.release();
-        }
         check_create(s);
         handle_.reset(m);
     }
@@ -1475,7 +1501,7 @@ void task_trampoline(void* userdata, btm_task_context* context) noexcept {
                 std::invoke(std::move(fn), ctx);
             } else {
                 using T = std::decay_t<R>;
-                void* box = make_box<T>(std::invoke(std::move(fn), ctx));
+                void* box = make_box<T>(FromCall{}, std::move(fn), ctx);
                 (void)btm_context_set_result(context, box, &free_box<T>);
             }
         } else {
@@ -1484,7 +1510,7 @@ void task_trampoline(void* userdata, btm_task_context* context) noexcept {
                 std::invoke(std::move(fn));
             } else {
                 using T = std::decay_t<R>;
-                void* box = make_box<T>(std::invoke(std::move(fn)));
+                void* box = make_box<T>(FromCall{}, std::move(fn));
                 (void)btm_context_set_result(context, box, &free_box<T>);
             }
         }

@@ -83,6 +83,20 @@ TEST(Manager, CApiErrorsBecomeBtmErrorWithTheStatus) {
     EXPECT_STREQ(btm::status_str(btm::Status::ok), btm_status_str(BTM_STATUS_OK));
 }
 
+TEST(Manager, AFailedCreateDestroysTheThreadHooksExactlyOnce) {
+    // btm_create owns the hooks on every call, even a failing one: btm
+    // destroys the manager's copy, the wrapper must not destroy it again.
+    Counted::reset();
+    {
+        const btm::Config config =
+            btm::Config{}.max_threads(-1).on_thread_start([c = Counted(1)](std::uint32_t) { (void)c; });
+        const int own = Counted::live();
+        EXPECT_THROW({ btm::Manager bad{config}; }, btm::Error);
+        EXPECT_EQ(Counted::live(), own);  // only the config's own copy is left
+    }
+    EXPECT_EQ(Counted::live(), 0);
+}
+
 TEST(Manager, ThreadHooksRunOnEveryWorker) {
     std::atomic<int> starts{0};
     std::atomic<int> stops{0};
