@@ -678,9 +678,10 @@ btm_status btm_context_report_progress(const struct btm_task_context *context,
  * previous poll (their free functions run on this thread), so pointers in
  * events stay valid exactly until the next poll. A poll called from one of
  * those free functions (or any free function a poll runs), on the same
- * manager, delivers events but releases nothing: the results it would
- * release are the ones the running poll is about to return. Both polls'
- * results then stay valid until the next poll. A poll with nothing to do
+ * manager, directly or through a poll of another manager, delivers events
+ * but releases nothing: the results it would release are the ones the
+ * running poll is about to return. Both polls' results then stay valid
+ * until the next poll. A poll with nothing to do
  * (no event to deliver, no previous result to release, no notify callback
  * to re-arm) returns `OK` with a count of 0 without taking btm's lock, so
  * polling every frame or in a loop costs the workers nothing.

@@ -729,32 +729,36 @@ struct After {
 }
 
 thread_local! {
-    /// The manager whose poll runs host code (free functions) on this
-    /// thread, or null.
-    static POLLING: Cell<*const Manager> = const { Cell::new(std::ptr::null()) };
+    /// The managers whose polls run host code (free functions) on this
+    /// thread, innermost last: a free function of manager A's poll may
+    /// poll B, whose free function polls A again (a review found a single
+    /// entry forgot A there).
+    static POLLING: std::cell::RefCell<Vec<*const Manager>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Marks this thread as running host code for a poll of one manager, until
-/// dropped. A poll of the same manager made meanwhile (a free function
-/// that polls) delivers events but releases no previous result: the
-/// results it would release are the ones the outer poll is about to return
-/// to its caller (a review found them freed before the outer poll
-/// returned). Both polls' results are then released by the next poll.
-struct PollMark(*const Manager);
+/// dropped. A poll of a manager marked on this thread (a free function
+/// that polls, directly or through another manager's poll) delivers events
+/// but releases no previous result: the results it would release are the
+/// ones the outer poll is about to return to its caller (a review found
+/// them freed before the outer poll returned). Both polls' results are then
+/// released by the next poll.
+struct PollMark;
 
 impl PollMark {
     fn enter(m: &Manager) -> PollMark {
-        PollMark(POLLING.with(|p| p.replace(m)))
+        POLLING.with(|p| p.borrow_mut().push(m));
+        PollMark
     }
 
     fn inside(m: &Manager) -> bool {
-        POLLING.with(|p| std::ptr::eq(p.get(), m))
+        POLLING.with(|p| p.borrow().iter().any(|&q| std::ptr::eq(q, m)))
     }
 }
 
 impl Drop for PollMark {
     fn drop(&mut self) {
-        POLLING.with(|p| p.set(self.0));
+        POLLING.with(|p| p.borrow_mut().pop());
     }
 }
 

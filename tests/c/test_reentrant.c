@@ -466,6 +466,71 @@ TEST(reentrant_poll_from_a_result_free_function_keeps_the_outer_results) {
     evlog_free(&l);
 }
 
+/* A -> B -> A: a free function of manager A's poll polls B, whose poll runs
+ * a free function that polls A again. That innermost poll of A must not
+ * release the results A's outer poll is about to return (a review found the
+ * first version of the fix forgot A once B's poll ran). */
+static btm_manager *aba_a, *aba_b;
+static atomic_int aba_inner_a_polls;
+
+static void free_poll_a(void *p) {
+    obj_free(p);
+    btm_event ev[1];
+    size_t n = 0;
+    CHECK_ST(btm_poll_events(aba_a, ev, 1, &n), BTM_STATUS_OK);
+    atomic_fetch_add(&aba_inner_a_polls, 1);
+}
+
+static void free_poll_b(void *p) {
+    obj_free(p);
+    btm_event ev[1];
+    size_t n = 0;
+    CHECK_ST(btm_poll_events(aba_b, ev, 1, &n), BTM_STATUS_OK);
+}
+
+static void aba_task(void *ud, btm_task_context *ctx) {
+    int tag = (int)(intptr_t)ud;
+    btm_free_fn f = tag == 1 ? free_poll_b : tag == 11 ? free_poll_a : obj_free;
+    CHECK_ST(btm_context_set_result(ctx, obj_new(tag), f), BTM_STATUS_OK);
+}
+
+TEST(reentrant_poll_of_a_through_b_from_a_free_function_keeps_the_outer_results) {
+    atomic_store(&aba_inner_a_polls, 0);
+    aba_a = mk(1, true);
+    aba_b = mk(1, true);
+    REQUIRE(aba_a && aba_b);
+    btm_task_id id = 0;
+    for (intptr_t t = 1; t <= 3; t++)
+        REQUIRE_ST(btm_add_task(aba_a, aba_task, (void *)t, NULL, 0, NULL, NULL, 0, &id), BTM_STATUS_OK);
+    for (intptr_t t = 11; t <= 12; t++)
+        REQUIRE_ST(btm_add_task(aba_b, aba_task, (void *)t, NULL, 0, NULL, NULL, 0, &id), BTM_STATUS_OK);
+    REQUIRE_ST(btm_wait_idle(aba_a, WAIT_MS), BTM_STATUS_OK);
+    REQUIRE_ST(btm_wait_idle(aba_b, WAIT_MS), BTM_STATUS_OK);
+    btm_event ev[1];
+    size_t n = 0;
+    REQUIRE_ST(btm_poll_events(aba_b, ev, 1, &n), BTM_STATUS_OK); /* B's task 11 (frees by polling A) */
+    REQUIRE_EQ(n, 1);
+    REQUIRE_ST(btm_poll_events(aba_a, ev, 1, &n), BTM_STATUS_OK); /* A's task 1 (frees by polling B) */
+    REQUIRE_EQ(n, 1);
+    CHECK_EQ(obj_tag(ev[0].results[0].data), 1);
+    /* Releases task 1's result: its free function polls B, which releases
+     * task 11's result, whose free function polls A. */
+    REQUIRE_ST(btm_poll_events(aba_a, ev, 1, &n), BTM_STATUS_OK);
+    REQUIRE_EQ(n, 1);
+    CHECK_EQ(atomic_load(&aba_inner_a_polls), 1);
+    REQUIRE_EQ(ev[0].result_count, 1);
+    CHECK_EQ(obj_tag(ev[0].results[0].data), 2); /* alive: not released by the inner poll */
+    evlog l;
+    evlog_init(&l);
+    REQUIRE(settle(aba_a, &l));
+    REQUIRE(settle(aba_b, &l));
+    REQUIRE(settle(aba_a, &l));
+    rm(aba_a);
+    rm(aba_b);
+    CHECK_EQ(live_objects(), 0);
+    evlog_free(&l);
+}
+
 /* ---- concurrent adds from 4 host threads ------------------------------ */
 
 enum { ADDERS = 4, PER_ADDER = 500 };
@@ -715,6 +780,7 @@ const test_case tests_reentrant[] = {
     TEST_ENTRY(reentrant_destroy_from_task),
     TEST_ENTRY(reentrant_free_functions),
     TEST_ENTRY(reentrant_poll_from_a_result_free_function_keeps_the_outer_results),
+    TEST_ENTRY(reentrant_poll_of_a_through_b_from_a_free_function_keeps_the_outer_results),
     TEST_ENTRY(concurrent_adds_from_4_threads),
     TEST_ENTRY(stress_add_stop_poll),
     {NULL, NULL},
