@@ -552,10 +552,6 @@ fn running_word(id: u64) -> u64 {
     (id << 2) | 1
 }
 
-/// Pauses (~35 ns each on this VM's CPU) a worker waits after a lane task
-/// that was its level's newest entry (see [`WorkerLane::pause_if_newest`]).
-const NEWEST_PAUSES: u32 = 16;
-
 /// No task in the locked ready queue (see [`Lane::locked_top`]).
 pub(crate) const NO_PRIORITY: i64 = i64::MIN;
 
@@ -595,14 +591,6 @@ struct Slot {
 const NO_EPOCH: u64 = u64::MAX;
 
 impl Slot {
-    /// True while no entry is published in this slot: its stored sequence
-    /// number (minus the slot's index) is a lap's base, a multiple of
-    /// `CAP`, plus 0 while free, 1 while published, `CAP` once released.
-    #[inline(always)]
-    fn is_unpublished(&self) -> bool {
-        self.seq.load(Ordering::Relaxed) & 1 == 0
-    }
-
     /// The sequence number of this slot, at ring position `pos`.
     #[inline(always)]
     fn seq(&self, pos: u64) -> u64 {
@@ -1391,9 +1379,6 @@ pub(crate) struct WorkerLane {
     cont_claims: AtomicU64,
     /// On the lane and not running a task (cleared before each claim).
     looking: AtomicBool,
-    /// The slot after the one this worker last claimed from (written by
-    /// the worker only; see [`WorkerLane::pause_if_newest`]).
-    next_slot: AtomicPtr<Slot>,
     outcomes: Outcomes,
 }
 
@@ -1407,7 +1392,6 @@ impl WorkerLane {
             cont: AtomicU64::new(0),
             cont_claims: AtomicU64::new(0),
             looking: AtomicBool::new(false),
-            next_slot: AtomicPtr::new(std::ptr::null_mut()),
             outcomes: Outcomes::new(),
         }
     }
@@ -1420,29 +1404,6 @@ impl WorkerLane {
     /// Marks the worker as looking for a lane task (or not).
     pub(crate) fn set_looking(&self, looking: bool) {
         self.looking.store(looking, Ordering::Relaxed);
-    }
-
-    /// After a lane task claimed from a slot: pauses a moment if the
-    /// task was its level's newest entry and still is (no entry published
-    /// after it meanwhile). A worker that looks again at once would read
-    /// the slot the host writes next, and one that keeps taking each entry
-    /// as it is published pulls every slot line from the host just before
-    /// the host writes it. The pause lets the host get ahead: W4's round
-    /// trip 1.11 -> 0.85 us median, W1, W2a and W6 unchanged in quiet
-    /// hours, W6 100k 119 -> 80 ns per task in a loaded one
-    /// (PERFORMANCE.md, session 29). Out of line: the lane loop's
-    /// registers are all taken across the task's call (inlined, the
-    /// worker paid 20-25 instructions per task instead of 17).
-    #[inline(never)]
-    pub(crate) fn pause_if_newest(&self) {
-        let next = self.next_slot.load(Ordering::Relaxed);
-        // SAFETY: a slot of a level's mapping, which lives as long as the
-        // lane; a stale pointer only reads a sequence number.
-        if !next.is_null() && unsafe { &*next }.is_unpublished() {
-            for _ in 0..NEWEST_PAUSES {
-                std::hint::spin_loop();
-            }
-        }
     }
 
     /// Lane tasks this worker claimed so far.
@@ -2044,7 +2005,6 @@ impl Lane {
                 level.release(pos);
                 if let (Ok(s), Some(job)) = (claimed, job) {
                     w.claimed(id, s);
-                    w.next_slot.store(level.slot(pos + 1) as *const Slot as *mut Slot, Ordering::Relaxed);
                     return Take::Job(id, job);
                 }
             }

@@ -4741,7 +4741,6 @@ fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below:
                         run_chain(manager, wl, index, (id, outcome), att, checkin)
                     }
                 }
-                wl.pause_if_newest();
             }
             Take::GiveBack(id, job) => {
                 manager.locked(|st, after| st.give_back(id, job, after));
