@@ -1123,8 +1123,10 @@ public:
     }
 
     /// Registers the host's wake-up callback (replacing any previous one):
-    /// `notify()` runs on a worker thread when the event queue goes from
-    /// empty to non-empty, at most once until the next poll. It should only
+    /// `notify()` runs on a worker thread (or on the thread of the call that
+    /// made an event available: an add whose task fails at once, a poll as
+    /// it ends) when the event queue goes from empty to non-empty, at most
+    /// once until the next poll. It should only
     /// post a message to the host's loop, which then calls drain(). It must
     /// not poll or block; an exception escaping it is swallowed. The
     /// callable is destroyed exactly once, by btm (when replaced, cleared,

@@ -813,7 +813,9 @@ namespace Btm
         // Host integration: wake-ups and instrumentation
 
         /// <summary>
-        /// Registers a callback that btm runs on a worker thread when events
+        /// Registers a callback that btm runs on a worker thread (or on the
+        /// thread of the call that made an event available: an AddTask whose
+        /// task fails at once, a PollEvents as it ends) when events
         /// become available (the queue goes from empty to non-empty), at most
         /// once until the next PollEvents; null removes it. It must only post a
         /// message to the host's loop (never poll there, never block). Drain

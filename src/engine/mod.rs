@@ -1622,6 +1622,18 @@ impl Manager {
             if st.deliverable == 0 {
                 // Only stale entries can be left: drop them now.
                 st.events.clear();
+                if st.signal.raised {
+                    // The queue went empty: lowered now, so that an event
+                    // made deliverable by this section's end (`sync_lane`
+                    // applies outcomes the workers left while the host
+                    // waits for a notify) is a new empty-to-non-empty
+                    // transition and calls the notify. Left raised, the
+                    // end saw no change: a host that drained, armed by
+                    // this poll, slept with an event waiting (a review
+                    // found it; 4 in 10 runs of 20,000 tasks polled 32 at
+                    // a time).
+                    st.sync_signal_slow(&mut after);
+                }
             }
             st.release_events(&mut after);
             if let Some(chunks) = st.tasks.take_released() {

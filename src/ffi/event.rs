@@ -218,8 +218,11 @@ pub type btm_notify_fn = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 /// new empty-to-non-empty transition. Drain until a poll returns fewer
 /// events than its capacity, or you may wait for a call that never comes.
 ///
-/// The callback runs on a worker thread (or, for a task failing at its
-/// add, the thread calling `btm_add_task`), outside btm's locks. It should
+/// The callback runs outside btm's locks, on a worker thread or on the
+/// thread of the btm call that made an event available: `btm_add_task`
+/// for a task failing at its add, `btm_poll_events` when outcomes the
+/// workers left become events as the poll ends (so a host thread that
+/// polled may be called back before the poll returns). It should
 /// only post a message to the host's loop (Qt `QMetaObject::invokeMethod`,
 /// Win32 `PostMessage`, Unity's main-thread queue): it must not poll from
 /// that thread, and it must not block.
