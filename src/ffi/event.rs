@@ -67,7 +67,11 @@ pub struct btm_event {
 
 /// Drains up to `capacity` pending events into `events`, in the order the
 /// state changes happened, and writes how many to `count_out` (0 when
-/// nothing is pending). Never blocks.
+/// nothing is pending). Never blocks. (Across worker threads, the order btm
+/// sees them in: each worker's tasks in the order they finished, a task's
+/// final event after its upstream tasks'; two independent tasks or chain
+/// links that finished on different workers since the last poll come
+/// worker by worker, whichever finished first. See the README.)
 ///
 /// Polling a task's final event (completed or failed) ends the task's life:
 /// from then on, stops do not find it and new tasks naming it as upstream do
