@@ -141,6 +141,9 @@ unsafe fn add_one_upstream(
 ///   through an upstream, rejected by this call), on the thread that stopped
 ///   it, polled its upstream's failure, or made this call.
 /// - `priority`: higher runs first; equal priorities run in the order added.
+///   (Exact for tasks queued when a worker looks for work; a worker looking
+///   while another thread adds may, rarely, start a task added just after a
+///   higher one it missed by nanoseconds: see the README.)
 ///   0 is the default; negative is fine.
 /// - `group`: NULL for the default group.
 /// - `upstream` / `upstream_len`: tasks that must complete first. Ids of
