@@ -263,8 +263,11 @@ pub unsafe extern "C" fn btm_pause_processing(manager: *mut Manager) -> btm_stat
 /// the task's feet. A second call returns `ALREADY_SHUT_DOWN`.
 ///
 /// Free functions of stopped tasks run on the calling thread. Called from
-/// inside a task of this manager it does not wait for that task's own
-/// worker. Threads: any.
+/// inside a task of this manager (or from a task hook or a free function
+/// running on one of its workers) it does not wait for that worker, and
+/// `OK` then means every other worker has exited: the calling worker goes
+/// on with what it was doing (a hook's task still runs, its userdata is
+/// freed when it returns), then exits. Threads: any.
 ///
 /// # Safety
 /// `manager` must be NULL or a live handle; `still_running_out` NULL or
