@@ -105,7 +105,9 @@ const REFILL_PER_ADD: usize = 64;
 const REFILL_PER_SECTION: usize = 1024;
 /// Overflow capacity kept once the overflow is empty again.
 const OVERFLOW_KEEP: usize = 4096;
-const SLOTS_BYTES: usize = CAP as usize * std::mem::size_of::<Slot>();
+/// The ring's `CAP` slots and one more after them, never written (zeroed:
+/// free), which [`WorkerLane::pause_if_newest`] reads after the last.
+const SLOTS_BYTES: usize = (CAP as usize + 1) * std::mem::size_of::<Slot>();
 
 // Zero is a free slot's state (zeroed memory is a valid empty level). A
 // state word above `LINKED` is a queued entry with a continuation
@@ -552,6 +554,19 @@ fn running_word(id: u64) -> u64 {
     (id << 2) | 1
 }
 
+/// Pauses (~35 ns each on this VM's CPU) a worker waits after a lane task
+/// that was its level's newest entry (see [`WorkerLane::pause_if_newest`]).
+const NEWEST_PAUSES: u32 = 16;
+
+/// The pause of [`WorkerLane::pause_if_newest`], out of the lane loop.
+#[cold]
+#[inline(never)]
+fn pause_after_newest() {
+    for _ in 0..NEWEST_PAUSES {
+        std::hint::spin_loop();
+    }
+}
+
 /// No task in the locked ready queue (see [`Lane::locked_top`]).
 pub(crate) const NO_PRIORITY: i64 = i64::MIN;
 
@@ -591,6 +606,14 @@ struct Slot {
 const NO_EPOCH: u64 = u64::MAX;
 
 impl Slot {
+    /// True while no entry is published in this slot: its stored sequence
+    /// number (minus the slot's index) is a lap's base, a multiple of
+    /// `CAP`, plus 0 while free, 1 while published, `CAP` once released.
+    #[inline(always)]
+    fn is_unpublished(&self) -> bool {
+        self.seq.load(Ordering::Relaxed) & 1 == 0
+    }
+
     /// The sequence number of this slot, at ring position `pos`.
     #[inline(always)]
     fn seq(&self, pos: u64) -> u64 {
@@ -1379,6 +1402,9 @@ pub(crate) struct WorkerLane {
     cont_claims: AtomicU64,
     /// On the lane and not running a task (cleared before each claim).
     looking: AtomicBool,
+    /// The slot this worker last claimed from (written by the worker only;
+    /// see [`WorkerLane::pause_if_newest`]).
+    claimed_slot: AtomicPtr<Slot>,
     outcomes: Outcomes,
 }
 
@@ -1392,6 +1418,7 @@ impl WorkerLane {
             cont: AtomicU64::new(0),
             cont_claims: AtomicU64::new(0),
             looking: AtomicBool::new(false),
+            claimed_slot: AtomicPtr::new(std::ptr::null_mut()),
             outcomes: Outcomes::new(),
         }
     }
@@ -1404,6 +1431,38 @@ impl WorkerLane {
     /// Marks the worker as looking for a lane task (or not).
     pub(crate) fn set_looking(&self, looking: bool) {
         self.looking.store(looking, Ordering::Relaxed);
+    }
+
+    /// Before a worker looks at the lane again after a task it claimed
+    /// from a slot: pauses a moment (16 pauses, ~0.5 us here) if no entry
+    /// is published in the slot after it, that is if the task was its
+    /// level's newest entry and still is, or the next one was taken
+    /// already. A worker that looks at once would read the slot the host
+    /// writes next, and workers that keep taking each entry as it is
+    /// published pull every slot line from the host just before the host
+    /// writes it (W6's workers do so on the levels they keep empty, and
+    /// the host's adds slowed to match). With the pause, interleaved rounds
+    /// against the build before: W6 / W1 1.29 -> 1.08 at 100k and 1.27 ->
+    /// 1.12 at 1M, W1, W2a and W4 unchanged (PERFORMANCE.md, session 29).
+    /// The check before the take, inlined, with the pause out of line:
+    /// after the task, or out of line, it cost the worker 14-17
+    /// instructions per task instead of 10 (registers live across calls).
+    #[inline(always)]
+    pub(crate) fn pause_if_newest(&self) {
+        let claimed = self.claimed_slot.load(Ordering::Relaxed);
+        // SAFETY: a slot of a level's mapping, which lives as long as the
+        // lane, and the slot after it in the same mapping (the ring's last
+        // is followed by one never written: a free slot, so the worker
+        // pauses there once a lap); a stale pointer only reads a sequence
+        // number.
+        if !claimed.is_null() && unsafe { &*claimed.add(1) }.is_unpublished() {
+            pause_after_newest();
+        }
+    }
+
+    /// Ends [`WorkerLane::pause_if_newest`]'s watch of the last claim.
+    pub(crate) fn forget_claimed_slot(&self) {
+        self.claimed_slot.store(std::ptr::null_mut(), Ordering::Relaxed);
     }
 
     /// Lane tasks this worker claimed so far.
@@ -2005,6 +2064,7 @@ impl Lane {
                 level.release(pos);
                 if let (Ok(s), Some(job)) = (claimed, job) {
                     w.claimed(id, s);
+                    w.claimed_slot.store(slot as *const Slot as *mut Slot, Ordering::Relaxed);
                     return Take::Job(id, job);
                 }
             }

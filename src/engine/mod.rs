@@ -4736,10 +4736,13 @@ fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below:
     let lane = &*manager.lane;
     let checkin = lane.checkin.load(Ordering::Relaxed);
     let mut seen = lane::LevelsSeen::new();
+    // (A claim from an earlier visit to the lane is no reason to pause.)
+    wl.forget_claimed_slot();
     loop {
         if tie_below != 0 && lane.locked_gen.load(Ordering::Relaxed) != gen {
             tie_below = 0;
         }
+        wl.pause_if_newest();
         match lane.take(wl, tie_below, tie_p, &mut seen) {
             Take::Job(id, job) => {
                 let run = job.run.expect("lane tasks run a function");
@@ -4760,6 +4763,9 @@ fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below:
             }
             Take::Lock => return,
             Take::Empty => {
+                // (No pause for the last claim once the lane was empty: the
+                // work found after the wait goes at once.)
+                wl.forget_claimed_slot();
                 // Look again less and less often: each look pulls the lines
                 // the host is writing.
                 let mut found = false;
