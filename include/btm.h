@@ -113,8 +113,9 @@ enum btm_status
      */
     BTM_STATUS_ZERO_CAPACITY = 11,
     /**
-     * `btm_config.struct_size` is too small, or the config has non-zero
-     * bytes this library does not know.
+     * `btm_config.struct_size` is too small, the config has non-zero bytes
+     * this library does not know, or its `start_processing` byte is
+     * neither 0 nor 1.
      */
     BTM_STATUS_INVALID_CONFIG = 12,
     /**
@@ -283,8 +284,8 @@ typedef struct btm_group {
  *
  * Lifetime of the pointers inside (`group_name`, `results` and the data
  * they point to, `message`, `details`): valid until the next call of
- * `btm_poll_events` on the same manager (from any thread), or
- * `btm_destroy`. btm owns them; never free them. Copy what you need to
+ * `btm_poll_events` on the same manager (from any thread; a poll made from
+ * a free function that a poll runs releases nothing), or `btm_destroy`. btm owns them; never free them. Copy what you need to
  * keep. `group_name` alone stays valid until `btm_destroy`.
  */
 typedef struct btm_event {
@@ -589,7 +590,9 @@ struct btm_manager *btm_context_manager(const struct btm_task_context *context);
 
 /**
  * Writes the results of this task's upstream tasks, in the order those
- * tasks completed: `*values_out` points to `*count_out` entries
+ * tasks completed (across worker threads, the order btm saw them
+ * complete, as for events: see `btm_poll_events`): `*values_out` points
+ * to `*count_out` entries
  * `{task_id, data}` (NULL and 0 when there are none). A pass-through
  * upstream contributes all of its entries. Upstream tasks that were
  * stopped, or completed without a result, contribute nothing.
@@ -658,7 +661,9 @@ bool btm_context_is_stopped(const struct btm_task_context *context);
  *
  * Returns `OK`, or `NOT_FOUND` when the task was stopped (nothing is
  * queued). Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (NaN). Takes btm's
- * lock briefly: report at UI rates, not per byte. Never calls back.
+ * lock briefly: report at UI rates, not per byte. Calls back only the
+ * notify callback, on this worker, when its progress event makes the
+ * queue non-empty (see `btm_set_notify`).
  *
  * # Safety
  * `context` NULL or the running task's; `message` NULL or NUL-terminated.
@@ -713,8 +718,10 @@ btm_status btm_context_report_progress(const struct btm_task_context *context,
  * Errors: `NULL_ARGUMENT` (manager, `events`, `count_out`),
  * `ZERO_CAPACITY`. Threads: any, but polls of one manager must not overlap
  * in time with the use of a previous poll's pointers; hosts normally poll
- * from one thread. Calls back only free functions of the previous poll's
- * results, after btm's locks are released.
+ * from one thread. Calls back the free functions of the previous poll's
+ * results and, when outcomes the workers left become events as the poll
+ * ends, the notify callback (see `btm_set_notify`), after btm's locks are
+ * released.
  *
  * # Safety
  * `manager` NULL or live; `events` NULL or writable for `capacity` events;
@@ -737,7 +744,9 @@ btm_status btm_poll_events(struct btm_manager *manager,
  * and a wake-up. A `timeout_ms` of 0 never spins.
  *
  * Errors: `NULL_ARGUMENT`. Threads: any; from inside a task it simply
- * waits (the task's own outcome is never awaited). Never calls back.
+ * waits (the task's own outcome is never awaited). Calls back only the
+ * notify callback, when this call makes the first event available (see
+ * `btm_set_notify`).
  *
  * # Safety
  * `manager` NULL or live.
@@ -755,7 +764,9 @@ btm_status btm_wait_events(struct btm_manager *manager,
  *
  * Errors: `NULL_ARGUMENT`; `WOULD_DEADLOCK` when called from inside one of
  * this manager's tasks (that task is running, so the manager cannot become
- * idle while it waits). Threads: any. Never calls back.
+ * idle while it waits). Threads: any. Calls back only the notify
+ * callback, when this call makes the first event available (see
+ * `btm_set_notify`).
  *
  * # Safety
  * `manager` NULL or live.
@@ -772,10 +783,11 @@ btm_status btm_wait_idle(struct btm_manager *manager,
  * events than its capacity, or you may wait for a call that never comes.
  *
  * The callback runs outside btm's locks, on a worker thread or on the
- * thread of the btm call that made an event available: `btm_add_task`
- * for a task failing at its add, `btm_poll_events` when outcomes the
- * workers left become events as the poll ends (so a host thread that
- * polled may be called back before the poll returns). It should
+ * thread of the btm call that made the first event available: any call
+ * that takes btm's lock may (an add whose task fails at once, a poll as it
+ * ends, a wait, a stats call, a priority change, a progress report, this
+ * call itself), when it turns outcomes the workers left into events, so a
+ * host thread may be called back before such a call returns. It should
  * only post a message to the host's loop (Qt `QMetaObject::invokeMethod`,
  * Win32 `PostMessage`, Unity's main-thread queue): it must not poll from
  * that thread, and it must not block.
@@ -783,7 +795,9 @@ btm_status btm_wait_idle(struct btm_manager *manager,
  * `userdata` / `userdata_free`: owned by btm on every call (freed at once
  * on error); freed when replaced (after any call in progress), or when the
  * manager is freed. If events are already pending when you register, no
- * call comes for them: poll once.
+ * call may come for them: poll once. (Tasks that finished in the workers'
+ * queues before this call may instead make it call the callback at once,
+ * on this thread.)
  *
  * Errors: `NULL_ARGUMENT` (manager). Threads: any.
  *
@@ -856,9 +870,9 @@ btm_status btm_create(const struct btm_config *config,
  * earlier, the threads it left running are not waited for again: each
  * frees its task's userdata when the task returns, then exits.
  *
- * Called from inside one of this manager's tasks, it shuts down without
- * waiting for the calling worker, and the memory is released when that
- * task returns. The handle must not be used after this call (handles
+ * Called from inside one of this manager's tasks (or a task hook or free
+ * function on one of its workers), it shuts down without waiting for the
+ * calling worker, and the memory is released when that task returns. The handle must not be used after this call (handles
  * obtained with `btm_context_manager` stay usable until their task returns,
  * and then only report `BTM_STATUS_SHUT_DOWN`).
  *
@@ -896,10 +910,11 @@ btm_status btm_pause_processing(struct btm_manager *manager);
  * `BTM_STATUS_SHUT_DOWN`, and waits up to `timeout_ms` milliseconds
  * (`BTM_WAIT_FOREVER` for no limit) for the worker threads to exit.
  *
- * Returns `OK` when every worker has exited: no btm thread will call host
- * code again. Returns `TIMED_OUT` when some workers are still inside a task
- * that has not returned; their number is written to `still_running_out`
- * (optional, may be NULL; written 0 on `OK`). Those threads are left to
+ * Returns `OK` when every worker has exited (called from one of the
+ * manager's own workers: every other one, see below): no other btm thread
+ * will call host code again. Returns `TIMED_OUT` when some workers are
+ * still inside a task that has not returned; their number is written to
+ * `still_running_out` (optional, may be NULL; written 0 on `OK`). Those threads are left to
  * finish alone: when the task returns, its userdata is freed on that
  * thread, `thread_stop` runs, and the thread exits; nothing is freed under
  * the task's feet. A second call returns `ALREADY_SHUT_DOWN`.
@@ -983,7 +998,8 @@ btm_status btm_set_max_threads(struct btm_manager *manager,
 /**
  * Writes a snapshot of the manager's counters to `stats_out`.
  *
- * Errors: `NULL_ARGUMENT`. Threads: any. Never calls back.
+ * Errors: `NULL_ARGUMENT`. Threads: any. Calls back only the notify callback, when this call makes the
+ * first event available (see `btm_set_notify`).
  *
  * # Safety
  * `manager` NULL or live; `stats_out` NULL or writable.
@@ -995,7 +1011,8 @@ btm_status btm_get_stats(struct btm_manager *manager,
  * Writes the counts of one group's live tasks (all zero for a group with
  * no live task). `group` NULL means the default group.
  *
- * Errors: `NULL_ARGUMENT`, `INVALID_GROUP`. Threads: any. Never calls back.
+ * Errors: `NULL_ARGUMENT`, `INVALID_GROUP`. Threads: any. Calls back only the notify callback, when this call makes the
+ * first event available (see `btm_set_notify`).
  * Cost: proportional to the group's size.
  *
  * # Safety
@@ -1082,8 +1099,10 @@ const char *btm_version(void);
  * no id.
  *
  * Threads: any, including inside a running task (use
- * `btm_context_manager`). Calls back only `userdata_free` (on error, or
- * when an upstream already failed), after every btm lock is released.
+ * `btm_context_manager`). Calls back `userdata_free` (on error, or when an
+ * upstream already failed) and the notify callback when this call makes
+ * the first event available (see `btm_set_notify`), after every btm lock
+ * is released.
  *
  * Memory: a task without upstream tasks, added while processing runs,
  * goes to a lock-free queue of its priority that workers take from
@@ -1187,8 +1206,10 @@ btm_status btm_add_pass_through_task(struct btm_manager *manager,
  * then `TOO_MANY_GROUPS` (the batch names more groups without a live task
  * than there are free group slots, see `btm_add_task`).
  *
- * Threads: any, including inside a running task. Calls back only the
- * `userdata_free` functions, after every btm lock is released: of every
+ * Threads: any, including inside a running task. Calls back the notify
+ * callback when this call makes the first event available (see
+ * `btm_set_notify`) and the `userdata_free` functions, after every btm
+ * lock is released: of every
  * entry when the call fails, and of an entry whose upstream task already
  * failed (that task fails at once, as with `btm_add_task`). A `count` too
  * large to address (more than `PTRDIFF_MAX` bytes of descriptors) is
@@ -1279,7 +1300,8 @@ btm_status btm_stop_all_tasks(struct btm_manager *manager,
  * the order added).
  *
  * Returns `OK`, `NOT_FOUND` (not live), `NOT_QUEUED` (running or finished).
- * Errors: `NULL_ARGUMENT`. Threads: any. Never calls back.
+ * Errors: `NULL_ARGUMENT`. Threads: any. Calls back only the notify callback, when this call makes the
+ * first event available (see `btm_set_notify`).
  *
  * # Safety
  * `manager` NULL or live.

@@ -19,7 +19,8 @@
 // on_progress (any subset) or to a callable. A host woken by set_notify() or
 // a readable event_fd() calls drain(). Results inside events (Completed::
 // results, result<T>()) BORROW from btm: they are valid until the next poll
-// of the same manager; strings in events are copies.
+// of the same manager (a poll made from a free function that a poll runs
+// releases nothing); strings in events are copies.
 //
 // Bulk adds: fill a btm::TaskBatch (add_task / add_pass_through, same
 // arguments) and call mgr.add_tasks(batch): one native call, all tasks or
@@ -57,7 +58,8 @@
 // - Threads: every Manager member may be called from any thread, including
 //   from inside a running task (use TaskContext::manager()). Task callables,
 //   and destructors of callables and results, run on btm worker threads or
-//   on the thread that stops / polls / destroys (see btm.h for which).
+//   on the thread that adds (an add that fails), stops, shuts down, polls or
+//   destroys (see btm.h for which).
 //
 // Results are only understood by this header: a value set through the raw C
 // API (btm_context_set_result) must not be read with get<T>().
@@ -640,7 +642,7 @@ inline std::optional<Event> to_event(const btm_event& e) {
 ///   btm::TaskOptions{}.priority(5).group(g).upstream(a).upstream({b, c})
 class TaskOptions {
 public:
-    /// Higher runs first; equal priorities run in the order added. Default 0.
+    /// Higher runs first; equal priorities run in the order added (exact for tasks queued when a worker looks for work; see btm.h for the rare race with a concurrent add). Default 0.
     TaskOptions& priority(std::int32_t p) noexcept { priority_ = p; return *this; }
     /// The task's group (default: the default group).
     TaskOptions& group(Group g) { group_ = std::move(g); return *this; }
@@ -1124,8 +1126,9 @@ public:
 
     /// Registers the host's wake-up callback (replacing any previous one):
     /// `notify()` runs on a worker thread (or on the thread of the call that
-    /// made an event available: an add whose task fails at once, a poll as
-    /// it ends) when the event queue goes from empty to non-empty, at most
+    /// made the first event available: an add whose task fails at once, a
+    /// poll as it ends, a wait or stats call) when the event queue goes from
+    /// empty to non-empty, at most
     /// once until the next poll. It should only
     /// post a message to the host's loop, which then calls drain(). It must
     /// not poll or block; an exception escaping it is swallowed. The
@@ -1394,7 +1397,9 @@ public:
 
     /// Shuts down: stops everything, no event is ever delivered again, new
     /// tasks are rejected. Waits up to `timeout` for workers; returns the
-    /// number still running a task (0 when all exited). Throws btm::Error
+    /// number still running a task (0 when all exited; called from a task
+    /// or hook on one of its workers, 0 means every other worker exited and
+    /// the calling one finishes what it is doing). Throws btm::Error
     /// (already_shut_down on a second call).
     std::size_t shut_down(std::chrono::milliseconds timeout = wait_forever) const {
         const std::uint32_t ms = timeout == wait_forever ? BTM_WAIT_FOREVER : detail::to_timeout_ms(timeout);

@@ -271,7 +271,7 @@ namespace Btm
 
         /// <summary>Adds a task; returns its id (unique, never reused, never 0).</summary>
         /// <param name="task">Runs on a worker thread; its return value is the task's result.</param>
-        /// <param name="priority">Higher runs first; equal priorities run in the order added.</param>
+        /// <param name="priority">Higher runs first; equal priorities run in the order added (exact for tasks queued when a worker looks for work; see btm.h for the rare race with a concurrent add).</param>
         /// <param name="group">The task's group (a string converts to a named group).</param>
         /// <param name="upstreamTaskIds">Tasks that must complete first; their results reach this task through <see cref="TaskContext.UpstreamResults"/>.</param>
         public ulong AddTask(Func<TaskContext, object> task, int priority = 0, TaskGroup group = default(TaskGroup), IEnumerable<ulong> upstreamTaskIds = null)
@@ -532,7 +532,9 @@ namespace Btm
         /// not even for running tasks), rejects new tasks, and waits up to
         /// <paramref name="millisecondsTimeout"/> (Timeout.Infinite: no limit)
         /// for the worker threads to exit. Returns true when every worker
-        /// exited (no managed task code runs any more); false when some are
+        /// exited (no managed task code runs any more; called from inside one
+        /// of this manager's tasks, every other worker, and the calling task
+        /// goes on to its end); false when some are
         /// still inside a task (<see cref="TasksStillRunningAtShutDown"/>):
         /// they finish alone and their delegates are freed then. A second call
         /// does not wait again and returns the first call's answer.
@@ -621,7 +623,10 @@ namespace Btm
         /// <summary>
         /// Delivers pending events by raising TaskCompleted, TaskFailed,
         /// TaskGroupFinished and TaskProgress on the calling thread, in the order
-        /// the state changes happened, up to <paramref name="maxEvents"/> (e.g. a
+        /// btm sees the state changes (each worker's tasks in the order they
+        /// finished; two independent tasks that finished on different workers
+        /// since the last poll come worker by worker, see the README), up to
+        /// <paramref name="maxEvents"/> (e.g. a
         /// per-frame budget). Never blocks; returns the number delivered.
         ///
         /// Events are taken from btm one at a time, so a handler that stops a
@@ -821,7 +826,9 @@ namespace Btm
         /// message to the host's loop (never poll there, never block). Drain
         /// completely after each call (PollEvents() without a limit), or no new
         /// call may come. If events are already pending when you register, no
-        /// call comes for them: poll once. Exceptions it throws are dropped.
+        /// call may come for them: poll once (tasks that finished just before
+        /// may instead make this call run it at once, on this thread).
+        /// Exceptions it throws are dropped.
         /// </summary>
         public void SetEventsAvailableCallback(Action callback)
         {

@@ -188,7 +188,7 @@ namespace Btm
             }
         }
 
-        /// <summary>btm_notify_fn: runs the host's Action on a worker thread. Never throws.</summary>
+        /// <summary>btm_notify_fn: runs the host's Action on a worker thread, or on the thread of the btm call that made the first event available (see btm_set_notify). Never throws.</summary>
         [MonoPInvokeCallback(typeof(BtmNotifyFn))]
         private static void Notify(IntPtr userdata)
         {

@@ -94,7 +94,7 @@ namespace Btm
             return Btm.Native.NativeMethods.InBatch | (ulong)index;
         }
 
-        /// <summary>Higher runs first; equal priorities run in the order added.</summary>
+        /// <summary>Higher runs first; equal priorities run in the order added (exact for tasks queued when a worker looks for work; see btm.h for the rare race with a concurrent add).</summary>
         public int Priority { get; }
 
         public TaskGroup Group { get; }

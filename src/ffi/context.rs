@@ -43,7 +43,9 @@ pub unsafe extern "C" fn btm_context_manager(context: *const TaskContext) -> *mu
 }
 
 /// Writes the results of this task's upstream tasks, in the order those
-/// tasks completed: `*values_out` points to `*count_out` entries
+/// tasks completed (across worker threads, the order btm saw them
+/// complete, as for events: see `btm_poll_events`): `*values_out` points
+/// to `*count_out` entries
 /// `{task_id, data}` (NULL and 0 when there are none). A pass-through
 /// upstream contributes all of its entries. Upstream tasks that were
 /// stopped, or completed without a result, contribute nothing.
@@ -171,7 +173,9 @@ pub unsafe extern "C" fn btm_context_is_stopped(context: *const TaskContext) -> 
 ///
 /// Returns `OK`, or `NOT_FOUND` when the task was stopped (nothing is
 /// queued). Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (NaN). Takes btm's
-/// lock briefly: report at UI rates, not per byte. Never calls back.
+/// lock briefly: report at UI rates, not per byte. Calls back only the
+/// notify callback, on this worker, when its progress event makes the
+/// queue non-empty (see `btm_set_notify`).
 ///
 /// # Safety
 /// `context` NULL or the running task's; `message` NULL or NUL-terminated.

@@ -33,8 +33,8 @@ pub enum btm_event_kind {
 ///
 /// Lifetime of the pointers inside (`group_name`, `results` and the data
 /// they point to, `message`, `details`): valid until the next call of
-/// `btm_poll_events` on the same manager (from any thread), or
-/// `btm_destroy`. btm owns them; never free them. Copy what you need to
+/// `btm_poll_events` on the same manager (from any thread; a poll made from
+/// a free function that a poll runs releases nothing), or `btm_destroy`. btm owns them; never free them. Copy what you need to
 /// keep. `group_name` alone stays valid until `btm_destroy`.
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
@@ -110,8 +110,10 @@ pub struct btm_event {
 /// Errors: `NULL_ARGUMENT` (manager, `events`, `count_out`),
 /// `ZERO_CAPACITY`. Threads: any, but polls of one manager must not overlap
 /// in time with the use of a previous poll's pointers; hosts normally poll
-/// from one thread. Calls back only free functions of the previous poll's
-/// results, after btm's locks are released.
+/// from one thread. Calls back the free functions of the previous poll's
+/// results and, when outcomes the workers left become events as the poll
+/// ends, the notify callback (see `btm_set_notify`), after btm's locks are
+/// released.
 ///
 /// # Safety
 /// `manager` NULL or live; `events` NULL or writable for `capacity` events;
@@ -173,7 +175,9 @@ pub unsafe extern "C" fn btm_poll_events(
 /// and a wake-up. A `timeout_ms` of 0 never spins.
 ///
 /// Errors: `NULL_ARGUMENT`. Threads: any; from inside a task it simply
-/// waits (the task's own outcome is never awaited). Never calls back.
+/// waits (the task's own outcome is never awaited). Calls back only the
+/// notify callback, when this call makes the first event available (see
+/// `btm_set_notify`).
 ///
 /// # Safety
 /// `manager` NULL or live.
@@ -197,7 +201,9 @@ pub unsafe extern "C" fn btm_wait_events(manager: *mut Manager, timeout_ms: u32)
 ///
 /// Errors: `NULL_ARGUMENT`; `WOULD_DEADLOCK` when called from inside one of
 /// this manager's tasks (that task is running, so the manager cannot become
-/// idle while it waits). Threads: any. Never calls back.
+/// idle while it waits). Threads: any. Calls back only the notify
+/// callback, when this call makes the first event available (see
+/// `btm_set_notify`).
 ///
 /// # Safety
 /// `manager` NULL or live.
@@ -223,10 +229,11 @@ pub type btm_notify_fn = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 /// events than its capacity, or you may wait for a call that never comes.
 ///
 /// The callback runs outside btm's locks, on a worker thread or on the
-/// thread of the btm call that made an event available: `btm_add_task`
-/// for a task failing at its add, `btm_poll_events` when outcomes the
-/// workers left become events as the poll ends (so a host thread that
-/// polled may be called back before the poll returns). It should
+/// thread of the btm call that made the first event available: any call
+/// that takes btm's lock may (an add whose task fails at once, a poll as it
+/// ends, a wait, a stats call, a priority change, a progress report, this
+/// call itself), when it turns outcomes the workers left into events, so a
+/// host thread may be called back before such a call returns. It should
 /// only post a message to the host's loop (Qt `QMetaObject::invokeMethod`,
 /// Win32 `PostMessage`, Unity's main-thread queue): it must not poll from
 /// that thread, and it must not block.
@@ -234,7 +241,9 @@ pub type btm_notify_fn = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 /// `userdata` / `userdata_free`: owned by btm on every call (freed at once
 /// on error); freed when replaced (after any call in progress), or when the
 /// manager is freed. If events are already pending when you register, no
-/// call comes for them: poll once.
+/// call may come for them: poll once. (Tasks that finished in the workers'
+/// queues before this call may instead make it call the callback at once,
+/// on this thread.)
 ///
 /// Errors: `NULL_ARGUMENT` (manager). Threads: any.
 ///

@@ -197,9 +197,9 @@ pub unsafe extern "C" fn btm_create(config: *const btm_config, manager_out: *mut
 /// earlier, the threads it left running are not waited for again: each
 /// frees its task's userdata when the task returns, then exits.
 ///
-/// Called from inside one of this manager's tasks, it shuts down without
-/// waiting for the calling worker, and the memory is released when that
-/// task returns. The handle must not be used after this call (handles
+/// Called from inside one of this manager's tasks (or a task hook or free
+/// function on one of its workers), it shuts down without waiting for the
+/// calling worker, and the memory is released when that task returns. The handle must not be used after this call (handles
 /// obtained with `btm_context_manager` stay usable until their task returns,
 /// and then only report `BTM_STATUS_SHUT_DOWN`).
 ///
@@ -254,10 +254,11 @@ pub unsafe extern "C" fn btm_pause_processing(manager: *mut Manager) -> btm_stat
 /// `BTM_STATUS_SHUT_DOWN`, and waits up to `timeout_ms` milliseconds
 /// (`BTM_WAIT_FOREVER` for no limit) for the worker threads to exit.
 ///
-/// Returns `OK` when every worker has exited: no btm thread will call host
-/// code again. Returns `TIMED_OUT` when some workers are still inside a task
-/// that has not returned; their number is written to `still_running_out`
-/// (optional, may be NULL; written 0 on `OK`). Those threads are left to
+/// Returns `OK` when every worker has exited (called from one of the
+/// manager's own workers: every other one, see below): no other btm thread
+/// will call host code again. Returns `TIMED_OUT` when some workers are
+/// still inside a task that has not returned; their number is written to
+/// `still_running_out` (optional, may be NULL; written 0 on `OK`). Those threads are left to
 /// finish alone: when the task returns, its userdata is freed on that
 /// thread, `thread_stop` runs, and the thread exits; nothing is freed under
 /// the task's feet. A second call returns `ALREADY_SHUT_DOWN`.
@@ -501,7 +502,8 @@ pub struct btm_stats {
 
 /// Writes a snapshot of the manager's counters to `stats_out`.
 ///
-/// Errors: `NULL_ARGUMENT`. Threads: any. Never calls back.
+/// Errors: `NULL_ARGUMENT`. Threads: any. Calls back only the notify callback, when this call makes the
+/// first event available (see `btm_set_notify`).
 ///
 /// # Safety
 /// `manager` NULL or live; `stats_out` NULL or writable.
@@ -543,7 +545,8 @@ pub struct btm_group_stats {
 /// Writes the counts of one group's live tasks (all zero for a group with
 /// no live task). `group` NULL means the default group.
 ///
-/// Errors: `NULL_ARGUMENT`, `INVALID_GROUP`. Threads: any. Never calls back.
+/// Errors: `NULL_ARGUMENT`, `INVALID_GROUP`. Threads: any. Calls back only the notify callback, when this call makes the
+/// first event available (see `btm_set_notify`).
 /// Cost: proportional to the group's size.
 ///
 /// # Safety

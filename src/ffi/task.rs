@@ -161,8 +161,10 @@ unsafe fn add_one_upstream(
 /// no id.
 ///
 /// Threads: any, including inside a running task (use
-/// `btm_context_manager`). Calls back only `userdata_free` (on error, or
-/// when an upstream already failed), after every btm lock is released.
+/// `btm_context_manager`). Calls back `userdata_free` (on error, or when an
+/// upstream already failed) and the notify callback when this call makes
+/// the first event available (see `btm_set_notify`), after every btm lock
+/// is released.
 ///
 /// Memory: a task without upstream tasks, added while processing runs,
 /// goes to a lock-free queue of its priority that workers take from
@@ -472,8 +474,10 @@ impl Drop for Descs<'_> {
 /// then `TOO_MANY_GROUPS` (the batch names more groups without a live task
 /// than there are free group slots, see `btm_add_task`).
 ///
-/// Threads: any, including inside a running task. Calls back only the
-/// `userdata_free` functions, after every btm lock is released: of every
+/// Threads: any, including inside a running task. Calls back the notify
+/// callback when this call makes the first event available (see
+/// `btm_set_notify`) and the `userdata_free` functions, after every btm
+/// lock is released: of every
 /// entry when the call fails, and of an entry whose upstream task already
 /// failed (that task fails at once, as with `btm_add_task`). A `count` too
 /// large to address (more than `PTRDIFF_MAX` bytes of descriptors) is
@@ -663,7 +667,8 @@ pub unsafe extern "C" fn btm_stop_all_tasks(manager: *mut Manager, report_out: *
 /// the order added).
 ///
 /// Returns `OK`, `NOT_FOUND` (not live), `NOT_QUEUED` (running or finished).
-/// Errors: `NULL_ARGUMENT`. Threads: any. Never calls back.
+/// Errors: `NULL_ARGUMENT`. Threads: any. Calls back only the notify callback, when this call makes the
+/// first event available (see `btm_set_notify`).
 ///
 /// # Safety
 /// `manager` NULL or live.
