@@ -511,6 +511,16 @@ pub(crate) enum End {
 }
 
 impl Attached {
+    /// The record a worker's `cont` word holds, if it holds an address
+    /// (not 0 and not a running word, whose low bits are set): the caller
+    /// swapped the word out, so its attachment reference is the caller's.
+    #[inline(always)]
+    fn from_word(w: u64) -> Option<Attached> {
+        // SAFETY: an address is an attached record whose attachment
+        // reference the word held; the swap made it this worker's.
+        (w > RUNNING && w & 3 == 0).then(|| Attached(unsafe { std::ptr::NonNull::new_unchecked(w as *mut Cont) }))
+    }
+
     pub(crate) fn rec(&self) -> &Cont {
         // SAFETY: the attachment's reference keeps the record alive.
         unsafe { self.0.as_ref() }
@@ -1051,45 +1061,35 @@ impl Level {
         slot.id.load(Ordering::Relaxed) == id && is_queued_word(slot.state.load(Ordering::Acquire))
     }
 
+    /// The ring slot at `pos` if it still holds task `id` (not an overflow
+    /// entry, not reused); the caller holds the state lock.
+    #[inline(always)]
+    fn ring_slot_of(&self, pos: u64, id: u64) -> Option<&Slot> {
+        // SAFETY: the caller holds the state lock.
+        if unsafe { self.overflow_entry(pos) }.is_some() {
+            return None;
+        }
+        let slot = self.slot(pos);
+        (slot.id.load(Ordering::Relaxed) == id).then_some(slot)
+    }
+
     /// Attaches `cont` to the ring entry at `pos` if it still holds task
     /// `id`, queued; the caller holds the state lock.
     fn attach(&self, pos: u64, id: u64, cont: &ContRef) -> AttachTo {
-        // SAFETY: the caller holds the state lock.
-        if unsafe { self.overflow_entry(pos) }.is_some() {
-            return AttachTo::No;
-        }
-        let slot = self.slot(pos);
-        if slot.id.load(Ordering::Relaxed) != id {
-            return AttachTo::No;
-        }
-        attach_word(&slot.state, cont)
+        self.ring_slot_of(pos, id).map_or(AttachTo::No, |slot| attach_word(&slot.state, cont))
     }
 
     /// Marks the ring entry at `pos` linked if it still holds task `id`,
     /// queued with nothing attached; true if it is marked (now or by an
-    /// earlier fan-in). The caller holds the state lock.
+    /// earlier fan-in, so a second call answers the same). The caller holds
+    /// the state lock.
     fn mark_linked(&self, pos: u64, id: u64) -> bool {
-        // SAFETY: the caller holds the state lock.
-        if unsafe { self.overflow_entry(pos) }.is_some() {
-            return false;
-        }
-        let slot = self.slot(pos);
-        if slot.id.load(Ordering::Relaxed) != id {
-            return false;
-        }
-        matches!(slot.state.compare_exchange(QUEUED, LINKED, Ordering::AcqRel, Ordering::Acquire), Ok(_) | Err(LINKED))
-    }
-
-    /// True if the ring entry at `pos` holds task `id`, queued with
-    /// nothing attached, or marked: one [`Level::mark_linked`] would mark
-    /// (unless a worker claims it first). The caller holds the state lock.
-    fn is_markable(&self, pos: u64, id: u64) -> bool {
-        // SAFETY: the caller holds the state lock.
-        if unsafe { self.overflow_entry(pos) }.is_some() {
-            return false;
-        }
-        let slot = self.slot(pos);
-        slot.id.load(Ordering::Relaxed) == id && matches!(slot.state.load(Ordering::Acquire), QUEUED | LINKED)
+        self.ring_slot_of(pos, id).is_some_and(|slot| {
+            matches!(
+                slot.state.compare_exchange(QUEUED, LINKED, Ordering::AcqRel, Ordering::Acquire),
+                Ok(_) | Err(LINKED)
+            )
+        })
     }
 
     /// Ring entries marked linked (a diagnostic for tests; the caller
@@ -1494,10 +1494,7 @@ impl WorkerLane {
     /// finished, if any; afterwards nothing can be attached to it.
     #[inline(always)]
     pub(crate) fn take_cont(&self) -> Option<Attached> {
-        let w = self.cont.swap(0, Ordering::AcqRel);
-        // SAFETY: an address is an attached record whose attachment
-        // reference the word held; the swap made it this worker's.
-        (w > RUNNING && w & 3 == 0).then(|| Attached(unsafe { std::ptr::NonNull::new_unchecked(w as *mut Cont) }))
+        Attached::from_word(self.cont.swap(0, Ordering::AcqRel))
     }
 
     /// [`WorkerLane::take_cont`] at the end of a task claimed from a slot,
@@ -1505,9 +1502,8 @@ impl WorkerLane {
     #[inline(always)]
     pub(crate) fn take_end(&self) -> End {
         let w = self.cont.swap(0, Ordering::AcqRel);
-        if w & 3 == 0 && w > RUNNING {
-            // SAFETY: as in `take_cont`.
-            return End::Cont(Attached(unsafe { std::ptr::NonNull::new_unchecked(w as *mut Cont) }));
+        if let Some(att) = Attached::from_word(w) {
+            return End::Cont(att);
         }
         if w & 2 != 0 {
             End::Linked
@@ -1779,11 +1775,6 @@ impl Lane {
     /// See [`Level::mark_linked`] (level `i`).
     pub(crate) fn mark_linked(&self, i: usize, pos: u64, id: u64) -> bool {
         self.level(i).is_some_and(|l| l.mark_linked(pos, id))
-    }
-
-    /// See [`Level::is_markable`] (level `i`).
-    pub(crate) fn is_markable(&self, i: usize, pos: u64, id: u64) -> bool {
-        self.level(i).is_some_and(|l| l.is_markable(pos, id))
     }
 
     /// Ring entries marked linked, every level (a diagnostic for tests;

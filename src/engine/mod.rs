@@ -3591,12 +3591,13 @@ impl State {
             // the tail of a long backlog moves its few from the overflow
             // to the locked path, or the whole backlog would pay (a review
             // measured 24-56 ms against 15-22 for 200,000 tasks with a
-            // fan-in over the last two).
+            // fan-in over the last two). (Not kept, a ring entry is marked
+            // here already; the edge loop's mark then finds it marked.)
             let keep = lane_ups > 0 && lane_ups * 2 >= self.lane.queued();
             for &u in &ups[start..] {
                 let stays = match self.tasks.get(u) {
                     Some(Task { body: Body::Lane { level, pos, .. }, .. }) => {
-                        keep || self.lane.is_markable(usize::from(*level), *pos, u)
+                        keep || self.lane.mark_linked(usize::from(*level), *pos, u)
                     }
                     _ => false,
                 };
@@ -4778,7 +4779,9 @@ fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below:
                 match (wl.take_end(), outcome) {
                     (lane::End::Plain, None) => leave_completed(manager, wl, id),
                     (lane::End::Plain, Some(outcome)) => leave_outcome(manager, wl, id, outcome, false),
-                    (lane::End::Linked, outcome) => leave_linked(manager, wl, id, outcome),
+                    (lane::End::Linked, outcome) => {
+                        leave_and_apply(manager, wl, id, outcome.unwrap_or(Outcome::Completed(None)))
+                    }
                     (lane::End::Cont(att), outcome) => {
                         let outcome = outcome.unwrap_or(Outcome::Completed(None));
                         run_chain(manager, wl, index, (id, outcome), att, checkin)
@@ -4882,9 +4885,7 @@ fn finish_with_cont(
         // alone may have stopped before this one, and the continuation
         // must not wait for the host's poll. (One lock section either way:
         // a worker that sees the flag takes the lock for it.)
-        wl.push_outcome((id, outcome));
-        open_poll_gate(manager);
-        manager.locked(|st, after| st.apply_lane(after));
+        leave_and_apply(manager, wl, id, outcome);
         return None;
     };
     let received = match &outcome {
@@ -4909,15 +4910,15 @@ fn leave_outcome(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, outcome: Outc
     outcome_left(manager);
 }
 
-/// Leaves the outcome of a lane task claimed marked linked (a downstream
-/// task waits for it on the locked path, see `lane::LINKED`) and applies
-/// it under the lock at once, as `finish_with_cont` does when it cannot
-/// claim: the downstream task must become ready before a lower task is
-/// claimed, not at the host's next poll.
+/// Leaves a lane task's outcome and applies it (with every other outcome
+/// left) under the lock at once, for a downstream task that must become
+/// ready before a lower task is claimed, not at the host's next poll: a
+/// task claimed marked linked (see `lane::LINKED`), or one whose
+/// continuation `finish_with_cont` could not claim.
 #[cold]
 #[inline(never)]
-fn leave_linked(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, outcome: Option<Outcome>) {
-    wl.push_outcome((id, outcome.unwrap_or(Outcome::Completed(None))));
+fn leave_and_apply(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, outcome: Outcome) {
+    wl.push_outcome((id, outcome));
     open_poll_gate(manager);
     manager.locked(|st, after| st.apply_lane(after));
 }
