@@ -20,15 +20,6 @@ type Seen = Arc<Mutex<HashMap<u64, Vec<(u64, i64)>>>>;
 /// The upstream results a task was given, once it ran.
 type Got = Arc<Mutex<Option<Vec<(u64, i64)>>>>;
 
-/// Entries per lane level's ring (`lane::CAP`): tasks added behind that
-/// many queued ones of their priority wait in the level's overflow.
-const RING: usize = 16_384;
-
-/// Lane tasks counted as linked, and ring entries marked linked.
-fn linked(m: &btm::engine::Manager) -> (usize, usize) {
-    (m.lane_linked_for_tests(), m.lane_marked_for_tests())
-}
-
 fn recording(got: &Got, log: &Log, tag: i64) -> btm::engine::Job {
     let got = got.clone();
     let log = log.clone();

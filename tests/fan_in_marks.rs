@@ -12,12 +12,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use btm::engine::{Manager, NewTask, Owned, TaskHooks, IN_BATCH};
+use btm::engine::{NewTask, Owned, TaskHooks, IN_BATCH};
 use common::*;
-
-fn linked(m: &Manager) -> (usize, usize) {
-    (m.lane_linked_for_tests(), m.lane_marked_for_tests())
-}
 
 fn signalling(tx: &mpsc::Sender<u64>, tag: u64) -> btm::engine::Job {
     let tx = tx.clone();
@@ -233,7 +229,6 @@ fn marks_racing_claims_keep_the_count_exact_and_fan_ins_prompt() {
 #[test]
 fn a_fan_in_over_ring_and_overflow_entries_runs_without_a_poll() {
     let _s = serial();
-    const RING: usize = 16_384;
     let m = manager(1, true);
     let gate = occupy_a_worker(&m, DEFAULT);
     let (tx, rx) = mpsc::channel();

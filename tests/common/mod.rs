@@ -298,6 +298,16 @@ impl Rng {
     }
 }
 
+/// Entries per lane level's ring (`lane::CAP`): tasks added behind that
+/// many queued ones of their priority wait in the level's overflow.
+pub const RING: usize = 16_384;
+
+/// Lane tasks counted as linked, and ring entries marked linked (see
+/// `Manager::lane_linked_for_tests`, `Manager::lane_marked_for_tests`).
+pub fn linked(m: &Manager) -> (usize, usize) {
+    (m.lane_linked_for_tests(), m.lane_marked_for_tests())
+}
+
 /// Adds a task (to `group`) that blocks its worker on the returned gate,
 /// and waits until it does.
 pub fn occupy_a_worker(m: &Arc<Manager>, group: GroupKey) -> Gate {
