@@ -121,6 +121,17 @@ static inline void pc_gate_open(void)
     pthread_mutex_unlock(&pc_gate_mu);
 }
 
+/* Closes the gate again for a second use. Only once every gate task has
+ * returned (the caller knows it: GLib frees a destroyed pool's queued items
+ * only after its running tasks returned). */
+static __attribute__((unused)) void pc_gate_reset(void)
+{
+    pthread_mutex_lock(&pc_gate_mu);
+    pc_gate_is_open = 0;
+    pc_gate_entered = 0;
+    pthread_mutex_unlock(&pc_gate_mu);
+}
+
 /* ---- w4 statistics ---- */
 static __attribute__((unused)) int pc_cmp_u64(const void *a, const void *b)
 {
