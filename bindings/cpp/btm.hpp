@@ -129,6 +129,7 @@ enum class Status : std::uint32_t {
     not_queued = BTM_STATUS_NOT_QUEUED,
     panic = BTM_STATUS_PANIC,
     too_many_groups = BTM_STATUS_TOO_MANY_GROUPS,
+    forked = BTM_STATUS_FORKED,
 };
 
 /// The static English description of a status (btm_status_str).

@@ -43,6 +43,7 @@ namespace Btm
         NotQueued = 14,
         Panic = 15,
         TooManyGroups = 16,
+        Forked = 17,
     }
 }
 

@@ -14,6 +14,7 @@
 
 mod events;
 mod foreign;
+mod fork;
 mod group;
 mod ids;
 mod lane;
@@ -1019,6 +1020,8 @@ pub struct Manager {
     poll_gate: Arc<Padded<AtomicBool>>,
     hooks: Option<ThreadHooks>,
     lane: Arc<Lane>,
+    /// Tells this manager's copy in a child of `fork()` (see `fork.rs`).
+    fork: fork::ForkGuard,
 }
 
 thread_local! {
@@ -1106,7 +1109,19 @@ impl Manager {
             poll_gate,
             hooks: config.thread_hooks,
             lane,
+            fork: fork::ForkGuard::new(),
         }))
+    }
+
+    /// True in a child process made by `fork()` after this manager was
+    /// made: its workers do not exist there and its lock may be held by
+    /// one of them forever, so the C boundary refuses every call
+    /// (`BTM_STATUS_FORKED`) before touching anything else. Always false
+    /// where the system cannot wipe a page on fork (Linux before 4.14,
+    /// other systems, a sandbox refusing `MADV_WIPEONFORK`).
+    #[inline(always)]
+    pub fn is_fork_copy(&self) -> bool {
+        self.fork.inherited()
     }
 
     /// True when the calling thread is one of this manager's workers.

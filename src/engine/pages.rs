@@ -195,7 +195,7 @@ pub(crate) unsafe fn unmap_all(addrs: &mut [usize], bytes: usize, _align: usize)
 }
 
 #[cfg(target_os = "linux")]
-fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if page > 0 {

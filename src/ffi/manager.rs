@@ -153,6 +153,21 @@ unsafe fn read_config(config: *const btm_config) -> (btm_config, Result<(), btm_
 /// Ownership: the handle belongs to the caller until `btm_destroy`.
 /// Threads: any. Never calls back (except `thread_hook_free` on error).
 ///
+/// Fork: a child process made by `fork()` after this call has a copy of
+/// the manager but none of its worker threads (a Python `multiprocessing`
+/// worker, for one). There every function given the copied handle returns
+/// `BTM_STATUS_FORKED` at once, touching nothing else (the copy's lock may
+/// be held forever by a thread that no longer exists); an add so refused
+/// frees its userdata as any rejected add does, and `btm_destroy` of the
+/// copy does nothing: no free function runs for the parent's tasks (they
+/// are the parent's to run and free) and the copy's memory stays until the
+/// child exits. Create a new manager in the child if it needs one. Needs
+/// Linux 4.14 or later (`MADV_WIPEONFORK`); elsewhere a copy is not
+/// detected and must not be used. A child made by `fork()` from inside a
+/// task, free function, hook or notify callback that btm runs must only
+/// call `exec` or `_exit` (the POSIX rule for a child of a threaded
+/// process).
+///
 /// # Safety
 /// `config` must be NULL or point to a config of `config->struct_size`
 /// bytes; `manager_out` must be NULL or writable.
@@ -190,7 +205,8 @@ pub unsafe extern "C" fn btm_create(config: *const btm_config, manager_out: *mut
 }
 
 /// Shuts the manager down (if not done yet, waiting as long as running tasks
-/// take) and releases the handle. NULL is a no-op.
+/// take) and releases the handle. NULL is a no-op, and so is the copy of a
+/// handle in a child process made by `fork()` (see `btm_create`).
 ///
 /// Everything still queued is stopped (free functions run on the calling
 /// thread); results of the last poll are freed. If `btm_shut_down` timed out
@@ -209,6 +225,12 @@ pub unsafe extern "C" fn btm_create(config: *const btm_config, manager_out: *mut
 pub unsafe extern "C" fn btm_destroy(manager: *mut Manager) {
     ffi_guard!((), {
         if manager.is_null() {
+            return;
+        }
+        // SAFETY: the contract: a live handle (or, in a child of `fork()`,
+        // the copy of one, which is only read).
+        if unsafe { &*manager }.is_fork_copy() {
+            // A child's copy: see `btm_create` ("Fork").
             return;
         }
         // SAFETY: takes back the reference `btm_create` gave out.

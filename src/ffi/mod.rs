@@ -58,9 +58,21 @@ pub(crate) unsafe fn manager_ref(ptr: *const Manager) -> Result<ManuallyDrop<Arc
     if ptr.is_null() {
         return Err(btm_status::BTM_STATUS_NULL_ARGUMENT);
     }
+    // SAFETY: per the contract above, `ptr` points to a live manager (in a
+    // child of `fork()`, to the child's copy of one, which is only read).
+    if unsafe { &*ptr }.is_fork_copy() {
+        return Err(forked());
+    }
     // SAFETY: per the contract above, `ptr` came from `Arc::into_raw` and the
     // reference it stands for is alive; ManuallyDrop leaves the count alone.
     Ok(ManuallyDrop::new(unsafe { Arc::from_raw(ptr) }))
+}
+
+/// `BTM_STATUS_FORKED`, out of the callers' hot paths.
+#[cold]
+#[inline(never)]
+fn forked() -> btm_status {
+    btm_status::BTM_STATUS_FORKED
 }
 
 /// Writes `value` to an out-parameter, or fails with `NULL_ARGUMENT`.

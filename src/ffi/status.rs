@@ -58,6 +58,10 @@ pub enum btm_status {
     /// are taken (the default group always holds one, every other group
     /// while it has live tasks). Nothing was added.
     BTM_STATUS_TOO_MANY_GROUPS = 16,
+    /// This process is a child made by `fork()` after the manager was
+    /// created: the manager's worker threads do not exist here, so it
+    /// accepts nothing (see `btm_create`). Make a new manager in the child.
+    BTM_STATUS_FORKED = 17,
 }
 
 impl From<Error> for btm_status {
@@ -96,6 +100,7 @@ fn describe(status: u32) -> &'static [u8] {
         14 => b"the task is no longer queued\0",
         15 => b"internal error (panic caught inside btm)\0",
         16 => b"too many groups with live tasks\0",
+        17 => b"the manager was created in the parent of this forked process\0",
         _ => b"unknown status code\0",
     }
 }

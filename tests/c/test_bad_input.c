@@ -545,7 +545,7 @@ TEST(bad_fail_strings_copied) {
 }
 
 TEST(bad_status_code) {
-    CHECK_STR(btm_status_str(17), "unknown status code");
+    CHECK_STR(btm_status_str(BTM_STATUS_FORKED + 1), "unknown status code");
     CHECK_STR(btm_status_str(0xdeadbeef), "unknown status code");
 }
 

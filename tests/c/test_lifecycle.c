@@ -5,6 +5,8 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 TEST(paused_by_default) {
     btm_config cfg;
@@ -552,6 +554,96 @@ TEST(result_ownership) {
     rm(m);
 }
 
+/* Fork: in a child made by fork() after btm_create, the parent's manager
+ * is a copy without worker threads. Every call given it returns FORKED
+ * without touching anything (out-parameters stay as they were), a refused
+ * add frees its userdata once, btm_destroy of the copy does nothing (no
+ * free function runs for the parent's queued task), and a manager made in
+ * the child works. The parent's manager is unaffected. The child reports
+ * its own checks (one bit each) through a pipe; alarm() turns a hang in
+ * the child into a failure. */
+static int fork_child_frees;
+static void fork_child_free(void *p) {
+    (void)p;
+    fork_child_frees++;
+}
+static int fork_child_runs;
+static void fork_child_task(void *p, btm_task_context *ctx) {
+    (void)p;
+    (void)ctx;
+    fork_child_runs++;
+}
+static int fork_child(btm_manager *m, btm_task_id queued) {
+    int bad = 0;
+    btm_task_id id = 77;
+    if (btm_add_task(m, fork_child_task, (void *)&fork_child_frees, fork_child_free, 0, NULL, NULL, 0, &id) !=
+            BTM_STATUS_FORKED ||
+        id != 77)
+        bad |= 1;
+    if (fork_child_frees != 1) bad |= 2;
+    btm_event ev[4];
+    size_t n = 99;
+    if (btm_poll_events(m, ev, 4, &n) != BTM_STATUS_FORKED || n != 99) bad |= 4;
+    if (btm_wait_idle(m, BTM_WAIT_FOREVER) != BTM_STATUS_FORKED) bad |= 8;
+    if (btm_wait_events(m, BTM_WAIT_FOREVER) != BTM_STATUS_FORKED) bad |= 8;
+    if (btm_stop_task(m, queued, false, false, NULL) != BTM_STATUS_FORKED) bad |= 16;
+    if (btm_shut_down(m, 0, NULL) != BTM_STATUS_FORKED) bad |= 16;
+    btm_stats st;
+    if (btm_get_stats(m, &st) != BTM_STATUS_FORKED) bad |= 32;
+    if (btm_start_processing(m) != BTM_STATUS_FORKED) bad |= 32;
+    btm_destroy(m); /* the copy: nothing happens */
+    if (fork_child_frees != 1) bad |= 64;
+    btm_config cfg;
+    btm_config_init(&cfg);
+    cfg.max_threads = 1;
+    cfg.start_processing = true;
+    btm_manager *c = NULL;
+    if (btm_create(&cfg, &c) != BTM_STATUS_OK) return bad | 128;
+    if (btm_add_task(c, fork_child_task, NULL, NULL, 0, NULL, NULL, 0, &id) != BTM_STATUS_OK ||
+        btm_wait_idle(c, WAIT_MS) != BTM_STATUS_OK || fork_child_runs != 1)
+        bad |= 128;
+    btm_destroy(c);
+    return bad;
+}
+
+TEST(forked_child_refuses_the_parents_manager) {
+    btm_manager *m = mk(2, true);
+    REQUIRE(m);
+    CHECK(add_simple(m, 1, NO_RESULT, 0, NULL, NULL, 0) != 0);
+    REQUIRE_ST(btm_wait_idle(m, WAIT_MS), BTM_STATUS_OK); /* the workers exist */
+    REQUIRE_ST(btm_pause_processing(m), BTM_STATUS_OK);
+    btm_task_id queued = add_simple(m, 2, NO_RESULT, 0, NULL, NULL, 0); /* stays queued */
+    CHECK(queued != 0);
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        alarm(60);
+        int bad = fork_child(m, queued);
+        /* Through a pipe, not the exit code: valgrind turns the child's
+         * exit code into 1 for the parent's memory the child never frees
+         * (the copy of the manager, its threads' blocks). */
+        ssize_t w = write(fds[1], &bad, sizeof bad);
+        _exit(w == (ssize_t)sizeof bad ? 0 : 1);
+    }
+    close(fds[1]);
+    int bad = -1;
+    CHECK_EQ(read(fds[0], &bad, sizeof bad), (long long)sizeof bad);
+    close(fds[0]);
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status)); /* not killed by its alarm */
+    CHECK_EQ(bad, 0);
+    /* The parent's manager and its queued task are untouched. */
+    CHECK_ST(btm_start_processing(m), BTM_STATUS_OK);
+    CHECK_ST(btm_wait_idle(m, WAIT_MS), BTM_STATUS_OK);
+    CHECK(runlog_find(2) >= 0);
+    rm(m);
+}
+
 /* Static strings: version and status descriptions. */
 TEST(version_and_status_strings) {
     CHECK_STR(btm_version(), BTM_VERSION);
@@ -559,15 +651,15 @@ TEST(version_and_status_strings) {
     snprintf(buf, sizeof buf, "%d.%d.%d", BTM_VERSION_MAJOR, BTM_VERSION_MINOR,
              BTM_VERSION_PATCH);
     CHECK_STR(btm_version(), buf);
-    const char *seen[17];
-    for (uint32_t c = 0; c <= BTM_STATUS_TOO_MANY_GROUPS; c++) {
+    const char *seen[18];
+    for (uint32_t c = 0; c <= BTM_STATUS_FORKED; c++) {
         const char *d = btm_status_str(c);
         CHECK(d != NULL && d[0] != 0);
         seen[c] = d;
         for (uint32_t k = 0; k < c; k++) CHECK(strcmp(seen[k], d) != 0);
         CHECK(strcmp(d, "unknown status code") != 0);
     }
-    CHECK_STR(btm_status_str(BTM_STATUS_TOO_MANY_GROUPS + 1), "unknown status code");
+    CHECK_STR(btm_status_str(BTM_STATUS_FORKED + 1), "unknown status code");
     CHECK_STR(btm_status_str(UINT32_MAX), "unknown status code");
     CHECK_EQ(btm_status_str(0), btm_status_str(0)); /* static */
 }
@@ -605,6 +697,7 @@ const test_case tests_lifecycle[] = {
     TEST_ENTRY(stats_counters),
     TEST_ENTRY(thread_hooks),
     TEST_ENTRY(result_ownership),
+    TEST_ENTRY(forked_child_refuses_the_parents_manager),
     TEST_ENTRY(version_and_status_strings),
     TEST_ENTRY(ids_unique_increasing),
     {NULL, NULL},
