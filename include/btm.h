@@ -395,9 +395,11 @@ typedef struct btm_config {
      */
     void *thread_hook_userdata;
     /**
-     * Optional: frees `thread_hook_userdata` once, when the manager is
-     * freed (after the last worker exited). Called even if `btm_create`
-     * fails.
+     * Optional: frees `thread_hook_userdata` once, after the last worker
+     * exited: in `btm_destroy` (while the manager still exists, shut down:
+     * the free function may call it), or, if a timed-out shut-down left a
+     * worker running a task, when that worker exits. Called even if
+     * `btm_create` fails.
      */
     btm_free_fn thread_hook_free;
 } btm_config;
@@ -799,8 +801,9 @@ btm_status btm_wait_idle(struct btm_manager *manager,
  * that thread, and it must not block.
  *
  * `userdata` / `userdata_free`: owned by btm on every call (freed at once
- * on error); freed when replaced (after any call in progress), or when the
- * manager is freed. If events are already pending when you register, no
+ * on error); freed when replaced (after any call in progress), or by
+ * `btm_destroy` (after the shut-down, while the manager still exists: the
+ * free function may call it). If events are already pending when you register, no
  * call may come for them: poll once. (Tasks that finished in the workers'
  * queues before this call may instead make it call the callback at once,
  * on this thread.)
@@ -888,7 +891,10 @@ btm_status btm_create(const struct btm_config *config,
  * handle in a child process made by `fork()` (see `btm_create`).
  *
  * Everything still queued is stopped (free functions run on the calling
- * thread); results of the last poll are freed. If `btm_shut_down` timed out
+ * thread); results of the last poll are freed, and so are the notify,
+ * task-hook and thread-hook userdata (the last only if no worker is still
+ * running a task), all while the manager still exists: a free function
+ * may call it (it is shut down: adds get `SHUT_DOWN`). If `btm_shut_down` timed out
  * earlier, the threads it left running are not waited for again: each
  * frees its task's userdata when the task returns, then exits.
  *
@@ -1055,8 +1061,10 @@ btm_status btm_get_group_stats(struct btm_manager *manager,
  *
  * `userdata` / `userdata_free`: owned by btm on every call; freed when the
  * hooks are replaced and no task that started with them is still running,
- * or when the manager is freed. Tasks already running keep the hooks they
- * started with.
+ * or by `btm_destroy` (after the shut-down, while the manager still
+ * exists: the free function may call it; a task that a timed-out shut-down
+ * left running keeps them until it returns). Tasks already running keep
+ * the hooks they started with.
  *
  * Errors: `NULL_ARGUMENT` (manager). Threads: any. The hooks run on worker
  * threads, outside btm's locks, and may call btm.

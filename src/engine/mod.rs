@@ -1907,6 +1907,40 @@ impl Manager {
         })?;
         self.join_workers(timeout)
     }
+
+    /// Frees what the host handed over for the manager's lifetime (the
+    /// task-hook and notify userdata, the results of the last poll) and,
+    /// if `this` is the last reference (every worker has exited), the
+    /// thread-hook userdata: while the manager is still alive, so that a
+    /// free function may call it (it has been shut down: adds get
+    /// `SHUT_DOWN`, stats work). Left to the last reference's drop, they
+    /// ran while the manager itself was being dropped, and such a call read
+    /// freed memory (a fuzzer found it in session 30). Hooks that a worker
+    /// still running a task holds are freed when it lets go of them; the
+    /// thread hooks, when the last worker exits. For `btm_destroy`, after
+    /// [`Manager::shut_down`].
+    pub fn release_host_objects(this: &mut Arc<Self>) {
+        // (Not the results a poll of this manager that runs the call is
+        // about to return: see `PollMark`.)
+        let polling = PollMark::inside(this);
+        this.locked(|st, after| {
+            if !polling {
+                for g in mem::take(&mut st.delivered) {
+                    after.garbage(g);
+                }
+            }
+            if let Some(hooks) = st.task_hooks.take() {
+                after.garbage(Garbage::Hooks(hooks));
+            }
+            if let Some(notify) = st.signal.notify.take() {
+                after.garbage(Garbage::Notify(notify));
+            }
+        });
+        // The exclusive borrow ends before the free function runs (it may
+        // reach the manager through its handle).
+        let thread_hooks = Arc::get_mut(this).and_then(|m| m.hooks.take());
+        drop(thread_hooks);
+    }
 }
 
 impl State {

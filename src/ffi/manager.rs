@@ -59,9 +59,11 @@ pub struct btm_config {
     pub thread_stop: btm_thread_hook_fn,
     /// Userdata passed to both thread hooks.
     pub thread_hook_userdata: *mut c_void,
-    /// Optional: frees `thread_hook_userdata` once, when the manager is
-    /// freed (after the last worker exited). Called even if `btm_create`
-    /// fails.
+    /// Optional: frees `thread_hook_userdata` once, after the last worker
+    /// exited: in `btm_destroy` (while the manager still exists, shut down:
+    /// the free function may call it), or, if a timed-out shut-down left a
+    /// worker running a task, when that worker exits. Called even if
+    /// `btm_create` fails.
     pub thread_hook_free: btm_free_fn,
 }
 
@@ -209,7 +211,10 @@ pub unsafe extern "C" fn btm_create(config: *const btm_config, manager_out: *mut
 /// handle in a child process made by `fork()` (see `btm_create`).
 ///
 /// Everything still queued is stopped (free functions run on the calling
-/// thread); results of the last poll are freed. If `btm_shut_down` timed out
+/// thread); results of the last poll are freed, and so are the notify,
+/// task-hook and thread-hook userdata (the last only if no worker is still
+/// running a task), all while the manager still exists: a free function
+/// may call it (it is shut down: adds get `SHUT_DOWN`). If `btm_shut_down` timed out
 /// earlier, the threads it left running are not waited for again: each
 /// frees its task's userdata when the task returns, then exits.
 ///
@@ -234,8 +239,9 @@ pub unsafe extern "C" fn btm_destroy(manager: *mut Manager) {
             return;
         }
         // SAFETY: takes back the reference `btm_create` gave out.
-        let m = unsafe { Arc::from_raw(manager.cast_const()) };
+        let mut m = unsafe { Arc::from_raw(manager.cast_const()) };
         let _ = m.shut_down(None);
+        Manager::release_host_objects(&mut m);
         drop(m);
     })
 }
@@ -615,8 +621,10 @@ pub type btm_task_hook_fn = Option<
 ///
 /// `userdata` / `userdata_free`: owned by btm on every call; freed when the
 /// hooks are replaced and no task that started with them is still running,
-/// or when the manager is freed. Tasks already running keep the hooks they
-/// started with.
+/// or by `btm_destroy` (after the shut-down, while the manager still
+/// exists: the free function may call it; a task that a timed-out shut-down
+/// left running keeps them until it returns). Tasks already running keep
+/// the hooks they started with.
 ///
 /// Errors: `NULL_ARGUMENT` (manager). Threads: any. The hooks run on worker
 /// threads, outside btm's locks, and may call btm.

@@ -399,6 +399,66 @@ TEST(reentrant_free_functions) {
     evlog_free(&l);
 }
 
+/* What the host handed over for the manager's life (the thread-hook,
+ * task-hook and notify userdata) and the results of the last poll are freed
+ * by btm_destroy while the manager still exists, shut down: their free
+ * functions may call it (stats work, a stop finds nothing, an add gets
+ * SHUT_DOWN). Until session 30 they ran while the manager was being freed,
+ * and such a call read freed memory (a fuzzer found it). */
+static void noop_thread_hook(void *ud, uint32_t worker) {
+    (void)ud;
+    (void)worker;
+}
+static void noop_task_hook(void *ud, uint64_t task, uint32_t kind, uint64_t value, uint32_t worker) {
+    (void)ud;
+    (void)task;
+    (void)kind;
+    (void)value;
+    (void)worker;
+}
+static void noop_notify(void *ud) { (void)ud; }
+
+TEST(reentrant_free_functions_during_destroy) {
+    atomic_store(&reobj_adds_ok, 0);
+    atomic_store(&reobj_adds_shut, 0);
+    btm_config cfg;
+    REQUIRE_ST(btm_config_init(&cfg), BTM_STATUS_OK);
+    cfg.max_threads = 1;
+    cfg.start_processing = true;
+    cfg.thread_start = noop_thread_hook;
+    cfg.thread_stop = noop_thread_hook;
+    reobj *thread_data = reobj_new(NULL, 700);
+    cfg.thread_hook_userdata = thread_data;
+    cfg.thread_hook_free = reobj_free;
+    btm_manager *m = NULL;
+    REQUIRE_ST(btm_create(&cfg, &m), BTM_STATUS_OK);
+    thread_data->m = m; /* (no worker runs before the first add) */
+    REQUIRE_ST(btm_set_task_hooks(m, noop_task_hook, noop_task_hook, reobj_new(m, 710), reobj_free),
+               BTM_STATUS_OK);
+    REQUIRE_ST(btm_set_notify(m, noop_notify, reobj_new(m, 720), reobj_free), BTM_STATUS_OK);
+    /* The task's result (tag 731) is in the last poll when m is destroyed;
+     * its userdata's free, on the worker, adds task 730, which runs. */
+    btm_task_id id = 0;
+    REQUIRE_ST(btm_add_task(m, reobj_task, reobj_new(m, 730), reobj_free, 0, NULL, NULL, 0, &id),
+               BTM_STATUS_OK);
+    uint64_t deadline = now_ms() + WAIT_MS;
+    while (runlog_find(730) < 0 && now_ms() < deadline) sleep_ms(1);
+    REQUIRE(runlog_find(730) >= 0);
+    REQUIRE_ST(btm_wait_idle(m, WAIT_MS), BTM_STATUS_OK);
+    CHECK_EQ(atomic_load(&reobj_adds_ok), 1);
+    btm_event ev[8];
+    size_t n = 0;
+    REQUIRE_ST(btm_poll_events(m, ev, 8, &n), BTM_STATUS_OK);
+    size_t completed = 0;
+    for (size_t i = 0; i < n; i++) completed += ev[i].kind == BTM_EVENT_TASK_COMPLETED;
+    CHECK_EQ(completed, 2); /* both: the results stay until the destroy */
+    forget_manager(m);
+    btm_destroy(m);
+    CHECK_EQ(atomic_load(&reobj_adds_shut), 4); /* 731, 710, 720, 700 */
+    CHECK_EQ(atomic_load(&reobj_adds_ok), 1);
+    CHECK_EQ(live_objects(), 0);
+}
+
 /* ---- a poll from a free function that a poll runs --------------------- */
 
 static btm_manager *nested_m;
@@ -779,6 +839,7 @@ const test_case tests_reentrant[] = {
     TEST_ENTRY(reentrant_shut_down_forever_from_task),
     TEST_ENTRY(reentrant_destroy_from_task),
     TEST_ENTRY(reentrant_free_functions),
+    TEST_ENTRY(reentrant_free_functions_during_destroy),
     TEST_ENTRY(reentrant_poll_from_a_result_free_function_keeps_the_outer_results),
     TEST_ENTRY(reentrant_poll_of_a_through_b_from_a_free_function_keeps_the_outer_results),
     TEST_ENTRY(concurrent_adds_from_4_threads),
