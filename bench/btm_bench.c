@@ -22,7 +22,13 @@
  * fan-in over them, then N tasks at priority 5; the workers released, the
  * drain of all of them in ns per task (fanlow0: the same without the
  * fan-in). Until session 29 the 1,000 queued linked tasks made every
- * worker apply every outcome under the lock until they ran.
+ * worker apply every outcome under the lock until they ran. backlog: the
+ * same without the 1,000 (N tasks of one priority queued in the lane, then
+ * drained by both workers at once; BTM_BENCH_SPIN=k gives each task k
+ * rounds of arithmetic, ~k ns, and times the workers' drain alone (the
+ * host sleeps meanwhile, then polls); session 30: a pause meant for a worker at
+ * its level's newest entry fired there whenever the workers' claims
+ * alternated, and two workers drained ~100 ns tasks barely faster than one).
  * For experiments on W6 (bench/run.py sets neither): BTM_BENCH_W6_ORDER
  * gives task i's priority: "rr" (the default, i % 4), "same" (0: W1 with
  * W6's four queues made), "runs16" ((i / 16) % 4) or "blocks" (i * 4 / N);
@@ -51,6 +57,18 @@ static double now_ns(void) {
 static void empty_task(void *ud, btm_task_context *ctx) {
     (void)ud;
     (void)ctx;
+}
+
+/* backlog with BTM_BENCH_SPIN=k: tasks that each run k rounds of
+ * arithmetic (k = 100 is ~100 ns here). */
+static unsigned long spin_rounds;
+static size_t spin_done;
+static void spin_task(void *ud, btm_task_context *ctx) {
+    (void)ud;
+    (void)ctx;
+    volatile unsigned long x = 1;
+    for (unsigned long i = 0; i < spin_rounds; i++) x = x * 31 + i;
+    __atomic_add_fetch(&spin_done, 1, __ATOMIC_RELEASE);
 }
 
 /* fanlow: tasks that hold a worker until the host writes to the pipe. */
@@ -212,7 +230,7 @@ static int cmp_double(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s <w1|w2a|w2b|w3|w4|w4fd|w5|w6|w1phases|w2aphases|fanlow|fanlow0> <N>\n",
+        fprintf(stderr, "usage: %s <w1|w2a|w2b|w3|w4|w4fd|w5|w6|w1phases|w2aphases|fanlow|fanlow0|backlog> <N>\n",
                 argv[0]);
         return 2;
     }
@@ -433,23 +451,41 @@ int main(int argc, char **argv) {
         printf("{\"peer\":\"btm\",\"workload\":\"%s\",\"n\":%zu,\"add_ns\":%.1f,\"run_ns\":%.1f,"
                "\"poll_ns\":%.1f}\n",
                w, n, (t1 - t0) / (double)n, (t2 - t1) / (double)n, (t3 - t2) / (double)n);
-    } else if (!strcmp(w, "fanlow") || !strcmp(w, "fanlow0")) {
+    } else if (!strcmp(w, "fanlow") || !strcmp(w, "fanlow0") || !strcmp(w, "backlog")) {
         int fan = !strcmp(w, "fanlow");
-        size_t low = 1000;
+        size_t low = strcmp(w, "backlog") ? 1000 : 0;
         m = make(1, 1);
+        /* Every worker held (BTM_BENCH_THREADS of them, 2 by default). */
+        int workers = getenv("BTM_BENCH_THREADS") ? atoi(getenv("BTM_BENCH_THREADS")) : 2;
+        if (workers < 1 || workers > 64) return 2;
         if (pipe(hold_pipe) != 0) return 1;
-        for (int i = 0; i < 2; i++) add_task_fn(m, hold_task, 10);
-        while (__atomic_load_n(&held, __ATOMIC_ACQUIRE) < 2) sched_yield();
-        btm_task_id *ids = malloc(low * sizeof *ids);
+        for (int i = 0; i < workers; i++) add_task_fn(m, hold_task, 10);
+        while (__atomic_load_n(&held, __ATOMIC_ACQUIRE) < workers) sched_yield();
+        btm_task_id *ids = malloc((low ? low : 1) * sizeof *ids);
         if (!ids) return 1;
         for (size_t i = 0; i < low; i++) add(m, 0, NULL, 0, &ids[i]);
         if (fan) add(m, 0, ids, low, &id);
-        for (size_t i = 0; i < n; i++) add(m, 5, NULL, 0, &id);
-        size_t want = 2 + low + (size_t)fan + n;
+        spin_rounds = getenv("BTM_BENCH_SPIN") ? strtoul(getenv("BTM_BENCH_SPIN"), NULL, 10) : 0;
+        for (size_t i = 0; i < n; i++) {
+            if (low || !spin_rounds)
+                add(m, low ? 5 : 0, NULL, 0, &id);
+            else
+                add_task_fn(m, spin_task, 0);
+        }
+        size_t want = (size_t)workers + low + (size_t)fan + n;
         double t0 = now_ns();
-        if (write(hold_pipe[1], "xx", 2) != 2) return 1;
-        drain(m, want, DRAIN_BLOCK_WHEN_EMPTY);
+        static const char release[64] = {0};
+        if (write(hold_pipe[1], release, (size_t)workers) != workers) return 1;
+        if (!low && spin_rounds) {
+            /* The workers' drain alone: the host sleeps until the tasks
+             * ran, then polls their events (untimed). */
+            struct timespec nap = {0, 100000};
+            while (__atomic_load_n(&spin_done, __ATOMIC_ACQUIRE) < n) nanosleep(&nap, NULL);
+        } else {
+            drain(m, want, DRAIN_BLOCK_WHEN_EMPTY);
+        }
         double t = now_ns() - t0;
+        if (!low && spin_rounds) drain(m, want, DRAIN_BLOCK_WHEN_EMPTY);
         free(ids);
         printf("{\"peer\":\"btm\",\"workload\":\"%s\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", w, n,
                t / (double)want, t / 1e6);

@@ -50,6 +50,7 @@ bench_smoke() {
         LD_LIBRARY_PATH=target/release bench/build/btm_bench w1phases 10000 &&
         LD_LIBRARY_PATH=target/release bench/build/btm_bench w2aphases 0 &&
         LD_LIBRARY_PATH=target/release bench/build/btm_bench fanlow 10000 &&
+        LD_LIBRARY_PATH=target/release BTM_BENCH_SPIN=100 bench/build/btm_bench backlog 10000 &&
         LD_LIBRARY_PATH=target/release BTM_BENCH_W6_ORDER=runs16 BTM_BENCH_CPU=1 \
             bench/build/btm_bench w6 10000
 }

@@ -616,12 +616,23 @@ struct Slot {
 const NO_EPOCH: u64 = u64::MAX;
 
 impl Slot {
-    /// True while no entry is published in this slot: its stored sequence
-    /// number (minus the slot's index) is a lap's base, a multiple of
-    /// `CAP`, plus 0 while free, 1 while published, `CAP` once released.
+    /// True if the slot after `claimed` (a slot whose entry was claimed and
+    /// released) is still free in the lap of that entry: its stored number
+    /// is even (free or released) and below the claimed slot's, which its
+    /// release moved to the next lap's base (a released next slot has
+    /// reached the same base; a free one is a lap behind). (A slot's stored
+    /// number, its sequence number minus its index, is a lap's base, a
+    /// multiple of `CAP`, plus 0 while free, 1 while published, `CAP` once
+    /// released.)
+    ///
+    /// # Safety
+    /// `claimed` and the slot after it lie in one live level mapping.
     #[inline(always)]
-    fn is_unpublished(&self) -> bool {
-        self.seq.load(Ordering::Relaxed) & 1 == 0
+    unsafe fn free_after(claimed: *const Slot) -> bool {
+        // SAFETY: the caller's contract.
+        let (this, next) = unsafe { (&*claimed, &*claimed.add(1)) };
+        let n = next.seq.load(Ordering::Relaxed);
+        n & 1 == 0 && n < this.seq.load(Ordering::Relaxed) & !1
     }
 
     /// The sequence number of this slot, at ring position `pos`.
@@ -754,7 +765,15 @@ impl Level {
     fn slot(&self, pos: u64) -> &Slot {
         // SAFETY: the index is below `CAP`; the mapping lives as long as
         // the level.
-        unsafe { &*self.slots.as_ptr().add((pos % CAP) as usize) }
+        unsafe { &*self.slot_ptr(pos) }
+    }
+
+    /// The address of [`Level::slot`], with the whole mapping's provenance
+    /// (so that the slot after it may be read through it).
+    #[inline(always)]
+    fn slot_ptr(&self, pos: u64) -> *mut Slot {
+        // SAFETY: the index is below `CAP`, inside the mapping.
+        unsafe { self.slots.as_ptr().add((pos % CAP) as usize) }
     }
 
     /// True if the oldest entry is published (maybe a cancelled one). Reads
@@ -1434,10 +1453,15 @@ impl WorkerLane {
     }
 
     /// Before a worker looks at the lane again after a task it claimed
-    /// from a slot: pauses a moment (16 pauses, ~0.5 us here) if no entry
-    /// is published in the slot after it, that is if the task was its
-    /// level's newest entry and still is, or the next one was taken
-    /// already. A worker that looks at once would read the slot the host
+    /// from a slot: pauses a moment (16 pauses, ~0.5 us here) if the slot
+    /// after it is still free in the claimed entry's lap, that is if the
+    /// task was its level's newest entry and still is. Not if that entry
+    /// was published, nor if it was published and taken already (by
+    /// another worker: two workers draining a backlog take alternate
+    /// slots, and the first form of this check, which paused whenever the
+    /// next slot held no published entry, paused both on every task,
+    /// making two workers as slow as one; a review found it in session
+    /// 30). A worker that looks at once would read the slot the host
     /// writes next, and workers that keep taking each entry as it is
     /// published pull every slot line from the host just before the host
     /// writes it (W6's workers do so on the levels they keep empty, and
@@ -1450,12 +1474,13 @@ impl WorkerLane {
     #[inline(always)]
     pub(crate) fn pause_if_newest(&self) {
         let claimed = self.claimed_slot.load(Ordering::Relaxed);
-        // SAFETY: a slot of a level's mapping, which lives as long as the
-        // lane, and the slot after it in the same mapping (the ring's last
-        // is followed by one never written: a free slot, so the worker
-        // pauses there once a lap); a stale pointer only reads a sequence
-        // number.
-        if !claimed.is_null() && unsafe { &*claimed.add(1) }.is_unpublished() {
+        // SAFETY: a slot of a level's mapping (the pointer derived from the
+        // mapping's, not from a reference to the one slot), which lives as
+        // long as the lane, and the slot after it in the same mapping (the
+        // ring's last is followed by one never written: a free slot, so the
+        // worker pauses there once a lap); a stale pointer only reads
+        // sequence numbers.
+        if !claimed.is_null() && unsafe { Slot::free_after(claimed) } {
             pause_after_newest();
         }
     }
@@ -2055,7 +2080,7 @@ impl Lane {
                 level.release(pos);
                 if let (Ok(s), Some(job)) = (claimed, job) {
                     w.claimed(id, s);
-                    w.claimed_slot.store(slot as *const Slot as *mut Slot, Ordering::Relaxed);
+                    w.claimed_slot.store(level.slot_ptr(pos), Ordering::Relaxed);
                     return Take::Job(id, job);
                 }
             }
@@ -2131,6 +2156,92 @@ mod tests {
             level.release(pos);
             seen.push((id, queued));
         }
+    }
+
+    /// What `WorkerLane::pause_if_newest` decides for `w` now.
+    fn would_pause(w: &WorkerLane) -> bool {
+        let claimed = w.claimed_slot.load(Ordering::Relaxed);
+        // SAFETY: as in `pause_if_newest`.
+        !claimed.is_null() && unsafe { Slot::free_after(claimed) }
+    }
+
+    #[test]
+    fn a_worker_pauses_after_its_levels_newest_entry_only() {
+        let lane = Lane::new();
+        let i = lane.level_of(0).unwrap();
+        let level = lane.level_ref(i);
+        lane.open();
+        let w = WorkerLane::new();
+        let mut seen = LevelsSeen::new();
+        for id in 1..=3 {
+            level.push(id, job(), true);
+        }
+        for taken in 1..=3 {
+            let Take::Job(_, job) = lane.take(&w, 0, NO_PRIORITY, &mut seen) else { panic!("an entry") };
+            drop(job);
+            assert_eq!(would_pause(&w), taken == 3, "after entry {taken} of 3");
+        }
+        // The host publishes the next one: the look goes on at once.
+        level.push(4, job(), true);
+        assert!(!would_pause(&w));
+        let Take::Job(..) = lane.take(&w, 0, NO_PRIORITY, &mut seen) else { panic!("entry 4") };
+        assert!(would_pause(&w));
+    }
+
+    #[test]
+    fn one_worker_behind_a_full_ring_pauses_once_a_lap_at_the_spare_slot() {
+        let lane = Lane::new();
+        let i = lane.level_of(0).unwrap();
+        let level = lane.level_ref(i);
+        lane.open();
+        let w = WorkerLane::new();
+        let mut seen = LevelsSeen::new();
+        let (mut next, mut paused_at) = (1u64, Vec::new());
+        // The host keeps the ring full; one worker takes 3 laps.
+        for taken in 0..3 * CAP {
+            while level.push(next, job(), true).1 {
+                next += 1;
+            }
+            next += 1; // (the one that went to the overflow stays there)
+            let Take::Job(_, job) = lane.take(&w, 0, NO_PRIORITY, &mut seen) else { panic!("a full ring") };
+            drop(job);
+            if would_pause(&w) {
+                paused_at.push(taken);
+            }
+        }
+        // SAFETY: the spare slot of the level's mapping.
+        let spare = unsafe { &*lane.level(i).unwrap().slots.as_ptr().add(CAP as usize) };
+        assert_eq!(spare.seq.load(Ordering::Relaxed), 0, "the spare is never written");
+        assert_eq!(paused_at, vec![CAP - 1, 2 * CAP - 1, 3 * CAP - 1], "once a lap, at the ring's last slot");
+        unsafe { lane.level(i).unwrap().overflow() }.clear();
+    }
+
+    #[test]
+    fn two_workers_draining_a_backlog_do_not_pause() {
+        let lane = Lane::new();
+        let i = lane.level_of(0).unwrap();
+        let level = lane.level_ref(i);
+        for id in 1..=1000 {
+            level.push(id, job(), true);
+        }
+        lane.open();
+        let (a, b) = (WorkerLane::new(), WorkerLane::new());
+        let (mut sa, mut sb) = (LevelsSeen::new(), LevelsSeen::new());
+        let mut paused = 0;
+        // Two workers on one level, each taking its next entry while the
+        // other runs its task (their claims alternate, so the slot after
+        // each claim was taken by the other): hundreds of entries stay
+        // published ahead of both the whole time.
+        for round in 0..400 {
+            for (w, seen) in [(&a, &mut sa), (&b, &mut sb)] {
+                if round > 0 && would_pause(w) {
+                    paused += 1;
+                }
+                let Take::Job(_, job) = lane.take(w, 0, NO_PRIORITY, seen) else { panic!("a backlog") };
+                drop(job);
+            }
+        }
+        assert_eq!(paused, 0, "pauses in 798 looks made with at least 200 entries published ahead");
     }
 
     #[test]
