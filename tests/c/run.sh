@@ -6,6 +6,8 @@
 #   3. the normal build under valgrind memcheck (no definite/indirect leak,
 #      no invalid access),
 #   4. the plugin-reload test (dlopen/dlclose 200 times),
+#   4b. the API fuzzer (tests/fuzz) on seeds 1-20 under ASan+UBSan (not
+#      when test names are given),
 #   5. header checks (C11 alone, C++17 alone) and the export check
 #      (libbtm.so exports only btm_* symbols; soname libbtm.so.0).
 # Non-interactive; installs missing Debian packages (gcc, g++, valgrind,
@@ -128,6 +130,20 @@ step "compile reload test" "$OUT/compile_reload.log" \
     gcc "${CFLAGS[@]}" -O1 "$SRC/reload.c" -o "$OUT/reload" -ldl
 step "plugin reload: dlopen/dlclose x200" "$OUT/reload.log" \
     timeout 120 "$OUT/reload" "$LIBDIR/libbtm.so" 200
+
+# ---------------------------------------------------------------- fuzzer
+# The random API driver (tests/fuzz/fuzz_api.c) on fixed seeds, under
+# ASan+UBSan: every call's status and out-parameters, every pointer freed
+# exactly once, every task's events, hooks, notify, free functions calling
+# back (also during btm_destroy). Skipped when test names were given.
+if [ ${#FILTERS[@]} -eq 0 ]; then
+    step "compile API fuzzer (ASan+UBSan)" "$OUT/fuzz_compile.log" \
+        bash "$ROOT/tests/fuzz/build.sh"
+    step "API fuzzer under ASan+UBSan: seeds 1-20, 2,000 operations each" "$OUT/fuzz.log" \
+        env ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        timeout 600 "$ROOT/build/fuzz/fuzz_asan" --seed 1 --seeds 20 --ops 2000
+fi
 
 # ---------------------------------------------------------------- header
 step "header alone as C11" "$OUT/header_c.log" \
