@@ -803,8 +803,8 @@ btm_status btm_wait_idle(struct btm_manager *manager,
  * `userdata` / `userdata_free`: owned by btm on every call (freed at once
  * on error); freed when replaced (after any call in progress), or by
  * `btm_destroy` (after the shut-down, while the manager still exists: the
- * free function may call it). If events are already pending when you register, no
- * call may come for them: poll once. (Tasks that finished in the workers'
+ * free function may call it). If events are already pending when you
+ * register, no call may come for them: poll once. (Tasks that finished in the workers'
  * queues before this call may instead make it call the callback at once,
  * on this thread.)
  *
@@ -894,9 +894,10 @@ btm_status btm_create(const struct btm_config *config,
  * thread); results of the last poll are freed, and so are the notify,
  * task-hook and thread-hook userdata (the last only if no worker is still
  * running a task), all while the manager still exists: a free function
- * may call it (it is shut down: adds get `SHUT_DOWN`). If `btm_shut_down` timed out
- * earlier, the threads it left running are not waited for again: each
- * frees its task's userdata when the task returns, then exits.
+ * may call it (it is shut down: adds get `SHUT_DOWN`). If `btm_shut_down`
+ * timed out earlier, the threads it left running are not waited for
+ * again: each frees its task's userdata when the task returns, then
+ * exits.
  *
  * Called from inside one of this manager's tasks (or a task hook or free
  * function on one of its workers), it shuts down without waiting for the

@@ -1459,9 +1459,9 @@ impl WorkerLane {
     /// was published, nor if it was published and taken already (by
     /// another worker: two workers draining a backlog take alternate
     /// slots, and the first form of this check, which paused whenever the
-    /// next slot held no published entry, paused both on every task,
-    /// making two workers as slow as one; a review found it in session
-    /// 30). A worker that looks at once would read the slot the host
+    /// next slot held no published entry, paused each on most tasks:
+    /// `btm_bench backlog` with ~300 ns tasks took 258 ns per task against
+    /// 197 now; a review found it in session 30). A worker that looks at once would read the slot the host
     /// writes next, and workers that keep taking each entry as it is
     /// published pull every slot line from the host just before the host
     /// writes it (W6's workers do so on the levels they keep empty, and

@@ -1925,9 +1925,7 @@ impl Manager {
         let polling = PollMark::inside(this);
         this.locked(|st, after| {
             if !polling {
-                for g in mem::take(&mut st.delivered) {
-                    after.garbage(g);
-                }
+                after.heavy().garbage.append(&mut st.delivered);
             }
             if let Some(hooks) = st.task_hooks.take() {
                 after.garbage(Garbage::Hooks(hooks));

@@ -241,8 +241,8 @@ pub type btm_notify_fn = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 /// `userdata` / `userdata_free`: owned by btm on every call (freed at once
 /// on error); freed when replaced (after any call in progress), or by
 /// `btm_destroy` (after the shut-down, while the manager still exists: the
-/// free function may call it). If events are already pending when you register, no
-/// call may come for them: poll once. (Tasks that finished in the workers'
+/// free function may call it). If events are already pending when you
+/// register, no call may come for them: poll once. (Tasks that finished in the workers'
 /// queues before this call may instead make it call the callback at once,
 /// on this thread.)
 ///

@@ -214,9 +214,10 @@ pub unsafe extern "C" fn btm_create(config: *const btm_config, manager_out: *mut
 /// thread); results of the last poll are freed, and so are the notify,
 /// task-hook and thread-hook userdata (the last only if no worker is still
 /// running a task), all while the manager still exists: a free function
-/// may call it (it is shut down: adds get `SHUT_DOWN`). If `btm_shut_down` timed out
-/// earlier, the threads it left running are not waited for again: each
-/// frees its task's userdata when the task returns, then exits.
+/// may call it (it is shut down: adds get `SHUT_DOWN`). If `btm_shut_down`
+/// timed out earlier, the threads it left running are not waited for
+/// again: each frees its task's userdata when the task returns, then
+/// exits.
 ///
 /// Called from inside one of this manager's tasks (or a task hook or free
 /// function on one of its workers), it shuts down without waiting for the
