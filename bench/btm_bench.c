@@ -7,7 +7,9 @@
  * one), w3 (stop N queued tasks in one group,
  * including every free call), w4 (round trip, 10,000 times; w4fd: the host
  * sleeps in btm_wait_events instead of spinning on poll), w5 (bytes per
- * queued task), w6 (w1 with 4 priority levels).
+ * queued task), w6 (w1 with 4 priority levels), q1 and q2 (the original's
+ * two quadratic cases: N tasks waiting on one upstream task; the stop of a
+ * group of 1,000 queued behind N other tasks).
  * With BTM_BENCH_BULK=K in the environment, w1 and w6 add their tasks with
  * btm_add_tasks, K per call (the "btm_bulk" row of bench/run.py); the other
  * workloads then print "unsupported" (they are btm's own row).
@@ -230,7 +232,7 @@ static int cmp_double(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s <w1|w2a|w2b|w3|w4|w4fd|w5|w6|w1phases|w2aphases|fanlow|fanlow0|backlog> <N>\n",
+        fprintf(stderr, "usage: %s <w1|w2a|w2b|w3|w4|w4fd|w5|w6|q1|q2|w1phases|w2aphases|fanlow|fanlow0|backlog> <N>\n",
                 argv[0]);
         return 2;
     }
@@ -429,6 +431,62 @@ int main(int argc, char **argv) {
         long after = rss_bytes();
         printf("{\"peer\":\"btm\",\"workload\":\"w5\",\"n\":%zu,\"bytes_per_task\":%.1f}\n", n,
                (double)(after - before) / (double)n);
+    } else if (!strcmp(w, "q1")) {
+        /* The original's first quadratic case: N tasks waiting on one
+         * upstream task. The upstream task holds a worker (on a pipe) while
+         * the host adds the N tasks, each naming it, so that all of them
+         * wait; the host then lets it finish and polls every completion.
+         * Timed from the upstream task's add to the last completion
+         * observed, per task (N + 1). */
+        m = make(1, 1);
+        if (pipe(hold_pipe) != 0) return 1;
+        btm_task_id root;
+        double t0 = now_ns();
+        if (btm_add_task(m, hold_task, NULL, NULL, 0, NULL, NULL, 0, &root) != BTM_STATUS_OK) return 1;
+        for (size_t i = 0; i < n; i++) add(m, 0, &root, 1, &id);
+        if (write(hold_pipe[1], "", 1) != 1) return 1;
+        drain(m, n + 1, DRAIN_BLOCK_WHEN_EMPTY);
+        double t = now_ns() - t0;
+        printf("{\"peer\":\"btm\",\"workload\":\"q1\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", n,
+               t / (double)(n + 1), t / 1e6);
+    } else if (!strcmp(w, "q2")) {
+        /* The original's second quadratic case: stopping a group queued
+         * behind many other tasks. As W3 (the warm-up tasks run, the
+         * manager paused, a warm-up stop), then N tasks of one group queued
+         * and Q2_GROUP tasks of another behind them; the stop of that
+         * second group is timed, every free call included, per stopped
+         * task. */
+        enum { Q2_GROUP = 1000 };
+        m = make(1, 1);
+        if (btm_pause_processing(m) != BTM_STATUS_OK) return 1;
+        btm_group warm = {BTM_GROUP_KIND_NUMBERED, 0, 8};
+        for (size_t i = 0; i < WARMUP; i++) {
+            void *p = malloc(16);
+            if (btm_add_task(m, empty_task, p, count_free, 0, &warm, NULL, 0, &id) != BTM_STATUS_OK) return 1;
+        }
+        btm_stop_report wr;
+        if (btm_stop_task_group(m, &warm, false, false, &wr) != BTM_STATUS_OK || frees != WARMUP) return 1;
+        size_t polled = 0;
+        btm_poll_events(m, events, 4096, &polled);
+        frees = 0;
+        btm_group many = {BTM_GROUP_KIND_NUMBERED, 0, 7}, small = {BTM_GROUP_KIND_NUMBERED, 0, 9};
+        for (size_t i = 0; i < n; i++)
+            if (btm_add_task(m, empty_task, NULL, NULL, 0, &many, NULL, 0, &id) != BTM_STATUS_OK) return 1;
+        for (size_t i = 0; i < Q2_GROUP; i++) {
+            void *p = malloc(16);
+            if (btm_add_task(m, empty_task, p, count_free, 0, &small, NULL, 0, &id) != BTM_STATUS_OK) return 1;
+        }
+        double t0 = now_ns();
+        btm_stop_report r;
+        btm_stop_task_group(m, &small, false, false, &r);
+        double t = now_ns() - t0;
+        if (frees != Q2_GROUP || r.before_start != Q2_GROUP) {
+            fprintf(stderr, "q2: %zu frees, %llu stopped, want %d\n", frees, (unsigned long long)r.before_start,
+                    Q2_GROUP);
+            return 1;
+        }
+        printf("{\"peer\":\"btm\",\"workload\":\"q2\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.4f}\n", n,
+               t / (double)Q2_GROUP, t / 1e6);
     } else if (!strcmp(w, "w1phases") || !strcmp(w, "w2aphases")) {
         /* W1's or W2a's phases one after the other (docs/PERFORMANCE.md,
          * "Where W1's host time goes"): adds to a paused manager, running

@@ -65,6 +65,8 @@ FULL_PLAN = [
     ("w4", [10000]),
     ("w5", [1000000]),
     ("w6", [100000, 1000000]),
+    ("q1", [1000, 10000, 100000, 1000000]),
+    ("q2", [1000, 10000, 100000, 1000000]),
 ]
 QUICK_PLAN = [
     ("w1", [1000, 10000]),
@@ -74,7 +76,13 @@ QUICK_PLAN = [
     ("w4", [200]),
     ("w5", [10000]),
     ("w6", [1000]),
+    ("q1", [1000]),
+    ("q2", [1000]),
 ]
+# btm's own scaling checks (the original's two quadratic cases): no peer runs
+# them (the peers have no dependencies or groups to scale, or none that the
+# original's cases apply to).
+BTM_ONLY = ("q1", "q2")
 WORKLOAD_TITLE = {
     "w1": "W1: N empty tasks, every completion observed by the main thread",
     "w2a": "W2a: 1,000 chains of 100 dependent tasks",
@@ -83,6 +91,8 @@ WORKLOAD_TITLE = {
     "w4": "W4: single-task round trip (add one task, observe its completion)",
     "w5": "W5: memory per queued task (RSS delta / N)",
     "w6": "W6: W1 with 4 priority levels (task i has priority i % 4)",
+    "q1": "Q1: N tasks waiting on one upstream task",
+    "q2": "Q2: stop a group of 1,000 tasks queued behind N others",
 }
 CALLGRIND_N = 100000
 CALLGRIND_QUICK_N = 2000
@@ -295,13 +305,14 @@ def run_plan(peers, plan, runs, timeout):
     results = {"%s:%d" % c: {p: [] for p in peers} for c in combos}
     done = set()  # (combo, peer) that need no more runs: unsupported, timed out, failed
     names = [p for p in PEER_ORDER if p in peers]
-    total = runs * len(combos) * len(names)
+    total = runs * sum(1 if w in BTM_ONLY else len(names) for w, _ in combos)
     count, t_start = 0, time.time()
     for r in range(runs):
         for ci, (w, n) in enumerate(combos):
             key = "%s:%d" % (w, n)
-            k = (r + ci) % len(names) if names else 0
-            order = names[k:] + names[:k]  # rotate the start peer every round
+            here = [p for p in names if p == "btm"] if w in BTM_ONLY else names
+            k = (r + ci) % len(here) if here else 0
+            order = here[k:] + here[:k]  # rotate the start peer every round
             line = []
             for name in order:
                 count += 1
@@ -738,6 +749,17 @@ def targets(data):
             r = max(v for _, v in per) / min(v for _, v in per)
             rows.append(("%s scaling N=%s..%s: ns/task flat within 1.5x" % (
                 w.upper(), human(per[0][0]), human(per[-1][0])), "%.2fx" % r, verdict(r <= 1.5)))
+    for w in BTM_ONLY:
+        ns = [n for ww, nn in plan_of(data) if ww == w for n in nn]
+        per = [(n, st(w, n, "btm")) for n in ns]
+        per = [(n, s["ns_per_task"]) for n, s in per if s and s["ns_per_task"]]
+        if len(per) >= 2:
+            growth = max(v for _, v in per) / per[0][1]
+            flat = max(v for _, v in per) / min(v for _, v in per)
+            rows.append(("%s (%s) N=%s..%s: no quadratic path, ns/task at most 1.5x its N=%s value"
+                         % (w.upper(), QUADRATIC_CASE[w], human(per[0][0]), human(per[-1][0]),
+                            human(per[0][0])),
+                         "%.2fx (max/min %.2fx)" % (growth, flat), verdict(growth <= 1.5)))
     for who in ("btm", "btm_bulk"):
         if who in cg and "ir_per_task" in cg[who]:
             v = cg[who]["ir_per_task"]
@@ -749,6 +771,12 @@ def targets(data):
         rows.append(("W1's path, exact: btm <= 400 instructions per task (callgrind, `btm_paths %d lane`)"
                      % lp["n"], "%.0f" % v, verdict(v <= 400)))
     return rows
+
+
+QUADRATIC_CASE = {
+    "q1": "many tasks waiting on one upstream task",
+    "q2": "stopping a group queued behind many others",
+}
 
 
 def render(data, out_dir):
@@ -787,6 +815,8 @@ def render(data, out_dir):
     L.append("| Workload | N | " + " | ".join(names) + " |")
     L.append("|---|--:|" + "--:|" * len(names))
     for w, ns in plan_of(data):
+        if w in BTM_ONLY:
+            continue
         for n in ns:
             cells = []
             for p in names:
@@ -824,6 +854,8 @@ def render(data, out_dir):
     L.append("")
     charts = []
     for w, ns in plan_of(data):
+        if w in BTM_ONLY:
+            continue
         L.append("## " + WORKLOAD_TITLE.get(w, w))
         L.append("")
         if w in ("w1", "w3") and len(ns) > 1:
@@ -867,6 +899,27 @@ def render(data, out_dir):
         if w in ("w1", "w2a", "w2b", "w3", "w6"):
             L.append("`btm / peer` is btm's median time divided by the peer's: below 1.00x btm is faster.")
             L.append("")
+    quadratic = [(w, ns) for w, ns in plan_of(data) if w in BTM_ONLY]
+    if quadratic:
+        L.append("## No quadratic path: the original's two quadratic cases (btm alone)")
+        L.append("")
+        L.append(QUADRATIC_TEXT.strip())
+        L.append("")
+        L.append("| Case | N | time (median) | min-max | ns/task | ns/task min-max | runs |")
+        L.append("|---|--:|--:|--:|--:|--:|--:|")
+        for w, ns in quadratic:
+            for n in ns:
+                rs = res["%s:%d" % (w, n)].get("btm", [])
+                s = stats(w, rs)
+                if s is None:
+                    L.append("| %s | %s | %s | | | | |" % (wname(w), human(n), status_text(rs)))
+                    continue
+                # (Q2's stops take microseconds.)
+                k, unit = (1000.0, "us") if s["max"] < 1 else (1.0, "ms")
+                L.append("| %s | %s | %s | %s-%s | %s | %s-%s | %d |" % (
+                    WORKLOAD_TITLE[w], human(n), fmt(s["median"] * k, unit), fmt(s["min"] * k), fmt(s["max"] * k),
+                    fmt(s["ns_per_task"]), fmt(s["ns_min"]), fmt(s["ns_max"]), s["runs"]))
+        L.append("")
     cg = data.get("callgrind")
     if cg:
         L.append("## Instructions per task (callgrind, W1)")
@@ -945,6 +998,29 @@ def render(data, out_dir):
                               ["BENCHMARKS.md"] + ["bench_%s_scaling.svg" % w for w in charts]))
 
 
+QUADRATIC_TEXT = """
+The original scans its whole pending list on every start and every stop
+(SEMANTICS.md): many tasks waiting on one upstream task, and a group stopped
+behind many queued tasks, cost it time quadratic in the number of tasks.
+btm runs both in `bench/btm_bench.c`, with the same warm-up as W1 and W3, at
+every N of W1's scale; a quadratic path would multiply the cost per task by
+1,000 between 1k and 1M. The target row checks growth (no N costs more per
+task than 1.5x the smallest N); the max/min ratio, which W1's and W3's
+flatness target uses, is given beside it. **Q1**: a task that holds a
+worker (on a pipe) is added, then N tasks each naming it as their one
+upstream task; the host then lets it
+finish and polls every completion (time from the first add to the last
+completion observed, per task). **Q2**: as W3 (the warm-up tasks run, the
+manager paused, a warm-up stop), N tasks of one group are queued, then 1,000
+tasks of another group, each with a `malloc(16)` userdata; the stop of that
+second group is timed until every userdata is freed (per stopped task). No
+peer runs them: libuv, GLib and the hand-rolled pool have no dependencies and
+no groups (their host would submit Q1's tasks itself when the upstream one
+completes), and oneTBB's flow graph and task groups are not queues that a
+stop searches.
+"""
+
+
 METHOD = """
 Every program is a small C, C++ or Rust file in `bench/` with the same command line,
 `<program> <workload> <N>`, printing one line of JSON; `bench/peers/peer_common.h` holds
@@ -1017,7 +1093,7 @@ def main():
     ap.add_argument("--callgrind", action="store_true", help="only count instructions per task for W1 under callgrind")
     ap.add_argument("--no-callgrind", action="store_true", help="skip the callgrind section of a full run")
     ap.add_argument("--peers", default=",".join(PEER_ORDER), help="comma-separated subset of %s" % ",".join(PEER_ORDER))
-    ap.add_argument("--workloads", default=None, help="comma-separated subset of w1,w2a,w2b,w3,w4,w5,w6")
+    ap.add_argument("--workloads", default=None, help="comma-separated subset of w1,w2a,w2b,w3,w4,w5,w6,q1,q2")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per run (default 120; 30 with --quick)")
     ap.add_argument("--out-dir", default=None, help="where BENCHMARKS.md and the charts go (default docs/)")
     ap.add_argument("--from-json", default=None, help="re-render the report from a saved results file, run nothing")
