@@ -85,6 +85,7 @@
 #include <functional>
 #include <iterator>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -232,6 +233,13 @@ inline bool same_type(const TypeKey* a, const TypeKey* b) noexcept {
     return a->rtti != nullptr && b->rtti != nullptr && *a->rtti == *b->rtti;
 }
 
+/// The type a typed access reads: get<T>(), get<const T>() and
+/// get<const T&>() all read the T that was boxed (as std::any_cast does).
+/// Without this, a reference type named a Box<T&> that was never made
+/// (typeid ignores references and cv-qualifiers, so same_type accepted it).
+template <class T>
+using plain_t = std::remove_cv_t<std::remove_reference_t<T>>;
+
 // ---- boxes: results and payloads ------------------------------------------
 
 /// What btm sees as a result's `void*`: always a `BoxBase*`.
@@ -340,6 +348,17 @@ inline void fail_with_current_exception(btm_task_context* ctx) noexcept {
 
 // ---- misc -------------------------------------------------------------------
 
+/// Serialises polls (the native call and the copy of its strings): btm
+/// releases a poll's strings at the next poll of the manager, from whichever
+/// thread, so two threads polling one manager at once would copy freed
+/// memory. Recursive: a free function that a poll runs may poll (btm
+/// allows it). One per program image (a hidden-visibility shared object
+/// has its own).
+inline std::recursive_mutex& poll_mutex() noexcept {
+    static std::recursive_mutex m;
+    return m;
+}
+
 inline std::uint32_t to_timeout_ms(std::chrono::milliseconds t) noexcept {
     if (t.count() <= 0) {
         return 0;
@@ -415,28 +434,30 @@ public:
     /// True if the value holds a T.
     template <class T>
     bool is() const noexcept {
-        return raw_.data != nullptr && detail::same_type(box()->key, &detail::type_key<T>);
+        return raw_.data != nullptr && detail::same_type(box()->key, &detail::type_key<detail::plain_t<T>>);
     }
 
     /// The value as a T; throws BadResultAccess if it holds another type.
     template <class T>
-    const T& get() const {
-        if (!is<T>()) {
+    const detail::plain_t<T>& get() const {
+        using U = detail::plain_t<T>;
+        if (!is<U>()) {
             std::string what = "btm: the result of task " + std::to_string(raw_.task_id) + " holds " +
-                               std::string(type_name()) + ", not the requested " + std::string(detail::type_name<T>());
-            if (raw_.data != nullptr && type_name() == detail::type_name<T>()) {
+                               std::string(type_name()) + ", not the requested " + std::string(detail::type_name<U>());
+            if (raw_.data != nullptr && type_name() == detail::type_name<U>()) {
                 what += " (same name, different type: a local or unnamed type, or a type from another shared object "
                         "built without RTTI)";
             }
             throw BadResultAccess(what);
         }
-        return static_cast<const detail::Box<T>*>(box())->value;
+        return static_cast<const detail::Box<U>*>(box())->value;
     }
 
     /// The value as a T, or nullptr if it holds another type.
     template <class T>
-    const T* get_if() const noexcept {
-        return is<T>() ? &static_cast<const detail::Box<T>*>(box())->value : nullptr;
+    const detail::plain_t<T>* get_if() const noexcept {
+        using U = detail::plain_t<T>;
+        return is<U>() ? &static_cast<const detail::Box<U>*>(box())->value : nullptr;
     }
 
     /// Name of the type held (as the compiler spells it).
@@ -514,7 +535,7 @@ public:
 
     /// Entry i as a T; throws std::out_of_range or BadResultAccess.
     template <class T>
-    const T& get(std::size_t i) const {
+    const detail::plain_t<T>& get(std::size_t i) const {
         return at(i).template get<T>();
     }
 
@@ -540,10 +561,10 @@ public:
 
     /// Pointers to every entry that holds a T, in order (others skipped).
     template <class T>
-    std::vector<const T*> all_of() const {
-        std::vector<const T*> out;
+    std::vector<const detail::plain_t<T>*> all_of() const {
+        std::vector<const detail::plain_t<T>*> out;
         for (std::size_t i = 0; i < count_; ++i) {
-            if (const T* v = Value(values_[i]).template get_if<T>()) {
+            if (const detail::plain_t<T>* v = Value(values_[i]).template get_if<T>()) {
                 out.push_back(v);
             }
         }
@@ -574,7 +595,7 @@ struct Completed {
     /// The task's own result (for a pass-through: its payload) as a T.
     /// Throws BadResultAccess if there is none or it holds another type.
     template <class T>
-    const T& result() const {
+    const detail::plain_t<T>& result() const {
         if (!has_result()) {
             throw BadResultAccess("btm: task " + std::to_string(task_id) + " completed without a result");
         }
@@ -1209,13 +1230,15 @@ public:
     /// Drains up to `capacity` pending events (one btm_poll_events call).
     /// Never blocks. The events' results borrow from btm and stay valid
     /// until the next poll of this manager (by anyone); strings are copies.
+    /// Polls from several threads at once are serialised (btm frees a
+    /// poll's strings at the next poll, from whichever thread).
     std::vector<Event> poll(std::size_t capacity = 64) const {
         std::vector<Event> out;
-        poll_raw(capacity, [&](const btm_event& e) {
-            if (std::optional<Event> ev = to_event(e)) {
-                out.push_back(std::move(*ev));
-            }
-        });
+        std::exception_ptr first;
+        poll_converted(capacity, out, first);
+        if (first) {
+            std::rethrow_exception(first);
+        }
         return out;
     }
 
@@ -1224,26 +1247,13 @@ public:
     /// on_group_finished(const GroupFinished&), on_progress(const Progress&).
     /// Returns the number of events drained. If a handler method throws, the
     /// other events of the batch are still handed to the handler, then the
-    /// first exception is rethrown (polled events are never lost).
+    /// first exception is rethrown (polled events are never lost). Every
+    /// event's strings are copied before the first handler call, so a
+    /// handler may poll again (a nested event loop); that releases only the
+    /// results of the events not yet handled.
     template <class H, class = std::enable_if_t<is_handler_v<std::remove_reference_t<H>>>>
     std::size_t poll(H&& handler, std::size_t capacity = 64) const {
-        using HT = std::remove_reference_t<H>;
-        return poll_raw(capacity, [&](const btm_event& raw_event) {
-            std::optional<Event> converted = to_event(raw_event);
-            if (!converted) {
-                return;
-            }
-            Event& ev = *converted;
-            if (auto* c = std::get_if<Completed>(&ev)) {
-                if constexpr (has_on_completed<HT, Completed>::value) handler.on_completed(*c);
-            } else if (auto* f = std::get_if<Failed>(&ev)) {
-                if constexpr (has_on_failed<HT, Failed>::value) handler.on_failed(*f);
-            } else if (auto* g = std::get_if<GroupFinished>(&ev)) {
-                if constexpr (has_on_group_finished<HT, GroupFinished>::value) handler.on_group_finished(*g);
-            } else if (auto* p = std::get_if<Progress>(&ev)) {
-                if constexpr (has_on_progress<HT, Progress>::value) handler.on_progress(*p);
-            }
-        });
+        return poll_raw(capacity, [&](Event& ev) { deliver(handler, ev); });
     }
 
     /// Delivers every pending event: polls batches of `capacity` until a
@@ -1251,30 +1261,33 @@ public:
     /// `sink`: a handler object (as for poll(handler)) or a callable taking
     /// `const btm::Event&`. Returns the number of events. This is what a
     /// notify callback or a readable event_fd() should lead to. If the sink
-    /// throws, the rest of that batch is still delivered, then the first
-    /// exception propagates; later events stay queued in btm.
+    /// throws, the draining still goes on until a poll returns fewer, then
+    /// the first exception propagates: a notify callback comes only after
+    /// the queue was emptied, so events left queued would wait for a call
+    /// that never comes.
     template <class Sink>
     std::size_t drain(Sink&& sink, std::size_t capacity = 64) const {
         using ST = std::remove_reference_t<Sink>;
         static_assert(is_handler_v<ST> || std::is_invocable_v<ST&, const Event&>,
                       "btm: drain() takes a handler object or a callable taking const btm::Event&");
         std::size_t total = 0;
+        std::exception_ptr first;
         for (;;) {
             std::size_t n = 0;
             if constexpr (is_handler_v<ST>) {
-                n = poll(sink, capacity);
+                n = poll_collect(capacity, [&](Event& ev) { deliver(sink, ev); }, first);
             } else {
-                n = poll_raw(capacity, [&](const btm_event& e) {
-                    if (const std::optional<Event> ev = to_event(e)) {
-                        sink(*ev);
-                    }
-                });
+                n = poll_collect(capacity, [&](const Event& ev) { sink(ev); }, first);
             }
             total += n;
             if (n < capacity) {
-                return total;
+                break;
             }
         }
+        if (first) {
+            std::rethrow_exception(first);
+        }
+        return total;
     }
 
     /// The C handle (borrowed), for interop.
@@ -1299,10 +1312,13 @@ private:
         return StopReport{true, r.before_start, r.while_running, r.after_finish};
     }
 
-    /// One btm_poll_events call; every event goes to `sink`, even if an
-    /// earlier one threw; the first exception is rethrown at the end.
-    template <class Sink>
-    std::size_t poll_raw(std::size_t capacity, Sink&& sink) const {
+    /// One btm_poll_events call; every event is converted (its strings
+    /// copied) into `out` before any host code runs, since host code may
+    /// poll again and so release this poll's strings. Returns the number of
+    /// events polled (kinds this header does not know included, not
+    /// converted). A conversion that throws (std::bad_alloc) loses only that
+    /// event; the first such exception is stored in `first`.
+    std::size_t poll_converted(std::size_t capacity, std::vector<Event>& out, std::exception_ptr& first) const {
         constexpr std::size_t stack_capacity = 64;
         btm_event stack_events[stack_capacity];
         std::vector<btm_event> heap_events;
@@ -1312,19 +1328,68 @@ private:
             events = heap_events.data();
         }
         std::size_t n = 0;
+        const std::lock_guard<std::recursive_mutex> lock(poll_mutex());
         check(btm_poll_events(raw(), events, capacity, &n), "btm_poll_events");
-        std::exception_ptr first;
+        try {
+            out.reserve(out.size() + n);
+        } catch (...) {
+            first = std::current_exception();
+        }
         for (std::size_t i = 0; i < n; ++i) {
             try {
-                sink(events[i]);
+                if (std::optional<Event> ev = to_event(events[i])) {
+                    out.push_back(std::move(*ev));
+                }
             } catch (...) {
                 if (!first) {
                     first = std::current_exception();
                 }
             }
         }
+        return n;
+    }
+
+    /// Hands one event to the matching method of `handler`, if it has one.
+    template <class H>
+    static void deliver(H& handler, Event& ev) {
+        using HT = std::remove_reference_t<H>;
+        if (auto* c = std::get_if<Completed>(&ev)) {
+            if constexpr (has_on_completed<HT, Completed>::value) handler.on_completed(*c);
+        } else if (auto* f = std::get_if<Failed>(&ev)) {
+            if constexpr (has_on_failed<HT, Failed>::value) handler.on_failed(*f);
+        } else if (auto* g = std::get_if<GroupFinished>(&ev)) {
+            if constexpr (has_on_group_finished<HT, GroupFinished>::value) handler.on_group_finished(*g);
+        } else if (auto* p = std::get_if<Progress>(&ev)) {
+            if constexpr (has_on_progress<HT, Progress>::value) handler.on_progress(*p);
+        }
+    }
+
+    /// One poll; every converted event goes to `sink`, even if an earlier
+    /// one threw; the first exception is rethrown at the end.
+    template <class Sink>
+    std::size_t poll_raw(std::size_t capacity, Sink&& sink) const {
+        std::exception_ptr first;
+        const std::size_t n = poll_collect(capacity, sink, first);
         if (first) {
             std::rethrow_exception(first);
+        }
+        return n;
+    }
+
+    /// As poll_raw, but the first exception (if `first` holds none yet) is
+    /// stored in `first` instead of rethrown.
+    template <class Sink>
+    std::size_t poll_collect(std::size_t capacity, Sink&& sink, std::exception_ptr& first) const {
+        std::vector<Event> events;
+        const std::size_t n = poll_converted(capacity, events, first);
+        for (Event& ev : events) {
+            try {
+                sink(ev);
+            } catch (...) {
+                if (!first) {
+                    first = std::current_exception();
+                }
+            }
         }
         return n;
     }
@@ -1444,7 +1509,7 @@ public:
     /// Upstream entry i as a T; throws std::out_of_range or BadResultAccess
     /// (inside a task, either becomes the task's failure if not caught).
     template <class T>
-    const T& upstream(std::size_t i) const {
+    const detail::plain_t<T>& upstream(std::size_t i) const {
         return upstream().template get<T>(i);
     }
 

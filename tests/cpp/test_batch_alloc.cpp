@@ -29,8 +29,17 @@ void* operator new(std::size_t size) {
     }
     throw std::bad_alloc();
 }
+// GCC 12 at -O2 may inline these into library code and then warn that free()
+// releases what operator new returned: they are the matching pair here.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 using namespace test;
 

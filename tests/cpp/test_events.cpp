@@ -192,3 +192,77 @@ TEST(Events, AThrowingHandlerLosesNoEvents) {
                  int);
     EXPECT_EQ(n, 2);  // completed + group finished
 }
+
+// Strings in events are copies: a handler that polls again (a nested event
+// loop, e.g. a modal dialog whose loop drains event_fd()) releases the
+// previous poll's messages, which must not be read afterwards. Regression:
+// poll(handler) and drain() copied an event's strings only when its turn
+// came, after the earlier handler's nested poll had freed them
+// (heap-use-after-free under ASan).
+TEST(Events, AHandlerThatPollsAgainDoesNotInvalidateTheNextEventsStrings) {
+    btm::Manager m{btm::Config{}.max_threads(1)};
+    for (int i = 0; i < 3; ++i) {
+        m.add_task([i]() -> int { throw std::runtime_error(std::string(200, static_cast<char>('a' + i))); });
+    }
+    m.start();
+    ASSERT_TRUE(m.wait_idle(kTimeout));
+    struct Nested {
+        const btm::Manager* m;
+        std::vector<std::string> messages;
+        void on_failed(const btm::Failed& f) {
+            messages.push_back(f.message);
+            (void)m->poll();  // nothing new, but it releases the outer poll's strings
+        }
+    } h{&m, {}};
+    EXPECT_EQ(m.poll(h), 4u);  // three failures, one group finished
+    ASSERT_EQ(h.messages.size(), 3u);
+    for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ(h.messages[static_cast<std::size_t>(i)], std::string(200, static_cast<char>('a' + i)));
+    }
+    // drain() with a callable: same rule.
+    for (int i = 0; i < 2; ++i) {
+        m.add_task([i]() -> int { throw std::runtime_error(std::string(200, static_cast<char>('x' + i))); });
+    }
+    ASSERT_TRUE(m.wait_idle(kTimeout));
+    std::vector<std::string> drained;
+    m.drain([&](const btm::Event& e) {
+        if (const auto* f = std::get_if<btm::Failed>(&e)) {
+            drained.push_back(f->message);
+            (void)m.poll();
+        }
+    });
+    ASSERT_EQ(drained.size(), 2u);
+    EXPECT_EQ(drained[1], std::string(200, 'y'));
+}
+
+// "Every Manager member may be called from any thread": two threads polling
+// one manager at once. btm releases a poll's strings at the next poll, from
+// any thread, so each poll's copy of its strings must not overlap another
+// poll. Regression: the second thread's poll freed the messages the first
+// was copying (heap-use-after-free under ASan).
+TEST(Events, TwoThreadsPollingOneManagerCopyOnlyLiveStrings) {
+    btm::Manager m{started(2)};
+    std::atomic<bool> stop{false};
+    std::atomic<long> failures{0};
+    const std::string message(64, 'x');
+    auto poller = [&] {
+        while (!stop.load()) {
+            for (const btm::Event& e : m.poll(8)) {
+                if (const auto* f = std::get_if<btm::Failed>(&e)) {
+                    EXPECT_EQ(f->message, message);
+                    ++failures;
+                }
+            }
+        }
+    };
+    std::thread t1(poller);
+    std::thread t2(poller);
+    constexpr long tasks = 20000;
+    for (long i = 0; i < tasks; ++i) {
+        m.add_task([message]() -> int { throw std::runtime_error(message); });
+    }
+    EXPECT_TRUE(eventually([&] { return failures.load() == tasks; }, kTimeout));
+    stop = true;
+    t1.join();
+    t2.join();
+}

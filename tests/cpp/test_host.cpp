@@ -178,3 +178,32 @@ TEST(Host, DrainAcceptsAHandlerObject) {
     EXPECT_EQ(h.completed, 150);
     EXPECT_EQ(m.drain(h), 0u);
 }
+
+// A notify callback comes only when the event queue goes from empty to
+// non-empty, so drain() must empty it even if the sink throws. Regression:
+// drain() stopped after the batch that threw; the events left queued never
+// caused another notify call, and a host woken only by set_notify stalled.
+TEST(Host, ADrainWhoseSinkThrowsStillEmptiesTheQueueSoNotifyComesAgain) {
+    btm::Manager m{btm::Config{}.max_threads(1)};
+    std::atomic<int> calls{0};
+    m.set_notify([&calls] { ++calls; });
+    constexpr std::size_t tasks = 130;  // more than two batches of 64
+    for (std::size_t i = 0; i < tasks; ++i) {
+        m.add_task([] {});
+    }
+    m.start();
+    ASSERT_TRUE(m.wait_idle(kTimeout));
+    ASSERT_TRUE(eventually([&] { return calls.load() == 1; }));
+    std::size_t seen = 0;
+    EXPECT_THROW(m.drain([&](const btm::Event&) {
+        if (++seen == 1) {
+            throw std::runtime_error("the host failed on one event");
+        }
+    }),
+                 std::runtime_error);
+    EXPECT_EQ(seen, tasks + 1);  // every completion and the group finished
+    EXPECT_EQ(m.stats().undelivered, 0u);
+    // The queue was emptied, so the next event notifies the host again.
+    m.add_task([] {});
+    EXPECT_TRUE(eventually([&] { return calls.load() == 2; }));
+}

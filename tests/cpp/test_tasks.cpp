@@ -166,6 +166,37 @@ TEST(Tasks, ResultTypeMismatchThrowsAClearError) {
     EXPECT_TRUE(checked);
 }
 
+// Naming the type with a reference or cv-qualifier (as with std::any_cast)
+// reads the boxed T. Regression: get<const std::string&>() passed the type
+// check (typeid ignores references) and read a Box<const std::string&> that
+// was never made: the string's bytes taken as a pointer (SEGV under ASan).
+TEST(Tasks, TypedAccessThroughAReferenceOrConstTypeReadsTheBoxedType) {
+    btm::Manager m{started()};
+    const std::string text = "a result long enough to live on the heap";
+    const btm::TaskId a = m.add_task([text] { return text; });
+    const btm::TaskId b = m.add_task(
+        [](btm::TaskContext& ctx) { return ctx.upstream<const std::string&>(0).size(); },
+        btm::TaskOptions{}.upstream(a));
+    bool checked_a = false, checked_b = false;
+    run_until_done(m, {a, b}, [&](const btm::Completed& c) {
+        if (c.task_id == a) {
+            EXPECT_EQ(c.result<const std::string&>(), text);
+            EXPECT_EQ(c.result<const std::string>(), text);
+            EXPECT_EQ(c.results.get<std::string&&>(0), text);
+            EXPECT_TRUE(c.results[0].is<const std::string&>());
+            ASSERT_NE(c.results[0].get_if<const std::string>(), nullptr);
+            EXPECT_EQ(c.results.all_of<const std::string>().size(), 1u);
+            EXPECT_THROW((void)c.result<const int&>(), btm::BadResultAccess);
+            checked_a = true;
+        } else if (c.task_id == b) {
+            EXPECT_EQ(c.result<const std::size_t&>(), text.size());
+            checked_b = true;
+        }
+    });
+    EXPECT_TRUE(checked_a);
+    EXPECT_TRUE(checked_b);
+}
+
 TEST(Tasks, UpstreamResultsAreTypedAndInCompletionOrder) {
     btm::Manager m{btm::Config{}.max_threads(1)};  // one worker: a, then b
     const btm::TaskId a = m.add_task([] { return 20; }, btm::TaskOptions{}.priority(2));
