@@ -1174,3 +1174,83 @@ fn wait_idle_after_an_event_fd_sees_every_outcome_applied() {
     assert_eq!(finals(&collect_finals(&m, 20)).len(), 20);
     finish(m);
 }
+
+/// A task that blocks its worker on the returned gate, its id, once it does.
+fn held_task(m: &Arc<Manager>) -> (u64, Gate) {
+    let gate = Gate::new();
+    let gc = gate.clone();
+    let id = m.add(job(move |_| gc.pass()), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    (id, gate)
+}
+
+#[test]
+fn tasks_released_together_by_their_upstream_task_run_from_the_lane_by_priority_then_id() {
+    // Session 31: a finish that releases waiting tasks puts each in the
+    // lane when it can run from there (`State::ready_waiting`), instead of
+    // the locked queue; the order stays the locked queue's.
+    let _s = serial();
+    let m = manager(1, true);
+    let (root, gate) = held_task(&m);
+    let log = Log::default();
+    for i in 0..40 {
+        m.add(logging(&log, i), (i % 2) as i32, DEFAULT, &[root]).unwrap();
+    }
+    let before = m.lane_added_for_tests();
+    gate.open();
+    assert_eq!(finals(&collect_finals(&m, 41)).len(), 41);
+    assert_eq!(m.lane_added_for_tests() - before, 40, "every released task went to the lane");
+    let want: Vec<i64> = (0..40).filter(|i| i % 2 == 1).chain((0..40).filter(|i| i % 2 == 0)).collect();
+    assert_eq!(log.get(), want, "priority 1 first, each priority in id order");
+    finish(m);
+}
+
+#[test]
+fn a_released_task_older_than_its_levels_newest_entry_waits_on_the_locked_path_and_still_runs_first() {
+    let _s = serial();
+    let m = manager(1, true);
+    let (root, gate) = held_task(&m);
+    let log = Log::default();
+    for i in 0..10 {
+        m.add(logging(&log, i), 0, DEFAULT, &[root]).unwrap();
+    }
+    // Independent, so in the lane at once, behind the running root task.
+    m.add(logging(&log, 10), 0, DEFAULT, &[]).unwrap();
+    let before = m.lane_added_for_tests();
+    gate.open();
+    assert_eq!(finals(&collect_finals(&m, 12)).len(), 12);
+    assert_eq!(m.lane_added_for_tests(), before, "a lane level runs its entries in id order: none moved there");
+    assert_eq!(log.get(), (0..=10).collect::<Vec<_>>(), "the released tasks first, in id order");
+    finish(m);
+}
+
+#[test]
+fn released_tasks_that_receive_a_result_wait_on_the_locked_path_and_get_it() {
+    let _s = serial();
+    let m = manager(2, true);
+    let gate = Gate::new();
+    let gc = gate.clone();
+    let root = m
+        .add(
+            job(move |ctx| {
+                gc.pass();
+                ctx.set_result(value(7));
+            }),
+            0,
+            DEFAULT,
+            &[],
+        )
+        .unwrap();
+    gate.wait_arrivals(1);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    for _ in 0..20 {
+        let s = seen.clone();
+        m.add(job(move |ctx| s.lock().unwrap().push(upstream(ctx))), 0, DEFAULT, &[root]).unwrap();
+    }
+    let before = m.lane_added_for_tests();
+    gate.open();
+    assert_eq!(finals(&collect_finals(&m, 21)).len(), 21);
+    assert_eq!(m.lane_added_for_tests(), before, "a lane task would run without its upstream results");
+    assert_eq!(*seen.lock().unwrap(), vec![vec![(root, 7)]; 20]);
+    finish(m);
+}
