@@ -129,6 +129,11 @@ namespace Btm
         // Serialises polls (and Dispose) so no poll reads pointers a later poll
         // or btm_destroy has released.
         private readonly object pollLock = new object();
+        // Serialises whole PollEvents calls (handlers included), so that handlers
+        // never run concurrently and events are raised in order, whichever
+        // threads poll. Not taken by Dispose (a handler may wait for a thread
+        // that disposes). Reentrant: a handler may poll.
+        private readonly object raiseLock = new object();
         private readonly BtmEvent[] eventBuffer = new BtmEvent[1];
         private readonly List<TaskResult> entryBuffer = new List<TaskResult>();
         private readonly ConcurrentDictionary<string, ulong> namedGroupIds = new ConcurrentDictionary<string, ulong>(StringComparer.Ordinal);
@@ -137,6 +142,8 @@ namespace Btm
         // 0: running; 1: shut down, every worker exited; 2: shut down, timed out.
         private int shutDownState;
         private long stillRunningAtShutDown;
+        // Set once the first btm_shut_down call has returned (shutDownState holds its answer).
+        private readonly ManualResetEventSlim shutDownAnswered = new ManualResetEventSlim(false);
 
         /// <summary>Raised by PollEvents when a task completed.</summary>
         public event TaskCompletedHandler TaskCompleted;
@@ -230,11 +237,9 @@ namespace Btm
             {
                 try
                 {
-                    if (!m.IsDisposed && !m.IsShutDown)
-                    {
-                        m.ShutDownCore((int)Math.Max(0, ExitShutDownBudgetMs - clock.ElapsedMilliseconds));
-                    }
-                    m.Dispose();
+                    // Bounded even when another thread's ShutDown is still
+                    // waiting for the workers (the answer Dispose waits for).
+                    m.DisposeCore((int)Math.Max(0, ExitShutDownBudgetMs - clock.ElapsedMilliseconds));
                 }
                 catch (Exception)
                 {
@@ -553,20 +558,47 @@ namespace Btm
 
         private bool ShutDownCore(int millisecondsTimeout)
         {
+            uint timeout = ToNativeTimeout(millisecondsTimeout);
             UIntPtr stillRunning;
-            BtmStatus status = NativeMethods.btm_shut_down(handle, ToNativeTimeout(millisecondsTimeout), out stillRunning);
+            BtmStatus status;
+            bool added = false;
+            try
+            {
+                handle.DangerousAddRef(ref added);
+                status = NativeMethods.btm_shut_down(handle.DangerousGetHandle(), timeout, out stillRunning);
+            }
+            finally
+            {
+                if (added)
+                {
+                    handle.DangerousRelease();
+                }
+            }
             switch (status)
             {
                 case BtmStatus.Ok:
                     Volatile.Write(ref shutDownState, 1);
+                    shutDownAnswered.Set();
                     return true;
                 case BtmStatus.TimedOut:
                     Interlocked.Exchange(ref stillRunningAtShutDown, (long)stillRunning.ToUInt64());
                     Volatile.Write(ref shutDownState, 2);
+                    shutDownAnswered.Set();
                     return false;
                 case BtmStatus.AlreadyShutDown:
+                    // The first call may still be waiting for the workers (on
+                    // another thread): its answer is not known yet. Wait for it,
+                    // within this call's own timeout, so that a concurrent ShutDown
+                    // or Dispose does not return while tasks still run. Not on a
+                    // btm worker thread (a task, hook or callback): the first call
+                    // may be waiting for that very worker.
+                    if (!Bridge.IsWorkerThread)
+                    {
+                        shutDownAnswered.Wait(millisecondsTimeout);
+                    }
                     return Volatile.Read(ref shutDownState) == 1;
                 default:
+                    shutDownAnswered.Set();
                     throw new BtmException(status, "btm_shut_down");
             }
         }
@@ -637,6 +669,14 @@ namespace Btm
         public int PollEvents(int maxEvents = int.MaxValue)
         {
             ThrowIfDisposed();
+            lock (raiseLock)
+            {
+                return PollEventsLocked(maxEvents);
+            }
+        }
+
+        private int PollEventsLocked(int maxEvents)
+        {
             int delivered = 0;
             while (delivered < maxEvents)
             {
@@ -963,6 +1003,11 @@ namespace Btm
         /// </summary>
         public void Dispose()
         {
+            DisposeCore(Timeout.Infinite);
+        }
+
+        private void DisposeCore(int shutDownTimeout)
+        {
             if (Interlocked.Exchange(ref disposed, 1) != 0)
             {
                 return;
@@ -974,7 +1019,7 @@ namespace Btm
                 {
                     // Also wakes any thread blocked in WaitForEvents, so that no
                     // call in flight keeps the handle (and btm_destroy) waiting.
-                    ShutDownCore(Timeout.Infinite);
+                    ShutDownCore(shutDownTimeout);
                 }
             }
             finally

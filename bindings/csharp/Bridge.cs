@@ -72,6 +72,15 @@ namespace Btm
         internal static readonly IntPtr RunTaskFnPtr = Marshal.GetFunctionPointerForDelegate(RunTaskFn);
         internal static readonly IntPtr FreeHandleFnPtr = Marshal.GetFunctionPointerForDelegate(FreeHandleFn);
 
+        [ThreadStatic]
+        private static bool isWorkerThread;
+
+        /// <summary>True on a btm worker thread (set by WorkerStart): tasks, task hooks and callbacks that btm runs there.</summary>
+        internal static bool IsWorkerThread
+        {
+            get { return isWorkerThread; }
+        }
+
         internal static long LiveHandles
         {
             get { return Interlocked.Read(ref liveHandles); }
@@ -103,9 +112,10 @@ namespace Btm
                 GCHandle.FromIntPtr(data).Free();
                 Interlocked.Decrement(ref liveHandles);
             }
-            catch (Exception)
+            catch (Exception ex)
             {
                 // Nothing may cross into native code.
+                KeepAbortInside(ex);
             }
         }
 
@@ -153,6 +163,9 @@ namespace Btm
             }
             catch (Exception ex)
             {
+                // First: a pending abort would be raised again by the native
+                // calls Fail makes, or at the end of this block into btm.
+                KeepAbortInside(ex);
                 Fail(context, ex);
             }
             finally
@@ -174,6 +187,7 @@ namespace Btm
         [MonoPInvokeCallback(typeof(BtmThreadHookFn))]
         private static void WorkerStart(IntPtr userdata, uint workerIndex)
         {
+            isWorkerThread = true;
             try
             {
                 Thread current = Thread.CurrentThread;
@@ -183,8 +197,9 @@ namespace Btm
                     current.Name = "btm-worker-" + workerIndex;
                 }
             }
-            catch (Exception)
+            catch (Exception ex)
             {
+                KeepAbortInside(ex);
             }
         }
 
@@ -198,6 +213,7 @@ namespace Btm
             }
             catch (Exception ex)
             {
+                KeepAbortInside(ex);
                 ReportCallbackException("events-available callback", ex);
             }
         }
@@ -242,7 +258,31 @@ namespace Btm
             }
             catch (Exception ex)
             {
+                KeepAbortInside(ex);
                 ReportCallbackException(start ? "task start hook" : "task end hook", ex);
+            }
+        }
+
+        /// <summary>
+        /// A ThreadAbortException (Thread.Abort, or Mono aborting the threads of
+        /// an unloading domain, as Unity does on every domain reload) is raised
+        /// again at the end of every catch block: out of a callback it would
+        /// cross into btm's native frames, which skips them (the worker never
+        /// returns to btm, its task stays "running" forever and Dispose hangs).
+        /// So every callback cancels it and returns normally; the abort becomes
+        /// the task's failure. Must run inside the catch block.
+        /// </summary>
+        private static void KeepAbortInside(Exception ex)
+        {
+            if (ex is ThreadAbortException)
+            {
+                try
+                {
+                    Thread.ResetAbort();
+                }
+                catch (Exception)
+                {
+                }
             }
         }
 

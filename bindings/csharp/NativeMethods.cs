@@ -260,8 +260,9 @@ namespace Btm.Native
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern BtmStatus btm_pause_processing(BtmManagerHandle manager);
 
+        /// <summary>A raw handle: BtmManagerHandle.ReleaseHandle calls it too, once the SafeHandle is closed (callers otherwise hold a reference on the handle for the call).</summary>
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
-        internal static extern BtmStatus btm_shut_down(BtmManagerHandle manager, uint timeout_ms, out UIntPtr still_running_out);
+        internal static extern BtmStatus btm_shut_down(IntPtr manager, uint timeout_ms, out UIntPtr still_running_out);
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern BtmStatus btm_next_group_id(BtmManagerHandle manager, out BtmGroup group_out);

@@ -28,6 +28,14 @@ namespace Btm.Native
 
         protected override bool ReleaseHandle()
         {
+            // Dispose and the exit hook have shut the manager down already (this
+            // returns ALREADY_SHUT_DOWN at once). A manager that was never
+            // disposed gets here from the finalizer thread: btm_destroy alone
+            // would block it for as long as a running task takes (stalling every
+            // finalizer of the process); a shut-down with no wait lets running
+            // tasks finish alone instead, freeing their delegates when they return.
+            UIntPtr stillRunning;
+            NativeMethods.btm_shut_down(handle, 0, out stillRunning);
             NativeMethods.btm_destroy(handle);
             return true;
         }

@@ -24,6 +24,11 @@ namespace Btm
         private static readonly TaskResult[] NoResults = new TaskResult[0];
 
         private IntPtr context;
+        // Held by every native call through the context and by Invalidate: a
+        // call from another thread (a thread the task started) that passed the
+        // validity check must not run on into the dead context once the task
+        // function has returned (the context lives on the worker's stack).
+        private readonly object gate = new object();
         private readonly ulong taskId;
         private TaskResult[] upstream;
 
@@ -35,7 +40,10 @@ namespace Btm
 
         internal void Invalidate()
         {
-            context = IntPtr.Zero;
+            lock (gate)
+            {
+                context = IntPtr.Zero;
+            }
         }
 
         private IntPtr Native
@@ -64,7 +72,13 @@ namespace Btm
         /// </summary>
         public bool IsStopped
         {
-            get { return NativeMethods.btm_context_is_stopped(Native); }
+            get
+            {
+                lock (gate)
+                {
+                    return NativeMethods.btm_context_is_stopped(Native);
+                }
+            }
         }
 
         /// <summary>Throws <see cref="TaskStoppedException"/> if the task has been stopped.</summary>
@@ -88,7 +102,12 @@ namespace Btm
             {
                 throw new ArgumentOutOfRangeException("fraction", "NaN is not a progress fraction");
             }
-            BtmStatus status = NativeMethods.btm_context_report_progress(Native, fraction, Utf8.ToNative(message));
+            byte[] nativeMessage = Utf8.ToNative(message);
+            BtmStatus status;
+            lock (gate)
+            {
+                status = NativeMethods.btm_context_report_progress(Native, fraction, nativeMessage);
+            }
             if (status == BtmStatus.NotFound)
             {
                 return false;
@@ -107,11 +126,14 @@ namespace Btm
         {
             get
             {
-                if (upstream == null)
+                lock (gate)
                 {
-                    upstream = ReadUpstream(Native);
+                    if (upstream == null)
+                    {
+                        upstream = ReadUpstream(Native);
+                    }
+                    return upstream;
                 }
-                return upstream;
             }
         }
 
