@@ -113,9 +113,9 @@ enum btm_status
      */
     BTM_STATUS_ZERO_CAPACITY = 11,
     /**
-     * `btm_config.struct_size` is too small, the config has non-zero bytes
-     * this library does not know, or its `start_processing` byte is
-     * neither 0 nor 1.
+     * `btm_config.struct_size` is too small or ends inside a field, the
+     * config has non-zero bytes this library does not know, or its
+     * `start_processing` byte is neither 0 nor 1.
      */
     BTM_STATUS_INVALID_CONFIG = 12,
     /**
@@ -858,7 +858,8 @@ btm_status btm_config_init(struct btm_config *config);
  * `INVALID_THREAD_COUNT`. On every error `thread_hook_free` (if any) has
  * been called on `thread_hook_userdata`, as everywhere in btm: ownership
  * passes on every call. (A config whose `struct_size` is too small to
- * contain the hook fields has no hook to free.)
+ * contain the hook fields, or ends inside one of them, has no hook to
+ * free: a field `struct_size` cuts is never read.)
  *
  * Ownership: the handle belongs to the caller until `btm_destroy`.
  * Threads: any. Never calls back (except `thread_hook_free` on error).
@@ -901,7 +902,10 @@ btm_status btm_create(const struct btm_config *config,
  *
  * Called from inside one of this manager's tasks (or a task hook or free
  * function on one of its workers), it shuts down without waiting for the
- * calling worker, and the memory is released when that task returns. The handle must not be used after this call (handles
+ * calling worker, and the memory is released when that task returns.
+ * Called from a free function that another btm call runs on the calling
+ * thread (a stop's, a replaced notify or hook userdata's), that call
+ * finishes normally and the memory is released when it returns. The handle must not be used after this call (handles
  * obtained with `btm_context_manager` stay usable until their task returns,
  * and then only report `BTM_STATUS_SHUT_DOWN`).
  *
@@ -946,7 +950,10 @@ btm_status btm_pause_processing(struct btm_manager *manager);
  * `still_running_out` (optional, may be NULL; written 0 on `OK`). Those threads are left to
  * finish alone: when the task returns, its userdata is freed on that
  * thread, `thread_stop` runs, and the thread exits; nothing is freed under
- * the task's feet. A second call returns `ALREADY_SHUT_DOWN`.
+ * the task's feet. Workers not inside a task (idle, on their way out,
+ * with only `thread_stop` left to run) are waited for whatever the
+ * timeout: a timeout of 0 with no task running returns `OK`. A second
+ * call returns `ALREADY_SHUT_DOWN`.
  *
  * Free functions of stopped tasks run on the calling thread. Called from
  * inside a task of this manager (or from a task hook or a free function

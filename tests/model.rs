@@ -368,7 +368,9 @@ impl Model {
     }
 
     fn name_of(&self, g: GroupKey) -> Option<String> {
-        (g.kind == GroupKind::Named).then(|| NAMES[g.value as usize].to_owned())
+        // (A name's value is its index under its manager's tag, the high
+        // 32 bits.)
+        (g.kind == GroupKind::Named).then(|| NAMES[(g.value & 0xFFFF_FFFF) as usize].to_owned())
     }
 
     /// Adds a task; a rejected add returns every error that applies (which

@@ -257,6 +257,10 @@ pub(crate) struct GroupTable {
     /// Last key looked up, to skip hashing for runs of adds to one group.
     cache: Option<(GroupKey, u32)>,
     names: Vec<CString>,
+    /// This table's tag, the high 32 bits of each of its name values, so
+    /// that a name interned by another manager (whose index may be one of
+    /// this table's) is told apart (`INVALID_GROUP`).
+    name_tag: u64,
     name_index: HashMap<CString, u64>,
     /// Member lists of groups that ended, large enough that freeing them
     /// is a system call (see [`GroupTable::take_retired`]).
@@ -281,6 +285,10 @@ impl GroupTable {
             limit: MAX_GROUP_SLOTS,
             cache: None,
             names: Vec::new(),
+            name_tag: {
+                static NEXT_TAG: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+                u64::from(NEXT_TAG.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) << 32
+            },
             name_index: HashMap::new(),
             retired: Vec::new(),
         };
@@ -294,7 +302,7 @@ impl GroupTable {
         if let Some(&value) = self.name_index.get(name) {
             return GroupKey { kind: GroupKind::Named, value };
         }
-        let value = self.names.len() as u64;
+        let value = self.name_tag | self.names.len() as u64;
         self.names.push(name.to_owned());
         self.name_index.insert(name.to_owned(), value);
         GroupKey { kind: GroupKind::Named, value }
@@ -302,13 +310,19 @@ impl GroupTable {
 
     /// True if `key` can be used (named keys must have been interned).
     pub(crate) fn is_valid(&self, key: GroupKey) -> bool {
-        key.kind != GroupKind::Named || key.value < self.names.len() as u64
+        key.kind != GroupKind::Named || self.name_index_of(key.value).is_some()
+    }
+
+    /// The index in `names` of a name value of this table.
+    fn name_index_of(&self, value: u64) -> Option<usize> {
+        let index = value & 0xFFFF_FFFF;
+        (value & !0xFFFF_FFFF == self.name_tag && index < self.names.len() as u64).then_some(index as usize)
     }
 
     /// The interned name of a named group (stable for the table's lifetime).
     pub(crate) fn name(&self, key: GroupKey) -> Option<&CStr> {
         match key.kind {
-            GroupKind::Named => self.names.get(key.value as usize).map(|s| s.as_c_str()),
+            GroupKind::Named => self.name_index_of(key.value).map(|i| self.names[i].as_c_str()),
             _ => None,
         }
     }

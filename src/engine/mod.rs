@@ -2007,7 +2007,7 @@ impl Manager {
 
     fn join_workers(&self, timeout: Option<Duration>) -> Result<(), (Error, usize)> {
         let me = usize::from(self.is_current_worker());
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut deadline = timeout.map(|t| Instant::now() + t);
         let mut st = self.state.lock();
         st.host_waiters += 1;
         let result = loop {
@@ -2019,6 +2019,17 @@ impl Manager {
             match deadline {
                 Some(d) => {
                     if self.host_cv.wait_until(&mut st, d).timed_out() && st.alive > me {
+                        if st.running + st.lane_running() == 0 {
+                            // No worker is inside a task: those left are
+                            // on their way out (woken from their sleep,
+                            // with only `thread_stop` to run), not "still
+                            // running a task". Wait for them: a timeout of
+                            // 0 on an idle manager is `OK`, and
+                            // `btm_destroy` then frees the thread-hook
+                            // userdata before it returns.
+                            deadline = None;
+                            continue;
+                        }
                         break Err((Error::TimedOut, st.alive - me));
                     }
                 }

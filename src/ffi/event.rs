@@ -7,7 +7,7 @@ use crate::engine::{EventKind, Manager, Notify, Owned, Value};
 use super::manager::{btm_free_fn, btm_group, timeout};
 use super::status::btm_status;
 use super::task::btm_task_id;
-use super::{ffi_guard, manager_or_return, write_out};
+use super::{ffi_guard, manager_or_return, manager_or_return_held, write_out};
 
 /// Kinds of `btm_event`. Later versions may add kinds: skip events whose
 /// kind you do not know.
@@ -260,7 +260,7 @@ pub unsafe extern "C" fn btm_set_notify(
 ) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
         let data = Owned::new(userdata, userdata_free);
-        let m = manager_or_return!(manager);
+        let m = manager_or_return_held!(manager);
         m.set_notify(notify.map(|func| Notify { func, data }));
         btm_status::BTM_STATUS_OK
     })

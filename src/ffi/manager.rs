@@ -10,7 +10,7 @@ use crate::engine::{
 };
 
 use super::status::btm_status;
-use super::{ffi_guard, manager_or_return, status_of, write_out};
+use super::{ffi_guard, manager_or_return, manager_or_return_held, status_of, write_out};
 
 /// A host free function: releases `data`. btm calls it exactly once per
 /// pointer it was given, never with NULL.
@@ -122,7 +122,23 @@ unsafe fn read_config(config: *const btm_config) -> (btm_config, Result<(), btm_
         let extra = unsafe { std::slice::from_raw_parts(bytes.add(ours), size - ours) };
         valid &= extra.iter().all(|&b| b == 0);
     }
-    let n = size.min(ours);
+    let mut n = size.min(ours);
+    // A size that ends inside a field (not the size of any older struct:
+    // fields are only appended) is rejected, and that field is not read:
+    // half a pointer over the default NULL is a torn hook or free function
+    // that btm would call.
+    let whole = [
+        std::mem::offset_of!(btm_config, thread_start),
+        std::mem::offset_of!(btm_config, thread_stop),
+        std::mem::offset_of!(btm_config, thread_hook_userdata),
+        std::mem::offset_of!(btm_config, thread_hook_free),
+        ours,
+    ];
+    if n > whole[0] {
+        let end = whole.into_iter().rev().find(|&end| end <= n).unwrap_or(whole[0]);
+        valid &= end == n;
+        n = end;
+    }
     // Copy everything but the `bool`, which is read as a byte: a value
     // other than 0 or 1 must be rejected, not stored in a Rust `bool`.
     let flag_at = std::mem::offset_of!(btm_config, start_processing);
@@ -150,7 +166,8 @@ unsafe fn read_config(config: *const btm_config) -> (btm_config, Result<(), btm_
 /// `INVALID_THREAD_COUNT`. On every error `thread_hook_free` (if any) has
 /// been called on `thread_hook_userdata`, as everywhere in btm: ownership
 /// passes on every call. (A config whose `struct_size` is too small to
-/// contain the hook fields has no hook to free.)
+/// contain the hook fields, or ends inside one of them, has no hook to
+/// free: a field `struct_size` cuts is never read.)
 ///
 /// Ownership: the handle belongs to the caller until `btm_destroy`.
 /// Threads: any. Never calls back (except `thread_hook_free` on error).
@@ -221,7 +238,10 @@ pub unsafe extern "C" fn btm_create(config: *const btm_config, manager_out: *mut
 ///
 /// Called from inside one of this manager's tasks (or a task hook or free
 /// function on one of its workers), it shuts down without waiting for the
-/// calling worker, and the memory is released when that task returns. The handle must not be used after this call (handles
+/// calling worker, and the memory is released when that task returns.
+/// Called from a free function that another btm call runs on the calling
+/// thread (a stop's, a replaced notify or hook userdata's), that call
+/// finishes normally and the memory is released when it returns. The handle must not be used after this call (handles
 /// obtained with `btm_context_manager` stay usable until their task returns,
 /// and then only report `BTM_STATUS_SHUT_DOWN`).
 ///
@@ -290,7 +310,10 @@ pub unsafe extern "C" fn btm_pause_processing(manager: *mut Manager) -> btm_stat
 /// `still_running_out` (optional, may be NULL; written 0 on `OK`). Those threads are left to
 /// finish alone: when the task returns, its userdata is freed on that
 /// thread, `thread_stop` runs, and the thread exits; nothing is freed under
-/// the task's feet. A second call returns `ALREADY_SHUT_DOWN`.
+/// the task's feet. Workers not inside a task (idle, on their way out,
+/// with only `thread_stop` left to run) are waited for whatever the
+/// timeout: a timeout of 0 with no task running returns `OK`. A second
+/// call returns `ALREADY_SHUT_DOWN`.
 ///
 /// Free functions of stopped tasks run on the calling thread. Called from
 /// inside a task of this manager (or from a task hook or a free function
@@ -309,7 +332,7 @@ pub unsafe extern "C" fn btm_shut_down(
     still_running_out: *mut usize,
 ) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        let m = manager_or_return!(manager);
+        let m = manager_or_return_held!(manager);
         let (status, left) = match m.shut_down(timeout(timeout_ms)) {
             Ok(()) => (btm_status::BTM_STATUS_OK, 0),
             Err((e, left)) => (e.into(), left),
@@ -643,7 +666,7 @@ pub unsafe extern "C" fn btm_set_task_hooks(
 ) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
         let data = Owned::new(userdata, userdata_free);
-        let m = manager_or_return!(manager);
+        let m = manager_or_return_held!(manager);
         let hooks = (on_start.is_some() || on_end.is_some()).then(|| TaskHooks { on_start, on_end, data });
         m.set_task_hooks(hooks);
         btm_status::BTM_STATUS_OK

@@ -49,6 +49,20 @@ macro_rules! manager_or_return {
 }
 pub(crate) use manager_or_return;
 
+/// As [`manager_or_return!`], but holds a reference to the manager for the
+/// rest of the enclosing export: for the exports that run host free
+/// functions on the calling thread and then go on using the manager. Such
+/// a free function may destroy the host's handle (btm.h: any function may
+/// be called from a free function); with only a borrow, that dropped the
+/// last reference and the export went on with a freed manager.
+macro_rules! manager_or_return_held {
+    ($ptr:expr) => {{
+        let m = $crate::ffi::manager_or_return!($ptr);
+        ::std::sync::Arc::clone(&*m)
+    }};
+}
+pub(crate) use manager_or_return_held;
+
 /// Borrows the manager behind a handle without touching its reference count.
 ///
 /// # Safety

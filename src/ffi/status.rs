@@ -41,9 +41,9 @@ pub enum btm_status {
     BTM_STATUS_WOULD_DEADLOCK = 10,
     /// `btm_poll_events` was given a capacity of 0.
     BTM_STATUS_ZERO_CAPACITY = 11,
-    /// `btm_config.struct_size` is too small, the config has non-zero bytes
-    /// this library does not know, or its `start_processing` byte is
-    /// neither 0 nor 1.
+    /// `btm_config.struct_size` is too small or ends inside a field, the
+    /// config has non-zero bytes this library does not know, or its
+    /// `start_processing` byte is neither 0 nor 1.
     BTM_STATUS_INVALID_CONFIG = 12,
     /// A `btm_group` has an unknown kind, or names a group name that was
     /// never interned by this manager with `btm_group_named`.

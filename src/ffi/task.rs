@@ -6,7 +6,7 @@ use crate::engine::{Batch, GroupKey, Job, Manager, Owned, StopReport, TaskContex
 
 use super::manager::{btm_free_fn, btm_group, group_key, read_group};
 use super::status::btm_status;
-use super::{ffi_guard, manager_or_return, write_out};
+use super::{ffi_guard, manager_or_return, manager_or_return_held, write_out};
 
 /// A task id: unique per manager, never reused, never 0.
 pub type btm_task_id = u64;
@@ -579,7 +579,7 @@ pub unsafe extern "C" fn btm_stop_task(
     report_out: *mut btm_stop_report,
 ) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        let m = manager_or_return!(manager);
+        let m = manager_or_return_held!(manager);
         match m.stop_task(task_id, stop_upstream, stop_downstream) {
             Ok(r) => {
                 // SAFETY: caller contract.
@@ -623,7 +623,7 @@ pub unsafe extern "C" fn btm_stop_task_group(
     report_out: *mut btm_stop_report,
 ) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        let m = manager_or_return!(manager);
+        let m = manager_or_return_held!(manager);
         // SAFETY: caller contract.
         let key = match unsafe { read_group(group) } {
             Ok(k) => k,
@@ -654,7 +654,7 @@ pub unsafe extern "C" fn btm_stop_task_group(
 #[no_mangle]
 pub unsafe extern "C" fn btm_stop_all_tasks(manager: *mut Manager, report_out: *mut btm_stop_report) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        let m = manager_or_return!(manager);
+        let m = manager_or_return_held!(manager);
         let r = m.stop_all();
         // SAFETY: caller contract.
         unsafe { report(report_out, r) };

@@ -94,6 +94,76 @@ TEST(bad_create_config_struct_size) {
     CHECK_EQ(live_objects(), 0);
 }
 
+/* A struct_size that ends inside a pointer field (not the size of any
+ * older btm_config: fields are only appended) must be rejected with
+ * INVALID_CONFIG, and the torn field never read. Before the fix btm copied
+ * the first bytes of the pointer over the default NULL: btm_create
+ * returned OK with a thread_start hook whose address was cut to 4 bytes,
+ * and the first worker called it (SIGSEGV); a torn thread_hook_free was
+ * called on a rejected config the same way. */
+static atomic_int torn_hook_calls;
+static void torn_hook(void *ud, uint32_t idx) {
+    (void)ud;
+    (void)idx;
+    atomic_fetch_add(&torn_hook_calls, 1);
+}
+
+TEST(bad_create_config_struct_size_inside_a_field) {
+    const size_t ptr = sizeof(void *);
+    const size_t cuts[] = {
+        offsetof(btm_config, thread_start) + 1,
+        offsetof(btm_config, thread_start) + ptr / 2,
+        offsetof(btm_config, thread_stop) + ptr / 2,
+        offsetof(btm_config, thread_hook_userdata) + ptr / 2,
+        offsetof(btm_config, thread_hook_free) + ptr / 2,
+        offsetof(btm_config, thread_hook_free) + ptr - 1,
+    };
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        btm_config cfg;
+        REQUIRE_ST(btm_config_init(&cfg), BTM_STATUS_OK);
+        cfg.start_processing = true;
+        cfg.thread_start = torn_hook;
+        cfg.thread_stop = torn_hook;
+        cfg.struct_size = (uint32_t)cuts[i];
+        btm_manager *m = (btm_manager *)0x1;
+        btm_status s = btm_create(&cfg, &m);
+        if (s != BTM_STATUS_INVALID_CONFIG) {
+            t_fail(__FILE__, __LINE__, "struct_size %zu: btm_create returned %u (%s), expected INVALID_CONFIG",
+                   cuts[i], (unsigned)s, btm_status_str(s));
+            /* Not started: a torn hook would crash the first worker. */
+            if (s == BTM_STATUS_OK) btm_destroy(m);
+            continue;
+        }
+        CHECK(m == (btm_manager *)0x1);
+    }
+    /* The torn hook-free field: neither called (it would be a torn
+     * pointer) nor a reason to keep the rest; the caller keeps the
+     * userdata, as for a struct too short to hold the hook fields. */
+    btm_config cfg;
+    REQUIRE_ST(btm_config_init(&cfg), BTM_STATUS_OK);
+    cfg.max_threads = -1; /* rejected after the config is read */
+    void *ud = obj_new(7);
+    cfg.thread_hook_userdata = ud;
+    cfg.thread_hook_free = obj_free;
+    cfg.struct_size = (uint32_t)(offsetof(btm_config, thread_hook_free) + ptr / 2);
+    btm_manager *m = (btm_manager *)0x1;
+    CHECK_ST(btm_create(&cfg, &m), BTM_STATUS_INVALID_CONFIG);
+    CHECK(m == (btm_manager *)0x1);
+    CHECK_EQ(live_objects(), 1);
+    obj_free(ud);
+    CHECK_EQ(atomic_load(&torn_hook_calls), 0);
+    /* Sizes that end at a field (older callers) still work. */
+    const size_t whole[] = {offsetof(btm_config, thread_start), offsetof(btm_config, thread_stop),
+                            offsetof(btm_config, thread_hook_userdata), offsetof(btm_config, thread_hook_free)};
+    for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++) {
+        REQUIRE_ST(btm_config_init(&cfg), BTM_STATUS_OK);
+        cfg.struct_size = (uint32_t)whole[i];
+        m = NULL;
+        CHECK_ST(btm_create(&cfg, &m), BTM_STATUS_OK);
+        btm_destroy(m);
+    }
+}
+
 TEST(bad_create_thread_count) {
     const int32_t bad[] = {-1, -8, INT32_MIN, BTM_MAX_THREADS_LIMIT + 1, INT32_MAX};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -290,6 +360,50 @@ TEST(bad_upstream_never_issued) {
     CHECK_EQ(ev_count(&l, BTM_EVENT_TASK_COMPLETED, 0), 3);
     evlog_free(&l);
     rm(m);
+}
+
+/* A named group interned only by another manager is INVALID_GROUP (btm.h,
+ * BTM_STATUS_INVALID_GROUP), also when this manager has interned as many
+ * names: before the fix a name's value was its index in its manager's
+ * list, so "beta" of manager B (index 0) was taken by manager A for its own
+ * "alpha" (index 0): the task went into A's "alpha" group and its event
+ * carried the name "alpha". */
+TEST(bad_named_group_of_another_manager_same_index) {
+    btm_manager *a = mk(1, false);
+    REQUIRE(a);
+    btm_manager *b = mk(1, false);
+    REQUIRE(b);
+    btm_group alpha, beta;
+    REQUIRE_ST(btm_group_named(a, "alpha", &alpha), BTM_STATUS_OK);
+    REQUIRE_ST(btm_group_named(b, "beta", &beta), BTM_STATUS_OK);
+    const char *name = (const char *)0x1;
+    CHECK_ST(btm_group_name(a, &beta, &name), BTM_STATUS_INVALID_GROUP);
+    CHECK(name == (const char *)0x1);
+    btm_task_id id = 42;
+    btm_group_stats gs;
+    CHECK_ST(add_spec(a, spec_new(1, NO_RESULT), 0, &beta, NULL, 0, &id), BTM_STATUS_INVALID_GROUP);
+    CHECK_EQ(id, 42);
+    CHECK_ST(btm_get_group_stats(a, &beta, &gs), BTM_STATUS_INVALID_GROUP);
+    CHECK_ST(btm_stop_task_group(a, &beta, true, true, NULL), BTM_STATUS_INVALID_GROUP);
+    /* Each manager's own name still works. */
+    CHECK_ST(btm_group_name(a, &alpha, &name), BTM_STATUS_OK);
+    CHECK_STR(name, "alpha");
+    CHECK_ST(btm_group_name(b, &beta, &name), BTM_STATUS_OK);
+    CHECK_STR(name, "beta");
+    btm_group again;
+    CHECK_ST(btm_group_named(a, "alpha", &again), BTM_STATUS_OK);
+    CHECK(group_eq(&again, &alpha));
+    if (id != 42) {
+        evlog l;
+        evlog_init(&l);
+        REQUIRE_ST(btm_start_processing(a), BTM_STATUS_OK);
+        settle(a, &l);
+        int i = ev_find(&l, BTM_EVENT_TASK_COMPLETED, id);
+        if (i >= 0) t_fail(__FILE__, __LINE__, "the task of B's group \"beta\" ran in A's group \"%s\"", l.v[i].group_name);
+        evlog_free(&l);
+    }
+    rm(a);
+    rm(b);
 }
 
 /* Invalid group kinds and never-interned names: INVALID_GROUP. */
@@ -553,6 +667,7 @@ const test_case tests_bad_input[] = {
     TEST_ENTRY(bad_config_init_null),
     TEST_ENTRY(bad_create_null_out),
     TEST_ENTRY(bad_create_config_struct_size),
+    TEST_ENTRY(bad_create_config_struct_size_inside_a_field),
     TEST_ENTRY(bad_create_thread_count),
     TEST_ENTRY(bad_destroy_null),
     TEST_ENTRY(bad_null_manager),
@@ -561,6 +676,7 @@ const test_case tests_bad_input[] = {
     TEST_ENTRY(bad_upstream_null_with_len),
     TEST_ENTRY(bad_upstream_never_issued),
     TEST_ENTRY(bad_group_kind),
+    TEST_ENTRY(bad_named_group_of_another_manager_same_index),
     TEST_ENTRY(bad_group_name_utf8),
     TEST_ENTRY(bad_add_after_shut_down),
     TEST_ENTRY(bad_shut_down_twice),

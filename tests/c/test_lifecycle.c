@@ -516,6 +516,53 @@ TEST(thread_hooks) {
     }
 }
 
+/* btm_shut_down with a timeout of 0 when no task is running: its workers
+ * are idle (asleep), not "inside a task that has not returned", so the
+ * shut-down is OK with 0 still running, thread_stop has run on each, and
+ * btm_destroy frees the thread-hook userdata before it returns (btm.h).
+ * Before the fix: TIMED_OUT with still_running 2 (the sleeping workers had
+ * not exited yet), and the thread-hook free function ran on a worker after
+ * btm_destroy had returned. */
+TEST(shut_down_zero_timeout_with_idle_workers) {
+    for (int round = 0; round < 20; round++) {
+        atomic_store(&hook_starts, 0);
+        atomic_store(&hook_stops, 0);
+        btm_config cfg;
+        REQUIRE_ST(btm_config_init(&cfg), BTM_STATUS_OK);
+        cfg.max_threads = 2;
+        cfg.start_processing = true;
+        cfg.thread_start = on_start;
+        cfg.thread_stop = on_stop;
+        cfg.thread_hook_userdata = obj_new(4242);
+        cfg.thread_hook_free = obj_free;
+        btm_manager *m = NULL;
+        REQUIRE_ST(btm_create(&cfg, &m), BTM_STATUS_OK);
+        gate *g = gate_new();
+        for (int i = 0; i < 2; i++) add_gated(m, i, NO_RESULT, g, 0, NULL, NULL, 0);
+        REQUIRE(gate_wait_arrived(g, 2, WAIT_MS));
+        gate_open(g);
+        CHECK_ST(btm_wait_idle(m, WAIT_MS), BTM_STATUS_OK);
+        sleep_ms(2); /* the workers go to sleep */
+        btm_stats st;
+        CHECK_ST(btm_get_stats(m, &st), BTM_STATUS_OK);
+        CHECK_EQ(st.running, 0);
+        size_t still = 99;
+        btm_status s = btm_shut_down(m, 0, &still);
+        if (s != BTM_STATUS_OK || still != 0)
+            t_fail(__FILE__, __LINE__, "round %d: shut_down(0) with no running task: %u (%s), still_running %zu",
+                   round, (unsigned)s, btm_status_str(s), still);
+        else
+            CHECK_EQ(atomic_load(&hook_stops), 2);
+        btm_destroy(m);
+        if (live_objects() != 0) {
+            t_fail(__FILE__, __LINE__, "round %d: thread_hook_free had not run when btm_destroy returned", round);
+            wait_all_freed(WAIT_MS);
+            break;
+        }
+        if (s != BTM_STATUS_OK) break;
+    }
+}
+
 /* Results: replacing a result frees the previous one; failing after
  * setting one frees it; NULL data means "no result". */
 static obj static_result = {OBJ_ALIVE, 3};
@@ -696,6 +743,7 @@ const test_case tests_lifecycle[] = {
     TEST_ENTRY(wait_events_and_idle),
     TEST_ENTRY(stats_counters),
     TEST_ENTRY(thread_hooks),
+    TEST_ENTRY(shut_down_zero_timeout_with_idle_workers),
     TEST_ENTRY(result_ownership),
     TEST_ENTRY(forked_child_refuses_the_parents_manager),
     TEST_ENTRY(version_and_status_strings),

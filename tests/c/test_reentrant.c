@@ -418,6 +418,48 @@ static void noop_task_hook(void *ud, uint64_t task, uint32_t kind, uint64_t valu
 }
 static void noop_notify(void *ud) { (void)ud; }
 
+/* A free function that btm runs on the host's thread destroys the host's
+ * handle (a binding whose task userdata holds the last reference to its
+ * manager object does this): btm.h lets any function be called from a
+ * free function, and btm_destroy's handle is live. The call that ran the
+ * free function must not touch the manager afterwards. Before the fix,
+ * the stops, btm_shut_down, btm_set_notify and btm_set_task_hooks went on
+ * using the manager btm_destroy had just freed (valgrind: invalid reads in
+ * Manager::release / set_notify / set_task_hooks). */
+static btm_manager *destroy_target;
+static void free_then_destroy(void *p) {
+    obj_free(p);
+    btm_manager *m = destroy_target;
+    destroy_target = NULL;
+    if (m) btm_destroy(m);
+}
+
+TEST(reentrant_destroy_from_a_free_function_on_the_calling_thread) {
+    for (int call = 0; call < 6; call++) {
+        btm_manager *m = NULL;
+        REQUIRE_ST(btm_create(NULL, &m), BTM_STATUS_OK); /* paused: tasks stay queued */
+        destroy_target = m;
+        btm_task_id id = 0;
+        if (call < 4)
+            REQUIRE_ST(btm_add_task(m, spec_task, obj_new(call), free_then_destroy, 0, NULL, NULL, 0, &id),
+                       BTM_STATUS_OK);
+        btm_stop_report rep;
+        size_t still = 9;
+        switch (call) {
+        case 0: CHECK_ST(btm_stop_task(m, id, true, true, &rep), BTM_STATUS_OK); break;
+        case 1: CHECK_ST(btm_stop_task_group(m, NULL, true, true, &rep), BTM_STATUS_OK); break;
+        case 2: CHECK_ST(btm_stop_all_tasks(m, &rep), BTM_STATUS_OK); break;
+        case 3: CHECK_ST(btm_shut_down(m, WAIT_MS, &still), BTM_STATUS_OK); break;
+        case 4: CHECK_ST(btm_set_notify(m, NULL, obj_new(call), free_then_destroy), BTM_STATUS_OK); break;
+        case 5: CHECK_ST(btm_set_task_hooks(m, NULL, NULL, obj_new(call), free_then_destroy), BTM_STATUS_OK); break;
+        }
+        CHECK(destroy_target == NULL); /* the free function ran, and destroyed */
+        if (destroy_target) btm_destroy(destroy_target);
+        destroy_target = NULL;
+        CHECK_EQ(live_objects(), 0);
+    }
+}
+
 TEST(reentrant_free_functions_during_destroy) {
     atomic_store(&reobj_adds_ok, 0);
     atomic_store(&reobj_adds_shut, 0);
@@ -840,6 +882,7 @@ const test_case tests_reentrant[] = {
     TEST_ENTRY(reentrant_destroy_from_task),
     TEST_ENTRY(reentrant_free_functions),
     TEST_ENTRY(reentrant_free_functions_during_destroy),
+    TEST_ENTRY(reentrant_destroy_from_a_free_function_on_the_calling_thread),
     TEST_ENTRY(reentrant_poll_from_a_result_free_function_keeps_the_outer_results),
     TEST_ENTRY(reentrant_poll_of_a_through_b_from_a_free_function_keeps_the_outer_results),
     TEST_ENTRY(concurrent_adds_from_4_threads),
