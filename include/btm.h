@@ -898,7 +898,9 @@ btm_status btm_create(const struct btm_config *config,
  * may call it (it is shut down: adds get `SHUT_DOWN`). If `btm_shut_down`
  * timed out earlier, the threads it left running are not waited for
  * again: each frees its task's userdata when the task returns, then
- * exits.
+ * exits. A worker that an earlier `btm_shut_down` returning `OK` did not
+ * wait for (it was called from that worker: a task, hook or free
+ * function) is waited for, as long as its task takes.
  *
  * Called from inside one of this manager's tasks (or a task hook or free
  * function on one of its workers), it shuts down without waiting for the

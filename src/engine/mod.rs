@@ -916,6 +916,9 @@ struct State {
     delivered: Vec<Garbage>,
     processing: bool,
     shut_down: bool,
+    /// A shut-down timed out: the workers it left inside a task finish
+    /// alone (`btm_destroy` does not wait for them).
+    left_running: bool,
     max_threads: usize,
     /// Worker threads counted against `max_threads` (alive or starting,
     /// not retiring).
@@ -1063,6 +1066,7 @@ impl Manager {
                 delivered: Vec::new(),
                 processing: config.start_processing,
                 shut_down: false,
+                left_running: false,
                 max_threads,
                 threads: 0,
                 alive: 0,
@@ -2030,6 +2034,7 @@ impl Manager {
                             deadline = None;
                             continue;
                         }
+                        st.left_running = true;
                         break Err((Error::TimedOut, st.alive - me));
                     }
                 }
@@ -2041,17 +2046,33 @@ impl Manager {
         // reference to the manager and return), so that when this returns
         // no btm thread is left and the manager's memory is released by
         // whoever drops the last handle. Threads still inside a task (the
-        // timeout path) are detached: each exits after its task returns.
+        // timeout path) are not waited for: each exits after its task
+        // returns.
         let handles = mem::take(&mut st.handles);
         let (joinable, detached): (Vec<_>, Vec<_>) = handles.into_iter().partition(|(index, h)| {
             st.workers[*index as usize].exited && h.thread().id() != std::thread::current().id()
         });
+        // The others (still inside a task, or the calling worker) keep
+        // their handle: `join_after_shut_down` may join them.
+        st.handles.extend(detached);
         drop(st);
         for (_, h) in joinable {
             let _ = h.join();
         }
-        drop(detached);
         result
+    }
+
+    /// For `btm_destroy` after an earlier shut-down: waits for the workers
+    /// that it did not wait for (a shut-down called on a worker, from a
+    /// task, hook or free function, does not wait for that worker), so
+    /// that none runs host code (its task's end, `thread_stop`) after
+    /// `btm_destroy` returns. Not after a shut-down that timed out: the
+    /// workers it left inside a task finish alone, as documented.
+    pub fn join_after_shut_down(&self) {
+        if self.state.lock().left_running {
+            return;
+        }
+        let _ = self.join_workers(None);
     }
 
     fn spawn_worker(self: &Arc<Self>, index: u32, lane: Arc<WorkerLane>) {

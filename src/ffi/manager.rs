@@ -234,7 +234,9 @@ pub unsafe extern "C" fn btm_create(config: *const btm_config, manager_out: *mut
 /// may call it (it is shut down: adds get `SHUT_DOWN`). If `btm_shut_down`
 /// timed out earlier, the threads it left running are not waited for
 /// again: each frees its task's userdata when the task returns, then
-/// exits.
+/// exits. A worker that an earlier `btm_shut_down` returning `OK` did not
+/// wait for (it was called from that worker: a task, hook or free
+/// function) is waited for, as long as its task takes.
 ///
 /// Called from inside one of this manager's tasks (or a task hook or free
 /// function on one of its workers), it shuts down without waiting for the
@@ -261,7 +263,11 @@ pub unsafe extern "C" fn btm_destroy(manager: *mut Manager) {
         }
         // SAFETY: takes back the reference `btm_create` gave out.
         let mut m = unsafe { Arc::from_raw(manager.cast_const()) };
-        let _ = m.shut_down(None);
+        if m.shut_down(None).is_err() {
+            // Shut down before (`ALREADY_SHUT_DOWN`): wait for the workers
+            // that shut-down did not wait for.
+            m.join_after_shut_down();
+        }
         Manager::release_host_objects(&mut m);
         drop(m);
     })

@@ -516,6 +516,60 @@ TEST(thread_hooks) {
     }
 }
 
+/* A task shuts its manager down (OK: every other worker has exited; its
+ * own goes on) and the host destroys the manager while that task still
+ * runs. No timed-out shut-down left a worker running, so btm_destroy waits
+ * as long as the running task takes, and thread_stop and thread_hook_free
+ * have run before it returns (btm.h, btm_config.thread_hook_free: "in
+ * btm_destroy ..., or, if a timed-out shut-down left a worker running a
+ * task, when that worker exits"). Before the fix btm_destroy returned at
+ * once (the shut-down was already done) and the worker ran the host's
+ * thread_stop and thread_hook_free after it, when the host may have
+ * unloaded the library. */
+static atomic_int sdt_called;
+static void hook_shut_down_then_linger(spec *s, btm_task_context *ctx) {
+    (void)s;
+    size_t still = 9;
+    CHECK_ST(btm_shut_down(btm_context_manager(ctx), BTM_WAIT_FOREVER, &still), BTM_STATUS_OK);
+    atomic_store(&sdt_called, 1);
+    sleep_ms(30); /* still running when the host destroys */
+}
+
+TEST(destroy_after_a_shut_down_from_a_task_waits_for_it) {
+    for (int round = 0; round < 5; round++) {
+        atomic_store(&hook_starts, 0);
+        atomic_store(&hook_stops, 0);
+        atomic_store(&sdt_called, 0);
+        btm_config cfg;
+        REQUIRE_ST(btm_config_init(&cfg), BTM_STATUS_OK);
+        cfg.max_threads = 1;
+        cfg.start_processing = true;
+        cfg.thread_start = on_start;
+        cfg.thread_stop = on_stop;
+        cfg.thread_hook_userdata = obj_new(4242);
+        cfg.thread_hook_free = obj_free;
+        btm_manager *m = NULL;
+        REQUIRE_ST(btm_create(&cfg, &m), BTM_STATUS_OK);
+        spec *sp = spec_new(1, NO_RESULT);
+        sp->hook = hook_shut_down_then_linger;
+        btm_task_id id = 0;
+        REQUIRE_ST(add_spec(m, sp, 0, NULL, NULL, 0, &id), BTM_STATUS_OK);
+        uint64_t deadline = now_ms() + WAIT_MS;
+        while (!atomic_load(&sdt_called) && now_ms() < deadline) sleep_ms(1);
+        REQUIRE(atomic_load(&sdt_called));
+        btm_destroy(m);
+        int stops = atomic_load(&hook_stops);
+        long live = live_objects();
+        if (stops != 1 || live != 0) {
+            t_fail(__FILE__, __LINE__,
+                   "round %d: when btm_destroy returned: thread_stop ran %d times, %ld objects not freed "
+                   "(the task's userdata, the thread-hook userdata)", round, stops, live);
+            wait_all_freed(WAIT_MS);
+            break;
+        }
+    }
+}
+
 /* btm_shut_down with a timeout of 0 when no task is running: its workers
  * are idle (asleep), not "inside a task that has not returned", so the
  * shut-down is OK with 0 still running, thread_stop has run on each, and
@@ -744,6 +798,7 @@ const test_case tests_lifecycle[] = {
     TEST_ENTRY(stats_counters),
     TEST_ENTRY(thread_hooks),
     TEST_ENTRY(shut_down_zero_timeout_with_idle_workers),
+    TEST_ENTRY(destroy_after_a_shut_down_from_a_task_waits_for_it),
     TEST_ENTRY(result_ownership),
     TEST_ENTRY(forked_child_refuses_the_parents_manager),
     TEST_ENTRY(version_and_status_strings),
