@@ -354,13 +354,16 @@ typedef void (*btm_thread_hook_fn)(void *userdata,
                                    uint32_t worker_index);
 
 /**
- * How to create a manager. Always initialise it with `btm_config_init`
- * (which sets `struct_size` and every default), then change fields.
+ * How to create a manager. Always initialise it with
+ * `btm_config_init_size(&config, sizeof config)` (which sets `struct_size`
+ * and every default), then change fields.
  *
  * ABI evolution: new fields are only ever appended. The library reads
  * `struct_size` bytes: an older caller's shorter struct gets defaults for
  * the fields it lacks; a newer caller's longer struct is accepted if the
- * bytes this library does not know are all zero.
+ * bytes this library does not know are all zero. (`btm_config_init`
+ * writes this library's whole struct: with a newer library, more than an
+ * older caller's struct holds.)
  *
  * C# / P/Invoke: `start_processing` is a 1-byte C `bool`
  * (`[MarshalAs(UnmanagedType.U1)]`).
@@ -838,15 +841,37 @@ btm_status btm_get_event_fd(struct btm_manager *manager,
                             int32_t *fd_out);
 
 /**
- * Fills `config` with the defaults and sets `struct_size`.
+ * Fills `config` with the defaults and sets `struct_size`, writing
+ * `sizeof(btm_config)` bytes as this library knows it: a caller built
+ * against an older header (a shorter struct) must use
+ * `btm_config_init_size` instead, and so should new code, so that it
+ * keeps working with later versions of the library.
  *
  * Returns `BTM_STATUS_NULL_ARGUMENT` if `config` is NULL. Threads: any.
  * Never calls back.
  *
  * # Safety
- * `config` must be NULL or point to writable memory for a `btm_config`.
+ * `config` must be NULL or point to writable memory for this library's
+ * `btm_config`.
  */
 btm_status btm_config_init(struct btm_config *config);
+
+/**
+ * Fills the caller's config of `struct_size` bytes (`sizeof` of the
+ * `btm_config` it was compiled with) with the defaults and sets its
+ * `struct_size`; writes exactly `struct_size` bytes, so that a caller
+ * built against an older or newer header gets a config `btm_create`
+ * accepts (bytes of fields this library does not know are set to 0).
+ *
+ * Errors: `NULL_ARGUMENT` (`config`), `INVALID_ARGUMENT` (`struct_size`
+ * too small to hold `start_processing`, or above `UINT32_MAX`; nothing is
+ * written). Threads: any. Never calls back.
+ *
+ * # Safety
+ * `config` must be NULL or point to `struct_size` writable bytes.
+ */
+btm_status btm_config_init_size(struct btm_config *config,
+                                size_t struct_size);
 
 /**
  * Creates a manager and writes its handle to `manager_out`.

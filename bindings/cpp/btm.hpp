@@ -1421,7 +1421,7 @@ public:
     /// Creates a manager; throws btm::Error.
     explicit Manager(const Config& config = Config{}) {
         btm_config c{};
-        check_create(btm_config_init(&c));
+        check_create(btm_config_init_size(&c, sizeof c));
         c.max_threads = config.max_threads_;
         c.start_processing = config.start_;
         std::unique_ptr<detail::ThreadHooks> hooks;
@@ -1433,7 +1433,7 @@ public:
         }
         // Ownership of the hooks passes to btm on every call, even a failing
         // one (btm_create calls thread_hook_free on every error; only a config
-        // too small to hold the hook fields keeps them, and btm_config_init
+        // too small to hold the hook fields keeps them, and btm_config_init_size
         // made a full one): release first so nothing here frees them again.
         c.thread_hook_userdata = hooks.release();
         btm_manager* m = nullptr;

@@ -166,7 +166,8 @@ namespace Btm
         public BackgroundTaskManager(int maxThreads = DefaultMaxThreads, bool startProcessing = false)
         {
             var config = new BtmConfig();
-            BtmException.ThrowIfFailed(NativeMethods.btm_config_init(ref config), "btm_config_init");
+            BtmException.ThrowIfFailed(
+                NativeMethods.btm_config_init_size(ref config, (UIntPtr)Marshal.SizeOf(typeof(BtmConfig))), "btm_config_init_size");
             config.max_threads = maxThreads;
             config.start_processing = startProcessing;
             config.thread_start = Marshal.GetFunctionPointerForDelegate(Bridge.WorkerStartFn);

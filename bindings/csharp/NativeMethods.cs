@@ -97,7 +97,7 @@ namespace Btm.Native
         public double progress;
     }
 
-    /// <summary>btm_config (48 bytes on 64-bit). Always initialise with btm_config_init.</summary>
+    /// <summary>btm_config (48 bytes on 64-bit). Initialised with btm_config_init_size(ref config, its size), which writes exactly this struct (a newer library's btm_config_init would write its own, longer one).</summary>
     [StructLayout(LayoutKind.Sequential)]
     internal struct BtmConfig
     {
@@ -246,6 +246,9 @@ namespace Btm.Native
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern BtmStatus btm_config_init(ref BtmConfig config);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_config_init_size(ref BtmConfig config, UIntPtr struct_size);
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern BtmStatus btm_create(ref BtmConfig config, out BtmManagerHandle manager_out);

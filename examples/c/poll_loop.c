@@ -36,7 +36,7 @@ static void convert(void *userdata, btm_task_context *ctx) {
 
 int main(void) {
     btm_config cfg;
-    btm_config_init(&cfg);
+    btm_config_init_size(&cfg, sizeof cfg);
     cfg.max_threads = 2;
     cfg.start_processing = true;
     btm_manager *m = NULL;

@@ -244,7 +244,7 @@ int main(void) {
     printf("btm %s (header %s): thumbnail demo\n\n", btm_version(), BTM_VERSION);
 
     btm_config cfg;
-    check(btm_config_init(&cfg), "btm_config_init");
+    check(btm_config_init_size(&cfg, sizeof cfg), "btm_config_init_size");
     cfg.max_threads = 2; /* paused by default: we start after queueing */
     btm_manager *m = NULL;
     check(btm_create(&cfg, &m), "btm_create");

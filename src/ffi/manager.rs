@@ -30,13 +30,16 @@ const _: () = assert!(BTM_MAX_THREADS_LIMIT as usize == MAX_THREADS_LIMIT);
 /// Timeout value meaning "wait as long as it takes".
 pub const BTM_WAIT_FOREVER: u32 = u32::MAX;
 
-/// How to create a manager. Always initialise it with `btm_config_init`
-/// (which sets `struct_size` and every default), then change fields.
+/// How to create a manager. Always initialise it with
+/// `btm_config_init_size(&config, sizeof config)` (which sets `struct_size`
+/// and every default), then change fields.
 ///
 /// ABI evolution: new fields are only ever appended. The library reads
 /// `struct_size` bytes: an older caller's shorter struct gets defaults for
 /// the fields it lacks; a newer caller's longer struct is accepted if the
-/// bytes this library does not know are all zero.
+/// bytes this library does not know are all zero. (`btm_config_init`
+/// writes this library's whole struct: with a newer library, more than an
+/// older caller's struct holds.)
 ///
 /// C# / P/Invoke: `start_processing` is a 1-byte C `bool`
 /// (`[MarshalAs(UnmanagedType.U1)]`).
@@ -69,6 +72,8 @@ pub struct btm_config {
 
 const CONFIG_MIN_SIZE: usize = std::mem::offset_of!(btm_config, start_processing) + 1;
 
+/// The defaults (`btm_config_init`, and `btm_config_init_size` for the
+/// part of the caller's struct this library knows).
 fn default_config() -> btm_config {
     btm_config {
         struct_size: std::mem::size_of::<btm_config>() as u32,
@@ -81,18 +86,60 @@ fn default_config() -> btm_config {
     }
 }
 
-/// Fills `config` with the defaults and sets `struct_size`.
+/// Fills `config` with the defaults and sets `struct_size`, writing
+/// `sizeof(btm_config)` bytes as this library knows it: a caller built
+/// against an older header (a shorter struct) must use
+/// `btm_config_init_size` instead, and so should new code, so that it
+/// keeps working with later versions of the library.
 ///
 /// Returns `BTM_STATUS_NULL_ARGUMENT` if `config` is NULL. Threads: any.
 /// Never calls back.
 ///
 /// # Safety
-/// `config` must be NULL or point to writable memory for a `btm_config`.
+/// `config` must be NULL or point to writable memory for this library's
+/// `btm_config`.
 #[no_mangle]
 pub unsafe extern "C" fn btm_config_init(config: *mut btm_config) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
         // SAFETY: caller contract.
         unsafe { write_out(config, default_config()) }
+    })
+}
+
+/// Fills the caller's config of `struct_size` bytes (`sizeof` of the
+/// `btm_config` it was compiled with) with the defaults and sets its
+/// `struct_size`; writes exactly `struct_size` bytes, so that a caller
+/// built against an older or newer header gets a config `btm_create`
+/// accepts (bytes of fields this library does not know are set to 0).
+///
+/// Errors: `NULL_ARGUMENT` (`config`), `INVALID_ARGUMENT` (`struct_size`
+/// too small to hold `start_processing`, or above `UINT32_MAX`; nothing is
+/// written). Threads: any. Never calls back.
+///
+/// # Safety
+/// `config` must be NULL or point to `struct_size` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn btm_config_init_size(config: *mut btm_config, struct_size: usize) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        if config.is_null() {
+            return btm_status::BTM_STATUS_NULL_ARGUMENT;
+        }
+        if struct_size < CONFIG_MIN_SIZE || struct_size > u32::MAX as usize {
+            return btm_status::BTM_STATUS_INVALID_ARGUMENT;
+        }
+        // The defaults this library knows, the rest of the caller's struct
+        // zeroed (fields it does not know), then the caller's size.
+        let defaults = default_config();
+        let known = struct_size.min(std::mem::size_of::<btm_config>());
+        // SAFETY: `struct_size` writable bytes per the contract, of which
+        // the first `known` get the defaults' bytes (a plain byte copy);
+        // the first four hold the size (`CONFIG_MIN_SIZE` is larger).
+        unsafe {
+            config.cast::<u8>().write_bytes(0, struct_size);
+            std::ptr::copy_nonoverlapping((&raw const defaults).cast::<u8>(), config.cast::<u8>(), known);
+            config.cast::<u32>().write_unaligned(struct_size as u32);
+        }
+        btm_status::BTM_STATUS_OK
     })
 }
 

@@ -18,6 +18,65 @@ TEST(bad_config_init_null) {
     CHECK_ST(btm_config_init(NULL), BTM_STATUS_NULL_ARGUMENT);
 }
 
+/* A caller built against an older header (a shorter btm_config: fields are
+ * only ever appended) initialises its struct as btm.h says. Before the
+ * fix the only initialiser, btm_config_init, wrote this library's whole
+ * struct: 8 bytes past an older caller's 40-byte struct (here, a struct
+ * without thread_hook_free). btm_config_init_size writes exactly the
+ * caller's size. */
+typedef struct older_config {
+    uint32_t struct_size;
+    int32_t max_threads;
+    bool start_processing;
+    btm_thread_hook_fn thread_start;
+    btm_thread_hook_fn thread_stop;
+    void *thread_hook_userdata;
+} older_config;
+
+TEST(bad_config_init_older_caller) {
+    struct {
+        older_config cfg;
+        unsigned char after[32];
+    } s;
+    memset(&s, 0xAB, sizeof s);
+    REQUIRE_ST(btm_config_init_size((btm_config *)&s.cfg, sizeof s.cfg), BTM_STATUS_OK);
+    size_t clobbered = 0;
+    for (size_t i = 0; i < sizeof s.after; i++) clobbered += s.after[i] != 0xAB;
+    CHECK_EQ(clobbered, 0);
+    CHECK_EQ(s.cfg.struct_size, sizeof s.cfg);
+    CHECK_EQ(s.cfg.max_threads, 0);
+    CHECK(!s.cfg.start_processing);
+    CHECK(s.cfg.thread_start == NULL && s.cfg.thread_stop == NULL && s.cfg.thread_hook_userdata == NULL);
+    btm_manager *m = NULL;
+    CHECK_ST(btm_create((const btm_config *)&s.cfg, &m), BTM_STATUS_OK);
+    btm_destroy(m);
+
+    /* A newer caller's longer struct: the bytes this library does not know
+     * are zeroed, so btm_create accepts it. */
+    struct {
+        btm_config cfg;
+        uint64_t future[2];
+        unsigned char after[16];
+    } big;
+    memset(&big, 0xCD, sizeof big);
+    REQUIRE_ST(btm_config_init_size(&big.cfg, sizeof big.cfg + sizeof big.future), BTM_STATUS_OK);
+    CHECK_EQ(big.cfg.struct_size, sizeof big.cfg + sizeof big.future);
+    CHECK(big.future[0] == 0 && big.future[1] == 0);
+    CHECK_EQ(big.after[0], 0xCD);
+    m = NULL;
+    CHECK_ST(btm_create(&big.cfg, &m), BTM_STATUS_OK);
+    btm_destroy(m);
+
+    /* Bad sizes: nothing written. */
+    btm_config c;
+    memset(&c, 0x5A, sizeof c);
+    CHECK_ST(btm_config_init_size(&c, 0), BTM_STATUS_INVALID_ARGUMENT);
+    CHECK_ST(btm_config_init_size(&c, offsetof(btm_config, start_processing)), BTM_STATUS_INVALID_ARGUMENT);
+    CHECK_ST(btm_config_init_size(&c, (size_t)UINT32_MAX + 1), BTM_STATUS_INVALID_ARGUMENT);
+    CHECK_EQ(c.struct_size, 0x5A5A5A5A);
+    CHECK_ST(btm_config_init_size(NULL, sizeof c), BTM_STATUS_NULL_ARGUMENT);
+}
+
 TEST(bad_create_null_out) {
     btm_config cfg;
     REQUIRE_ST(btm_config_init(&cfg), BTM_STATUS_OK);
@@ -665,6 +724,7 @@ TEST(bad_status_code) {
 
 const test_case tests_bad_input[] = {
     TEST_ENTRY(bad_config_init_null),
+    TEST_ENTRY(bad_config_init_older_caller),
     TEST_ENTRY(bad_create_null_out),
     TEST_ENTRY(bad_create_config_struct_size),
     TEST_ENTRY(bad_create_config_struct_size_inside_a_field),
