@@ -1375,6 +1375,11 @@ struct Gen {
     /// A long case churning one or two groups (adds, stops, polls), so that
     /// groups accumulate many members that left (member-list compaction).
     churn: bool,
+    /// A case shaped for tasks released together (`State::ready_waiting`):
+    /// many tasks waiting on two gated anchors, few results, three
+    /// priorities (`BTM_MODEL_FANOUT=P`: P% of the cases; 0 by default, so
+    /// that seeds replay as before).
+    fanout: bool,
 }
 
 impl Gen {
@@ -1415,6 +1420,9 @@ impl Gen {
     }
 
     fn priority(&mut self) -> i32 {
+        if self.fanout {
+            return self.rng.below(3) as i32 - 1;
+        }
         match self.rng.below(20) {
             0 => i32::MAX,
             1 => i32::MIN,
@@ -1428,6 +1436,15 @@ impl Gen {
         } else {
             What::Task(self.behaviour(depth))
         };
+        if self.fanout && self.rng.pct(60) {
+            // One of the two anchors (the first ids issued), now and then
+            // with a recent task too.
+            let mut ups = vec![Up::Task(Pick::Abs(self.rng.below(2) as usize))];
+            if self.rng.pct(20) {
+                ups.push(Up::Task(Pick::Back(self.rng.below(4) as usize)));
+            }
+            return AddSpec { what, priority: self.priority(), group: self.group(), ups };
+        }
         let n = [0, 0, 0, 0, 1, 1, 1, 2, 2, 3][self.rng.below(10) as usize];
         let ups = (0..n)
             .map(|_| match self.rng.below(80) {
@@ -1440,7 +1457,7 @@ impl Gen {
     }
 
     fn behaviour(&mut self, depth: u32) -> Behaviour {
-        let gated = self.rng.pct(15);
+        let gated = self.rng.pct(if self.fanout { 25 } else { 15 });
         let n = match depth {
             0 if self.rng.pct(30) => 1 + self.rng.below(3),
             1 if self.rng.pct(15) => 1,
@@ -1448,6 +1465,7 @@ impl Gen {
         };
         let inner = (0..n).map(|_| self.op(depth + 1, true)).collect();
         let outcome = match self.rng.below(20) {
+            0..=11 if self.fanout => Outcome::Ok(None),
             0..=12 => Outcome::Ok(Some(self.value())),
             13..=14 => Outcome::Ok(None),
             _ => {
@@ -1531,7 +1549,9 @@ impl Gen {
 }
 
 fn generate(seed: u64, max_ops: u64) -> Vec<Op> {
-    let mut g = Gen { rng: Rng(seed), next_value: (seed % 1000) as i64 * 1000, churn: false };
+    let mut g = Gen { rng: Rng(seed), next_value: (seed % 1000) as i64 * 1000, churn: false, fanout: false };
+    let fanout_pct = env_u64("BTM_MODEL_FANOUT").unwrap_or(0);
+    g.fanout = fanout_pct > 0 && Rng(seed ^ 0xFA00_0000_0000_00FA).below(100) < fanout_pct;
     // One case in twenty is a long churn of one group.
     g.churn = g.rng.pct(5) && std::env::var("BTM_MODEL_CHURN").map_or(true, |v| v != "0");
     let n = if g.churn { 100 + g.rng.below(8 * max_ops) } else { 1 + g.rng.below(max_ops) };
@@ -1543,6 +1563,17 @@ fn generate(seed: u64, max_ops: u64) -> Vec<Op> {
         let anchor = Behaviour { gated: true, inner: vec![], outcome: Outcome::Ok(None) };
         ops.push(Op::Add(AddSpec { what: What::Task(anchor), priority: 0, group: Grp::Num(0), ups: vec![] }));
         ops.push(Op::Start);
+    }
+    if g.fanout {
+        // Two anchors, blocked at their gates until a release: what the
+        // adds below wait on.
+        for _ in 0..2 {
+            let anchor = Behaviour { gated: true, inner: vec![], outcome: Outcome::Ok(None) };
+            ops.push(Op::Add(AddSpec { what: What::Task(anchor), priority: 0, group: Grp::Default, ups: vec![] }));
+        }
+        if g.rng.pct(70) {
+            ops.push(Op::Start);
+        }
     }
     ops.extend((0..n).map(|_| g.op(0, false)));
     if g.churn {
