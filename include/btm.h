@@ -6,7 +6,8 @@
  *
  * Conventions (see README.md):
  * - Every function returning btm_status reports errors with it; 0 is OK.
- * - Out-parameters come last and are written only on success.
+ * - Out-parameters come last and are written only on success (and a
+ *   stop's report on NOT_FOUND, with zeroes).
  * - Every pointer handed to btm with a free function is freed exactly once,
  *   whatever happens to the task (also when the call that receives it fails).
  * - Every function may be called from any thread, including from inside a
@@ -104,8 +105,10 @@ enum btm_status
      */
     BTM_STATUS_TIMED_OUT = 9,
     /**
-     * The call was made from inside one of this manager's tasks and would
-     * wait for that task itself; it returned at once instead.
+     * The call was made on one of this manager's worker threads (inside
+     * one of its tasks, or a hook, free function or callback it runs
+     * there) and would wait for that worker itself; it returned at once
+     * instead.
      */
     BTM_STATUS_WOULD_DEADLOCK = 10,
     /**
@@ -773,9 +776,10 @@ btm_status btm_wait_events(struct btm_manager *manager,
  * processing is paused, queued tasks never run, so this waits for the
  * running ones and then times out unless nothing is queued.
  *
- * Errors: `NULL_ARGUMENT`; `WOULD_DEADLOCK` when called from inside one of
- * this manager's tasks (that task is running, so the manager cannot become
- * idle while it waits). Threads: any. Calls back only the notify
+ * Errors: `NULL_ARGUMENT`; `WOULD_DEADLOCK` when called on one of this
+ * manager's worker threads: from inside one of its tasks (that task is
+ * running, so the manager cannot become idle while it waits), or from a
+ * thread or task hook, free function or notify callback it runs there. Threads: any. Calls back only the notify
  * callback, when this call makes the first event available (see
  * `btm_set_notify`).
  *
@@ -891,7 +895,9 @@ btm_status btm_config_init_size(struct btm_config *config,
  *
  * Fork: a child process made by `fork()` after this call has a copy of
  * the manager but none of its worker threads (a Python `multiprocessing`
- * worker, for one). There every function given the copied handle returns
+ * worker, for one). There every function given the copied handle (and
+ * otherwise valid arguments: a NULL or invalid argument is reported
+ * first) returns
  * `BTM_STATUS_FORKED` at once, touching nothing else (the copy's lock may
  * be held forever by a thread that no longer exists); an add so refused
  * frees its userdata as any rejected add does, and `btm_destroy` of the
@@ -1301,7 +1307,8 @@ btm_status btm_add_tasks(struct btm_manager *manager,
  * Downstream tasks that are not stopped run without the stopped task's
  * result, as soon as they are otherwise ready.
  *
- * `report_out` (optional) receives what was stopped, by state.
+ * `report_out` (optional) receives what was stopped, by state: zeroes
+ * with `NOT_FOUND` (not an error: nothing was stopped).
  *
  * Returns `OK`, or `NOT_FOUND` (not an error) when `task_id` is not a live
  * task (never issued, finished and polled, or already stopped). Errors:
@@ -1325,7 +1332,8 @@ btm_status btm_stop_task(struct btm_manager *manager,
  * upstream/downstream as `btm_stop_task` does. Cost: proportional to the
  * group's size, whatever else is queued.
  *
- * Returns `OK`, or `NOT_FOUND` when the group has no live task. Errors:
+ * Returns `OK`, or `NOT_FOUND` when the group has no live task (the
+ * report, if asked for, then holds zeroes). Errors:
  * `NULL_ARGUMENT`, `INVALID_GROUP`. Free functions and threads as
  * `btm_stop_task`.
  *

@@ -199,9 +199,10 @@ pub unsafe extern "C" fn btm_wait_events(manager: *mut Manager, timeout_ms: u32)
 /// processing is paused, queued tasks never run, so this waits for the
 /// running ones and then times out unless nothing is queued.
 ///
-/// Errors: `NULL_ARGUMENT`; `WOULD_DEADLOCK` when called from inside one of
-/// this manager's tasks (that task is running, so the manager cannot become
-/// idle while it waits). Threads: any. Calls back only the notify
+/// Errors: `NULL_ARGUMENT`; `WOULD_DEADLOCK` when called on one of this
+/// manager's worker threads: from inside one of its tasks (that task is
+/// running, so the manager cannot become idle while it waits), or from a
+/// thread or task hook, free function or notify callback it runs there. Threads: any. Calls back only the notify
 /// callback, when this call makes the first event available (see
 /// `btm_set_notify`).
 ///

@@ -221,7 +221,9 @@ unsafe fn read_config(config: *const btm_config) -> (btm_config, Result<(), btm_
 ///
 /// Fork: a child process made by `fork()` after this call has a copy of
 /// the manager but none of its worker threads (a Python `multiprocessing`
-/// worker, for one). There every function given the copied handle returns
+/// worker, for one). There every function given the copied handle (and
+/// otherwise valid arguments: a NULL or invalid argument is reported
+/// first) returns
 /// `BTM_STATUS_FORKED` at once, touching nothing else (the copy's lock may
 /// be held forever by a thread that no longer exists); an add so refused
 /// frees its userdata as any rejected add does, and `btm_destroy` of the

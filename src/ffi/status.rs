@@ -36,8 +36,10 @@ pub enum btm_status {
     /// A wait ended before its condition held (shut down: some worker
     /// threads were still running a task and were left to finish alone).
     BTM_STATUS_TIMED_OUT = 9,
-    /// The call was made from inside one of this manager's tasks and would
-    /// wait for that task itself; it returned at once instead.
+    /// The call was made on one of this manager's worker threads (inside
+    /// one of its tasks, or a hook, free function or callback it runs
+    /// there) and would wait for that worker itself; it returned at once
+    /// instead.
     BTM_STATUS_WOULD_DEADLOCK = 10,
     /// `btm_poll_events` was given a capacity of 0.
     BTM_STATUS_ZERO_CAPACITY = 11,

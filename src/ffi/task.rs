@@ -558,7 +558,8 @@ unsafe fn report(out: *mut btm_stop_report, r: StopReport) {
 /// Downstream tasks that are not stopped run without the stopped task's
 /// result, as soon as they are otherwise ready.
 ///
-/// `report_out` (optional) receives what was stopped, by state.
+/// `report_out` (optional) receives what was stopped, by state: zeroes
+/// with `NOT_FOUND` (not an error: nothing was stopped).
 ///
 /// Returns `OK`, or `NOT_FOUND` (not an error) when `task_id` is not a live
 /// task (never issued, finished and polled, or already stopped). Errors:
@@ -599,7 +600,8 @@ pub unsafe extern "C" fn btm_stop_task(
 /// upstream/downstream as `btm_stop_task` does. Cost: proportional to the
 /// group's size, whatever else is queued.
 ///
-/// Returns `OK`, or `NOT_FOUND` when the group has no live task. Errors:
+/// Returns `OK`, or `NOT_FOUND` when the group has no live task (the
+/// report, if asked for, then holds zeroes). Errors:
 /// `NULL_ARGUMENT`, `INVALID_GROUP`. Free functions and threads as
 /// `btm_stop_task`.
 ///
