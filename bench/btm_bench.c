@@ -161,6 +161,29 @@ static void add(btm_manager *m, int prio, const btm_task_id *ups, size_t n_ups, 
     }
 }
 
+/* W3's and Q2's start: a started manager (its warm-up tasks run), paused,
+ * then a warm-up stop of WARMUP queued tasks (each with a malloc(16)
+ * userdata) in a group of their own, polled, and the free count reset. */
+static btm_manager *paused_after_a_warm_up_stop(void) {
+    btm_manager *m = make(1, 1);
+    btm_task_id id;
+    if (btm_pause_processing(m) != BTM_STATUS_OK) exit(1);
+    btm_group warm = {BTM_GROUP_KIND_NUMBERED, 0, 8};
+    for (size_t i = 0; i < WARMUP; i++) {
+        void *p = malloc(16);
+        if (btm_add_task(m, empty_task, p, count_free, 0, &warm, NULL, 0, &id) != BTM_STATUS_OK) exit(1);
+    }
+    btm_stop_report wr;
+    if (btm_stop_task_group(m, &warm, false, false, &wr) != BTM_STATUS_OK || frees != WARMUP) {
+        fprintf(stderr, "the warm-up stop freed %zu of %d\n", frees, WARMUP);
+        exit(1);
+    }
+    size_t polled = 0;
+    btm_poll_events(m, events, 4096, &polled);
+    frees = 0;
+    return m;
+}
+
 static long rss_bytes(void) {
     FILE *f = fopen("/proc/self/statm", "r");
     long pages = 0, rss = 0;
@@ -372,21 +395,7 @@ int main(int argc, char **argv) {
          * before its clock (the code of the measured operation has run
          * once; its first run in a process costs a few microseconds of
          * cold code, which would otherwise dominate the 1k point). */
-        m = make(1, 1);
-        if (btm_pause_processing(m) != BTM_STATUS_OK) return 1;
-        btm_group warm = {BTM_GROUP_KIND_NUMBERED, 0, 8};
-        for (size_t i = 0; i < WARMUP; i++) {
-            void *p = malloc(16);
-            if (btm_add_task(m, empty_task, p, count_free, 0, &warm, NULL, 0, &id) != BTM_STATUS_OK) return 1;
-        }
-        btm_stop_report wr;
-        if (btm_stop_task_group(m, &warm, false, false, &wr) != BTM_STATUS_OK || frees != WARMUP) {
-            fprintf(stderr, "w3: the warm-up stop freed %zu of %d\n", frees, WARMUP);
-            return 1;
-        }
-        size_t polled = 0;
-        btm_poll_events(m, events, 4096, &polled);
-        frees = 0;
+        m = paused_after_a_warm_up_stop();
         btm_group g = {BTM_GROUP_KIND_NUMBERED, 0, 7};
         for (size_t i = 0; i < n; i++) {
             void *p = malloc(16);
@@ -457,18 +466,7 @@ int main(int argc, char **argv) {
          * second group is timed, every free call included, per stopped
          * task. */
         enum { Q2_GROUP = 1000 };
-        m = make(1, 1);
-        if (btm_pause_processing(m) != BTM_STATUS_OK) return 1;
-        btm_group warm = {BTM_GROUP_KIND_NUMBERED, 0, 8};
-        for (size_t i = 0; i < WARMUP; i++) {
-            void *p = malloc(16);
-            if (btm_add_task(m, empty_task, p, count_free, 0, &warm, NULL, 0, &id) != BTM_STATUS_OK) return 1;
-        }
-        btm_stop_report wr;
-        if (btm_stop_task_group(m, &warm, false, false, &wr) != BTM_STATUS_OK || frees != WARMUP) return 1;
-        size_t polled = 0;
-        btm_poll_events(m, events, 4096, &polled);
-        frees = 0;
+        m = paused_after_a_warm_up_stop();
         btm_group many = {BTM_GROUP_KIND_NUMBERED, 0, 7}, small = {BTM_GROUP_KIND_NUMBERED, 0, 9};
         for (size_t i = 0; i < n; i++)
             if (btm_add_task(m, empty_task, NULL, NULL, 0, &many, NULL, 0, &id) != BTM_STATUS_OK) return 1;
