@@ -183,7 +183,9 @@ enum btm_event_kind
     /**
      * A running task reported progress: `task_id`, `group`, `progress`,
      * `message` (may be NULL). At most one is queued per task (the latest
-     * value wins); none is delivered after the task's final event or stop.
+     * value wins, at the place of the first report not yet polled: it may
+     * come before events that happened between the two reports); none is
+     * delivered after the task's final event or stop.
      */
     BTM_EVENT_TASK_PROGRESS = 4,
 };

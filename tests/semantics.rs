@@ -1061,3 +1061,82 @@ fn large_stops_free_every_userdata_once_in_id_order_and_leave_the_rest_intact() 
     assert_freed_once_in_order(N);
     finish(m);
 }
+
+// README "Semantics" 5 and 10 (liveness for stops and upstream ids) and
+// `Stats::undelivered`, as a review of session 31 found the docs stated
+// them wrongly (the engine was right).
+
+/// A finished but unpolled task is live: its stop succeeds and withdraws
+/// its event (the README said "finished ids give NOT_FOUND").
+#[test]
+fn stop_of_a_finished_unpolled_task_succeeds_and_of_a_polled_one_is_not_found() {
+    let _s = serial();
+    let m = manager(1, true);
+    let a = m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    let b = m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    m.wait_idle(Some(TIMEOUT)).unwrap();
+    assert_eq!(m.stop_task(a, false, false).map(|r| r.after_finish), Ok(1));
+    assert_eq!(finals(&poll(&m)), vec![b]);
+    assert_eq!(m.stop_task(b, false, false), Err(Error::NotFound));
+    finish(m);
+}
+
+/// A task stopped while running is no longer live: a task naming it as
+/// upstream neither waits for it nor receives its result.
+#[test]
+fn a_stopped_running_task_does_not_block_a_new_downstream() {
+    let _s = serial();
+    let m = manager(2, true);
+    let gate = Gate::new();
+    let g2 = gate.clone();
+    let a = m
+        .add(
+            job(move |ctx| {
+                g2.pass();
+                ctx.set_result(value(3))
+            }),
+            0,
+            DEFAULT,
+            &[],
+        )
+        .unwrap();
+    gate.wait_arrivals(1);
+    m.stop_task(a, false, false).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![(0, 0)]));
+    let s2 = seen.clone();
+    let d = m.add(job(move |ctx| *s2.lock().unwrap() = upstream(ctx)), 0, DEFAULT, &[a]).unwrap();
+    let ev = collect_finals(&m, 1); // while a still runs
+    gate.open();
+    assert_eq!(finals(&ev), vec![d]);
+    assert!(seen.lock().unwrap().is_empty());
+    finish(m);
+}
+
+/// `Stats::undelivered` counts events waiting, not only final events.
+#[test]
+fn undelivered_counts_progress_and_a_left_group_finished() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = Gate::new();
+    let g2 = gate.clone();
+    m.add(
+        job(move |ctx| {
+            ctx.report_progress(0.5, None);
+            g2.pass();
+        }),
+        0,
+        g(1),
+        &[],
+    )
+    .unwrap();
+    gate.wait_arrivals(1);
+    assert_eq!(m.stats().undelivered, 1, "a progress event alone");
+    gate.open();
+    m.wait_idle(Some(TIMEOUT)).unwrap();
+    assert_eq!(poll_n(&m, 1).len(), 1); // the progress event
+    assert_eq!(poll_n(&m, 1).len(), 1); // the completion; group finished left queued
+    assert_eq!(m.stats().undelivered, 1, "the group finished left by a full poll");
+    assert_eq!(poll(&m), vec![Ev::GroupFinished { group: g(1) }]);
+    assert_eq!(m.stats().undelivered, 0);
+    finish(m);
+}

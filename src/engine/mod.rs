@@ -293,7 +293,10 @@ pub struct Stats {
     pub blocked: u64,
     /// Tasks running on a worker.
     pub running: u64,
-    /// Tasks whose final event is waiting to be polled.
+    /// Events waiting to be polled: final events (completed, failed),
+    /// progress events, and a `group finished` that a full poll left queued.
+    /// (Per group, as [`Manager::group_stats`]'s last count: tasks whose
+    /// final event is waiting.)
     pub undelivered: u64,
     /// Tasks completed since creation (events delivered or not).
     pub completed_total: u64,
