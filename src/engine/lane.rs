@@ -1473,6 +1473,15 @@ impl WorkerLane {
     /// instructions per task instead of 10 (registers live across calls).
     #[inline(always)]
     pub(crate) fn pause_if_newest(&self) {
+        if self.claimed_newest() {
+            pause_after_newest();
+        }
+    }
+
+    /// True if the slot after this worker's last claim is still free in
+    /// that claim's lap (what [`WorkerLane::pause_if_newest`] pauses for).
+    #[inline(always)]
+    fn claimed_newest(&self) -> bool {
         let claimed = self.claimed_slot.load(Ordering::Relaxed);
         // SAFETY: a slot of a level's mapping (the pointer derived from the
         // mapping's, not from a reference to the one slot), which lives as
@@ -1480,9 +1489,7 @@ impl WorkerLane {
         // ring's last is followed by one never written: a free slot, so the
         // worker pauses there once a lap); a stale pointer only reads
         // sequence numbers.
-        if !claimed.is_null() && unsafe { Slot::free_after(claimed) } {
-            pause_after_newest();
-        }
+        !claimed.is_null() && unsafe { Slot::free_after(claimed) }
     }
 
     /// Ends [`WorkerLane::pause_if_newest`]'s watch of the last claim.
@@ -2160,16 +2167,20 @@ mod tests {
 
     /// What `WorkerLane::pause_if_newest` decides for `w` now.
     fn would_pause(w: &WorkerLane) -> bool {
-        let claimed = w.claimed_slot.load(Ordering::Relaxed);
-        // SAFETY: as in `pause_if_newest`.
-        !claimed.is_null() && unsafe { Slot::free_after(claimed) }
+        w.claimed_newest()
+    }
+
+    /// A lane with one level (priority 0, index 0), and that level.
+    fn lane_of_one_level() -> (Lane, LevelRef) {
+        let lane = Lane::new();
+        let i = lane.level_of(0).unwrap();
+        let level = lane.level_ref(i);
+        (lane, level)
     }
 
     #[test]
     fn a_worker_pauses_after_its_levels_newest_entry_only() {
-        let lane = Lane::new();
-        let i = lane.level_of(0).unwrap();
-        let level = lane.level_ref(i);
+        let (lane, level) = lane_of_one_level();
         lane.open();
         let w = WorkerLane::new();
         let mut seen = LevelsSeen::new();
@@ -2190,9 +2201,7 @@ mod tests {
 
     #[test]
     fn one_worker_behind_a_full_ring_pauses_once_a_lap_at_the_spare_slot() {
-        let lane = Lane::new();
-        let i = lane.level_of(0).unwrap();
-        let level = lane.level_ref(i);
+        let (lane, level) = lane_of_one_level();
         lane.open();
         let w = WorkerLane::new();
         let mut seen = LevelsSeen::new();
@@ -2210,17 +2219,15 @@ mod tests {
             }
         }
         // SAFETY: the spare slot of the level's mapping.
-        let spare = unsafe { &*lane.level(i).unwrap().slots.as_ptr().add(CAP as usize) };
+        let spare = unsafe { &*lane.level(0).unwrap().slots.as_ptr().add(CAP as usize) };
         assert_eq!(spare.seq.load(Ordering::Relaxed), 0, "the spare is never written");
         assert_eq!(paused_at, vec![CAP - 1, 2 * CAP - 1, 3 * CAP - 1], "once a lap, at the ring's last slot");
-        unsafe { lane.level(i).unwrap().overflow() }.clear();
+        unsafe { lane.level(0).unwrap().overflow() }.clear();
     }
 
     #[test]
     fn two_workers_draining_a_backlog_do_not_pause() {
-        let lane = Lane::new();
-        let i = lane.level_of(0).unwrap();
-        let level = lane.level_ref(i);
+        let (lane, level) = lane_of_one_level();
         for id in 1..=1000 {
             level.push(id, job(), true);
         }

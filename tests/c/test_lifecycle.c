@@ -479,21 +479,28 @@ static void on_stop(void *ud, uint32_t idx) {
     atomic_fetch_add(&hook_stops, 1);
 }
 
+/* A started manager of `max_threads` workers with the counting thread
+ * hooks above (and a tracked hook userdata), the counters reset. */
+static btm_manager *started_with_thread_hooks(int max_threads) {
+    atomic_store(&hook_starts, 0);
+    atomic_store(&hook_stops, 0);
+    btm_config cfg;
+    if (btm_config_init(&cfg) != BTM_STATUS_OK) abort();
+    cfg.max_threads = max_threads;
+    cfg.start_processing = true;
+    cfg.thread_start = on_start;
+    cfg.thread_stop = on_stop;
+    cfg.thread_hook_userdata = obj_new(4242);
+    cfg.thread_hook_free = obj_free;
+    btm_manager *m = NULL;
+    if (btm_create(&cfg, &m) != BTM_STATUS_OK) abort();
+    return m;
+}
+
 TEST(thread_hooks) {
     /* Repeated: the ordering problems this catches are timing-dependent. */
     for (int round = 0; round < 20; round++) {
-        atomic_store(&hook_starts, 0);
-        atomic_store(&hook_stops, 0);
-        btm_config cfg;
-        REQUIRE_ST(btm_config_init(&cfg), BTM_STATUS_OK);
-        cfg.max_threads = 3;
-        cfg.start_processing = true;
-        cfg.thread_start = on_start;
-        cfg.thread_stop = on_stop;
-        cfg.thread_hook_userdata = obj_new(4242);
-        cfg.thread_hook_free = obj_free;
-        btm_manager *m = NULL;
-        REQUIRE_ST(btm_create(&cfg, &m), BTM_STATUS_OK);
+        btm_manager *m = started_with_thread_hooks(3);
         gate *g = gate_new();
         for (int i = 0; i < 3; i++) add_gated(m, i, NO_RESULT, g, 0, NULL, NULL, 0);
         REQUIRE(gate_wait_arrived(g, 3, WAIT_MS));
@@ -537,19 +544,8 @@ static void hook_shut_down_then_linger(spec *s, btm_task_context *ctx) {
 
 TEST(destroy_after_a_shut_down_from_a_task_waits_for_it) {
     for (int round = 0; round < 5; round++) {
-        atomic_store(&hook_starts, 0);
-        atomic_store(&hook_stops, 0);
         atomic_store(&sdt_called, 0);
-        btm_config cfg;
-        REQUIRE_ST(btm_config_init(&cfg), BTM_STATUS_OK);
-        cfg.max_threads = 1;
-        cfg.start_processing = true;
-        cfg.thread_start = on_start;
-        cfg.thread_stop = on_stop;
-        cfg.thread_hook_userdata = obj_new(4242);
-        cfg.thread_hook_free = obj_free;
-        btm_manager *m = NULL;
-        REQUIRE_ST(btm_create(&cfg, &m), BTM_STATUS_OK);
+        btm_manager *m = started_with_thread_hooks(1);
         spec *sp = spec_new(1, NO_RESULT);
         sp->hook = hook_shut_down_then_linger;
         btm_task_id id = 0;
@@ -579,18 +575,7 @@ TEST(destroy_after_a_shut_down_from_a_task_waits_for_it) {
  * btm_destroy had returned. */
 TEST(shut_down_zero_timeout_with_idle_workers) {
     for (int round = 0; round < 20; round++) {
-        atomic_store(&hook_starts, 0);
-        atomic_store(&hook_stops, 0);
-        btm_config cfg;
-        REQUIRE_ST(btm_config_init(&cfg), BTM_STATUS_OK);
-        cfg.max_threads = 2;
-        cfg.start_processing = true;
-        cfg.thread_start = on_start;
-        cfg.thread_stop = on_stop;
-        cfg.thread_hook_userdata = obj_new(4242);
-        cfg.thread_hook_free = obj_free;
-        btm_manager *m = NULL;
-        REQUIRE_ST(btm_create(&cfg, &m), BTM_STATUS_OK);
+        btm_manager *m = started_with_thread_hooks(2);
         gate *g = gate_new();
         for (int i = 0; i < 2; i++) add_gated(m, i, NO_RESULT, g, 0, NULL, NULL, 0);
         REQUIRE(gate_wait_arrived(g, 2, WAIT_MS));
