@@ -10,7 +10,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use btm::engine::Manager;
+use btm::engine::{Job, Manager};
 use common::*;
 
 #[test]
@@ -399,4 +399,28 @@ fn tasks_released_together_by_a_finish_start_by_priority() {
         bad_rounds, 0,
         "a priority-0 task started while priority-1 tasks released with it had not (worst: {worst} not started)"
     );
+}
+
+#[test]
+fn released_pass_throughs_take_none_of_the_lanes_four_levels() {
+    // A pass-through runs no function, so it never goes to the lane; its
+    // release must not make a lane level for its priority either (a lane
+    // has four, and a level made for nothing would leave later priorities
+    // on the locked path).
+    let _s = serial();
+    let m = manager(1, true);
+    let (root, gate) = held_lane_task(&m);
+    for p in 10..14 {
+        m.add(Job::pass_through(btm::engine::Owned::new(std::ptr::null_mut(), None)), p, DEFAULT, &[root]).unwrap();
+    }
+    gate.open();
+    assert_eq!(finals(&collect_finals(&m, 5)).len(), 5);
+    // Priority 0 (the root's) and three new ones fill the lane's levels.
+    for p in 20..23 {
+        let before = m.lane_added_for_tests();
+        m.add(nop(), p, DEFAULT, &[]).unwrap();
+        assert_eq!(m.lane_added_for_tests(), before + 1, "priority {p} got a lane level");
+    }
+    assert_eq!(finals(&collect_finals(&m, 3)).len(), 3);
+    finish(m);
 }

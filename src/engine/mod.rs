@@ -4207,11 +4207,13 @@ impl State {
     #[inline(never)]
     fn ready_waiting(&mut self, d: u64, li: LinkId, p: i32, after: &mut After) {
         debug_assert!(self.links.get(li).received.is_empty() && self.links.get(li).downstream.as_slice().is_empty());
-        if self.lane.is_open() && !self.lane_batching && !self.stop_releasing && !self.ready.has_priority(p) {
+        // (Whether it runs a function first: `lane_level` may make a level,
+        // one of the lane's four, which a pass-through would not use.)
+        let runs = matches!(self.tasks.get(d), Some(Task { body: Body::Waiting { job, .. } }) if job.run.is_some());
+        if runs && self.lane.is_open() && !self.lane_batching && !self.stop_releasing && !self.ready.has_priority(p) {
             if let Some((level, level_ref)) = self.lane_level(p) {
-                let task = self.tasks.get_mut(d).expect("a waiting task is live");
-                let runs = matches!(&task.body, Body::Waiting { job, .. } if job.run.is_some());
-                if runs && !level_ref.last_id().is_some_and(|last| last > d) {
+                if !level_ref.last_id().is_some_and(|last| last > d) {
+                    let task = self.tasks.get_mut(d).expect("a waiting task is live");
                     let group = task.body.group_ix();
                     let lane = Body::Lane { group, links: Some(li), level, pos: 0, linked: false, down: 0 };
                     let Body::Waiting { job, .. } = mem::replace(&mut task.body, lane) else {
