@@ -1036,7 +1036,15 @@ fn exec_engine(sh: &Arc<Shared>, m: &Arc<Manager>, me: Option<u64>, op: &Op, shu
             let mut ids = lock(&sh.ids);
             let ups = resolve_ups(&ids, &spec.ups);
             let job = make_job(sh, &spec.what);
-            let r = m.add(job, spec.priority, resolve_group(&sh.named, spec.group), &ups);
+            let group = resolve_group(&sh.named, spec.group);
+            // Every other add of a task with one upstream task through
+            // `add_link` (the C API's single add), which must behave as
+            // `add` does: its own paths (a continuation attached, a task
+            // added to an upstream task's downstream tasks) are covered.
+            let r = match ups[..] {
+                [up] if ids.len() % 2 == 0 => m.add_link(job, spec.priority, group, up),
+                _ => m.add(job, spec.priority, group, &ups),
+            };
             if let Ok(id) = r {
                 ids.push(id);
             }

@@ -424,3 +424,73 @@ fn released_pass_throughs_take_none_of_the_lanes_four_levels() {
     assert_eq!(finals(&collect_finals(&m, 3)).len(), 3);
     finish(m);
 }
+
+#[test]
+fn tasks_added_on_an_upstream_task_that_has_downstream_tasks_wait_with_them() {
+    // Session 32: a task added on one upstream task that already has
+    // downstream tasks and is not finished joins them in one step
+    // (`State::add_fan_out`), through `Manager::add` and through
+    // `Manager::add_link` (the C API's single add) alike: it gets the
+    // upstream task's result or fails with it, starts by priority once
+    // released, and a stop while it waits withdraws it alone. The upstream
+    // task runs on the lane (held while the tasks are added) or on the
+    // locked path (it received a result, as in `held_locked_task`).
+    let _s = serial();
+    for case in 0..8 {
+        let (link, fails, locked) = (case & 1 != 0, case & 2 != 0, case & 4 != 0);
+        let m = manager(1, true);
+        let mut ups = Vec::new();
+        if locked {
+            ups.push(m.add(job(|ctx| ctx.set_result(value(1))), 0, g(2), &[]).unwrap());
+            m.wait_idle(Some(TIMEOUT)).unwrap();
+        }
+        let gate = Gate::new();
+        let gc = gate.clone();
+        let root = m
+            .add(
+                job(move |ctx| {
+                    gc.pass();
+                    if fails {
+                        ctx.fail(btm::engine::Failure::new(b"boom", b""));
+                    } else {
+                        ctx.set_result(value(5));
+                    }
+                }),
+                0,
+                g(1),
+                &ups,
+            )
+            .unwrap();
+        gate.wait_arrivals(1);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut ids = Vec::new();
+        for i in 0..30i64 {
+            let l = log.clone();
+            let task = job(move |ctx| l.lock().unwrap().push((i, upstream(ctx))));
+            let p = (i % 3) as i32;
+            let id = if link { m.add_link(task, p, g(1), root) } else { m.add(task, p, g(1), &[root]) };
+            ids.push(id.unwrap());
+        }
+        let stopped = m.stop_task(ids[10], false, false).unwrap();
+        assert_eq!(stopped.before_start, 1, "case {case}: the waiting task is stopped alone");
+        gate.open();
+        let evs = collect_finals(&m, 30 + ups.len());
+        let failed: Vec<u64> = evs.iter().filter(|e| matches!(e, Ev::Failed { .. })).filter_map(Ev::task).collect();
+        let others: Vec<u64> = ids.iter().copied().filter(|&d| d != ids[10]).collect();
+        assert!(!finals(&evs).contains(&ids[10]), "case {case}: no event for the stopped task");
+        assert!(evs.iter().any(|e| matches!(e, Ev::GroupFinished { group } if *group == g(1))), "case {case}");
+        if fails {
+            let want: Vec<u64> = std::iter::once(root).chain(others).collect();
+            assert_eq!(failed, want, "case {case}: every waiting task fails with its upstream task");
+            assert!(log.lock().unwrap().is_empty(), "case {case}: none ran");
+        } else {
+            assert!(failed.is_empty(), "case {case}");
+            let ran = log.lock().unwrap().clone();
+            let order: Vec<i64> = ran.iter().map(|(i, _)| *i).collect();
+            let want: Vec<i64> = (0..3).rev().flat_map(|p| (0..30).filter(move |i| i % 3 == p && *i != 10)).collect();
+            assert_eq!(order, want, "case {case}: released together, they start by priority, then id");
+            assert!(ran.iter().all(|(_, up)| *up == vec![(root, 5)]), "case {case}: each got the result");
+        }
+        finish(m);
+    }
+}

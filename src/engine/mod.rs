@@ -2515,7 +2515,7 @@ impl State {
                     let plain = self.tasks.remove_forgetting(word, |t| {
                         (t.links().is_none() && matches!(t.body, Body::Lane { down: 0, .. })).then_some(t.group())
                     });
-                    if let Some(group) = plain {
+                    if let Some(group) = plain.or_else(|| self.take_released(word, after)) {
                         self.completed_total += 1;
                         if !self.deliver_in_run(word, group, Ok(None), capacity, written, sink, run) {
                             return;
@@ -2671,6 +2671,11 @@ impl State {
     /// back to the arena.
     #[inline(never)]
     fn take_alone(&mut self, id: u64, outcome: &Outcome, after: &mut After) -> Option<u32> {
+        if matches!(outcome, Outcome::Completed(_)) {
+            if let Some(group) = self.take_released(id, after) {
+                return Some(group);
+            }
+        }
         if !self.delivers_alone(id, outcome) {
             return None;
         }
@@ -2688,6 +2693,35 @@ impl State {
             body => mem::forget(body),
         }
         Some(group)
+    }
+
+    /// Takes completed lane task `id` out of the table if it has a link
+    /// record and no downstream task (one released by its upstream task's
+    /// finish, `State::ready_waiting`, or added after its upstream tasks
+    /// completed without results), to be delivered as an independent task
+    /// would be, and returns its group: one lookup, the record forgotten in
+    /// its slot (a lane body owns nothing), its link record removed.
+    #[inline(never)]
+    fn take_released(&mut self, id: u64, after: &mut After) -> Option<u32> {
+        let links = &self.links;
+        let (group, li) = self.tasks.remove_forgetting(id, |t| match t.body {
+            Body::Lane { linked: false, links: Some(li), .. } if links.get(li).downstream.as_slice().is_empty() => {
+                Some((t.group(), li))
+            }
+            _ => None,
+        })?;
+        self.drop_links(li, after);
+        Some(group)
+    }
+
+    /// Removes link record `li` of a task that left the table, its
+    /// received results released after the lock.
+    #[inline(never)]
+    fn drop_links(&mut self, li: LinkId, after: &mut After) {
+        let mut links = self.links.remove(li);
+        if !links.received.is_empty() {
+            after.garbage(Garbage::Results(links.received.take()));
+        }
     }
 
     /// True if the outcome of linked lane task `id` (a continuation, or a
@@ -3012,7 +3046,9 @@ impl State {
 
     /// Adds task `id` as a continuation of `up`, its only upstream task, if
     /// `up` is a lane task or a continuation, queued or running, without
-    /// downstream tasks. Returns the job back if it cannot.
+    /// downstream tasks; or, if `up` has downstream tasks, as one more of
+    /// them when [`State::add_fan_out`] can. Returns the job back if it
+    /// cannot.
     #[inline(always)]
     fn add_cont(&mut self, id: u64, job: Job, priority: i32, group: u32, up: u64) -> Result<(), Job> {
         // One lookup: the other fields are borrowed apart from the table.
@@ -3024,7 +3060,17 @@ impl State {
             None => ut.body.implicit_down() != 0,
         };
         if has_downstream {
-            return Err(job);
+            // Not a continuation: but it can wait with the others (see
+            // `State::add_fan_out`) if `up` is not finished and its
+            // outcome is applied under the lock.
+            let li = match &ut.body {
+                Body::Waiting { links, .. } => *links,
+                Body::Running { links: Some(li), .. }
+                | Body::Lane { links: Some(li), linked: true, .. }
+                | Body::Cont { links: Some(li), linked: true, .. } => *li,
+                _ => return Err(job),
+            };
+            return self.add_fan_out(id, job, priority, group, up, li);
         }
         let rec = self.lane.conts.make(id, priority, job, up);
         let to = match &ut.body {
@@ -3051,6 +3097,33 @@ impl State {
         self.tasks.insert(id, Task { body });
         self.lane_added += 1;
         self.cont_added += 1;
+        Ok(())
+    }
+
+    /// Adds task `id` to wait on `up`, its only upstream task, which has
+    /// downstream tasks in its link record `li` and is not finished: queued
+    /// or running on the locked path, or a lane task or continuation
+    /// already linked (claimed, or in an overflow, and counted in
+    /// `lane_linked`: its outcome is applied under the lock as soon as it
+    /// is known, which releases this task). What [`State::add_linked`] does
+    /// for such an upstream task, without its general loop: the edge in
+    /// both link records, and a waiting body. N tasks added on one upstream
+    /// task (`btm_bench q1`) take it from the second on. Called by
+    /// [`State::add_cont`], whose callers treat `Ok` as its own: nothing
+    /// the end-of-section sync looks at changes (the task is not ready, no
+    /// event is queued). Gives the job back, with nothing changed, when
+    /// the first downstream task is a continuation (which the general path
+    /// moves to the locked path).
+    #[inline(never)]
+    fn add_fan_out(&mut self, id: u64, job: Job, priority: i32, group: u32, up: u64, li: LinkId) -> Result<(), Job> {
+        let first = self.links.get(li).downstream.as_slice()[0];
+        if matches!(self.tasks.get(first), Some(Task { body: Body::Cont { .. } })) {
+            return Err(job);
+        }
+        self.links.get_mut(li).downstream.push(id);
+        let own = self.links.insert(Links { upstream: Ids::One(up), waiting: 1, priority, ..Links::default() });
+        self.tasks.insert(id, Task { body: Body::Waiting { group: GroupIx::new(group), links: own, job } });
+        self.pending += 1;
         Ok(())
     }
 
@@ -4130,12 +4203,20 @@ impl State {
             let Some(dt) = self.tasks.get_mut(d) else {
                 continue;
             };
-            if matches!(dt.body, Body::Cont { .. }) {
-                // Not claimed by the worker that ran this task (see
-                // `unlane_cont`; one lookup for the others here).
-                self.unlane(d);
+            match &dt.body {
+                // The common case, one lookup: a waiting task.
+                Body::Waiting { links, job, .. } => {
+                    let (li, runs) = (*links, job.run.is_some());
+                    self.release_links(d, li, runs, result, after);
+                }
+                Body::Cont { .. } => {
+                    // Not claimed by the worker that ran this task (see
+                    // `unlane_cont`).
+                    self.unlane(d);
+                    self.release_downstream(d, result, after);
+                }
+                _ => {}
             }
-            self.release_downstream(d, result, after);
         }
     }
 
@@ -4161,20 +4242,20 @@ impl State {
     // fan-in paid ~20 instructions per task, `bash bench/paths.sh`).
     #[inline(always)]
     fn release_downstream(&mut self, d: u64, result: Option<&Arc<ResultSet>>, after: &mut After) {
-        let li = match self.tasks.get(d) {
-            Some(Task { body: Body::Waiting { links, .. } }) => *links,
+        let (li, runs) = match self.tasks.get(d) {
+            Some(Task { body: Body::Waiting { links, job, .. } }) => (*links, job.run.is_some()),
             // A pending downstream task has a link record (its upstream
             // list), so it is `Waiting`.
             Some(Task { body: Body::Pending { .. } }) => unreachable!("a pending downstream task has links"),
             _ => return,
         };
-        self.release_links(d, li, result, after);
+        self.release_links(d, li, runs, result, after);
     }
 
     /// [`State::release_downstream`] for waiting task `d`, whose link
-    /// record is `li`.
+    /// record is `li` (`runs`: it runs a function).
     #[inline(always)]
-    fn release_links(&mut self, d: u64, li: LinkId, result: Option<&Arc<ResultSet>>, after: &mut After) {
+    fn release_links(&mut self, d: u64, li: LinkId, runs: bool, result: Option<&Arc<ResultSet>>, after: &mut After) {
         let l = self.links.get_mut(li);
         if let Some(r) = result {
             l.received.push(Arc::clone(r));
@@ -4186,7 +4267,7 @@ impl State {
             // and the call cost the locked chain path 39 instructions per
             // task, `bash bench/paths.sh`.)
             if matches!(l.downstream, Ids::Empty) && l.received.is_empty() {
-                self.ready_waiting(d, li, p, after);
+                self.ready_waiting(d, li, p, runs, after);
             } else {
                 self.make_ready(p, d, after);
             }
@@ -4205,11 +4286,12 @@ impl State {
     /// without the lock, as independent tasks do, instead of one lock
     /// section each.
     #[inline(never)]
-    fn ready_waiting(&mut self, d: u64, li: LinkId, p: i32, after: &mut After) {
+    fn ready_waiting(&mut self, d: u64, li: LinkId, p: i32, runs: bool, after: &mut After) {
         debug_assert!(self.links.get(li).received.is_empty() && self.links.get(li).downstream.as_slice().is_empty());
-        // (Whether it runs a function first: `lane_level` may make a level,
-        // one of the lane's four, which a pass-through would not use.)
-        let runs = matches!(self.tasks.get(d), Some(Task { body: Body::Waiting { job, .. } }) if job.run.is_some());
+        // (Whether it runs a function first, `runs`, which the caller read
+        // in the same lookup as the link record: `lane_level` may make a
+        // level, one of the lane's four, which a pass-through would not
+        // use.)
         if runs && self.lane.is_open() && !self.lane_batching && !self.stop_releasing && !self.ready.has_priority(p) {
             if let Some((level, level_ref)) = self.lane_level(p) {
                 if !level_ref.last_id().is_some_and(|last| last > d) {
@@ -4258,11 +4340,11 @@ impl State {
             let waits = match (d, self.tasks.get(d)) {
                 (0, _) | (_, None) => None,
                 (_, Some(Task { body: Body::Cont { rec, .. } })) if !rec.is_queued() => None,
-                (_, Some(Task { body: Body::Waiting { links, .. } })) => Some(*links),
+                (_, Some(Task { body: Body::Waiting { links, job, .. } })) => Some((*links, job.run.is_some())),
                 (_, Some(_)) => return self.finish_with_links(id, outcome, edges),
             };
-            if let Some(li) = waits {
-                self.release_links(d, li, result.as_ref(), after);
+            if let Some((li, runs)) = waits {
+                self.release_links(d, li, runs, result.as_ref(), after);
             }
             self.complete_keeping_edges(id, outcome, edges);
             return None;
