@@ -9,7 +9,8 @@
  * sleeps in btm_wait_events instead of spinning on poll), w5 (bytes per
  * queued task), w6 (w1 with 4 priority levels), q1 and q2 (the original's
  * two quadratic cases: N tasks waiting on one upstream task; the stop of a
- * group of 1,000 queued behind N other tasks).
+ * group of 1,000 queued behind N other tasks); sg (scatter-gather: N
+ * tasks on one upstream task, one more on all N; not run by bench/run.py).
  * With BTM_BENCH_BULK=K in the environment, w1 and w6 add their tasks with
  * btm_add_tasks, K per call (the "btm_bulk" row of bench/run.py); the other
  * workloads then print "unsupported" (they are btm's own row).
@@ -255,7 +256,7 @@ static int cmp_double(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s <w1|w2a|w2b|w3|w4|w4fd|w5|w6|q1|q2|w1phases|w2aphases|fanlow|fanlow0|backlog> <N>\n",
+        fprintf(stderr, "usage: %s <w1|w2a|w2b|w3|w4|w4fd|w5|w6|q1|q2|sg|w1phases|w2aphases|fanlow|fanlow0|backlog> <N>\n",
                 argv[0]);
         return 2;
     }
@@ -458,6 +459,27 @@ int main(int argc, char **argv) {
         double t = now_ns() - t0;
         printf("{\"peer\":\"btm\",\"workload\":\"q1\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", n,
                t / (double)(n + 1), t / 1e6);
+    } else if (!strcmp(w, "sg")) {
+        /* Scatter-gather (not run by bench/run.py; docs/PERFORMANCE.md,
+         * session 32): as q1, N tasks waiting on one upstream task held on
+         * a pipe, then one more task waiting on all N; timed from the
+         * upstream task's add to the last completion observed, per task
+         * (N + 2). */
+        m = make(1, 1);
+        if (pipe(hold_pipe) != 0) return 1;
+        btm_task_id root, gather;
+        btm_task_id *mid = malloc(n * sizeof *mid);
+        if (!mid) return 1;
+        double t0 = now_ns();
+        if (btm_add_task(m, hold_task, NULL, NULL, 0, NULL, NULL, 0, &root) != BTM_STATUS_OK) return 1;
+        for (size_t i = 0; i < n; i++) add(m, 0, &root, 1, &mid[i]);
+        add(m, 0, mid, n, &gather);
+        if (write(hold_pipe[1], "", 1) != 1) return 1;
+        drain(m, n + 2, DRAIN_BLOCK_WHEN_EMPTY);
+        double t = now_ns() - t0;
+        printf("{\"peer\":\"btm\",\"workload\":\"sg\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", n,
+               t / (double)(n + 2), t / 1e6);
+        free(mid);
     } else if (!strcmp(w, "q2")) {
         /* The original's second quadratic case: stopping a group queued
          * behind many other tasks. As W3 (the warm-up tasks run, the
