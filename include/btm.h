@@ -7,11 +7,19 @@
  * Conventions (see README.md):
  * - Every function returning btm_status reports errors with it; 0 is OK.
  * - Out-parameters come last and are written only on success (and a
- *   stop's report on NOT_FOUND, with zeroes).
+ *   stop's report on NOT_FOUND, with zeroes; btm_shut_down's
+ *   still_running_out on TIMED_OUT).
  * - Every pointer handed to btm with a free function is freed exactly once,
  *   whatever happens to the task (also when the call that receives it fails).
  * - Every function may be called from any thread, including from inside a
  *   running task; btm never calls host code while holding its locks.
+ * - After btm_shut_down, adds, btm_start_processing, btm_pause_processing,
+ *   btm_set_max_threads and btm_wait_events return SHUT_DOWN; every other
+ *   call works as before (stops find nothing; btm_set_notify and
+ *   btm_set_task_hooks keep their userdata until btm_destroy but never call
+ *   back).
+ * - In a child process made by fork(), every function given a manager
+ *   returns FORKED after its argument checks (see btm_create).
  */
 
 #ifndef BTM_H
@@ -122,8 +130,9 @@ enum btm_status
      */
     BTM_STATUS_INVALID_CONFIG = 12,
     /**
-     * A `btm_group` has an unknown kind, or names a group name that was
-     * never interned by this manager with `btm_group_named`.
+     * A `btm_group` has an unknown kind or a non-zero `reserved`, or
+     * names a group name that was never interned by this manager with
+     * `btm_group_named`.
      */
     BTM_STATUS_INVALID_GROUP = 13,
     /**
@@ -281,7 +290,8 @@ typedef struct btm_group {
      */
     uint32_t kind;
     /**
-     * Reserved, set to 0.
+     * Reserved: must be 0 (any other value is `INVALID_GROUP`, so that a
+     * later version can give it a meaning).
      */
     uint32_t reserved;
     /**
@@ -429,10 +439,11 @@ typedef struct btm_stats {
      */
     uint64_t running;
     /**
-     * Events waiting in the queue (completed, failed, progress). A group's
-     * `group finished` event is decided when the host polls the event of
-     * the group's last task, so a poll can deliver one more event per
-     * group than counted here.
+     * Events waiting in the queue (completed, failed, progress, and a
+     * `group finished` that a poll filled to its capacity left queued). A
+     * group's `group finished` event is decided when the host polls the
+     * event of the group's last task, so a poll can deliver one more event
+     * per group than counted here.
      */
     uint64_t undelivered;
     /**
@@ -1148,9 +1159,11 @@ const char *btm_version(void);
  * - `userdata` / `userdata_free`: optional. **Ownership passes to btm on
  *   every call, even a failing one**: `userdata_free(userdata)` is called
  *   exactly once (if both are non-NULL): on the worker right after
- *   `task_fn` returns; or, for a task that never runs (stopped, failed
- *   through an upstream, rejected by this call), on the thread that stopped
- *   it, polled its upstream's failure, or made this call.
+ *   `task_fn` returns; or, for a task that never runs, on the thread that
+ *   stopped it, that made this call (rejected, or an upstream task
+ *   already failed), or, failed through an upstream task, on the thread
+ *   that applied that failure (usually the worker that ran the failing
+ *   task, right after it returned; not the thread that polls it).
  * - `priority`: higher runs first; equal priorities run in the order added.
  *   (Exact for tasks queued when a worker looks for work; a worker looking
  *   while another thread adds may, rarely, start a task added just after a
@@ -1272,8 +1285,8 @@ btm_status btm_add_pass_through_task(struct btm_manager *manager,
  * the first bad one deciding, each checked for: `NULL_ARGUMENT`
  * (`task_fn` missing) or `INVALID_ARGUMENT` (unknown `flags` bits,
  * `task_fn` set on a pass-through), then `INVALID_GROUP` (a `kind` out of
- * range), then `INVALID_ARGUMENT` (`upstream` NULL with a length); then
- * `SHUT_DOWN`; then again the descriptors in array order, each checked for
+ * range, or a non-zero `reserved`), then `INVALID_ARGUMENT` (`upstream`
+ * NULL with a length); then `SHUT_DOWN`; then again the descriptors in array order, each checked for
  * `INVALID_GROUP` (a named group never interned), then `UNKNOWN_UPSTREAM`
  * (an id never issued, or a `BTM_IN_BATCH` index not below its own);
  * then `TOO_MANY_GROUPS` (the batch names more groups without a live task

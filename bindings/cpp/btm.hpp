@@ -1153,7 +1153,9 @@ public:
     /// empty to non-empty, at most
     /// once until the next poll. It should only
     /// post a message to the host's loop, which then calls drain(). It must
-    /// not poll or block; an exception escaping it is swallowed. The
+    /// not poll or block; an exception escaping it is swallowed. Events
+    /// already waiting when it is registered give it no call: register it
+    /// before adding tasks, or drain once after registering. The
     /// callable is destroyed exactly once, by btm (when replaced, cleared,
     /// or when the manager is freed).
     template <class F>

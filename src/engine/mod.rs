@@ -2062,8 +2062,13 @@ impl Manager {
         // timeout path) are not waited for: each exits after its task
         // returns.
         let handles = mem::take(&mut st.handles);
+        // (`thread::current()` only on one of this manager's workers, whose
+        // handle std made at its start: on a host thread it would allocate
+        // the thread's handle, which the main thread never frees, one block
+        // valgrind reports as possibly lost.)
+        let on_worker = self.is_current_worker();
         let (joinable, detached): (Vec<_>, Vec<_>) = handles.into_iter().partition(|(index, h)| {
-            st.workers[*index as usize].exited && h.thread().id() != std::thread::current().id()
+            st.workers[*index as usize].exited && (!on_worker || h.thread().id() != std::thread::current().id())
         });
         // The others (still inside a task, or the calling worker) keep
         // their handle: `join_after_shut_down` may join them.

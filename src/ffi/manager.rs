@@ -427,7 +427,8 @@ pub enum btm_group_kind {
 pub struct btm_group {
     /// One of `btm_group_kind`.
     pub kind: u32,
-    /// Reserved, set to 0.
+    /// Reserved: must be 0 (any other value is `INVALID_GROUP`, so that a
+    /// later version can give it a meaning).
     pub reserved: u32,
     /// The number (numbered) or name id (named).
     pub value: u64,
@@ -456,9 +457,13 @@ pub(crate) unsafe fn read_group(group: *const btm_group) -> Result<GroupKey, btm
     group_key(unsafe { &*group }).ok_or(btm_status::BTM_STATUS_INVALID_GROUP)
 }
 
-/// The group a `btm_group` names; `None` for a kind out of range.
+/// The group a `btm_group` names; `None` for a kind out of range or a
+/// non-zero `reserved`.
 #[inline(always)]
 pub(crate) fn group_key(g: &btm_group) -> Option<GroupKey> {
+    if g.reserved != 0 {
+        return None;
+    }
     match g.kind {
         0 => Some(GroupKey::DEFAULT),
         1 => Some(GroupKey::numbered(g.value)),
@@ -586,10 +591,11 @@ pub struct btm_stats {
     pub blocked: u64,
     /// Tasks on a worker right now (including stopped ones still running).
     pub running: u64,
-    /// Events waiting in the queue (completed, failed, progress). A group's
-    /// `group finished` event is decided when the host polls the event of
-    /// the group's last task, so a poll can deliver one more event per
-    /// group than counted here.
+    /// Events waiting in the queue (completed, failed, progress, and a
+    /// `group finished` that a poll filled to its capacity left queued). A
+    /// group's `group finished` event is decided when the host polls the
+    /// event of the group's last task, so a poll can deliver one more event
+    /// per group than counted here.
     pub undelivered: u64,
     /// Tasks completed since creation.
     pub completed_total: u64,

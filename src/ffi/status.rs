@@ -47,8 +47,9 @@ pub enum btm_status {
     /// config has non-zero bytes this library does not know, or its
     /// `start_processing` byte is neither 0 nor 1.
     BTM_STATUS_INVALID_CONFIG = 12,
-    /// A `btm_group` has an unknown kind, or names a group name that was
-    /// never interned by this manager with `btm_group_named`.
+    /// A `btm_group` has an unknown kind or a non-zero `reserved`, or
+    /// names a group name that was never interned by this manager with
+    /// `btm_group_named`.
     BTM_STATUS_INVALID_GROUP = 13,
     /// The task is live but no longer queued (running or finished), so its
     /// priority can no longer change.

@@ -137,9 +137,11 @@ unsafe fn add_one_upstream(
 /// - `userdata` / `userdata_free`: optional. **Ownership passes to btm on
 ///   every call, even a failing one**: `userdata_free(userdata)` is called
 ///   exactly once (if both are non-NULL): on the worker right after
-///   `task_fn` returns; or, for a task that never runs (stopped, failed
-///   through an upstream, rejected by this call), on the thread that stopped
-///   it, polled its upstream's failure, or made this call.
+///   `task_fn` returns; or, for a task that never runs, on the thread that
+///   stopped it, that made this call (rejected, or an upstream task
+///   already failed), or, failed through an upstream task, on the thread
+///   that applied that failure (usually the worker that ran the failing
+///   task, right after it returned; not the thread that polls it).
 /// - `priority`: higher runs first; equal priorities run in the order added.
 ///   (Exact for tasks queued when a worker looks for work; a worker looking
 ///   while another thread adds may, rarely, start a task added just after a
@@ -467,8 +469,8 @@ impl Drop for Descs<'_> {
 /// the first bad one deciding, each checked for: `NULL_ARGUMENT`
 /// (`task_fn` missing) or `INVALID_ARGUMENT` (unknown `flags` bits,
 /// `task_fn` set on a pass-through), then `INVALID_GROUP` (a `kind` out of
-/// range), then `INVALID_ARGUMENT` (`upstream` NULL with a length); then
-/// `SHUT_DOWN`; then again the descriptors in array order, each checked for
+/// range, or a non-zero `reserved`), then `INVALID_ARGUMENT` (`upstream`
+/// NULL with a length); then `SHUT_DOWN`; then again the descriptors in array order, each checked for
 /// `INVALID_GROUP` (a named group never interned), then `UNKNOWN_UPSTREAM`
 /// (an id never issued, or a `BTM_IN_BATCH` index not below its own);
 /// then `TOO_MANY_GROUPS` (the batch names more groups without a live task

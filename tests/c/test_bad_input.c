@@ -465,7 +465,8 @@ TEST(bad_named_group_of_another_manager_same_index) {
     rm(b);
 }
 
-/* Invalid group kinds and never-interned names: INVALID_GROUP. */
+/* Invalid group kinds, a non-zero `reserved` and never-interned names:
+ * INVALID_GROUP. */
 TEST(bad_group_kind) {
     btm_manager *m = mk(1, false);
     REQUIRE(m);
@@ -481,6 +482,8 @@ TEST(bad_group_kind) {
         {UINT32_MAX, 0, 0},
         {BTM_GROUP_KIND_NAMED, 0, 123456}, /* never interned here */
         names[2],                           /* interned by another manager only */
+        {BTM_GROUP_KIND_NUMBERED, 1, 5},    /* reserved not 0 */
+        {BTM_GROUP_KIND_DEFAULT, 7, 0},     /* reserved not 0 */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         btm_task_id id = 42;
