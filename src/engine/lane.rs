@@ -1544,6 +1544,13 @@ impl WorkerLane {
         }
     }
 
+    /// True from the claim of a lane task or continuation until its end
+    /// (`take_end`, `take_cont`): read by the worker itself, whether it is
+    /// inside a lane task.
+    pub(crate) fn in_lane_task(&self) -> bool {
+        self.cont.load(Ordering::Relaxed) != 0
+    }
+
     /// Marks lane task `id` as this worker's, before its claim (for a
     /// stop that sees the claim).
     #[inline(always)]

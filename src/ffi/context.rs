@@ -174,7 +174,8 @@ pub unsafe extern "C" fn btm_context_is_stopped(context: *const TaskContext) -> 
 /// Returns `OK`, or `NOT_FOUND` when the task was stopped (nothing is
 /// queued). Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (NaN). Takes btm's
 /// lock briefly: report at UI rates, not per byte. Calls back only the
-/// notify callback, on this worker, when its progress event makes the
+/// notify callback, on the calling thread (the worker, or a thread the task
+/// handed its context to), when its progress event makes the
 /// queue non-empty (see `btm_set_notify`).
 ///
 /// # Safety

@@ -186,7 +186,10 @@ pub unsafe extern "C" fn btm_poll_events(
 #[no_mangle]
 pub unsafe extern "C" fn btm_wait_events(manager: *mut Manager, timeout_ms: u32) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        let m = manager_or_return!(manager);
+        // Held: a waiter woken by the shut-down inside `btm_destroy`
+        // (`SHUT_DOWN`, the way to end a wait without limit) returns on a
+        // live manager, not on one that call is freeing.
+        let m = manager_or_return_held!(manager);
         match m.wait_events(timeout(timeout_ms)) {
             Ok(()) => btm_status::BTM_STATUS_OK,
             Err(e) => e.into(),
@@ -213,7 +216,8 @@ pub unsafe extern "C" fn btm_wait_events(manager: *mut Manager, timeout_ms: u32)
 #[no_mangle]
 pub unsafe extern "C" fn btm_wait_idle(manager: *mut Manager, timeout_ms: u32) -> btm_status {
     ffi_guard!(btm_status::BTM_STATUS_PANIC, {
-        let m = manager_or_return!(manager);
+        // Held, as in `btm_wait_events`.
+        let m = manager_or_return_held!(manager);
         match m.wait_idle(timeout(timeout_ms)) {
             Ok(()) => btm_status::BTM_STATUS_OK,
             Err(e) => e.into(),

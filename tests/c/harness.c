@@ -697,7 +697,7 @@ static void wd_arm(bool running) {
 
 static const test_case *const all_tables[] = {
     tests_order, tests_deps, tests_groups, tests_stops, tests_lifecycle, tests_reentrant,
-    tests_bad_input, tests_bulk,
+    tests_bad_input, tests_bulk, tests_host,
 };
 
 int main(int argc, char **argv) {

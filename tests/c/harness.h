@@ -126,6 +126,7 @@ extern const test_case tests_lifecycle[];
 extern const test_case tests_reentrant[];
 extern const test_case tests_bad_input[];
 extern const test_case tests_bulk[];
+extern const test_case tests_host[];
 
 /* ------------------------------------------------------------------ */
 /* Tracked objects: every void* handed to btm                          */
