@@ -1395,6 +1395,18 @@ impl LevelRef {
         unsafe { self.0.as_ref() }.push_overflow_run(first_id, n, job)
     }
 
+    /// Cancels the entry at `pos` that a worker popped and gives back
+    /// ([`Take::GiveBack`]) if it still holds task `id`, queued, and frees
+    /// its slot; the caller (that worker) holds the state lock. Returns its
+    /// job, or `None` if a lock holder cancelled it meanwhile.
+    pub(crate) fn give_back(self, pos: u64, id: u64) -> Option<Job> {
+        // SAFETY: levels live as long as the lane (see the type's doc).
+        let level = unsafe { self.0.as_ref() };
+        let job = level.cancel(pos, id);
+        level.release(pos);
+        job
+    }
+
     /// See [`Level::push_run`]; the caller holds the state lock.
     #[inline(always)]
     pub(crate) fn push_run(self, first_id: u64, n: usize, job: impl FnMut(usize) -> Job) -> (u64, usize) {
@@ -1676,9 +1688,11 @@ impl LevelsSeen {
 pub(crate) enum Take {
     /// A claimed task: its id and job.
     Job(u64, Job),
-    /// A task popped while the locked ready queue gained a better one: its
-    /// entry is cancelled and the worker moves it to the locked path.
-    GiveBack(u64, Job),
+    /// A task popped while the locked ready queue gained a better one: the
+    /// worker moves it to the locked path under the lock
+    /// ([`LevelRef::give_back`]), unless a lock holder cancelled its entry
+    /// first. Its id, its level and its position.
+    GiveBack(u64, LevelRef, u64),
     /// No entry.
     Empty,
     /// The lane is closed, or the locked ready queue has a task that may
@@ -2076,15 +2090,19 @@ impl Lane {
                 #[allow(clippy::nonminimal_bool)]
                 let give_back = (better || defer) && (defer || slot.epoch.load(Ordering::Relaxed) >= epoch);
                 if give_back {
-                    let cancelled = leave_queued(&slot.state, CANCELLED).map(drop_attached).is_ok();
-                    // SAFETY: the compare-and-swap made this worker the
-                    // job's only owner.
-                    let job = cancelled.then(|| unsafe { (*slot.job.get()).assume_init_read() });
-                    level.release(pos);
-                    match job {
-                        Some(job) => return Take::GiveBack(id, job),
-                        None => continue,
+                    if !is_queued_word(slot.state.load(Ordering::Acquire)) {
+                        // Cancelled by a lock holder (stopped, or moved
+                        // to the locked path): nothing to give back.
+                        level.release(pos);
+                        continue;
                     }
+                    // The entry stays queued in its slot (and the slot
+                    // unreleased) until the worker's lock section moves it
+                    // (`State::give_back`): until then a lock holder sees
+                    // a queued task, which a stop cancels (before its
+                    // start, freed by the stopping thread) and a priority
+                    // change moves, not a running one.
+                    return Take::GiveBack(id, LevelRef(std::ptr::NonNull::from(level)), pos);
                 }
                 w.claiming_task(id);
                 let claimed = leave_queued(&slot.state, RUNNING);

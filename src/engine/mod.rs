@@ -2923,19 +2923,19 @@ impl State {
     }
 
     /// A lane task a worker popped but gave back (the locked queue gained
-    /// a better task meanwhile): it moves to the locked path.
-    fn give_back(&mut self, id: u64, job: Job, after: &mut After) {
-        match self.tasks.get(id) {
-            Some(Task { body: Body::Lane { .. }, .. }) => {
-                self.lane_to_locked(id, job);
-                self.provision(after);
-            }
-            _ => {
-                // Stopped meanwhile (as if running): its job is freed here.
-                self.lane_cancelled += 1;
-                after.free(job.data);
-            }
-        }
+    /// a better task meanwhile): it moves to the locked path, unless a
+    /// lock holder cancelled its entry meanwhile (a stop, which freed it,
+    /// or a priority change, which moved it).
+    fn give_back(&mut self, id: u64, level: LevelRef, pos: u64, after: &mut After) {
+        let Some(job) = level.give_back(pos, id) else {
+            return;
+        };
+        debug_assert!(
+            matches!(self.tasks.get(id), Some(Task { body: Body::Lane { .. }, .. })),
+            "a queued lane entry's task is a lane task"
+        );
+        self.lane_to_locked(id, job);
+        self.provision(after);
     }
 
     /// Moves up to two of the oldest locked tasks of `priority` into its
@@ -5239,8 +5239,8 @@ fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below:
                     }
                 }
             }
-            Take::GiveBack(id, job) => {
-                manager.locked(|st, after| st.give_back(id, job, after));
+            Take::GiveBack(id, level, pos) => {
+                manager.locked(|st, after| st.give_back(id, level, pos, after));
                 return;
             }
             Take::Lock => return,
