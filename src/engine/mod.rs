@@ -1019,8 +1019,6 @@ struct State {
     /// published together after the walk, the highest level first, as a
     /// batch's (see `State::publish_released`).
     releasing_several: bool,
-    /// A stop's walk stopped a claimed lane task (see `State::stop_done`).
-    stopped_claimed: bool,
     /// Lane tasks and continuations claimed by workers whose slot a new
     /// worker took (see `State::worker_slot`).
     retired_claims: u64,
@@ -1130,7 +1128,6 @@ impl Manager {
                 plain_lane_add: false,
                 stop_releasing: false,
                 releasing_several: false,
-                stopped_claimed: false,
                 retired_claims: 0,
                 retired_cont_claims: 0,
             })),
@@ -4606,14 +4603,6 @@ impl State {
     /// hands the task-table chunks the stop emptied to `after`, which frees
     /// them after the lock (giving the memory back if there are many).
     fn stop_done(&mut self, after: &mut After) {
-        if mem::take(&mut self.stopped_claimed) {
-            // A lane task stopped while running that returned just as it
-            // was marked may have left its outcome without seeing the mark
-            // (see `leave_outcome`): applied here, so that its result is
-            // freed by this stop, not by an unrelated call later.
-            fence(Ordering::SeqCst);
-            self.apply_lane(after);
-        }
         if self.deliverable == 0 {
             self.events.clear();
             self.release_events(after);
@@ -4840,7 +4829,6 @@ impl State {
             }
             None => {
                 report.while_running += 1;
-                self.stopped_claimed = true;
                 // Every worker whose last claim was this task: one whose
                 // claim failed (the task was moved meanwhile) may still
                 // name it.
@@ -5353,29 +5341,12 @@ fn finish_with_cont(
 /// worker claimed the task's continuation, which it runs next.
 #[inline(always)]
 fn leave_outcome(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, outcome: Outcome, cont_claimed: bool) {
-    let result = matches!(outcome, Outcome::Completed(Some(_)));
     if cont_claimed {
         wl.push_outcome_cont_claimed((id, outcome));
     } else {
         wl.push_outcome((id, outcome));
     }
-    if result && wl.stop_id.0.load(Ordering::Relaxed) == id {
-        // Stopped while it ran: its result is dropped, and freed here, on
-        // the worker, when the task returns, not by whichever host call
-        // takes the lock next (a stats call, a wait). (After the push's
-        // fence: a stop that marked the task after this load applies the
-        // outcome itself, see `State::stop_done`.)
-        leave_stopped(manager);
-        return;
-    }
     outcome_left(manager);
-}
-
-#[cold]
-#[inline(never)]
-fn leave_stopped(manager: &Arc<Manager>) {
-    open_poll_gate(manager);
-    manager.locked(|st, after| st.apply_lane(after));
 }
 
 /// Leaves a lane task's outcome and applies it (with every other outcome

@@ -84,8 +84,12 @@ pub unsafe extern "C" fn btm_context_upstream(
 /// Sets this task's result: `data` (owned by btm from now on, on every
 /// path) freed with `data_free` exactly once, after the completed event has
 /// been polled and every downstream task has run (on whichever thread lets
-/// go last: the polling thread or a worker), or at once if the task fails,
-/// is stopped, or sets another result. NULL `data` means "no result".
+/// go last: the polling thread or a worker), or at once if the task fails
+/// or sets another result. If the task was stopped while it ran, the
+/// result is dropped: freed when btm next applies that worker's outcomes
+/// (a poll, a wait, a stats call, another task's finish, or
+/// `btm_destroy`), on the thread making that call (a known shortcoming:
+/// docs/RELIABILITY.md, session 32). NULL `data` means "no result".
 ///
 /// Errors: `NULL_ARGUMENT` (`context`; `data` is still freed). Never calls
 /// back (except `data_free` of a replaced result).
