@@ -642,10 +642,10 @@ btm_status btm_context_upstream(const struct btm_task_context *context,
  * been polled and every downstream task has run (on whichever thread lets
  * go last: the polling thread or a worker), or at once if the task fails
  * or sets another result. If the task was stopped while it ran, the
- * result is dropped: freed when btm next applies that worker's outcomes
- * (a poll, a wait, a stats call, another task's finish, or
- * `btm_destroy`), on the thread making that call (a known shortcoming:
- * docs/RELIABILITY.md, session 32). NULL `data` means "no result".
+ * result is dropped: freed on the worker as the task returns (or, for a
+ * stop that lands just as it returns, when btm next applies that
+ * worker's outcomes: a poll, a wait, a stats call or `btm_destroy`, on
+ * the thread making that call). NULL `data` means "no result".
  *
  * Errors: `NULL_ARGUMENT` (`context`; `data` is still freed). Never calls
  * back (except `data_free` of a replaced result).

@@ -169,8 +169,66 @@ TEST(set_max_threads_cycles_do_not_pile_up_retired_threads) {
     rm(m);
 }
 
-/* The host's thread, for the tests that check where a free function runs. */
+/* 3. The result of a lane task (no upstream, processing on: the lock-free
+ * path) stopped while it runs. btm.h, btm_context_set_result: the data is
+ * freed "at once if the task fails, is stopped, or sets another result";
+ * btm_get_stats / btm_get_group_stats / btm_wait_events / btm_wait_idle:
+ * "Calls back only the notify callback". Before the fix the worker left
+ * the outcome in its queue and the result stayed allocated until some
+ * later call took btm's lock and applied it: its free function then ran on
+ * the host thread inside btm_get_stats (or a wait, a group stats call,
+ * btm_get_event_fd), or in btm_destroy. */
 static pthread_t host_thread;
+static atomic_int stopped_result_freed, stopped_result_freed_on_host;
+static void stopped_result_free(void *p) {
+    free(p);
+    if (pthread_equal(pthread_self(), host_thread)) atomic_fetch_add(&stopped_result_freed_on_host, 1);
+    atomic_fetch_add(&stopped_result_freed, 1);
+}
+static gate *stopped_gate;
+static atomic_int stopped_task_returning;
+static void stopped_task(void *ud, btm_task_context *ctx) {
+    (void)ud;
+    gate_pass(stopped_gate);
+    CHECK(btm_context_is_stopped(ctx));
+    CHECK_ST(btm_context_set_result(ctx, malloc(16), stopped_result_free), BTM_STATUS_OK);
+    atomic_store(&stopped_task_returning, 1);
+}
+
+TEST(result_of_a_task_stopped_while_running_is_freed_when_it_returns) {
+    host_thread = pthread_self();
+    for (int round = 0; round < 20; round++) {
+        atomic_store(&stopped_result_freed, 0);
+        atomic_store(&stopped_result_freed_on_host, 0);
+        atomic_store(&stopped_task_returning, 0);
+        btm_manager *m = mk(1, true);
+        REQUIRE(m);
+        stopped_gate = gate_new();
+        btm_task_id id = 0;
+        REQUIRE_ST(btm_add_task(m, stopped_task, NULL, NULL, 0, NULL, NULL, 0, &id), BTM_STATUS_OK);
+        REQUIRE(gate_wait_arrived(stopped_gate, 1, WAIT_MS));
+        btm_stop_report r;
+        REQUIRE_ST(btm_stop_task(m, id, true, true, &r), BTM_STATUS_OK);
+        CHECK_EQ(r.while_running, 1);
+        gate_open(stopped_gate);
+        /* No btm call until the result is freed (bounded wait). */
+        uint64_t deadline = now_ms() + WAIT_MS / 4;
+        while (atomic_load(&stopped_result_freed) == 0 && now_ms() < deadline) sleep_ms(1);
+        int freed_alone = atomic_load(&stopped_result_freed);
+        btm_stats st;
+        CHECK_ST(btm_get_stats(m, &st), BTM_STATUS_OK);
+        int on_host = atomic_load(&stopped_result_freed_on_host);
+        rm(m);
+        if (freed_alone != 1 || on_host != 0) {
+            t_fail(__FILE__, __LINE__,
+                   "round %d: the stopped task returned (%d) but its result was %s; freed on the host thread "
+                   "inside btm_get_stats: %d", round, atomic_load(&stopped_task_returning),
+                   freed_alone ? "freed" : "still not freed after 2.5 s", on_host);
+            break;
+        }
+        CHECK_EQ(atomic_load(&stopped_result_freed), 1);
+    }
+}
 
 /* 4. Worker indexes (the `worker_index` of thread and task hooks, the
  * N of the thread name btm-worker-N) grow without bound across
@@ -424,6 +482,7 @@ TEST(shut_down_with_a_timeout_from_a_task_waits_for_idle_workers) {
 const test_case tests_host[] = {
     TEST_ENTRY(shut_down_timeout_waits_for_idle_workers_and_counts_only_busy_ones),
     TEST_ENTRY(set_max_threads_cycles_do_not_pile_up_retired_threads),
+    TEST_ENTRY(result_of_a_task_stopped_while_running_is_freed_when_it_returns),
     TEST_ENTRY(worker_indexes_stay_small_across_set_max_threads_cycles),
     TEST_ENTRY(doc_cascaded_userdata_is_freed_where_the_failure_is_applied),
     TEST_ENTRY(doc_undelivered_counts_a_group_finished_left_by_a_full_poll),
