@@ -4095,9 +4095,10 @@ impl State {
     }
 
     /// Joins the threads of workers that exited (retired when
-    /// `max_threads` was lowered), before a new worker starts: until joined, each keeps its stack mapped, and a host that
-    /// lowers and raises the count again and again would pile them up
-    /// until `btm_destroy`.
+    /// `max_threads` was lowered), before a new worker starts: until
+    /// joined, each keeps its stack mapped, and a host that lowers and
+    /// raises the count again and again would pile them up until
+    /// `btm_destroy`.
     #[cold]
     fn reap_retired(&mut self) {
         if !self.handles.iter().any(|(i, _)| self.workers[*i as usize].exited) {
@@ -4369,19 +4370,7 @@ impl State {
                 self.make_ready(p, d, after);
                 continue;
             };
-            let dt = self.tasks.get_mut(d).expect("a waiting task is live");
-            let group = dt.body.group_ix();
-            let lane = Body::Lane { group, links: Some(li), level, pos: 0, linked: false, down: 0 };
-            let Body::Waiting { job, .. } = mem::replace(&mut dt.body, lane) else { unreachable!("checked above") };
-            let (pos, in_ring) = level_ref.push(d, job, false);
-            if let Body::Lane { pos: at, .. } = &mut dt.body {
-                *at = pos;
-            }
-            if in_ring {
-                note_unpublished(&mut self.lane_batch, level, pos);
-            }
-            self.pending -= 1;
-            self.lane_added += 1;
+            self.lane_released(d, li, level, level_ref, false);
             pushed = true;
         }
         if pushed {
@@ -4450,26 +4439,34 @@ impl State {
         if runs && self.lane.is_open() && !self.lane_batching && !self.stop_releasing && !self.ready.has_priority(p) {
             if let Some((level, level_ref)) = self.lane_level(p) {
                 if !level_ref.last_id().is_some_and(|last| last > d) {
-                    let task = self.tasks.get_mut(d).expect("a waiting task is live");
-                    let group = task.body.group_ix();
-                    let lane = Body::Lane { group, links: Some(li), level, pos: 0, linked: false, down: 0 };
-                    let Body::Waiting { job, .. } = mem::replace(&mut task.body, lane) else {
-                        unreachable!("checked above")
-                    };
-                    let publish = !self.releasing_several;
-                    let (pos, in_ring) = level_ref.push(d, job, publish);
-                    task.body = Body::Lane { group, links: Some(li), level, pos, linked: false, down: 0 };
-                    if !publish && in_ring {
-                        self.note_unpublished(level, pos);
-                    }
-                    self.pending -= 1;
-                    self.lane_added += 1;
+                    self.lane_released(d, li, level, level_ref, !self.releasing_several);
                     self.provision(after);
                     return;
                 }
             }
         }
         self.make_ready(p, d, after);
+    }
+
+    /// Puts waiting task `d` (link record `li`), just released, in lane
+    /// level `level`: published now if `publish`, else noted for
+    /// `publish_released`. The callers made the checks
+    /// ([`State::ready_waiting`], [`State::release_to_lane`]).
+    #[inline(always)]
+    fn lane_released(&mut self, d: u64, li: LinkId, level: u8, level_ref: LevelRef, publish: bool) {
+        let task = self.tasks.get_mut(d).expect("a waiting task is live");
+        let group = task.body.group_ix();
+        let lane = Body::Lane { group, links: Some(li), level, pos: 0, linked: false, down: 0 };
+        let Body::Waiting { job, .. } = mem::replace(&mut task.body, lane) else { unreachable!("a waiting task") };
+        let (pos, in_ring) = level_ref.push(d, job, publish);
+        if let Body::Lane { pos: at, .. } = &mut task.body {
+            *at = pos;
+        }
+        if !publish && in_ring {
+            note_unpublished(&mut self.lane_batch, level, pos);
+        }
+        self.pending -= 1;
+        self.lane_added += 1;
     }
 
     /// `finish` for a task without a link record whose body holds edges
@@ -5347,13 +5344,12 @@ fn leave_outcome(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, outcome: Outc
     // stats call or a wait on the host's thread). Nothing else changes:
     // no lock is taken here. (A stop that marks the task after this load
     // leaves the result to that later call, as before.)
-    let outcome = match outcome {
-        Outcome::Completed(Some(result)) if wl.stop_id.0.load(Ordering::Relaxed) == id => {
-            drop(result);
-            Outcome::Completed(None)
+    let mut outcome = outcome;
+    if let Outcome::Completed(result @ Some(_)) = &mut outcome {
+        if wl.stop_id.0.load(Ordering::Relaxed) == id {
+            drop(result.take());
         }
-        other => other,
-    };
+    }
     if cont_claimed {
         wl.push_outcome_cont_claimed((id, outcome));
     } else {
