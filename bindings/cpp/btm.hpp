@@ -1110,8 +1110,15 @@ public:
 
     void set_max_threads(std::int32_t n) const { check(btm_set_max_threads(raw(), n), "btm_set_max_threads"); }
 
-    /// The named group for `name` (same name, same group).
+    /// The named group for `name` (same name, same group). btm takes the
+    /// name NUL-terminated, so a name with an embedded '\0' (which btm would
+    /// see cut short, the same group as its prefix) throws
+    /// btm::Error(invalid_argument); invalid UTF-8 throws
+    /// btm::Error(invalid_utf8).
     Group group_named(const std::string& name) const {
+        if (name.find('\0') != std::string::npos) {
+            throw Error(Status::invalid_argument, "btm_group_named (a name with an embedded NUL)");
+        }
         btm_group g{};
         check(btm_group_named(raw(), name.c_str(), &g), "btm_group_named");
         return Group(g, name.c_str());
@@ -1252,7 +1259,11 @@ public:
     /// first exception is rethrown (polled events are never lost). Every
     /// event's strings are copied before the first handler call, so a
     /// handler may poll again (a nested event loop); that releases only the
-    /// results of the events not yet handled.
+    /// results of the events not yet handled. A handler that destroys,
+    /// replaces or gives up the manager through its Manager (reset(), a move
+    /// assignment, release()) ends the delivery: the rest of the batch is
+    /// dropped (after reset() or an assignment its results were freed with
+    /// the manager). The Manager object itself must outlive the call.
     template <class H, class = std::enable_if_t<is_handler_v<std::remove_reference_t<H>>>>
     std::size_t poll(H&& handler, std::size_t capacity = 64) const {
         return poll_raw(capacity, [&](Event& ev) { deliver(handler, ev); });
@@ -1266,7 +1277,9 @@ public:
     /// throws, the draining still goes on until a poll returns fewer, then
     /// the first exception propagates: a notify callback comes only after
     /// the queue was emptied, so events left queued would wait for a call
-    /// that never comes.
+    /// that never comes. A sink that destroys, replaces or gives up the
+    /// manager through its Manager (reset(), a move assignment, release())
+    /// ends the drain, as for poll(handler).
     template <class Sink>
     std::size_t drain(Sink&& sink, std::size_t capacity = 64) const {
         using ST = std::remove_reference_t<Sink>;
@@ -1274,6 +1287,7 @@ public:
                       "btm: drain() takes a handler object or a callable taking const btm::Event&");
         std::size_t total = 0;
         std::exception_ptr first;
+        btm_manager* const polled = raw();
         for (;;) {
             std::size_t n = 0;
             if constexpr (is_handler_v<ST>) {
@@ -1282,7 +1296,8 @@ public:
                 n = poll_collect(capacity, [&](const Event& ev) { sink(ev); }, first);
             }
             total += n;
-            if (n < capacity) {
+            // Also ends when the sink destroyed or replaced the manager.
+            if (n < capacity || raw() != polled) {
                 break;
             }
         }
@@ -1383,8 +1398,17 @@ private:
     template <class Sink>
     std::size_t poll_collect(std::size_t capacity, Sink&& sink, std::exception_ptr& first) const {
         std::vector<Event> events;
+        btm_manager* const polled = raw();
         const std::size_t n = poll_converted(capacity, events, first);
         for (Event& ev : events) {
+            // A handler that destroyed, replaced or gave up the manager
+            // (Manager::reset(), a move assignment, release()) ends the
+            // delivery: the rest of the batch belongs to a manager this
+            // object no longer has, and after reset() or an assignment
+            // btm_destroy has freed its results.
+            if (raw() != polled) {
+                break;
+            }
             try {
                 sink(ev);
             } catch (...) {

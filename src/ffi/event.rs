@@ -278,8 +278,11 @@ pub unsafe extern "C" fn btm_set_notify(
 /// Add it to `poll`/`epoll`, libuv `uv_poll_t`, GLib `g_unix_fd_add`, Qt
 /// `QSocketNotifier`; when it is readable, call `btm_poll_events` until it
 /// returns fewer events than its capacity. Never read from it or close it:
-/// polling clears it, `btm_destroy` closes it. The same descriptor is
-/// returned on every call; creating it costs nothing until first asked.
+/// polling clears it, `btm_destroy` closes it (as it releases the
+/// manager: later if the manager outlives the call, see `btm_destroy`, or
+/// while a `btm_wait_events` it woke on another thread is still
+/// returning). The same descriptor is returned on every call; creating it
+/// costs nothing until first asked.
 ///
 /// Errors: `NULL_ARGUMENT`; `INVALID_ARGUMENT` if the system refused to
 /// create the descriptor (out of descriptors). Threads: any.

@@ -44,6 +44,27 @@ TEST(Events, GroupsNamedNumberedAndDefault) {
     EXPECT_EQ(count_kind(records, Record::group_finished), 3u);
 }
 
+// A std::string carries its length, but btm takes a NUL-terminated name: a
+// name with an embedded '\0' reached btm cut short, so "a\0b" and "a" became
+// one group (and the Group's name() lost its tail). Such a name is refused,
+// as the C# binding refuses it, before anything reaches btm.
+TEST(Events, GroupNamesWithAnEmbeddedNulAreRejected) {
+    btm::Manager m{btm::Config{}.max_threads(1)};
+    const std::string with_nul("a\0b", 3);
+    try {
+        const btm::Group g = m.group_named(with_nul);
+        ADD_FAILURE() << "group_named accepted a name with an embedded NUL: it became \"" << g.name()
+                      << "\" (size " << g.name().size() << "), equal to group_named(\"a\"): "
+                      << (g == m.group_named("a"));
+    } catch (const btm::Error& e) {
+        EXPECT_EQ(e.status(), btm::Status::invalid_argument);
+    }
+    // Names without NUL are unaffected, the empty name and non-ASCII included.
+    EXPECT_EQ(m.group_named("").name(), "");
+    EXPECT_EQ(m.group_named("\xc3\xa9t\xc3\xa9").name(), "\xc3\xa9t\xc3\xa9");
+    EXPECT_NE(m.group_named("a"), m.group_named("ab"));
+}
+
 TEST(Events, ProgressIsDeliveredBeforeCompletion) {
     btm::Manager m{started(1)};
     Latch seen;

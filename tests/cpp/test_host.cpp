@@ -207,3 +207,44 @@ TEST(Host, ADrainWhoseSinkThrowsStillEmptiesTheQueueSoNotifyComesAgain) {
     m.add_task([] {});
     EXPECT_TRUE(eventually([&] { return calls.load() == 2; }));
 }
+
+// A handler that ends the manager's life through the Manager (reset(), or
+// assigning another manager to it: a host closing a job when it fails or
+// finishes) must not be handed the rest of the polled batch: those events'
+// results were freed by btm_destroy. Regression: drain() and poll(handler)
+// went on delivering them (heap-use-after-free under ASan when a handler
+// read a result), then drain() polled the emptied Manager and threw
+// btm::Error(null_argument).
+TEST(Host, AHandlerThatResetsTheManagerEndsTheDelivery) {
+    for (int variant = 0; variant < 3; ++variant) {
+        SCOPED_TRACE(variant == 0 ? "drain, reset()" : variant == 1 ? "poll(handler), reset()" : "drain, move-assign");
+        btm::Manager m{btm::Config{}.max_threads(1)};
+        for (int i = 0; i < 3; ++i) {
+            m.add_task([i] { return std::string(64, static_cast<char>('a' + i)); });
+        }
+        m.start();
+        ASSERT_TRUE(m.wait_idle(kTimeout));
+        struct Host {
+            btm::Manager& m;
+            int variant;
+            int completed = 0;
+            std::string last;
+            void on_completed(const btm::Completed& c) {
+                ++completed;
+                last = c.result<std::string>();  // reads the borrowed result
+                if (variant == 2) {
+                    m = btm::Manager{btm::Config{}.max_threads(1)};
+                } else {
+                    m.reset();
+                }
+            }
+        } host{m, variant, 0, {}};
+        if (variant == 1) {
+            EXPECT_NO_THROW(m.poll(host));
+        } else {
+            EXPECT_NO_THROW(m.drain(host));
+        }
+        EXPECT_EQ(host.completed, 1);
+        EXPECT_EQ(host.last, std::string(64, 'a'));
+    }
+}

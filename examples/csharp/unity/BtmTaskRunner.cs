@@ -39,6 +39,9 @@ public sealed class BtmTaskRunner : MonoBehaviour
     // the event handlers all run there), so no lock is needed.
     private readonly Dictionary<ulong, Action<object>> onDone = new Dictionary<ulong, Action<object>>();
     private readonly Dictionary<ulong, Action<string>> onFailed = new Dictionary<ulong, Action<string>>();
+    // The tasks enqueued downstream of each pending task: a Cancel stops them
+    // too (none of them raises an event), so it forgets their callbacks.
+    private readonly Dictionary<ulong, List<ulong>> downstreamOf = new Dictionary<ulong, List<ulong>>();
 
     /// <summary>Tasks whose outcome has not reached the main thread yet.</summary>
     public int PendingCount
@@ -93,18 +96,63 @@ public sealed class BtmTaskRunner : MonoBehaviour
     /// </summary>
     public ulong Enqueue(Func<TaskContext, object> work, Action<object> done, Action<string> failed = null, TaskGroup group = default(TaskGroup), IEnumerable<ulong> upstream = null)
     {
-        ulong id = manager.AddTask(work, 0, group, upstream);
+        ulong[] upstreamIds = upstream == null ? null : new List<ulong>(upstream).ToArray();
+        ulong id = manager.AddTask(work, 0, group, upstreamIds);
         onDone[id] = done;
         onFailed[id] = failed;
+        if (upstreamIds != null)
+        {
+            foreach (ulong up in upstreamIds)
+            {
+                List<ulong> downstream;
+                if (!downstreamOf.TryGetValue(up, out downstream))
+                {
+                    downstream = new List<ulong>();
+                    downstreamOf[up] = downstream;
+                }
+                downstream.Add(id);
+            }
+        }
         return id;
     }
 
-    /// <summary>Stops a task (and its downstream tasks); its callbacks never run.</summary>
+    /// <summary>Stops a task and its downstream tasks; their callbacks never run.</summary>
     public void Cancel(ulong id)
     {
-        manager.StopTask(id, stopUpstream: false, stopDownstream: true);
+        StopReport stopped = manager.StopTask(id, stopUpstream: false, stopDownstream: true);
         onDone.Remove(id);
         onFailed.Remove(id);
+        if (stopped.Total == 0)
+        {
+            return; // not live any more: its downstream tasks were not stopped
+        }
+        // The stop reached every pending task downstream of it as well.
+        var reached = new Stack<ulong>();
+        reached.Push(id);
+        while (reached.Count > 0)
+        {
+            ulong stoppedId = reached.Pop();
+            List<ulong> downstream;
+            if (downstreamOf.TryGetValue(stoppedId, out downstream))
+            {
+                downstreamOf.Remove(stoppedId);
+                foreach (ulong d in downstream)
+                {
+                    if (onDone.Remove(d) | onFailed.Remove(d))
+                    {
+                        reached.Push(d);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>A task's own event has arrived: it is no longer live, so a Cancel of it stops nothing.</summary>
+    private void Forget(ulong id)
+    {
+        onDone.Remove(id);
+        onFailed.Remove(id);
+        downstreamOf.Remove(id);
     }
 
     private void Update()
@@ -130,20 +178,18 @@ public sealed class BtmTaskRunner : MonoBehaviour
         manager = null;
         onDone.Clear();
         onFailed.Clear();
+        downstreamOf.Clear();
     }
 
     private void HandleCompleted(ulong id, TaskGroup group, object result)
     {
         FinishedCount++;
         Action<object> callback;
-        if (onDone.TryGetValue(id, out callback))
+        bool known = onDone.TryGetValue(id, out callback);
+        Forget(id);
+        if (known && callback != null)
         {
-            onDone.Remove(id);
-            onFailed.Remove(id);
-            if (callback != null)
-            {
-                callback(result);
-            }
+            callback(result);
         }
     }
 
@@ -151,15 +197,12 @@ public sealed class BtmTaskRunner : MonoBehaviour
     {
         FinishedCount++;
         Action<string> callback;
-        onDone.Remove(id);
-        if (onFailed.TryGetValue(id, out callback))
+        bool known = onFailed.TryGetValue(id, out callback);
+        Forget(id);
+        if (known && callback != null)
         {
-            onFailed.Remove(id);
-            if (callback != null)
-            {
-                callback(message);
-                return;
-            }
+            callback(message);
+            return;
         }
         Debug.LogError("btm: task " + id + " failed: " + message + "\n" + details);
     }
