@@ -23,6 +23,14 @@
 //!   claimed before the mark, or waiting in an overflow, cannot be marked:
 //!   the lock holder counts it instead (`State::lane_linked`), and while
 //!   any is counted every worker applies every outcome under the lock.
+//! - **Moved entries**: a lock holder that moves a queued entry to the
+//!   locked path (`State::unlane_slow`: a fan-in over it that cannot mark
+//!   it, a priority change) bumps and publishes `locked_gen` before it
+//!   cancels the entry; a worker that finds an entry cancelled and sees
+//!   `locked_gen` moved since its lock section takes the lock before it
+//!   claims anything else, as the locked queue's new front (which may
+//!   come before the entries behind the moved one) is published only at
+//!   the lock holder's section's end. A stop's cancels move nothing.
 //! - **Close vs claims**: a worker announces a claim in its own `claiming`
 //!   flag, fences, and only then reads `open`; `close` clears `open`,
 //!   fences and waits until no claim is announced. After `close` no entry
@@ -1693,6 +1701,14 @@ pub(crate) enum Take {
     /// ([`LevelRef::give_back`]), unless a lock holder cancelled its entry
     /// first. Its id, its level and its position.
     GiveBack(u64, LevelRef, u64),
+    /// An entry found cancelled by a lock holder: stopped, or moved to the
+    /// locked path (`State::unlane_slow`), where it may come before the
+    /// entries after it. A mover bumps and publishes `locked_gen` before
+    /// its cancel, which the worker's compare-and-swap or load acquired:
+    /// if `locked_gen` moved since the worker's lock section, the worker
+    /// compares under the lock (the locked queue's new front is published
+    /// only at the mover's section's end); else (a stop) it takes again.
+    Cancelled,
     /// No entry.
     Empty,
     /// The lane is closed, or the locked ready queue has a task that may
@@ -2061,7 +2077,9 @@ impl Lane {
             }
             // Read before the ring (see `Level::overflowing`).
             let overflowing = level.is_overflowing();
-            while let Some(pos) = level.pop() {
+            // One entry at most: a cancelled one is reported
+            // (`Take::Cancelled`), not passed over here.
+            if let Some(pos) = level.pop() {
                 let slot = level.slot(pos);
                 let id = slot.id.load(Ordering::Relaxed);
                 // The pop synchronised with the push, which came after any
@@ -2094,7 +2112,7 @@ impl Lane {
                         // Cancelled by a lock holder (stopped, or moved
                         // to the locked path): nothing to give back.
                         level.release(pos);
-                        continue;
+                        return Take::Cancelled;
                     }
                     // The entry stays queued in its slot (and the slot
                     // unreleased) until the worker's lock section moves it
@@ -2115,6 +2133,10 @@ impl Lane {
                     w.claimed_slot.store(level.slot_ptr(pos), Ordering::Relaxed);
                     return Take::Job(id, job);
                 }
+                // Cancelled by a lock holder: stopped, or moved to the
+                // locked path, where it may come before the entries after
+                // it (see `Take::Cancelled`).
+                return Take::Cancelled;
             }
             if overflowing {
                 // Its ring is empty and its next entries wait in the

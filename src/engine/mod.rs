@@ -3018,6 +3018,14 @@ impl State {
         let job = match self.tasks.get(id) {
             Some(Task { body: Body::Lane { level, pos, .. }, .. }) => {
                 let (level, pos) = (*level as usize, *pos);
+                // A worker that finds the entry cancelled must not take the
+                // entries after it (younger, or lower) as if it had been
+                // stopped: the task waits on the locked path, and the front
+                // that says so is published only at this section's end.
+                // `locked_gen`, moved and published before the cancel, sends
+                // that worker to the lock (see `Take::Cancelled`).
+                self.locked_gen += 1;
+                self.publish_locked_top(self.locked_top);
                 return match self.lane.cancel(level, pos, id) {
                     Some(job) => {
                         self.lane_to_locked(id, job);
@@ -5229,6 +5237,10 @@ fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below:
                 return;
             }
             Take::Lock => return,
+            // A stopped entry, or a moved one (`locked_gen` moved before
+            // its cancel): the locked queue may now come first.
+            Take::Cancelled if lane.locked_gen.load(Ordering::Relaxed) != gen => return,
+            Take::Cancelled => {}
             Take::Empty => {
                 // (No pause for the last claim once the lane was empty: the
                 // work found after the wait goes at once.)
