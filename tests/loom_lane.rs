@@ -102,6 +102,16 @@
 //!    applied at once, by the mark or the count, never left for the poll.
 //!    Mutant: a mark that loads the word and then stores `LINKED`.
 //!
+//! 10. **A queued entry moved to the locked path** (`State::unlane_slow`,
+//!     session 33): the lock holder bumps `locked_gen` before it cancels
+//!     the entry, and publishes the locked queue's top at its section's
+//!     end; a worker that finds the entry cancelled goes to the lock if
+//!     `locked_gen` moved since its lock section (`Take::Cancelled`), else
+//!     takes the next entry, deferring it if the top now shows its
+//!     priority. Checked: the moved task never runs after the entry behind
+//!     it; a stopped one lets it run. Mutant: `locked_gen` bumped at the
+//!     section's end, after the cancel (the engine until session 33).
+//!
 //! Not modelled yet: a worker's sleep against a lock-free add (flag, fence,
 //! `park`/`unpark`, as the lane experiment does). The hybrid step of the
 //! plan does not need it (adds stay under the state lock, so workers sleep
@@ -1238,4 +1248,113 @@ fn loom_lane_a_marked_entry_stopped_is_freed_once() {
 #[should_panic]
 fn loom_lane_mutant_mark_loading_then_storing_is_caught() {
     mark_model(false, true);
+}
+
+// ---------------------------------------------------------------------------
+// 10. A queued entry moved to the locked path
+// ---------------------------------------------------------------------------
+
+/// Model 10: tasks H (id 1) and L (id 2) of one priority queued in a lane
+/// level, H first. A lock holder moves H to the locked path
+/// (`State::unlane_slow`): under the lock it cancels H's entry
+/// (`QUEUED -> CANCELLED`), pushes H on the locked queue, and publishes the
+/// locked queue's top at its section's end; with `move_` false it stops H
+/// instead (cancelled, freed, pushed nowhere, nothing published). The
+/// worker, whose lock section saw `locked_gen` 0 and an empty locked queue,
+/// takes from the lane: it claims H, or finds it cancelled and then goes to
+/// the lock if `locked_gen` moved (`Take::Cancelled`), else pops L and
+/// defers it to the lock if the locked top now shows H's priority (the
+/// take's check after its pop), else claims L. Under the lock the worker
+/// runs what is queued in id order. Checked: H never runs after L. Mutant
+/// (`bump_first` false, the engine until session 33): `locked_gen` bumped
+/// with the top at the section's end, after the cancel, so a worker that
+/// saw the cancel can still read the old value and claim L.
+fn moved_entry_model(move_: bool, bump_first: bool) {
+    const P: u32 = 5;
+    const NONE: u32 = 0;
+    builder(3).check(move || {
+        let h = Arc::new(AtomicU32::new(QUEUED));
+        let l = Arc::new(AtomicU32::new(QUEUED));
+        let gen = Arc::new(AtomicU32::new(0));
+        let top = Arc::new(AtomicU32::new(NONE));
+        let locked = Arc::new(Mutex::new(Vec::<u32>::new()));
+        let mover = {
+            let (h, gen, top, locked) = (h.clone(), gen.clone(), top.clone(), locked.clone());
+            thread::spawn(move || {
+                let mut queue = locked.lock().unwrap();
+                if move_ && bump_first {
+                    gen.store(1, Ordering::Relaxed);
+                }
+                let cancelled = h.compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire).is_ok();
+                if move_ && cancelled {
+                    queue.push(1);
+                }
+                if move_ {
+                    // The section's end: the locked queue's top (and, in
+                    // the mutant, `locked_gen`) published.
+                    if !bump_first {
+                        gen.store(1, Ordering::Relaxed);
+                    }
+                    top.store(if cancelled { P } else { NONE }, Ordering::Relaxed);
+                }
+            })
+        };
+        let mut ran = Vec::new();
+        let mut to_lock = false;
+        match h.compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => ran.push(1),
+            Err(_) => to_lock = gen.load(Ordering::Relaxed) != 0,
+        }
+        if !to_lock {
+            // L popped: deferred if the locked queue's top is its priority
+            // (its tie bound, 0, came from an empty locked queue).
+            if top.load(Ordering::Relaxed) == P {
+                to_lock = true;
+            } else if l.compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                ran.push(2);
+            }
+        }
+        let run_locked = |ran: &mut Vec<u32>| {
+            // Under the lock: the locked queue's tasks and L, if still
+            // queued, in id order (the worker compares ids there).
+            let mut queue = locked.lock().unwrap();
+            let mut ids: Vec<u32> = queue.drain(..).collect();
+            if l.compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                ids.push(2);
+            }
+            ids.sort_unstable();
+            ran.extend(ids);
+        };
+        if to_lock {
+            run_locked(&mut ran);
+        }
+        mover.join().unwrap();
+        // Whatever is left, as the next lock section would take it.
+        run_locked(&mut ran);
+        let pos = |id: u32| ran.iter().position(|&r| r == id);
+        assert!(pos(2).is_some(), "L runs: {ran:?}");
+        assert!(ran.iter().filter(|&&r| r == 1).count() <= 1, "H ran twice: {ran:?}");
+        if let (Some(ph), Some(pl)) = (pos(1), pos(2)) {
+            assert!(ph < pl, "H, moved to the locked path, ran after L: {ran:?}");
+        }
+        if move_ {
+            assert!(pos(1).is_some(), "a moved task runs: {ran:?}");
+        }
+    });
+}
+
+#[test]
+fn loom_lane_a_moved_entry_runs_before_the_entries_behind_it() {
+    moved_entry_model(true, true);
+}
+
+#[test]
+fn loom_lane_a_stopped_entry_lets_the_next_one_run() {
+    moved_entry_model(false, true);
+}
+
+#[test]
+#[should_panic]
+fn loom_lane_mutant_gen_bumped_after_the_cancel_is_caught() {
+    moved_entry_model(true, false);
 }
