@@ -968,9 +968,10 @@ btm_status btm_create(const struct btm_config *config,
  * by `pthread_exit` inside a task, hook, free function or callback
  * aborts the process ("FATAL: exception not rethrown"). CPython ends that
  * way any foreign thread that asks for the GIL during interpreter
- * shutdown (measured on 3.11; CPython documents it since 3.8):
- * a Python host's manager kept in a global, or destroyed from `__del__`. Python hosts: destroy in a `finally`, a context manager
- * or an `atexit` handler (see examples/python).
+ * shutdown (measured on 3.11; CPython documents it since 3.8): a Python
+ * host's manager kept in a global, or destroyed from `__del__`. Python
+ * hosts: destroy in a `finally`, a context manager or an `atexit` handler
+ * (see examples/python).
  *
  * # Safety
  * `manager` must be NULL or a live handle from `btm_create`, destroyed once.

@@ -5349,14 +5349,13 @@ fn finish_with_cont(
 /// is waiting (see `lane`, "outcome vs lock holder"). `cont_claimed`: this
 /// worker claimed the task's continuation, which it runs next.
 #[inline(always)]
-fn leave_outcome(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, outcome: Outcome, cont_claimed: bool) {
+fn leave_outcome(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, mut outcome: Outcome, cont_claimed: bool) {
     // A task stopped while it ran (the stop marked it, `stop_if_current`)
     // has its outcome dropped: its result is freed here, on the worker, as
     // the task returns, not by whichever call applies the outcome later (a
     // stats call or a wait on the host's thread). Nothing else changes:
     // no lock is taken here. (A stop that marks the task after this load
     // leaves the result to that later call, as before.)
-    let mut outcome = outcome;
     if let Outcome::Completed(result @ Some(_)) = &mut outcome {
         if wl.stop_id.0.load(Ordering::Relaxed) == id {
             drop(result.take());

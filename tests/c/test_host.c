@@ -128,31 +128,44 @@ static void cycle_task(void *ud, btm_task_context *ctx) {
     while (atomic_load(&cyc_released) < my && now_ms() < deadline) sleep_ms(1);
 }
 
+/* One cycle `cycle` of both tests below: max_threads 4, four cycle tasks
+ * (so four workers exist), released, polled (completions added to
+ * `*completed`), then max_threads 1 and the extra workers gone. `*ok` is
+ * false if a check failed (it has reported itself). */
+static void cycle_four_then_one(btm_manager *m, int cycle, size_t *completed, bool *ok) {
+    *ok = false;
+    btm_event evs[64];
+    size_t n;
+    REQUIRE_ST(btm_set_max_threads(m, 4), BTM_STATUS_OK);
+    btm_task_id id;
+    for (int i = 0; i < 4; i++)
+        REQUIRE_ST(btm_add_task(m, cycle_task, (void *)(intptr_t)cycle, NULL, 0, NULL, NULL, 0, &id),
+                   BTM_STATUS_OK);
+    uint64_t deadline = now_ms() + WAIT_MS;
+    while (atomic_load(&cyc_arrived) < 4 * cycle && now_ms() < deadline) sleep_ms(1);
+    REQUIRE_EQ(atomic_load(&cyc_arrived), 4 * cycle); /* four workers exist */
+    atomic_store(&cyc_released, cycle);
+    REQUIRE_ST(btm_wait_idle(m, WAIT_MS), BTM_STATUS_OK);
+    do {
+        REQUIRE_ST(btm_poll_events(m, evs, 64, &n), BTM_STATUS_OK);
+        for (size_t i = 0; i < n; i++) *completed += evs[i].kind == BTM_EVENT_TASK_COMPLETED;
+    } while (n == 64);
+    REQUIRE_ST(btm_set_max_threads(m, 1), BTM_STATUS_OK);
+    REQUIRE(threads_at_most(m, 1));
+    *ok = true;
+}
+
 TEST(set_max_threads_cycles_do_not_pile_up_retired_threads) {
     btm_manager *m = mk(4, true);
     REQUIRE(m);
     atomic_store(&cyc_arrived, 0);
     atomic_store(&cyc_released, 0);
     long vm0 = 0, guards0 = 0;
-    btm_event evs[64];
-    size_t n, completed = 0;
+    size_t completed = 0;
     for (int cycle = 1; cycle <= 110; cycle++) {
-        REQUIRE_ST(btm_set_max_threads(m, 4), BTM_STATUS_OK);
-        btm_task_id id;
-        for (int i = 0; i < 4; i++)
-            REQUIRE_ST(btm_add_task(m, cycle_task, (void *)(intptr_t)cycle, NULL, 0, NULL, NULL, 0, &id),
-                       BTM_STATUS_OK);
-        uint64_t deadline = now_ms() + WAIT_MS;
-        while (atomic_load(&cyc_arrived) < 4 * cycle && now_ms() < deadline) sleep_ms(1);
-        REQUIRE_EQ(atomic_load(&cyc_arrived), 4 * cycle); /* four workers exist */
-        atomic_store(&cyc_released, cycle);
-        REQUIRE_ST(btm_wait_idle(m, WAIT_MS), BTM_STATUS_OK);
-        do {
-            REQUIRE_ST(btm_poll_events(m, evs, 64, &n), BTM_STATUS_OK);
-            for (size_t i = 0; i < n; i++) completed += evs[i].kind == BTM_EVENT_TASK_COMPLETED;
-        } while (n == 64);
-        REQUIRE_ST(btm_set_max_threads(m, 1), BTM_STATUS_OK);
-        REQUIRE(threads_at_most(m, 1));
+        bool ok;
+        cycle_four_then_one(m, cycle, &completed, &ok);
+        REQUIRE(ok);
         if (cycle == 10) { /* after a warm-up */
             vm0 = proc_status_kb("VmSize:");
             guards0 = guard_pages();
@@ -257,23 +270,13 @@ TEST(worker_indexes_stay_small_across_set_max_threads_cycles) {
     cfg.thread_start = record_index;
     btm_manager *m = NULL;
     REQUIRE_ST(btm_create(&cfg, &m), BTM_STATUS_OK);
-    btm_event evs[64];
-    size_t n;
+    size_t completed = 0;
     for (int cycle = 1; cycle <= 60; cycle++) {
-        REQUIRE_ST(btm_set_max_threads(m, 4), BTM_STATUS_OK);
-        btm_task_id id;
-        for (int i = 0; i < 4; i++)
-            REQUIRE_ST(btm_add_task(m, cycle_task, (void *)(intptr_t)cycle, NULL, 0, NULL, NULL, 0, &id),
-                       BTM_STATUS_OK);
-        uint64_t deadline = now_ms() + WAIT_MS;
-        while (atomic_load(&cyc_arrived) < 4 * cycle && now_ms() < deadline) sleep_ms(1);
-        REQUIRE_EQ(atomic_load(&cyc_arrived), 4 * cycle);
-        atomic_store(&cyc_released, cycle);
-        REQUIRE_ST(btm_wait_idle(m, WAIT_MS), BTM_STATUS_OK);
-        do REQUIRE_ST(btm_poll_events(m, evs, 64, &n), BTM_STATUS_OK); while (n == 64);
-        REQUIRE_ST(btm_set_max_threads(m, 1), BTM_STATUS_OK);
-        REQUIRE(threads_at_most(m, 1));
+        bool ok;
+        cycle_four_then_one(m, cycle, &completed, &ok);
+        REQUIRE(ok);
     }
+    CHECK_EQ(completed, 60 * 4);
     btm_destroy(m);
     if (atomic_load(&max_worker_index) >= 8)
         t_fail(__FILE__, __LINE__, "with max_threads <= 4, a worker got index %u after 60 cycles of 4 -> 1",
