@@ -1047,6 +1047,30 @@ impl Level {
         self.set_seq(pos, pos + CAP);
     }
 
+    /// Drops the cancelled entries that end the overflow (no later entry
+    /// keeps their positions: the next push takes the first of them), so
+    /// that tasks added and stopped while every worker is busy (the ring
+    /// full, the overflow never moving) do not pile up there, 40 bytes
+    /// each, until the workers come back to pass over them.
+    ///
+    /// # Safety
+    /// The caller holds the state lock.
+    unsafe fn trim_overflow(&self) {
+        // SAFETY: the caller's contract.
+        let overflow = unsafe { self.overflow() };
+        while matches!(overflow.back(), Some((_, None))) {
+            overflow.pop_back();
+        }
+        if overflow.is_empty() {
+            if overflow.capacity() > OVERFLOW_KEEP {
+                *overflow = VecDeque::new();
+            }
+            self.set_overflowing(false);
+        } else if overflow.capacity() > OVERFLOW_KEEP && overflow.len() * 4 < overflow.capacity() {
+            overflow.shrink_to(overflow.len() * 2);
+        }
+    }
+
     /// The overflow entry at `pos`, if `pos` is in the overflow.
     ///
     /// # Safety
@@ -1065,7 +1089,13 @@ impl Level {
         // SAFETY: the caller holds the state lock (this function's
         // contract, as for every producer-side call).
         if let Some((eid, job)) = unsafe { self.overflow_entry(pos) } {
-            return if *eid == id { job.take() } else { None };
+            if *eid != id {
+                return None;
+            }
+            let job = job.take();
+            // SAFETY: the caller holds the state lock.
+            unsafe { self.trim_overflow() };
+            return job;
         }
         let slot = self.slot(pos);
         if slot.id.load(Ordering::Relaxed) != id {

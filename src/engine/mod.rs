@@ -708,6 +708,8 @@ enum Garbage {
     Members(group::IdList),
     /// An emptied event queue that had grown past [`EVENTS_KEEP`].
     Events(#[allow(dead_code)] Events),
+    /// An emptied progress map that had grown past [`EVENTS_KEEP`] entries.
+    Progress(#[allow(dead_code)] HashMap<u64, Progress>),
 }
 
 /// Entries of event-queue capacity kept once the queue is empty (16 bytes
@@ -1519,7 +1521,7 @@ impl Manager {
                 _ => return Err(Error::NotQueued),
             };
             if old != priority && waiting == 0 {
-                st.ready.forget(old);
+                st.forget_ready(old, 1);
                 st.ready_push(priority, id);
                 st.provision(after);
             }
@@ -4014,6 +4016,18 @@ impl State {
         self.ready.push(priority, id);
     }
 
+    /// Records that `n` queued tasks of `priority` left the ready queue
+    /// without being popped (see [`ReadyQueue::forget_n`]), and compacts
+    /// their level if it keeps too many such stale entries.
+    fn forget_ready(&mut self, priority: i32, n: usize) {
+        self.ready.forget_n(priority, n);
+        if n > 0 && self.ready.is_stale(priority) {
+            let (tasks, links) = (&self.tasks, &self.links);
+            self.ready
+                .compact(priority, |id| tasks.get(id).is_some_and(|t| pending_of(links, t) == Some((priority, 0))));
+        }
+    }
+
     fn make_ready(&mut self, priority: i32, id: u64, after: &mut After) {
         self.ready_push(priority, id);
         self.provision(after);
@@ -4602,6 +4616,12 @@ impl State {
         if self.events.is_empty() && self.events.capacity() > EVENTS_KEEP {
             after.garbage(Garbage::Events(mem::take(&mut self.events)));
         }
+        // The progress map too: a burst of progress reports (many tasks
+        // reporting before the host polls) made it as large as the burst,
+        // and a map never shrinks by itself.
+        if self.progress.is_empty() && self.progress.capacity() > EVENTS_KEEP {
+            after.garbage(Garbage::Progress(mem::take(&mut self.progress)));
+        }
     }
 
     /// End of a stop: withdraws queued events if none is deliverable, and
@@ -4659,7 +4679,7 @@ impl State {
             if let Some(task) = self.tasks.remove_if(id, simple) {
                 let Body::Pending { job, priority, .. } = task.body else { unreachable!("checked by the predicate") };
                 if forgets.0 != priority {
-                    self.ready.forget_n(forgets.0, forgets.1);
+                    self.forget_ready(forgets.0, forgets.1);
                     forgets = (priority, 0);
                 }
                 forgets.1 += 1;
@@ -4676,7 +4696,7 @@ impl State {
             // Freed after the lock rather than here (see `GroupTable`).
             after.garbage_first(Garbage::Members(members));
         }
-        self.ready.forget_n(forgets.0, forgets.1);
+        self.forget_ready(forgets.0, forgets.1);
         report.before_start += left_group;
         self.pending -= left_group as usize;
         self.stopped_total += left_group;
@@ -4758,7 +4778,7 @@ impl State {
                     report.before_start += 1;
                     self.pending -= 1;
                     if let Some((priority, 0)) = pending {
-                        self.ready.forget(priority);
+                        self.forget_ready(priority, 1);
                     }
                     after.free(job.data);
                 }

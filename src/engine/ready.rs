@@ -151,6 +151,47 @@ impl ReadyQueue {
         }
     }
 
+    /// True if the level of `priority` holds more stale entries (of tasks
+    /// that left it without being popped: stopped, re-prioritised) than
+    /// twice its valid ones plus 64: the caller then compacts it with
+    /// [`ReadyQueue::compact`]. A level is dropped, stale entries and all,
+    /// once it holds no valid entry; one that always keeps one (a paused
+    /// manager, or busy workers, with a task queued) would otherwise keep
+    /// an entry for every task that ever left it.
+    pub(crate) fn is_stale(&self, priority: i32) -> bool {
+        match self.find(priority) {
+            Ok(i) => {
+                let level = &self.levels[i].1;
+                level.fifo.len() + level.late.len() > 2 * level.valid + 64
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Keeps, in the level of `priority`, the entries for which `valid` is
+    /// true (each id once), in id order, in buffers sized for them.
+    /// `valid` is the check a pop's caller makes: true for every task the
+    /// level counts that is still queued at `priority`. The level's count
+    /// is unchanged (a stop's walk may have removed tasks it forgets only
+    /// later: their entries go now, their count with the forget).
+    pub(crate) fn compact(&mut self, priority: i32, mut valid: impl FnMut(u64) -> bool) {
+        let Ok(i) = self.find(priority) else {
+            return;
+        };
+        let level = &mut self.levels[i].1;
+        let mut ids: Vec<u64> = level.fifo.iter().map(|&o| level.base + u64::from(o)).filter(|&id| valid(id)).collect();
+        ids.extend(level.late.iter().map(|r| r.0).filter(|&id| valid(id)));
+        ids.sort_unstable();
+        ids.dedup();
+        let mut fresh = Level::default();
+        fresh.fifo.reserve(ids.len());
+        for id in ids {
+            fresh.push(id);
+        }
+        fresh.valid = level.valid;
+        *level = fresh;
+    }
+
     /// Drops every entry (every queued task left at once), and the memory.
     pub(crate) fn clear(&mut self) {
         *self = ReadyQueue::default();
@@ -212,6 +253,30 @@ mod tests {
         assert_eq!(q.len(), 5);
         assert_eq!(drain(&mut q), vec![(5, 11), (0, 3), (0, 10), (0, 12), (-1, 1)]);
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn compacting_a_level_keeps_its_valid_entries_in_order() {
+        let mut q = ReadyQueue::default();
+        q.push(3, 1);
+        for id in 2..=1000 {
+            q.push(0, id);
+        }
+        // Task 5 moved to another level and back: its first entry is left
+        // (the move forgot it), a second one pushed.
+        q.forget(0);
+        q.push(0, 5);
+        let stale = |id: u64| id % 10 != 0 && id != 5;
+        q.forget_n(0, (2..=1000).filter(|&id| stale(id)).count());
+        assert!(q.is_stale(0));
+        assert!(!q.is_stale(3));
+        q.compact(0, |id| !stale(id));
+        assert!(!q.is_stale(0));
+        let want: Vec<(i32, u64)> =
+            std::iter::once((3, 1)).chain((2..=1000).filter(|&id| !stale(id)).map(|id| (0, id))).collect();
+        assert_eq!(drain(&mut q), want);
+        assert_eq!(q.len(), 0);
+        assert!(q.levels.is_empty());
     }
 
     #[test]
