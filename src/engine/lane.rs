@@ -715,7 +715,15 @@ struct Producer {
     /// Entries waiting for room in the ring: task ids with their jobs
     /// (`None` once cancelled).
     overflow: VecDeque<(u64, Option<Job>)>,
+    /// Overflow entries cancelled since [`Level::compact_overflow`] last
+    /// looked (some may have moved into the ring since): it looks again
+    /// once they could be half of the overflow.
+    cancels: usize,
 }
+
+/// Cancelled overflow entries at least before [`Level::compact_overflow`]
+/// looks for them (a smaller overflow is moved through the ring soon).
+const COMPACT_MIN: usize = 4096;
 
 // SAFETY: a slot's job is written by the producer before the release of its
 // sequence number and taken by exactly one owner (the claim or the cancel,
@@ -1071,6 +1079,49 @@ impl Level {
         }
     }
 
+    /// Drops the overflow's cancelled entries once they are most of it,
+    /// so that a host that stops older tasks while keeping newer ones
+    /// queued behind busy workers does not keep an entry for each: the
+    /// live entries move up (keeping their order) to the positions their
+    /// new index gives, and `moved(id, old, new)` is called for each whose
+    /// position changed, for the caller to update its task record.
+    /// Amortised O(1) per cancel: it looks only after as many cancels as
+    /// half the overflow.
+    ///
+    /// # Safety
+    /// The caller holds the state lock and is not adding a batch (every
+    /// overflow entry's task record holds its position).
+    unsafe fn compact_overflow(&self, mut moved: impl FnMut(u64, u64, u64)) {
+        // SAFETY: the caller's contract.
+        let producer = unsafe { self.producer() };
+        if producer.cancels < COMPACT_MIN || producer.cancels * 2 < producer.overflow.len() {
+            return;
+        }
+        producer.cancels = 0;
+        let overflow = &mut producer.overflow;
+        let dead = overflow.iter().filter(|e| e.1.is_none()).count();
+        if dead * 2 < overflow.len() {
+            return;
+        }
+        let tail = self.tail.load(Ordering::Relaxed);
+        let mut kept = 0u64;
+        for (i, (id, job)) in overflow.iter().enumerate() {
+            if job.is_some() {
+                if kept != i as u64 {
+                    moved(*id, tail + i as u64, tail + kept);
+                }
+                kept += 1;
+            }
+        }
+        overflow.retain(|e| e.1.is_some());
+        if overflow.is_empty() {
+            *overflow = VecDeque::new();
+        } else if overflow.capacity() > OVERFLOW_KEEP && overflow.len() * 4 < overflow.capacity() {
+            overflow.shrink_to(overflow.len() * 2);
+        }
+        self.set_overflowing(!overflow.is_empty());
+    }
+
     /// The overflow entry at `pos`, if `pos` is in the overflow.
     ///
     /// # Safety
@@ -1094,7 +1145,10 @@ impl Level {
             }
             let job = job.take();
             // SAFETY: the caller holds the state lock.
-            unsafe { self.trim_overflow() };
+            unsafe {
+                self.producer().cancels += 1;
+                self.trim_overflow();
+            }
             return job;
         }
         let slot = self.slot(pos);
@@ -1863,6 +1917,15 @@ impl Lane {
     /// See [`Level::cancel`].
     pub(crate) fn cancel(&self, i: usize, pos: u64, id: u64) -> Option<Job> {
         self.level(i)?.cancel(pos, id)
+    }
+
+    /// See [`Level::compact_overflow`]; the caller holds the state lock
+    /// and is not adding a batch.
+    pub(crate) fn compact_overflow(&self, i: usize, moved: impl FnMut(u64, u64, u64)) {
+        if let Some(level) = self.level(i) {
+            // SAFETY: the caller's contract.
+            unsafe { level.compact_overflow(moved) };
+        }
     }
 
     /// Attaches `cont` to the lane entry of task `id` (level `i`, position

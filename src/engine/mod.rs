@@ -3031,6 +3031,7 @@ impl State {
                 return match self.lane.cancel(level, pos, id) {
                     Some(job) => {
                         self.lane_to_locked(id, job);
+                        self.compact_lane_overflow(level);
                         false
                     }
                     None => true,
@@ -4028,6 +4029,22 @@ impl State {
         }
     }
 
+    /// Compacts lane level `level`'s overflow if cancelled entries are
+    /// most of it (see `Level::compact_overflow`), moving the positions
+    /// of its queued tasks' records with their entries: at the end of a
+    /// stop, and after a move to the locked path. Not while a batch is
+    /// being added (its records may not be in the table yet).
+    fn compact_lane_overflow(&mut self, level: usize) {
+        if self.lane_batching {
+            return;
+        }
+        let (lane, tasks) = (&self.lane, &mut self.tasks);
+        lane.compact_overflow(level, |id, old, new| match tasks.get_mut(id) {
+            Some(Task { body: Body::Lane { pos, .. } }) if *pos == old => *pos = new,
+            _ => debug_assert!(false, "a queued overflow entry's task records its position"),
+        });
+    }
+
     fn make_ready(&mut self, priority: i32, id: u64, after: &mut After) {
         self.ready_push(priority, id);
         self.provision(after);
@@ -4628,6 +4645,11 @@ impl State {
     /// hands the task-table chunks the stop emptied to `after`, which frees
     /// them after the lock (giving the memory back if there are many).
     fn stop_done(&mut self, after: &mut After) {
+        // Once per stop rather than per stopped task: a group stopped
+        // whole leaves its overflow entries to the trim of its last one.
+        for level in 0..self.lane_levels.len() {
+            self.compact_lane_overflow(level);
+        }
         if self.deliverable == 0 {
             self.events.clear();
             self.release_events(after);
