@@ -1,0 +1,442 @@
+//! Priority changes (`Manager::set_priority`, `btm_set_task_priority`) in
+//! each state a task can be in, the order the task then runs in, and races
+//! with the workers, the host's polls, stops and fan-ins.
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use btm::engine::{Error, Job, NewTask, Owned};
+use common::*;
+
+/// A pass-through task without payload.
+fn pass() -> Job {
+    Job::pass_through(Owned::new(std::ptr::null_mut(), None))
+}
+
+/// The status of a priority change in every state a task can be in, and
+/// the order the changed tasks then run in (one worker).
+#[test]
+fn a_priority_change_in_each_state_returns_its_status_and_reorders() {
+    let _s = serial();
+    let m = manager(1, true);
+    let log = Log::default();
+    // Finished, not polled: no longer queued.
+    let f = m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    m.wait_idle(Some(TIMEOUT)).unwrap();
+    assert_eq!(m.set_priority(f, 3), Err(Error::NotQueued), "finished, not polled");
+    assert_eq!(finals(&drain(&m)), vec![f]);
+    assert_eq!(m.set_priority(f, 3), Err(Error::NotFound), "finished and polled");
+    // Running (a lane task).
+    let gate = Gate::new();
+    let gc = gate.clone();
+    let r = m.add(job(move |_| gc.pass()), 0, DEFAULT, &[]).unwrap();
+    gate.wait_arrivals(1);
+    assert_eq!(m.set_priority(r, 3), Err(Error::NotQueued), "running");
+    // Queued in a lane level's ring.
+    let a = m.add(logging(&log, 1), 0, DEFAULT, &[]).unwrap();
+    // A continuation attached to it.
+    let c = m.add_link(logging(&log, 2), 0, DEFAULT, a).unwrap();
+    // On the locked path, waiting for its upstream tasks.
+    let w = m.add(logging(&log, 3), 0, DEFAULT, &[r, a]).unwrap();
+    // A pass-through.
+    let p = m.add(pass(), 0, DEFAULT, &[]).unwrap();
+    // Queued in a level's ring and, past it, in its overflow.
+    let o: Vec<u64> = (0..RING as i64 + 4).map(|i| m.add(logging(&log, 100 + i), 2, DEFAULT, &[]).unwrap()).collect();
+    // Stopped; never issued; id 0.
+    let s = m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    m.stop_task(s, false, false).unwrap();
+    assert_eq!(m.set_priority(s, 1), Err(Error::NotFound), "stopped");
+    assert_eq!(m.set_priority(1 << 40, 1), Err(Error::NotFound), "never issued");
+    assert_eq!(m.set_priority(0, 1), Err(Error::NotFound), "id 0");
+
+    let counts = |m: &Arc<btm::engine::Manager>| {
+        let st = m.stats();
+        (st.queued, st.blocked, st.running)
+    };
+    // Queued: A, the pass-through, the ring and overflow; blocked: the
+    // continuation and W; running: R.
+    let want_counts = (RING as u64 + 6, 2, 1);
+    assert_eq!(counts(&m), want_counts);
+    let last = *o.last().unwrap();
+    assert_eq!(m.set_priority(last, 7), Ok(()), "in an overflow");
+    assert_eq!(m.set_priority(a, 5), Ok(()), "in a ring");
+    assert_eq!(m.set_priority(a, 5), Ok(()), "the same priority again");
+    assert_eq!(m.set_priority(c, 6), Ok(()), "a continuation");
+    assert_eq!(m.set_priority(c, 6), Ok(()), "a continuation moved, the same priority again");
+    assert_eq!(m.set_priority(w, 4), Ok(()), "waiting for upstream tasks");
+    assert_eq!(m.set_priority(p, 3), Ok(()), "a pass-through");
+    // The ring's first entry: changed to its own priority (moved to the
+    // locked path), it still runs first among its priority.
+    assert_eq!(m.set_priority(o[0], 2), Ok(()), "the same priority");
+    assert_eq!(counts(&m), want_counts, "the changes moved tasks, but none started or ended");
+    gate.open();
+    let evs = drain(&m);
+    // 7: the overflow's last; 5: A; then its continuation (6) once A is
+    // done; then W (4) once R and A are; the pass-through (3); then the
+    // rest of priority 2 in the order added.
+    let mut want = vec![100 + RING as i64 + 3, 1, 2, 3];
+    want.extend(100..100 + RING as i64 + 3);
+    assert_eq!(log.get(), want);
+    let mut want_finals = vec![r, last, a, c, w, p];
+    want_finals.extend(&o[..o.len() - 1]);
+    assert_eq!(finals(&evs), want_finals);
+    for id in [r, a, c, w, p, last] {
+        assert_eq!(m.set_priority(id, 1), Err(Error::NotFound), "polled");
+    }
+
+    // While paused: a change reorders queued tasks, before any starts.
+    m.pause_processing().unwrap();
+    let x = m.add(logging(&log, 10), 0, DEFAULT, &[]).unwrap();
+    let y = m.add(logging(&log, 11), 0, DEFAULT, &[]).unwrap();
+    let z = m.add(logging(&log, 12), 0, DEFAULT, &[x]).unwrap();
+    assert_eq!(m.set_priority(y, 1), Ok(()));
+    assert_eq!(m.set_priority(z, 2), Ok(()));
+    assert_eq!(m.set_priority(x, -1), Ok(()));
+    let before = log.get().len();
+    m.start_processing().unwrap();
+    assert_eq!(finals(&drain(&m)), vec![y, x, z]);
+    assert_eq!(log.get()[before..], [11, 10, 12]);
+
+    // After shut down: no task is live.
+    let q = m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    m.shut_down(Some(TIMEOUT)).unwrap();
+    assert_eq!(m.set_priority(q, 1), Err(Error::NotFound), "after shut down");
+    drop(m);
+    assert_all_freed();
+}
+
+/// A re-prioritised task competes with its new priority against lane and
+/// locked tasks, and among equal priorities by id (the order added), with
+/// one and with two workers (the second held by a task throughout).
+#[test]
+fn a_changed_task_runs_in_its_new_priority_order_against_lane_and_locked_tasks() {
+    let _s = serial();
+    for workers in [1, 2] {
+        let m = manager(workers, true);
+        let other = (workers == 2).then(|| occupy_a_worker(&m, DEFAULT));
+        let gate = occupy_a_worker(&m, DEFAULT);
+        let log = Log::default();
+        // Lane tasks of priorities 0 and 1, and locked ones (a pass-through
+        // upstream makes a task wait on the locked path; it completes at
+        // once when the gate opens, before any other).
+        let up = m.add(pass(), 9, DEFAULT, &[]).unwrap();
+        let mut ids = Vec::new();
+        for (i, (prio, locked)) in
+            [(0, false), (1, false), (0, true), (1, true), (0, false), (1, false), (0, true), (1, true)]
+                .into_iter()
+                .enumerate()
+        {
+            let upstream: &[u64] = if locked { &[up] } else { &[] };
+            ids.push(m.add(logging(&log, i as i64), prio, DEFAULT, upstream).unwrap());
+        }
+        // 0: lane 0 -> 1 (oldest of priority 1); 5: lane 1 -> 0; 6: locked
+        // 0 -> 1; 3: locked 1 -> 0 -> 1 (back); 4: lane 0 -> 0 (moved).
+        m.set_priority(ids[0], 1).unwrap();
+        m.set_priority(ids[5], 0).unwrap();
+        m.set_priority(ids[6], 1).unwrap();
+        m.set_priority(ids[3], 0).unwrap();
+        m.set_priority(ids[3], 1).unwrap();
+        m.set_priority(ids[4], 0).unwrap();
+        gate.open();
+        // (The other worker stays held: wait for the final events of the
+        // gate's task, the pass-through and the eight.)
+        collect_finals(&m, 10);
+        // Priority 1: 0, 1, 3, 6, 7; priority 0: 2, 4, 5.
+        assert_eq!(log.get(), vec![0, 1, 3, 6, 7, 2, 4, 5], "{workers} worker(s)");
+        if let Some(o) = other {
+            o.open();
+        }
+        finish(m);
+    }
+}
+
+/// A queued lane entry that a priority change moves to the locked path
+/// (`State::unlane_slow`) is cancelled in its slot before the locked
+/// queue's new front is published at the end of the change's lock section.
+/// A worker taking from the lane in that window must not pass over it: a
+/// task moved to its own priority, or raised, was ready all along at a
+/// priority at least its lane neighbours', and is older than them.
+///
+/// One worker runs lane task T0 while tasks H, L1, L2 of priority 0 wait
+/// behind it. T0 returns a delay after the host begins the change of H's
+/// priority (to 0, then to 1), swept over the change's length, so that
+/// attempts land in the window (the test checks that some attempt's T0
+/// returned during the change with H not claimed before it). H must start
+/// before L1 and L2.
+#[test]
+fn a_lane_task_moved_by_a_priority_change_starts_before_younger_lane_tasks_of_its_priority() {
+    let _s = serial();
+    let m = manager(1, true);
+    // One attempt: T0 returns `delay` after the host begins the change
+    // (`None`: once it returned). Returns how long the change took, the
+    // start order of H, L1, L2, and whether the window was hit.
+    let attempt = |to: i32, delay: Option<Duration>| {
+        let go = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicBool::new(false));
+        let clock = Arc::new(AtomicU64::new(1));
+        let t0_end = Arc::new(AtomicU64::new(0));
+        let (gc, s, e, c) = (go.clone(), started.clone(), t0_end.clone(), clock.clone());
+        m.add(
+            job(move |_| {
+                s.store(true, SeqCst);
+                while !gc.load(SeqCst) {
+                    std::hint::spin_loop();
+                }
+                let t = Instant::now();
+                while t.elapsed() < delay.unwrap_or_default() {
+                    std::hint::spin_loop();
+                }
+                e.store(c.fetch_add(1, SeqCst), SeqCst);
+            }),
+            0,
+            DEFAULT,
+            &[],
+        )
+        .unwrap();
+        wait_until("T0 started", || started.load(SeqCst));
+        // A lock section with no host waiting (the flag the wait for T0's
+        // start left is lowered).
+        m.start_processing().unwrap();
+        let starts: Vec<Arc<AtomicU64>> = (0..3).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let ids: Vec<u64> = starts
+            .iter()
+            .map(|st| {
+                let (st, c) = (st.clone(), clock.clone());
+                m.add(job(move |_| st.store(c.fetch_add(1, SeqCst), SeqCst)), 0, DEFAULT, &[]).unwrap()
+            })
+            .collect();
+        if delay.is_some() {
+            go.store(true, SeqCst);
+        }
+        let begun = clock.fetch_add(1, SeqCst);
+        let t = Instant::now();
+        let moved = m.set_priority(ids[0], to);
+        let took = t.elapsed();
+        let changed = clock.fetch_add(1, SeqCst);
+        go.store(true, SeqCst);
+        drain(&m);
+        let starts: Vec<u64> = starts.iter().map(|s| s.load(SeqCst)).collect();
+        let end = t0_end.load(SeqCst);
+        // The window was hit: T0 returned during the change, which moved
+        // H (not claimed before it), and H started after the change.
+        let hit = moved.is_ok() && begun < end && end < changed && starts[0] > changed;
+        (took, starts, hit)
+    };
+    for to in [0, 1] {
+        let mut sections: Vec<Duration> = (0..5)
+            .map(|_| {
+                let (took, order, _) = attempt(to, None);
+                assert!(order[0] < order[1] && order[1] < order[2], "H, L1, L2 in order when nothing races");
+                took
+            })
+            .collect();
+        sections.sort();
+        let section = sections[2].max(Duration::from_nanos(200));
+        // T0 returns at 0% to 300% of the change's length after the host
+        // lets it go (the host reaches the lock after T0 sees the go).
+        let attempts = 64u32;
+        let mut bad = Vec::new();
+        let mut hits = 0;
+        for _ in 0..40 {
+            for k in 0..attempts {
+                let delay = section * (300 * k / (attempts - 1)) / 100;
+                let (_, s, hit) = attempt(to, Some(delay));
+                hits += usize::from(hit);
+                if s[0] > s[1] || s[0] > s[2] {
+                    bad.push((delay, s));
+                }
+            }
+            if hits >= 10 {
+                break;
+            }
+        }
+        eprintln!("to priority {to}: {hits} attempts hit the window (section {section:?})");
+        assert!(
+            bad.is_empty(),
+            "H (moved to the locked path by a change to priority {to} while the worker took) started after \
+             younger lane tasks of priority 0 in {} attempts (section {section:?}): (T0's delay, start order of \
+             H, L1, L2) {bad:?}",
+            bad.len()
+        );
+        assert!(hits > 0, "no attempt hit the window (T0 returned during the change, H not claimed before it)");
+    }
+    finish(m);
+}
+
+/// Priority changes from a second thread while the host adds (lane tasks,
+/// chains, fan-ins, pass-throughs, priorities beyond the lane's levels)
+/// and polls, and a third thread stops tasks: every task runs at most
+/// once, after its upstream tasks; every unstopped task has exactly one
+/// final event, every stopped one none; every userdata is freed once.
+#[test]
+fn priority_changes_racing_workers_polls_stops_and_fan_ins_keep_every_task_once() {
+    let _s = serial();
+    let rounds: u64 = std::env::var("BTM_PRIO_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    for round in 0..rounds {
+        for workers in [1, 2] {
+            race_round(round * 2 + workers as u64, workers);
+        }
+    }
+}
+
+/// Per task: times it ran; the clock's values at its start and its end.
+type Runs = Arc<Mutex<HashMap<u64, (u32, u64, u64)>>>;
+
+/// A task that records its run in `runs`.
+fn recording(runs: &Runs, clock: &Arc<AtomicU64>) -> Job {
+    let (r, c) = (runs.clone(), clock.clone());
+    job(move |ctx| {
+        let id = ctx.task_id();
+        let start = c.fetch_add(1, SeqCst);
+        let end = c.fetch_add(1, SeqCst);
+        let mut g = r.lock().unwrap();
+        let e = g.entry(id).or_default();
+        *e = (e.0 + 1, start, end);
+    })
+}
+
+fn race_round(seed: u64, workers: usize) {
+    let m = manager(workers, true);
+    let n = 20_000u64;
+    let issued = Arc::new(AtomicU64::new(0));
+    let done_adding = Arc::new(AtomicBool::new(false));
+    let runs: Runs = Arc::default();
+    let clock = Arc::new(AtomicU64::new(1));
+    // Upstream tasks of each task.
+    let mut ups: HashMap<u64, Vec<u64>> = HashMap::new();
+    let changer = {
+        let (m, issued, done) = (m.clone(), issued.clone(), done_adding.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng(seed ^ 0x5eed);
+            let mut changes = [0u64; 3];
+            while !done.load(SeqCst) {
+                let top = issued.load(SeqCst);
+                if top == 0 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                // Mostly recent tasks (likely queued), some many times.
+                let id = top - rng.below(top.min(64));
+                let p = rng.below(7) as i32 - 3;
+                for _ in 0..1 + rng.below(3) {
+                    let i = match m.set_priority(id, p) {
+                        Ok(()) => 0,
+                        Err(Error::NotQueued) => 1,
+                        Err(Error::NotFound) => 2,
+                        Err(e) => panic!("set_priority({id}, {p}): {e:?}"),
+                    };
+                    changes[i] += 1;
+                }
+            }
+            changes
+        })
+    };
+    let stopper = {
+        let (m, issued, done) = (m.clone(), issued.clone(), done_adding.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng(seed ^ 0x570b);
+            let mut stopped = Vec::new();
+            while !done.load(SeqCst) {
+                let top = issued.load(SeqCst);
+                if top == 0 || rng.below(4) != 0 {
+                    std::thread::yield_now();
+                    continue;
+                }
+                if rng.below(16) == 0 {
+                    // A pause: queued lane tasks move to the locked path.
+                    m.pause_processing().unwrap();
+                    std::thread::yield_now();
+                    m.start_processing().unwrap();
+                }
+                let id = top - rng.below(top.min(32));
+                if m.stop_task(id, false, false).is_ok() {
+                    stopped.push(id);
+                }
+            }
+            stopped
+        })
+    };
+    let mut rng = Rng(seed);
+    let mut events = Vec::new();
+    let mut recent: Vec<u64> = Vec::new();
+    for i in 0..n {
+        let p = rng.below(7) as i32 - 3;
+        let kind = rng.below(8);
+        let id = match kind {
+            0 | 1 if !recent.is_empty() => {
+                let up = recent[rng.below(recent.len() as u64) as usize];
+                let id = m.add_link(recording(&runs, &clock), p, DEFAULT, up).unwrap();
+                ups.insert(id, vec![up]);
+                id
+            }
+            2 if recent.len() >= 2 => {
+                let a = recent[rng.below(recent.len() as u64) as usize];
+                let b = recent[rng.below(recent.len() as u64) as usize];
+                let id = m.add(recording(&runs, &clock), p, DEFAULT, &[a, b]).unwrap();
+                ups.insert(id, vec![a, b]);
+                id
+            }
+            3 if i % 16 == 3 => m.add(pass(), p, DEFAULT, &[]).unwrap(),
+            _ => m.add(recording(&runs, &clock), p, DEFAULT, &[]).unwrap(),
+        };
+        issued.store(id, SeqCst);
+        recent.push(id);
+        if recent.len() > 16 {
+            recent.remove(0);
+        }
+        if i % 97 == 0 {
+            events.extend(poll(&m));
+        }
+        if i % 1024 == 0 {
+            // A batch of several priorities, some naming recent tasks.
+            let batch: Vec<_> = (0..8)
+                .map(|k| {
+                    let up = if k % 3 == 0 { &recent[recent.len() - 1..] } else { &[][..] };
+                    NewTask { job: recording(&runs, &clock), priority: k % 4 - 1, group: DEFAULT, upstream: up }
+                })
+                .collect();
+            let ups_of: Vec<Vec<u64>> = batch.iter().map(|t| t.upstream.to_vec()).collect();
+            let ids = m.add_many(batch).unwrap();
+            for (id, u) in ids.iter().zip(ups_of) {
+                ups.insert(*id, u);
+            }
+            issued.store(*ids.last().unwrap(), SeqCst);
+        }
+    }
+    done_adding.store(true, SeqCst);
+    let changes = changer.join().unwrap();
+    let stopped: HashSet<u64> = stopper.join().unwrap().into_iter().collect();
+    events.extend(drain(&m));
+    let runs = runs.lock().unwrap().clone();
+    let mut finals_of: HashMap<u64, usize> = HashMap::new();
+    for id in finals(&events) {
+        *finals_of.entry(id).or_default() += 1;
+    }
+    assert!(events.iter().all(|e| !matches!(e, Ev::Failed { .. })), "no task fails: {events:?}");
+    let last = issued.load(SeqCst);
+    for id in 1..=last {
+        let want = usize::from(!stopped.contains(&id));
+        let got = finals_of.get(&id).copied().unwrap_or(0);
+        assert_eq!(got, want, "seed {seed}: task {id} (stopped: {}) has {got} final events", want == 0);
+    }
+    for (id, (times, start, _)) in &runs {
+        assert_eq!(*times, 1, "seed {seed}: task {id} ran {times} times");
+        for up in ups.get(id).into_iter().flatten() {
+            // An upstream task that ran (not a pass-through, not stopped
+            // before it started) ended before this one began.
+            if let Some((_, _, up_end)) = runs.get(up) {
+                if !stopped.contains(up) {
+                    assert!(up_end < start, "seed {seed}: task {id} ran before its upstream task {up} ended");
+                }
+            }
+        }
+    }
+    eprintln!(
+        "seed {seed}, {workers} worker(s): changes (ok, not queued, not found) {changes:?}, {} stopped",
+        stopped.len()
+    );
+    finish(m);
+}
