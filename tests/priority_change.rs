@@ -249,7 +249,7 @@ fn a_lane_task_moved_by_a_priority_change_starts_before_younger_lane_tasks_of_it
                     bad.push((delay, s));
                 }
             }
-            if hits >= 10 {
+            if hits >= 40 {
                 break;
             }
         }
@@ -263,6 +263,76 @@ fn a_lane_task_moved_by_a_priority_change_starts_before_younger_lane_tasks_of_it
         );
         assert!(hits > 0, "no attempt hit the window (T0 returned during the change, H not claimed before it)");
     }
+    finish(m);
+}
+
+/// Continuations and upstream tasks moved to the locked path by a priority
+/// change still hand their results on: a continuation moved while its
+/// upstream task is queued or running, an upstream task moved away from
+/// its continuation, a chain's middle link moved, a fan-in's upstream
+/// task moved.
+#[test]
+fn tasks_moved_by_a_priority_change_still_receive_their_upstream_results() {
+    let _s = serial();
+    let m = manager(1, true);
+    // Per task tag: the upstream results it received, in the order run.
+    let got: Arc<Mutex<Vec<(i64, Vec<(u64, i64)>)>>> = Arc::default();
+    let task = |tag: i64| {
+        let got = got.clone();
+        job(move |ctx| {
+            got.lock().unwrap().push((tag, upstream(ctx)));
+            ctx.set_result(value(tag));
+        })
+    };
+    let gate = Gate::new();
+    let gc = gate.clone();
+    let r = m
+        .add(
+            job(move |ctx| {
+                gc.pass();
+                ctx.set_result(value(9));
+            }),
+            0,
+            DEFAULT,
+            &[],
+        )
+        .unwrap();
+    gate.wait_arrivals(1);
+    // Attached to the running task.
+    let c0 = m.add_link(task(10), 0, DEFAULT, r).unwrap();
+    let u1 = m.add(task(1), 0, DEFAULT, &[]).unwrap();
+    let c1 = m.add_link(task(11), 0, DEFAULT, u1).unwrap();
+    let u2 = m.add(task(2), 0, DEFAULT, &[]).unwrap();
+    m.add_link(task(12), 0, DEFAULT, u2).unwrap();
+    let u3 = m.add(task(3), 0, DEFAULT, &[]).unwrap();
+    let c3 = m.add_link(task(13), 0, DEFAULT, u3).unwrap();
+    m.add_link(task(23), 0, DEFAULT, c3).unwrap();
+    let u4 = m.add(task(4), 0, DEFAULT, &[]).unwrap();
+    let u5 = m.add(task(5), 0, DEFAULT, &[]).unwrap();
+    m.add(task(45), 0, DEFAULT, &[u4, u5]).unwrap();
+    m.set_priority(c0, 1).unwrap();
+    m.set_priority(c1, 3).unwrap();
+    m.set_priority(u2, 4).unwrap();
+    m.set_priority(c3, 2).unwrap();
+    m.set_priority(u5, 5).unwrap();
+    gate.open();
+    let evs = drain(&m);
+    assert_eq!(finals(&evs).len(), 12);
+    assert!(evs.iter().all(|e| !matches!(e, Ev::Failed { .. })));
+    let got = got.lock().unwrap().clone();
+    let received: HashMap<i64, Vec<(u64, i64)>> = got.iter().cloned().collect();
+    assert_eq!(received[&10], vec![(r, 9)], "C0, moved while attached to a running task");
+    assert_eq!(received[&11], vec![(u1, 1)], "C1, moved while attached to a queued task");
+    assert_eq!(received[&12], vec![(u2, 2)], "C2, whose upstream task moved");
+    assert_eq!(received[&13], vec![(u3, 3)], "C3, a chain's middle link, moved");
+    assert_eq!(received[&23], vec![(c3, 13)], "C3's continuation");
+    // U5 (priority 5 now) completed first.
+    assert_eq!(received[&45], vec![(u5, 5), (u4, 4)], "a fan-in whose upstream task moved");
+    // By priority, then id, each once its upstream tasks are done: U5 (5),
+    // U2 (4), C0 (1); then the 0s by id, each raised continuation as soon
+    // as its upstream task is done: U1, C1 (3), C2, U3, C3 (2), C3b, U4, F.
+    let order: Vec<i64> = got.iter().map(|(t, _)| *t).collect();
+    assert_eq!(order, vec![5, 2, 10, 1, 11, 12, 3, 13, 23, 4, 45]);
     finish(m);
 }
 
@@ -282,8 +352,17 @@ fn priority_changes_racing_workers_polls_stops_and_fan_ins_keep_every_task_once(
     }
 }
 
-/// Per task: times it ran; the clock's values at its start and its end.
-type Runs = Arc<Mutex<HashMap<u64, (u32, u64, u64)>>>;
+/// Per task: times it ran; the clock's values at its start and its end;
+/// the upstream tasks whose results it received.
+type Runs = Arc<Mutex<HashMap<u64, Run>>>;
+
+#[derive(Clone, Debug, Default)]
+struct Run {
+    times: u32,
+    start: u64,
+    end: u64,
+    received: Vec<u64>,
+}
 
 /// A task that records its run in `runs`.
 fn recording(runs: &Runs, clock: &Arc<AtomicU64>) -> Job {
@@ -291,10 +370,13 @@ fn recording(runs: &Runs, clock: &Arc<AtomicU64>) -> Job {
     job(move |ctx| {
         let id = ctx.task_id();
         let start = c.fetch_add(1, SeqCst);
+        let received =
+            upstream(ctx).into_iter().map(|(u, v)| (u as i64 == v).then_some(u).expect("its result")).collect();
+        ctx.set_result(value(id as i64));
         let end = c.fetch_add(1, SeqCst);
         let mut g = r.lock().unwrap();
         let e = g.entry(id).or_default();
-        *e = (e.0 + 1, start, end);
+        *e = Run { times: e.times + 1, start, end, received };
     })
 }
 
@@ -306,7 +388,12 @@ fn race_round(seed: u64, workers: usize) {
     let runs: Runs = Arc::default();
     let clock = Arc::new(AtomicU64::new(1));
     // Upstream tasks of each task.
-    let mut ups: HashMap<u64, Vec<u64>> = HashMap::new();
+    // Upstream tasks of each task, and those of them whose final event
+    // the host had not polled at its add (live then, or stopped).
+    let mut ups: HashMap<u64, (Vec<u64>, Vec<u64>)> = HashMap::new();
+    let mut polled: HashSet<u64> = HashSet::new();
+    let live =
+        |polled: &HashSet<u64>, u: &[u64]| (u.to_vec(), u.iter().copied().filter(|x| !polled.contains(x)).collect());
     let changer = {
         let (m, issued, done) = (m.clone(), issued.clone(), done_adding.clone());
         std::thread::spawn(move || {
@@ -369,14 +456,14 @@ fn race_round(seed: u64, workers: usize) {
             0 | 1 if !recent.is_empty() => {
                 let up = recent[rng.below(recent.len() as u64) as usize];
                 let id = m.add_link(recording(&runs, &clock), p, DEFAULT, up).unwrap();
-                ups.insert(id, vec![up]);
+                ups.insert(id, live(&polled, &[up]));
                 id
             }
             2 if recent.len() >= 2 => {
                 let a = recent[rng.below(recent.len() as u64) as usize];
                 let b = recent[rng.below(recent.len() as u64) as usize];
                 let id = m.add(recording(&runs, &clock), p, DEFAULT, &[a, b]).unwrap();
-                ups.insert(id, vec![a, b]);
+                ups.insert(id, live(&polled, &[a, b]));
                 id
             }
             3 if i % 16 == 3 => m.add(pass(), p, DEFAULT, &[]).unwrap(),
@@ -388,7 +475,9 @@ fn race_round(seed: u64, workers: usize) {
             recent.remove(0);
         }
         if i % 97 == 0 {
-            events.extend(poll(&m));
+            let got = poll(&m);
+            polled.extend(finals(&got));
+            events.extend(got);
         }
         if i % 1024 == 0 {
             // A batch of several priorities, some naming recent tasks.
@@ -401,7 +490,7 @@ fn race_round(seed: u64, workers: usize) {
             let ups_of: Vec<Vec<u64>> = batch.iter().map(|t| t.upstream.to_vec()).collect();
             let ids = m.add_many(batch).unwrap();
             for (id, u) in ids.iter().zip(ups_of) {
-                ups.insert(*id, u);
+                ups.insert(*id, live(&polled, &u));
             }
             issued.store(*ids.last().unwrap(), SeqCst);
         }
@@ -422,15 +511,26 @@ fn race_round(seed: u64, workers: usize) {
         let got = finals_of.get(&id).copied().unwrap_or(0);
         assert_eq!(got, want, "seed {seed}: task {id} (stopped: {}) has {got} final events", want == 0);
     }
-    for (id, (times, start, _)) in &runs {
-        assert_eq!(*times, 1, "seed {seed}: task {id} ran {times} times");
-        for up in ups.get(id).into_iter().flatten() {
-            // An upstream task that ran (not a pass-through, not stopped
-            // before it started) ended before this one began.
-            if let Some((_, _, up_end)) = runs.get(up) {
-                if !stopped.contains(up) {
-                    assert!(up_end < start, "seed {seed}: task {id} ran before its upstream task {up} ended");
-                }
+    for (id, run) in &runs {
+        assert_eq!(run.times, 1, "seed {seed}: task {id} ran {} times", run.times);
+        let (all, live) = ups.get(id).cloned().unwrap_or_default();
+        let mut received = run.received.clone();
+        received.sort();
+        received.dedup();
+        assert_eq!(received.len(), run.received.len(), "seed {seed}: task {id} received a result twice: {run:?}");
+        assert!(
+            received.iter().all(|u| all.contains(u)),
+            "seed {seed}: task {id} received a result of a task not upstream of it: {run:?}, upstream {all:?}"
+        );
+        for up in live {
+            // An upstream task that ran (not a pass-through) and was not
+            // stopped ended before this one began, and handed its result.
+            if let (Some(u), false) = (runs.get(&up), stopped.contains(&up)) {
+                assert!(u.end < run.start, "seed {seed}: task {id} ran before its upstream task {up} ended");
+                assert!(
+                    received.contains(&up),
+                    "seed {seed}: task {id} did not receive the result of its upstream task {up}: {run:?}"
+                );
             }
         }
     }
