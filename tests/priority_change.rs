@@ -336,6 +336,100 @@ fn tasks_moved_by_a_priority_change_still_receive_their_upstream_results() {
     finish(m);
 }
 
+/// A continuation moved by a priority change (or left behind by its
+/// upstream task's move) and released by a stop of its upstream task
+/// without its downstream tasks runs without that result; stopped with
+/// them, it never runs and gets no event. A change from inside a task
+/// works as from the host.
+#[test]
+fn moved_continuations_released_or_reached_by_a_stop_of_their_upstream_task() {
+    let _s = serial();
+    let m = manager(1, true);
+    let got: Arc<Mutex<Vec<(i64, Vec<(u64, i64)>)>>> = Arc::default();
+    let task = |tag: i64| {
+        let got = got.clone();
+        job(move |ctx| {
+            got.lock().unwrap().push((tag, upstream(ctx)));
+            ctx.set_result(value(tag));
+        })
+    };
+    let gate = Gate::new();
+    let gc = gate.clone();
+    let r = m
+        .add(
+            job(move |ctx| {
+                gc.pass();
+                ctx.set_result(value(9));
+            }),
+            0,
+            DEFAULT,
+            &[],
+        )
+        .unwrap();
+    gate.wait_arrivals(1);
+    // C0: attached to the running task, moved; its upstream stopped while
+    // running.
+    let c0 = m.add_link(task(10), 0, DEFAULT, r).unwrap();
+    m.set_priority(c0, 1).unwrap();
+    // C1: attached to a queued task, moved; its upstream stopped.
+    let u1 = m.add(task(1), 0, DEFAULT, &[]).unwrap();
+    let c1 = m.add_link(task(11), 0, DEFAULT, u1).unwrap();
+    m.set_priority(c1, 2).unwrap();
+    // C2: its upstream moved, then stopped.
+    let u2 = m.add(task(2), 0, DEFAULT, &[]).unwrap();
+    let c2 = m.add_link(task(12), 0, DEFAULT, u2).unwrap();
+    m.set_priority(u2, 3).unwrap();
+    // C3: moved, and stopped with its upstream (downstream tasks too).
+    let u3 = m.add(task(3), 0, DEFAULT, &[]).unwrap();
+    let c3 = m.add_link(task(13), 0, DEFAULT, u3).unwrap();
+    m.set_priority(c3, 4).unwrap();
+    // C4: its upstream moved, then both stopped.
+    let u4 = m.add(task(4), 0, DEFAULT, &[]).unwrap();
+    let c4 = m.add_link(task(14), 0, DEFAULT, u4).unwrap();
+    m.set_priority(u4, 5).unwrap();
+    // T: changes the priority of its own (NOT_QUEUED) and of a queued task
+    // (V, raised to run next).
+    let t_status: Arc<Mutex<Vec<Result<(), Error>>>> = Arc::default();
+    let (mc, ts) = (m.clone(), t_status.clone());
+    let v_id = Arc::new(AtomicU64::new(0));
+    let vc = v_id.clone();
+    let t = m
+        .add(
+            job(move |ctx| {
+                let mut s = ts.lock().unwrap();
+                s.push(mc.set_priority(ctx.task_id(), 8));
+                s.push(mc.set_priority(vc.load(SeqCst), 6));
+            }),
+            7,
+            DEFAULT,
+            &[],
+        )
+        .unwrap();
+    let w = m.add(task(20), 0, DEFAULT, &[]).unwrap();
+    let v = m.add(task(21), 0, DEFAULT, &[]).unwrap();
+    v_id.store(v, SeqCst);
+    assert_eq!(m.stop_task(r, false, false).unwrap().while_running, 1);
+    assert_eq!(m.stop_task(u1, false, false).unwrap().before_start, 1);
+    assert_eq!(m.stop_task(u2, false, false).unwrap().before_start, 1);
+    assert_eq!(m.stop_task(u3, false, true).unwrap().before_start, 2);
+    assert_eq!(m.stop_task(u4, false, true).unwrap().before_start, 2);
+    for id in [r, u1, u2, u3, c3, u4, c4] {
+        assert_eq!(m.set_priority(id, 1), Err(Error::NotFound), "stopped");
+    }
+    gate.open();
+    let evs = drain(&m);
+    // T (7); V (6, raised by T); C1 (2); C0 (1); then the 0s: C2, W.
+    assert_eq!(finals(&evs), vec![t, v, c1, c0, c2, w]);
+    assert_eq!(*t_status.lock().unwrap(), vec![Err(Error::NotQueued), Ok(())]);
+    let got = got.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        vec![(21, vec![]), (11, vec![]), (10, vec![]), (12, vec![]), (20, vec![])],
+        "each released continuation ran once, without its stopped upstream task's result"
+    );
+    finish(m);
+}
+
 /// Priority changes from a second thread while the host adds (lane tasks,
 /// chains, fan-ins, pass-throughs, priorities beyond the lane's levels)
 /// and polls, and a third thread stops tasks: every task runs at most
