@@ -71,6 +71,9 @@ fn a_priority_change_in_each_state_returns_its_status_and_reorders() {
     // The ring's first entry: changed to its own priority (moved to the
     // locked path), it still runs first among its priority.
     assert_eq!(m.set_priority(o[0], 2), Ok(()), "the same priority");
+    // So does an overflow entry in the middle, ahead of the entries that
+    // overflowed after it and behind the ring's.
+    assert_eq!(m.set_priority(o[RING + 1], 2), Ok(()), "the same priority, in an overflow");
     assert_eq!(counts(&m), want_counts, "the changes moved tasks, but none started or ended");
     gate.open();
     let evs = drain(&m);
@@ -92,13 +95,17 @@ fn a_priority_change_in_each_state_returns_its_status_and_reorders() {
     let x = m.add(logging(&log, 10), 0, DEFAULT, &[]).unwrap();
     let y = m.add(logging(&log, 11), 0, DEFAULT, &[]).unwrap();
     let z = m.add(logging(&log, 12), 0, DEFAULT, &[x]).unwrap();
+    let lo = m.add(logging(&log, 13), 0, DEFAULT, &[]).unwrap();
+    let hi = m.add(logging(&log, 14), 0, DEFAULT, &[]).unwrap();
     assert_eq!(m.set_priority(y, 1), Ok(()));
     assert_eq!(m.set_priority(z, 2), Ok(()));
     assert_eq!(m.set_priority(x, -1), Ok(()));
+    assert_eq!(m.set_priority(lo, i32::MIN), Ok(()));
+    assert_eq!(m.set_priority(hi, i32::MAX), Ok(()));
     let before = log.get().len();
     m.start_processing().unwrap();
-    assert_eq!(finals(&drain(&m)), vec![y, x, z]);
-    assert_eq!(log.get()[before..], [11, 10, 12]);
+    assert_eq!(finals(&drain(&m)), vec![hi, y, x, z, lo]);
+    assert_eq!(log.get()[before..], [14, 11, 10, 12, 13]);
 
     // After shut down: no task is live.
     let q = m.add(nop(), 0, DEFAULT, &[]).unwrap();
