@@ -437,6 +437,52 @@ fn moved_continuations_released_or_reached_by_a_stop_of_their_upstream_task() {
     finish(m);
 }
 
+/// A lane task that a fan-in marked (a ring entry) or counted (an
+/// overflow entry, `lane_linked`) and that a priority change then moves to
+/// the locked path leaves neither mark nor count behind (a count left
+/// would keep every worker taking the lock after each outcome), and the
+/// fan-in still waits for it and receives its result.
+#[test]
+fn a_linked_lane_task_moved_by_a_priority_change_leaves_no_mark_or_count() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let got: Arc<Mutex<Vec<(i64, usize)>>> = Arc::default();
+    let task = |tag: i64| {
+        let got = got.clone();
+        job(move |ctx| {
+            got.lock().unwrap().push((tag, upstream(ctx).len()));
+            ctx.set_result(value(tag));
+        })
+    };
+    // Two ring entries, marked by a fan-in over both.
+    let u1 = m.add(task(1), 0, DEFAULT, &[]).unwrap();
+    let u2 = m.add(task(2), 0, DEFAULT, &[]).unwrap();
+    m.add(task(3), 0, DEFAULT, &[u1, u2]).unwrap();
+    assert_eq!(linked(&m), (0, 2), "two ring entries marked");
+    m.set_priority(u1, 1).unwrap();
+    assert_eq!(linked(&m), (0, 1), "the moved one's mark is gone");
+    // A ring and an overflow of priority 2, all named by a fan-in (more
+    // than half of the lane's queued entries: they stay, the overflow's
+    // counted).
+    let o: Vec<u64> = (0..RING as i64 + 2).map(|i| m.add(task(100 + i), 2, DEFAULT, &[]).unwrap()).collect();
+    m.add(task(4), 2, DEFAULT, &o).unwrap();
+    let (counted, marked) = linked(&m);
+    assert_eq!((counted, marked), (2, RING + 1), "the overflow's two counted, the ring's marked");
+    m.set_priority(o[RING + 1], 2).unwrap();
+    m.set_priority(o[RING], 5).unwrap();
+    m.set_priority(o[0], 2).unwrap();
+    assert_eq!(linked(&m), (0, RING), "the moved ones' counts and mark are gone");
+    gate.open();
+    let evs = drain(&m);
+    assert_eq!(finals(&evs).len(), RING + 7, "the gate's task, U1, U2, the ring and overflow, the fan-ins");
+    let got = got.lock().unwrap().clone();
+    let fan_ins: Vec<(i64, usize)> = got.iter().copied().filter(|(t, _)| (3..=4).contains(t)).collect();
+    assert_eq!(fan_ins, vec![(4, RING + 2), (3, 2)], "each fan-in received every result, after its upstream tasks");
+    assert_eq!(linked(&m), (0, 0));
+    finish(m);
+}
+
 /// Priority changes from a second thread while the host adds (lane tasks,
 /// chains, fan-ins, pass-throughs, priorities beyond the lane's levels)
 /// and polls, and a third thread stops tasks: every task runs at most
