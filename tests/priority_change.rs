@@ -483,6 +483,40 @@ fn a_linked_lane_task_moved_by_a_priority_change_leaves_no_mark_or_count() {
     finish(m);
 }
 
+/// Changes of a queued task's priority leave its old entry in the locked
+/// ready queue (removed lazily, when popped). Changed back and forth while
+/// it waits (a host that re-prioritises what is on screen as the user
+/// scrolls, while the workers are busy), one task must not make the queue
+/// grow with every change: its memory would grow without bound for a fixed
+/// number of tasks (8 bytes a change), and the next worker to take from it
+/// would pop every stale entry under btm's lock.
+#[test]
+fn changing_a_queued_task_back_and_forth_keeps_the_ready_queue_bounded_by_its_tasks() {
+    let _s = serial();
+    let m = manager(1, false);
+    let log = Log::default();
+    let a = m.add(logging(&log, 1), 0, DEFAULT, &[]).unwrap();
+    let x = m.add(logging(&log, 2), 0, DEFAULT, &[]).unwrap();
+    let b = m.add(logging(&log, 3), 1, DEFAULT, &[]).unwrap();
+    let c = m.add(logging(&log, 4), 0, DEFAULT, &[]).unwrap();
+    let changes = 1_000_000;
+    for i in 0..changes {
+        m.set_priority(x, i & 1).unwrap();
+    }
+    assert_eq!(m.stats().queued, 4);
+    let entries = m.ready_entries_for_tests();
+    assert!(
+        entries <= 2 * 4 + 4096,
+        "{changes} changes of one of 4 queued tasks left {entries} entries in the ready queue"
+    );
+    // X ends at priority 1, added before B: X, B, then A and C.
+    m.start_processing().unwrap();
+    assert_eq!(finals(&drain(&m)), vec![x, b, a, c]);
+    assert_eq!(log.get(), vec![2, 3, 1, 4]);
+    assert_eq!(m.ready_entries_for_tests(), 0);
+    finish(m);
+}
+
 /// Priority changes from a second thread while the host adds (lane tasks,
 /// chains, fan-ins, pass-throughs, priorities beyond the lane's levels)
 /// and polls, and a third thread stops tasks: every task runs at most

@@ -1885,6 +1885,14 @@ impl Manager {
         self.state.lock().lane_added
     }
 
+    /// Entries the locked ready queue holds, stale ones included (a task
+    /// stopped or re-prioritised leaves its entry behind, dropped when
+    /// popped): a diagnostic for tests, next to `Stats::queued`.
+    #[doc(hidden)]
+    pub fn ready_entries_for_tests(&self) -> usize {
+        self.state.lock().ready.entries()
+    }
+
     /// Lane ring entries marked linked (a queued lane task with a
     /// downstream task on the locked path, see `lane::LINKED`): a
     /// diagnostic for tests, next to [`Manager::lane_linked_for_tests`].

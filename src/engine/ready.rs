@@ -83,6 +83,11 @@ impl ReadyQueue {
         self.valid
     }
 
+    /// Number of entries, stale ones included (a diagnostic for tests).
+    pub(crate) fn entries(&self) -> usize {
+        self.levels.iter().map(|(_, l)| l.fifo.len() + l.late.len()).sum()
+    }
+
     fn find(&self, priority: i32) -> Result<usize, usize> {
         // Descending order: compare reversed.
         self.levels.binary_search_by(|(p, _)| priority.cmp(p))
