@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use btm::engine::{Error, Job, NewTask, Owned};
 use common::*;
 
+/// Per task run, in order: its tag and the upstream results it received.
+type Received = Arc<Mutex<Vec<(i64, Vec<(u64, i64)>)>>>;
+
 /// A pass-through task without payload.
 fn pass() -> Job {
     Job::pass_through(Owned::new(std::ptr::null_mut(), None))
@@ -283,7 +286,7 @@ fn tasks_moved_by_a_priority_change_still_receive_their_upstream_results() {
     let _s = serial();
     let m = manager(1, true);
     // Per task tag: the upstream results it received, in the order run.
-    let got: Arc<Mutex<Vec<(i64, Vec<(u64, i64)>)>>> = Arc::default();
+    let got: Received = Arc::default();
     let task = |tag: i64| {
         let got = got.clone();
         job(move |ctx| {
@@ -352,7 +355,7 @@ fn tasks_moved_by_a_priority_change_still_receive_their_upstream_results() {
 fn moved_continuations_released_or_reached_by_a_stop_of_their_upstream_task() {
     let _s = serial();
     let m = manager(1, true);
-    let got: Arc<Mutex<Vec<(i64, Vec<(u64, i64)>)>>> = Arc::default();
+    let got: Received = Arc::default();
     let task = |tag: i64| {
         let got = got.clone();
         job(move |ctx| {
