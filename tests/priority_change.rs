@@ -71,12 +71,16 @@ fn a_priority_change_in_each_state_returns_its_status_and_reorders() {
     assert_eq!(m.set_priority(c, 6), Ok(()), "a continuation moved, the same priority again");
     assert_eq!(m.set_priority(w, 4), Ok(()), "waiting for upstream tasks");
     assert_eq!(m.set_priority(p, 3), Ok(()), "a pass-through");
-    // The ring's first entry: changed to its own priority (moved to the
-    // locked path), it still runs first among its priority.
+    // The ring's first entry, changed to its own priority: it stays in
+    // the lane (the locked queue gains no entry) and runs first among its
+    // priority.
+    let entries = m.ready_entries_for_tests();
     assert_eq!(m.set_priority(o[0], 2), Ok(()), "the same priority");
+    assert_eq!(m.ready_entries_for_tests(), entries, "a lane task changed to its own priority stays in the lane");
     // So does an overflow entry in the middle, ahead of the entries that
     // overflowed after it and behind the ring's.
     assert_eq!(m.set_priority(o[RING + 1], 2), Ok(()), "the same priority, in an overflow");
+    assert_eq!(m.ready_entries_for_tests(), entries, "an overflow entry changed to its own priority stays");
     assert_eq!(counts(&m), want_counts, "the changes moved tasks, but none started or ended");
     gate.open();
     let evs = drain(&m);
@@ -167,12 +171,12 @@ fn a_changed_task_runs_in_its_new_priority_order_against_lane_and_locked_tasks()
 /// (`State::unlane_slow`) is cancelled in its slot before the locked
 /// queue's new front is published at the end of the change's lock section.
 /// A worker taking from the lane in that window must not pass over it: a
-/// task moved to its own priority, or raised, was ready all along at a
-/// priority at least its lane neighbours', and is older than them.
+/// task raised was ready all along at a priority above its lane
+/// neighbours', and is older than them.
 ///
 /// One worker runs lane task T0 while tasks H, L1, L2 of priority 0 wait
 /// behind it. T0 returns a delay after the host begins the change of H's
-/// priority (to 0, then to 1), swept over the change's length, so that
+/// priority (to 1), swept over the change's length, so that
 /// attempts land in the window (the test checks that some attempt's T0
 /// returned during the change with H not claimed before it). H must start
 /// before L1 and L2.
@@ -235,7 +239,9 @@ fn a_lane_task_moved_by_a_priority_change_starts_before_younger_lane_tasks_of_it
         let hit = moved.is_ok() && begun < end && end < changed && starts[0] > changed;
         (took, starts, hit)
     };
-    for to in [0, 1] {
+    // (To a higher priority: a lane task changed to its own priority
+    // stays in the lane, and a lower one may rightly start after L1, L2.)
+    for to in [1] {
         let mut sections: Vec<Duration> = (0..5)
             .map(|_| {
                 let (took, order, _) = attempt(to, None);
@@ -476,9 +482,13 @@ fn a_linked_lane_task_moved_by_a_priority_change_leaves_no_mark_or_count() {
     m.add(task(4), 2, DEFAULT, &o).unwrap();
     let (counted, marked) = linked(&m);
     assert_eq!((counted, marked), (2, RING + 1), "the overflow's two counted, the ring's marked");
+    // Changed to its own priority, a lane task stays, marked.
+    m.set_priority(o[1], 2).unwrap();
     m.set_priority(o[RING + 1], 2).unwrap();
+    assert_eq!(linked(&m), (2, RING + 1), "changes to their own priority move nothing");
+    m.set_priority(o[RING + 1], 3).unwrap();
     m.set_priority(o[RING], 5).unwrap();
-    m.set_priority(o[0], 2).unwrap();
+    m.set_priority(o[0], 3).unwrap();
     assert_eq!(linked(&m), (0, RING), "the moved ones' counts and mark are gone");
     gate.open();
     let evs = drain(&m);

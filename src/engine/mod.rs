@@ -1508,6 +1508,15 @@ impl Manager {
     /// Changes the priority of a queued or blocked task.
     pub fn set_priority(self: &Arc<Self>, id: u64, priority: i32) -> Result<(), Error> {
         self.locked(|st, after| {
+            // A queued lane task asked for its level's own priority stays
+            // where it is: moved, it would keep its place too, but run
+            // from the locked path.
+            if let Some(Task { body: Body::Lane { level, pos, .. } }) = st.tasks.get(id) {
+                let (level, pos) = (usize::from(*level), *pos);
+                if st.lane_levels.get(level).is_some_and(|&(p, _)| p == priority) && st.lane.is_queued(level, pos, id) {
+                    return Ok(());
+                }
+            }
             if st.unlane(id) {
                 return Err(Error::NotQueued);
             }
