@@ -3,7 +3,9 @@
 //! combination: batches of one and several priorities (fan-ins naming the
 //! batch's own tasks waiting in an overflow), fan-ins over overflow entries
 //! (moved to the locked path, or kept and counted linked), continuations of
-//! lane tasks, priority changes, single and group stops, pause and start.
+//! lane tasks, priority changes, single and group stops (with and without
+//! their upstream and downstream tasks), pause and start, task hooks (which
+//! drain the lane), stop_all and shut down.
 //!
 //! One worker, held by a gate task while a seeded sequence of operations
 //! runs behind it (rings full, overflows of thousands of entries, most of
@@ -203,6 +205,42 @@ impl Round {
         }
     }
 
+    /// A stop that also reaches the task's upstream and/or downstream
+    /// tasks, transitively.
+    fn stop_reaching(&mut self) {
+        let Some(id) = self.pick_live() else {
+            return;
+        };
+        let (up, down) = match self.rng.below(3) {
+            0 => (true, false),
+            1 => (false, true),
+            _ => (true, true),
+        };
+        let mut reached = BTreeSet::from([id]);
+        let mut stack = vec![id];
+        while let Some(t) = stack.pop() {
+            let mut next: Vec<u64> = Vec::new();
+            if up {
+                next.extend(self.model.live[&t].ups.iter().copied());
+            }
+            if down {
+                next.extend(self.model.down.get(&t).into_iter().flatten().copied());
+            }
+            for n in next {
+                if self.model.live.contains_key(&n) && reached.insert(n) {
+                    stack.push(n);
+                }
+            }
+        }
+        let r = self.m.stop_task(id, up, down).unwrap();
+        let want = (reached.len() as u64, 0, 0);
+        assert_eq!((r.before_start, r.while_running, r.after_finish), want, "stop of {id} (up {up}, down {down})");
+        for t in reached {
+            self.model.remove(t);
+            self.model.stopped += 1;
+        }
+    }
+
     fn stop_group(&mut self) {
         let group = self.group();
         let members: Vec<u64> = self.model.live.iter().filter(|(_, t)| t.group == group).map(|(&id, _)| id).collect();
@@ -351,7 +389,8 @@ impl Round {
                 let ups: BTreeSet<u64> = (0..k).filter_map(|_| self.pick_live()).collect();
                 self.add(ups.into_iter().collect());
             }
-            74..=77 => self.batch(),
+            74..=76 => self.batch(),
+            77 => self.stop_reaching(),
             78 if self.rng.below(20) == 0 => self.stop_group(),
             79 if self.rng.below(200) == 0 => self.big_fan_in(),
             80 if self.pauses && self.rng.below(50) == 0 => {
