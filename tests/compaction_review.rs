@@ -3,9 +3,9 @@
 //! combination: batches of one and several priorities (fan-ins naming the
 //! batch's own tasks waiting in an overflow), fan-ins over overflow entries
 //! (moved to the locked path, or kept and counted linked), continuations of
-//! lane tasks, priority changes, single and group stops (with and without
-//! their upstream and downstream tasks), pause and start, task hooks (which
-//! drain the lane), stop_all and shut down.
+//! lane tasks, priority changes, stops of single tasks (with and without
+//! their upstream and downstream tasks) and of groups, pause and start,
+//! task hooks (which drain the lane), stop_all and shut down.
 //!
 //! One worker, held by a gate task while a seeded sequence of operations
 //! runs behind it (rings full, overflows of thousands of entries, most of
