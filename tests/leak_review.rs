@@ -271,3 +271,37 @@ fn a_sliding_window_of_tasks_behind_busy_workers_leaves_nothing_in_the_lane() {
     assert_all_freed();
     assert!(grown < 16 * 1024, "{grown} KiB more after {} more cycles of adds and stops", CYCLES - WARM);
 }
+
+#[test]
+fn a_lane_drained_by_task_hooks_behind_a_busy_worker_leaves_nothing_in_its_overflow() {
+    // Task hooks (a profiler switched on and off) close the lane and move
+    // its queued tasks to the locked path. The drain left each overflow
+    // entry as a cancelled one, uncounted by the compaction, and with the
+    // only worker busy nothing passed over them: every cycle's backlog
+    // stayed (40 bytes a task) under the next one's.
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, g(1));
+    // The ring fills with the first cycle's entries (cancelled by its
+    // drain; the busy worker never passes over them), so every later add
+    // goes to the overflow.
+    let per_cycle = 50_000;
+    let grown = growth_kib("lane backlog drained by task hooks behind a busy worker", || {
+        for _ in 0..per_cycle {
+            m.add(nop(), 0, g(2), &[]).unwrap();
+        }
+        m.set_task_hooks(Some(btm::engine::TaskHooks {
+            on_start: None,
+            on_end: None,
+            data: btm::engine::Owned::new(std::ptr::null_mut(), None),
+        }));
+        m.set_task_hooks(None);
+        assert_eq!(m.stop_group(g(2), false, false).unwrap().before_start, per_cycle as u64);
+    });
+    gate.open();
+    collect_finals(&m, 1);
+    finish(m);
+    assert_all_freed();
+    // Without the trim: 30 cycles x 50,000 x 40 bytes = ~58,000 KiB.
+    assert!(grown < 16 * 1024, "{grown} KiB more after {} more cycles of drained backlogs", CYCLES - WARM);
+}

@@ -2042,8 +2042,10 @@ impl Lane {
 
     /// Cancels every unclaimed entry of a closed lane and hands over
     /// `(id, job)` for each, in each level's order; the caller holds the
-    /// state lock. (Overflow entries stay as cancelled ones, to keep their
-    /// positions.)
+    /// state lock. The overflows, all cancelled then, are dropped (no
+    /// entry after them holds a position): left as cancelled entries,
+    /// which nothing counted, they stayed until workers came back to them,
+    /// and each drain behind busy workers added its backlog to them.
     pub(crate) fn drain(&self, mut sink: impl FnMut(u64, Job)) {
         debug_assert!(!self.is_open());
         for level in self.ordered() {
@@ -2061,6 +2063,8 @@ impl Lane {
                     sink(*id, job);
                 }
             }
+            // SAFETY: the caller holds the state lock.
+            unsafe { level.trim_overflow() };
         }
     }
 
