@@ -779,6 +779,46 @@ QUADRATIC_CASE = {
 }
 
 
+README_START = "<!-- bench/run.py summary: start (generated, do not edit by hand) -->"
+README_END = "<!-- bench/run.py summary: end -->"
+
+
+def write_readme_summary(meta, summary, rows):
+    """Rewrites the README's block between README_START and README_END: the
+    medians table of this run and the verdicts of issue 6's targets (the
+    failing ones named), so that the README's figures come from the same
+    run as docs/BENCHMARKS.md."""
+    path = os.path.join(ROOT, "README.md")
+    text = read(path)
+    if README_START not in text or README_END not in text:
+        log("README.md has no summary block; not updated")
+        return
+    m = meta["machine"]
+    B = [README_START, ""]
+    B.append("From the last full run (`python3 bench/run.py`, %s, commit `%s`, %s logical CPUs, "
+             "21 interleaved runs each, medians; the min-max and every target in "
+             "[docs/BENCHMARKS.md](docs/BENCHMARKS.md)):" % (meta["date"], m.get("commit", "n/a"),
+                                                           m["logical_cpus"]))
+    B.append("")
+    B.extend(summary)
+    B.append("")
+    if rows:
+        checked = [(t, v, ok) for t, v, ok in rows if "PASS" in ok or "FAIL" in ok]  # not reference rows
+        failed = [(t, v) for t, v, ok in checked if "FAIL" in ok]
+        B.append("Targets of issue 6 in this run: %d of %d pass." % (len(checked) - len(failed), len(checked)))
+        if failed:
+            B.append("Failing:")
+            B.append("")
+            for t, v in failed:
+                B.append("- %s: %s" % (t, v))
+        B.append("")
+    B.append(README_END)
+    start = text.index(README_START)
+    end = text.index(README_END) + len(README_END)
+    write(path, text[:start] + "\n".join(B) + text[end:])
+    log("wrote the summary block of README.md")
+
+
 def render(data, out_dir):
     meta, res, m = data["meta"], data["results"], data["meta"]["machine"]
     built = meta["peers"]
@@ -812,6 +852,7 @@ def render(data, out_dir):
     L.append("Time per task for W1-W3 and W6, round-trip latency for W4 (median / p99), bytes "
              "per queued task for W5. `-`: the peer cannot express the workload (see the notes).")
     L.append("")
+    summary_start = len(L)
     L.append("| Workload | N | " + " | ".join(names) + " |")
     L.append("|---|--:|" + "--:|" * len(names))
     for w, ns in plan_of(data):
@@ -833,6 +874,8 @@ def render(data, out_dir):
                     cells.append(fmt(s["ns_per_task"], "ns"))
             nn = "1000x100" if w == "w2a" else human(n)
             L.append("| %s | %s | %s |" % (wname(w), nn, " | ".join(cells)))
+    summary = L[summary_start:]
+    rows = []
     L.append("")
     if "btm" in built and not meta.get("quick"):
         rows = targets(data)
@@ -979,6 +1022,8 @@ def render(data, out_dir):
             L.append("| %s | %s | %s |" % (p, wname(w), notes[(p, w)].replace("|", "/")))
         L.append("")
     write(os.path.join(out_dir, "BENCHMARKS.md"), "\n".join(L))
+    if os.path.abspath(out_dir) == os.path.join(ROOT, "docs") and not meta.get("quick"):
+        write_readme_summary(meta, summary, rows)
     for w in charts:
         series = {}
         ns = [n for ww, nn in plan_of(data) if ww == w for n in nn]
