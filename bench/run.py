@@ -4,8 +4,9 @@
 Builds every peer (bench/peers/) and, when bench/btm_bench.c exists, the btm
 bench program against target/release/libbtm.so; runs every (peer, workload,
 N) combination R times, interleaved round-robin across peers; writes
-docs/BENCHMARKS.md and the charts docs/bench_w1_scaling.svg and
-docs/bench_w3_scaling.svg. Python 3 standard library only.
+docs/BENCHMARKS.md, the charts docs/bench_w1_scaling.svg and
+docs/bench_w3_scaling.svg, and (a full run) the summary block of README.md.
+Python 3 standard library only.
 
     python3 bench/run.py              # the full run (R=21, plus callgrind)
     python3 bench/run.py --quick      # smoke run for CI: tiny N, 1 run
