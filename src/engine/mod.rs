@@ -4048,9 +4048,10 @@ impl State {
 
     /// Compacts lane level `level`'s overflow if cancelled entries are
     /// most of it (see `Level::compact_overflow`), moving the positions
-    /// of its queued tasks' records with their entries: at the end of a
-    /// stop, and after a move to the locked path. Not while a batch is
-    /// being added (its records may not be in the table yet).
+    /// of its queued tasks' records with their entries (when: see
+    /// [`State::compact_lane_overflows`]). Not while a batch of several
+    /// priorities is being added (its records may not be in the table
+    /// yet).
     fn compact_lane_overflow(&mut self, level: usize) {
         if self.lane_batching {
             return;
