@@ -19,6 +19,36 @@ fn pass() -> Job {
     Job::pass_through(Owned::new(std::ptr::null_mut(), None))
 }
 
+/// A task that records its tag and the upstream results it received (in
+/// `got`, in the order tasks run) and completes with its tag as result.
+fn tagged(got: &Received, tag: i64) -> Job {
+    let got = got.clone();
+    job(move |ctx| {
+        got.lock().unwrap().push((tag, upstream(ctx)));
+        ctx.set_result(value(tag));
+    })
+}
+
+/// Adds a lane task that waits at a gate, then completes with result 9;
+/// returns once it runs (holding the only worker).
+fn running_with_result_9(m: &Arc<btm::engine::Manager>) -> (Gate, u64) {
+    let gate = Gate::new();
+    let gc = gate.clone();
+    let r = m
+        .add(
+            job(move |ctx| {
+                gc.pass();
+                ctx.set_result(value(9));
+            }),
+            0,
+            DEFAULT,
+            &[],
+        )
+        .unwrap();
+    gate.wait_arrivals(1);
+    (gate, r)
+}
+
 /// The status of a priority change in every state a task can be in, and
 /// the order the changed tasks then run in (one worker).
 #[test]
@@ -297,27 +327,8 @@ fn tasks_moved_by_a_priority_change_still_receive_their_upstream_results() {
     let m = manager(1, true);
     // Per task tag: the upstream results it received, in the order run.
     let got: Received = Arc::default();
-    let task = |tag: i64| {
-        let got = got.clone();
-        job(move |ctx| {
-            got.lock().unwrap().push((tag, upstream(ctx)));
-            ctx.set_result(value(tag));
-        })
-    };
-    let gate = Gate::new();
-    let gc = gate.clone();
-    let r = m
-        .add(
-            job(move |ctx| {
-                gc.pass();
-                ctx.set_result(value(9));
-            }),
-            0,
-            DEFAULT,
-            &[],
-        )
-        .unwrap();
-    gate.wait_arrivals(1);
+    let task = |tag: i64| tagged(&got, tag);
+    let (gate, r) = running_with_result_9(&m);
     // Attached to the running task.
     let c0 = m.add_link(task(10), 0, DEFAULT, r).unwrap();
     let u1 = m.add(task(1), 0, DEFAULT, &[]).unwrap();
@@ -366,27 +377,8 @@ fn moved_continuations_released_or_reached_by_a_stop_of_their_upstream_task() {
     let _s = serial();
     let m = manager(1, true);
     let got: Received = Arc::default();
-    let task = |tag: i64| {
-        let got = got.clone();
-        job(move |ctx| {
-            got.lock().unwrap().push((tag, upstream(ctx)));
-            ctx.set_result(value(tag));
-        })
-    };
-    let gate = Gate::new();
-    let gc = gate.clone();
-    let r = m
-        .add(
-            job(move |ctx| {
-                gc.pass();
-                ctx.set_result(value(9));
-            }),
-            0,
-            DEFAULT,
-            &[],
-        )
-        .unwrap();
-    gate.wait_arrivals(1);
+    let task = |tag: i64| tagged(&got, tag);
+    let (gate, r) = running_with_result_9(&m);
     // C0: attached to the running task, moved; its upstream stopped while
     // running.
     let c0 = m.add_link(task(10), 0, DEFAULT, r).unwrap();
