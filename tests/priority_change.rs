@@ -222,24 +222,7 @@ fn a_lane_task_moved_by_a_priority_change_starts_before_younger_lane_tasks_of_it
         let started = Arc::new(AtomicBool::new(false));
         let clock = Arc::new(AtomicU64::new(1));
         let t0_end = Arc::new(AtomicU64::new(0));
-        let (gc, s, e, c) = (go.clone(), started.clone(), t0_end.clone(), clock.clone());
-        m.add(
-            job(move |_| {
-                s.store(true, SeqCst);
-                while !gc.load(SeqCst) {
-                    std::hint::spin_loop();
-                }
-                let t = Instant::now();
-                while t.elapsed() < delay.unwrap_or_default() {
-                    std::hint::spin_loop();
-                }
-                e.store(c.fetch_add(1, SeqCst), SeqCst);
-            }),
-            0,
-            DEFAULT,
-            &[],
-        )
-        .unwrap();
+        m.add(returns_after(&go, &started, delay.unwrap_or_default(), &clock, &t0_end), 0, DEFAULT, &[]).unwrap();
         wait_until("T0 started", || started.load(SeqCst));
         // A lock section with no host waiting (the flag the wait for T0's
         // start left is lowered).

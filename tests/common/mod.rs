@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -316,4 +316,29 @@ pub fn occupy_a_worker(m: &Arc<Manager>, group: GroupKey) -> Gate {
     m.add(job(move |_| gc.pass()), 0, group, &[]).unwrap();
     gate.wait_arrivals(1);
     gate
+}
+
+/// The running task of the window tests (`tests/moved_lane_entry.rs`,
+/// `tests/priority_change.rs`): marks `started`, spins until `go`, spins
+/// `delay` more, then stamps `end` from `clock`, so that the moment it
+/// returns can be swept across a host's lock section.
+pub fn returns_after(
+    go: &Arc<AtomicBool>,
+    started: &Arc<AtomicBool>,
+    delay: Duration,
+    clock: &Arc<AtomicU64>,
+    end: &Arc<AtomicU64>,
+) -> Job {
+    let (g, s, c, e) = (go.clone(), started.clone(), clock.clone(), end.clone());
+    job(move |_| {
+        s.store(true, Ordering::SeqCst);
+        while !g.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+        let t = Instant::now();
+        while t.elapsed() < delay {
+            std::hint::spin_loop();
+        }
+        e.store(c.fetch_add(1, Ordering::SeqCst), Ordering::SeqCst);
+    })
 }
