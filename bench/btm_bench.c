@@ -32,9 +32,11 @@
  * host sleeps meanwhile, then polls); session 30: a pause meant for a worker at
  * its level's newest entry fired there whenever the workers' claims
  * alternated, and two workers drained ~100 ns tasks barely faster than one).
- * For experiments on W6 (bench/run.py sets neither): BTM_BENCH_W6_ORDER
+ * For experiments on W6 (bench/run.py sets none): BTM_BENCH_W6_ORDER
  * gives task i's priority: "rr" (the default, i % 4), "same" (0: W1 with
  * W6's four queues made), "runs16" ((i / 16) % 4) or "blocks" (i * 4 / N);
+ * BTM_BENCH_W6_LEVELS=k uses k priorities instead of 4 (session 35: more
+ * than the lane's levels);
  * BTM_BENCH_CPU=1 makes w1 and w6 print, on stderr, the CPU time of the
  * process and of each thread (/proc/self/task/x/schedstat) since it
  * started, start-up included, in ns per task.
@@ -274,6 +276,8 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(w, "w1") || !strcmp(w, "w6")) {
         int levels = !strcmp(w, "w6") ? 4 : 1;
+        if (levels > 1 && getenv("BTM_BENCH_W6_LEVELS")) levels = atoi(getenv("BTM_BENCH_W6_LEVELS"));
+        if (levels < 1) levels = 1;
         enum w6_order order = w6_order_from_env();
         m = make(1, levels);
         btm_task_desc *descs = NULL;

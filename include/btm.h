@@ -1210,11 +1210,15 @@ const char *btm_version(void);
  *
  * Memory: a task without upstream tasks, added while processing runs,
  * goes to a lock-free queue of its priority that workers take from
- * without btm's lock. The first such task of each priority (four
- * priorities per manager at most; others queue as tasks with upstream
- * tasks do) makes btm map 1 MiB for that queue, kept until
- * `btm_destroy`; that call takes longer, while the system clears the
- * memory (0.3-0.5 ms on a 2-vCPU VM, btm's lock held). Beyond 16,384
+ * without btm's lock. The first such task of each priority (eight
+ * queues per manager at most) makes btm map 1 MiB for that queue, kept
+ * until `btm_destroy`; that call takes longer, while the system clears
+ * the memory (0.3-0.5 ms on a 2-vCPU VM, btm's lock held). Once eight
+ * are made, a task of another priority takes the queue of a priority
+ * that has no task waiting in it, if one does and no worker is taking
+ * tasks from the queues at that moment (the workers are idle or running
+ * other tasks); else it queues as tasks with upstream tasks do, and runs
+ * in the same priority order. Beyond 16,384
  * tasks waiting in one such queue (a host adding faster than the workers
  * run), the others wait in a list that takes about 40 bytes each and is
  * given back when it empties. A task whose upstream tasks all completed

@@ -23,9 +23,10 @@ use std::sync::atomic::Ordering;
 use btm::engine::{Manager, NewTask, Owned, TaskHooks, IN_BATCH};
 use common::*;
 
-/// Priorities used: four with a lane level each (the gate task's 0 among
-/// them), and one beyond the levels (the locked path only).
-const PRIORITIES: [i32; 5] = [0, 1, 2, 3, 9];
+/// Priorities used: eight with a lane level each (the gate task's 0 among
+/// them), and one beyond the levels (the locked path, or a level given to
+/// it while the worker is off the lane).
+const PRIORITIES: [i32; 9] = [0, 1, 2, 3, 4, 5, 6, 7, 9];
 /// Groups of the tasks (the gate task is in `g(1)`, alone).
 const GROUPS: [u64; 3] = [10, 11, 12];
 

@@ -579,12 +579,13 @@ fn a_fan_in_of_a_higher_priority_runs_before_the_continuation_of_its_running_ups
 fn a_polling_host_never_strands_an_unclaimed_continuation() {
     let _s = serial();
     let m = manager(1, true);
-    // Priorities 0-3 take the four lane levels; 10 then queues on the
-    // locked path.
-    for p in 0..4 {
+    // Priorities 0-7 take the eight lane levels; 10 then queues on the
+    // locked path (added while the worker is in its lane loop, running the
+    // gated task, so no empty level is given to it).
+    for p in 0..8 {
         m.add(job(|_| {}), p, DEFAULT, &[]).unwrap();
     }
-    collect_finals(&m, 4);
+    collect_finals(&m, 8);
     for round in 0..2000 {
         let (gate, log, seen) = (Gate::new(), Log::default(), Seen::default());
         let a = m.add(gated(&gate, &log, 0), 0, DEFAULT, &[]).unwrap();

@@ -1,6 +1,6 @@
 //! Adversarial concurrency hammer (engine review): several host threads mix
-//! single adds and `add_many` batches at seven priorities (more than the
-//! lane's four levels), fan-outs, fan-ins, chains and pass-throughs, stops
+//! single adds and `add_many` batches at eleven priorities (more than the
+//! lane's eight levels), fan-outs, fan-ins, chains and pass-throughs, stops
 //! with every flag, group stops, `set_priority`, pause/resume, failures and
 //! `set_max_threads` against busy workers, while one thread polls. Each task
 //! is tracked individually (its free function, runs, start/end stamps of
@@ -45,7 +45,7 @@ fn stamp() -> u64 {
     CLOCK.fetch_add(1, SeqCst)
 }
 
-const PRIOS: [i32; 7] = [-5, 0, 1, 2, 3, 7, 100];
+const PRIOS: [i32; 11] = [-5, 0, 1, 2, 3, 4, 5, 6, 7, 9, 100];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum World {

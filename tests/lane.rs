@@ -233,15 +233,20 @@ fn higher_priorities_run_first_across_lane_levels_and_the_locked_path() {
     let m = manager(1, true);
     let gate = occupy_a_worker(&m, DEFAULT);
     let log = Log::default();
-    // Six priorities: four get lane levels, the others the locked path.
+    // Twelve priorities: eight get lane levels, the others the locked path
+    // (the worker is in its lane loop: no level is given away).
+    let prios = [3, -1, 5, 0, 9, -7, 11, 2, 8, -3, 6, 1];
     for round in 0..10 {
-        for p in [3, -1, 5, 0, 9, -7] {
+        for p in prios {
             m.add(logging(&log, i64::from(p) * 100 + round), p, DEFAULT, &[]).unwrap();
         }
     }
+    assert_eq!(m.lane_levels_for_tests(), (vec![0, 3, -1, 5, 9, -7, 11, 2], 0));
     gate.open();
-    collect_finals(&m, 61);
-    let want: Vec<i64> = [9, 5, 3, 0, -1, -7].iter().flat_map(|p| (0..10).map(move |r| p * 100 + r)).collect();
+    collect_finals(&m, 121);
+    let mut sorted = prios;
+    sorted.sort_by_key(|&p| std::cmp::Reverse(p));
+    let want: Vec<i64> = sorted.iter().flat_map(|&p| (0..10).map(move |r| i64::from(p) * 100 + r)).collect();
     assert_eq!(log.get(), want);
     finish(m);
 }

@@ -580,7 +580,7 @@ fn race_round(seed: u64, workers: usize) {
                 }
                 // Mostly recent tasks (likely queued), some many times.
                 let id = top - rng.below(top.min(64));
-                let p = rng.below(7) as i32 - 3;
+                let p = rng.below(11) as i32 - 5;
                 for _ in 0..1 + rng.below(3) {
                     let i = match m.set_priority(id, p) {
                         Ok(()) => 0,
@@ -623,7 +623,7 @@ fn race_round(seed: u64, workers: usize) {
     let mut events = Vec::new();
     let mut recent: Vec<u64> = Vec::new();
     for i in 0..n {
-        let p = rng.below(7) as i32 - 3;
+        let p = rng.below(11) as i32 - 5;
         let kind = rng.below(8);
         let id = match kind {
             0 | 1 if !recent.is_empty() => {

@@ -402,11 +402,11 @@ fn tasks_released_together_by_a_finish_start_by_priority() {
 }
 
 #[test]
-fn released_pass_throughs_take_none_of_the_lanes_four_levels() {
+fn released_pass_throughs_take_none_of_the_lanes_levels() {
     // A pass-through runs no function, so it never goes to the lane; its
     // release must not make a lane level for its priority either (a lane
-    // has four, and a level made for nothing would leave later priorities
-    // on the locked path).
+    // has eight, and a level made for nothing would leave later priorities
+    // on the locked path while the workers are busy).
     let _s = serial();
     let m = manager(1, true);
     let (root, gate) = held_lane_task(&m);
@@ -415,13 +415,14 @@ fn released_pass_throughs_take_none_of_the_lanes_four_levels() {
     }
     gate.open();
     assert_eq!(finals(&collect_finals(&m, 5)).len(), 5);
-    // Priority 0 (the root's) and three new ones fill the lane's levels.
-    for p in 20..23 {
+    assert_eq!(m.lane_levels_for_tests(), (vec![0], 0), "only the root's priority has a level");
+    // Priority 0 (the root's) and seven new ones fill the lane's levels.
+    for p in 20..27 {
         let before = m.lane_added_for_tests();
         m.add(nop(), p, DEFAULT, &[]).unwrap();
         assert_eq!(m.lane_added_for_tests(), before + 1, "priority {p} got a lane level");
     }
-    assert_eq!(finals(&collect_finals(&m, 3)).len(), 3);
+    assert_eq!(finals(&collect_finals(&m, 7)).len(), 7);
     finish(m);
 }
 

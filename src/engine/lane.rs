@@ -67,7 +67,8 @@
 //! Order (the locked path's rules, kept): a worker takes the best level
 //! with an entry, unless the locked ready queue (tasks with upstream tasks,
 //! pass-through tasks, tasks added while hooks are registered or a level
-//! was given back or changed priority, priorities beyond the levels) has a
+//! was given back or changed priority, priorities beyond the levels while
+//! none is free) has a
 //! better task: its best
 //! priority is published in `locked_top`, and at equal priority the worker
 //! compares ids under the lock, which gives it a bound (`tie_below`) valid
@@ -88,14 +89,27 @@ use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::mem::{self, MaybeUninit};
 use std::ops::Deref;
-use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use super::foreign::Job;
 use super::pages;
 use super::Outcome;
 
-/// Lane levels (priorities with a lane) per manager, assigned on first use.
-pub(crate) const LEVELS: usize = 4;
+/// Lane levels (priorities with a lane) per manager, made on first use;
+/// once all are made, an empty one is given to a priority that has none
+/// while no worker is in its lane loop (`Lane::reassign`). Eight since
+/// session 35 (four before): a host using five to eight priorities at once
+/// ran the others on the locked path, W6's add at 8 priorities 7x slower
+/// than at 4 (`btm_bench w6` with 8: 330-385 -> 52-66 ns per task).
+pub(crate) const LEVELS: usize = 8;
+/// The level order word (`Lane::order`): the count in its low
+/// `ORDER_SHIFT` bits, then each level's index in `ORDER_BITS` bits.
+const ORDER_SHIFT: usize = 4;
+const ORDER_BITS: usize = 3;
+const ORDER_COUNT: u32 = (1 << ORDER_SHIFT) - 1;
+const ORDER_INDEX: u32 = (1 << ORDER_BITS) - 1;
+const _: () = assert!(LEVELS <= ORDER_COUNT as usize && LEVELS <= 1 << ORDER_BITS);
+const _: () = assert!(ORDER_SHIFT + ORDER_BITS * LEVELS <= 32);
 /// Entries per level's ring (1 MiB). When the ring is full (a host that
 /// adds faster than the workers run, for a millisecond at 60 ns an add),
 /// further entries wait in the level's overflow, in order, and move into
@@ -688,7 +702,10 @@ impl Slot {
 /// ring; `tail .. tail + overflow.len()` wait in the overflow (`None` for
 /// one cancelled there), and move into the ring at their position.
 pub(crate) struct Level {
-    pub(crate) priority: i32,
+    /// Its priority: set when it is made, and changed only by
+    /// [`Lane::reassign`] (under the state lock, with the level empty and
+    /// no worker in its lane loop), so workers read it relaxed.
+    priority: AtomicI32,
     head: Padded<AtomicU64>,
     tail: Padded<AtomicU64>,
     /// `CAP` slots in a zeroed mapping of their own (`pages::map`): its
@@ -719,6 +736,9 @@ struct Producer {
     /// looked (some may have moved into the ring since): it looks again
     /// once they could be half of the overflow.
     cancels: usize,
+    /// The first position of the level's current priority (see
+    /// [`Lane::reassign`]): 0 unless it was reassigned.
+    since: u64,
 }
 
 /// Cancelled overflow entries at least before [`Level::compact_overflow`]
@@ -733,12 +753,18 @@ unsafe impl Sync for Level {}
 unsafe impl Send for Level {}
 
 impl Level {
+    /// Its priority (see the field).
+    #[inline(always)]
+    pub(crate) fn priority(&self) -> i32 {
+        self.priority.load(Ordering::Relaxed)
+    }
+
     fn new(priority: i32) -> Box<Level> {
         // Zeroed memory is an array of free slots (sequence numbers stored
         // relative to the index, state `CANCELLED`, uninitialised jobs).
         let slots = pages::map_populated(SLOTS_BYTES, std::mem::align_of::<Slot>()).cast::<Slot>();
         Box::new(Level {
-            priority,
+            priority: AtomicI32::new(priority),
             head: Padded::default(),
             tail: Padded::default(),
             slots,
@@ -950,14 +976,16 @@ impl Level {
         (pos, false)
     }
 
-    /// The id of the last entry pushed; the caller holds the state lock.
+    /// The id of the last entry pushed since the level got its priority;
+    /// the caller holds the state lock.
     fn last_id(&self) -> Option<u64> {
         // SAFETY: the caller's contract.
         if let Some((id, _)) = unsafe { self.overflow() }.back() {
             return Some(*id);
         }
         let tail = self.tail.load(Ordering::Relaxed);
-        (tail > 0).then(|| self.slot(tail - 1).id.load(Ordering::Relaxed))
+        // SAFETY: as above.
+        (tail > unsafe { self.producer() }.since).then(|| self.slot(tail - 1).id.load(Ordering::Relaxed))
     }
 
     /// Writes a queued entry into the free ring slot at `pos` (the tail)
@@ -1759,20 +1787,31 @@ impl WorkerLane {
 
 /// The lane's levels in descending priority, as a worker last read them
 /// (its own copy, kept across its takes): [`Lane::take`] decodes the
-/// level order word only when it changed (a level was made: a level's
-/// priority never changes), instead of once per level per take. Used
-/// only with the lane that filled it (`lane_loop` keeps one per call).
-pub(crate) struct LevelsSeen {
+/// level order word only when it changed (a level was made; a level's
+/// priority changes only while no worker is in its lane loop, see
+/// [`Lane::reassign`]), instead of once per level per take. Used only
+/// with the lane that filled it (`lane_loop` keeps one per call).
+///
+/// Room for `N` levels: `lane_loop` is made for [`FEW_LEVELS`] and for
+/// [`LEVELS`], and a worker whose take finds more levels than its copy
+/// holds goes back to the lock (`Take::Lock`), from where it enters the
+/// loop made for them. With room for all eight in every loop, the take's
+/// loop compiled to 6-11 more instructions per task (`btm_paths 10000`:
+/// the lane worker 165.3 -> 172.3, four levels' 199.9 -> 211.4).
+pub(crate) struct LevelsSeen<const N: usize> {
     /// The order word the levels were read for (`u32::MAX`, which no order
     /// word is, before the first take).
     order: u32,
     n: usize,
-    levels: [*const Level; LEVELS],
+    levels: [*const Level; N],
 }
 
-impl LevelsSeen {
-    pub(crate) fn new() -> LevelsSeen {
-        LevelsSeen { order: u32::MAX, n: 0, levels: [std::ptr::null(); LEVELS] }
+/// The levels of the lane loop most hosts use (see [`LevelsSeen`]).
+pub(crate) const FEW_LEVELS: usize = 4;
+
+impl<const N: usize> LevelsSeen<N> {
+    pub(crate) fn new() -> Self {
+        LevelsSeen { order: u32::MAX, n: 0, levels: [std::ptr::null(); N] }
     }
 }
 
@@ -1803,8 +1842,8 @@ pub(crate) enum Take {
 /// The levels and flags shared by the host and the workers.
 pub(crate) struct Lane {
     levels: [AtomicPtr<Level>; LEVELS],
-    /// Count (low 3 bits) and level indexes in descending priority (2 bits
-    /// each from bit 3).
+    /// Count (low `ORDER_SHIFT` bits) and level indexes in descending
+    /// priority (`ORDER_BITS` bits each from there).
     order: AtomicU32,
     /// Workers may claim (processing runs, no hooks, not shut down).
     open: Padded<AtomicBool>,
@@ -1862,9 +1901,10 @@ impl Lane {
     /// [`Lane::ordered`] for order word `order`, read with acquire.
     #[inline(always)]
     fn ordered_as(&self, order: u32) -> impl Iterator<Item = &Level> + '_ {
-        let n = (order & 7) as usize;
+        let n = (order & ORDER_COUNT) as usize;
         (0..n).map(move |k| {
-            let p = self.levels[((order >> (3 + 2 * k)) & 3) as usize].load(Ordering::Relaxed);
+            let p =
+                self.levels[((order >> (ORDER_SHIFT + ORDER_BITS * k)) & ORDER_INDEX) as usize].load(Ordering::Relaxed);
             // SAFETY: a level listed in `order` was stored before the
             // release of the order word that lists it, which this thread
             // read with acquire: `p` is that level, freed with the lane.
@@ -1876,26 +1916,66 @@ impl Lane {
     /// caller holds the state lock.
     pub(crate) fn level_of(&self, priority: i32) -> Option<usize> {
         // Levels are created in index order: indexes below the count exist.
-        let n = (self.order.load(Ordering::Relaxed) & 7) as usize;
-        if let Some(i) = (0..n).find(|&i| self.level(i).is_some_and(|l| l.priority == priority)) {
+        let n = (self.order.load(Ordering::Relaxed) & ORDER_COUNT) as usize;
+        if let Some(i) = (0..n).find(|&i| self.level(i).is_some_and(|l| l.priority() == priority)) {
             return Some(i);
         }
         if n == LEVELS {
             return None;
         }
         self.levels[n].store(Box::into_raw(Level::new(priority)), Ordering::Release);
+        self.sort_levels(n + 1);
+        Some(n)
+    }
+
+    /// Publishes the order of the first `n` levels (all made) by
+    /// priority, and bumps `epoch` (a worker whose take spans the change
+    /// compares its entry with the better levels, as for a batch).
+    fn sort_levels(&self, n: usize) {
         let mut idx = [0usize; LEVELS];
-        for (k, slot) in idx.iter_mut().enumerate().take(n + 1) {
+        for (k, slot) in idx.iter_mut().enumerate().take(n) {
             *slot = k;
         }
-        idx[..=n].sort_by_key(|&i| std::cmp::Reverse(self.level(i).map_or(i32::MIN, |l| l.priority)));
-        let mut word = (n + 1) as u32;
-        for (k, &i) in idx[..=n].iter().enumerate() {
-            word |= (i as u32) << (3 + 2 * k);
+        idx[..n].sort_by_key(|&i| std::cmp::Reverse(self.level(i).map_or(i32::MIN, Level::priority)));
+        let mut word = n as u32;
+        for (k, &i) in idx[..n].iter().enumerate() {
+            word |= (i as u32) << (ORDER_SHIFT + ORDER_BITS * k);
         }
         self.order.store(word, Ordering::Release);
         self.epoch.fetch_add(1, Ordering::Release);
-        Some(n)
+    }
+
+    /// A made level that no task holds (nothing queued in its ring or its
+    /// overflow), the one whose last entry is the oldest, if one is; the
+    /// caller holds the state lock and no worker is in its lane loop, so
+    /// no entry is being taken (every popped slot was released, or given
+    /// back under the lock).
+    pub(crate) fn empty_level(&self) -> Option<usize> {
+        let n = (self.order.load(Ordering::Relaxed) & ORDER_COUNT) as usize;
+        (0..n)
+            .filter_map(|i| self.level(i).map(|l| (i, l)))
+            // SAFETY: the caller's contract.
+            .filter(|(_, l)| {
+                l.head.load(Ordering::Relaxed) == l.tail.load(Ordering::Relaxed) && unsafe { l.overflow() }.is_empty()
+            })
+            .min_by_key(|(_, l)| l.last_id())
+            .map(|(i, _)| i)
+    }
+
+    /// Gives empty level `i` (see [`Lane::empty_level`], whose contract
+    /// the caller keeps) to `priority`, which has none: a host that used
+    /// more priorities over time than the lane has levels keeps its
+    /// current ones on the lane. Positions go on from the level's tail
+    /// (a task record that still names an old one finds another id in
+    /// its slot, as after a lap of the ring).
+    pub(crate) fn reassign(&self, i: usize, priority: i32) {
+        let level = self.level(i).expect("a made level");
+        level.priority.store(priority, Ordering::Relaxed);
+        // SAFETY: the caller's contract (the state lock).
+        let producer = unsafe { level.producer() };
+        producer.cancels = 0;
+        producer.since = level.tail.load(Ordering::Relaxed);
+        self.sort_levels((self.order.load(Ordering::Relaxed) & ORDER_COUNT) as usize);
     }
 
     /// Level `i`, created by [`Lane::level_of`].
@@ -1959,8 +2039,20 @@ impl Lane {
         if i64::from(priority) <= self.locked_top.load(Ordering::Relaxed) {
             return false;
         }
-        for level in self.ordered() {
-            if level.priority < priority {
+        // The levels in order, as `ordered` gives them, with each index
+        // shifted out as it goes: the shift computed from the level's rank
+        // cost the chain's worker 3 instructions per task (`btm_paths 10000
+        // lanechain`), and in `ordered` itself the lane worker 4.
+        let order = self.order.load(Ordering::Acquire);
+        let mut indexes = order >> ORDER_SHIFT;
+        for _ in 0..(order & ORDER_COUNT) {
+            let level = self.levels[(indexes & ORDER_INDEX) as usize].load(Ordering::Relaxed);
+            indexes >>= ORDER_BITS;
+            // SAFETY: as in `ordered_as`.
+            let level = unsafe { &*level };
+            // (Read once: two atomic loads are not merged.)
+            let level_priority = level.priority();
+            if level_priority < priority {
                 break;
             }
             if level.is_overflowing() {
@@ -1968,7 +2060,7 @@ impl Lane {
                 return false;
             }
             if level.has_entries() {
-                if level.priority > priority {
+                if level_priority > priority {
                     return false;
                 }
                 let head = level.head.load(Ordering::Acquire);
@@ -2097,7 +2189,7 @@ impl Lane {
         }
         self.ordered().find(|l| l.has_entries()).map(|l| {
             let pos = l.head.load(Ordering::Acquire);
-            (l.priority, l.slot(pos).id.load(Ordering::Relaxed))
+            (l.priority(), l.slot(pos).id.load(Ordering::Relaxed))
         })
     }
 
@@ -2126,7 +2218,13 @@ impl Lane {
     /// `tie_below` (0: any id; the worker then compares ids under the lock).
     /// The worker stops looking (see [`WorkerLane::is_looking`]) before it
     /// claims, and looks again if it found nothing.
-    pub(crate) fn take(&self, w: &WorkerLane, tie_below: u64, tie_p: i64, seen: &mut LevelsSeen) -> Take {
+    pub(crate) fn take<const N: usize>(
+        &self,
+        w: &WorkerLane,
+        tie_below: u64,
+        tie_p: i64,
+        seen: &mut LevelsSeen<N>,
+    ) -> Take {
         w.looking.store(false, Ordering::Relaxed);
         w.claiming.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
@@ -2138,19 +2236,35 @@ impl Lane {
         taken
     }
 
-    /// Reads the level order word `order` into `seen`.
+    /// Reads the level order word `order` into `seen`; false (`seen`
+    /// unchanged) if it has more levels than `seen` holds.
     #[cold]
     #[inline(never)]
-    fn see_levels(&self, order: u32, seen: &mut LevelsSeen) {
+    fn see_levels<const N: usize>(&self, order: u32, seen: &mut LevelsSeen<N>) -> bool {
+        if (order & ORDER_COUNT) as usize > N {
+            return false;
+        }
         seen.n = 0;
         for level in self.ordered_as(order) {
             seen.levels[seen.n] = level;
             seen.n += 1;
         }
         seen.order = order;
+        true
     }
 
-    fn take_announced(&self, w: &WorkerLane, tie_below: u64, tie_p: i64, seen: &mut LevelsSeen) -> Take {
+    /// Levels made so far.
+    pub(crate) fn level_count(&self) -> usize {
+        (self.order.load(Ordering::Relaxed) & ORDER_COUNT) as usize
+    }
+
+    fn take_announced<const N: usize>(
+        &self,
+        w: &WorkerLane,
+        tie_below: u64,
+        tie_p: i64,
+        seen: &mut LevelsSeen<N>,
+    ) -> Take {
         if !self.open.load(Ordering::Relaxed) {
             return Take::Lock;
         }
@@ -2158,8 +2272,10 @@ impl Lane {
         let locked = self.locked_top.load(Ordering::Relaxed);
         let tie_below = if locked == tie_p { tie_below } else { 0 };
         let order = self.order.load(Ordering::Acquire);
-        if order != seen.order {
-            self.see_levels(order, seen);
+        if order != seen.order && !self.see_levels(order, seen) {
+            // More levels than `seen` holds: the worker enters the lane
+            // loop made for them from the lock.
+            return Take::Lock;
         }
         for &level in &seen.levels[..seen.n] {
             // SAFETY: read from this lane's order word (with acquire, as in
@@ -2167,7 +2283,7 @@ impl Lane {
             // replaced while its lane lives, and `seen` is only used with
             // the lane that filled it.
             let level = unsafe { &*level };
-            let p = i64::from(level.priority);
+            let p = i64::from(level.priority());
             // (Read once: with no locked task, no level defers to the lock.)
             if locked != NO_PRIORITY && (p < locked || (p == locked && tie_below == 0)) {
                 return Take::Lock;
@@ -2187,7 +2303,7 @@ impl Lane {
                 let better = self.epoch.load(Ordering::Acquire) != epoch
                     && self
                         .ordered()
-                        .take_while(|l| l.priority > level.priority)
+                        .take_while(|l| l.priority() > level.priority())
                         .any(|l| l.is_overflowing() || l.has_entries());
                 let defer = p < locked || (p == locked && (id >= tie_below || locked != tie_p));
                 // But an entry published before the epoch this take began
@@ -2327,7 +2443,7 @@ mod tests {
         let (lane, level) = lane_of_one_level();
         lane.open();
         let w = WorkerLane::new();
-        let mut seen = LevelsSeen::new();
+        let mut seen = LevelsSeen::<LEVELS>::new();
         for id in 1..=3 {
             level.push(id, job(), true);
         }
@@ -2348,7 +2464,7 @@ mod tests {
         let (lane, level) = lane_of_one_level();
         lane.open();
         let w = WorkerLane::new();
-        let mut seen = LevelsSeen::new();
+        let mut seen = LevelsSeen::<LEVELS>::new();
         let (mut next, mut paused_at) = (1u64, Vec::new());
         // The host keeps the ring full; one worker takes 3 laps.
         for taken in 0..3 * CAP {
@@ -2377,7 +2493,7 @@ mod tests {
         }
         lane.open();
         let (a, b) = (WorkerLane::new(), WorkerLane::new());
-        let (mut sa, mut sb) = (LevelsSeen::new(), LevelsSeen::new());
+        let (mut sa, mut sb) = (LevelsSeen::<LEVELS>::new(), LevelsSeen::<LEVELS>::new());
         let mut paused = 0;
         // Two workers on one level, each taking its next entry while the
         // other runs its task (their claims alternate, so the slot after

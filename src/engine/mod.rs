@@ -1001,6 +1001,8 @@ struct State {
     ready_max_id: u64,
     /// The lane levels made so far: (priority, level), by level index.
     lane_levels: Vec<(i32, LevelRef)>,
+    /// Levels given to another priority so far (`Lane::reassign`).
+    lane_reassigned: u64,
     /// While a batch of several priorities is added, lane entries are
     /// published at its end (workers choose among the whole batch, as on
     /// the locked path); see `Manager::add_many`.
@@ -1125,6 +1127,7 @@ impl Manager {
                 locked_gen_published: 0,
                 ready_max_id: 0,
                 lane_levels: Vec::new(),
+                lane_reassigned: 0,
                 lane_batching: false,
                 lane_batch: [None; lane::LEVELS],
                 plain_lane_add: false,
@@ -1893,6 +1896,22 @@ impl Manager {
     #[doc(hidden)]
     pub fn lane_added_for_tests(&self) -> u64 {
         self.state.lock().lane_added
+    }
+
+    /// Workers in their lane loop (taking tasks without the lock): a
+    /// diagnostic for tests.
+    #[doc(hidden)]
+    pub fn workers_in_lane_for_tests(&self) -> usize {
+        self.state.lock().in_lane
+    }
+
+    /// The lane's levels' priorities, in index order, and how
+    /// many times one was given to another priority: a diagnostic for
+    /// tests.
+    #[doc(hidden)]
+    pub fn lane_levels_for_tests(&self) -> (Vec<i32>, u64) {
+        let st = self.state.lock();
+        (st.lane_levels.iter().map(|&(p, _)| p).collect(), st.lane_reassigned)
     }
 
     /// Entries the locked ready queue holds, stale ones included (a task
@@ -3192,14 +3211,27 @@ impl State {
         if let Some(i) = self.lane_levels.iter().position(|(p, _)| *p == priority) {
             return Some((i as u8, self.lane_levels[i].1));
         }
-        if self.lane_levels.len() == lane::LEVELS {
+        if self.lane_levels.len() == lane::LEVELS && self.in_lane != 0 {
             return None;
         }
         self.lane_level_slow(priority)
     }
 
+    /// A level for `priority`, which has none: a new one while fewer than
+    /// [`lane::LEVELS`] are made, else an empty one given to it (see
+    /// [`Lane::reassign`]) if one is and no worker is in its lane loop
+    /// (none is taking an entry, or giving one back, with the level's
+    /// present priority). Otherwise the task takes the locked path.
     #[inline(never)]
     fn lane_level_slow(&mut self, priority: i32) -> Option<(u8, LevelRef)> {
+        if self.lane_levels.len() == lane::LEVELS {
+            debug_assert_eq!(self.in_lane, 0);
+            let l = self.lane.empty_level()?;
+            self.lane.reassign(l, priority);
+            self.lane_levels[l].0 = priority;
+            self.lane_reassigned += 1;
+            return Some((l as u8, self.lane_levels[l].1));
+        }
         let l = self.lane.level_of(priority)?;
         debug_assert_eq!(l, self.lane_levels.len(), "levels are made in index order");
         let r = self.lane.level_ref(l);
@@ -3491,7 +3523,13 @@ impl State {
             gates.gates[gates.len] = Some(self.lane_gate(priority)?);
             gates.len += 1;
         }
-        Some(gates)
+        // A later priority's gate may have been an empty level given to it
+        // (`Lane::reassign`) that an earlier one had: the batch then takes
+        // the way of several runs, which finds each level as it goes.
+        let kept = (0..gates.len).all(|k| {
+            gates.gates[k].is_some_and(|(level, _)| self.lane_levels[usize::from(level)].0 == gates.priorities[k])
+        });
+        kept.then_some(gates)
     }
 
     /// [`State::add_lane_levels`] when every task goes to the lane level
@@ -3641,7 +3679,7 @@ impl State {
         debug_assert!(!self.lane_batching, "single adds come between batches");
         // (The group is checked before the level is looked up, which may
         // make one: a level made for an add that then took the general path
-        // and failed there would take one of the lane's four.)
+        // and failed there would take one of the lane's eight.)
         // (The first level made, a host's only one if it uses one
         // priority, tested first: `bench/paths.sh`'s lane add 240.5 ->
         // 237.5. In `lane_level` itself, the test cost the batch paths.)
@@ -4504,7 +4542,7 @@ impl State {
         debug_assert!(self.links.get(li).received.is_empty() && self.links.get(li).downstream.as_slice().is_empty());
         // (Whether it runs a function first, `runs`, which the caller read
         // in the same lookup as the link record: `lane_level` may make a
-        // level, one of the lane's four, which a pass-through would not
+        // level, one of the lane's eight, which a pass-through would not
         // use.)
         if runs && self.lane.is_open() && !self.lane_batching && !self.stop_releasing && !self.ready.has_priority(p) {
             if let Some((level, level_ref)) = self.lane_level(p) {
@@ -5108,7 +5146,11 @@ fn worker_main(manager: Arc<Manager>, index: u32, lane: Arc<WorkerLane>) {
         match next {
             Next::Job(job) => done = Some(run_job(&manager, job, index, &lane)),
             Next::Lane { tie_below, gen, tie_p } => {
-                lane_loop(&manager, &lane, index, tie_below, gen, tie_p);
+                if manager.lane.level_count() <= lane::FEW_LEVELS {
+                    lane_loop::<{ lane::FEW_LEVELS }>(&manager, &lane, index, tie_below, gen, tie_p);
+                } else {
+                    lane_loop::<{ lane::LEVELS }>(&manager, &lane, index, tie_below, gen, tie_p);
+                }
                 // Not looking once out of the lane loop, whichever way it
                 // left (a check-in can end it while the worker looks):
                 // `provision` counts looking workers as coming for new work.
@@ -5276,10 +5318,17 @@ fn spin(manager: &Manager) {
 /// were allocated together with every lock-path step of `next_job`, and a
 /// change there moved this loop's count per task.
 #[inline(never)]
-fn lane_loop(manager: &Arc<Manager>, wl: &WorkerLane, index: u32, mut tie_below: u64, gen: u64, tie_p: i64) {
+fn lane_loop<const N: usize>(
+    manager: &Arc<Manager>,
+    wl: &WorkerLane,
+    index: u32,
+    mut tie_below: u64,
+    gen: u64,
+    tie_p: i64,
+) {
     let lane = &*manager.lane;
     let checkin = lane.checkin.load(Ordering::Relaxed);
-    let mut seen = lane::LevelsSeen::new();
+    let mut seen = lane::LevelsSeen::<N>::new();
     // (A claim from an earlier visit to the lane is no reason to pause.)
     wl.forget_claimed_slot();
     loop {

@@ -636,7 +636,10 @@ static size_t pick_upstream(mgr *m, uint64_t *rs, uint64_t *up, size_t max, int 
     return n;
 }
 
-static const int32_t g_prios[] = {0, 0, 0, 1, 2, -1, -5, 7, INT32_MIN, INT32_MAX};
+/* Eleven distinct priorities: more than the lane's eight levels, so that
+ * some take the locked path and empty levels are given to new ones. */
+static const int32_t g_prios[] = {0, 0, 0, 1, 2, 3, 4, -1, -5, 7, 9, INT32_MIN, INT32_MAX};
+#define N_PRIOS ((uint32_t)(sizeof g_prios / sizeof *g_prios))
 
 /* One add_task / add_pass_through from any thread. Returns the id or 0. */
 static uint64_t do_add_one(mgr *m, btm_manager *h, uint64_t *rs, int depth, bool from_task, uint64_t self) {
@@ -648,7 +651,7 @@ static uint64_t do_add_one(mgr *m, btm_manager *h, uint64_t *rs, int depth, bool
     const btm_group *g = pick_group(m, rs, &gbuf, &gbad, 1);
     pthread_mutex_unlock(&m->mu);
     size_t nup = pick_upstream(m, rs, up, 4, &unknown, 1, self);
-    int32_t prio = g_prios[Rs(rs, 10)];
+    int32_t prio = g_prios[Rs(rs, N_PRIOS)];
     bool null_up = nup > 0 && Ps(rs, 2);
     bool null_out = Ps(rs, 1);
     bool null_fn = !pt && Ps(rs, 1);
@@ -739,7 +742,7 @@ static void do_add_batch(mgr *m, btm_manager *h, uint64_t *rs, int depth, bool f
             d[j].userdata_free = tfree;
             sers[j] = s->hdr.serial;
         }
-        d[j].priority = g_prios[Rs(rs, 10)];
+        d[j].priority = g_prios[Rs(rs, N_PRIOS)];
         int gbad = 0;
         pthread_mutex_lock(&m->mu);
         const btm_group *g = pick_group(m, rs, &d[j].group, &gbad, 1);
@@ -1078,7 +1081,7 @@ static void task_fn(void *ud, btm_task_context *ctx) {
             } else if (op < 58) {
                 uint64_t hi = atomic_load(&m->max_id);
                 uint64_t tid = Ps(&rs, 20) ? id : 1 + Rs(&rs, (uint32_t)(hi ? hi : 1));
-                btm_status ss = btm_set_task_priority(h, tid, g_prios[Rs(&rs, 10)]);
+                btm_status ss = btm_set_task_priority(h, tid, g_prios[Rs(&rs, N_PRIOS)]);
                 expect(ss, B(0) | B(1) | B(BTM_STATUS_NOT_QUEUED), "in-task set_task_priority");
                 if (tid == id && ss == 0) violation("set_task_priority OK on the running task itself");
             } else if (op < 64) {
@@ -1772,7 +1775,7 @@ static void host_op(void) {
         uint64_t id = 1 + R((uint32_t)(hi ? hi : 1));
         if (hi > 4 && P(60)) id = hi - R(4);
         uint64_t s0 = tick();
-        btm_status s = btm_set_task_priority(m->h, id, g_prios[R(10)]);
+        btm_status s = btm_set_task_priority(m->h, id, g_prios[R(N_PRIOS)]);
         trace("set_task_priority(m%d, %" PRIu64 ") -> %s", m->inc, id, st(s));
         expect(s, shut ? B(1) : B(0) | B(1) | B(BTM_STATUS_NOT_QUEUED), "set_task_priority");
         pthread_mutex_lock(&m->mu);

@@ -1,0 +1,182 @@
+//! The lane's levels over a host's life (src/engine/lane.rs, `Lane::reassign`):
+//! eight levels are made for the first eight priorities used, and once all
+//! are made a new priority is given a level that no task holds while no
+//! worker is in its lane loop. Checked here: the tasks of every priority a
+//! host moves through go to the lane (`Manager::lane_added_for_tests`), a
+//! level with queued tasks keeps its priority, and priority order holds
+//! across reassigned levels, single adds, batches and the locked path.
+mod common;
+
+use std::sync::Arc;
+
+use btm::engine::{Manager, NewTask};
+use common::*;
+
+/// The lane's levels made per manager (`lane::LEVELS`).
+const LEVELS: i32 = 8;
+
+/// Waits until no worker is in its lane loop (they leave it a few
+/// microseconds after the lane empties), when an empty level may be given
+/// to a new priority.
+fn workers_off_the_lane(m: &Manager) {
+    wait_until("the workers to leave their lane loop", || m.workers_in_lane_for_tests() == 0);
+}
+
+/// Runs one task of each priority in `prios` and waits for their finals
+/// and for the workers to leave the lane.
+fn use_priorities(m: &Arc<Manager>, prios: impl Iterator<Item = i32>) {
+    let mut n = 0;
+    for p in prios {
+        m.add(nop(), p, DEFAULT, &[]).unwrap();
+        n += 1;
+    }
+    collect_finals(m, n);
+    workers_off_the_lane(m);
+}
+
+/// A task on the locked path that blocks the (only) worker until the gate
+/// opens: added while paused, so that the worker runs it outside its lane
+/// loop and empty levels can be given away meanwhile.
+fn occupy_off_the_lane(m: &Arc<Manager>, priority: i32) -> Gate {
+    let gate = Gate::new();
+    let gc = gate.clone();
+    m.pause_processing().unwrap();
+    let before = m.lane_added_for_tests();
+    m.add(job(move |_| gc.pass()), priority, DEFAULT, &[]).unwrap();
+    assert_eq!(m.lane_added_for_tests(), before, "a paused manager's add takes the locked path");
+    m.start_processing().unwrap();
+    gate.wait_arrivals(1);
+    gate
+}
+
+#[test]
+fn a_host_moving_through_many_priorities_keeps_each_on_the_lane() {
+    let _s = serial();
+    let m = manager(1, true);
+    // A priority per phase, as a host that ranks each new batch above the
+    // last one: 40 priorities, never more than one at a time.
+    for phase in 0..40 {
+        let before = m.lane_added_for_tests();
+        for _ in 0..3 {
+            m.add(nop(), phase * 10, DEFAULT, &[]).unwrap();
+        }
+        assert_eq!(m.lane_added_for_tests(), before + 3, "phase {phase}: its tasks went to the lane");
+        assert!(m.lane_levels_for_tests().0.contains(&(phase * 10)), "phase {phase}: its priority has a level");
+        collect_finals(&m, 3);
+        workers_off_the_lane(&m);
+    }
+    let (levels, reassigned) = m.lane_levels_for_tests();
+    assert_eq!(levels.len(), LEVELS as usize);
+    assert_eq!(reassigned, 40 - LEVELS as u64, "each phase past the eighth took an empty level");
+    finish(m);
+}
+
+#[test]
+fn a_level_with_queued_tasks_keeps_its_priority() {
+    let _s = serial();
+    let m = manager(1, true);
+    use_priorities(&m, 0..LEVELS);
+    let log = Log::default();
+    let gate = occupy_off_the_lane(&m, 0);
+    // Every level gets a queued task again, then a new priority finds
+    // none empty and takes the locked path.
+    for p in 0..LEVELS {
+        m.add(logging(&log, i64::from(p)), p, DEFAULT, &[]).unwrap();
+    }
+    let lane = m.lane_added_for_tests();
+    m.add(logging(&log, 50), 50, DEFAULT, &[]).unwrap();
+    assert_eq!(m.lane_added_for_tests(), lane, "no empty level: the locked path");
+    assert_eq!(m.lane_levels_for_tests(), ((0..LEVELS).collect(), 0));
+    gate.open();
+    collect_finals(&m, LEVELS as usize + 2);
+    let want: Vec<i64> = std::iter::once(50).chain((0..i64::from(LEVELS)).rev()).collect();
+    assert_eq!(log.get(), want);
+    finish(m);
+}
+
+#[test]
+fn reassigned_levels_and_the_locked_path_keep_priority_order() {
+    let _s = serial();
+    let m = manager(1, true);
+    use_priorities(&m, 0..LEVELS);
+    let log = Log::default();
+    let gate = occupy_off_the_lane(&m, 0);
+    // Priorities 8-15 take the eight empty levels; 0-3, used before, then
+    // find none and take the locked path; 12 again finds its new level.
+    let mut want = Vec::new();
+    let mut added = [0i64; 2 * LEVELS as usize];
+    for _ in 0..4 {
+        for p in (LEVELS..2 * LEVELS).chain(0..4).chain([12]) {
+            // Priority * 100 + its tasks added before.
+            let tag = i64::from(p) * 100 + added[p as usize];
+            added[p as usize] += 1;
+            m.add(logging(&log, tag), p, DEFAULT, &[]).unwrap();
+            want.push(tag);
+        }
+    }
+    let (levels, reassigned) = m.lane_levels_for_tests();
+    assert_eq!(reassigned, LEVELS as u64);
+    let mut sorted = levels.clone();
+    sorted.sort();
+    assert_eq!(sorted, (LEVELS..2 * LEVELS).collect::<Vec<_>>());
+    gate.open();
+    collect_finals(&m, want.len() + 1);
+    // Higher priority first; within a priority, the order added.
+    want.sort_by_key(|&t| (std::cmp::Reverse(t / 100), t % 100));
+    assert_eq!(log.get(), want);
+    finish(m);
+}
+
+#[test]
+fn a_batch_whose_new_priority_takes_a_level_of_its_own_priorities_keeps_order() {
+    let _s = serial();
+    let m = manager(1, true);
+    use_priorities(&m, 0..LEVELS);
+    let log = Log::default();
+    let gate = occupy_off_the_lane(&m, 0);
+    // Seven of the batch's priorities have a level; the eighth, 100, is
+    // given the empty level used least recently: priority 0's, which the
+    // batch needs too.
+    let prios = [0, 1, 2, 3, 4, 5, 6, 100];
+    let mut batch = Vec::new();
+    let mut want = Vec::new();
+    for k in 0..3 {
+        for &p in &prios {
+            let tag = i64::from(p) * 10 + k;
+            batch.push(NewTask { job: logging(&log, tag), priority: p, group: DEFAULT, upstream: &[] });
+            want.push(tag);
+        }
+    }
+    let lane = m.lane_added_for_tests();
+    m.add_many(batch).unwrap();
+    assert_eq!(m.lane_added_for_tests(), lane + want.len() as u64, "every task of the batch went to the lane");
+    gate.open();
+    collect_finals(&m, want.len() + 1);
+    want.sort_by_key(|&t| (std::cmp::Reverse(t / 10), t % 10));
+    assert_eq!(log.get(), want);
+    finish(m);
+}
+
+#[test]
+fn no_level_is_given_away_while_a_worker_takes_from_the_lane() {
+    let _s = serial();
+    let m = manager(1, true);
+    use_priorities(&m, 0..LEVELS);
+    // The worker is in its lane loop, running a lane task: the empty
+    // levels keep their priorities and the new one takes the locked path.
+    let gate = occupy_a_worker(&m, DEFAULT);
+    assert!(m.workers_in_lane_for_tests() > 0);
+    let lane = m.lane_added_for_tests();
+    m.add(nop(), 77, DEFAULT, &[]).unwrap();
+    assert_eq!(m.lane_added_for_tests(), lane);
+    assert_eq!(m.lane_levels_for_tests(), ((0..LEVELS).collect(), 0));
+    gate.open();
+    collect_finals(&m, 2);
+    workers_off_the_lane(&m);
+    // Once it left, the next task of that priority gets a level.
+    m.add(nop(), 77, DEFAULT, &[]).unwrap();
+    assert_eq!(m.lane_added_for_tests(), lane + 1);
+    assert!(m.lane_levels_for_tests().0.contains(&77));
+    collect_finals(&m, 1);
+    finish(m);
+}
