@@ -1083,6 +1083,30 @@ impl Level {
         self.set_seq(pos, pos + CAP);
     }
 
+    /// Pops and releases the cancelled entries that begin the ring (tasks
+    /// stopped, moved to the locked path, or drained while queued), as
+    /// the workers' takes would (`Take::Cancelled`): a level holding only
+    /// such entries is empty then. Workers pass over them only from their
+    /// lane loop, which they enter only while a lane task is live: left
+    /// there, they kept the level from being given to a new priority
+    /// (`Lane::empty_level`) for good.
+    ///
+    /// # Safety
+    /// The caller holds the state lock and no worker is in its lane loop
+    /// (nothing else pops).
+    unsafe fn skip_cancelled(&self) {
+        loop {
+            let head = self.head.load(Ordering::Relaxed);
+            // A published entry (not a free slot, nor one a batch pushed
+            // unpublished), unclaimed and cancelled.
+            if self.seq(head) != head + 1 || is_queued_word(self.slot(head).state.load(Ordering::Acquire)) {
+                return;
+            }
+            self.head.store(head + 1, Ordering::Relaxed);
+            self.release(head);
+        }
+    }
+
     /// Drops the cancelled entries that end the overflow (no later entry
     /// keeps their positions: the next push takes the first of them), so
     /// that tasks added and stopped while every worker is busy (the ring
@@ -1949,13 +1973,15 @@ impl Lane {
     /// overflow), the one whose last entry is the oldest, if one is; the
     /// caller holds the state lock and no worker is in its lane loop, so
     /// no entry is being taken (every popped slot was released, or given
-    /// back under the lock).
+    /// back under the lock). Cancelled entries that begin a ring are
+    /// passed over first (`Level::skip_cancelled`).
     pub(crate) fn empty_level(&self) -> Option<usize> {
         let n = (self.order.load(Ordering::Relaxed) & ORDER_COUNT) as usize;
         (0..n)
             .filter_map(|i| self.level(i).map(|l| (i, l)))
-            // SAFETY: the caller's contract.
+            // SAFETY (both blocks): the caller's contract.
             .filter(|(_, l)| {
+                unsafe { l.skip_cancelled() };
                 l.head.load(Ordering::Relaxed) == l.tail.load(Ordering::Relaxed) && unsafe { l.overflow() }.is_empty()
             })
             .min_by_key(|(_, l)| l.last_id())
