@@ -7,47 +7,8 @@
 //! across reassigned levels, single adds, batches and the locked path.
 mod common;
 
-use std::sync::Arc;
-
-use btm::engine::{Manager, NewTask};
+use btm::engine::NewTask;
 use common::*;
-
-/// The lane's levels made per manager (`lane::LEVELS`).
-const LEVELS: i32 = 8;
-
-/// Waits until no worker is in its lane loop (they leave it a few
-/// microseconds after the lane empties), when an empty level may be given
-/// to a new priority.
-fn workers_off_the_lane(m: &Manager) {
-    wait_until("the workers to leave their lane loop", || m.workers_in_lane_for_tests() == 0);
-}
-
-/// Runs one task of each priority in `prios` and waits for their finals
-/// and for the workers to leave the lane.
-fn use_priorities(m: &Arc<Manager>, prios: impl Iterator<Item = i32>) {
-    let mut n = 0;
-    for p in prios {
-        m.add(nop(), p, DEFAULT, &[]).unwrap();
-        n += 1;
-    }
-    collect_finals(m, n);
-    workers_off_the_lane(m);
-}
-
-/// A task on the locked path that blocks the (only) worker until the gate
-/// opens: added while paused, so that the worker runs it outside its lane
-/// loop and empty levels can be given away meanwhile.
-fn occupy_off_the_lane(m: &Arc<Manager>, priority: i32) -> Gate {
-    let gate = Gate::new();
-    let gc = gate.clone();
-    m.pause_processing().unwrap();
-    let before = m.lane_added_for_tests();
-    m.add(job(move |_| gc.pass()), priority, DEFAULT, &[]).unwrap();
-    assert_eq!(m.lane_added_for_tests(), before, "a paused manager's add takes the locked path");
-    m.start_processing().unwrap();
-    gate.wait_arrivals(1);
-    gate
-}
 
 #[test]
 fn a_host_moving_through_many_priorities_keeps_each_on_the_lane() {
@@ -66,8 +27,8 @@ fn a_host_moving_through_many_priorities_keeps_each_on_the_lane() {
         workers_off_the_lane(&m);
     }
     let (levels, reassigned) = m.lane_levels_for_tests();
-    assert_eq!(levels.len(), LEVELS as usize);
-    assert_eq!(reassigned, 40 - LEVELS as u64, "each phase past the eighth took an empty level");
+    assert_eq!(levels.len(), LANE_LEVELS as usize);
+    assert_eq!(reassigned, 40 - LANE_LEVELS as u64, "each phase past the eighth took an empty level");
     finish(m);
 }
 
@@ -75,21 +36,21 @@ fn a_host_moving_through_many_priorities_keeps_each_on_the_lane() {
 fn a_level_with_queued_tasks_keeps_its_priority() {
     let _s = serial();
     let m = manager(1, true);
-    use_priorities(&m, 0..LEVELS);
+    use_priorities(&m, 0..LANE_LEVELS);
     let log = Log::default();
     let gate = occupy_off_the_lane(&m, 0);
     // Every level gets a queued task again, then a new priority finds
     // none empty and takes the locked path.
-    for p in 0..LEVELS {
+    for p in 0..LANE_LEVELS {
         m.add(logging(&log, i64::from(p)), p, DEFAULT, &[]).unwrap();
     }
     let lane = m.lane_added_for_tests();
     m.add(logging(&log, 50), 50, DEFAULT, &[]).unwrap();
     assert_eq!(m.lane_added_for_tests(), lane, "no empty level: the locked path");
-    assert_eq!(m.lane_levels_for_tests(), ((0..LEVELS).collect(), 0));
+    assert_eq!(m.lane_levels_for_tests(), ((0..LANE_LEVELS).collect(), 0));
     gate.open();
-    collect_finals(&m, LEVELS as usize + 2);
-    let want: Vec<i64> = std::iter::once(50).chain((0..i64::from(LEVELS)).rev()).collect();
+    collect_finals(&m, LANE_LEVELS as usize + 2);
+    let want: Vec<i64> = std::iter::once(50).chain((0..i64::from(LANE_LEVELS)).rev()).collect();
     assert_eq!(log.get(), want);
     finish(m);
 }
@@ -98,15 +59,15 @@ fn a_level_with_queued_tasks_keeps_its_priority() {
 fn reassigned_levels_and_the_locked_path_keep_priority_order() {
     let _s = serial();
     let m = manager(1, true);
-    use_priorities(&m, 0..LEVELS);
+    use_priorities(&m, 0..LANE_LEVELS);
     let log = Log::default();
     let gate = occupy_off_the_lane(&m, 0);
     // Priorities 8-15 take the eight empty levels; 0-3, used before, then
     // find none and take the locked path; 12 again finds its new level.
     let mut want = Vec::new();
-    let mut added = [0i64; 2 * LEVELS as usize];
+    let mut added = [0i64; 2 * LANE_LEVELS as usize];
     for _ in 0..4 {
-        for p in (LEVELS..2 * LEVELS).chain(0..4).chain([12]) {
+        for p in (LANE_LEVELS..2 * LANE_LEVELS).chain(0..4).chain([12]) {
             // Priority * 100 + its tasks added before.
             let tag = i64::from(p) * 100 + added[p as usize];
             added[p as usize] += 1;
@@ -115,10 +76,10 @@ fn reassigned_levels_and_the_locked_path_keep_priority_order() {
         }
     }
     let (levels, reassigned) = m.lane_levels_for_tests();
-    assert_eq!(reassigned, LEVELS as u64);
+    assert_eq!(reassigned, LANE_LEVELS as u64);
     let mut sorted = levels.clone();
     sorted.sort();
-    assert_eq!(sorted, (LEVELS..2 * LEVELS).collect::<Vec<_>>());
+    assert_eq!(sorted, (LANE_LEVELS..2 * LANE_LEVELS).collect::<Vec<_>>());
     gate.open();
     collect_finals(&m, want.len() + 1);
     // Higher priority first; within a priority, the order added.
@@ -131,7 +92,7 @@ fn reassigned_levels_and_the_locked_path_keep_priority_order() {
 fn a_batch_whose_new_priority_takes_a_level_of_its_own_priorities_keeps_order() {
     let _s = serial();
     let m = manager(1, true);
-    use_priorities(&m, 0..LEVELS);
+    use_priorities(&m, 0..LANE_LEVELS);
     let log = Log::default();
     let gate = occupy_off_the_lane(&m, 0);
     // Seven of the batch's priorities have a level; the eighth, 100, is
@@ -161,7 +122,7 @@ fn a_batch_whose_new_priority_takes_a_level_of_its_own_priorities_keeps_order() 
 fn no_level_is_given_away_while_a_worker_takes_from_the_lane() {
     let _s = serial();
     let m = manager(1, true);
-    use_priorities(&m, 0..LEVELS);
+    use_priorities(&m, 0..LANE_LEVELS);
     // The worker is in its lane loop, running a lane task: the empty
     // levels keep their priorities and the new one takes the locked path.
     let gate = occupy_a_worker(&m, DEFAULT);
@@ -169,7 +130,7 @@ fn no_level_is_given_away_while_a_worker_takes_from_the_lane() {
     let lane = m.lane_added_for_tests();
     m.add(nop(), 77, DEFAULT, &[]).unwrap();
     assert_eq!(m.lane_added_for_tests(), lane);
-    assert_eq!(m.lane_levels_for_tests(), ((0..LEVELS).collect(), 0));
+    assert_eq!(m.lane_levels_for_tests(), ((0..LANE_LEVELS).collect(), 0));
     gate.open();
     collect_finals(&m, 2);
     workers_off_the_lane(&m);

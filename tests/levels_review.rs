@@ -17,38 +17,6 @@ use std::time::Duration;
 use btm::engine::{Manager, NewTask, TaskHooks};
 use common::*;
 
-/// The lane's levels made per manager (`lane::LEVELS`).
-const LEVELS: i32 = 8;
-
-fn workers_off_the_lane(m: &Manager) {
-    wait_until("the workers to leave their lane loop", || m.workers_in_lane_for_tests() == 0);
-}
-
-/// Runs one task of each priority in `prios` (making their levels) and
-/// waits for them and for the workers to leave the lane.
-fn use_priorities(m: &Arc<Manager>, prios: impl Iterator<Item = i32>) {
-    let mut n = 0;
-    for p in prios {
-        m.add(nop(), p, DEFAULT, &[]).unwrap();
-        n += 1;
-    }
-    collect_finals(m, n);
-    workers_off_the_lane(m);
-}
-
-/// A task on the locked path that blocks the (only) worker until the gate
-/// opens, outside its lane loop (added while paused).
-fn occupy_off_the_lane(m: &Arc<Manager>, priority: i32) -> Gate {
-    let gate = Gate::new();
-    let gc = gate.clone();
-    m.pause_processing().unwrap();
-    m.add(job(move |_| gc.pass()), priority, DEFAULT, &[]).unwrap();
-    m.start_processing().unwrap();
-    gate.wait_arrivals(1);
-    assert_eq!(m.workers_in_lane_for_tests(), 0);
-    gate
-}
-
 /// True if a task of `priority` (which has no level) added now goes to the
 /// lane; the task runs either way and is waited for.
 fn new_priority_gets_a_level(m: &Arc<Manager>, priority: i32) -> bool {
@@ -72,10 +40,10 @@ enum Out {
 fn levels_emptied_by(out: Out) {
     let _s = serial();
     let m = manager(1, true);
-    use_priorities(&m, 0..LEVELS);
+    use_priorities(&m, 0..LANE_LEVELS);
     let gate = occupy_off_the_lane(&m, 0);
     let mut ids = Vec::new();
-    for p in 0..LEVELS {
+    for p in 0..LANE_LEVELS {
         ids.push(m.add(nop(), p, DEFAULT, &[]).unwrap());
     }
     let mut finals = 1;
@@ -92,7 +60,11 @@ fn levels_emptied_by(out: Out) {
             finals += ids.len();
         }
         Out::HookDrain => {
-            m.set_task_hooks(Some(TaskHooks { on_start: None, on_end: None, data: btm::engine::Owned::new(std::ptr::null_mut(), None) }));
+            m.set_task_hooks(Some(TaskHooks {
+                on_start: None,
+                on_end: None,
+                data: btm::engine::Owned::new(std::ptr::null_mut(), None),
+            }));
             m.set_task_hooks(None);
             finals += ids.len();
         }
@@ -106,7 +78,7 @@ fn levels_emptied_by(out: Out) {
     // host moving through more priorities over time than the lane has
     // levels" keeps each new one on the lane).
     let (levels, _) = m.lane_levels_for_tests();
-    assert_eq!(levels.len(), LEVELS as usize);
+    assert_eq!(levels.len(), LANE_LEVELS as usize);
     for p in 100..104 {
         assert!(
             new_priority_gets_a_level(&m, p),
@@ -239,8 +211,12 @@ fn one_worker_runs_tasks_in_order_across_reassigned_levels() {
                 30..=44 => {
                     let n = 1 + rng.below(12) as usize;
                     let ps: Vec<i32> = (0..n).map(|_| prio(&mut rng)).collect();
-                    let batch =
-                        ps.iter().map(|&p| NewTask { job: logging_id(&log), priority: p, group: DEFAULT, upstream: &[] });
+                    let batch = ps.iter().map(|&p| NewTask {
+                        job: logging_id(&log),
+                        priority: p,
+                        group: DEFAULT,
+                        upstream: &[],
+                    });
                     let ids = m.add_many(batch.collect()).unwrap();
                     for (id, p) in ids.into_iter().zip(ps) {
                         sim.tasks.insert(id, (p, vec![]));
@@ -319,7 +295,7 @@ fn one_worker_runs_tasks_in_order_across_reassigned_levels() {
 fn an_overflowing_level_emptied_and_given_away_keeps_order() {
     let _s = serial();
     let m = manager(1, true);
-    use_priorities(&m, 0..LEVELS);
+    use_priorities(&m, 0..LANE_LEVELS);
     for phase in 0..2i32 {
         let log = Log::default();
         let gate = occupy_off_the_lane(&m, 0);
@@ -328,9 +304,8 @@ fn an_overflowing_level_emptied_and_given_away_keeps_order() {
         // Priority `base` has no level: it takes an empty one, and its
         // tasks fill the ring and wait in the overflow behind it.
         let n = RING + 12_000;
-        let batch: Vec<NewTask> = (0..n)
-            .map(|_| NewTask { job: logging_id(&log), priority: base, group: DEFAULT, upstream: &[] })
-            .collect();
+        let batch: Vec<NewTask> =
+            (0..n).map(|_| NewTask { job: logging_id(&log), priority: base, group: DEFAULT, upstream: &[] }).collect();
         let ids = m.add_many(batch).unwrap();
         assert!(m.lane_levels_for_tests().0.contains(&base));
         for &id in &ids {

@@ -1940,7 +1940,7 @@ impl Lane {
     /// caller holds the state lock.
     pub(crate) fn level_of(&self, priority: i32) -> Option<usize> {
         // Levels are created in index order: indexes below the count exist.
-        let n = (self.order.load(Ordering::Relaxed) & ORDER_COUNT) as usize;
+        let n = self.level_count();
         if let Some(i) = (0..n).find(|&i| self.level(i).is_some_and(|l| l.priority() == priority)) {
             return Some(i);
         }
@@ -1976,7 +1976,7 @@ impl Lane {
     /// back under the lock). Cancelled entries that begin a ring are
     /// passed over first (`Level::skip_cancelled`).
     pub(crate) fn empty_level(&self) -> Option<usize> {
-        let n = (self.order.load(Ordering::Relaxed) & ORDER_COUNT) as usize;
+        let n = self.level_count();
         (0..n)
             .filter_map(|i| self.level(i).map(|l| (i, l)))
             // SAFETY (both blocks): the caller's contract.
@@ -2001,7 +2001,7 @@ impl Lane {
         let producer = unsafe { level.producer() };
         producer.cancels = 0;
         producer.since = level.tail.load(Ordering::Relaxed);
-        self.sort_levels((self.order.load(Ordering::Relaxed) & ORDER_COUNT) as usize);
+        self.sort_levels(self.level_count());
     }
 
     /// Level `i`, created by [`Lane::level_of`].
@@ -2279,7 +2279,8 @@ impl Lane {
         true
     }
 
-    /// Levels made so far.
+    /// Levels made so far (read relaxed: a worker uses it to choose its
+    /// lane loop, whose takes read the order word with acquire).
     pub(crate) fn level_count(&self) -> usize {
         (self.order.load(Ordering::Relaxed) & ORDER_COUNT) as usize
     }

@@ -342,3 +342,41 @@ pub fn returns_after(
         e.store(c.fetch_add(1, Ordering::SeqCst), Ordering::SeqCst);
     })
 }
+
+/// The lane's levels made per manager (`lane::LEVELS`).
+pub const LANE_LEVELS: i32 = 8;
+
+/// Waits until no worker is in its lane loop (they leave it a few
+/// microseconds after the lane empties), when an empty lane level may be
+/// given to a new priority.
+pub fn workers_off_the_lane(m: &Manager) {
+    wait_until("the workers to leave their lane loop", || m.workers_in_lane_for_tests() == 0);
+}
+
+/// Runs one task of each priority in `prios` (making their lane levels)
+/// and waits for their finals and for the workers to leave the lane.
+pub fn use_priorities(m: &Arc<Manager>, prios: impl Iterator<Item = i32>) {
+    let mut n = 0;
+    for p in prios {
+        m.add(nop(), p, DEFAULT, &[]).unwrap();
+        n += 1;
+    }
+    collect_finals(m, n);
+    workers_off_the_lane(m);
+}
+
+/// A task on the locked path that blocks the (only) worker until the gate
+/// opens: added while paused, so that the worker runs it outside its lane
+/// loop and empty levels can be given away meanwhile.
+pub fn occupy_off_the_lane(m: &Arc<Manager>, priority: i32) -> Gate {
+    let gate = Gate::new();
+    let gc = gate.clone();
+    m.pause_processing().unwrap();
+    let before = m.lane_added_for_tests();
+    m.add(job(move |_| gc.pass()), priority, DEFAULT, &[]).unwrap();
+    assert_eq!(m.lane_added_for_tests(), before, "a paused manager's add takes the locked path");
+    m.start_processing().unwrap();
+    gate.wait_arrivals(1);
+    assert_eq!(m.workers_in_lane_for_tests(), 0);
+    gate
+}
