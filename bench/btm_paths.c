@@ -6,7 +6,7 @@
  * without lock contention), and the host polls every event at the end (the
  * poll path). bench/paths.sh runs it under callgrind and prints the three
  * figures; they are exact from run to run.
- * Usage: btm_paths <N> [chain|fanin|lane|lane4|lanebulk|lane4bulk|lanechain|lanechainbulk|lanefanin|lanefaninq|chainstep]
+ * Usage: btm_paths <N> [chain|fanin|lane|lane4|lane8|lanebulk|lane4bulk|lanechain|lanechainbulk|lanefanin|lanefaninq|chainstep]
  *   chain: every task but each 100th waits for the task added before it,
  *          W2a's shape: the dependency paths;
  *   fanin: the last task waits for all the others, W2b's shape (to a
@@ -20,6 +20,8 @@
  *          by the tasks themselves: a poll or a stats call would make the
  *          worker's outcomes go through the lock) and polls them.
  *   lane4: lane, with priorities 0-3 in turn (W6's shape: four lane levels).
+ *   lane8: lane, with priorities 0-7 in turn (eight lane levels, the most
+ *          a lane has: its workers' loop made for eight, session 35).
  *   lanebulk: lane, the tasks added with btm_add_tasks, 1,024 per call (the
  *          btm_bulk row's path).
  *   lane4bulk: lane4, added as lanebulk (btm_bulk's W6 path).
@@ -183,6 +185,7 @@ int main(int argc, char **argv) {
     int fanin = argc > 2 && !strcmp(argv[2], "fanin");
     if (argc > 2 && !strcmp(argv[2], "lane")) return lane_paths(n, 1, 0, 0, 0);
     if (argc > 2 && !strcmp(argv[2], "lane4")) return lane_paths(n, 4, 0, 0, 0);
+    if (argc > 2 && !strcmp(argv[2], "lane8")) return lane_paths(n, 8, 0, 0, 0);
     if (argc > 2 && !strcmp(argv[2], "lanechain")) return lane_paths(n, 1, 1, 0, 0);
     if (argc > 2 && !strcmp(argv[2], "lanefanin")) return lane_paths(n, 1, 0, 1, 0);
     if (argc > 2 && !strcmp(argv[2], "lanefaninq")) return lane_paths(n, 1, 0, 2, 0);

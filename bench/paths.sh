@@ -53,6 +53,7 @@ past() { # past N MODE-ARG LABEL
 }
 past 20000 lane "the same past a full lane ring (tasks 20,001-40,000, each waiting in the level's overflow first; 0-30% of W1 1M's adds in real runs, most of W1 100k's under callgrind):"
 report 10000 lane4 "the same with priorities 0-3 in turn (W6's path: four lane levels):"
+report 10000 lane8 "the same with priorities 0-7 in turn (eight lane levels, the most a lane has):"
 report 10000 lanebulk "the same added with btm_add_tasks, 1,024 per call (btm_bulk's path; the add figure is per task):"
 past 20480 lanebulk "the same past a full lane ring (tasks 20,481-40,960; 24-80% of btm_bulk's W1 100k and 1M tasks in real runs, most under callgrind):"
 report 10240 lane4bulk "four levels added with btm_add_tasks, 1,024 per call (btm_bulk's W6 path; the add figure is per task):"
