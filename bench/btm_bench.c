@@ -35,8 +35,9 @@
  * For experiments on W6 (bench/run.py sets none): BTM_BENCH_W6_ORDER
  * gives task i's priority: "rr" (the default, i % 4), "same" (0: W1 with
  * W6's four queues made), "runs16" ((i / 16) % 4) or "blocks" (i * 4 / N);
- * BTM_BENCH_W6_LEVELS=k uses k priorities instead of 4 (session 35: more
- * than the lane's levels);
+ * BTM_BENCH_W6_LEVELS=k uses k priorities instead of 4 (k in place of 4
+ * in the orders above; session 35: up to and beyond the lane's eight
+ * levels);
  * BTM_BENCH_CPU=1 makes w1 and w6 print, on stderr, the CPU time of the
  * process and of each thread (/proc/self/task/x/schedstat) since it
  * started, start-up included, in ns per task.
@@ -115,7 +116,8 @@ static void add(btm_manager *m, int prio, const btm_task_id *ups, size_t n_ups, 
  * peers/peer_common.h): the worker threads exist and have run once. With
  * `levels` > 1 (W6) the warm-up uses priorities 0..levels-1 in turn, so that
  * btm's queue of each priority exists before the clock starts (made at the
- * first task of that priority: a 1 MiB mapping), as the hand-rolled pool's
+ * first task of that priority: a 1 MiB mapping; with BTM_BENCH_W6_LEVELS
+ * above 8, the first eight priorities' only), as the hand-rolled pool's
  * channel per priority does. */
 #define WARMUP 64
 

@@ -23,9 +23,9 @@ use std::sync::atomic::Ordering;
 use btm::engine::{Manager, NewTask, Owned, TaskHooks, IN_BATCH};
 use common::*;
 
-/// Priorities used: eight with a lane level each (the gate task's 0 among
-/// them), and one beyond the levels (the locked path, or a level given to
-/// it while the worker is off the lane).
+/// Priorities used: nine for the lane's eight levels (the gate task's 0
+/// among them): the first eight used get one; the worker stays in its lane
+/// loop (the gate task), so the ninth stays on the locked path.
 const PRIORITIES: [i32; 9] = [0, 1, 2, 3, 4, 5, 6, 7, 9];
 /// Groups of the tasks (the gate task is in `g(1)`, alone).
 const GROUPS: [u64; 3] = [10, 11, 12];

@@ -67,8 +67,8 @@
 //! Order (the locked path's rules, kept): a worker takes the best level
 //! with an entry, unless the locked ready queue (tasks with upstream tasks,
 //! pass-through tasks, tasks added while hooks are registered or a level
-//! was given back or changed priority, priorities beyond the levels while
-//! none is free) has a
+//! was given back or changed priority, priorities that found no level: all
+//! eight made, none empty, or a worker in its lane loop) has a
 //! better task: its best
 //! priority is published in `locked_top`, and at equal priority the worker
 //! compares ids under the lock, which gives it a bound (`tie_below`) valid
@@ -99,8 +99,9 @@ use super::Outcome;
 /// once all are made, an empty one is given to a priority that has none
 /// while no worker is in its lane loop (`Lane::reassign`). Eight since
 /// session 35 (four before): a host using five to eight priorities at once
-/// ran the others on the locked path, W6's add at 8 priorities 7x slower
-/// than at 4 (`btm_bench w6` with 8: 330-385 -> 52-66 ns per task).
+/// ran the others on the locked path, W6 at 8 priorities 4.6-7x slower per
+/// task than at 4 (`btm_bench w6` with `BTM_BENCH_W6_LEVELS=8`: medians
+/// 215.7 -> 49.9 ns per task).
 pub(crate) const LEVELS: usize = 8;
 /// The level order word (`Lane::order`): the count in its low
 /// `ORDER_SHIFT` bits, then each level's index in `ORDER_BITS` bits.
@@ -694,7 +695,7 @@ impl Slot {
     }
 }
 
-/// One priority's queue: a bounded ring (single producer under the state
+/// One priority's queue at a time (see [`Lane::reassign`]): a bounded ring (single producer under the state
 /// lock, many consumers) and, behind it, an overflow that only the lock
 /// holder touches.
 ///
@@ -1518,8 +1519,9 @@ unsafe impl Send for LevelRef {}
 unsafe impl Sync for LevelRef {}
 
 impl LevelRef {
-    /// The id of the last entry pushed, if any; the caller holds the state
-    /// lock (which every push takes).
+    /// The id of the last entry pushed since the level got its current
+    /// priority, if any; the caller holds the state lock (which every push
+    /// takes).
     pub(crate) fn last_id(self) -> Option<u64> {
         // SAFETY: levels live as long as the lane (see the type's doc);
         // the caller holds the state lock.
@@ -1820,7 +1822,7 @@ impl WorkerLane {
 /// [`LEVELS`], and a worker whose take finds more levels than its copy
 /// holds goes back to the lock (`Take::Lock`), from where it enters the
 /// loop made for them. With room for all eight in every loop, the take's
-/// loop compiled to 6-11 more instructions per task (`btm_paths 10000`:
+/// loop compiled to 7-12 more instructions per task (`btm_paths 10000`:
 /// the lane worker 165.3 -> 172.3, four levels' 199.9 -> 211.4).
 pub(crate) struct LevelsSeen<const N: usize> {
     /// The order word the levels were read for (`u32::MAX`, which no order
@@ -2066,9 +2068,10 @@ impl Lane {
             return false;
         }
         // The levels in order, as `ordered` gives them, with each index
-        // shifted out as it goes: the shift computed from the level's rank
-        // cost the chain's worker 3 instructions per task (`btm_paths 10000
-        // lanechain`), and in `ordered` itself the lane worker 4.
+        // shifted out as it goes: it saved the chain's worker 4 instructions
+        // per task (255.0 -> 251.0, `btm_paths 10000 lanechain`); the same
+        // change in `ordered_as` cost the lane worker 4 (163.3 -> 167.3), so
+        // it is made here only.
         let order = self.order.load(Ordering::Acquire);
         let mut indexes = order >> ORDER_SHIFT;
         for _ in 0..(order & ORDER_COUNT) {

@@ -938,7 +938,8 @@ struct State {
     spinning: usize,
     /// Workers on the lane (taking tasks without the lock): those of them
     /// looking for a task (`WorkerLane::looking`) find new lane tasks
-    /// themselves, so they count as coming for `provision`.
+    /// themselves, so they count as coming for `provision`. While any is,
+    /// no level is given to another priority (`State::lane_level_slow`).
     in_lane: usize,
     /// The spinning workers' hint was raised since the last one began.
     hint_sent: bool,
@@ -3784,8 +3785,9 @@ impl State {
         }
 
         if upstream.is_empty() {
-            // The locked path's independent task (paused, hooks, a full
-            // set of levels, a pass-through): ready at once.
+            // The locked path's independent task (paused, hooks, no level
+            // for it: eight made and none could be given, a pass-through):
+            // ready at once.
             self.tasks.insert(id, Task { body: Body::Pending { group: GroupIx::new(group_index), priority, job } });
             self.pending += 1;
             self.make_ready(priority, id, after);

@@ -170,15 +170,23 @@ unsafe fn add_one_upstream(
 ///
 /// Memory: a task without upstream tasks, added while processing runs,
 /// goes to a lock-free queue of its priority that workers take from
-/// without btm's lock. The first such task of each priority (eight
-/// queues per manager at most) makes btm map 1 MiB for that queue, kept
-/// until `btm_destroy`; that call takes longer, while the system clears
-/// the memory (0.3-0.5 ms on a 2-vCPU VM, btm's lock held). Once eight
-/// are made, a task of another priority takes the queue of a priority
-/// that has no task waiting in it, if one does and no worker is taking
-/// tasks from the queues at that moment (the workers are idle or running
-/// other tasks); else it queues as tasks with upstream tasks do, and runs
-/// in the same priority order. Beyond 16,384
+/// without btm's lock. A manager has at most eight such queues, 1 MiB
+/// each (8 MiB), kept until `btm_destroy`: the add that makes one (the
+/// first such task of each of the first eight priorities used) takes
+/// 0.3-0.5 ms longer while the system clears the memory (2-vCPU VM, btm's
+/// lock held). Once eight are made, a task of another priority is given
+/// the queue, among those with no task waiting, used least recently, if no
+/// worker is in btm's lock-free loop at that moment. A worker enters that
+/// loop to take these queues' tasks and stays in it while it runs them and
+/// the chains that follow, until the queues have been empty for a few
+/// microseconds or a task on the locked path comes first; idle workers and
+/// workers running other tasks are outside it (an add from inside a task
+/// taken from a queue never finds every worker outside). Otherwise the
+/// task queues as tasks with upstream tasks do, in the same priority
+/// order, at a higher cost per task (about twice the instructions, and
+/// btm's lock; a host with 12-16 priorities at once ran 3-3.6x slower per
+/// task than with 4). `btm_add_tasks` follows the same rules task by task.
+/// Beyond 16,384
 /// tasks waiting in one such queue (a host adding faster than the workers
 /// run), the others wait in a list that takes about 40 bytes each and is
 /// given back when it empties. A task whose upstream tasks all completed
@@ -672,7 +680,9 @@ pub unsafe extern "C" fn btm_stop_all_tasks(manager: *mut Manager, report_out: *
 
 /// Changes the priority of a task that has not started (queued or blocked);
 /// it then competes with its new priority (among equal priorities, still in
-/// the order added).
+/// the order added). A task waiting in one of the lock-free queues (see
+/// `btm_add_task`) moves to btm's locked queue, unless the new priority is
+/// its own: it keeps its place, and costs a little more to run from there.
 ///
 /// Returns `OK`, `NOT_FOUND` (not live), `NOT_QUEUED` (running or finished).
 /// Errors: `NULL_ARGUMENT`. Threads: any. Calls back only the notify callback, when this call makes the
