@@ -7,7 +7,9 @@
 //! across reassigned levels, single adds, batches and the locked path.
 mod common;
 
-use btm::engine::NewTask;
+use std::sync::Arc;
+
+use btm::engine::{Manager, NewTask};
 use common::*;
 
 #[test]
@@ -119,25 +121,78 @@ fn a_batch_whose_new_priority_takes_a_level_of_its_own_priorities_keeps_order() 
 }
 
 #[test]
-fn no_level_is_given_away_while_a_worker_takes_from_the_lane() {
+fn a_level_is_given_away_while_a_worker_runs_a_lane_task() {
     let _s = serial();
     let m = manager(1, true);
     use_priorities(&m, 0..LANE_LEVELS);
-    // The worker is in its lane loop, running a lane task: the empty
-    // levels keep their priorities and the new one takes the locked path.
+    // The worker is in its lane loop, running a lane task (taking no
+    // entry): an empty level goes to the new priority.
     let gate = occupy_a_worker(&m, DEFAULT);
     assert!(m.workers_in_lane_for_tests() > 0);
     let lane = m.lane_added_for_tests();
     m.add(nop(), 77, DEFAULT, &[]).unwrap();
-    assert_eq!(m.lane_added_for_tests(), lane);
-    assert_eq!(m.lane_levels_for_tests(), ((0..LANE_LEVELS).collect(), 0));
+    assert_eq!(m.lane_added_for_tests(), lane + 1);
+    let (levels, reassigned) = m.lane_levels_for_tests();
+    assert!(levels.contains(&77));
+    assert_eq!(reassigned, 1);
     gate.open();
     collect_finals(&m, 2);
-    workers_off_the_lane(&m);
-    // Once it left, the next task of that priority gets a level.
-    m.add(nop(), 77, DEFAULT, &[]).unwrap();
-    assert_eq!(m.lane_added_for_tests(), lane + 1);
-    assert!(m.lane_levels_for_tests().0.contains(&77));
-    collect_finals(&m, 1);
+    finish(m);
+}
+
+/// The manager of the running task, as an owned reference.
+fn manager_of(ctx: &btm::engine::TaskContext) -> Arc<Manager> {
+    // SAFETY: valid while the task runs; this takes a reference of its own.
+    unsafe {
+        let p = ctx.manager();
+        Arc::increment_strong_count(p);
+        Arc::from_raw(p)
+    }
+}
+
+#[test]
+fn tasks_added_from_a_lane_task_at_new_priorities_take_empty_levels_in_order() {
+    let _s = serial();
+    let m = manager(1, true);
+    use_priorities(&m, 0..LANE_LEVELS);
+    // A lane task (its worker in its lane loop, running it) adds two tasks
+    // at each of four new priorities, which take empty levels, then one at
+    // each of 0-3, whose levels went to others (they take the rest), then
+    // one at 500, which finds none empty and takes the locked path.
+    let log = Log::default();
+    let l2 = log.clone();
+    let added = Arc::new(std::sync::Mutex::new(None));
+    let a2 = added.clone();
+    m.add(
+        job(move |ctx| {
+            let mm = manager_of(ctx);
+            let before = mm.lane_added_for_tests();
+            for p in [100, 300, 200, 400] {
+                for k in 0..2 {
+                    mm.add(logging(&l2, i64::from(p) + k), p, DEFAULT, &[]).unwrap();
+                }
+            }
+            // Every level now holds a task or four of the new ones: 500
+            // finds none empty.
+            for p in 0..4 {
+                mm.add(logging(&l2, i64::from(p)), p, DEFAULT, &[]).unwrap();
+            }
+            mm.add(logging(&l2, 500), 500, DEFAULT, &[]).unwrap();
+            *a2.lock().unwrap() = Some((mm.lane_added_for_tests() - before, mm.lane_levels_for_tests()));
+        }),
+        -1,
+        DEFAULT,
+        &[],
+    )
+    .unwrap();
+    collect_finals(&m, 14);
+    let (to_lane, (levels, reassigned)) = added.lock().unwrap().take().expect("the task ran");
+    assert_eq!(to_lane, 12, "the new priorities' tasks and the old ones' went to the lane, not 500's");
+    // The lane task's own -1 took priority 0's level (the workers were
+    // idle); inside it, 100-400 took those of 1-4, then 0-3 those of 5-7
+    // and -1's (its task running, its level empty).
+    assert_eq!(reassigned, 9);
+    assert!([100, 200, 300, 400].iter().all(|p| levels.contains(p)));
+    assert_eq!(log.get(), vec![500, 400, 401, 300, 301, 200, 201, 100, 101, 3, 2, 1, 0]);
     finish(m);
 }

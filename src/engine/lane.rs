@@ -1583,6 +1583,10 @@ pub(crate) struct WorkerLane {
     /// see [`WorkerLane::pause_if_newest`]).
     claimed_slot: AtomicPtr<Slot>,
     outcomes: Outcomes,
+    /// A popped entry is on its way back to the locked path
+    /// (`Take::GiveBack`): set before the take's claim ends, cleared after
+    /// the lock section that moved it (see [`WorkerLane::is_quiet`]).
+    giving_back: AtomicBool,
 }
 
 impl WorkerLane {
@@ -1597,7 +1601,25 @@ impl WorkerLane {
             looking: AtomicBool::new(false),
             claimed_slot: AtomicPtr::new(std::ptr::null_mut()),
             outcomes: Outcomes::new(),
+            giving_back: AtomicBool::new(false),
         }
+    }
+
+    /// True if the worker is in no take and holds no popped entry on its
+    /// way back to the locked path: what a lock holder needs before it
+    /// gives an empty level to another priority while the worker is in
+    /// its lane loop (`Lane::reassign`). The caller read the level empty
+    /// (its head at its tail) and then fenced: a worker that popped the
+    /// level's last entry had announced its claim before its own fence and
+    /// that pop, so this sees the claim, or else the give-back flag stored
+    /// before the claim's release.
+    pub(crate) fn is_quiet(&self) -> bool {
+        !self.claiming.load(Ordering::Acquire) && !self.giving_back.load(Ordering::Relaxed)
+    }
+
+    /// The give-back of `Take::GiveBack` is done (its lock section ended).
+    pub(crate) fn gave_back(&self) {
+        self.giving_back.store(false, Ordering::Relaxed);
     }
 
     /// True while the worker is on the lane without a task.
@@ -1973,17 +1995,21 @@ impl Lane {
 
     /// A made level that no task holds (nothing queued in its ring or its
     /// overflow), the one whose last entry is the oldest, if one is; the
-    /// caller holds the state lock and no worker is in its lane loop, so
-    /// no entry is being taken (every popped slot was released, or given
-    /// back under the lock). Cancelled entries that begin a ring are
-    /// passed over first (`Level::skip_cancelled`).
-    pub(crate) fn empty_level(&self) -> Option<usize> {
+    /// caller holds the state lock. With `workers_off` (no worker in its
+    /// lane loop: nothing else pops), the cancelled entries that begin a
+    /// ring are passed over first (`Level::skip_cancelled`); else a level
+    /// with such entries is not empty until the workers pop them, and the
+    /// caller then checks that no worker is taking an entry or giving one
+    /// back ([`WorkerLane::is_quiet`]) before it gives the level away.
+    pub(crate) fn empty_level(&self, workers_off: bool) -> Option<usize> {
         let n = self.level_count();
         (0..n)
             .filter_map(|i| self.level(i).map(|l| (i, l)))
             // SAFETY (both blocks): the caller's contract.
             .filter(|(_, l)| {
-                unsafe { l.skip_cancelled() };
+                if workers_off {
+                    unsafe { l.skip_cancelled() };
+                }
                 l.head.load(Ordering::Relaxed) == l.tail.load(Ordering::Relaxed) && unsafe { l.overflow() }.is_empty()
             })
             .min_by_key(|(_, l)| l.last_id())
@@ -1995,7 +2021,11 @@ impl Lane {
     /// more priorities over time than the lane has levels keeps its
     /// current ones on the lane. Positions go on from the level's tail
     /// (a task record that still names an old one finds another id in
-    /// its slot, as after a lap of the ring).
+    /// its slot, as after a lap of the ring). A worker in its lane loop
+    /// reads the new order at its next take; a take that began before
+    /// reads `epoch` moved after a pop, and then compares the entry with
+    /// the level's new priority and the levels now above it
+    /// (`Lane::take_announced`).
     pub(crate) fn reassign(&self, i: usize, priority: i32) {
         let level = self.level(i).expect("a made level");
         level.priority.store(priority, Ordering::Relaxed);
@@ -2330,11 +2360,20 @@ impl Lane {
                 // or a level created since this take looked, a better lane
                 // entry of the same batch may have been published with it.
                 let locked = self.locked_top.load(Ordering::Relaxed);
+                // A level given to another priority since this take read
+                // `p` (`Lane::reassign`, which moves `epoch`) holds an entry
+                // of the new one, pushed after (the pop made the priority
+                // visible): `p` is stale, and the entry goes back to the
+                // lock, which compares it with the rest (a rare race, and
+                // the comparison here stays on the level's old priority
+                // only in this branch: re-reading `p` for `defer` cost the
+                // lane worker 6 instructions per task).
                 let better = self.epoch.load(Ordering::Acquire) != epoch
-                    && self
-                        .ordered()
-                        .take_while(|l| l.priority() > level.priority())
-                        .any(|l| l.is_overflowing() || l.has_entries());
+                    && (i64::from(level.priority()) != p
+                        || self
+                            .ordered()
+                            .take_while(|l| l.priority() > level.priority())
+                            .any(|l| l.is_overflowing() || l.has_entries()));
                 let defer = p < locked || (p == locked && (id >= tie_below || locked != tie_p));
                 // But an entry published before the epoch this take began
                 // in (its own below `epoch`: `epoch` moves only after what
@@ -2363,6 +2402,9 @@ impl Lane {
                     // a queued task, which a stop cancels (before its
                     // start, freed by the stopping thread) and a priority
                     // change moves, not a running one.
+                    // (Announced before the claim's end, see
+                    // `WorkerLane::is_quiet`.)
+                    w.giving_back.store(true, Ordering::Relaxed);
                     return Take::GiveBack(id, LevelRef(std::ptr::NonNull::from(level)), pos);
                 }
                 w.claiming_task(id);

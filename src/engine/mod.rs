@@ -3212,27 +3212,39 @@ impl State {
         if let Some(i) = self.lane_levels.iter().position(|(p, _)| *p == priority) {
             return Some((i as u8, self.lane_levels[i].1));
         }
-        if self.lane_levels.len() == lane::LEVELS && self.in_lane != 0 {
-            return None;
+        if self.lane_levels.len() == lane::LEVELS {
+            return self.lane_level_given(priority);
         }
         self.lane_level_slow(priority)
     }
 
-    /// A level for `priority`, which has none: a new one while fewer than
-    /// [`lane::LEVELS`] are made, else an empty one given to it (see
-    /// [`Lane::reassign`]) if one is and no worker is in its lane loop
-    /// (none is taking an entry, or giving one back, with the level's
-    /// present priority). Otherwise the task takes the locked path.
+    /// A level for `priority`, which has none, once [`lane::LEVELS`] are
+    /// made: an empty one given to it (see [`Lane::reassign`]) if one is
+    /// and no worker is taking an entry or giving one back (which could be
+    /// one of the level's present priority). Otherwise the task takes the
+    /// locked path.
+    #[cold]
+    #[inline(never)]
+    fn lane_level_given(&mut self, priority: i32) -> Option<(u8, LevelRef)> {
+        let workers_off = self.in_lane == 0;
+        let l = self.lane.empty_level(workers_off)?;
+        if !workers_off {
+            // After the level was read empty (see `WorkerLane::is_quiet`).
+            fence(Ordering::SeqCst);
+            if !self.workers.iter().all(|w| w.lane.is_quiet()) {
+                return None;
+            }
+        }
+        self.lane.reassign(l, priority);
+        self.lane_levels[l].0 = priority;
+        self.lane_reassigned += 1;
+        Some((l as u8, self.lane_levels[l].1))
+    }
+
+    /// A new level for `priority`, which has none, while fewer than
+    /// [`lane::LEVELS`] are made.
     #[inline(never)]
     fn lane_level_slow(&mut self, priority: i32) -> Option<(u8, LevelRef)> {
-        if self.lane_levels.len() == lane::LEVELS {
-            debug_assert_eq!(self.in_lane, 0);
-            let l = self.lane.empty_level()?;
-            self.lane.reassign(l, priority);
-            self.lane_levels[l].0 = priority;
-            self.lane_reassigned += 1;
-            return Some((l as u8, self.lane_levels[l].1));
-        }
         let l = self.lane.level_of(priority)?;
         debug_assert_eq!(l, self.lane_levels.len(), "levels are made in index order");
         let r = self.lane.level_ref(l);
@@ -5356,6 +5368,7 @@ fn lane_loop<const N: usize>(
             }
             Take::GiveBack(id, level, pos) => {
                 manager.locked(|st, after| st.give_back(id, level, pos, after));
+                wl.gave_back();
                 return;
             }
             Take::Lock => return,
