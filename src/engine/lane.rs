@@ -97,7 +97,7 @@ use super::Outcome;
 
 /// Lane levels (priorities with a lane) per manager, made on first use;
 /// once all are made, an empty one is given to a priority that has none
-/// while no worker is in its lane loop (`Lane::reassign`). Eight since
+/// while no worker is taking an entry (`Lane::reassign`). Eight since
 /// session 35 (four before): a host using five to eight priorities at once
 /// ran the others on the locked path, W6 at 8 priorities 4.6-7x slower per
 /// task than at 4 (`btm_bench w6` with `BTM_BENCH_W6_LEVELS=8`: medians
@@ -705,7 +705,8 @@ impl Slot {
 pub(crate) struct Level {
     /// Its priority: set when it is made, and changed only by
     /// [`Lane::reassign`] (under the state lock, with the level empty and
-    /// no worker in its lane loop), so workers read it relaxed.
+    /// no worker taking an entry or giving one back); workers read it
+    /// relaxed, and a take that spans a change sees `epoch` move.
     priority: AtomicI32,
     head: Padded<AtomicU64>,
     tail: Padded<AtomicU64>,
@@ -1835,9 +1836,11 @@ impl WorkerLane {
 
 /// The lane's levels in descending priority, as a worker last read them
 /// (its own copy, kept across its takes): [`Lane::take`] decodes the
-/// level order word only when it changed (a level was made; a level's
-/// priority changes only while no worker is in its lane loop, see
-/// [`Lane::reassign`]), instead of once per level per take. Used only
+/// level order word only when it changed (a level was made or given to
+/// another priority, see [`Lane::reassign`]; a change that keeps the
+/// levels' order keeps the word, and the copy stays right: it holds the
+/// levels, whose priorities each take reads), instead of once per level
+/// per take. Used only
 /// with the lane that filled it (`lane_loop` keeps one per call).
 ///
 /// Room for `N` levels: `lane_loop` is made for [`FEW_LEVELS`] and for

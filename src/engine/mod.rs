@@ -938,8 +938,9 @@ struct State {
     spinning: usize,
     /// Workers on the lane (taking tasks without the lock): those of them
     /// looking for a task (`WorkerLane::looking`) find new lane tasks
-    /// themselves, so they count as coming for `provision`. While any is,
-    /// no level is given to another priority (`State::lane_level_slow`).
+    /// themselves, so they count as coming for `provision`. While none
+    /// is, a level given to another priority is first cleared of its
+    /// cancelled entries (`State::lane_level_given`).
     in_lane: usize,
     /// The spinning workers' hint was raised since the last one began.
     hint_sent: bool,

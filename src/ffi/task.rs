@@ -176,14 +176,12 @@ unsafe fn add_one_upstream(
 /// 0.3-0.5 ms longer while the system clears the memory (2-vCPU VM, btm's
 /// lock held). Once eight are made, a task of another priority is given
 /// the queue, among those with no task waiting, used least recently, if no
-/// worker is in btm's lock-free loop at that moment. A worker enters that
-/// loop to take these queues' tasks and stays in it while it runs them and
-/// the chains that follow, until the queues have been empty for a few
-/// microseconds or a task on the locked path comes first; idle workers and
-/// workers running other tasks are outside it (an add from inside a task
-/// taken from a queue never finds every worker outside). Otherwise the
-/// task queues as tasks with upstream tasks do, in the same priority
-/// order, at a higher cost per task (about twice the instructions, and
+/// worker is taking a task from the queues at that moment (a take lasts
+/// well under a microsecond; the next add of that priority tries again),
+/// from the host or from inside a task alike. A queue whose tasks were
+/// stopped or moved is free once the workers passed over them, or at
+/// once while the workers are idle. Otherwise the task queues as tasks
+/// with upstream tasks do, in the same priority order, at a higher cost per task (about twice the instructions, and
 /// btm's lock; a host with 12-16 priorities at once ran 3-3.6x slower per
 /// task than with 4). `btm_add_tasks` follows the same rules task by task.
 /// Beyond 16,384
