@@ -121,19 +121,31 @@ fn a_batch_whose_new_priority_takes_a_level_of_its_own_priorities_keeps_order() 
 }
 
 #[test]
-fn a_level_is_given_away_while_a_worker_runs_a_lane_task() {
+fn a_level_unused_for_a_while_is_given_away_while_a_worker_runs_a_lane_task() {
     let _s = serial();
     let m = manager(1, true);
     use_priorities(&m, 0..LANE_LEVELS);
     // The worker is in its lane loop, running a lane task (taking no
-    // entry): an empty level goes to the new priority.
+    // entry), and every level was used in the last few adds: a new
+    // priority takes the locked path (levels emptied by busy workers a
+    // moment ago are not handed round).
+    let gate = occupy_a_worker(&m, DEFAULT);
+    let lane = m.lane_added_for_tests();
+    m.add(nop(), 77, DEFAULT, &[]).unwrap();
+    assert_eq!(m.lane_added_for_tests(), lane, "every level used in the last adds: the locked path");
+    assert_eq!(m.lane_levels_for_tests(), ((0..LANE_LEVELS).collect(), 0));
+    gate.open();
+    collect_finals(&m, 2);
+    // Priority 0 alone for 300 adds: the other levels went unused, and one
+    // goes to a new priority while the worker runs a lane task.
+    use_priorities(&m, std::iter::repeat(0).take(300));
     let gate = occupy_a_worker(&m, DEFAULT);
     assert!(m.workers_in_lane_for_tests() > 0);
     let lane = m.lane_added_for_tests();
-    m.add(nop(), 77, DEFAULT, &[]).unwrap();
+    m.add(nop(), 78, DEFAULT, &[]).unwrap();
     assert_eq!(m.lane_added_for_tests(), lane + 1);
     let (levels, reassigned) = m.lane_levels_for_tests();
-    assert!(levels.contains(&77));
+    assert!(levels.contains(&78));
     assert_eq!(reassigned, 1);
     gate.open();
     collect_finals(&m, 2);
@@ -151,14 +163,16 @@ fn manager_of(ctx: &btm::engine::TaskContext) -> Arc<Manager> {
 }
 
 #[test]
-fn tasks_added_from_a_lane_task_at_new_priorities_take_empty_levels_in_order() {
+fn tasks_added_from_a_lane_task_at_new_priorities_take_unused_levels_in_order() {
     let _s = serial();
     let m = manager(1, true);
     use_priorities(&m, 0..LANE_LEVELS);
-    // A lane task (its worker in its lane loop, running it) adds two tasks
-    // at each of four new priorities, which take empty levels, then one at
-    // each of 0-3, whose levels went to others (they take the rest), then
-    // one at 500, which finds none empty and takes the locked path.
+    use_priorities(&m, std::iter::repeat(7).take(300));
+    // A lane task of priority 7 (its worker in its lane loop, running it)
+    // adds two tasks at each of seven new priorities, which take the
+    // levels of 0-6 (unused for 300 adds), then one at 800, which finds
+    // no unused empty level (7's was used a moment ago) and takes the
+    // locked path.
     let log = Log::default();
     let l2 = log.clone();
     let added = Arc::new(std::sync::Mutex::new(None));
@@ -167,32 +181,25 @@ fn tasks_added_from_a_lane_task_at_new_priorities_take_empty_levels_in_order() {
         job(move |ctx| {
             let mm = manager_of(ctx);
             let before = mm.lane_added_for_tests();
-            for p in [100, 300, 200, 400] {
+            for p in [100, 300, 200, 400, 700, 500, 600] {
                 for k in 0..2 {
                     mm.add(logging(&l2, i64::from(p) + k), p, DEFAULT, &[]).unwrap();
                 }
             }
-            // Every level now holds a task or four of the new ones: 500
-            // finds none empty.
-            for p in 0..4 {
-                mm.add(logging(&l2, i64::from(p)), p, DEFAULT, &[]).unwrap();
-            }
-            mm.add(logging(&l2, 500), 500, DEFAULT, &[]).unwrap();
+            mm.add(logging(&l2, 800), 800, DEFAULT, &[]).unwrap();
             *a2.lock().unwrap() = Some((mm.lane_added_for_tests() - before, mm.lane_levels_for_tests()));
         }),
-        -1,
+        7,
         DEFAULT,
         &[],
     )
     .unwrap();
-    collect_finals(&m, 14);
+    collect_finals(&m, 16);
     let (to_lane, (levels, reassigned)) = added.lock().unwrap().take().expect("the task ran");
-    assert_eq!(to_lane, 12, "the new priorities' tasks and the old ones' went to the lane, not 500's");
-    // The lane task's own -1 took priority 0's level (the workers were
-    // idle); inside it, 100-400 took those of 1-4, then 0-3 those of 5-7
-    // and -1's (its task running, its level empty).
-    assert_eq!(reassigned, 9);
-    assert!([100, 200, 300, 400].iter().all(|p| levels.contains(p)));
-    assert_eq!(log.get(), vec![500, 400, 401, 300, 301, 200, 201, 100, 101, 3, 2, 1, 0]);
+    assert_eq!(to_lane, 14, "the new priorities' tasks went to the lane, 800's to the locked path");
+    assert_eq!(reassigned, 7);
+    assert!((1..=7).all(|k| levels.contains(&(k * 100))));
+    let want: Vec<i64> = std::iter::once(800).chain((1..=7).rev().flat_map(|k| [k * 100, k * 100 + 1])).collect();
+    assert_eq!(log.get(), want);
     finish(m);
 }

@@ -2004,7 +2004,9 @@ impl Lane {
     /// with such entries is not empty until the workers pop them, and the
     /// caller then checks that no worker is taking an entry or giving one
     /// back ([`WorkerLane::is_quiet`]) before it gives the level away.
-    pub(crate) fn empty_level(&self, workers_off: bool) -> Option<usize> {
+    /// None unless that level's last entry has an id below
+    /// `pushed_before` (ids grow with adds: how long ago it was used).
+    pub(crate) fn empty_level(&self, workers_off: bool, pushed_before: u64) -> Option<usize> {
         let n = self.level_count();
         (0..n)
             .filter_map(|i| self.level(i).map(|l| (i, l)))
@@ -2016,6 +2018,7 @@ impl Lane {
                 l.head.load(Ordering::Relaxed) == l.tail.load(Ordering::Relaxed) && unsafe { l.overflow() }.is_empty()
             })
             .min_by_key(|(_, l)| l.last_id())
+            .filter(|(_, l)| l.last_id().map_or(true, |id| id < pushed_before))
             .map(|(i, _)| i)
     }
 
