@@ -1218,7 +1218,9 @@ const char *btm_version(void);
  * the queue, among those with no task waiting, used least recently, if no
  * worker is taking a task from the queues at that moment (a take lasts
  * well under a microsecond; the next add of that priority tries again),
- * from the host or from inside a task alike. A queue whose tasks were
+ * from the host or from inside a task alike; while workers are taking
+ * tasks from the queues, only a queue whose priority had no task in the
+ * last 256 adds (so that priorities in use keep theirs). A queue whose tasks were
  * stopped or moved is free once the workers passed over them, or at
  * once while the workers are idle. Otherwise the task queues as tasks
  * with upstream tasks do, in the same priority order, at a higher cost per task (about twice the instructions, and
