@@ -2117,8 +2117,16 @@ impl Lane {
             let level = unsafe { &*level };
             // (Read once: two atomic loads are not merged.)
             let level_priority = level.priority();
+            // Passed over, not the walk's end: a lock holder may give an
+            // empty level to another priority while a chain's worker is
+            // here (`State::lane_level_given`, which waits for no worker
+            // outside a claim), storing its priority before the order
+            // word. A level read lowered in the order read before ended
+            // the walk at its old place, and the levels after it there,
+            // above `priority` and holding older entries, went unread: the
+            // continuation ran ahead of them (`tests/busy_review.rs`).
             if level_priority < priority {
-                break;
+                continue;
             }
             if level.is_overflowing() {
                 // Its next entries wait behind an empty ring (see `take`).
