@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use btm::engine::Manager;
+use btm::engine::{Manager, NewTask};
 use common::*;
 
 /// The manager of the running task, as an owned reference.
@@ -75,6 +75,12 @@ fn a_continuation_does_not_run_ahead_of_a_queued_higher_task_while_a_level_is_gi
         // 10 first: its level has the oldest newest entry, and is the one
         // an add of a new priority takes while 24..20 and 5 are empty too.
         prime(&m, &levels[..7]);
+        // Every level but 6's then unused for 256 adds, as a level must be
+        // to be given away while a worker is in its lane loop
+        // (`BUSY_GIVE_AGE`, added after this review).
+        let batch = (0..256).map(|_| NewTask { job: nop(), priority: 6, group: DEFAULT, upstream: &[] }).collect();
+        m.add_many(batch).unwrap();
+        collect_finals(&m, 256);
         let (go, started, b_added, b_done) = (
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicBool::new(false)),
