@@ -13,16 +13,6 @@ use std::time::{Duration, Instant};
 use btm::engine::{Manager, NewTask};
 use common::*;
 
-/// The manager of the running task, as an owned reference.
-fn manager_of(ctx: &btm::engine::TaskContext) -> Arc<Manager> {
-    // SAFETY: valid while the task runs; this takes a reference of its own.
-    unsafe {
-        let p = ctx.manager();
-        Arc::increment_strong_count(p);
-        Arc::from_raw(p)
-    }
-}
-
 /// Runs a task of each of `prios`, in order, until each went to the lane
 /// (so each has a level, and the levels' newest entries are in this
 /// order), and waits for them.

@@ -9,7 +9,7 @@ mod common;
 
 use std::sync::Arc;
 
-use btm::engine::{Manager, NewTask};
+use btm::engine::NewTask;
 use common::*;
 
 #[test]
@@ -150,16 +150,6 @@ fn a_level_unused_for_a_while_is_given_away_while_a_worker_runs_a_lane_task() {
     gate.open();
     collect_finals(&m, 2);
     finish(m);
-}
-
-/// The manager of the running task, as an owned reference.
-fn manager_of(ctx: &btm::engine::TaskContext) -> Arc<Manager> {
-    // SAFETY: valid while the task runs; this takes a reference of its own.
-    unsafe {
-        let p = ctx.manager();
-        Arc::increment_strong_count(p);
-        Arc::from_raw(p)
-    }
 }
 
 #[test]

@@ -380,3 +380,14 @@ pub fn occupy_off_the_lane(m: &Arc<Manager>, priority: i32) -> Gate {
     assert_eq!(m.workers_in_lane_for_tests(), 0);
     gate
 }
+
+/// The manager of the running task (from inside it), as an owned
+/// reference.
+pub fn manager_of(ctx: &TaskContext) -> Arc<Manager> {
+    // SAFETY: valid while the task runs; this takes a reference of its own.
+    unsafe {
+        let p = ctx.manager();
+        Arc::increment_strong_count(p);
+        Arc::from_raw(p)
+    }
+}
