@@ -2017,8 +2017,9 @@ impl Lane {
                 }
                 l.head.load(Ordering::Relaxed) == l.tail.load(Ordering::Relaxed) && unsafe { l.overflow() }.is_empty()
             })
-            .min_by_key(|(_, l)| l.last_id())
-            .filter(|(_, l)| l.last_id().map_or(true, |id| id < pushed_before))
+            .map(|(i, l)| (i, l.last_id()))
+            .min_by_key(|&(_, last)| last)
+            .filter(|&(_, last)| last.map_or(true, |id| id < pushed_before))
             .map(|(i, _)| i)
     }
 
