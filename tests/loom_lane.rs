@@ -112,6 +112,19 @@
 //!     it; a stopped one lets it run. Mutant: `locked_gen` bumped at the
 //!     section's end, after the cancel (the engine until session 33).
 //!
+//! 11. **An empty level given to a new priority while a worker takes**
+//!     (`State::lane_level_given`, `Lane::reassign`, session 35): the lock
+//!     holder reads the level empty, fences, and gives it away only if the
+//!     worker is quiet (`WorkerLane::is_quiet`: no claim announced, no
+//!     give-back on its way to the lock); a take that read the level's old
+//!     priority and pops an entry of the new one sees `epoch` moved and the
+//!     priority changed, and gives it back. Checked: a task given back
+//!     keeps its own priority on the locked path; a task of the new
+//!     priority never runs before a higher locked task queued before it.
+//!     Mutants (caught by no engine test in session 35): no quiet check;
+//!     a quiet check without the `giving_back` flag; a take without the
+//!     priority-changed clause.
+//!
 //! Not modelled yet: a worker's sleep against a lock-free add (flag, fence,
 //! `park`/`unpark`, as the lane experiment does). The hybrid step of the
 //! plan does not need it (adds stay under the state lock, so workers sleep
@@ -1357,4 +1370,283 @@ fn loom_lane_a_stopped_entry_lets_the_next_one_run() {
 #[should_panic]
 fn loom_lane_mutant_gen_bumped_after_the_cancel_is_caught() {
     moved_entry_model(true, false);
+}
+
+// ---------------------------------------------------------------------------
+// 11. An empty level given to a new priority while a worker takes
+// ---------------------------------------------------------------------------
+
+/// Which rule of session 35's reassignment the model leaves out.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Reassign {
+    /// The engine: the lock holder reads the level empty, fences, and
+    /// gives it only if the worker is quiet (no claim, no give-back on
+    /// its way: `WorkerLane::is_quiet`); a take that pops an entry after
+    /// `epoch` moved compares the level's priority with the one it read.
+    Engine,
+    /// Mutant: no `is_quiet` check at all.
+    NoQuietCheck,
+    /// Mutant: `is_quiet` reads the claim only (no `giving_back` flag).
+    NoGivingBackFlag,
+    /// Mutant: the take's `better` test without its priority-changed
+    /// clause (only the levels above, of which there are none here).
+    NoPriorityClause,
+}
+
+/// One lane level of two ring slots (positions 0 and 1, one lap).
+struct RingSlot {
+    /// `pos`: free; `pos + 1`: published (`Level::seq`).
+    seq: AtomicUsize,
+    id: AtomicU32,
+    /// The epoch the entry was published in (`Slot::epoch`).
+    epoch: AtomicUsize,
+    state: AtomicU32,
+}
+
+struct GivenLevel {
+    head: AtomicUsize,
+    /// Written by lock holders only.
+    tail: AtomicUsize,
+    priority: AtomicU32,
+    slots: [RingSlot; 2],
+}
+
+impl GivenLevel {
+    /// `Level::publish` after `write_slot`: the lock holder's push.
+    fn push(&self, id: u32, epoch: usize) {
+        let pos = self.tail.load(Ordering::Relaxed);
+        let slot = &self.slots[pos];
+        slot.id.store(id, Ordering::Relaxed);
+        slot.state.store(QUEUED, Ordering::Relaxed);
+        slot.epoch.store(epoch, Ordering::Relaxed);
+        slot.seq.store(pos + 1, Ordering::Release);
+        self.tail.store(pos + 1, Ordering::Relaxed);
+    }
+
+    /// `Level::pop`.
+    fn pop(&self) -> Option<usize> {
+        let mut pos = self.head.load(Ordering::Relaxed);
+        loop {
+            if pos == self.slots.len() {
+                return None;
+            }
+            let seq = self.slots[pos].seq.load(Ordering::Acquire);
+            if seq == pos + 1 {
+                match self.head.compare_exchange(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => return Some(pos),
+                    Err(now) => pos = now,
+                }
+            } else {
+                return None;
+            }
+        }
+    }
+}
+
+/// The state lock's side: the locked queue (id, priority) and the state's
+/// copy of the level's priority (`State::lane_levels`, which
+/// `State::lane_to_locked` reads to move a given-back entry).
+struct GivenState {
+    locked: Vec<(u32, u32)>,
+    level_priority: u32,
+}
+
+const T1: u32 = 1;
+const X: u32 = 2;
+const T2: u32 = 3;
+const PA: u32 = 5;
+const PB: u32 = 1;
+const NO_TOP: u32 = 0;
+
+/// Model 11 (`State::lane_level_given`, `Lane::reassign`,
+/// `Lane::take_announced`, `State::give_back`): a lane level of priority
+/// PA (5) holds task T1. The host, in one lock section, adds task X of
+/// priority `px` to the locked queue (publishing the locked top); in a
+/// second, it adds T2 of priority PB (1), which has no level: it reads
+/// the level empty, fences, checks the worker is quiet, gives the level
+/// to PB (priority, the state's copy, `epoch`) and pushes T2 there, or
+/// else queues T2 on the locked path. The worker makes two takes (as
+/// `Lane::take`, one level, no tie bound), each followed, unless it ran a
+/// lane entry, by a lock section that runs the locked queue's best task;
+/// a give-back moves its entry to the locked queue at the state's
+/// priority of the level. With `px` 7 the worker can defer T1 (X shows
+/// after its pop); with `px` 3 a take that read PA can pop T2. Checked: a
+/// task given back keeps its own priority; T2 never runs before X
+/// (higher, and queued before it); every task runs exactly once.
+/// Returns how many explored executions gave the level away, and in how
+/// many a take that read PA popped T2 (the window of the priority clause)
+/// or gave an entry back.
+fn given_level_model(px: u32, how: Reassign) -> [usize; 3] {
+    // Counted across loom's executions (std's atomics: not modelled).
+    let seen = std::sync::Arc::new([0; 3].map(std::sync::atomic::AtomicUsize::new));
+    let counts = seen.clone();
+    builder(3).check(move || {
+        let seen = seen.clone();
+        let level = Arc::new(GivenLevel {
+            head: AtomicUsize::new(0),
+            tail: AtomicUsize::new(0),
+            priority: AtomicU32::new(PA),
+            slots: [0, 1].map(|pos| RingSlot {
+                seq: AtomicUsize::new(pos),
+                id: AtomicU32::new(0),
+                epoch: AtomicUsize::new(0),
+                state: AtomicU32::new(0),
+            }),
+        });
+        level.push(T1, 0);
+        let epoch = Arc::new(AtomicUsize::new(0));
+        let top = Arc::new(AtomicU32::new(NO_TOP));
+        let claiming = Arc::new(AtomicBool::new(false));
+        let giving_back = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(Mutex::new(GivenState { locked: Vec::new(), level_priority: PA }));
+        let priority_of = move |id: u32| match id {
+            T1 => PA,
+            X => px,
+            _ => PB,
+        };
+        // The locked queue's best task, run under the lock.
+        let run_best = |st: &mut GivenState, ran: &mut Vec<u32>, top: &AtomicU32| {
+            if let Some(k) = (0..st.locked.len()).max_by_key(|&k| (st.locked[k].1, std::cmp::Reverse(st.locked[k].0))) {
+                ran.push(st.locked.remove(k).0);
+            }
+            top.store(st.locked.iter().map(|e| e.1).max().unwrap_or(NO_TOP), Ordering::Relaxed);
+        };
+        let worker = {
+            let (level, epoch, top, claiming, giving_back, state, seen) = (
+                level.clone(),
+                epoch.clone(),
+                top.clone(),
+                claiming.clone(),
+                giving_back.clone(),
+                state.clone(),
+                seen.clone(),
+            );
+            thread::spawn(move || {
+                let mut ran = Vec::new();
+                for _ in 0..2 {
+                    claiming.store(true, Ordering::Relaxed);
+                    fence(Ordering::SeqCst);
+                    let e = epoch.load(Ordering::Acquire);
+                    let locked = top.load(Ordering::Relaxed);
+                    let p = level.priority.load(Ordering::Relaxed);
+                    let popped = if locked != NO_TOP && p <= locked { None } else { level.pop() };
+                    let Some(pos) = popped else {
+                        claiming.store(false, Ordering::Release);
+                        run_best(&mut state.lock().unwrap(), &mut ran, &top);
+                        continue;
+                    };
+                    let slot = &level.slots[pos];
+                    let id = slot.id.load(Ordering::Relaxed);
+                    let locked = top.load(Ordering::Relaxed);
+                    let better = epoch.load(Ordering::Acquire) != e
+                        && how != Reassign::NoPriorityClause
+                        && level.priority.load(Ordering::Relaxed) != p;
+                    let defer = locked != NO_TOP && p <= locked;
+                    if id == T2 && p == PA {
+                        seen[1].fetch_add(1, Ordering::Relaxed);
+                    }
+                    if defer || (better && slot.epoch.load(Ordering::Relaxed) >= e) {
+                        seen[2].fetch_add(1, Ordering::Relaxed);
+                        if how != Reassign::NoGivingBackFlag {
+                            giving_back.store(true, Ordering::Relaxed);
+                        }
+                        claiming.store(false, Ordering::Release);
+                        let mut st = state.lock().unwrap();
+                        let moved_at = st.level_priority;
+                        assert_eq!(moved_at, priority_of(id), "task {id}, given back, took the level's new priority");
+                        slot.state.store(CANCELLED, Ordering::Relaxed);
+                        slot.seq.store(pos + 2, Ordering::Release);
+                        st.locked.push((id, moved_at));
+                        run_best(&mut st, &mut ran, &top);
+                        drop(st);
+                        giving_back.store(false, Ordering::Relaxed);
+                        continue;
+                    }
+                    slot.state.store(RUNNING, Ordering::Relaxed);
+                    slot.seq.store(pos + 2, Ordering::Release);
+                    claiming.store(false, Ordering::Release);
+                    ran.push(id);
+                }
+                ran
+            })
+        };
+        {
+            let mut st = state.lock().unwrap();
+            st.locked.push((X, px));
+            top.store(px, Ordering::Relaxed);
+        }
+        {
+            let mut st = state.lock().unwrap();
+            let empty = level.head.load(Ordering::Relaxed) == level.tail.load(Ordering::Relaxed);
+            let quiet = match how {
+                Reassign::NoQuietCheck => true,
+                _ => {
+                    fence(Ordering::SeqCst);
+                    !claiming.load(Ordering::Acquire)
+                        && (how == Reassign::NoGivingBackFlag || !giving_back.load(Ordering::Relaxed))
+                }
+            };
+            if empty && quiet {
+                seen[0].fetch_add(1, Ordering::Relaxed);
+                level.priority.store(PB, Ordering::Relaxed);
+                st.level_priority = PB;
+                epoch.fetch_add(1, Ordering::Release);
+                level.push(T2, epoch.load(Ordering::Relaxed));
+            } else {
+                st.locked.push((T2, PB));
+                let best = st.locked.iter().map(|e| e.1).max().unwrap_or(NO_TOP);
+                top.store(best, Ordering::Relaxed);
+            }
+        }
+        let mut ran = worker.join().unwrap();
+        // What is left runs as later lock sections would: the lane's
+        // queued entries (moved to the locked queue at the level's
+        // priority) and the locked queue, best first.
+        let mut st = state.lock().unwrap();
+        let mut pos = level.head.load(Ordering::Relaxed);
+        while let Some(slot) = level.slots.get(pos).filter(|s| s.seq.load(Ordering::Acquire) == pos + 1) {
+            let p = st.level_priority;
+            st.locked.push((slot.id.load(Ordering::Relaxed), p));
+            pos += 1;
+        }
+        while !st.locked.is_empty() {
+            run_best(&mut st, &mut ran, &top);
+        }
+        for id in [T1, X, T2] {
+            assert_eq!(ran.iter().filter(|&&r| r == id).count(), 1, "task {id} runs exactly once: {ran:?}");
+        }
+        let at = |id: u32| ran.iter().position(|&r| r == id);
+        assert!(at(X) < at(T2), "T2 (priority {PB}) ran before X (priority {px}, queued before it): {ran:?}");
+    });
+    [0, 1, 2].map(|k| counts[k].load(Ordering::Relaxed))
+}
+
+#[test]
+fn loom_lane_a_level_given_away_keeps_a_deferred_entry_at_its_priority() {
+    let [given, _, gave_back] = given_level_model(7, Reassign::Engine);
+    assert!(given > 0 && gave_back > 0, "the model gives the level away ({given}) and entries back ({gave_back})");
+}
+
+#[test]
+fn loom_lane_a_level_given_away_never_runs_its_new_entry_first() {
+    let [given, stale, _] = given_level_model(3, Reassign::Engine);
+    assert!(given > 0 && stale > 0, "the level given away ({given}), T2 popped by a take that read PA ({stale})");
+}
+
+#[test]
+#[should_panic(expected = "took the level's new priority")]
+fn loom_lane_mutant_level_given_without_the_quiet_check_is_caught() {
+    given_level_model(3, Reassign::NoQuietCheck);
+}
+
+#[test]
+#[should_panic(expected = "took the level's new priority")]
+fn loom_lane_mutant_level_given_without_the_giving_back_flag_is_caught() {
+    given_level_model(7, Reassign::NoGivingBackFlag);
+}
+
+#[test]
+#[should_panic(expected = "ran before X")]
+fn loom_lane_mutant_take_without_the_priority_changed_clause_is_caught() {
+    given_level_model(3, Reassign::NoPriorityClause);
 }
