@@ -9,7 +9,8 @@
  * sleeps in btm_wait_events instead of spinning on poll), w5 (bytes per
  * queued task), w6 (w1 with 4 priority levels), q1 and q2 (the original's
  * two quadratic cases: N tasks waiting on one upstream task; the stop of a
- * group of 1,000 queued behind N other tasks); sg (scatter-gather: N
+ * group of 1,000 queued behind N other tasks); q3 (btm's own: N tasks of
+ * N distinct priorities queued, then run); sg (scatter-gather: N
  * tasks on one upstream task, one more on all N; not run by bench/run.py).
  * With BTM_BENCH_BULK=K in the environment, w1 and w6 add their tasks with
  * btm_add_tasks, K per call (the "btm_bulk" row of bench/run.py); the other
@@ -260,7 +261,7 @@ static int cmp_double(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s <w1|w2a|w2b|w3|w4|w4fd|w5|w6|q1|q2|sg|w1phases|w2aphases|fanlow|fanlow0|backlog> <N>\n",
+        fprintf(stderr, "usage: %s <w1|w2a|w2b|w3|w4|w4fd|w5|w6|q1|q2|q3|sg|w1phases|w2aphases|fanlow|fanlow0|backlog> <N>\n",
                 argv[0]);
         return 2;
     }
@@ -513,6 +514,26 @@ int main(int argc, char **argv) {
         }
         printf("{\"peer\":\"btm\",\"workload\":\"q2\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.4f}\n", n,
                t / (double)Q2_GROUP, t / 1e6);
+    } else if (!strcmp(w, "q3")) {
+        /* A quadratic case of btm's own (session 36): N tasks of N distinct
+         * priorities queued (in scrambled order: i times an odd constant,
+         * modulo 2^32, is a bijection) while the manager is paused, then
+         * run, every completion polled. Until session 36 the locked queue
+         * kept its priority levels in a sorted vector, and each level made
+         * or dropped moved every level after it. As W3 (the warm-up tasks
+         * run, the manager paused); timed from the first add to the last
+         * completion observed, per task. */
+        m = paused_after_a_warm_up_stop();
+        double t0 = now_ns();
+        for (size_t i = 0; i < n; i++) {
+            int priority = (int)(int32_t)((uint32_t)i * 2654435761u);
+            if (btm_add_task(m, empty_task, NULL, NULL, priority, NULL, NULL, 0, &id) != BTM_STATUS_OK) return 1;
+        }
+        if (btm_start_processing(m) != BTM_STATUS_OK) return 1;
+        drain(m, n, DRAIN_BLOCK_WHEN_EMPTY);
+        double t = now_ns() - t0;
+        printf("{\"peer\":\"btm\",\"workload\":\"q3\",\"n\":%zu,\"ns_per_task\":%.1f,\"ms\":%.3f}\n", n,
+               t / (double)n, t / 1e6);
     } else if (!strcmp(w, "w1phases") || !strcmp(w, "w2aphases")) {
         /* W1's or W2a's phases one after the other (docs/PERFORMANCE.md,
          * "Where W1's host time goes"): adds to a paused manager, running
