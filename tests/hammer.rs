@@ -1,6 +1,6 @@
 //! Adversarial concurrency hammer (engine review): several host threads mix
 //! single adds and `add_many` batches at eleven priorities (more than the
-//! lane's eight levels), fan-outs, fan-ins, chains and pass-throughs, stops
+//! lane's eight levels) and, one task in ten, a spread of 2,000, fan-outs, fan-ins, chains and pass-throughs, stops
 //! with every flag, group stops, `set_priority`, pause/resume, failures and
 //! `set_max_threads` against busy workers, while one thread polls. Each task
 //! is tracked individually (its free function, runs, start/end stamps of
@@ -291,6 +291,11 @@ impl Host {
     fn prio(&mut self) -> i32 {
         if self.rng.below(50) == 0 {
             return [i32::MIN, i32::MAX][self.rng.below(2) as usize];
+        }
+        if self.rng.below(10) == 0 {
+            // A spread of rarely repeated priorities: the locked queue's
+            // levels beyond its best one (a B-tree since session 36).
+            return self.rng.below(2000) as i32 - 1000;
         }
         PRIOS[self.rng.below(PRIOS.len() as u64) as usize]
     }
