@@ -398,4 +398,210 @@ mod tests {
             }
         }
     }
+
+    /// The structure's invariants: every level in `rest` below the best
+    /// one, the best one missing only if `rest` is empty, no level without
+    /// a valid entry, and (`exact`: no forget pending) the queue's count
+    /// the sum of its levels'.
+    fn check_levels(q: &ReadyQueue, exact: bool, at: &str) {
+        match &q.top {
+            Some((top, level)) => {
+                assert!(q.rest.keys().all(|p| p < top), "{at}: a level above the best one");
+                assert!(level.valid > 0, "{at}: the best level holds no valid entry");
+            }
+            None => assert!(q.rest.is_empty(), "{at}: levels but no best one"),
+        }
+        assert!(q.rest.values().all(|l| l.valid > 0), "{at}: a level holds no valid entry");
+        if exact {
+            let sum: usize = q.top.iter().map(|(_, l)| l.valid).chain(q.rest.values().map(|l| l.valid)).sum();
+            assert_eq!(sum, q.len(), "{at}: the count is not the levels' sum");
+        }
+    }
+
+    /// Drives the queue as `State` does, against a model of the tasks
+    /// (`at[id]`: the priority a task is queued at): pops validated by the
+    /// caller (`take_next`), peeks then pops (`ready_front`, `refill_lane`),
+    /// priority changes (a forget, then a push of the same id), stops (one
+    /// task, or a run of one priority forgotten with one `forget_n` at the
+    /// end of the walk, the walk compacting levels and pushing released
+    /// tasks meanwhile), compaction of stale levels (`forget_ready`), and
+    /// `clear`, over one to 1,000 priorities; older ids become ready late.
+    #[test]
+    fn state_like_use_against_a_model() {
+        use std::collections::BTreeSet;
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |bound: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % bound
+        };
+        // `State::forget_ready`; counts the compactions of the best level
+        // and of the others.
+        let mut compactions = [0; 2];
+        let mut forget_ready = |q: &mut ReadyQueue, at: &[Option<i32>], p: i32, n: usize| {
+            q.forget_n(p, n);
+            if n > 0 && q.is_stale(p) {
+                compactions[usize::from(q.top_priority() != Some(p))] += 1;
+                q.compact(p, |id| at[id as usize] == Some(p));
+                assert!(!q.is_stale(p));
+            }
+        };
+        for round in 0..60 {
+            let mut q = ReadyQueue::default();
+            let ids = [1000u64, 20_000][round % 2];
+            let spread = [1u64, 2, 3, 7, 40, 1000][round / 2 % 6];
+            // Rounds with few pops let stale entries pile up.
+            let backlog = round % 3 == 0;
+            let mut at: Vec<Option<i32>> = vec![None; ids as usize + 1];
+            let mut used = vec![false; ids as usize + 1];
+            let mut fresh = 1;
+            // (Reverse(priority), id) of the queued tasks: the first is the best.
+            let mut want: BTreeSet<(Reverse<i32>, u64)> = BTreeSet::new();
+            // A stop's forgets not yet made: (priority, count).
+            let mut pending: Option<(i32, usize)> = None;
+            for step in 0..5000 {
+                let here = format!("round {round} step {step}");
+                let mut op = next(100);
+                if backlog && (45..65).contains(&op) && next(10) != 0 {
+                    op = next(45);
+                }
+                if pending.is_some() && (45..77).contains(&op) {
+                    // Only pushes and stops happen inside a stop's walk.
+                    let (p, n) = pending.take().unwrap();
+                    forget_ready(&mut q, &at, p, n);
+                }
+                let queued = |want: &BTreeSet<(Reverse<i32>, u64)>, k: u64| {
+                    want.iter().nth(k as usize % want.len().max(1)).map(|&(Reverse(p), id)| (p, id))
+                };
+                match op {
+                    0..=44 => {
+                        // A task becomes ready: usually the newest, sometimes an older one.
+                        let id = if next(5) == 0 { 1 + next(ids) } else { fresh };
+                        if id > ids || used[id as usize] {
+                            continue;
+                        }
+                        used[id as usize] = true;
+                        while fresh <= ids && used[fresh as usize] {
+                            fresh += 1;
+                        }
+                        let p = next(spread) as i32 - (spread / 2) as i32;
+                        at[id as usize] = Some(p);
+                        want.insert((Reverse(p), id));
+                        q.push(p, id);
+                    }
+                    45..=59 => {
+                        // A worker takes the best task.
+                        let got = loop {
+                            match q.pop() {
+                                Some((p, id)) if at[id as usize] != Some(p) => continue,
+                                other => break other,
+                            }
+                        };
+                        assert_eq!(got, want.pop_first().map(|(Reverse(p), id)| (p, id)), "{here}");
+                        if let Some((p, id)) = got {
+                            at[id as usize] = None;
+                            q.taken(p);
+                        }
+                    }
+                    60..=64 => {
+                        // The best valid entry, stale ones before it popped; then
+                        // sometimes taken as a refill of the lane takes it.
+                        let front = loop {
+                            match q.peek() {
+                                Some((p, id)) if at[id as usize] != Some(p) => {
+                                    q.pop();
+                                }
+                                other => break other,
+                            }
+                        };
+                        assert_eq!(front, want.first().map(|&(Reverse(p), id)| (p, id)), "{here}");
+                        if let (Some((p, id)), 0) = (front, next(2)) {
+                            assert_eq!(q.pop(), Some((p, id)), "{here}");
+                            q.taken(p);
+                            at[id as usize] = None;
+                            want.remove(&(Reverse(p), id));
+                        }
+                    }
+                    65..=72 => {
+                        // A priority change.
+                        let Some((old, id)) = queued(&want, next(1 << 20)) else {
+                            continue;
+                        };
+                        let p = next(spread + 1) as i32 - (spread / 2) as i32;
+                        if p == old {
+                            continue;
+                        }
+                        want.remove(&(Reverse(old), id));
+                        at[id as usize] = None;
+                        forget_ready(&mut q, &at, old, 1);
+                        at[id as usize] = Some(p);
+                        want.insert((Reverse(p), id));
+                        q.push(p, id);
+                    }
+                    73..=76 => {
+                        if let Some((p, n)) = pending.take() {
+                            forget_ready(&mut q, &at, p, n);
+                        }
+                        // A stop's walk over a group: a run of queued tasks of one
+                        // priority leaves, forgotten at once at the end of the run.
+                        let Some((p, _)) = queued(&want, next(1 << 20)) else {
+                            continue;
+                        };
+                        let leaving: Vec<u64> = want
+                            .range((Reverse(p), 0)..=(Reverse(p), u64::MAX))
+                            .map(|&(_, id)| id)
+                            .filter(|_| next(2) == 0)
+                            .collect();
+                        for &id in &leaving {
+                            want.remove(&(Reverse(p), id));
+                            at[id as usize] = None;
+                        }
+                        pending = Some((p, leaving.len()));
+                    }
+                    77..=98 => {
+                        // A task stopped alone (inside a stop's walk or not).
+                        let Some((p, id)) = queued(&want, next(1 << 20)) else {
+                            continue;
+                        };
+                        want.remove(&(Reverse(p), id));
+                        at[id as usize] = None;
+                        forget_ready(&mut q, &at, p, 1);
+                    }
+                    _ => {
+                        if pending.is_none() && next(8) == 0 {
+                            // `stop_all_queued`.
+                            q.clear();
+                            want.clear();
+                            at.iter_mut().for_each(|a| *a = None);
+                        }
+                    }
+                }
+                check_levels(&q, pending.is_none(), &here);
+                if pending.is_none() {
+                    assert_eq!(q.len(), want.len(), "{here}");
+                    let best = want.first().map(|&(Reverse(p), _)| p);
+                    assert_eq!(q.top_priority(), best, "{here}");
+                    for p in -(spread as i32) / 2 - 1..=(spread as i32).min(50) / 2 + 1 {
+                        let has = want.range((Reverse(p), 0)..=(Reverse(p), u64::MAX)).next().is_some();
+                        assert_eq!(q.has_priority(p), has, "{here}: priority {p}");
+                    }
+                }
+            }
+            if let Some((p, n)) = pending.take() {
+                forget_ready(&mut q, &at, p, n);
+            }
+            let rest: Vec<(i32, u64)> = std::iter::from_fn(|| loop {
+                let (p, id) = q.pop()?;
+                if at[id as usize] == Some(p) {
+                    at[id as usize] = None;
+                    q.taken(p);
+                    return Some((p, id));
+                }
+            })
+            .collect();
+            let want: Vec<(i32, u64)> = want.into_iter().map(|(Reverse(p), id)| (p, id)).collect();
+            assert_eq!(rest, want, "round {round}: the drain");
+            assert!(q.len() == 0 && q.top.is_none() && q.rest.is_empty(), "round {round}");
+        }
+        assert!(compactions[0] >= 10 && compactions[1] >= 10, "compactions: {compactions:?}");
+    }
 }
