@@ -406,6 +406,70 @@ mod tests {
         assert_eq!(q.pop(), None);
     }
 
+    /// A best level compacted while a stop's `forget_n` waits (its count
+    /// two, its entries one: the task that stays) is parked by a new best
+    /// level: it must keep its count, or the late forget would drop the
+    /// task that stays (a single-entry level counts one).
+    #[test]
+    fn a_level_parked_while_a_forget_waits_keeps_its_count() {
+        let mut q = ReadyQueue::default();
+        for id in 1..=100 {
+            q.push(0, id);
+        }
+        // Tasks 3 to 100 stopped one by one; task 2 by a stop's walk that
+        // forgets it at its end; task 1 stays.
+        q.forget_n(0, 98);
+        assert!(q.is_stale(0));
+        q.compact(0, |id| id == 1);
+        assert_eq!(q.entries(), 1);
+        // The walk releases a task of a better priority, then forgets.
+        q.push(1, 200);
+        q.forget_n(0, 1);
+        check_levels(&q, true, "after the late forget");
+        assert_eq!(q.len(), 2);
+        assert!(q.has_priority(0));
+        assert_eq!(drain(&mut q), vec![(1, 200), (0, 1)]);
+        assert!(q.len() == 0 && q.top.is_none() && q.rest.is_empty());
+    }
+
+    /// A level parked as its single entry, then given more (older and
+    /// newer ids) and forgotten several at once, counts them all; its
+    /// entries come back in id order when it is the best level again.
+    #[test]
+    fn a_single_entry_level_grows_and_shrinks() {
+        let mut q = ReadyQueue::default();
+        q.push(0, 50);
+        q.push(5, 60); // level 0 parked: one entry
+        assert!(matches!(q.rest.get(&0), Some(Parked::One(50))));
+        q.push(0, 40); // older: a late arrival
+        q.push(0, 70);
+        q.push(0, 45);
+        assert!(matches!(q.rest.get(&0), Some(Parked::Many(level)) if level.valid == 4));
+        // 45 and 70 leave in a stop's walk, forgotten at once.
+        q.forget_n(0, 2);
+        check_levels(&q, true, "after forget_n");
+        assert_eq!(q.len(), 3);
+        let live = [40, 50, 60];
+        let mut got = vec![];
+        while let Some((p, id)) = q.pop() {
+            if live.contains(&id) {
+                q.taken(p);
+                got.push((p, id));
+            }
+        }
+        assert_eq!(got, vec![(5, 60), (0, 40), (0, 50)]);
+        assert!(q.len() == 0 && q.top.is_none() && q.rest.is_empty());
+        // A one-entry level parked twice and its entry forgotten: gone.
+        q.push(0, 80);
+        q.push(1, 81);
+        q.push(2, 82);
+        q.forget(1);
+        q.forget(0);
+        assert!(q.rest.is_empty());
+        check_levels(&q, true, "after the forgets");
+        assert_eq!(drain(&mut q), vec![(2, 82)]);
+    }
+
     /// Pushes, pops and forgets over many priorities (a new best level, a
     /// new worst, levels between, levels emptied by forgets), checked
     /// against a sorted set of the queued (priority, id) pairs.
