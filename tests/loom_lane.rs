@@ -1393,9 +1393,9 @@ enum Reassign {
     NoPriorityClause,
 }
 
-/// One lane level of two ring slots (positions 0 and 1, one lap).
+/// A ring slot (`Slot`).
 struct RingSlot {
-    /// `pos`: free; `pos + 1`: published (`Level::seq`).
+    /// `pos`: free; `pos + 1`: published (`Slot::seq`).
     seq: AtomicUsize,
     id: AtomicU32,
     /// The epoch the entry was published in (`Slot::epoch`).
@@ -1403,6 +1403,7 @@ struct RingSlot {
     state: AtomicU32,
 }
 
+/// One lane level of two ring slots (positions 0 and 1, one lap).
 struct GivenLevel {
     head: AtomicUsize,
     /// Written by lock holders only.
