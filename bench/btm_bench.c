@@ -167,7 +167,7 @@ static void add(btm_manager *m, int prio, const btm_task_id *ups, size_t n_ups, 
     }
 }
 
-/* W3's and Q2's start: a started manager (its warm-up tasks run), paused,
+/* W3's, Q2's and Q3's start: a started manager (its warm-up tasks run), paused,
  * then a warm-up stop of WARMUP queued tasks (each with a malloc(16)
  * userdata) in a group of their own, polled, and the free count reset. */
 static btm_manager *paused_after_a_warm_up_stop(void) {
@@ -520,9 +520,9 @@ int main(int argc, char **argv) {
          * modulo 2^32, is a bijection) while the manager is paused, then
          * run, every completion polled. Until session 36 the locked queue
          * kept its priority levels in a sorted vector, and each level made
-         * or dropped moved every level after it. As W3 (the warm-up tasks
-         * run, the manager paused); timed from the first add to the last
-         * completion observed, per task. */
+         * or dropped moved every level after it. As W3's start (the warm-up
+         * tasks run, the manager paused, a warm-up stop); timed from the
+         * first add to the last completion observed, per task. */
         m = paused_after_a_warm_up_stop();
         double t0 = now_ns();
         for (size_t i = 0; i < n; i++) {

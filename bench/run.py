@@ -84,7 +84,7 @@ QUICK_PLAN = [
 ]
 # btm's own scaling checks (the original's two quadratic cases, and Q3): no peer runs
 # them (the peers have no dependencies or groups to scale, or none that the
-# original's cases apply to).
+# original's cases apply to; Q3 checks btm's own priority queue).
 BTM_ONLY = ("q1", "q2", "q3")
 WORKLOAD_TITLE = {
     "w1": "W1: N empty tasks, every completion observed by the main thread",
@@ -1060,7 +1060,7 @@ behind many queued tasks, cost it time quadratic in the number of tasks.
 btm runs both in `bench/btm_bench.c`, with the same warm-up as W1 and W3, at
 every N of W1's scale; a quadratic path would multiply the cost per task by
 1,000 between 1k and 1M. The target row checks growth (no N costs more per
-task than 1.5x the smallest N); the max/min ratio, which W1's and W3's
+task than 1.5x the smallest N; Q3: 5x, below); the max/min ratio, which W1's and W3's
 flatness target uses, is given beside it. **Q1**: a task that holds a
 worker (on a pipe) is added, then N tasks each naming it as their one
 upstream task; the host then lets it
@@ -1070,17 +1070,18 @@ manager paused, a warm-up stop), N tasks of one group are queued, then 1,000
 tasks of another group, each with a `malloc(16)` userdata; the stop of that
 second group is timed until every userdata is freed (per stopped task).
 **Q3** is btm's own (found in session 36): as W3's start (the warm-up tasks
-run, the manager paused), N tasks of N distinct priorities are queued in a
+run, the manager paused, a warm-up stop), N tasks of N distinct priorities are queued in a
 scrambled order, then processing starts and every completion is polled (time
 from the first add to the last completion observed, per task). Until session
 36 the queue kept its priority levels in a sorted vector, and each level made
 or dropped moved every level after it: 93 us per task at N=100k. Running
 N distinct priorities in order sorts them, so Q3's limit is 5x (N log N grows
 2x from 1k to 1M, cache misses add to it; a quadratic path grows 1,000x). No
-peer runs them: libuv, GLib and the hand-rolled pool have no dependencies,
-groups or priorities (their host would submit Q1's tasks itself when the
-upstream one completes), and oneTBB's flow graph and task groups are not
-queues that a stop searches.
+peer runs them: libuv, GLib and the hand-rolled pool have no dependencies or
+groups (their host would submit Q1's tasks itself when the upstream one
+completes), oneTBB's flow graph and task groups are not queues that a stop
+searches, and Q3 checks btm's own priority queue (W6's notes say how each
+peer expresses priorities).
 """
 
 
