@@ -475,17 +475,21 @@ mod tests {
         assert_eq!(drain(&mut q), vec![(2, 82)]);
     }
 
+    /// A seeded generator: each call returns a number below its bound.
+    fn below(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |bound| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % bound
+        }
+    }
+
     /// Pushes, pops and forgets over many priorities (a new best level, a
     /// new worst, levels between, levels emptied by forgets), checked
     /// against a sorted set of the queued (priority, id) pairs.
     #[test]
     fn many_priorities_against_a_sorted_set() {
         use std::collections::BTreeSet;
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |bound: u64| {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            (seed >> 33) % bound
-        };
+        let mut next = below(0x9e37_79b9_7f4a_7c15_u64);
         for round in 0..20 {
             let mut q = ReadyQueue::default();
             // (Reverse(priority), id): the set's first is the queue's best.
@@ -571,11 +575,7 @@ mod tests {
     #[test]
     fn state_like_use_against_a_model() {
         use std::collections::BTreeSet;
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |bound: u64| {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            (seed >> 33) % bound
-        };
+        let mut next = below(0x2545_f491_4f6c_dd1d_u64);
         // `State::forget_ready`; counts the compactions of the best level
         // and of the others.
         let mut compactions = [0; 2];
