@@ -826,12 +826,21 @@ btm_status btm_wait_idle(struct btm_manager *manager,
  * that thread, and it must not block.
  *
  * `userdata` / `userdata_free`: owned by btm on every call (freed at once
- * on error); freed when replaced (after any call in progress), or by
- * `btm_destroy` (after the shut-down, while the manager still exists: the
- * free function may call it). If events are already pending when you
- * register, no call may come for them: poll once. (Tasks that finished in the workers'
+ * on error); freed when replaced, or by `btm_destroy` (after the
+ * shut-down, while the manager still exists: the free function may call
+ * it). If events are already pending when you register, no call may come
+ * for them: poll once. (Tasks that finished in the workers'
  * queues before this call may instead make it call the callback at once,
  * on this thread.)
+ *
+ * When this call (or `btm_destroy`) returns, the callback it replaced is
+ * not running on any thread and will not be called again, and its
+ * userdata has been freed: the host may then tear down what the callback
+ * posts to. To get there it waits for a call of the old callback in
+ * progress on another thread to return (callbacks must not block). Made
+ * from inside a notify callback, it does not wait (it could be waiting
+ * for itself): the old userdata is then freed as the calls in progress
+ * return.
  *
  * Errors: `NULL_ARGUMENT` (manager). Threads: any.
  *

@@ -194,6 +194,9 @@ enum Action {
     StopAll,
     Poll,
     ShutDown,
+    /// Removes the notify callback (from inside it: must not wait for
+    /// itself).
+    ClearNotify,
 }
 
 /// Userdata whose free function acts on the manager.
@@ -216,6 +219,10 @@ unsafe extern "C" fn free_reentrant(p: *mut c_void) {
             Action::StopAll => format!("stop_all {}", m.stop_all().total()),
             Action::Poll => format!("poll {}", m.poll(1024, |_| {})),
             Action::ShutDown => format!("shut_down {:?}", m.shut_down(Some(Duration::from_secs(10)))),
+            Action::ClearNotify => {
+                m.set_notify(None);
+                "clear_notify".to_owned()
+            }
         },
     };
     r.log.lock().unwrap().push(outcome);
@@ -373,6 +380,11 @@ unsafe extern "C" fn on_events(p: *mut c_void) {
         // Called on the worker that produced the event, while the other
         // worker is blocked in task 1: times out waiting for it.
         Action::ShutDown => format!("shut_down {:?}", m.shut_down(Some(Duration::from_millis(200)))),
+        // Its own userdata (`d`) stays alive until this call returns.
+        Action::ClearNotify => {
+            m.set_notify(None);
+            "clear_notify".to_owned()
+        }
     };
     d.log.lock().unwrap().push(what);
 }
@@ -398,7 +410,9 @@ fn set_notify(m: &Arc<Manager>, action: Action, log: &Arc<Mutex<Vec<String>>>) {
 fn notify_callbacks_that_add_poll_stop_and_shut_down() {
     let _s = serial();
     within("notify callbacks calling back", || {
-        for action in [Action::Add, Action::Poll, Action::Stop(1), Action::StopAll, Action::ShutDown] {
+        for action in
+            [Action::Add, Action::Poll, Action::Stop(1), Action::StopAll, Action::ShutDown, Action::ClearNotify]
+        {
             let log = Arc::new(Mutex::new(Vec::new()));
             let m = manager(2, true);
             set_notify(&m, action, &log);
@@ -422,6 +436,7 @@ fn notify_callbacks_that_add_poll_stop_and_shut_down() {
                 Action::Stop(_) => assert_eq!(got[0], "stop Ok(())"),
                 Action::StopAll => assert!(got[0].starts_with("stop_all ")),
                 Action::ShutDown => assert!(got[0].starts_with("shut_down Err((TimedOut"), "{got:?}"),
+                Action::ClearNotify => assert_eq!(got, ["clear_notify"], "called once, then removed"),
             }
             if !m.is_shut_down() {
                 // More notifications while the callback adds tasks: bounded

@@ -152,6 +152,76 @@ fn a_poll_with_nothing_to_deliver_still_rearms_notify() {
     finish(m);
 }
 
+/// What a notify callback that is slow to return saw: set as it runs.
+#[derive(Default)]
+struct SlowNotify {
+    entered: std::sync::atomic::AtomicBool,
+    returned: std::sync::atomic::AtomicBool,
+    freed: std::sync::atomic::AtomicBool,
+    thread: Mutex<Option<std::thread::ThreadId>>,
+}
+
+static SLOW_NOTIFY: Mutex<Option<Arc<SlowNotify>>> = Mutex::new(None);
+
+/// Enters, then takes 200 ms to return (as a callback descheduled while it
+/// posts its message would), once.
+unsafe extern "C" fn slow_notify(_: *mut c_void) {
+    let s = SLOW_NOTIFY.lock().unwrap().clone().unwrap();
+    if s.entered.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    *s.thread.lock().unwrap() = Some(std::thread::current().id());
+    let until = std::time::Instant::now() + Duration::from_millis(200);
+    while std::time::Instant::now() < until {
+        std::hint::spin_loop();
+    }
+    s.returned.store(true, Ordering::SeqCst);
+}
+
+unsafe extern "C" fn slow_notify_free(_: *mut c_void) {
+    let s = SLOW_NOTIFY.lock().unwrap().clone().unwrap();
+    assert!(s.returned.load(Ordering::SeqCst), "userdata freed while a call of its callback runs");
+    s.freed.store(true, Ordering::SeqCst);
+}
+
+/// A host that replaces or removes its notify callback may then tear down
+/// what the old callback posts to (its window, its loop): when `set_notify`
+/// returns, a call of the old callback in progress on a worker has returned
+/// and its userdata has been freed. Before session 37 it returned at once,
+/// and the free came as the call ended.
+#[test]
+fn replacing_the_notify_callback_waits_for_a_call_in_progress() {
+    let _s = serial();
+    for replace in [false, true] {
+        let s = Arc::new(SlowNotify::default());
+        *SLOW_NOTIFY.lock().unwrap() = Some(s.clone());
+        NOTIFIED.store(0, Ordering::SeqCst);
+        let m = manager(1, true);
+        m.set_notify(Some(Notify {
+            func: slow_notify,
+            data: Owned::new(0x51_0e as *mut c_void, Some(slow_notify_free)),
+        }));
+        m.add(nop(), 0, DEFAULT, &[]).unwrap();
+        wait_until("the worker in the notify callback", || s.entered.load(Ordering::SeqCst));
+        assert_ne!(
+            *s.thread.lock().unwrap(),
+            Some(std::thread::current().id()),
+            "called on a worker, not on this thread"
+        );
+        m.set_notify(replace.then(|| Notify { func: on_notify, data: Owned::new(0x5eed as *mut c_void, None) }));
+        assert!(s.returned.load(Ordering::SeqCst), "replace {replace}: returned while the old callback ran");
+        assert!(s.freed.load(Ordering::SeqCst), "replace {replace}: returned before its userdata was freed");
+        drain(&m);
+        if replace {
+            m.add(nop(), 0, DEFAULT, &[]).unwrap();
+            wait_until("the new callback", || NOTIFIED.load(Ordering::SeqCst) == 1);
+            drain(&m);
+        }
+        finish(m);
+    }
+    *SLOW_NOTIFY.lock().unwrap() = None;
+}
+
 static NOTIFY_POSTS: AtomicUsize = AtomicUsize::new(0);
 unsafe extern "C" fn count_notify(_data: *mut c_void) {
     NOTIFY_POSTS.fetch_add(1, Ordering::SeqCst);

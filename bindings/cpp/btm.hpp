@@ -1164,7 +1164,10 @@ public:
     /// already waiting when it is registered give it no call: register it
     /// before adding tasks, or drain once after registering. The
     /// callable is destroyed exactly once, by btm (when replaced, cleared,
-    /// or when the manager is freed).
+    /// or when the manager is freed). When set_notify() or clear_notify()
+    /// returns, the callable it replaced is not running on any thread and
+    /// has been destroyed (it waits for a call in progress; called from
+    /// inside a notify callback, it does not wait).
     template <class F>
     void set_notify(F&& notify) const {
         using Fn = std::decay_t<F>;

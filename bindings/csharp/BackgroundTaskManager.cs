@@ -869,7 +869,10 @@ namespace Btm
         /// call may come. If events are already pending when you register, no
         /// call may come for them: poll once (tasks that finished just before
         /// may instead make this call run it at once, on this thread).
-        /// Exceptions it throws are dropped.
+        /// Exceptions it throws are dropped. When this call returns, the
+        /// callback it replaced is not running on any thread and will not
+        /// be called again (it waits for a call in progress; called from
+        /// inside the callback, it does not wait).
         /// </summary>
         public void SetEventsAvailableCallback(Action callback)
         {

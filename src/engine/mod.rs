@@ -692,7 +692,6 @@ enum Garbage {
     Failure(#[allow(dead_code)] Arc<Failure>),
     Outcome(#[allow(dead_code)] Outcome),
     Text(#[allow(dead_code)] Option<CString>),
-    Notify(#[allow(dead_code)] Arc<Notify>),
     Hooks(#[allow(dead_code)] Arc<TaskHooks>),
     /// Task-table chunks detached with their tasks (a whole-table stop):
     /// given back if there are many, else emptied and kept for reuse.
@@ -788,6 +787,61 @@ impl PollMark {
 impl Drop for PollMarkGuard<'_> {
     fn drop(&mut self) {
         POLLING.with(|p| p.set(self.0.outer.get()));
+    }
+}
+
+thread_local! {
+    /// How many notify callbacks this thread is running (nested through
+    /// the btm calls they make).
+    static NOTIFYING: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Counts a notify call on this thread while it lives.
+struct NotifyCall;
+
+impl NotifyCall {
+    fn enter() -> NotifyCall {
+        NOTIFYING.with(|n| n.set(n.get() + 1));
+        NotifyCall
+    }
+}
+
+impl Drop for NotifyCall {
+    fn drop(&mut self) {
+        NOTIFYING.with(|n| n.set(n.get() - 1));
+    }
+}
+
+/// Lets go of a notify callback that its manager no longer holds (replaced,
+/// removed, or released by `btm_destroy`): waits until no call of it is in
+/// progress on another thread, then frees its userdata, so that when
+/// `btm_set_notify` returns, the old callback is not running and its
+/// userdata is freed; a host may then tear down what it posts to. A call in
+/// progress holds a clone of the `Arc`, taken in the lock section that
+/// decided to call it; once the manager let go of it, no section takes a
+/// new one, so the count only falls. Callbacks only post a message (the
+/// header's contract), so the wait is short. From inside a notify callback
+/// (which may be this very one, or one whose btm call made this one's),
+/// it does not wait: the callback's userdata is then freed when the last
+/// call of it returns, as before.
+fn retire_notify(mut old: Arc<Notify>) {
+    if NOTIFYING.with(Cell::get) > 0 {
+        drop(old);
+        return;
+    }
+    loop {
+        // (`try_unwrap` succeeds only as the last owner, with acquire: every
+        // call's end happens before the free function.)
+        match Arc::try_unwrap(old) {
+            Ok(notify) => {
+                drop(notify);
+                return;
+            }
+            Err(still_called) => {
+                old = still_called;
+                std::thread::yield_now();
+            }
+        }
     }
 }
 
@@ -1221,6 +1275,7 @@ impl Manager {
             self.spawn_worker(index, lane);
         }
         if let Some(n) = notify {
+            let _calling = NotifyCall::enter();
             n.call();
         }
         if wake_all {
@@ -1751,16 +1806,21 @@ impl Manager {
     }
 
     /// Registers (or with `None` removes) the callback called when events
-    /// become available; the previous one's userdata is freed once no call
-    /// to it is in progress.
+    /// become available. Returns once no call to the previous one is in
+    /// progress, and its userdata freed (see [`retire_notify`]).
     pub fn set_notify(self: &Arc<Self>, notify: Option<Notify>) {
-        self.locked(|st, after| {
-            if let Some(old) = mem::replace(&mut st.signal.notify, notify.map(Arc::new)) {
-                after.garbage(Garbage::Notify(old));
-            }
+        let old = self.locked(|st, _| {
+            let old = mem::replace(&mut st.signal.notify, notify.map(Arc::new));
             st.signal.armed = true;
             st.update_poll_gate();
-        })
+            old
+        });
+        // (`locked` has made the section's call of the new callback, if it
+        // made one: before the old one's free, as when the old one went
+        // with the section's garbage.)
+        if let Some(old) = old {
+            retire_notify(old);
+        }
     }
 
     /// Registers (or removes) the task start/end hooks; running tasks keep
@@ -2022,17 +2082,18 @@ impl Manager {
         // (Not the results a poll of this manager that runs the call is
         // about to return: see `PollMark`.)
         let polling = PollMark::inside(this);
-        this.locked(|st, after| {
+        let notify = this.locked(|st, after| {
             if !polling {
                 after.heavy().garbage.append(&mut st.delivered);
             }
             if let Some(hooks) = st.task_hooks.take() {
                 after.garbage(Garbage::Hooks(hooks));
             }
-            if let Some(notify) = st.signal.notify.take() {
-                after.garbage(Garbage::Notify(notify));
-            }
+            st.signal.notify.take()
         });
+        if let Some(notify) = notify {
+            retire_notify(notify);
+        }
         // The exclusive borrow ends before the free function runs (it may
         // reach the manager through its handle).
         let thread_hooks = Arc::get_mut(this).and_then(|m| m.hooks.take());
