@@ -1179,3 +1179,46 @@ fn wait_idle_after_an_event_fd_sees_every_outcome_applied() {
     assert_eq!(finals(&collect_finals(&m, 20)).len(), 20);
     finish(m);
 }
+
+/// A worker whose take gives an entry back (`Take::GiveBack`) holds the
+/// entry's slot until its lock section moves the entry to the locked path.
+/// When that slot is the one a full ring's overflow must fill next (the
+/// entry was popped a lap behind the tail), the overflow cannot move until
+/// the give-back. A worker that had drained the rest of the ring used to
+/// loop in its lock section while the lane "had work" (the overflow),
+/// holding the lock the give-back waits for: the host and both workers
+/// stopped for good (session 37, once in `btm_bench w6 1000000` on a
+/// 2-vCPU VM). The test holds the entry in the giving worker's place.
+#[test]
+fn a_worker_does_not_hold_the_lock_while_a_give_back_blocks_the_refill() {
+    let _s = serial();
+    let m = manager(1, true);
+    let gate = occupy_a_worker(&m, DEFAULT);
+    // The ring full behind the gate's task, 100 more in the overflow.
+    let n = RING + 100;
+    let ids: Vec<u64> = (0..n).map(|_| m.add(nop(), 0, DEFAULT, &[]).unwrap()).collect();
+    // The oldest entry popped and held: its slot is the next one the
+    // overflow fills.
+    let held = m.hold_lane_entry_for_tests().expect("a queued lane entry");
+    let held_id = held.id();
+    assert_eq!(held_id, ids[0]);
+    gate.open();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let m2 = m.clone();
+    std::thread::spawn(move || {
+        // The gate's task and the ring's other entries. Polls take the
+        // lock: they never return while the worker keeps it.
+        let first = collect_finals(&m2, RING);
+        m2.give_back_for_tests(held);
+        let rest = collect_finals(&m2, 101);
+        let _ = tx.send((finals(&first), finals(&rest)));
+    });
+    let (first, rest) = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("no progress in 60 s: a worker holds the lock while a give-back blocks the refill");
+    assert_eq!(first.len(), RING);
+    assert_eq!(&first[1..], &ids[1..RING], "the ring's entries, in order");
+    assert_eq!(rest[0], held_id, "the entry given back runs before the newer ones");
+    assert_eq!(&rest[1..], &ids[RING..], "then the overflow, in order");
+    finish(m);
+}

@@ -587,8 +587,10 @@ fn running_word(id: u64) -> u64 {
     (id << 2) | 1
 }
 
-/// Pauses (~35 ns each on this VM's CPU) a worker waits after a lane task
-/// that was its level's newest entry (see [`WorkerLane::pause_if_newest`]).
+/// Pauses a worker waits after a lane task that was its level's newest
+/// entry (see [`WorkerLane::pause_if_newest`]): ~0.5 us on the AMD EPYC VM
+/// it was tuned on (~35 ns a pause), ~0.15 us on an Intel Xeon VM (9.6 ns;
+/// 0, 56 and 200 there did not close W6's gap, PERFORMANCE.md, session 37).
 const NEWEST_PAUSES: u32 = 16;
 
 /// The pause of [`WorkerLane::pause_if_newest`], out of the lane loop.
@@ -2265,6 +2267,16 @@ impl Lane {
             let pos = l.head.load(Ordering::Acquire);
             (l.priority(), l.slot(pos).id.load(Ordering::Relaxed))
         })
+    }
+
+    /// Pops the best level's oldest entry and leaves its slot reserved
+    /// (see `Manager::hold_lane_entry_for_tests`); the caller holds the
+    /// state lock. Its id, its level and its position.
+    pub(crate) fn hold_best_for_tests(&self) -> Option<(u64, LevelRef, u64)> {
+        let level = self.ordered().find(|l| l.has_entries())?;
+        let pos = level.pop()?;
+        let id = level.slot(pos).id.load(Ordering::Relaxed);
+        Some((id, LevelRef(std::ptr::NonNull::from(level)), pos))
     }
 
     /// Entries pushed and not yet popped, over every level, overflows

@@ -1108,6 +1108,22 @@ pub struct Manager {
     fork: fork::ForkGuard,
 }
 
+/// A lane entry popped and not yet given back (see
+/// [`Manager::hold_lane_entry_for_tests`]).
+#[doc(hidden)]
+pub struct HeldLaneEntry {
+    id: u64,
+    level: LevelRef,
+    pos: u64,
+}
+
+impl HeldLaneEntry {
+    /// The held entry's task id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
 thread_local! {
     /// The manager whose worker this thread is, if any.
     static CURRENT: Cell<*const Manager> = const { Cell::new(std::ptr::null()) };
@@ -1996,6 +2012,23 @@ impl Manager {
     pub fn lane_levels_for_tests(&self) -> (Vec<i32>, u64) {
         let st = self.state.lock();
         (st.lane_levels.iter().map(|&(p, _)| p).collect(), st.lane_reassigned)
+    }
+
+    /// Pops the best lane entry and leaves its slot reserved, as a worker
+    /// whose take gives the entry back does until its lock section (see
+    /// `Take::GiveBack`): a test's stand-in for that worker, which hands
+    /// the entry back with [`Manager::give_back_for_tests`].
+    #[doc(hidden)]
+    pub fn hold_lane_entry_for_tests(&self) -> Option<HeldLaneEntry> {
+        let _st = self.state.lock();
+        self.lane.hold_best_for_tests().map(|(id, level, pos)| HeldLaneEntry { id, level, pos })
+    }
+
+    /// Gives back an entry [`Manager::hold_lane_entry_for_tests`] held,
+    /// as the worker's lock section does (`State::give_back`).
+    #[doc(hidden)]
+    pub fn give_back_for_tests(self: &Arc<Self>, held: HeldLaneEntry) {
+        self.locked(|st, after| st.give_back(held.id, held.level, held.pos, after));
     }
 
     /// Entries the locked ready queue holds, stale ones included (a task
@@ -5352,7 +5385,17 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
         if let Some(job) = job {
             return Next::Job(job);
         }
-        if st.processing && st.lane_live() > 0 && manager.lane.has_work() {
+        // Again at once only for a lane entry in a ring: entries that wait
+        // in an overflow behind a slot another worker still holds (an
+        // entry it popped and gives back in its next lock section, see
+        // `Take::GiveBack`) cannot move until that worker has the lock. A
+        // worker that looped here on `Lane::has_work` (true for any
+        // overflow) held the lock for good: the host and the other worker
+        // blocked on it (seen once in `btm_bench w6 1000000`, session 37;
+        // `tests/lane.rs`, `a_worker_does_not_hold_the_lock_while_a_give_back_blocks_the_refill`).
+        // Instead it spins and sleeps without the lock, and the giving
+        // worker refills the ring after its give-back.
+        if st.processing && st.lane_live() > 0 && manager.lane.top().is_some() {
             continue;
         }
         if !after.is_empty() {
