@@ -837,10 +837,11 @@ btm_status btm_wait_idle(struct btm_manager *manager,
  * not running on any thread and will not be called again, and its
  * userdata has been freed: the host may then tear down what the callback
  * posts to. To get there it waits for a call of the old callback in
- * progress on another thread to return (callbacks must not block). Made
- * from inside a notify callback, it does not wait (it could be waiting
- * for itself): the old userdata is then freed as the calls in progress
- * return.
+ * progress on another thread to return (callbacks must not block; do not
+ * make this call holding a lock the callback takes). Made from inside a
+ * notify callback (it could be waiting for itself) or on a worker
+ * thread (a task, a hook, a free function run there), it does not wait:
+ * the old userdata is then freed as the calls in progress return.
  *
  * Errors: `NULL_ARGUMENT` (manager). Threads: any.
  *

@@ -222,6 +222,59 @@ fn replacing_the_notify_callback_waits_for_a_call_in_progress() {
     *SLOW_NOTIFY.lock().unwrap() = None;
 }
 
+/// Set by [`shutting_notify`] once it runs; its shut-down's result after.
+static SHUTTING_ENTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static SHUTTING_RESULT: Mutex<Option<Result<(), (Error, usize)>>> = Mutex::new(None);
+static SHUTTING_MANAGER: Mutex<Option<std::sync::Weak<Manager>>> = Mutex::new(None);
+
+/// A notify callback that shuts its manager down (once), which waits for
+/// the workers to exit.
+unsafe extern "C" fn shutting_notify(_: *mut c_void) {
+    if SHUTTING_ENTERED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let m = SHUTTING_MANAGER.lock().unwrap().as_ref().and_then(std::sync::Weak::upgrade).unwrap();
+    let r = m.shut_down(Some(Duration::from_secs(10)));
+    *SHUTTING_RESULT.lock().unwrap() = Some(r);
+}
+
+/// `set_notify` made on a worker thread (by a task) does not wait for the
+/// replaced callback: here that callback, on the other worker, shuts the
+/// manager down and so waits for the task's worker to exit. Had the task
+/// waited for the callback, neither would return until the shut-down timed
+/// out (a review of session 37 found the cycle).
+#[test]
+fn set_notify_from_a_task_does_not_wait_for_a_callback_that_waits_for_its_worker() {
+    let _s = serial();
+    SHUTTING_ENTERED.store(false, Ordering::SeqCst);
+    *SHUTTING_RESULT.lock().unwrap() = None;
+    let m = manager(2, true);
+    *SHUTTING_MANAGER.lock().unwrap() = Some(Arc::downgrade(&m));
+    m.set_notify(Some(Notify { func: shutting_notify, data: Owned::new(std::ptr::null_mut(), None) }));
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r2 = running.clone();
+    m.add(
+        job(move |ctx| {
+            r2.store(true, Ordering::SeqCst);
+            wait_until("the notify callback on the other worker", || SHUTTING_ENTERED.load(Ordering::SeqCst));
+            manager_of(ctx).set_notify(None);
+        }),
+        0,
+        DEFAULT,
+        &[],
+    )
+    .unwrap();
+    wait_until("the task running", || running.load(Ordering::SeqCst));
+    m.add(nop(), 0, DEFAULT, &[]).unwrap();
+    wait_until("the callback's shut-down", || SHUTTING_RESULT.lock().unwrap().is_some());
+    assert_eq!(
+        SHUTTING_RESULT.lock().unwrap().take(),
+        Some(Ok(())),
+        "the shut-down waited for a worker stuck in set_notify"
+    );
+    *SHUTTING_MANAGER.lock().unwrap() = None;
+}
+
 static NOTIFY_POSTS: AtomicUsize = AtomicUsize::new(0);
 unsafe extern "C" fn count_notify(_data: *mut c_void) {
     NOTIFY_POSTS.fetch_add(1, Ordering::SeqCst);

@@ -1167,7 +1167,7 @@ public:
     /// or when the manager is freed). When set_notify() or clear_notify()
     /// returns, the callable it replaced is not running on any thread and
     /// has been destroyed (it waits for a call in progress; called from
-    /// inside a notify callback, it does not wait).
+    /// inside a notify callback or on a worker thread, it does not wait).
     template <class F>
     void set_notify(F&& notify) const {
         using Fn = std::decay_t<F>;

@@ -872,7 +872,7 @@ namespace Btm
         /// Exceptions it throws are dropped. When this call returns, the
         /// callback it replaced is not running on any thread and will not
         /// be called again (it waits for a call in progress; called from
-        /// inside the callback, it does not wait).
+        /// inside the callback or from a task, it does not wait).
         /// </summary>
         public void SetEventsAvailableCallback(Action callback)
         {

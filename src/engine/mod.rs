@@ -823,9 +823,12 @@ impl Drop for NotifyCall {
 /// header's contract), so the wait is short. From inside a notify callback
 /// (which may be this very one, or one whose btm call made this one's),
 /// it does not wait: the callback's userdata is then freed when the last
-/// call of it returns, as before.
+/// call of it returns, as before. Nor on a worker thread (a task, a hook
+/// or a free function run there): a notify callback that shuts the
+/// manager down waits for the workers to exit, and one of them would be
+/// waiting for that callback (a review's case).
 fn retire_notify(mut old: Arc<Notify>) {
-    if NOTIFYING.with(Cell::get) > 0 {
+    if NOTIFYING.with(Cell::get) > 0 || CURRENT.with(|c| !c.get().is_null()) {
         drop(old);
         return;
     }
