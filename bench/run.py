@@ -220,6 +220,42 @@ def build_btm():
     return Peer("btm", out, {"LD_LIBRARY_PATH": os.path.join(ROOT, "target", "release")}), None
 
 
+# The peers' Debian packages, by peer and pkg-config name.
+PEER_PACKAGES = {"libuv": ("libuv", "libuv1-dev"), "glib": ("glib-2.0", "libglib2.0-dev"),
+                 "tbb": ("tbb", "libtbb-dev")}
+
+
+def install_peer_packages(wanted):
+    """Installs the Debian packages of the wanted peers that pkg-config
+    cannot find (with apt-get, as root or through sudo without a password,
+    as scripts/test.sh does for the tests); without apt-get or the rights,
+    or if the install fails, those peers are skipped with a message."""
+    missing = [deb for name, (pkg, deb) in PEER_PACKAGES.items()
+               if name in wanted and (shutil.which("pkg-config") is None or pkg_config("--exists", pkg) is None)]
+    if not missing:
+        return
+    if shutil.which("apt-get") is None:
+        log("peers' packages missing (%s) and no apt-get: those peers are skipped" % " ".join(missing))
+        return
+    if os.geteuid() == 0:
+        sudo = []
+    elif shutil.which("sudo") and sh(["sudo", "-n", "true"])[0]:
+        sudo = ["sudo", "-n"]
+    else:
+        log("peers' packages missing (%s): install them as root (see bench/README.md)" % " ".join(missing))
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    log("installing the peers' packages: %s" % " ".join(missing))
+    # (The update matters on a fresh machine: with a stale index,
+    # libglib2.0-dev failed on a held libpcre2-dev.)
+    ok, text = sh(sudo + ["apt-get", "update", "-qq"], env=env, timeout=600)
+    if ok:
+        ok, text = sh(sudo + ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "pkg-config"] + missing,
+                      env=env, timeout=900)
+    if not ok:
+        log("apt-get failed (those peers are skipped):\n%s" % text.strip()[-2000:])
+
+
 def build_all(wanted):
     os.makedirs(BUILD, exist_ok=True)
     peers, skipped = {}, {}
@@ -1161,6 +1197,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=None, help="seconds per run (default 120; 30 with --quick)")
     ap.add_argument("--out-dir", default=None, help="where BENCHMARKS.md and the charts go (default docs/)")
     ap.add_argument("--from-json", default=None, help="re-render the report from a saved results file, run nothing")
+    ap.add_argument("--no-install", action="store_true",
+                    help="do not install missing peers' packages with apt-get (they are skipped)")
     args = ap.parse_args()
 
     out_dir = os.path.abspath(args.out_dir) if args.out_dir else (
@@ -1181,6 +1219,8 @@ def main():
         ws = [w.strip() for w in args.workloads.split(",")]
         plan = [(w, ns) for w, ns in plan if w in ws]
 
+    if not args.no_install:
+        install_peer_packages(wanted)
     peers, skipped = build_all(wanted)
     failed = any(v.startswith("ERROR") for v in skipped.values())
     if "btm" in skipped:
