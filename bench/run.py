@@ -496,6 +496,25 @@ def first_line(cmd):
     return out.strip().splitlines()[0] if ok and out.strip() else "n/a"
 
 
+def machine_costs():
+    """`bench/machine.c`'s figures: a cache line's round trip between CPUs
+    0 and 1 and a PAUSE, in ns ({} if it cannot be built or run)."""
+    src = os.path.join(BENCH, "machine.c")
+    out = os.path.join(BUILD, "machine")
+    if newer(out, [src]):
+        ok, _ = sh(["gcc", "-O2", "-o", out, src, "-lpthread"])
+        if not ok:
+            remove(out)
+            return {}
+    ok, text = sh([out], timeout=120)
+    if not ok:
+        return {}
+    try:
+        return json.loads(text.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {}
+
+
 def machine_info():
     cpu = read("/proc/cpuinfo")
     models = [l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("model name")]
@@ -528,6 +547,7 @@ def machine_info():
         "crossbeam_channel": crossbeam,
         "python": platform.python_version(),
         "commit": source_commit(),
+        "costs": machine_costs(),
     }
 
 
@@ -884,6 +904,15 @@ def render(data, out_dir):
              "start %s. A shared, noisy VM: compare ratios within one run, not absolute numbers "
              "across runs." % (m["cpu"], m["logical_cpus"], m["mem_gib"], m["os"], m["uname"],
                                " ".join(m["loadavg"])))
+    costs = m.get("costs") or {}
+    if costs:
+        trip = costs.get("line_round_trip_ns")
+        L.append("- **What this machine charges** (`bench/machine.c`, medians): %s; a `PAUSE`: %.1f ns "
+                 "(btm's spins count them). The lane's W6 depends on the first: 2x W1 where it was "
+                 "~140 ns (session 37), 1.13-1.20x on the AMD VMs before." % (
+                     "a cache line's round trip between CPU 0 and CPU 1: %.0f ns" % trip if trip is not None
+                     else "no round trip between CPUs (fewer than 2, or not pinned)",
+                     costs.get("pause_ns", float("nan"))))
     L.append("- **Toolchain:** %s; %s; libuv %s, GLib %s, oneTBB %s, crossbeam-channel %s "
              "(all from Debian except the Rust crates)." % (
                  m["gcc"], m["rustc"], m["libuv"], m["glib"], m["tbb"], m["crossbeam_channel"]))
