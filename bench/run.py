@@ -269,9 +269,9 @@ def build_all(wanted):
         "btm": build_btm,
         "btm_bulk": build_btm_bulk,
         "rustpool": build_rustpool,
-        "libuv": lambda: build_c_peer("libuv", "gcc", "peer_libuv.c", "libuv"),
-        "glib": lambda: build_c_peer("glib", "gcc", "peer_glib.c", "glib-2.0"),
-        "tbb": lambda: build_c_peer("tbb", "g++", "peer_tbb.cpp", "tbb", "-std=c++17"),
+        "libuv": lambda: build_c_peer("libuv", "gcc", "peer_libuv.c", PEER_PACKAGES["libuv"][0]),
+        "glib": lambda: build_c_peer("glib", "gcc", "peer_glib.c", PEER_PACKAGES["glib"][0]),
+        "tbb": lambda: build_c_peer("tbb", "g++", "peer_tbb.cpp", PEER_PACKAGES["tbb"][0], "-std=c++17"),
     }
     for name in PEER_ORDER:
         if name not in wanted:

@@ -4468,9 +4468,14 @@ impl State {
                     self.apply_lane(after);
                     let gathered = gather(id, job.data, received).map(Arc::new);
                     self.finish(id, Outcome::Completed(gathered), after);
-                    if self.lane_live() > 0 && self.lane.has_work() {
+                    if self.lane_live() > 0 && self.lane.top().is_some() {
                         // The lane's best may come before the next locked
-                        // task: the caller compares again.
+                        // task: the caller compares again. (A ring entry,
+                        // as the caller's loop asks: entries that wait in
+                        // an overflow behind a slot another worker holds
+                        // cannot come first until it gives it back, and
+                        // returning for them let `next_job` sleep with
+                        // locked tasks queued.)
                         return None;
                     }
                 }
