@@ -602,6 +602,47 @@ fn pause_after_newest() {
     }
 }
 
+/// How long a worker waits after a take that lost its entry to another
+/// worker's pop (`Take::Lost`), when it lost one within its last
+/// [`LOST_POPS_CLOSE`] claims too (see [`WorkerLane::after_lost_pop`]).
+///
+/// Two workers taking short tasks from one level pass the level's head
+/// between their cores at every take, and each lost compare-and-swap pulls
+/// it back once more. On the Intel VM of session 38 (a cache line's round
+/// trip between the vCPUs ~150 ns), two workers draining a backlog of empty
+/// tasks took 190-215 ns per task where one alone took 57 (`btm_bench
+/// backlog 10000`). With the loser out of the way for about a microsecond,
+/// the winner takes the next entries with the head in its cache: 184 -> 83
+/// ns per task; `btm_add_tasks`' W1 at 10k 129 -> 66, W6 at 1M 136 -> 97,
+/// W1 at 1M 59 -> 51 (PERFORMANCE.md, session 38).
+pub(crate) const LOST_POP_BACKOFF: std::time::Duration = std::time::Duration::from_micros(1);
+
+/// Claims within which a second lost pop makes a worker back off (see
+/// [`LOST_POP_BACKOFF`]). Backing off at every lost pop cost two workers
+/// taking ~250 ns tasks 6-11% (`btm_bench backlog 10000` with
+/// `BTM_BENCH_SPIN=300`: 240 -> 255-262 ns per task): they lose a pop now
+/// and then, and a microsecond out is several tasks. With the window, 243
+/// -> 246; within 2 claims the empty tasks' case stayed bimodal, within 8
+/// the 250 ns one lost 4%.
+const LOST_POPS_CLOSE: u64 = 4;
+
+/// The wait of [`LOST_POP_BACKOFF`], out of the lane loop. Timed rather
+/// than counted in pauses, whose cost differs fourfold between CPUs (10 ns
+/// on the Intel VM of session 37, ~35 on the AMD EPYC VMs before).
+#[cold]
+#[inline(never)]
+fn back_off_after_lost_pop() {
+    let start = std::time::Instant::now();
+    loop {
+        for _ in 0..8 {
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= LOST_POP_BACKOFF {
+            return;
+        }
+    }
+}
+
 /// No task in the locked ready queue (see [`Lane::locked_top`]).
 pub(crate) const NO_PRIORITY: i64 = i64::MIN;
 
@@ -1077,6 +1118,29 @@ impl Level {
                 }
             } else if seq <= pos {
                 return None;
+            } else {
+                pos = self.head.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// [`Level::pop`] for a worker's take: `Err(())` if another worker
+    /// popped the entry it found first (the head moved before its
+    /// compare-and-swap), for the worker to back off before it looks
+    /// again (see [`Take::Lost`]).
+    #[inline(always)]
+    fn pop_first(&self) -> Result<Option<u64>, ()> {
+        let mut pos = self.head.load(Ordering::Relaxed);
+        loop {
+            let seq = self.seq(pos);
+            if seq == pos + 1 {
+                // (Strong: a spurious failure is no other worker's pop.)
+                return match self.head.compare_exchange(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => Ok(Some(pos)),
+                    Err(_) => Err(()),
+                };
+            } else if seq <= pos {
+                return Ok(None);
             } else {
                 pos = self.head.load(Ordering::Relaxed);
             }
@@ -1585,6 +1649,9 @@ pub(crate) struct WorkerLane {
     /// The slot this worker last claimed from (written by the worker only;
     /// see [`WorkerLane::pause_if_newest`]).
     claimed_slot: AtomicPtr<Slot>,
+    /// One more than `claims` at the worker's last lost pop (0: none yet),
+    /// see [`WorkerLane::after_lost_pop`]; only the worker touches it.
+    lost_at: AtomicU64,
     outcomes: Outcomes,
     /// A popped entry is on its way back to the locked path
     /// (`Take::GiveBack`): set before the take's claim ends, cleared after
@@ -1603,6 +1670,7 @@ impl WorkerLane {
             cont_claims: AtomicU64::new(0),
             looking: AtomicBool::new(false),
             claimed_slot: AtomicPtr::new(std::ptr::null_mut()),
+            lost_at: AtomicU64::new(0),
             outcomes: Outcomes::new(),
             giving_back: AtomicBool::new(false),
         }
@@ -1678,6 +1746,28 @@ impl WorkerLane {
     /// Ends [`WorkerLane::pause_if_newest`]'s watch of the last claim.
     pub(crate) fn forget_claimed_slot(&self) {
         self.claimed_slot.store(std::ptr::null_mut(), Ordering::Relaxed);
+    }
+
+    /// What a worker does when its take lost the entry it found to another
+    /// worker's pop (`Take::Lost`): if it lost one within its last
+    /// [`LOST_POPS_CLOSE`] claims as well, the two workers are taking
+    /// entries faster than the level's head moves between them, and it
+    /// backs off ([`LOST_POP_BACKOFF`]); otherwise it looks again at once.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn after_lost_pop(&self) {
+        if self.lost_again() {
+            back_off_after_lost_pop();
+        }
+    }
+
+    /// Records a lost pop; true if the worker lost another within its last
+    /// [`LOST_POPS_CLOSE`] claims.
+    fn lost_again(&self) -> bool {
+        let c = self.claims.load(Ordering::Relaxed) + 1;
+        let last = self.lost_at.load(Ordering::Relaxed);
+        self.lost_at.store(c, Ordering::Relaxed);
+        last != 0 && c - last < LOST_POPS_CLOSE
     }
 
     /// Lane tasks this worker claimed so far.
@@ -1885,6 +1975,11 @@ pub(crate) enum Take {
     /// compares under the lock (the locked queue's new front is published
     /// only at the mover's section's end); else (a stop) it takes again.
     Cancelled,
+    /// Another worker popped the entry this take found first: the worker
+    /// looks again from the best level, at once or, if it lost another
+    /// pop just before, after [`LOST_POP_BACKOFF`]
+    /// ([`WorkerLane::after_lost_pop`]).
+    Lost,
     /// No entry.
     Empty,
     /// The lane is closed, or the locked ready queue has a task that may
@@ -2379,7 +2474,10 @@ impl Lane {
             let overflowing = level.is_overflowing();
             // One entry at most: a cancelled one is reported
             // (`Take::Cancelled`), not passed over here.
-            if let Some(pos) = level.pop() {
+            let Ok(popped) = level.pop_first() else {
+                return Take::Lost;
+            };
+            if let Some(pos) = popped {
                 let slot = level.slot(pos);
                 let id = slot.id.load(Ordering::Relaxed);
                 // The pop synchronised with the push, which came after any
@@ -2535,6 +2633,28 @@ mod tests {
         let i = lane.level_of(0).unwrap();
         let level = lane.level_ref(i);
         (lane, level)
+    }
+
+    #[test]
+    fn a_worker_backs_off_only_when_it_loses_pops_close_together() {
+        let w = WorkerLane::new();
+        // The first lost pop: looks again at once.
+        assert!(!w.lost_again());
+        // Another with no claim between: backs off.
+        assert!(w.lost_again());
+        // One claim between: still close.
+        w.claimed(1, QUEUED);
+        assert!(w.lost_again());
+        // `LOST_POPS_CLOSE` claims between: far apart, at once again.
+        for id in 2..2 + LOST_POPS_CLOSE {
+            w.claimed(id, QUEUED);
+        }
+        assert!(!w.lost_again());
+        // One short of it: close.
+        for id in 10..10 + LOST_POPS_CLOSE - 1 {
+            w.claimed(id, QUEUED);
+        }
+        assert!(w.lost_again());
     }
 
     #[test]

@@ -5536,6 +5536,7 @@ fn lane_loop<const N: usize>(
             // its cancel): the locked queue may now come first.
             Take::Cancelled if lane.locked_gen.load(Ordering::Relaxed) != gen => return,
             Take::Cancelled => {}
+            Take::Lost => wl.after_lost_pop(),
             Take::Empty => {
                 // (No pause for the last claim once the lane was empty: the
                 // work found after the wait goes at once.)
