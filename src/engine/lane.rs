@@ -1750,12 +1750,17 @@ impl WorkerLane {
 
     /// What a worker does when its take lost the entry it found to another
     /// worker's pop (`Take::Lost`): if it lost one within its last
-    /// [`LOST_POPS_CLOSE`] claims as well, the two workers are taking
-    /// entries faster than the level's head moves between them, and it
-    /// backs off ([`LOST_POP_BACKOFF`]); otherwise it looks again at once.
+    /// [`LOST_POPS_CLOSE`] claims as well (claims, not time: a loss long
+    /// ago with fewer claims since counts too), the workers are taking
+    /// entries faster than the level's head moves between their cores,
+    /// and it backs off ([`LOST_POP_BACKOFF`]); otherwise it looks again
+    /// at once. It counts as looking meanwhile (see
+    /// [`WorkerLane::is_looking`]), as after a take that found nothing:
+    /// it is on the lane without a task (the next take clears it).
     #[cold]
     #[inline(never)]
     pub(crate) fn after_lost_pop(&self) {
+        self.looking.store(true, Ordering::Relaxed);
         if self.lost_again() {
             back_off_after_lost_pop();
         }
@@ -1975,10 +1980,10 @@ pub(crate) enum Take {
     /// compares under the lock (the locked queue's new front is published
     /// only at the mover's section's end); else (a stop) it takes again.
     Cancelled,
-    /// Another worker popped the entry this take found first: the worker
-    /// looks again from the best level, at once or, if it lost another
-    /// pop just before, after [`LOST_POP_BACKOFF`]
-    /// ([`WorkerLane::after_lost_pop`]).
+    /// Another worker popped the entry this take found first (nothing was
+    /// popped): the worker looks again from the best level, at once or,
+    /// if it lost another pop within its last [`LOST_POPS_CLOSE`]
+    /// claims, after [`LOST_POP_BACKOFF`] ([`WorkerLane::after_lost_pop`]).
     Lost,
     /// No entry.
     Empty,
@@ -2398,7 +2403,9 @@ impl Lane {
     /// of a higher priority, or of the same priority and an id not above
     /// `tie_below` (0: any id; the worker then compares ids under the lock).
     /// The worker stops looking (see [`WorkerLane::is_looking`]) before it
-    /// claims, and looks again if it found nothing.
+    /// claims, and looks again if it found nothing (or, from
+    /// [`WorkerLane::after_lost_pop`], if it lost its entry to another
+    /// worker).
     pub(crate) fn take<const N: usize>(
         &self,
         w: &WorkerLane,
