@@ -1134,6 +1134,8 @@ impl Level {
         loop {
             let seq = self.seq(pos);
             if seq == pos + 1 {
+                #[cfg(test)]
+                tests::before_head_cas();
                 // (Strong: a spurious failure is no other worker's pop.)
                 return match self.head.compare_exchange(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed) {
                     Ok(_) => Ok(Some(pos)),
@@ -2634,12 +2636,58 @@ mod tests {
         w.claimed_newest()
     }
 
+    thread_local! {
+        /// Runs once, on this thread, between a take's read of a level's
+        /// head and its compare-and-swap (see `Level::pop_first`).
+        static BEFORE_HEAD_CAS: std::cell::RefCell<Option<Box<dyn FnOnce()>>> = const { std::cell::RefCell::new(None) };
+    }
+
+    pub(super) fn before_head_cas() {
+        if let Some(f) = BEFORE_HEAD_CAS.with(|h| h.borrow_mut().take()) {
+            f();
+        }
+    }
+
     /// A lane with one level (priority 0, index 0), and that level.
     fn lane_of_one_level() -> (Lane, LevelRef) {
         let lane = Lane::new();
         let i = lane.level_of(0).unwrap();
         let level = lane.level_ref(i);
         (lane, level)
+    }
+
+    #[test]
+    fn a_take_that_loses_its_entry_to_another_pop_takes_nothing_and_the_next_take_the_next_entry() {
+        let (lane, level) = lane_of_one_level();
+        lane.open();
+        let w = WorkerLane::new();
+        let mut seen = LevelsSeen::<LEVELS>::new();
+        for id in 1..=3 {
+            level.push(id, job_of(id), true);
+        }
+        // Another worker pops and claims entry 1 between this take's read
+        // of the head and its compare-and-swap.
+        let other = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let (by_other, other_level) = (std::rc::Rc::clone(&other), level);
+        // SAFETY: the level lives as long as `lane`, which outlives the hook
+        // (it runs inside the take below).
+        let other_take = move || take(unsafe { other_level.0.as_ref() }, 1, &mut by_other.borrow_mut());
+        BEFORE_HEAD_CAS.with(|h| *h.borrow_mut() = Some(Box::new(other_take)));
+        assert!(matches!(lane.take(&w, 0, NO_PRIORITY, &mut seen), Take::Lost));
+        assert_eq!(*other.borrow(), [(1, true)], "the other worker's pop");
+        // The lost take claimed nothing and counts as no claim.
+        assert_eq!(w.claims(), 0);
+        // What the worker does next: it looks again (a first loss: at once),
+        // counted as looking meanwhile.
+        w.after_lost_pop();
+        assert!(w.is_looking());
+        for want in 2..=3 {
+            let Take::Job(id, job) = lane.take(&w, 0, NO_PRIORITY, &mut seen) else { panic!("entry {want}") };
+            assert_eq!((id, job.data.data() as usize as u64), (want, want));
+            assert!(!w.is_looking(), "a take that claims stops looking");
+        }
+        assert!(matches!(lane.take(&w, 0, NO_PRIORITY, &mut seen), Take::Empty));
+        assert_eq!(w.claims(), 2);
     }
 
     #[test]
