@@ -615,7 +615,7 @@ fn pause_after_newest() {
 /// the winner takes the next entries with the head in its cache: 184 -> 83
 /// ns per task; `btm_add_tasks`' W1 at 10k 129 -> 66, W6 at 1M 136 -> 97,
 /// W1 at 1M 59 -> 51 (PERFORMANCE.md, session 38).
-pub(crate) const LOST_POP_BACKOFF: std::time::Duration = std::time::Duration::from_micros(1);
+const LOST_POP_BACKOFF: std::time::Duration = std::time::Duration::from_micros(1);
 
 /// Claims within which a second lost pop makes a worker back off (see
 /// [`LOST_POP_BACKOFF`]). Backing off at every lost pop cost two workers
@@ -1106,28 +1106,21 @@ impl Level {
     }
 
     /// Pops the oldest entry's position (the slot stays reserved until
-    /// [`Level::release`]).
+    /// [`Level::release`]), trying again when another pop came first: for
+    /// the lock holder and the tests (a worker's take backs off instead,
+    /// see [`Level::pop_first`]).
     fn pop(&self) -> Option<u64> {
-        let mut pos = self.head.load(Ordering::Relaxed);
         loop {
-            let seq = self.seq(pos);
-            if seq == pos + 1 {
-                match self.head.compare_exchange_weak(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed) {
-                    Ok(_) => return Some(pos),
-                    Err(now) => pos = now,
-                }
-            } else if seq <= pos {
-                return None;
-            } else {
-                pos = self.head.load(Ordering::Relaxed);
+            if let Ok(popped) = self.pop_first() {
+                return popped;
             }
         }
     }
 
-    /// [`Level::pop`] for a worker's take: `Err(())` if another worker
-    /// popped the entry it found first (the head moved before its
-    /// compare-and-swap), for the worker to back off before it looks
-    /// again (see [`Take::Lost`]).
+    /// Pops the oldest entry's position, as a worker's take does: `Err(())`
+    /// if another worker popped the entry it found first (the head moved
+    /// before its compare-and-swap), for the worker to back off before it
+    /// looks again (see [`Take::Lost`]).
     #[inline(always)]
     fn pop_first(&self) -> Result<Option<u64>, ()> {
         let mut pos = self.head.load(Ordering::Relaxed);
