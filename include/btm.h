@@ -509,7 +509,10 @@ typedef void (*btm_task_hook_fn)(void *userdata,
  * its context. Returning completes the task (with the result set through
  * `btm_context_set_result`, if any) unless it called `btm_context_fail`.
  * It must not unwind (C++ exceptions, Rust panics) out of the call: the
- * process would abort.
+ * process would abort. It may end the thread (`pthread_exit`; CPython
+ * does so during interpreter shutdown): the task then fails, its
+ * userdata is not freed, and the worker is replaced (see `btm_destroy`,
+ * "Exit").
  */
 typedef void (*btm_task_fn)(void *userdata,
                             struct btm_task_context *context);
@@ -974,14 +977,18 @@ btm_status btm_create(const struct btm_config *config,
  * and then only report `BTM_STATUS_SHUT_DOWN`).
  *
  * Exit: destroy (or shut down) every manager before the process ends
- * while its workers still have host code to run. A worker thread ended
- * by `pthread_exit` inside a task, hook, free function or callback
- * aborts the process ("FATAL: exception not rethrown"). CPython ends that
- * way any foreign thread that asks for the GIL during interpreter
- * shutdown (measured on 3.11; CPython documents it since 3.8): a Python
- * host's manager kept in a global, or destroyed from `__del__`. Python
- * hosts: destroy in a `finally`, a context manager or an `atexit` handler
- * (see examples/python).
+ * while its workers still have host code to run, so that queued tasks
+ * are stopped and their userdata freed. A worker thread ended by
+ * `pthread_exit` inside a task, hook, free function or notify callback
+ * (CPython ends that way any foreign thread that asks for the GIL during
+ * interpreter shutdown: a Python host's manager kept in a global) does
+ * not take the process with it (Linux x86_64 and aarch64): the task it
+ * ran fails ("the worker thread ended inside host code"), shut-downs and
+ * this call do not wait for that thread, the host's next add or wait
+ * starts a replacement, and what the thread held (the task's userdata,
+ * which is freed when a task returns) is not freed. Python hosts:
+ * destroy in a `finally`, a context manager or an `atexit` handler (see
+ * examples/python).
  *
  * # Safety
  * `manager` must be NULL or a live handle from `btm_create`, destroyed once.

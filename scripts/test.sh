@@ -64,7 +64,8 @@ for s in "${sections[@]}"; do
         rust) run "Rust tests (cargo test)" rust_tests ;;
         c) run "C tests (plain, ASan+UBSan, valgrind, reload, header, symbols)" bash tests/c/run.sh ;;
         examples) run "C examples (demo, poll(2) host loop, frame loop)" bash examples/c/run.sh all
-                  run "Python example (ctypes)" python3 examples/python/thumbnails.py ;;
+                  run "Python example (ctypes)" python3 examples/python/thumbnails.py
+                  run "Python at interpreter shutdown (workers ended by CPython)" python3 tests/python/interpreter_exit.py ;;
         cpp) run "C++ binding and packaging" bash tests/cpp/run.sh ;;
         csharp) run "C# binding (Mono)" bash tests/csharp/run.sh ;;
         bench) run "Benchmark smoke run" bench_smoke ;;

@@ -10,8 +10,10 @@
   Ctrl-C and other signal handlers keep working) and polls events until
   the "thumbnails" group finishes;
 - the manager is destroyed in a `finally` and, as a safety net, from
-  `atexit`: a process that reaches interpreter shutdown with btm workers
-  still running Python callables is killed by SIGABRT (see README.md).
+  `atexit`, so that queued tasks are stopped and their userdata freed
+  (a process that reaches interpreter shutdown with btm workers still
+  running Python callables exits too, but those tasks fail and what they
+  held is not freed: see README.md).
 
 Exits 0 when everything went as expected, 1 otherwise, so it doubles as a
 test (`bash scripts/test.sh examples`). The library is found through

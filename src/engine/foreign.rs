@@ -17,6 +17,205 @@ pub type FreeFn = unsafe extern "C" fn(data: *mut c_void);
 /// context valid only for the duration of the call.
 pub type TaskFn = unsafe extern "C" fn(userdata: *mut c_void, context: *mut TaskContext);
 
+/// Calls into host code (a task, free function, hook or callback) through
+/// a frame without unwind information, so that a thread the host code
+/// ends with `pthread_exit` ends there, not inside btm's frames.
+///
+/// `pthread_exit` (which CPython calls in any foreign thread that asks for
+/// the GIL during interpreter shutdown) unwinds the thread's stack with a
+/// forced unwind. Unwinding into btm's Rust frames aborted the process
+/// ("FATAL: exception not rethrown"): they are `extern "C"` frames that
+/// must not unwind. A frame the unwinder finds no unwind information for
+/// ends the unwind instead, and glibc then jumps straight to the end of
+/// the thread (`unwind_stop` in nptl: "we assume there are only C frames
+/// without unwind data in between"), skipping btm's frames: what they held
+/// is lost, and a worker's thread-exit guard (`WorkerExit` in the engine)
+/// tells the manager the worker is gone. A C++ exception thrown out of host
+/// code meets the same frame and terminates the process, as it did.
+///
+/// The frame is a few instructions of assembly (no CFI directives, so no
+/// unwind entry) on Linux x86_64 and aarch64; elsewhere host code is called
+/// directly (and `pthread_exit` in it aborts, as before). The lane worker's
+/// path grew by about one instruction per task with it (`bash
+/// bench/paths.sh`: 175.2 -> 176.3).
+#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod no_unwind {
+    // Three routines, for host functions of one, two and five arguments:
+    // each takes the host function after its arguments, so that they are
+    // already in the registers the host function reads them from, and
+    // only makes a frame (which keeps the stack aligned) and calls it.
+    #[cfg(target_arch = "x86_64")]
+    std::arch::global_asm!(
+        ".text",
+        ".p2align 4",
+        ".globl btm_call_host_1",
+        ".hidden btm_call_host_1",
+        ".type btm_call_host_1,@function",
+        "btm_call_host_1:",
+        "push rbp",
+        "call rsi",
+        "pop rbp",
+        "ret",
+        ".size btm_call_host_1, .-btm_call_host_1",
+        ".p2align 4",
+        ".globl btm_call_host_2",
+        ".hidden btm_call_host_2",
+        ".type btm_call_host_2,@function",
+        "btm_call_host_2:",
+        "push rbp",
+        "call rdx",
+        "pop rbp",
+        "ret",
+        ".size btm_call_host_2, .-btm_call_host_2",
+        ".p2align 4",
+        ".globl btm_call_host_5",
+        ".hidden btm_call_host_5",
+        ".type btm_call_host_5,@function",
+        "btm_call_host_5:",
+        "push rbp",
+        "call r9",
+        "pop rbp",
+        "ret",
+        ".size btm_call_host_5, .-btm_call_host_5",
+    );
+
+    #[cfg(target_arch = "aarch64")]
+    std::arch::global_asm!(
+        ".text",
+        ".p2align 4",
+        ".globl btm_call_host_1",
+        ".hidden btm_call_host_1",
+        ".type btm_call_host_1,%function",
+        "btm_call_host_1:",
+        "stp x29, x30, [sp, #-16]!",
+        "mov x29, sp",
+        "blr x1",
+        "ldp x29, x30, [sp], #16",
+        "ret",
+        ".size btm_call_host_1, .-btm_call_host_1",
+        ".p2align 4",
+        ".globl btm_call_host_2",
+        ".hidden btm_call_host_2",
+        ".type btm_call_host_2,%function",
+        "btm_call_host_2:",
+        "stp x29, x30, [sp, #-16]!",
+        "mov x29, sp",
+        "blr x2",
+        "ldp x29, x30, [sp], #16",
+        "ret",
+        ".size btm_call_host_2, .-btm_call_host_2",
+        ".p2align 4",
+        ".globl btm_call_host_5",
+        ".hidden btm_call_host_5",
+        ".type btm_call_host_5,%function",
+        "btm_call_host_5:",
+        "stp x29, x30, [sp, #-16]!",
+        "mov x29, sp",
+        "blr x5",
+        "ldp x29, x30, [sp], #16",
+        "ret",
+        ".size btm_call_host_5, .-btm_call_host_5",
+    );
+
+    // (Internal: kept out of btm.h by cbindgen.toml's `exclude`.)
+    extern "C" {
+        /// Calls `f(a)`.
+        pub(super) fn btm_call_host_1(a: usize, f: *const ());
+        /// Calls `f(a, b)`.
+        pub(super) fn btm_call_host_2(a: usize, b: usize, f: *const ());
+        /// Calls `f(a, b, c, d, e)`.
+        pub(super) fn btm_call_host_5(a: usize, b: usize, c: usize, d: usize, e: usize, f: *const ());
+    }
+}
+
+/// Calls a host task function (see [`no_unwind`]).
+///
+/// # Safety
+/// As calling `run(data, context)`.
+#[inline(always)]
+pub(crate) unsafe fn call_task(run: TaskFn, data: *mut c_void, context: *mut TaskContext) {
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    // SAFETY: the caller's contract; the frame only passes the arguments on.
+    unsafe {
+        no_unwind::btm_call_host_2(data as usize, context as usize, run as *const ())
+    };
+    #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    // SAFETY: the caller's contract.
+    unsafe {
+        run(data, context)
+    };
+}
+
+/// Calls a host function that takes one pointer: a free function or the
+/// notify callback (see [`no_unwind`]). Out of line: `Owned`'s drop, which
+/// calls it, is inlined in many places, the hot adds among them.
+///
+/// # Safety
+/// As calling `f(data)`.
+#[inline(never)]
+pub(crate) unsafe fn call_free(f: FreeFn, data: *mut c_void) {
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    // SAFETY: the caller's contract; the frame only passes the arguments on.
+    unsafe {
+        no_unwind::btm_call_host_1(data as usize, f as *const ())
+    };
+    #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    // SAFETY: the caller's contract.
+    unsafe {
+        f(data)
+    };
+}
+
+/// Calls a thread hook, `f(data, worker_index)` (see [`no_unwind`]).
+///
+/// # Safety
+/// As calling `f(data, index)`.
+pub(crate) unsafe fn call_thread_hook(f: unsafe extern "C" fn(*mut c_void, u32), data: *mut c_void, index: u32) {
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    // SAFETY: the caller's contract; the frame only passes the arguments on.
+    unsafe {
+        no_unwind::btm_call_host_2(data as usize, index as usize, f as *const ())
+    };
+    #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    // SAFETY: the caller's contract.
+    unsafe {
+        f(data, index)
+    };
+}
+
+/// Calls a task hook, `f(data, id, kind, value, worker)` (see
+/// [`no_unwind`]).
+///
+/// # Safety
+/// As calling `f` with these arguments.
+pub(crate) unsafe fn call_task_hook(
+    f: unsafe extern "C" fn(*mut c_void, u64, u32, u64, u32),
+    data: *mut c_void,
+    id: u64,
+    kind: u32,
+    value: u64,
+    worker: u32,
+) {
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    // SAFETY: the caller's contract; the frame only passes the arguments on
+    // (every one fits a register of its own).
+    unsafe {
+        no_unwind::btm_call_host_5(
+            data as usize,
+            id as usize,
+            kind as usize,
+            value as usize,
+            worker as usize,
+            f as *const (),
+        )
+    };
+    #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    // SAFETY: the caller's contract.
+    unsafe {
+        f(data, id, kind, value, worker)
+    };
+}
+
 /// A pointer owned by btm until it is dropped, which calls `free` once.
 pub struct Owned {
     data: *mut c_void,
@@ -52,7 +251,7 @@ impl Drop for Owned {
         if let (Some(free), false) = (self.free.take(), self.data.is_null()) {
             // SAFETY: the host gave us `data` with `free` as its release
             // function; `take()` makes this the only call.
-            unsafe { free(self.data) }
+            unsafe { call_free(free, self.data) }
         }
     }
 }

@@ -1652,6 +1652,9 @@ pub(crate) struct WorkerLane {
     /// (`Take::GiveBack`): set before the take's claim ends, cleared after
     /// the lock section that moved it (see [`WorkerLane::is_quiet`]).
     giving_back: AtomicBool,
+    /// The worker's thread, ended inside host code, let go of its manager
+    /// (the last step of `Manager::worker_ended`).
+    ended_done: AtomicBool,
 }
 
 impl WorkerLane {
@@ -1668,7 +1671,19 @@ impl WorkerLane {
             lost_at: AtomicU64::new(0),
             outcomes: Outcomes::new(),
             giving_back: AtomicBool::new(false),
+            ended_done: AtomicBool::new(false),
         }
+    }
+
+    /// See [`WorkerLane::ended_done`]'s field.
+    pub(crate) fn set_ended_done(&self) {
+        self.ended_done.store(true, Ordering::Release);
+    }
+
+    /// True once the thread, ended inside host code, let go of its
+    /// manager.
+    pub(crate) fn ended_done(&self) -> bool {
+        self.ended_done.load(Ordering::Acquire)
     }
 
     /// True if the worker is in no take and holds no popped entry on its
@@ -1822,6 +1837,12 @@ impl WorkerLane {
     /// inside a lane task.
     pub(crate) fn in_lane_task(&self) -> bool {
         self.cont.load(Ordering::Relaxed) != 0
+    }
+
+    /// The lane task or continuation this worker claimed last (the one it
+    /// runs while [`WorkerLane::in_lane_task`]).
+    pub(crate) fn current(&self) -> u64 {
+        self.current.load(Ordering::Relaxed)
     }
 
     /// Marks lane task `id` as this worker's, before its claim (for a

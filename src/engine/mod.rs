@@ -709,6 +709,9 @@ enum Garbage {
     Events(#[allow(dead_code)] Events),
     /// An emptied progress map that had grown past [`EVENTS_KEEP`] entries.
     Progress(#[allow(dead_code)] HashMap<u64, Progress>),
+    /// Host pointers of a large stop that a worker ended inside host code
+    /// left (see `After::adopt`).
+    Frees(#[allow(dead_code)] pages::MappedVec<Owned>),
 }
 
 /// Entries of event-queue capacity kept once the queue is empty (16 bytes
@@ -947,6 +950,18 @@ impl After {
     fn is_empty(&self) -> bool {
         self.heavy.is_none() && self.wake == 0 && !self.wake_all && !self.wake_host
     }
+
+    /// Takes over the host data `h` holds to free (see `State::orphaned`).
+    fn adopt(&mut self, h: Heavy) {
+        let Heavy { frees, frees_mapped, garbage, spawn, notify } = h;
+        debug_assert!(spawn.is_empty() && notify.is_none());
+        let heavy = self.heavy();
+        heavy.frees.extend(frees);
+        heavy.garbage.extend(garbage);
+        if let Some(mapped) = frees_mapped {
+            heavy.garbage.push(Garbage::Frees(mapped));
+        }
+    }
 }
 
 struct WorkerSlot {
@@ -956,6 +971,26 @@ struct WorkerSlot {
     /// The locked-path task the worker runs (0: none), from `take_next`
     /// to its `finish`.
     task: u64,
+    /// Counted in `State::in_lane` (from `next_job`'s `Next::Lane` to the
+    /// worker's next lock section), for [`Manager::worker_ended`].
+    in_lane: bool,
+    /// No longer counted in `State::threads` (it is exiting).
+    leaving: bool,
+    /// Its thread ended inside host code (see [`WorkerExit`]): its handle
+    /// is let go of once the ending thread is done, not joined (the
+    /// thread's start routine never returned).
+    ended: bool,
+    /// Its thread is being started and `spawn_worker` has not stored its
+    /// handle yet: the slot is not reused meanwhile, even if the thread
+    /// already ended (its handle would be paired with the next worker's
+    /// slot; a review found that race).
+    handle_pending: bool,
+}
+
+impl WorkerSlot {
+    fn new(lane: Arc<WorkerLane>) -> WorkerSlot {
+        WorkerSlot { lane, exited: false, task: 0, in_lane: false, leaving: false, ended: false, handle_pending: true }
+    }
 }
 
 struct State {
@@ -984,6 +1019,21 @@ struct State {
     /// A shut-down timed out: the workers it left inside a task finish
     /// alone (`btm_destroy` does not wait for them).
     left_running: bool,
+    /// A worker's thread ended inside host code (see [`WorkerExit`]) and
+    /// no host call has started its replacement yet: the host's next add
+    /// (`provision_slow` on a host thread), wait or poll (`settle_ended`)
+    /// does; meanwhile `provision` starts no thread, neither on the ending
+    /// thread nor on other workers. Host code that ends threads is most
+    /// often an interpreter shutting down (CPython), which a new worker
+    /// would call into again, and CPython crashes a thread that calls it
+    /// once the interpreter is gone. (Not raised for a worker its start
+    /// hook ended, nor one that was exiting.)
+    ended_unreplaced: bool,
+    /// Host data to free that a worker ended inside host code left (the
+    /// userdata of tasks that failed with its task, results it released):
+    /// freed by the host's next add, wait or poll, or by a shut-down (see
+    /// `Manager::worker_ended`, which runs no host code).
+    orphaned: Vec<Heavy>,
     max_threads: usize,
     /// Worker threads counted against `max_threads` (alive or starting,
     /// not retiring).
@@ -1134,6 +1184,120 @@ thread_local! {
     static CURRENT_INDEX: Cell<u32> = const { Cell::new(0) };
 }
 
+thread_local! {
+    /// This thread's [`WorkerExit`] guard, armed while it is a worker.
+    static WORKER_EXIT: WorkerExit = const {
+        WorkerExit {
+            manager: Cell::new(std::ptr::null()),
+            lane: Cell::new(std::ptr::null()),
+            index: Cell::new(0),
+            started: Cell::new(false),
+        }
+    };
+}
+
+/// Tells a manager that one of its worker threads ended without returning
+/// from `worker_main`: host code it called (a task, a free function, a
+/// hook, the notify callback) ended the thread with `pthread_exit`, which
+/// CPython does to any thread that asks for the GIL while the interpreter
+/// shuts down. The host call's frame has no unwind information
+/// (`foreign::no_unwind`), so glibc ends the thread there without
+/// unwinding btm's frames, and runs the thread-local destructors: this
+/// one hands the manager what the worker left ([`Manager::worker_ended`]).
+/// Armed in `worker_main` with the references its frame holds, which the
+/// lost frame can no longer drop, and disarmed when it returns.
+struct WorkerExit {
+    manager: Cell<*const Manager>,
+    lane: Cell<*const WorkerLane>,
+    index: Cell<u32>,
+    /// `thread_start` returned.
+    started: Cell<bool>,
+}
+
+impl WorkerExit {
+    fn arm(&self, manager: &Arc<Manager>, lane: &Arc<WorkerLane>, index: u32) {
+        self.manager.set(Arc::as_ptr(manager));
+        self.lane.set(Arc::as_ptr(lane));
+        self.index.set(index);
+        self.started.set(false);
+    }
+
+    fn disarm(&self) {
+        self.manager.set(std::ptr::null());
+        self.lane.set(std::ptr::null());
+    }
+}
+
+impl Drop for WorkerExit {
+    fn drop(&mut self) {
+        let (manager, lane) = (self.manager.replace(std::ptr::null()), self.lane.replace(std::ptr::null()));
+        if manager.is_null() {
+            return;
+        }
+        // SAFETY: `worker_main`'s own references (armed from its
+        // arguments), which its frame, ended with the thread, never
+        // dropped: taken over here, once (the guard was disarmed above).
+        let (manager, lane) = unsafe { (Arc::from_raw(manager), Arc::from_raw(lane)) };
+        if manager.is_fork_copy() {
+            // The only thread of a child that a task of this worker forked
+            // (its `exit` runs this thread's destructors): the copy's
+            // state is not the child's to settle (its lock may be held by
+            // a thread the child does not have). Left as it is.
+            mem::forget((manager, lane));
+            return;
+        }
+        manager.worker_ended(self.index.get(), lane, self.started.get());
+    }
+}
+
+/// Joins a worker's thread, or, for one that ended inside host code (see
+/// [`WorkerExit`]; `ended` is its lane), waits until the ending thread let
+/// go of the manager and then only lets go of its handle: its start
+/// routine never returned, so `join` would find no result.
+fn join_or_detach(handle: JoinHandle<()>, ended: Option<&WorkerLane>) {
+    match ended {
+        Some(lane) => {
+            // (A few instructions after its last lock section, which
+            // marked it exited: no host code runs in between.)
+            while !lane.ended_done() {
+                std::thread::yield_now();
+            }
+            drop(handle);
+        }
+        None => {
+            let _ = handle.join();
+        }
+    }
+}
+
+thread_local! {
+    /// The notify callbacks this thread is calling (innermost last): held
+    /// here rather than in the calling frame, so that a thread ended inside
+    /// one (see [`WorkerExit`]) still lets go of its reference when its
+    /// thread-local values are dropped (`retire_notify` waits for every
+    /// call's reference).
+    static NOTIFY_CALLS: std::cell::RefCell<Vec<Arc<Notify>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Calls the host's notify callback, its reference held in the thread's
+/// [`NOTIFY_CALLS`] meanwhile.
+fn call_notify(n: Arc<Notify>) {
+    let _calling = NotifyCall::enter();
+    let p = Arc::as_ptr(&n);
+    let mut n = Some(n);
+    // (Held in the frame instead once the thread's values are being
+    // dropped: a notify made by `Manager::worker_ended`.)
+    let held = NOTIFY_CALLS.try_with(|c| c.borrow_mut().extend(n.take())).is_ok();
+    // SAFETY: kept alive by the reference held (in the list or in `n`)
+    // until the call returns.
+    unsafe { (*p).call() };
+    // Dropped outside the list's borrow (the last reference frees the
+    // callback's userdata, whose free function may call btm).
+    let popped = if held { NOTIFY_CALLS.try_with(|c| c.borrow_mut().pop()).ok().flatten() } else { None };
+    drop(popped);
+    drop(n);
+}
+
 /// An entry of `State::lane_cache`.
 #[derive(Clone, Copy, Default)]
 struct LaneCached {
@@ -1187,6 +1351,8 @@ impl Manager {
                 processing: config.start_processing,
                 shut_down: false,
                 left_running: false,
+                ended_unreplaced: false,
+                orphaned: Vec::new(),
                 max_threads,
                 threads: 0,
                 alive: 0,
@@ -1294,8 +1460,7 @@ impl Manager {
             self.spawn_worker(index, lane);
         }
         if let Some(n) = notify {
-            let _calling = NotifyCall::enter();
-            n.call();
+            call_notify(n);
         }
         if wake_all {
             self.work_cv.notify_all();
@@ -1713,6 +1878,9 @@ impl Manager {
             if !st.delivered.is_empty() && !PollMark::inside(self) {
                 after.heavy().garbage = mem::take(&mut st.delivered);
             }
+            if st.ended_unreplaced || !st.orphaned.is_empty() {
+                st.settle_ended(&mut after);
+            }
             st.signal.armed = true;
             // Queued events first: every lock section that queues one
             // first applies the outcomes the workers left, so they are
@@ -1939,6 +2107,16 @@ impl Manager {
         let r = loop {
             if let Some(r) = check(&st) {
                 break r;
+            }
+            if st.ended_unreplaced || !st.orphaned.is_empty() {
+                // Workers whose threads host code ended: new ones for the
+                // work left, and what they left to free (see
+                // `ended_unreplaced`).
+                let mut after = After::default();
+                st.settle_ended(&mut after);
+                st.sync_signal(&mut after);
+                MutexGuard::unlocked(&mut st, || self.run_after(after));
+                continue;
             }
             match deadline {
                 Some(d) => {
@@ -2257,10 +2435,21 @@ impl Manager {
         // The others (still inside a task, or the calling worker) keep
         // their handle: `join_after_shut_down` may join them.
         st.handles.extend(detached);
+        let joinable: Vec<_> = joinable
+            .into_iter()
+            .map(|(i, h)| {
+                let w = &st.workers[i as usize];
+                (h, w.ended.then(|| Arc::clone(&w.lane)))
+            })
+            .collect();
+        // Host data that workers ended inside host code left (see
+        // `Manager::worker_ended`): freed before this returns.
+        let orphaned = mem::take(&mut st.orphaned);
         drop(st);
-        for (_, h) in joinable {
-            let _ = h.join();
+        for (h, ended) in joinable {
+            join_or_detach(h, ended.as_deref());
         }
+        drop(orphaned);
         result
     }
 
@@ -2284,6 +2473,7 @@ impl Manager {
             .spawn(move || worker_main(manager, index, lane));
         let mut st = self.state.lock();
         st.spawning -= 1;
+        st.workers[index as usize].handle_pending = false;
         match spawned {
             Ok(handle) => st.handles.push((index, handle)),
             Err(_) => {
@@ -2297,6 +2487,112 @@ impl Manager {
         // A shut down may be waiting for this handle (to join it), and
         // waiters should see a failure rather than hang.
         self.host_cv.notify_all();
+    }
+}
+
+/// The failure of a task whose worker thread ended inside host code (see
+/// [`WorkerExit`]).
+const THREAD_ENDED: &[u8] = b"the worker thread ended inside host code";
+const THREAD_ENDED_DETAILS: &[u8] = b"host code that btm's worker thread called for this task (the task \
+function, a task hook or a free function) ended the thread, as pthread_exit does (CPython does so to \
+a thread that calls Python during interpreter shutdown): the task did not return";
+
+impl Manager {
+    /// Settles what a worker left when host code ended its thread (see
+    /// [`WorkerExit`]), on that thread as it ends: the lane task or
+    /// continuation it ran, or its locked-path task, fails
+    /// ([`THREAD_ENDED`]); the worker counts as exited (a shut-down stops
+    /// waiting for it, its handle is let go of, not joined), and is
+    /// replaced by the host's next add or wait (`ended_unreplaced`). What the
+    /// lost frames held is not freed: the task's userdata (freed when a
+    /// task returns, and this one never did), the upstream results it was
+    /// given, and the task's result if it had set one.
+    #[cold]
+    #[inline(never)]
+    fn worker_ended(self: Arc<Self>, index: u32, wl: Arc<WorkerLane>, started: bool) {
+        let failure = || Outcome::Failed(Failure::new(THREAD_ENDED, THREAD_ENDED_DETAILS));
+        if wl.in_lane_task() {
+            // Its outcome, as the task's end would leave it (a
+            // continuation attached to it waits for the failure on the
+            // locked path, as after any failed task: let go of here,
+            // without the lock).
+            let id = wl.current();
+            drop(wl.take_end());
+            wl.push_outcome((id, failure()));
+        }
+        wl.set_looking(false);
+        wl.gave_back();
+        let mut after = After::default();
+        let notify = {
+            let mut st = self.state.lock();
+            // No thread is started from here (see `ended_unreplaced`): the
+            // flag holds off `provision`'s spawns while this section
+            // applies outcomes.
+            let unreplaced = mem::replace(&mut st.ended_unreplaced, true);
+            st.apply_lane(&mut after);
+            let w = &mut st.workers[index as usize];
+            let task = mem::take(&mut w.task);
+            let in_lane = mem::take(&mut w.in_lane);
+            let leaving = w.leaving;
+            w.exited = true;
+            w.ended = true;
+            if in_lane {
+                st.in_lane -= 1;
+            }
+            if task != 0 {
+                st.finish(task, failure(), &mut after);
+            }
+            if !leaving {
+                st.threads -= 1;
+                if st.threads == 0 {
+                    for release in mem::take(&mut st.idle_release) {
+                        after.garbage_first(release);
+                    }
+                }
+            }
+            st.alive -= 1;
+            // A replacement is asked for only for a worker that had
+            // started and was not exiting: a start hook that ends every
+            // thread would otherwise have the host's waits start threads
+            // in a loop (a review's case).
+            st.ended_unreplaced = unreplaced || (started && !leaving);
+            st.sync_signal(&mut after);
+            // No host code on this thread (a review found it running after
+            // `btm_destroy` returned, and host code that ended the thread
+            // once may end it again mid-way): the frees go to the next
+            // host call or shut-down; the notify callback, whose calls
+            // `btm_destroy` waits for, is called last.
+            let heavy = after.heavy.as_deref_mut().map(mem::take);
+            let (notify, rest) = match heavy {
+                Some(mut h) => (h.notify.take(), Some(h)),
+                None => (None, None),
+            };
+            if let Some(h) = rest.filter(|h| !h.frees.is_empty() || h.frees_mapped.is_some() || !h.garbage.is_empty()) {
+                debug_assert!(h.spawn.is_empty(), "no thread is started while a worker ends");
+                st.orphaned.push(h);
+            }
+            if st.ended_unreplaced || !st.orphaned.is_empty() {
+                // The next poll takes the lock and settles them.
+                self.poll_gate.store(true, Ordering::Release);
+            }
+            notify
+        };
+        // Wake-ups the ended code may have been about to make (a notify
+        // callback runs before them), and the shut-downs waiting for this
+        // worker.
+        self.work_cv.notify_all();
+        self.host_cv.notify_all();
+        self.run_after(after);
+        CURRENT.with(|c| c.set(std::ptr::null()));
+        // Not the manager's last reference: a shut-down waits for `done`
+        // below before it returns (`join_or_detach`), and only then does
+        // `btm_destroy` let go of the host's.
+        drop(self);
+        wl.set_ended_done();
+        drop(wl);
+        if let Some(n) = notify {
+            call_notify(n);
+        }
     }
 }
 
@@ -4286,6 +4582,18 @@ impl State {
         self.sleeping == self.waking && self.threads >= self.max_threads && (self.spinning == 0 || self.hint_sent)
     }
 
+    /// On a host thread's wait or poll: starts workers for those whose
+    /// threads host code ended, and frees what they left (see
+    /// `ended_unreplaced`, `orphaned`).
+    #[cold]
+    fn settle_ended(&mut self, after: &mut After) {
+        self.ended_unreplaced = false;
+        for h in mem::take(&mut self.orphaned) {
+            after.adopt(h);
+        }
+        self.provision(after);
+    }
+
     /// Makes sure ready work has a worker: wakes a sleeping one or starts a
     /// new thread.
     #[inline(always)]
@@ -4301,6 +4609,13 @@ impl State {
 
     #[inline(never)]
     fn provision_slow(&mut self, after: &mut After) {
+        if (self.ended_unreplaced || !self.orphaned.is_empty()) && CURRENT.with(Cell::get).is_null() {
+            // A host thread's add (see `ended_unreplaced`).
+            self.ended_unreplaced = false;
+            for h in mem::take(&mut self.orphaned) {
+                after.adopt(h);
+            }
+        }
         if self.spinning > 0 && !self.hint_sent {
             // Spinning workers poll this hint instead of the lock. Raised
             // after the lock is released (a worker seeing it under the lock
@@ -4319,7 +4634,7 @@ impl State {
             if self.sleeping > self.waking {
                 after.wake += 1;
                 self.waking += 1;
-            } else if self.threads < self.max_threads {
+            } else if self.threads < self.max_threads && !self.ended_unreplaced {
                 if after.spawning() == 0 {
                     self.reap_retired();
                 }
@@ -4342,8 +4657,11 @@ impl State {
     /// per-worker scans do not grow with every thread ever started; else
     /// a new one. Returns its index.
     fn worker_slot(&mut self, lane: Arc<WorkerLane>) -> u32 {
-        let free = (0..self.workers.len())
-            .find(|&i| self.workers[i].exited && !self.handles.iter().any(|(h, _)| *h as usize == i));
+        let free = (0..self.workers.len()).find(|&i| {
+            self.workers[i].exited
+                && !self.workers[i].handle_pending
+                && !self.handles.iter().any(|(h, _)| *h as usize == i)
+        });
         match free {
             Some(i) => {
                 // Its counters are summed with the live workers' (against
@@ -4351,11 +4669,11 @@ impl State {
                 let old = &self.workers[i].lane;
                 self.retired_claims += old.claims();
                 self.retired_cont_claims += old.cont_claims();
-                self.workers[i] = WorkerSlot { lane, exited: false, task: 0 };
+                self.workers[i] = WorkerSlot::new(lane);
                 i as u32
             }
             None => {
-                self.workers.push(WorkerSlot { lane, exited: false, task: 0 });
+                self.workers.push(WorkerSlot::new(lane));
                 (self.workers.len() - 1) as u32
             }
         }
@@ -4382,8 +4700,9 @@ impl State {
         let handles = mem::take(&mut self.handles);
         let (done, keep): (Vec<_>, Vec<_>) = handles.into_iter().partition(|(i, _)| self.workers[*i as usize].exited);
         self.handles = keep;
-        for (_, handle) in done {
-            let _ = handle.join();
+        for (i, handle) in done {
+            let w = &self.workers[i as usize];
+            join_or_detach(handle, w.ended.then_some(&*w.lane));
         }
     }
 
@@ -5277,12 +5596,18 @@ enum Next {
 fn worker_main(manager: Arc<Manager>, index: u32, lane: Arc<WorkerLane>) {
     CURRENT.with(|c| c.set(Arc::as_ptr(&manager)));
     CURRENT_INDEX.with(|c| c.set(index));
+    // The notify list first: thread-local values are dropped in the
+    // reverse order of their first use, and the guard's drop may call the
+    // notify callback (a review found the list dropped before it).
+    NOTIFY_CALLS.with(|_| ());
+    WORKER_EXIT.with(|g| g.arm(&manager, &lane, index));
     if let Some(h) = &manager.hooks {
         if let Some(start) = h.on_start {
             // SAFETY: host hook with its own userdata, as registered.
-            unsafe { start(h.data.data(), index) };
+            unsafe { foreign::call_thread_hook(start, h.data.data(), index) };
         }
     }
+    WORKER_EXIT.with(|g| g.started.set(true));
     let mut done: Option<(u64, Outcome)> = None;
     let mut in_lane_left = false;
     loop {
@@ -5291,6 +5616,7 @@ fn worker_main(manager: Arc<Manager>, index: u32, lane: Arc<WorkerLane>) {
             let mut st = manager.state.lock();
             if mem::take(&mut in_lane_left) {
                 st.in_lane -= 1;
+                st.workers[index as usize].in_lane = false;
             }
             if let Some((id, outcome)) = done.take() {
                 st.workers[index as usize].task = 0;
@@ -5327,7 +5653,7 @@ fn worker_main(manager: Arc<Manager>, index: u32, lane: Arc<WorkerLane>) {
     if let Some(h) = &manager.hooks {
         if let Some(stop) = h.on_stop {
             // SAFETY: as for `on_start`.
-            unsafe { stop(h.data.data(), index) };
+            unsafe { foreign::call_thread_hook(stop, h.data.data(), index) };
         }
     }
     let mut st = manager.state.lock();
@@ -5336,6 +5662,8 @@ fn worker_main(manager: Arc<Manager>, index: u32, lane: Arc<WorkerLane>) {
     manager.host_cv.notify_all();
     drop(st);
     CURRENT.with(|c| c.set(std::ptr::null()));
+    // Returned: the references this frame holds are dropped as usual.
+    WORKER_EXIT.with(WorkerExit::disarm);
 }
 
 /// Finds the next job for a worker, spinning briefly and then sleeping when
@@ -5353,6 +5681,7 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
             // stopped by a shut down are dropped, their results freed).
             st.apply_lane(after);
             st.threads -= 1;
+            st.workers[index as usize].leaving = true;
             if st.threads == 0 {
                 // The last worker: memory left for a worker is given back
                 // now.
@@ -5376,6 +5705,7 @@ fn next_job(manager: &Arc<Manager>, st: &mut MutexGuard<'_, State>, index: u32, 
                 };
                 if let Some(tie_below) = tie_below {
                     st.in_lane += 1;
+                    st.workers[index as usize].in_lane = true;
                     st.sync_signal(after);
                     // `tie_below` bounds the ids of the locked front at
                     // this priority only: once the locked queue's best is
@@ -5652,9 +5982,13 @@ fn leave_outcome(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, mut outcome: 
     // stats call or a wait on the host's thread). Nothing else changes:
     // no lock is taken here. (A stop that marks the task after this load
     // leaves the result to that later call, as before.)
+    // (Freed after the outcome is left: a free function that ends the
+    // thread, see `WorkerExit`, must not find the task neither running
+    // nor finished.)
+    let mut stopped = None;
     if let Outcome::Completed(result @ Some(_)) = &mut outcome {
         if wl.stop_id.0.load(Ordering::Relaxed) == id {
-            drop(result.take());
+            stopped = result.take();
         }
     }
     if cont_claimed {
@@ -5663,6 +5997,7 @@ fn leave_outcome(manager: &Arc<Manager>, wl: &WorkerLane, id: u64, mut outcome: 
         wl.push_outcome((id, outcome));
     }
     outcome_left(manager);
+    drop(stopped);
 }
 
 /// Leaves a lane task's outcome and applies it (with every other outcome
@@ -5714,7 +6049,7 @@ fn run_lane_job(manager: &Arc<Manager>, id: u64, run: TaskFn, data: Owned, lane:
     let mut ctx = TaskContext::new(manager, id, (std::ptr::null(), 0), lane);
     // SAFETY: a host task function with the userdata it was registered with
     // and a context that lives for the whole call.
-    unsafe { run(data.data(), &mut ctx) };
+    unsafe { foreign::call_task(run, data.data(), &mut ctx) };
     drop(data);
     if ctx.failure.is_none() && ctx.result.as_ref().map_or(true, Owned::is_null) {
         // A NULL result is no result (its free function is not called).
@@ -5755,7 +6090,7 @@ fn run_job(manager: &Arc<Manager>, job: RunJob, worker: u32, lane: &WorkerLane) 
     let hook = |f: Option<TaskHookFn>, h: &TaskHooks, group: GroupKey| {
         if let Some(f) = f {
             // SAFETY: host hook with the userdata it was registered with.
-            unsafe { f(h.data.data(), id, group.kind as u32, group.value, worker) };
+            unsafe { foreign::call_task_hook(f, h.data.data(), id, group.kind as u32, group.value, worker) };
         }
     };
     if let Some((h, group)) = hooks.as_deref() {
@@ -5763,7 +6098,7 @@ fn run_job(manager: &Arc<Manager>, job: RunJob, worker: u32, lane: &WorkerLane) 
     }
     // SAFETY: a host task function with the userdata it was registered with
     // and a context that lives for the whole call.
-    unsafe { run(data.data(), &mut ctx) };
+    unsafe { foreign::call_task(run, data.data(), &mut ctx) };
     if let Some((h, group)) = hooks.as_deref() {
         hook(h.on_end, h, *group);
     }

@@ -18,7 +18,7 @@ pub struct Notify {
 impl Notify {
     pub(crate) fn call(&self) {
         // SAFETY: a host callback with the userdata it registered.
-        unsafe { (self.func)(self.data.data()) }
+        unsafe { super::foreign::call_free(self.func, self.data.data()) }
     }
 }
 

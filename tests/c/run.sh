@@ -6,6 +6,8 @@
 #   3. the normal build under valgrind memcheck (no definite/indirect leak,
 #      no invalid access),
 #   4. the plugin-reload test (dlopen/dlclose 200 times),
+#   4a. the thread-exit test (host code ending worker threads with
+#      pthread_exit; not under valgrind or the sanitizers),
 #   4b. the API fuzzer (tests/fuzz) on seeds 1-20 under ASan+UBSan (not
 #      when test names are given),
 #   5. header checks (C11 alone, C++17 alone) and the export check
@@ -138,6 +140,15 @@ step "compile reload test" "$OUT/compile_reload.log" \
     gcc "${CFLAGS[@]}" -O1 "$SRC/reload.c" -o "$OUT/reload" -ldl
 step "plugin reload: dlopen/dlclose x200" "$OUT/reload.log" \
     timeout 120 "$OUT/reload" "$LIBDIR/libbtm.so" 200
+
+# ----------------------------------------------------------- thread exit
+# Host code ending btm's worker threads with pthread_exit: a program of its
+# own, outside valgrind and the sanitizers (the ended threads' frames are
+# never freed, which leak checkers report by design).
+step "compile thread-exit test" "$OUT/compile_thread_exit.log" \
+    gcc "${CFLAGS[@]}" -O1 "$SRC/thread_exit.c" -o "$OUT/thread_exit" "${LINK[@]}"
+step "thread exit: pthread_exit in tasks, hooks, free functions, notify" "$OUT/thread_exit.log" \
+    timeout 180 "$OUT/thread_exit"
 
 # ---------------------------------------------------------------- fuzzer
 # The random API driver (tests/fuzz/fuzz_api.c) on fixed seeds, under
