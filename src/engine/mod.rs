@@ -1034,6 +1034,9 @@ struct State {
     /// freed by the host's next add, wait or poll, or by a shut-down (see
     /// `Manager::worker_ended`, which runs no host code).
     orphaned: Vec<Heavy>,
+    /// Workers whose threads ended inside a task (which failed), for
+    /// `wait_until`'s rule on replacing them.
+    ended_in_task: u64,
     max_threads: usize,
     /// Worker threads counted against `max_threads` (alive or starting,
     /// not retiring).
@@ -1191,7 +1194,6 @@ thread_local! {
             manager: Cell::new(std::ptr::null()),
             lane: Cell::new(std::ptr::null()),
             index: Cell::new(0),
-            started: Cell::new(false),
         }
     };
 }
@@ -1210,8 +1212,6 @@ struct WorkerExit {
     manager: Cell<*const Manager>,
     lane: Cell<*const WorkerLane>,
     index: Cell<u32>,
-    /// `thread_start` returned.
-    started: Cell<bool>,
 }
 
 impl WorkerExit {
@@ -1219,7 +1219,6 @@ impl WorkerExit {
         self.manager.set(Arc::as_ptr(manager));
         self.lane.set(Arc::as_ptr(lane));
         self.index.set(index);
-        self.started.set(false);
     }
 
     fn disarm(&self) {
@@ -1246,7 +1245,7 @@ impl Drop for WorkerExit {
             mem::forget((manager, lane));
             return;
         }
-        manager.worker_ended(self.index.get(), lane, self.started.get());
+        manager.worker_ended(self.index.get(), lane);
     }
 }
 
@@ -1353,6 +1352,7 @@ impl Manager {
                 left_running: false,
                 ended_unreplaced: false,
                 orphaned: Vec::new(),
+                ended_in_task: 0,
                 max_threads,
                 threads: 0,
                 alive: 0,
@@ -1878,7 +1878,7 @@ impl Manager {
             if !st.delivered.is_empty() && !PollMark::inside(self) {
                 after.heavy().garbage = mem::take(&mut st.delivered);
             }
-            if st.ended_unreplaced || !st.orphaned.is_empty() {
+            if (st.ended_unreplaced || !st.orphaned.is_empty()) && !self.is_current_worker() {
                 st.settle_ended(&mut after);
             }
             st.signal.armed = true;
@@ -2104,11 +2104,18 @@ impl Manager {
         } else {
             mem::forget(after);
         }
+        // (Not on a worker. Once per wait, and again only after a worker
+        // ended inside a task, which failed: a start hook that ends every
+        // thread would have the wait start threads in a loop.)
+        let mut settled = self.is_current_worker().then_some(u64::MAX);
         let r = loop {
             if let Some(r) = check(&st) {
                 break r;
             }
-            if st.ended_unreplaced || !st.orphaned.is_empty() {
+            if settled.map_or(true, |seen| seen != st.ended_in_task && seen != u64::MAX)
+                && (st.ended_unreplaced || !st.orphaned.is_empty())
+            {
+                settled = Some(st.ended_in_task);
                 // Workers whose threads host code ended: new ones for the
                 // work left, and what they left to free (see
                 // `ended_unreplaced`).
@@ -2509,9 +2516,10 @@ impl Manager {
     /// given, and the task's result if it had set one.
     #[cold]
     #[inline(never)]
-    fn worker_ended(self: Arc<Self>, index: u32, wl: Arc<WorkerLane>, started: bool) {
+    fn worker_ended(self: Arc<Self>, index: u32, wl: Arc<WorkerLane>) {
         let failure = || Outcome::Failed(Failure::new(THREAD_ENDED, THREAD_ENDED_DETAILS));
-        if wl.in_lane_task() {
+        let in_task = wl.in_lane_task();
+        if in_task {
             // Its outcome, as the task's end would leave it (a
             // continuation attached to it waits for the failure on the
             // locked path, as after any failed task: let go of here,
@@ -2542,6 +2550,9 @@ impl Manager {
             if task != 0 {
                 st.finish(task, failure(), &mut after);
             }
+            if task != 0 || in_task {
+                st.ended_in_task += 1;
+            }
             if !leaving {
                 st.threads -= 1;
                 if st.threads == 0 {
@@ -2551,11 +2562,10 @@ impl Manager {
                 }
             }
             st.alive -= 1;
-            // A replacement is asked for only for a worker that had
-            // started and was not exiting: a start hook that ends every
-            // thread would otherwise have the host's waits start threads
-            // in a loop (a review's case).
-            st.ended_unreplaced = unreplaced || (started && !leaving);
+            // A replacement is asked for unless the worker was exiting. (A
+            // start hook that ends every thread: each host call starts at
+            // most one round of threads, see `wait_until`.)
+            st.ended_unreplaced = unreplaced || !leaving;
             st.sync_signal(&mut after);
             // No host code on this thread (a review found it running after
             // `btm_destroy` returned, and host code that ended the thread
@@ -2584,9 +2594,13 @@ impl Manager {
         self.host_cv.notify_all();
         self.run_after(after);
         CURRENT.with(|c| c.set(std::ptr::null()));
-        // Not the manager's last reference: a shut-down waits for `done`
-        // below before it returns (`join_or_detach`), and only then does
-        // `btm_destroy` let go of the host's.
+        // Not the manager's last reference, unless a shut-down that timed
+        // out left this worker running and `btm_destroy` returned: a
+        // shut-down waits for `done` below before it returns
+        // (`join_or_detach`), and only then does `btm_destroy` let go of
+        // the host's. (After a timed-out shut-down the manager is freed
+        // here, as by any worker it left running: its thread-hook
+        // userdata's free function runs on this thread.)
         drop(self);
         wl.set_ended_done();
         drop(wl);
@@ -2670,7 +2684,11 @@ impl State {
     /// Called wherever what it depends on changes: the signal, the notify
     /// arming, the last poll's results.
     fn update_poll_gate(&self) {
-        let want = self.signal.raised || !self.signal.armed || !self.delivered.is_empty();
+        let want = self.signal.raised
+            || !self.signal.armed
+            || !self.delivered.is_empty()
+            || self.ended_unreplaced
+            || !self.orphaned.is_empty();
         if self.signal.gate.load(Ordering::Relaxed) != want {
             self.signal.gate.store(want, Ordering::Release);
             if !want {
@@ -5601,13 +5619,17 @@ fn worker_main(manager: Arc<Manager>, index: u32, lane: Arc<WorkerLane>) {
     // notify callback (a review found the list dropped before it).
     NOTIFY_CALLS.with(|_| ());
     WORKER_EXIT.with(|g| g.arm(&manager, &lane, index));
+    // Disarmed when this frame ends, returning or unwinding (an engine
+    // panic drops the references the guard was armed with; a review found
+    // the guard would then take them over again). `pthread_exit`'s unwind
+    // never reaches it: it stops at the host call's frame.
+    let _disarm = Disarm;
     if let Some(h) = &manager.hooks {
         if let Some(start) = h.on_start {
             // SAFETY: host hook with its own userdata, as registered.
             unsafe { foreign::call_thread_hook(start, h.data.data(), index) };
         }
     }
-    WORKER_EXIT.with(|g| g.started.set(true));
     let mut done: Option<(u64, Outcome)> = None;
     let mut in_lane_left = false;
     loop {
@@ -5662,8 +5684,15 @@ fn worker_main(manager: Arc<Manager>, index: u32, lane: Arc<WorkerLane>) {
     manager.host_cv.notify_all();
     drop(st);
     CURRENT.with(|c| c.set(std::ptr::null()));
-    // Returned: the references this frame holds are dropped as usual.
-    WORKER_EXIT.with(WorkerExit::disarm);
+}
+
+/// Disarms this thread's [`WorkerExit`] when dropped (see `worker_main`).
+struct Disarm;
+
+impl Drop for Disarm {
+    fn drop(&mut self) {
+        let _ = WORKER_EXIT.try_with(WorkerExit::disarm);
+    }
 }
 
 /// Finds the next job for a worker, spinning briefly and then sleeping when

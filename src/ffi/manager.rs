@@ -304,9 +304,9 @@ pub unsafe extern "C" fn btm_create(config: *const btm_config, manager_out: *mut
 /// interpreter shutdown: a Python host's manager kept in a global) does
 /// not take the process with it (Linux x86_64 and aarch64): the task it
 /// ran fails ("the worker thread ended inside host code"), shut-downs and
-/// this call do not wait for that thread, the host's next add or wait
-/// starts a replacement, and what the thread held (the task's userdata,
-/// which is freed when a task returns) is not freed. Python hosts:
+/// this call do not wait for that thread, the host's next add, wait or
+/// poll starts a replacement, and what the thread held (the task's
+/// userdata, which is freed when a task returns) is not freed. Python hosts:
 /// destroy in a `finally`, a context manager or an `atexit` handler (see
 /// examples/python).
 ///

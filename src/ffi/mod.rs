@@ -58,10 +58,45 @@ pub(crate) use manager_or_return;
 macro_rules! manager_or_return_held {
     ($ptr:expr) => {{
         let m = $crate::ffi::manager_or_return!($ptr);
-        ::std::sync::Arc::clone(&*m)
+        $crate::ffi::Held::new(m)
     }};
 }
 pub(crate) use manager_or_return_held;
+
+/// The manager as [`manager_or_return_held!`] holds it: with a reference
+/// of its own, except on one of the manager's worker threads, whose own
+/// reference keeps the manager alive for the call. There a reference held
+/// in the call's frame would never be dropped if host code the call runs
+/// (a free function) ended the thread (see `engine::WorkerExit`): the
+/// manager would never be freed, nor its thread-hook userdata (a review
+/// found it with `btm_stop_task` called from a task).
+pub(crate) struct Held(ManuallyDrop<Arc<Manager>>, bool);
+
+impl Held {
+    pub(crate) fn new(m: ManuallyDrop<Arc<Manager>>) -> Held {
+        if m.is_current_worker() {
+            Held(m, false)
+        } else {
+            Held(ManuallyDrop::new(Arc::clone(&m)), true)
+        }
+    }
+}
+
+impl std::ops::Deref for Held {
+    type Target = Arc<Manager>;
+    fn deref(&self) -> &Arc<Manager> {
+        &self.0
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.1 {
+            // SAFETY: the reference `new` cloned, dropped once.
+            unsafe { ManuallyDrop::drop(&mut self.0) }
+        }
+    }
+}
 
 /// Borrows the manager behind a handle without touching its reference count.
 ///

@@ -381,7 +381,7 @@ static void a_start_hook_ending_every_thread_does_not_loop(void) {
     btm_task_id id = 0;
     CHECK(btm_add_task(m, plain_task, (void *)1, free_marker, 0, NULL, NULL, 0, &id) == BTM_STATUS_OK);
     CHECK(btm_wait_idle(m, 300) == BTM_STATUS_TIMED_OUT);
-    CHECK(atomic_load(&ended_starts) <= 2);
+    CHECK(atomic_load(&ended_starts) <= 4);
     btm_destroy(m);
     CHECK(atomic_load(&ran) == 0);
     CHECK(atomic_load(&freed[1]) == 1);
@@ -480,6 +480,78 @@ static void a_child_forked_by_a_task_exits(void) {
     CHECK(atomic_load(&freed[1]) == 1);
 }
 
+static atomic_int first_start_ended = 0;
+static void first_start_ends(void *u, uint32_t index) {
+    (void)u;
+    (void)index;
+    if (atomic_fetch_add(&first_start_ended, 1) == 0) pthread_exit(NULL);
+}
+
+/* The only worker ends in its start hook (once): the host's wait starts
+ * another, which runs the tasks (a review found none started). */
+static void a_worker_ended_by_its_start_hook_is_replaced(void) {
+    reset();
+    atomic_store(&first_start_ended, 0);
+    btm_config cfg;
+    btm_config_init_size(&cfg, sizeof cfg);
+    cfg.max_threads = 1;
+    cfg.start_processing = true;
+    cfg.thread_start = first_start_ends;
+    btm_manager *m = NULL;
+    CHECK(btm_create(&cfg, &m) == BTM_STATUS_OK);
+    btm_task_id id = 0;
+    for (uintptr_t i = 1; i <= 5; i++)
+        CHECK(btm_add_task(m, plain_task, (void *)i, free_marker, 0, NULL, NULL, 0, &id) == BTM_STATUS_OK);
+    CHECK(btm_wait_idle(m, WAIT_MS) == BTM_STATUS_OK);
+    CHECK(atomic_load(&ran) == 5);
+    btm_destroy(m);
+    for (int i = 1; i <= 5; i++) CHECK(atomic_load(&freed[i]) == 1);
+}
+
+static atomic_int hook_userdata_freed = 0;
+static void free_hook_userdata(void *p) {
+    (void)p;
+    atomic_fetch_add(&hook_userdata_freed, 1);
+}
+static void exit_free(void *p) {
+    atomic_fetch_add(&freed[(uintptr_t)p], 1);
+    pthread_exit(NULL);
+}
+static btm_task_id victim = 0;
+static void stopping_task(void *u, btm_task_context *ctx) {
+    (void)u;
+    btm_manager *m = btm_context_manager(ctx);
+    if (m == NULL) return;
+    /* The stopped task's userdata is freed here, on this worker, by a free
+     * function that ends the thread inside btm_stop_task. */
+    btm_stop_task(m, victim, false, false, NULL);
+}
+
+/* The thread ends inside a btm call that a task made (its free function
+ * ends it): the manager is still freed, with its thread-hook userdata, by
+ * btm_destroy (a review found the call's reference to the manager lost). */
+static void thread_ended_inside_a_btm_call_from_a_task(void) {
+    reset();
+    atomic_store(&hook_userdata_freed, 0);
+    btm_config cfg;
+    btm_config_init_size(&cfg, sizeof cfg);
+    cfg.max_threads = 1;
+    cfg.start_processing = false;
+    cfg.thread_start = mark_worker;
+    cfg.thread_hook_userdata = (void *)50;
+    cfg.thread_hook_free = free_hook_userdata;
+    btm_manager *m = NULL;
+    CHECK(btm_create(&cfg, &m) == BTM_STATUS_OK);
+    btm_task_id id = 0;
+    CHECK(btm_add_task(m, stopping_task, (void *)1, free_marker, 10, NULL, NULL, 0, &id) == BTM_STATUS_OK);
+    CHECK(btm_add_task(m, plain_task, (void *)2, exit_free, 0, NULL, NULL, 0, &victim) == BTM_STATUS_OK);
+    CHECK(btm_start_processing(m) == BTM_STATUS_OK);
+    CHECK(btm_wait_idle(m, WAIT_MS) == BTM_STATUS_OK);
+    btm_destroy(m);
+    CHECK(atomic_load(&freed[2]) == 1);
+    CHECK(atomic_load(&hook_userdata_freed) == 1);
+}
+
 int main(void) {
     alarm(120); /* never hang: SIGALRM ends the program with a failure */
     struct {
@@ -498,6 +570,8 @@ int main(void) {
         {"a_start_hook_ending_every_thread_does_not_loop", a_start_hook_ending_every_thread_does_not_loop},
         {"workers_ending_while_threads_come_and_go", workers_ending_while_threads_come_and_go},
         {"a_child_forked_by_a_task_exits", a_child_forked_by_a_task_exits},
+        {"a_worker_ended_by_its_start_hook_is_replaced", a_worker_ended_by_its_start_hook_is_replaced},
+        {"thread_ended_inside_a_btm_call_from_a_task", thread_ended_inside_a_btm_call_from_a_task},
     };
     int passed = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
