@@ -1655,6 +1655,10 @@ pub(crate) struct WorkerLane {
     /// The worker's thread, ended inside host code, let go of its manager
     /// (the last step of `Manager::worker_ended`).
     ended_done: AtomicBool,
+    /// The task hooks the worker's running job holds a reference to (null:
+    /// none), so that a thread ended inside the task lets go of it (see
+    /// `Manager::worker_ended`). Only the worker writes it.
+    hooks_held: AtomicPtr<crate::engine::TaskHooks>,
 }
 
 impl WorkerLane {
@@ -1672,7 +1676,18 @@ impl WorkerLane {
             outcomes: Outcomes::new(),
             giving_back: AtomicBool::new(false),
             ended_done: AtomicBool::new(false),
+            hooks_held: AtomicPtr::new(std::ptr::null_mut()),
         }
+    }
+
+    /// See the field `hooks_held` (the worker's own thread only).
+    pub(crate) fn hold_hooks(&self, hooks: *const crate::engine::TaskHooks) {
+        self.hooks_held.store(hooks.cast_mut(), Ordering::Relaxed);
+    }
+
+    /// See the field `hooks_held`.
+    pub(crate) fn hooks_held(&self) -> *const crate::engine::TaskHooks {
+        self.hooks_held.load(Ordering::Relaxed)
     }
 
     /// See [`WorkerLane::ended_done`]'s field.

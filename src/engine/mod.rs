@@ -2109,12 +2109,20 @@ impl Manager {
         // thread would have the wait start threads in a loop.)
         let mut settled = self.is_current_worker().then_some(u64::MAX);
         let r = loop {
+            if !st.orphaned.is_empty() && settled != Some(u64::MAX) {
+                // What ended workers left to free, freed before the wait
+                // returns.
+                let mut after = After::default();
+                for h in mem::take(&mut st.orphaned) {
+                    after.adopt(h);
+                }
+                MutexGuard::unlocked(&mut st, || self.run_after(after));
+                continue;
+            }
             if let Some(r) = check(&st) {
                 break r;
             }
-            if settled.map_or(true, |seen| seen != st.ended_in_task && seen != u64::MAX)
-                && (st.ended_unreplaced || !st.orphaned.is_empty())
-            {
+            if settled.map_or(true, |seen| seen != st.ended_in_task && seen != u64::MAX) && st.ended_unreplaced {
                 settled = Some(st.ended_in_task);
                 // Workers whose threads host code ended: new ones for the
                 // work left, and what they left to free (see
@@ -2531,6 +2539,14 @@ impl Manager {
         wl.set_looking(false);
         wl.gave_back();
         let mut after = After::default();
+        let hooks = wl.hooks_held();
+        if !hooks.is_null() {
+            // SAFETY: the reference the ended task's job held (published
+            // by `run_job` while it holds it), which its frame never
+            // dropped: taken over once.
+            after.garbage(Garbage::Hooks(unsafe { Arc::from_raw(hooks) }));
+            wl.hold_hooks(std::ptr::null());
+        }
         let notify = {
             let mut st = self.state.lock();
             // No thread is started from here (see `ended_unreplaced`): the
@@ -6123,6 +6139,9 @@ fn run_job(manager: &Arc<Manager>, job: RunJob, worker: u32, lane: &WorkerLane) 
         }
     };
     if let Some((h, group)) = hooks.as_deref() {
+        // (The job's reference, for a thread that ends inside the task:
+        // see `WorkerLane::hooks_held`.)
+        lane.hold_hooks(Arc::as_ptr(h));
         hook(h.on_start, h, *group);
     }
     // SAFETY: a host task function with the userdata it was registered with
@@ -6131,6 +6150,10 @@ fn run_job(manager: &Arc<Manager>, job: RunJob, worker: u32, lane: &WorkerLane) 
     if let Some((h, group)) = hooks.as_deref() {
         hook(h.on_end, h, *group);
     }
+    if hooks.is_some() {
+        lane.hold_hooks(std::ptr::null());
+    }
+    drop(hooks);
     drop(data);
     if received.capacity() == 0 {
         // Nothing allocated (no upstream results): skip the drop call.

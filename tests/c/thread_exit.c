@@ -552,6 +552,38 @@ static void thread_ended_inside_a_btm_call_from_a_task(void) {
     CHECK(atomic_load(&hook_userdata_freed) == 1);
 }
 
+static atomic_int task_hooks_freed = 0;
+static void count_hooks_free(void *p) {
+    (void)p;
+    atomic_fetch_add(&task_hooks_freed, 1);
+}
+static void quiet_hook(void *u, btm_task_id id, uint32_t kind, uint64_t value, uint32_t worker) {
+    (void)u;
+    (void)id;
+    (void)kind;
+    (void)value;
+    (void)worker;
+}
+
+/* A task that runs with task hooks ends its thread: the hooks' userdata is
+ * still freed once they are replaced (a review found the ended task's
+ * reference to them kept for good). */
+static void task_hooks_userdata_freed_after_a_thread_ends(void) {
+    reset();
+    atomic_store(&task_hooks_freed, 0);
+    btm_manager *m = make(1);
+    CHECK(btm_set_task_hooks(m, quiet_hook, quiet_hook, (void *)60, count_hooks_free) == BTM_STATUS_OK);
+    btm_task_id id = 0;
+    CHECK(btm_add_task(m, exiting_task, (void *)1, free_marker, 0, NULL, NULL, 0, &id) == BTM_STATUS_OK);
+    CHECK(btm_add_task(m, plain_task, (void *)2, free_marker, 0, NULL, NULL, 0, &id) == BTM_STATUS_OK);
+    CHECK(btm_wait_idle(m, WAIT_MS) == BTM_STATUS_OK);
+    CHECK(btm_set_task_hooks(m, NULL, NULL, NULL, NULL) == BTM_STATUS_OK);
+    CHECK(atomic_load(&task_hooks_freed) == 1);
+    btm_destroy(m);
+    CHECK(atomic_load(&task_hooks_freed) == 1);
+    CHECK(atomic_load(&freed[2]) == 1);
+}
+
 int main(void) {
     alarm(120); /* never hang: SIGALRM ends the program with a failure */
     struct {
@@ -572,6 +604,7 @@ int main(void) {
         {"a_child_forked_by_a_task_exits", a_child_forked_by_a_task_exits},
         {"a_worker_ended_by_its_start_hook_is_replaced", a_worker_ended_by_its_start_hook_is_replaced},
         {"thread_ended_inside_a_btm_call_from_a_task", thread_ended_inside_a_btm_call_from_a_task},
+        {"task_hooks_userdata_freed_after_a_thread_ends", task_hooks_userdata_freed_after_a_thread_ends},
     };
     int passed = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
