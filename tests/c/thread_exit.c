@@ -113,19 +113,27 @@ static void drain(btm_manager *m, int want_failed, int want_ok, btm_task_id fail
     CHECK(ok == want_ok);
 }
 
-/* A lane task (no upstream task) ends its thread. */
-static void task_ends_its_thread(void) {
-    reset();
+/* Adds a task running `first_fn` (userdata 1) that ends its thread, checks
+ * its failure event, then runs `more` plain tasks (userdata 2, 3, ...) and
+ * drains their events; returns the manager (two workers). */
+static btm_manager *first_ends_then_more_run(btm_task_fn first_fn, btm_free_fn free_fn, uintptr_t more) {
     btm_manager *m = make(2);
     btm_task_id bad = 0, id = 0;
-    CHECK(btm_add_task(m, exiting_task, (void *)1, free_marker, 0, NULL, NULL, 0, &bad) == BTM_STATUS_OK);
+    CHECK(btm_add_task(m, first_fn, (void *)1, free_fn, 0, NULL, NULL, 0, &bad) == BTM_STATUS_OK);
     bool message = false;
     drain(m, 1, 0, bad, &message);
     CHECK(message);
-    for (uintptr_t i = 2; i < 52; i++)
-        CHECK(btm_add_task(m, plain_task, (void *)i, free_marker, 0, NULL, NULL, 0, &id) == BTM_STATUS_OK);
+    for (uintptr_t i = 2; i < 2 + more; i++)
+        CHECK(btm_add_task(m, plain_task, (void *)i, free_fn, 0, NULL, NULL, 0, &id) == BTM_STATUS_OK);
     CHECK(btm_wait_idle(m, WAIT_MS) == BTM_STATUS_OK);
-    drain(m, 0, 50, 0, NULL);
+    drain(m, 0, (int)more, 0, NULL);
+    return m;
+}
+
+/* A lane task (no upstream task) ends its thread. */
+static void task_ends_its_thread(void) {
+    reset();
+    btm_manager *m = first_ends_then_more_run(exiting_task, free_marker, 50);
     CHECK(atomic_load(&ran) == 50);
     btm_stats st;
     CHECK(btm_get_stats(m, &st) == BTM_STATUS_OK);
@@ -179,16 +187,7 @@ static void locked_task_ends_its_thread(void) {
 /* The task returned, and its userdata's free function ends the thread. */
 static void free_function_ends_its_thread(void) {
     reset();
-    btm_manager *m = make(2);
-    btm_task_id bad = 0, id = 0;
-    CHECK(btm_add_task(m, plain_task, (void *)1, free_then_exit, 0, NULL, NULL, 0, &bad) == BTM_STATUS_OK);
-    bool message = false;
-    drain(m, 1, 0, bad, &message);
-    CHECK(message);
-    for (uintptr_t i = 2; i < 12; i++)
-        CHECK(btm_add_task(m, plain_task, (void *)i, free_then_exit, 0, NULL, NULL, 0, &id) == BTM_STATUS_OK);
-    CHECK(btm_wait_idle(m, WAIT_MS) == BTM_STATUS_OK);
-    drain(m, 0, 10, 0, NULL);
+    btm_manager *m = first_ends_then_more_run(plain_task, free_then_exit, 10);
     btm_destroy(m);
     for (int i = 1; i < 12; i++) CHECK(atomic_load(&freed[i]) == 1);
 }
