@@ -70,11 +70,14 @@ static void exiting_task(void *u, btm_task_context *ctx) {
     pthread_exit(NULL);
 }
 
-static btm_manager *make(int threads) {
+/* A manager with `threads` workers, processing, with thread start hook
+ * `start` (or none). */
+static btm_manager *make_hooked(int threads, btm_thread_hook_fn start) {
     btm_config cfg;
     btm_config_init_size(&cfg, sizeof cfg);
     cfg.max_threads = threads;
     cfg.start_processing = true;
+    cfg.thread_start = start;
     btm_manager *m = NULL;
     if (btm_create(&cfg, &m) != BTM_STATUS_OK) {
         fprintf(stderr, "btm_create failed\n");
@@ -82,6 +85,8 @@ static btm_manager *make(int threads) {
     }
     return m;
 }
+
+static btm_manager *make(int threads) { return make_hooked(threads, NULL); }
 
 static void reset(void) {
     for (int i = 0; i < 64; i++) atomic_store(&freed[i], 0);
@@ -228,13 +233,7 @@ static void start_hook(void *u, uint32_t index) {
 /* The thread start hook ends a worker: the other runs the tasks. */
 static void start_hook_ends_its_thread(void) {
     reset();
-    btm_config cfg;
-    btm_config_init_size(&cfg, sizeof cfg);
-    cfg.max_threads = 2;
-    cfg.start_processing = true;
-    cfg.thread_start = start_hook;
-    btm_manager *m = NULL;
-    CHECK(btm_create(&cfg, &m) == BTM_STATUS_OK);
+    btm_manager *m = make_hooked(2, start_hook);
     btm_task_id id = 0;
     for (uintptr_t i = 1; i <= 20; i++)
         CHECK(btm_add_task(m, plain_task, (void *)i, free_marker, 0, NULL, NULL, 0, &id) == BTM_STATUS_OK);
@@ -272,13 +271,7 @@ static void waiting_task(void *u, btm_task_context *ctx) {
 static void notify_ends_a_worker(void) {
     reset();
     atomic_store(&notify_exits, 0);
-    btm_config cfg;
-    btm_config_init_size(&cfg, sizeof cfg);
-    cfg.max_threads = 1;
-    cfg.start_processing = true;
-    cfg.thread_start = mark_worker;
-    btm_manager *m = NULL;
-    CHECK(btm_create(&cfg, &m) == BTM_STATUS_OK);
+    btm_manager *m = make_hooked(1, mark_worker);
     CHECK(btm_set_notify(m, notify, (void *)40, free_marker) == BTM_STATUS_OK);
     btm_task_id id = 0;
     for (int round = 0; round < 50 && atomic_load(&notify_exits) == 0; round++) {
@@ -370,13 +363,7 @@ static void ending_start_hook(void *u, uint32_t index) {
 static void a_start_hook_ending_every_thread_does_not_loop(void) {
     reset();
     atomic_store(&ended_starts, 0);
-    btm_config cfg;
-    btm_config_init_size(&cfg, sizeof cfg);
-    cfg.max_threads = 2;
-    cfg.start_processing = true;
-    cfg.thread_start = ending_start_hook;
-    btm_manager *m = NULL;
-    CHECK(btm_create(&cfg, &m) == BTM_STATUS_OK);
+    btm_manager *m = make_hooked(2, ending_start_hook);
     btm_task_id id = 0;
     CHECK(btm_add_task(m, plain_task, (void *)1, free_marker, 0, NULL, NULL, 0, &id) == BTM_STATUS_OK);
     CHECK(btm_wait_idle(m, 300) == BTM_STATUS_TIMED_OUT);
@@ -491,13 +478,7 @@ static void first_start_ends(void *u, uint32_t index) {
 static void a_worker_ended_by_its_start_hook_is_replaced(void) {
     reset();
     atomic_store(&first_start_ended, 0);
-    btm_config cfg;
-    btm_config_init_size(&cfg, sizeof cfg);
-    cfg.max_threads = 1;
-    cfg.start_processing = true;
-    cfg.thread_start = first_start_ends;
-    btm_manager *m = NULL;
-    CHECK(btm_create(&cfg, &m) == BTM_STATUS_OK);
+    btm_manager *m = make_hooked(1, first_start_ends);
     btm_task_id id = 0;
     for (uintptr_t i = 1; i <= 5; i++)
         CHECK(btm_add_task(m, plain_task, (void *)i, free_marker, 0, NULL, NULL, 0, &id) == BTM_STATUS_OK);
