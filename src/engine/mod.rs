@@ -1026,8 +1026,9 @@ struct State {
     /// thread nor on other workers. Host code that ends threads is most
     /// often an interpreter shutting down (CPython), which a new worker
     /// would call into again, and CPython crashes a thread that calls it
-    /// once the interpreter is gone. (Not raised for a worker its start
-    /// hook ended, nor one that was exiting.)
+    /// once the interpreter is gone. (Not raised for a worker that was
+    /// exiting. A wait starts one round of threads, and another only after
+    /// a worker ended inside a task: see `ended_in_task`.)
     ended_unreplaced: bool,
     /// Host data to free that a worker ended inside host code left (the
     /// userdata of tasks that failed with its task, results it released):
@@ -2104,29 +2105,26 @@ impl Manager {
         } else {
             mem::forget(after);
         }
-        // (Not on a worker. Once per wait, and again only after a worker
-        // ended inside a task, which failed: a start hook that ends every
-        // thread would have the wait start threads in a loop.)
-        let mut settled = self.is_current_worker().then_some(u64::MAX);
+        // Workers whose threads host code ended (see `ended_unreplaced`):
+        // settled by host threads only, replaced once per wait and again
+        // only after another worker ended inside a task, which failed (a
+        // start hook that ends every thread would have the wait start
+        // threads in a loop).
+        let on_worker = self.is_current_worker();
+        let mut replaced_at: Option<u64> = None;
         let r = loop {
-            if !st.orphaned.is_empty() && settled != Some(u64::MAX) {
-                // What ended workers left to free, freed before the wait
-                // returns.
+            if !on_worker && !st.orphaned.is_empty() {
+                // What they left to free, freed before the wait returns.
                 let mut after = After::default();
-                for h in mem::take(&mut st.orphaned) {
-                    after.adopt(h);
-                }
+                st.adopt_orphaned(&mut after);
                 MutexGuard::unlocked(&mut st, || self.run_after(after));
                 continue;
             }
             if let Some(r) = check(&st) {
                 break r;
             }
-            if settled.map_or(true, |seen| seen != st.ended_in_task && seen != u64::MAX) && st.ended_unreplaced {
-                settled = Some(st.ended_in_task);
-                // Workers whose threads host code ended: new ones for the
-                // work left, and what they left to free (see
-                // `ended_unreplaced`).
+            if !on_worker && st.ended_unreplaced && replaced_at != Some(st.ended_in_task) {
+                replaced_at = Some(st.ended_in_task);
                 let mut after = After::default();
                 st.settle_ended(&mut after);
                 st.sync_signal(&mut after);
@@ -2518,7 +2516,7 @@ impl Manager {
     /// continuation it ran, or its locked-path task, fails
     /// ([`THREAD_ENDED`]); the worker counts as exited (a shut-down stops
     /// waiting for it, its handle is let go of, not joined), and is
-    /// replaced by the host's next add or wait (`ended_unreplaced`). What the
+    /// replaced by the host's next add, wait or poll (`ended_unreplaced`). What the
     /// lost frames held is not freed: the task's userdata (freed when a
     /// task returns, and this one never did), the upstream results it was
     /// given, and the task's result if it had set one.
@@ -4622,10 +4620,15 @@ impl State {
     #[cold]
     fn settle_ended(&mut self, after: &mut After) {
         self.ended_unreplaced = false;
+        self.adopt_orphaned(after);
+        self.provision(after);
+    }
+
+    /// Hands what workers ended inside host code left to free to `after`.
+    fn adopt_orphaned(&mut self, after: &mut After) {
         for h in mem::take(&mut self.orphaned) {
             after.adopt(h);
         }
-        self.provision(after);
     }
 
     /// Makes sure ready work has a worker: wakes a sleeping one or starts a
@@ -4646,9 +4649,7 @@ impl State {
         if (self.ended_unreplaced || !self.orphaned.is_empty()) && CURRENT.with(Cell::get).is_null() {
             // A host thread's add (see `ended_unreplaced`).
             self.ended_unreplaced = false;
-            for h in mem::take(&mut self.orphaned) {
-                after.adopt(h);
-            }
+            self.adopt_orphaned(after);
         }
         if self.spinning > 0 && !self.hint_sent {
             // Spinning workers poll this hint instead of the lock. Raised
