@@ -157,6 +157,11 @@ enum btm_status
      * accepts nothing (see `btm_create`). Make a new manager in the child.
      */
     BTM_STATUS_FORKED = 17,
+    /**
+     * The call does not exist on this platform: `btm_get_event_fd` on
+     * Windows, `btm_get_event_handle` elsewhere. Nothing was changed.
+     */
+    BTM_STATUS_UNSUPPORTED = 18,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -859,24 +864,55 @@ btm_status btm_set_notify(struct btm_manager *manager,
 
 /**
  * Writes a file descriptor that is readable exactly while undelivered
- * events exist (Linux: an eventfd; elsewhere the read end of a pipe).
- * Add it to `poll`/`epoll`, libuv `uv_poll_t`, GLib `g_unix_fd_add`, Qt
- * `QSocketNotifier`; when it is readable, call `btm_poll_events` until it
- * returns fewer events than its capacity. Never read from it or close it:
- * polling clears it, `btm_destroy` closes it (as it releases the
- * manager: later if the manager outlives the call, see `btm_destroy`, or
- * while a `btm_wait_events` it woke on another thread is still
- * returning). The same descriptor is returned on every call; creating it
- * costs nothing until first asked.
+ * events exist (Linux: an eventfd; other Unix systems: the read end of a
+ * pipe). Add it to `poll`/`epoll`, libuv `uv_poll_t`, GLib
+ * `g_unix_fd_add`, Qt `QSocketNotifier`; when it is readable, call
+ * `btm_poll_events` until it returns fewer events than its capacity.
+ * Never read from it or close it: polling clears it, `btm_destroy` closes
+ * it (as it releases the manager: later if the manager outlives the call,
+ * see `btm_destroy`, or while a `btm_wait_events` it woke on another
+ * thread is still returning). The same descriptor is returned on every
+ * call; creating it costs nothing until first asked.
+ *
+ * Windows has no such descriptor: there this returns `UNSUPPORTED` (after
+ * the argument checks) and `btm_get_event_handle` gives an event object
+ * instead.
  *
  * Errors: `NULL_ARGUMENT`; `INVALID_ARGUMENT` if the system refused to
- * create the descriptor (out of descriptors). Threads: any.
+ * create the descriptor (out of descriptors); `UNSUPPORTED` on Windows.
+ * Threads: any.
  *
  * # Safety
  * `manager` NULL or live; `fd_out` NULL or writable.
  */
 btm_status btm_get_event_fd(struct btm_manager *manager,
                             int32_t *fd_out);
+
+/**
+ * Windows: writes the `HANDLE` of a manual-reset event object that is
+ * signalled exactly while undelivered events exist. Wait on it with
+ * `WaitForSingleObject`, `WaitForMultipleObjects` or
+ * `MsgWaitForMultipleObjects` (a message loop), or register it with
+ * `RegisterWaitForSingleObject` or .NET's `ThreadPool.RegisterWaitForSingleObject`;
+ * when it is signalled, call `btm_poll_events` until it returns fewer
+ * events than its capacity. Never reset, set or close it: polling resets
+ * it, `btm_destroy` closes it (as it releases the manager, as for
+ * `btm_get_event_fd`). The same handle is returned on every call;
+ * creating it costs nothing until first asked. It is not inherited by
+ * child processes.
+ *
+ * Other systems have no event objects: there this returns `UNSUPPORTED`
+ * (after the argument checks); use `btm_get_event_fd`.
+ *
+ * Errors: `NULL_ARGUMENT`; `INVALID_ARGUMENT` if the system refused to
+ * create the event; `UNSUPPORTED` on systems other than Windows. Threads:
+ * any.
+ *
+ * # Safety
+ * `manager` NULL or live; `handle_out` NULL or writable.
+ */
+btm_status btm_get_event_handle(struct btm_manager *manager,
+                                void **handle_out);
 
 /**
  * Fills `config` with the defaults and sets `struct_size`, writing

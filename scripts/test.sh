@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test of btm: Rust (engine, semantics, host integration, C ABI,
 # header), C (plus ASan/UBSan, valgrind, plugin reload), C++ (GoogleTest, the
-# installed CMake/pkg-config package, sanitizers), C# (Mono) and a smoke run
-# of the benchmark. Installs what it needs (Debian: apt-get, as root or with
+# installed CMake/pkg-config package, sanitizers), C# (Mono), Windows (btm.dll
+# cross-built with MinGW-w64, the C suite, examples and Rust tests under
+# Wine) and a smoke run of the benchmark. Installs what it needs (Debian: apt-get, as root or with
 # sudo). Exits non-zero if anything fails.
 #
 #   bash scripts/test.sh            # everything
-#   bash scripts/test.sh rust c     # only some sections (rust c examples cpp csharp bench)
+#   bash scripts/test.sh rust c     # only some sections (rust c examples cpp csharp windows bench)
 #   bash scripts/test.sh rust-asan  # optional, not in the default run: the Rust
 #                                   # tests under AddressSanitizer (nightly)
 set -uo pipefail
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(rust c examples cpp csharp bench)
+[ ${#sections[@]} -eq 0 ] && sections=(rust c examples cpp csharp windows bench)
 
 results=()
 failed=0
@@ -68,9 +69,10 @@ for s in "${sections[@]}"; do
                   run "Python at interpreter shutdown (workers ended by CPython)" python3 tests/python/interpreter_exit.py ;;
         cpp) run "C++ binding and packaging" bash tests/cpp/run.sh ;;
         csharp) run "C# binding (Mono)" bash tests/csharp/run.sh ;;
+        windows) run "Windows (MinGW-w64 build, C suite, examples and Rust tests under Wine)" bash tests/windows/run.sh ;;
         bench) run "Benchmark smoke run" bench_smoke ;;
         rust-asan) run "Rust tests under AddressSanitizer (nightly)" rust_asan ;;
-        *) echo "unknown section: $s (expected rust c examples cpp csharp bench rust-asan)"; exit 2 ;;
+        *) echo "unknown section: $s (expected rust c examples cpp csharp windows bench rust-asan)"; exit 2 ;;
     esac
 done
 

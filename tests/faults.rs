@@ -23,7 +23,7 @@
 
 use std::collections::HashSet;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -669,13 +669,17 @@ fn c_abi_destroy_after_a_timed_out_shut_down_does_not_wait_again() {
 
 // --- worker threads that cannot be created ------------------------------------------
 
+// Linux only: thread limits through RLIMIT_NPROC, counted in /proc.
+#[cfg(target_os = "linux")]
 const CHILD_ENV: &str = "BTM_FAULTS_SPAWN_CHILD";
 
+#[cfg(target_os = "linux")]
 fn threads_of_this_process() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
 }
 
+#[cfg(target_os = "linux")]
 /// Lowers RLIMIT_NPROC so that exactly `extra` more threads can be created,
 /// dropping root first if needed (root ignores the limit). Returns false if
 /// the limit cannot be made to bite.
@@ -722,6 +726,7 @@ fn limit_threads(extra: u64) -> Result<(), String> {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn raise_thread_limit() {
     // SAFETY: plain syscalls; the soft limit goes back up to the hard one.
     unsafe {
@@ -732,6 +737,7 @@ fn raise_thread_limit() {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// The child process's part (does nothing unless started by the test below).
 #[test]
 fn spawn_failure_child() {
@@ -745,7 +751,7 @@ fn spawn_failure_child() {
     // One worker can be created, not four.
     let m = manager(4, true);
     let gate = Gate::default();
-    let done = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     for _ in 0..4 {
         let (g, d) = (gate.clone(), done.clone());
         m.add(
@@ -793,6 +799,7 @@ fn spawn_failure_child() {
     println!("CHILD OK");
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn worker_threads_that_cannot_be_created() {
     // In this process nothing limits threads: no failure is reported.

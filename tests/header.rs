@@ -1,6 +1,10 @@
 //! `include/btm.h` must be exactly what cbindgen generates from the current
 //! sources, with version macros taken from Cargo.toml. Set
 //! `BTM_REGENERATE_HEADER=1` to rewrite it.
+//!
+//! (Not built for Windows: the header is one for every platform, checked
+//! where the sources are, and the test reads them through their Unix path.)
+#![cfg(unix)]
 
 use std::path::PathBuf;
 

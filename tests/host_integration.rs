@@ -10,7 +10,7 @@ use std::time::Duration;
 use btm::engine::{Config, Error, Manager, Notify, Owned, TaskHooks, ThreadHooks};
 use common::*;
 
-fn readable(fd: i32) -> bool {
+fn readable(fd: btm::engine::RawSignal) -> bool {
     wait_readable(fd, 0)
 }
 

@@ -4,6 +4,10 @@
 //! replaced by the host's next wait, and the manager is destroyed without
 //! waiting for the ended thread. (tests/c/thread_exit.c covers hooks, free
 //! functions and the notify callback from C.)
+//!
+//! Linux only: the frame that stops the forced unwind exists on Linux
+//! (x86_64 and aarch64; `engine::foreign`), and `pthread_exit` is POSIX.
+#![cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 
 use std::ffi::{c_void, CStr};
 use std::ptr::null_mut;

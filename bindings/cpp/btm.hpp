@@ -131,6 +131,7 @@ enum class Status : std::uint32_t {
     panic = BTM_STATUS_PANIC,
     too_many_groups = BTM_STATUS_TOO_MANY_GROUPS,
     forked = BTM_STATUS_FORKED,
+    unsupported = BTM_STATUS_UNSUPPORTED,
 };
 
 /// The static English description of a status (btm_status_str).
@@ -1183,11 +1184,24 @@ public:
 
     /// A file descriptor readable exactly while undelivered events exist
     /// (for poll/epoll, libuv, GLib, QSocketNotifier); when readable, call
-    /// drain(). Never read from it or close it: btm owns it.
+    /// drain(). Never read from it or close it: btm owns it. Unix only:
+    /// throws Error (Status::unsupported) on Windows, see event_handle().
     int event_fd() const {
         std::int32_t fd = -1;
         check(btm_get_event_fd(raw(), &fd), "btm_get_event_fd");
         return static_cast<int>(fd);
+    }
+
+    /// Windows: the HANDLE of an event object signalled exactly while
+    /// undelivered events exist (for WaitForMultipleObjects,
+    /// MsgWaitForMultipleObjects, RegisterWaitForSingleObject); when
+    /// signalled, call drain(). Never set, reset or close it: btm owns it.
+    /// Windows only: throws Error (Status::unsupported) elsewhere, see
+    /// event_fd().
+    void* event_handle() const {
+        void* handle = nullptr;
+        check(btm_get_event_handle(raw(), &handle), "btm_get_event_handle");
+        return handle;
     }
 
     /// Registers instrumentation hooks (replacing previous ones), for

@@ -946,9 +946,10 @@ namespace Btm
 
         /// <summary>
         /// A file descriptor that is readable exactly while events are pending
-        /// (Linux: an eventfd; elsewhere a pipe), for hosts with a poll/epoll
-        /// loop. Never read from it or close it: PollEvents clears it, Dispose
-        /// closes it.
+        /// (Linux: an eventfd; other Unix systems: a pipe), for hosts with a
+        /// poll/epoll loop. Never read from it or close it: PollEvents clears
+        /// it, Dispose closes it. Unix only: on Windows it throws a
+        /// BtmException with status Unsupported (see GetEventWaitHandle).
         /// </summary>
         public int GetEventFileDescriptor()
         {
@@ -956,6 +957,31 @@ namespace Btm
             int fd;
             BtmException.ThrowIfFailed(NativeMethods.btm_get_event_fd(handle, out fd), "btm_get_event_fd");
             return fd;
+        }
+
+        /// <summary>
+        /// Windows: a WaitHandle signalled exactly while events are pending
+        /// (btm's event object), for WaitHandle.WaitAny or
+        /// ThreadPool.RegisterWaitForSingleObject. Never Set, Reset or
+        /// close it: PollEvents resets it, Dispose closes it (disposing the
+        /// returned WaitHandle does not). Windows only: elsewhere it throws a
+        /// BtmException with status Unsupported (see GetEventFileDescriptor).
+        /// </summary>
+        public WaitHandle GetEventWaitHandle()
+        {
+            ThrowIfDisposed();
+            IntPtr raw;
+            BtmException.ThrowIfFailed(NativeMethods.btm_get_event_handle(handle, out raw), "btm_get_event_handle");
+            return new BorrowedWaitHandle(raw);
+        }
+
+        /// <summary>A WaitHandle over a handle btm owns: never closes it.</summary>
+        private sealed class BorrowedWaitHandle : WaitHandle
+        {
+            internal BorrowedWaitHandle(IntPtr raw)
+            {
+                SafeWaitHandle = new Microsoft.Win32.SafeHandles.SafeWaitHandle(raw, false);
+            }
         }
 
         /// <summary>

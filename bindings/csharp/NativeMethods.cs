@@ -44,6 +44,7 @@ namespace Btm
         Panic = 15,
         TooManyGroups = 16,
         Forked = 17,
+        Unsupported = 18,
     }
 }
 
@@ -237,6 +238,9 @@ namespace Btm.Native
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern BtmStatus btm_get_event_fd(BtmManagerHandle manager, out int fd_out);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern BtmStatus btm_get_event_handle(BtmManagerHandle manager, out IntPtr handle_out);
 
         /// <summary>Ownership of userdata passes to btm on every call that reaches native code. Both hooks NULL removes them.</summary>
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]

@@ -26,7 +26,7 @@ mod table;
 
 pub use foreign::{Failure, FreeFn, Job, Owned, ResultSet, TaskFn, Value};
 pub use group::{GroupKey, GroupKind};
-pub use signal::{Notify, TaskHookFn, TaskHooks};
+pub use signal::{Notify, RawSignal, TaskHookFn, TaskHooks};
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
@@ -2029,11 +2029,12 @@ impl Manager {
     }
 
     /// The descriptor that is readable exactly while undelivered events
-    /// exist (created on first use, closed with the manager).
-    pub fn event_fd(self: &Arc<Self>) -> std::io::Result<std::os::fd::RawFd> {
+    /// exist (Windows: the handle of an event object signalled exactly
+    /// then), created on first use, closed with the manager.
+    pub fn event_fd(self: &Arc<Self>) -> std::io::Result<RawSignal> {
         self.locked(|st, _| {
             if let Some(fd) = &st.signal.fd {
-                return Ok(fd.fd());
+                return Ok(fd.raw());
             }
             let fd = EventFd::new()?;
             if st.signal.raised {
@@ -2041,7 +2042,7 @@ impl Manager {
             }
             // The end of this lock section applies the outcomes the workers
             // left (`sync_lane`: `lock_finish` is now set), which raises it.
-            let raw = fd.fd();
+            let raw = fd.raw();
             st.signal.fd = Some(fd);
             Ok(raw)
         })

@@ -1,9 +1,9 @@
 //! How a host learns that events are waiting without polling in a loop: a
-//! callback it registers, and a file descriptor it can sleep on.
+//! callback it registers, and a file descriptor (Windows: an event object)
+//! it can sleep on.
 
 use std::ffi::c_void;
 use std::io;
-use std::os::fd::RawFd;
 
 use super::Owned;
 
@@ -35,12 +35,36 @@ pub struct TaskHooks {
 /// `(userdata, task_id, group_kind, group_value, worker_index)`.
 pub type TaskHookFn = unsafe extern "C" fn(*mut c_void, u64, u32, u64, u32);
 
+/// What the host sleeps on, as the C API hands it out: a file descriptor
+/// on Unix (`btm_get_event_fd`), an event object's `HANDLE` on Windows
+/// (`btm_get_event_handle`).
+#[cfg(unix)]
+pub type RawSignal = std::os::fd::RawFd;
+/// What the host sleeps on, as the C API hands it out: a file descriptor
+/// on Unix (`btm_get_event_fd`), an event object's `HANDLE` on Windows
+/// (`btm_get_event_handle`).
+#[cfg(windows)]
+pub type RawSignal = *mut c_void;
+
 /// A descriptor readable exactly while it is raised: an eventfd on Linux, a
-/// non-blocking pipe elsewhere.
+/// non-blocking pipe on other Unix systems, a manual-reset event object
+/// (signalled while raised) on Windows.
 pub(crate) struct EventFd {
-    read: RawFd,
-    write: RawFd,
+    #[cfg(unix)]
+    read: std::os::fd::RawFd,
+    #[cfg(unix)]
+    write: std::os::fd::RawFd,
+    #[cfg(windows)]
+    event: *mut c_void,
 }
+
+// SAFETY: a Windows event handle may be used from any thread (the file
+// descriptors of the Unix forms are plain integers).
+#[cfg(windows)]
+unsafe impl Send for EventFd {}
+// SAFETY: as above; `SetEvent` and `ResetEvent` are thread-safe.
+#[cfg(windows)]
+unsafe impl Sync for EventFd {}
 
 impl EventFd {
     #[cfg(target_os = "linux")]
@@ -53,9 +77,9 @@ impl EventFd {
         Ok(EventFd { read: fd, write: fd })
     }
 
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(all(unix, not(target_os = "linux")))]
     pub(crate) fn new() -> io::Result<Self> {
-        let mut fds = [0 as RawFd; 2];
+        let mut fds = [0 as std::os::fd::RawFd; 2];
         // SAFETY: `fds` has room for the two descriptors.
         if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
             return Err(io::Error::last_os_error());
@@ -70,12 +94,27 @@ impl EventFd {
         Ok(EventFd { read: fds[0], write: fds[1] })
     }
 
-    /// The descriptor to watch for readability.
-    pub(crate) fn fd(&self) -> RawFd {
-        self.read
+    #[cfg(windows)]
+    pub(crate) fn new() -> io::Result<Self> {
+        // SAFETY: no security attributes (not inherited by child
+        // processes), manual reset, initially not signalled, no name.
+        let event = unsafe { win::CreateEventW(std::ptr::null_mut(), 1, 0, std::ptr::null()) };
+        if event.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(EventFd { event })
+    }
+
+    /// The descriptor (Windows: the event's handle) to watch.
+    pub(crate) fn raw(&self) -> RawSignal {
+        #[cfg(unix)]
+        return self.read;
+        #[cfg(windows)]
+        return self.event;
     }
 
     /// Makes the descriptor readable (callers only raise a lowered one).
+    #[cfg(unix)]
     pub(crate) fn raise(&self) {
         let one: u64 = 1;
         let len = if self.read == self.write { 8 } else { 1 };
@@ -84,6 +123,7 @@ impl EventFd {
     }
 
     /// Makes the descriptor unreadable again.
+    #[cfg(unix)]
     pub(crate) fn clear(&self) {
         let mut buf = [0u8; 64];
         loop {
@@ -94,17 +134,57 @@ impl EventFd {
             }
         }
     }
+
+    /// Signals the event.
+    #[cfg(windows)]
+    pub(crate) fn raise(&self) {
+        // SAFETY: a handle this value owns.
+        unsafe { win::SetEvent(self.event) };
+    }
+
+    /// Resets the event.
+    #[cfg(windows)]
+    pub(crate) fn clear(&self) {
+        // SAFETY: a handle this value owns.
+        unsafe { win::ResetEvent(self.event) };
+    }
 }
 
 impl Drop for EventFd {
     fn drop(&mut self) {
         // SAFETY: descriptors owned by this value, closed once.
+        #[cfg(unix)]
         unsafe {
             libc::close(self.read);
             if self.write != self.read {
                 libc::close(self.write);
             }
         }
+        // SAFETY: a handle owned by this value, closed once.
+        #[cfg(windows)]
+        unsafe {
+            win::CloseHandle(self.event);
+        }
+    }
+}
+
+/// The four kernel32 functions the event object needs (declared here rather
+/// than through a crate for four functions).
+#[cfg(windows)]
+mod win {
+    use std::ffi::c_void;
+
+    #[link(name = "kernel32")]
+    extern "system" {
+        pub fn CreateEventW(
+            attributes: *mut c_void,
+            manual_reset: i32,
+            initial_state: i32,
+            name: *const u16,
+        ) -> *mut c_void;
+        pub fn SetEvent(event: *mut c_void) -> i32;
+        pub fn ResetEvent(event: *mut c_void) -> i32;
+        pub fn CloseHandle(handle: *mut c_void) -> i32;
     }
 }
 

@@ -284,18 +284,23 @@ pub unsafe extern "C" fn btm_set_notify(
 }
 
 /// Writes a file descriptor that is readable exactly while undelivered
-/// events exist (Linux: an eventfd; elsewhere the read end of a pipe).
-/// Add it to `poll`/`epoll`, libuv `uv_poll_t`, GLib `g_unix_fd_add`, Qt
-/// `QSocketNotifier`; when it is readable, call `btm_poll_events` until it
-/// returns fewer events than its capacity. Never read from it or close it:
-/// polling clears it, `btm_destroy` closes it (as it releases the
-/// manager: later if the manager outlives the call, see `btm_destroy`, or
-/// while a `btm_wait_events` it woke on another thread is still
-/// returning). The same descriptor is returned on every call; creating it
-/// costs nothing until first asked.
+/// events exist (Linux: an eventfd; other Unix systems: the read end of a
+/// pipe). Add it to `poll`/`epoll`, libuv `uv_poll_t`, GLib
+/// `g_unix_fd_add`, Qt `QSocketNotifier`; when it is readable, call
+/// `btm_poll_events` until it returns fewer events than its capacity.
+/// Never read from it or close it: polling clears it, `btm_destroy` closes
+/// it (as it releases the manager: later if the manager outlives the call,
+/// see `btm_destroy`, or while a `btm_wait_events` it woke on another
+/// thread is still returning). The same descriptor is returned on every
+/// call; creating it costs nothing until first asked.
+///
+/// Windows has no such descriptor: there this returns `UNSUPPORTED` (after
+/// the argument checks) and `btm_get_event_handle` gives an event object
+/// instead.
 ///
 /// Errors: `NULL_ARGUMENT`; `INVALID_ARGUMENT` if the system refused to
-/// create the descriptor (out of descriptors). Threads: any.
+/// create the descriptor (out of descriptors); `UNSUPPORTED` on Windows.
+/// Threads: any.
 ///
 /// # Safety
 /// `manager` NULL or live; `fd_out` NULL or writable.
@@ -306,10 +311,58 @@ pub unsafe extern "C" fn btm_get_event_fd(manager: *mut Manager, fd_out: *mut i3
         if fd_out.is_null() {
             return btm_status::BTM_STATUS_NULL_ARGUMENT;
         }
-        match m.event_fd() {
+        #[cfg(unix)]
+        return match m.event_fd() {
             // SAFETY: checked non-NULL.
             Ok(fd) => unsafe { write_out(fd_out, fd) },
             Err(_) => btm_status::BTM_STATUS_INVALID_ARGUMENT,
+        };
+        #[cfg(not(unix))]
+        {
+            let _ = m;
+            btm_status::BTM_STATUS_UNSUPPORTED
+        }
+    })
+}
+
+/// Windows: writes the `HANDLE` of a manual-reset event object that is
+/// signalled exactly while undelivered events exist. Wait on it with
+/// `WaitForSingleObject`, `WaitForMultipleObjects` or
+/// `MsgWaitForMultipleObjects` (a message loop), or register it with
+/// `RegisterWaitForSingleObject` or .NET's `ThreadPool.RegisterWaitForSingleObject`;
+/// when it is signalled, call `btm_poll_events` until it returns fewer
+/// events than its capacity. Never reset, set or close it: polling resets
+/// it, `btm_destroy` closes it (as it releases the manager, as for
+/// `btm_get_event_fd`). The same handle is returned on every call;
+/// creating it costs nothing until first asked. It is not inherited by
+/// child processes.
+///
+/// Other systems have no event objects: there this returns `UNSUPPORTED`
+/// (after the argument checks); use `btm_get_event_fd`.
+///
+/// Errors: `NULL_ARGUMENT`; `INVALID_ARGUMENT` if the system refused to
+/// create the event; `UNSUPPORTED` on systems other than Windows. Threads:
+/// any.
+///
+/// # Safety
+/// `manager` NULL or live; `handle_out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn btm_get_event_handle(manager: *mut Manager, handle_out: *mut *mut c_void) -> btm_status {
+    ffi_guard!(btm_status::BTM_STATUS_PANIC, {
+        let m = manager_or_return!(manager);
+        if handle_out.is_null() {
+            return btm_status::BTM_STATUS_NULL_ARGUMENT;
+        }
+        #[cfg(windows)]
+        return match m.event_fd() {
+            // SAFETY: checked non-NULL.
+            Ok(handle) => unsafe { write_out(handle_out, handle) },
+            Err(_) => btm_status::BTM_STATUS_INVALID_ARGUMENT,
+        };
+        #[cfg(not(windows))]
+        {
+            let _ = m;
+            btm_status::BTM_STATUS_UNSUPPORTED
         }
     })
 }

@@ -65,6 +65,9 @@ pub enum btm_status {
     /// created: the manager's worker threads do not exist here, so it
     /// accepts nothing (see `btm_create`). Make a new manager in the child.
     BTM_STATUS_FORKED = 17,
+    /// The call does not exist on this platform: `btm_get_event_fd` on
+    /// Windows, `btm_get_event_handle` elsewhere. Nothing was changed.
+    BTM_STATUS_UNSUPPORTED = 18,
 }
 
 impl From<Error> for btm_status {
@@ -104,6 +107,7 @@ fn describe(status: u32) -> &'static [u8] {
         15 => b"internal error (panic caught inside btm)\0",
         16 => b"too many groups with live tasks\0",
         17 => b"the manager was created in the parent of this forked process\0",
+        18 => b"not available on this platform\0",
         _ => b"unknown status code\0",
     }
 }

@@ -299,6 +299,9 @@ TEST(bad_null_manager) {
     int32_t fd = -7;
     CHECK_ST(btm_get_event_fd(NULL, &fd), BTM_STATUS_NULL_ARGUMENT);
     CHECK_EQ(fd, -7);
+    void *handle = &fd;
+    CHECK_ST(btm_get_event_handle(NULL, &handle), BTM_STATUS_NULL_ARGUMENT);
+    CHECK(handle == &fd);
     /* userdata handed over with a free function is freed on error too */
     CHECK_ST(btm_set_notify(NULL, notify_noop, obj_new(3), obj_free), BTM_STATUS_NULL_ARGUMENT);
     CHECK_ST(btm_set_task_hooks(NULL, task_hook_noop, task_hook_noop, obj_new(4), obj_free),
@@ -322,6 +325,7 @@ TEST(bad_null_out_pointers) {
     btm_event ev[2];
     CHECK_ST(btm_poll_events(m, ev, 2, NULL), BTM_STATUS_NULL_ARGUMENT);
     CHECK_ST(btm_get_event_fd(m, NULL), BTM_STATUS_NULL_ARGUMENT);
+    CHECK_ST(btm_get_event_handle(m, NULL), BTM_STATUS_NULL_ARGUMENT);
     /* NULL callbacks are not errors: they unregister (userdata still owned
      * by btm and freed). */
     CHECK_ST(btm_set_notify(m, NULL, obj_new(5), obj_free), BTM_STATUS_OK);
@@ -721,7 +725,7 @@ TEST(bad_fail_strings_copied) {
 }
 
 TEST(bad_status_code) {
-    CHECK_STR(btm_status_str(BTM_STATUS_FORKED + 1), "unknown status code");
+    CHECK_STR(btm_status_str(BTM_STATUS_UNSUPPORTED + 1), "unknown status code");
     CHECK_STR(btm_status_str(0xdeadbeef), "unknown status code");
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use btm::engine::{Config, EventKind, Failure, GroupKey, Job, Manager, Owned, TaskContext};
+use btm::engine::{Config, EventKind, Failure, GroupKey, Job, Manager, Owned, RawSignal, TaskContext};
 
 /// Userdata and results allocated and not yet freed, across all tests of
 /// one binary (each test checks its own delta via `Counters`).
@@ -251,11 +251,25 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// True once `fd` is readable, waiting up to `ms` milliseconds.
-pub fn wait_readable(fd: i32, ms: i32) -> bool {
+/// True once `fd` (from `Manager::event_fd`) is readable, waiting up to
+/// `ms` milliseconds (Windows: once the event object is signalled).
+#[cfg(unix)]
+pub fn wait_readable(fd: RawSignal, ms: i32) -> bool {
     let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut p, 1, ms) == 1 }
+}
+
+/// True once `fd` (from `Manager::event_fd`) is readable, waiting up to
+/// `ms` milliseconds (Windows: once the event object is signalled).
+#[cfg(windows)]
+pub fn wait_readable(fd: RawSignal, ms: i32) -> bool {
+    #[link(name = "kernel32")]
+    extern "system" {
+        fn WaitForSingleObject(handle: *mut c_void, ms: u32) -> u32;
+    }
+    // SAFETY: a live event handle owned by the manager.
+    unsafe { WaitForSingleObject(fd, ms as u32) == 0 }
 }
 
 /// Shuts the manager down, drops it and checks that every userdata and

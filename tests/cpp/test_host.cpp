@@ -96,6 +96,18 @@ TEST(Host, EventFdIsReadableExactlyWhileEventsAreUndelivered) {
     EXPECT_FALSE(readable(fd, 0));
 }
 
+#ifndef _WIN32
+TEST(Host, TheEventHandleIsWindowsOnly) {
+    btm::Manager m{btm::Config{}.max_threads(1)};
+    try {
+        (void)m.event_handle();
+        FAIL() << "event_handle() returned on a system without event objects";
+    } catch (const btm::Error& e) {
+        EXPECT_EQ(e.status(), btm::Status::unsupported);
+    }
+}
+#endif
+
 TEST(Host, InstrumentationHooksSeeEveryTaskButNotPassThroughs) {
     Counted::reset();
     {

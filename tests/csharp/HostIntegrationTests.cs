@@ -180,6 +180,29 @@ namespace Btm.Tests
         }
 
         [Test]
+        public static void TheEventWaitHandleIsSignalledWhileEventsArePendingOnWindowsOnly()
+        {
+            using (var m = new BackgroundTaskManager(1, true))
+            {
+                if (Environment.OSVersion.Platform == PlatformID.Unix)
+                {
+                    BtmException ex = Check.Throws<BtmException>(() => m.GetEventWaitHandle(), "GetEventWaitHandle on Unix");
+                    Check.Equal(BtmStatus.Unsupported, ex.Status, "Unsupported");
+                    return;
+                }
+                var rec = new Recorder(m);
+                Check.Throws<BtmException>(() => m.GetEventFileDescriptor(), "GetEventFileDescriptor on Windows");
+                WaitHandle h = m.GetEventWaitHandle();
+                Check.True(!h.WaitOne(0), "not signalled with nothing pending");
+                ulong t = m.AddTask(() => "x");
+                Check.True(h.WaitOne(Wait.DefaultTimeoutMs), "signalled once t finished");
+                m.PollEvents();
+                Check.True(rec.Has(t), "t delivered");
+                Check.True(!h.WaitOne(0), "reset by draining");
+            }
+        }
+
+        [Test]
         public static void TaskHooksRunAroundEachTaskDelegateOnItsWorker()
         {
             using (var m = new BackgroundTaskManager(2))
