@@ -1065,6 +1065,11 @@ struct State {
     pending: usize,
     workers: Vec<WorkerSlot>,
     handles: Vec<(u32, JoinHandle<()>)>,
+    /// Handles of workers that exited, taken from `handles` by
+    /// [`State::reap_retired`] under the lock and joined after it (by the
+    /// next `spawn_worker`, or `join_workers`), each with its lane if it
+    /// ended inside host code (see [`join_or_detach`]).
+    reaped: Vec<(JoinHandle<()>, Option<Arc<WorkerLane>>)>,
     completed_total: u64,
     failed_total: u64,
     stopped_total: u64,
@@ -1367,6 +1372,7 @@ impl Manager {
                 pending: 0,
                 workers: Vec::new(),
                 handles: Vec::new(),
+                reaped: Vec::new(),
                 completed_total: 0,
                 failed_total: 0,
                 stopped_total: 0,
@@ -2459,8 +2465,9 @@ impl Manager {
         // Host data that workers ended inside host code left (see
         // `Manager::worker_ended`): freed before this returns.
         let orphaned = mem::take(&mut st.orphaned);
+        let reaped = mem::take(&mut st.reaped);
         drop(st);
-        for (h, ended) in joinable {
+        for (h, ended) in joinable.into_iter().chain(reaped) {
             join_or_detach(h, ended.as_deref());
         }
         drop(orphaned);
@@ -2498,9 +2505,16 @@ impl Manager {
                 st.workers[index as usize].exited = true;
             }
         }
+        // The workers that retired before this one was provisioned: joined
+        // after the lock (see `State::reap_retired`).
+        let reaped = mem::take(&mut st.reaped);
+        drop(st);
         // A shut down may be waiting for this handle (to join it), and
         // waiters should see a failure rather than hang.
         self.host_cv.notify_all();
+        for (h, ended) in reaped {
+            join_or_detach(h, ended.as_deref());
+        }
     }
 }
 
@@ -4688,7 +4702,7 @@ impl State {
     }
 
     /// A slot for a new worker with `lane`: the slot of a worker that
-    /// exited and was joined (or never started), so that worker indexes
+    /// exited and was reaped (or never started), so that worker indexes
     /// stay below the largest thread count the host asked for and the
     /// per-worker scans do not grow with every thread ever started; else
     /// a new one. Returns its index.
@@ -4715,30 +4729,32 @@ impl State {
         }
     }
 
-    /// Joins the threads of workers that exited (retired when
-    /// `max_threads` was lowered), before a new worker starts: until
-    /// joined, each keeps its stack mapped, and a host that lowers and
-    /// raises the count again and again would pile them up until
-    /// `btm_destroy`.
+    /// Hands the threads of workers that exited (retired when
+    /// `max_threads` was lowered) to the `spawn_worker` that follows, which
+    /// joins them after the lock: until joined, each keeps its stack
+    /// mapped, and a host that lowers and raises the count again and again
+    /// would pile them up until `btm_destroy`. Their slots are free at once
+    /// (a worker marked exited touches its slot no more).
+    ///
+    /// Not joined under the lock: on Windows a thread's exit runs the
+    /// DLLs' thread-detach code under the loader lock, and a worker whose
+    /// thread host code ended with `ExitThread` settles with the manager
+    /// there (`Manager::worker_ended`, which takes this lock): a join under
+    /// the lock deadlocked with it (tests/c/thread_exit.c under Wine).
+    /// (Not in `After`: with a field for them in `Heavy`, the lane worker
+    /// ran 197.3 instructions per task against 178.3, `bash
+    /// bench/paths.sh`, though it never reaches this code.)
     #[cold]
     fn reap_retired(&mut self) {
         if !self.handles.iter().any(|(i, _)| self.workers[*i as usize].exited) {
             return;
         }
-        // Joined under the lock: a worker marked exited takes it no more
-        // (it only returns), so each join waits for a few instructions.
-        // (Never the calling thread, for the same reason. And no
-        // `thread::current()`: on a host thread it makes a handle the
-        // host's main thread never frees.) Not in `After`: with a field
-        // for them in `Heavy`, the lane worker ran 197.3 instructions per
-        // task against 178.3 (`bash bench/paths.sh`), though it never
-        // reaches this code.
         let handles = mem::take(&mut self.handles);
         let (done, keep): (Vec<_>, Vec<_>) = handles.into_iter().partition(|(i, _)| self.workers[*i as usize].exited);
         self.handles = keep;
         for (i, handle) in done {
             let w = &self.workers[i as usize];
-            join_or_detach(handle, w.ended.then_some(&*w.lane));
+            self.reaped.push((handle, w.ended.then(|| Arc::clone(&w.lane))));
         }
     }
 

@@ -1,6 +1,7 @@
 /*
- * Host code that ends btm's worker thread with pthread_exit (what CPython
- * does to a thread that calls Python during interpreter shutdown): the
+ * Host code that ends btm's worker thread with pthread_exit (Windows:
+ * ExitThread; what CPython does to a thread that calls Python during
+ * interpreter shutdown, with _endthreadex on Windows): the
  * process must go on, the task fails with btm's message, the worker is
  * replaced, waits and btm_destroy return, and every userdata except the
  * one of the task that never returned is freed exactly once.
@@ -13,6 +14,8 @@
  *   bash tests/c/run.sh   (step "thread exit"), or build and run alone:
  *   gcc -std=c11 -pthread -Iinclude tests/c/thread_exit.c -Ltarget/release -lbtm \
  *       -Wl,-rpath,target/release -o /tmp/thread_exit && /tmp/thread_exit
+ * Windows: built with MinGW-w64 and run under Wine by tests/windows/run.sh
+ * (the fork test left out).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "btm.h"
@@ -24,11 +27,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#ifdef _WIN32
+#include <windows.h>
+/* What CPython's PyThread_exit_thread does on Windows (_endthreadex). */
+#define END_THIS_THREAD() ExitThread(0)
+#else
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
+#define END_THIS_THREAD() pthread_exit(NULL)
+#endif
 
 #define WAIT_MS 20000u
 
@@ -55,7 +65,7 @@ static void free_marker(void *p) { atomic_fetch_add(&freed[(uintptr_t)p], 1); }
  * userdata's free function). */
 static void free_then_exit(void *p) {
     atomic_fetch_add(&freed[(uintptr_t)p], 1);
-    if ((uintptr_t)p == 1) pthread_exit(NULL);
+    if ((uintptr_t)p == 1) END_THIS_THREAD();
 }
 
 static void plain_task(void *u, btm_task_context *ctx) {
@@ -67,7 +77,7 @@ static void plain_task(void *u, btm_task_context *ctx) {
 static void exiting_task(void *u, btm_task_context *ctx) {
     (void)u;
     (void)ctx;
-    pthread_exit(NULL);
+    END_THIS_THREAD();
 }
 
 /* A manager with `threads` workers, processing, with thread start hook
@@ -203,7 +213,7 @@ static void task_hook(void *u, btm_task_id id, uint32_t kind, uint64_t value, ui
     (void)value;
     (void)worker;
     atomic_fetch_add(&hook_calls, 1);
-    if (id == 2) pthread_exit(NULL);
+    if (id == 2) END_THIS_THREAD();
 }
 
 /* A task hook ends the thread (task hooks send every task down the locked
@@ -227,7 +237,7 @@ static void start_hook(void *u, uint32_t index) {
     (void)u;
     on_worker = 1;
     /* The first worker started ends at once. */
-    if (atomic_fetch_add(&start_hooks, 1) == 0 && index == 0) pthread_exit(NULL);
+    if (atomic_fetch_add(&start_hooks, 1) == 0 && index == 0) END_THIS_THREAD();
 }
 
 /* The thread start hook ends a worker: the other runs the tasks. */
@@ -247,7 +257,7 @@ static void start_hook_ends_its_thread(void) {
 static void notify(void *u) {
     (void)u;
     atomic_fetch_add(&notify_calls, 1);
-    if (on_worker && atomic_fetch_add(&notify_exits, 1) == 0) pthread_exit(NULL);
+    if (on_worker && atomic_fetch_add(&notify_exits, 1) == 0) END_THIS_THREAD();
 }
 
 static void mark_worker(void *u, uint32_t index) {
@@ -355,7 +365,7 @@ static void ending_start_hook(void *u, uint32_t index) {
     (void)u;
     (void)index;
     atomic_fetch_add(&ended_starts, 1);
-    pthread_exit(NULL);
+    END_THIS_THREAD();
 }
 
 /* A start hook that ends every thread: a host waiting for idle does not
@@ -378,7 +388,7 @@ static btm_manager *race_m;
 static void every_other_start_ends(void *u, uint32_t index) {
     (void)u;
     (void)index;
-    if (atomic_fetch_add(&race_starts, 1) % 2 == 0) pthread_exit(NULL);
+    if (atomic_fetch_add(&race_starts, 1) % 2 == 0) END_THIS_THREAD();
 }
 static void *race_host(void *a) {
     (void)a;
@@ -421,7 +431,8 @@ static void workers_ending_while_threads_come_and_go(void) {
     pthread_t t[5];
     for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, race_host, NULL);
     pthread_create(&t[4], NULL, race_toggler, NULL);
-    sleep(1);
+    struct timespec one_second = {1, 0};
+    nanosleep(&one_second, NULL);
     atomic_store(&race_stop, 1);
     for (int i = 0; i < 5; i++) pthread_join(t[i], NULL);
     CHECK(atomic_load(&race_bad) == 0);
@@ -429,6 +440,7 @@ static void workers_ending_while_threads_come_and_go(void) {
     btm_destroy(race_m);
 }
 
+#ifndef _WIN32 /* fork() is POSIX */
 static atomic_int child_status = -1;
 static void forking_task(void *u, btm_task_context *ctx) {
     (void)u;
@@ -465,12 +477,13 @@ static void a_child_forked_by_a_task_exits(void) {
     btm_destroy(m);
     CHECK(atomic_load(&freed[1]) == 1);
 }
+#endif
 
 static atomic_int first_start_ended = 0;
 static void first_start_ends(void *u, uint32_t index) {
     (void)u;
     (void)index;
-    if (atomic_fetch_add(&first_start_ended, 1) == 0) pthread_exit(NULL);
+    if (atomic_fetch_add(&first_start_ended, 1) == 0) END_THIS_THREAD();
 }
 
 /* The only worker ends in its start hook (once): the host's wait starts
@@ -495,7 +508,7 @@ static void free_hook_userdata(void *p) {
 }
 static void exit_free(void *p) {
     atomic_fetch_add(&freed[(uintptr_t)p], 1);
-    pthread_exit(NULL);
+    END_THIS_THREAD();
 }
 static btm_task_id victim = 0;
 static void stopping_task(void *u, btm_task_context *ctx) {
@@ -565,7 +578,9 @@ static void task_hooks_userdata_freed_after_a_thread_ends(void) {
 }
 
 int main(void) {
+#ifndef _WIN32
     alarm(120); /* never hang: SIGALRM ends the program with a failure */
+#endif
     struct {
         const char *name;
         void (*fn)(void);
@@ -581,7 +596,9 @@ int main(void) {
         {"a_host_that_only_polls_gets_a_replacement", a_host_that_only_polls_gets_a_replacement},
         {"a_start_hook_ending_every_thread_does_not_loop", a_start_hook_ending_every_thread_does_not_loop},
         {"workers_ending_while_threads_come_and_go", workers_ending_while_threads_come_and_go},
+#ifndef _WIN32
         {"a_child_forked_by_a_task_exits", a_child_forked_by_a_task_exits},
+#endif
         {"a_worker_ended_by_its_start_hook_is_replaced", a_worker_ended_by_its_start_hook_is_replaced},
         {"thread_ended_inside_a_btm_call_from_a_task", thread_ended_inside_a_btm_call_from_a_task},
         {"task_hooks_userdata_freed_after_a_thread_ends", task_hooks_userdata_freed_after_a_thread_ends},

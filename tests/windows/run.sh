@@ -6,13 +6,17 @@
 #   3. the C suite (tests/c/harness.c, tests/c/test_*.c) built with MinGW
 #      against btm.dll and run under Wine (the fork test is POSIX-only and
 #      left out by #ifdef; the event object test runs instead of the fd one),
-#   4. the C++ binding's header compiled with MinGW's g++ (C++17),
+#   3a. tests/c/thread_exit.c (host code ending worker threads, here with
+#      ExitThread) under Wine,
+#   4. the C and C++ thumbnail examples under Wine, and the C++ binding's
+#      event_handle() compiled with MinGW's g++ (C++17),
 #   5. the Rust tests under Wine: the library's units and every file of
 #      tests/ but the loom models (loom's scheduler aborts under Wine when
 #      a modelled thread panics: "failed to initiate panic") and the
 #      header check (one header for all platforms, checked on Linux).
-# Non-interactive; installs what it lacks (Debian: gcc-mingw-w64-x86-64,
-# g++-mingw-w64-x86-64, wine64; rustup's x86_64-pc-windows-gnu target).
+# Non-interactive; installs what it lacks (Debian: gcc-mingw-w64-x86-64 and
+# its -posix variants, g++-mingw-w64-x86-64-posix, wine64, wine; rustup's
+# x86_64-pc-windows-gnu target).
 # Outputs: build/windows/, the Wine prefix in target/wine.
 #
 # Wine is not Windows: this checks that btm builds for Windows, exports its
@@ -133,6 +137,15 @@ step "compile the C suite with MinGW-w64" "$OUT/compile.log" \
     "$LIBDIR/libbtm.dll.a" -static -o "$OUT/btm_tests.exe" &&
     cp "$LIBDIR/btm.dll" "$OUT/"
 step "C suite under Wine" "$OUT/suite.log" timeout 600 wine "$OUT/btm_tests.exe"
+
+# Host code ending btm's worker threads with ExitThread (what CPython's
+# _endthreadex does to a thread calling Python during interpreter
+# shutdown): tests/c/thread_exit.c, the fork case left out.
+step "compile the thread-exit test with MinGW-w64" "$OUT/compile_thread_exit.log" \
+    x86_64-w64-mingw32-gcc-posix "${CFLAGS[@]}" "$ROOT/tests/c/thread_exit.c" \
+    "$LIBDIR/libbtm.dll.a" -static -o "$OUT/thread_exit.exe"
+step "thread exit under Wine: ExitThread in tasks, hooks, free functions, notify" "$OUT/thread_exit.log" \
+    timeout 180 wine "$OUT/thread_exit.exe"
 
 # The C and C++ thumbnail examples (each checks its own outcome), and the
 # C++ binding's event_handle(), which only Windows has.
