@@ -831,7 +831,10 @@ btm_status btm_wait_idle(struct btm_manager *manager,
  * host thread may be called back before such a call returns. It should
  * only post a message to the host's loop (Qt `QMetaObject::invokeMethod`,
  * Win32 `PostMessage`, Unity's main-thread queue): it must not poll from
- * that thread, and it must not block.
+ * that thread, and it must not block. (On Windows, the call made for a
+ * worker whose thread host code ended with `ExitThread` runs during that
+ * thread's exit, under the loader lock: there, loading a library or
+ * waiting for a thread to start or end would deadlock.)
  *
  * `userdata` / `userdata_free`: owned by btm on every call (freed at once
  * on error); freed when replaced, or by `btm_destroy` (after the

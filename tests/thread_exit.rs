@@ -1,13 +1,15 @@
-//! Host code that ends a worker's thread with `pthread_exit` (CPython does
-//! so to a thread that calls Python during interpreter shutdown): the
+//! Host code that ends a worker's thread with `pthread_exit` (Windows:
+//! `ExitThread`; CPython does so to a thread that calls Python during
+//! interpreter shutdown, with `_endthreadex` on Windows): the
 //! process goes on, the task fails with btm's message, the worker is
 //! replaced by the host's next wait, and the manager is destroyed without
 //! waiting for the ended thread. (tests/c/thread_exit.c covers hooks, free
 //! functions and the notify callback from C.)
 //!
-//! Linux only: the frame that stops the forced unwind exists on Linux
-//! (x86_64 and aarch64; `engine::foreign`), and `pthread_exit` is POSIX.
-#![cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+//! Linux (x86_64 and aarch64: where the frame that stops `pthread_exit`'s
+//! forced unwind exists, `engine::foreign`) and Windows (`ExitThread` does
+//! not unwind; run under Wine by tests/windows/run.sh).
+#![cfg(any(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")), windows))]
 
 use std::ffi::{c_void, CStr};
 use std::ptr::null_mut;
@@ -32,7 +34,21 @@ unsafe extern "C" fn plain(_: *mut c_void, _: *mut TaskContext) {
 
 unsafe extern "C" fn end_thread(_: *mut c_void, _: *mut TaskContext) {
     // SAFETY: ends the calling thread, which btm's frame lets it do.
-    unsafe { libc::pthread_exit(null_mut()) }
+    #[cfg(unix)]
+    unsafe {
+        libc::pthread_exit(null_mut())
+    }
+    // SAFETY: ends the calling thread (no unwinding on Windows).
+    #[cfg(windows)]
+    unsafe {
+        ExitThread(0)
+    }
+}
+
+#[cfg(windows)]
+#[link(name = "kernel32")]
+extern "system" {
+    fn ExitThread(code: u32) -> !;
 }
 
 fn create(threads: i32) -> *mut Manager {
