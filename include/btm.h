@@ -514,10 +514,10 @@ typedef void (*btm_task_hook_fn)(void *userdata,
  * its context. Returning completes the task (with the result set through
  * `btm_context_set_result`, if any) unless it called `btm_context_fail`.
  * It must not unwind (C++ exceptions, Rust panics) out of the call: the
- * process would abort. It may end the thread (`pthread_exit`; CPython
- * does so during interpreter shutdown): the task then fails, its
- * userdata is not freed, and the worker is replaced (see `btm_destroy`,
- * "Exit").
+ * process would abort. It may end the thread (`pthread_exit`, Windows
+ * `ExitThread`; CPython does so during interpreter shutdown): the task
+ * then fails, its userdata is not freed, and the worker is replaced (see
+ * `btm_destroy`, "Exit").
  */
 typedef void (*btm_task_fn)(void *userdata,
                             struct btm_task_context *context);
@@ -895,12 +895,16 @@ btm_status btm_get_event_fd(struct btm_manager *manager,
  * Windows: writes the `HANDLE` of a manual-reset event object that is
  * signalled exactly while undelivered events exist. Wait on it with
  * `WaitForSingleObject`, `WaitForMultipleObjects` or
- * `MsgWaitForMultipleObjects` (a message loop), or register it with
- * `RegisterWaitForSingleObject` or .NET's `ThreadPool.RegisterWaitForSingleObject`;
- * when it is signalled, call `btm_poll_events` until it returns fewer
- * events than its capacity. Never reset, set or close it: polling resets
- * it, `btm_destroy` closes it (as it releases the manager, as for
- * `btm_get_event_fd`). The same handle is returned on every call;
+ * `MsgWaitForMultipleObjects` (a message loop); when it is signalled, call
+ * `btm_poll_events` until it returns fewer events than its capacity. It
+ * stays signalled until that poll: a wait registered with
+ * `RegisterWaitForSingleObject` (.NET: `ThreadPool.RegisterWaitForSingleObject`)
+ * must use `WT_EXECUTEONLYONCE` (`executeOnlyOnce: true`) and be registered
+ * again after the poll, or its callback runs again and again meanwhile.
+ * Never reset, set or close it: polling resets it, `btm_destroy` closes it
+ * (as it releases the manager, as for `btm_get_event_fd`), so end every
+ * wait on it and unregister every registered wait (`UnregisterWaitEx`)
+ * before `btm_destroy`. The same handle is returned on every call;
  * creating it costs nothing until first asked. It is not inherited by
  * child processes.
  *
@@ -1017,11 +1021,16 @@ btm_status btm_create(const struct btm_config *config,
  *
  * Exit: destroy (or shut down) every manager before the process ends
  * while its workers still have host code to run, so that queued tasks
- * are stopped and their userdata freed. A worker thread ended by
- * `pthread_exit` inside a task, hook, free function or notify callback
- * (CPython ends that way any foreign thread that asks for the GIL during
- * interpreter shutdown: a Python host's manager kept in a global) does
- * not take the process with it (Linux x86_64 and aarch64): the task it
+ * are stopped and their userdata freed. Windows: not from `DllMain` or
+ * the destructor of a global in a DLL (at process exit Windows has
+ * already ended the workers, and at `FreeLibrary` a worker's end needs
+ * the loader lock the caller holds: either way this call never returns);
+ * destroy from the plugin's own shut-down entry point. A worker thread
+ * ended by `pthread_exit` (Windows: `ExitThread`) inside a task, hook,
+ * free function or notify callback (CPython 3.8 to 3.13 end that way
+ * any foreign thread that asks for the GIL during interpreter shutdown:
+ * a Python host's manager kept in a global) does not take the process
+ * with it (Linux x86_64 and aarch64, Windows): the task it
  * ran fails ("the worker thread ended inside host code"), shut-downs and
  * this call do not wait for that thread, the host's next add, wait or
  * poll starts a replacement, and what the thread held (the task's

@@ -1193,11 +1193,13 @@ public:
     }
 
     /// Windows: the HANDLE of an event object signalled exactly while
-    /// undelivered events exist (for WaitForMultipleObjects,
-    /// MsgWaitForMultipleObjects, RegisterWaitForSingleObject); when
-    /// signalled, call drain(). Never set, reset or close it: btm owns it.
-    /// Windows only: throws Error (Status::unsupported) elsewhere, see
-    /// event_fd().
+    /// undelivered events exist (for WaitForMultipleObjects or
+    /// MsgWaitForMultipleObjects; with RegisterWaitForSingleObject, pass
+    /// WT_EXECUTEONLYONCE and register again after drain(): it stays
+    /// signalled until then); when signalled, call drain(). Never set,
+    /// reset or close it: btm owns it and closes it with the Manager, so end
+    /// every wait on it first. Windows only: throws Error
+    /// (Status::unsupported) elsewhere, see event_fd().
     void* event_handle() const {
         void* handle = nullptr;
         check(btm_get_event_handle(raw(), &handle), "btm_get_event_handle");

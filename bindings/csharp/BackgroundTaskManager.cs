@@ -962,9 +962,12 @@ namespace Btm
         /// <summary>
         /// Windows: a WaitHandle signalled exactly while events are pending
         /// (btm's event object), for WaitHandle.WaitAny or
-        /// ThreadPool.RegisterWaitForSingleObject. Never Set, Reset or
-        /// close it: PollEvents resets it, Dispose closes it (disposing the
-        /// returned WaitHandle does not). Windows only: elsewhere it throws a
+        /// ThreadPool.RegisterWaitForSingleObject (with executeOnlyOnce:
+        /// true, registered again after PollEvents: it stays signalled until
+        /// then). Never Set, Reset or close it: PollEvents resets it, Dispose
+        /// closes it (disposing the returned WaitHandle does not), so keep
+        /// this manager referenced and undisposed, and unregister every wait,
+        /// while the handle is in use. Windows only: elsewhere it throws a
         /// BtmException with status Unsupported (see GetEventFileDescriptor).
         /// </summary>
         public WaitHandle GetEventWaitHandle()

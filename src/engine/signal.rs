@@ -59,12 +59,10 @@ pub(crate) struct EventFd {
 }
 
 // SAFETY: a Windows event handle may be used from any thread (the file
-// descriptors of the Unix forms are plain integers).
+// descriptors of the Unix forms are plain integers). It lives in the
+// manager's `Mutex<State>`, which needs no more than `Send`.
 #[cfg(windows)]
 unsafe impl Send for EventFd {}
-// SAFETY: as above; `SetEvent` and `ResetEvent` are thread-safe.
-#[cfg(windows)]
-unsafe impl Sync for EventFd {}
 
 impl EventFd {
     #[cfg(target_os = "linux")]
@@ -135,18 +133,21 @@ impl EventFd {
         }
     }
 
-    /// Signals the event.
+    /// Signals the event. (It fails only if the host closed the handle,
+    /// which the C API forbids.)
     #[cfg(windows)]
     pub(crate) fn raise(&self) {
         // SAFETY: a handle this value owns.
-        unsafe { win::SetEvent(self.event) };
+        let ok = unsafe { win::SetEvent(self.event) };
+        debug_assert!(ok != 0, "SetEvent: {}", io::Error::last_os_error());
     }
 
-    /// Resets the event.
+    /// Resets the event (as `raise`, it fails only on a closed handle).
     #[cfg(windows)]
     pub(crate) fn clear(&self) {
         // SAFETY: a handle this value owns.
-        unsafe { win::ResetEvent(self.event) };
+        let ok = unsafe { win::ResetEvent(self.event) };
+        debug_assert!(ok != 0, "ResetEvent: {}", io::Error::last_os_error());
     }
 }
 

@@ -331,12 +331,16 @@ pub unsafe extern "C" fn btm_get_event_fd(manager: *mut Manager, fd_out: *mut i3
 /// Windows: writes the `HANDLE` of a manual-reset event object that is
 /// signalled exactly while undelivered events exist. Wait on it with
 /// `WaitForSingleObject`, `WaitForMultipleObjects` or
-/// `MsgWaitForMultipleObjects` (a message loop), or register it with
-/// `RegisterWaitForSingleObject` or .NET's `ThreadPool.RegisterWaitForSingleObject`;
-/// when it is signalled, call `btm_poll_events` until it returns fewer
-/// events than its capacity. Never reset, set or close it: polling resets
-/// it, `btm_destroy` closes it (as it releases the manager, as for
-/// `btm_get_event_fd`). The same handle is returned on every call;
+/// `MsgWaitForMultipleObjects` (a message loop); when it is signalled, call
+/// `btm_poll_events` until it returns fewer events than its capacity. It
+/// stays signalled until that poll: a wait registered with
+/// `RegisterWaitForSingleObject` (.NET: `ThreadPool.RegisterWaitForSingleObject`)
+/// must use `WT_EXECUTEONLYONCE` (`executeOnlyOnce: true`) and be registered
+/// again after the poll, or its callback runs again and again meanwhile.
+/// Never reset, set or close it: polling resets it, `btm_destroy` closes it
+/// (as it releases the manager, as for `btm_get_event_fd`), so end every
+/// wait on it and unregister every registered wait (`UnregisterWaitEx`)
+/// before `btm_destroy`. The same handle is returned on every call;
 /// creating it costs nothing until first asked. It is not inherited by
 /// child processes.
 ///

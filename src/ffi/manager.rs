@@ -298,11 +298,16 @@ pub unsafe extern "C" fn btm_create(config: *const btm_config, manager_out: *mut
 ///
 /// Exit: destroy (or shut down) every manager before the process ends
 /// while its workers still have host code to run, so that queued tasks
-/// are stopped and their userdata freed. A worker thread ended by
-/// `pthread_exit` inside a task, hook, free function or notify callback
-/// (CPython ends that way any foreign thread that asks for the GIL during
-/// interpreter shutdown: a Python host's manager kept in a global) does
-/// not take the process with it (Linux x86_64 and aarch64): the task it
+/// are stopped and their userdata freed. Windows: not from `DllMain` or
+/// the destructor of a global in a DLL (at process exit Windows has
+/// already ended the workers, and at `FreeLibrary` a worker's end needs
+/// the loader lock the caller holds: either way this call never returns);
+/// destroy from the plugin's own shut-down entry point. A worker thread
+/// ended by `pthread_exit` (Windows: `ExitThread`) inside a task, hook,
+/// free function or notify callback (CPython 3.8 to 3.13 end that way
+/// any foreign thread that asks for the GIL during interpreter shutdown:
+/// a Python host's manager kept in a global) does not take the process
+/// with it (Linux x86_64 and aarch64, Windows): the task it
 /// ran fails ("the worker thread ended inside host code"), shut-downs and
 /// this call do not wait for that thread, the host's next add, wait or
 /// poll starts a replacement, and what the thread held (the task's

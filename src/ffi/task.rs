@@ -15,10 +15,10 @@ pub type btm_task_id = u64;
 /// its context. Returning completes the task (with the result set through
 /// `btm_context_set_result`, if any) unless it called `btm_context_fail`.
 /// It must not unwind (C++ exceptions, Rust panics) out of the call: the
-/// process would abort. It may end the thread (`pthread_exit`; CPython
-/// does so during interpreter shutdown): the task then fails, its
-/// userdata is not freed, and the worker is replaced (see `btm_destroy`,
-/// "Exit").
+/// process would abort. It may end the thread (`pthread_exit`, Windows
+/// `ExitThread`; CPython does so during interpreter shutdown): the task
+/// then fails, its userdata is not freed, and the worker is replaced (see
+/// `btm_destroy`, "Exit").
 pub type btm_task_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, context: *mut TaskContext)>;
 
 /// What a stop reached, by the state each stopped task was in. Add the

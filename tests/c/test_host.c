@@ -73,8 +73,7 @@ TEST(shut_down_timeout_waits_for_idle_workers_and_counts_only_busy_ones) {
 }
 
 
-/* (Linux: read from /proc. Elsewhere both return -1 and the test below
- * checks only that every cycle's tasks completed.) */
+/* (Linux: read from /proc; elsewhere -1.) */
 static long proc_status_kb(const char *key) {
     FILE *f = fopen("/proc/self/status", "r");
     if (!f) return -1;
@@ -87,9 +86,17 @@ static long proc_status_kb(const char *key) {
     return v;
 }
 
-/* Mappings of one page with no access: the guard pages of thread stacks
- * (a thread's stack stays mapped until the thread is joined). */
-static long guard_pages(void) {
+/* What each thread not yet joined leaves: on Linux, a mapping of one page
+ * with no access, the guard page of its stack (which stays mapped until
+ * the thread is joined); on Windows, an open handle (a thread's handle
+ * stays open until it is joined). */
+#ifdef _WIN32
+static long unjoined_thread_marks(void) {
+    DWORD n = 0;
+    return GetProcessHandleCount(GetCurrentProcess(), &n) ? (long)n : -1;
+}
+#else
+static long unjoined_thread_marks(void) {
     FILE *f = fopen("/proc/self/maps", "r");
     if (!f) return -1;
     char line[512];
@@ -103,6 +110,7 @@ static long guard_pages(void) {
     fclose(f);
     return n;
 }
+#endif
 
 static bool threads_at_most(btm_manager *m, uint64_t n) {
     uint64_t deadline = now_ms() + WAIT_MS;
@@ -173,16 +181,25 @@ TEST(set_max_threads_cycles_do_not_pile_up_retired_threads) {
         REQUIRE(ok);
         if (cycle == 10) { /* after a warm-up */
             vm0 = proc_status_kb("VmSize:");
-            guards0 = guard_pages();
+            guards0 = unjoined_thread_marks();
         }
     }
     long vm1 = proc_status_kb("VmSize:");
-    long guards1 = guard_pages();
+    long guards1 = unjoined_thread_marks();
     /* 300 threads retired in those 100 cycles; at most 4 live and a few
-     * cached stacks may remain mapped. */
-    if (guards1 - guards0 > 40)
-        t_fail(__FILE__, __LINE__, "100 cycles of set_max_threads 4 -> 1 left %ld more thread stacks mapped "
-               "(VmSize grew by %ld MiB)", guards1 - guards0, (vm1 - vm0) / 1024);
+     * cached stacks (or handles) may remain. */
+#ifdef _WIN32
+    /* Wine 8's GetProcessHandleCount reports 0 handles: nothing to compare
+     * there (tests/windows/run.sh); Windows reports the count. */
+    bool measured = guards0 > 0;
+#else
+    bool measured = true;
+    CHECK(guards0 > 0 && guards1 > 0);
+#endif
+    if (measured && guards1 - guards0 > 40)
+        t_fail(__FILE__, __LINE__, "100 cycles of set_max_threads 4 -> 1 left %ld more unjoined threads' "
+               "marks (stack guard pages, or handles on Windows; VmSize grew by %ld MiB)", guards1 - guards0,
+               (vm1 - vm0) / 1024);
     CHECK_EQ(completed, 110 * 4);
     rm(m);
 }

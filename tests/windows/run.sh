@@ -29,8 +29,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 TARGET=x86_64-pc-windows-gnu
 OUT="$ROOT/build/windows"
-LIBDIR="$ROOT/target/$TARGET/release"
+LIBDIR="${CARGO_TARGET_DIR:-$ROOT/target}/$TARGET/release"
 mkdir -p "$OUT"
+# No program or library of an earlier run may stand in for one that fails to build.
+rm -f "$OUT"/*.exe "$OUT"/*.dll
 export WINEPREFIX="$ROOT/target/wine"
 export WINEDEBUG=-all
 export WINEDLLOVERRIDES="mscoree,mshtml=" # no Mono/Gecko install prompts
@@ -92,6 +94,7 @@ fi
 # stand-in, built with MinGW, calls BCryptGenRandom instead (installed only
 # when the prefix has no bcryptprimitives.dll of its own).
 wine_prefix() {
+    mkdir -p "$WINEPREFIX" || return 1
     [ -f "$WINEPREFIX/system.reg" ] || wineboot --init || return 1
     wineserver --wait
     local sys32="$WINEPREFIX/drive_c/windows/system32"
@@ -111,6 +114,8 @@ if [ ! -f "$LIBDIR/btm.dll" ]; then
     printf '%s\n' "${SUMMARY[@]}"
     exit 1
 fi
+# Next to the programs, where Windows looks first.
+cp "$LIBDIR/btm.dll" "$OUT/"
 
 check_exports() {
     local all declared missing extra rc=0
@@ -128,14 +133,12 @@ step "btm.dll exports exactly btm.h's functions" "$OUT/exports.log" check_export
 
 # ---------------------------------------------------------------- C suite
 # Linked against the import library (libbtm.dll.a; a plain -lbtm would find
-# the static libbtm.a first), winpthreads linked in statically; btm.dll is
-# copied next to the program, where Windows looks first. MinGW's C99 printf
+# the static libbtm.a first), winpthreads linked in statically. MinGW's C99 printf
 # (__USE_MINGW_ANSI_STDIO) for the suite's %zu.
 CFLAGS=(-std=c11 -Wall -Wextra -Wpedantic -Werror -pthread -g -O1 -D__USE_MINGW_ANSI_STDIO=1 -I"$ROOT/include")
 step "compile the C suite with MinGW-w64" "$OUT/compile.log" \
     x86_64-w64-mingw32-gcc-posix "${CFLAGS[@]}" "$ROOT"/tests/c/harness.c "$ROOT"/tests/c/test_*.c \
-    "$LIBDIR/libbtm.dll.a" -static -o "$OUT/btm_tests.exe" &&
-    cp "$LIBDIR/btm.dll" "$OUT/"
+    "$LIBDIR/libbtm.dll.a" -static -o "$OUT/btm_tests.exe"
 step "C suite under Wine" "$OUT/suite.log" timeout 600 wine "$OUT/btm_tests.exe"
 
 # Host code ending btm's worker threads with ExitThread (what CPython's
