@@ -1021,11 +1021,14 @@ btm_status btm_create(const struct btm_config *config,
  *
  * Exit: destroy (or shut down) every manager before the process ends
  * while its workers still have host code to run, so that queued tasks
- * are stopped and their userdata freed. Windows: not from `DllMain` or
- * the destructor of a global in a DLL (at process exit Windows has
- * already ended the workers, and at `FreeLibrary` a worker's end needs
- * the loader lock the caller holds: either way this call never returns);
- * destroy from the plugin's own shut-down entry point. A worker thread
+ * are stopped and their userdata freed. Windows: called as the process
+ * ends, from `DllMain` or the destructor of a global in a DLL (a C++
+ * `btm::Manager` kept in a plugin's global), where Windows has already
+ * ended every other thread, this call returns at once and frees nothing
+ * (no free function runs; the process's end reclaims the memory).
+ * `btm_shut_down` there, or either call from `DllMain` at `FreeLibrary`
+ * (a worker's end needs the loader lock the caller holds), never returns:
+ * shut down from the plugin's own unload entry point. A worker thread
  * ended by `pthread_exit` (Windows: `ExitThread`) inside a task, hook,
  * free function or notify callback (CPython 3.8 to 3.13 end that way
  * any foreign thread that asks for the GIL during interpreter shutdown:

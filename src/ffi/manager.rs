@@ -298,11 +298,14 @@ pub unsafe extern "C" fn btm_create(config: *const btm_config, manager_out: *mut
 ///
 /// Exit: destroy (or shut down) every manager before the process ends
 /// while its workers still have host code to run, so that queued tasks
-/// are stopped and their userdata freed. Windows: not from `DllMain` or
-/// the destructor of a global in a DLL (at process exit Windows has
-/// already ended the workers, and at `FreeLibrary` a worker's end needs
-/// the loader lock the caller holds: either way this call never returns);
-/// destroy from the plugin's own shut-down entry point. A worker thread
+/// are stopped and their userdata freed. Windows: called as the process
+/// ends, from `DllMain` or the destructor of a global in a DLL (a C++
+/// `btm::Manager` kept in a plugin's global), where Windows has already
+/// ended every other thread, this call returns at once and frees nothing
+/// (no free function runs; the process's end reclaims the memory).
+/// `btm_shut_down` there, or either call from `DllMain` at `FreeLibrary`
+/// (a worker's end needs the loader lock the caller holds), never returns:
+/// shut down from the plugin's own unload entry point. A worker thread
 /// ended by `pthread_exit` (Windows: `ExitThread`) inside a task, hook,
 /// free function or notify callback (CPython 3.8 to 3.13 end that way
 /// any foreign thread that asks for the GIL during interpreter shutdown:
@@ -327,6 +330,11 @@ pub unsafe extern "C" fn btm_destroy(manager: *mut Manager) {
         // the copy of one, which is only read).
         if unsafe { &*manager }.is_fork_copy() {
             // A child's copy: see `btm_create` ("Fork").
+            return;
+        }
+        if process_is_exiting() {
+            // Windows, from `DllMain` or a DLL's global destructors as the
+            // process ends: its workers are already gone (see "Exit").
             return;
         }
         // SAFETY: takes back the reference `btm_create` gave out.
@@ -751,4 +759,21 @@ pub unsafe extern "C" fn btm_set_task_hooks(
         m.set_task_hooks(hooks);
         btm_status::BTM_STATUS_OK
     })
+}
+
+/// True on Windows while the process is ending (`ExitProcess` has ended
+/// every other thread and runs the DLLs' detach code); always false
+/// elsewhere.
+fn process_is_exiting() -> bool {
+    #[cfg(windows)]
+    {
+        #[link(name = "ntdll")]
+        extern "system" {
+            fn RtlDllShutdownInProgress() -> u8;
+        }
+        // SAFETY: reads a flag of the process; no arguments.
+        unsafe { RtlDllShutdownInProgress() != 0 }
+    }
+    #[cfg(not(windows))]
+    false
 }

@@ -8,6 +8,8 @@
 #      left out by #ifdef; the event object test runs instead of the fd one),
 #   3a. tests/c/thread_exit.c (host code ending worker threads, here with
 #      ExitThread) under Wine,
+#   3b. a plugin DLL destroying its global manager from DllMain as the
+#      process ends (tests/windows/dll_exit*.c),
 #   4. the C and C++ thumbnail examples under Wine, and the C++ binding's
 #      event_handle() compiled with MinGW's g++ (C++17),
 #   5. the Rust tests under Wine: the library's units and every file of
@@ -149,6 +151,29 @@ step "compile the thread-exit test with MinGW-w64" "$OUT/compile_thread_exit.log
     "$LIBDIR/libbtm.dll.a" -static -o "$OUT/thread_exit.exe"
 step "thread exit under Wine: ExitThread in tasks, hooks, free functions, notify" "$OUT/thread_exit.log" \
     timeout 180 wine "$OUT/thread_exit.exe"
+
+# A plugin DLL whose global manager is destroyed from DllMain as the
+# process ends (a C++ global btm::Manager's destructor): the process must
+# end, and btm_destroy return there (it once waited forever for the
+# workers Windows had already ended).
+build_dll_exit() {
+    x86_64-w64-mingw32-gcc-posix "${CFLAGS[@]}" -shared "$ROOT/tests/windows/dll_exit_plugin.c" \
+        "$LIBDIR/libbtm.dll.a" -o "$OUT/dll_exit_plugin.dll" &&
+        x86_64-w64-mingw32-gcc-posix "${CFLAGS[@]}" "$ROOT/tests/windows/dll_exit.c" -o "$OUT/dll_exit.exe"
+}
+run_dll_exit() {
+    local out rc
+    out=$(timeout 60 wine "$OUT/dll_exit.exe" 2>&1)
+    rc=$?
+    echo "$out"
+    [ $rc -eq 0 ] || { echo "FAIL: exit status $rc (124: still running after 60 s)"; return 1; }
+    case "$out" in
+        *"btm_destroy returned in DLL_PROCESS_DETACH"*) ;;
+        *) echo "FAIL: btm_destroy was not called, or did not return, in DLL_PROCESS_DETACH"; return 1 ;;
+    esac
+}
+step "compile the DllMain exit test with MinGW-w64" "$OUT/compile_dll_exit.log" build_dll_exit
+step "a manager destroyed from DllMain as the process ends, under Wine" "$OUT/dll_exit.log" run_dll_exit
 
 # The C and C++ thumbnail examples (each checks its own outcome), and the
 # C++ binding's event_handle(), which only Windows has.
