@@ -23,6 +23,8 @@ mod ready;
 mod signal;
 mod slab;
 mod table;
+#[cfg(windows)]
+mod win;
 
 pub use foreign::{Failure, FreeFn, Job, Owned, ResultSet, TaskFn, Value};
 pub use group::{GroupKey, GroupKind};
@@ -1425,6 +1427,17 @@ impl Manager {
     #[inline(always)]
     pub fn is_fork_copy(&self) -> bool {
         self.fork.inherited()
+    }
+
+    /// True on Windows while the process is ending, from `DllMain` or a
+    /// DLL's global destructors: Windows has already ended every other
+    /// thread, this manager's workers among them, so nothing may wait for
+    /// them (`btm_destroy` returns at once). Always false elsewhere.
+    pub fn process_is_exiting() -> bool {
+        #[cfg(windows)]
+        return win::process_is_exiting();
+        #[cfg(not(windows))]
+        false
     }
 
     /// True when the calling thread is one of this manager's workers.

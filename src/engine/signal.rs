@@ -5,6 +5,8 @@
 use std::ffi::c_void;
 use std::io;
 
+#[cfg(windows)]
+use super::win;
 use super::Owned;
 
 /// A host function called when events become available.
@@ -166,26 +168,6 @@ impl Drop for EventFd {
         unsafe {
             win::CloseHandle(self.event);
         }
-    }
-}
-
-/// The four kernel32 functions the event object needs (declared here rather
-/// than through a crate for four functions).
-#[cfg(windows)]
-mod win {
-    use std::ffi::c_void;
-
-    #[link(name = "kernel32")]
-    extern "system" {
-        pub fn CreateEventW(
-            attributes: *mut c_void,
-            manual_reset: i32,
-            initial_state: i32,
-            name: *const u16,
-        ) -> *mut c_void;
-        pub fn SetEvent(event: *mut c_void) -> i32;
-        pub fn ResetEvent(event: *mut c_void) -> i32;
-        pub fn CloseHandle(handle: *mut c_void) -> i32;
     }
 }
 

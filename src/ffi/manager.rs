@@ -332,7 +332,7 @@ pub unsafe extern "C" fn btm_destroy(manager: *mut Manager) {
             // A child's copy: see `btm_create` ("Fork").
             return;
         }
-        if process_is_exiting() {
+        if Manager::process_is_exiting() {
             // Windows, from `DllMain` or a DLL's global destructors as the
             // process ends: its workers are already gone (see "Exit").
             return;
@@ -759,21 +759,4 @@ pub unsafe extern "C" fn btm_set_task_hooks(
         m.set_task_hooks(hooks);
         btm_status::BTM_STATUS_OK
     })
-}
-
-/// True on Windows while the process is ending (`ExitProcess` has ended
-/// every other thread and runs the DLLs' detach code); always false
-/// elsewhere.
-fn process_is_exiting() -> bool {
-    #[cfg(windows)]
-    {
-        #[link(name = "ntdll")]
-        extern "system" {
-            fn RtlDllShutdownInProgress() -> u8;
-        }
-        // SAFETY: reads a flag of the process; no arguments.
-        unsafe { RtlDllShutdownInProgress() != 0 }
-    }
-    #[cfg(not(windows))]
-    false
 }
