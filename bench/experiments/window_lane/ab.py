@@ -20,14 +20,17 @@ modes = (sys.argv[3] if len(sys.argv) > 3 else "levels,hybrid").split(",")
 cfgs = [(m, o) for m in modes for o in ("same", "rr")]
 res = {c: [] for c in cfgs}
 adds = {c: [] for c in cfgs}
+share = {c: [] for c in cfgs}
 for r in range(rounds):
     for c in cfgs[r % len(cfgs):] + cfgs[:r % len(cfgs)]:
         out = subprocess.run([exe, c[0], c[1], n], capture_output=True, text=True, check=True).stdout
-        m = re.search(r": ([\d.]+) ns/task \(adds ([\d.]+);", out)
+        m = re.search(r": ([\d.]+) ns/task \(adds ([\d.]+);.*window share ([\d.]+)%", out)
         res[c].append(float(m.group(1)))
         adds[c].append(float(m.group(2)))
+        share[c].append(float(m.group(3)))
 for c in cfgs:
-    print("%-7s %-5s median %6.1f ns/task (min %6.1f, max %6.1f), adds %6.1f ns each" % (
-        c[0], c[1], statistics.median(res[c]), min(res[c]), max(res[c]), statistics.median(adds[c])))
+    print("%-7s %-5s median %6.1f ns/task (min %6.1f, max %6.1f), adds %6.1f ns each, window share %5.1f%%" % (
+        c[0], c[1], statistics.median(res[c]), min(res[c]), max(res[c]), statistics.median(adds[c]),
+        statistics.median(share[c])))
 for m in modes:
     print("%s rr / same: %.2fx" % (m, statistics.median(res[(m, "rr")]) / statistics.median(res[(m, "same")])))

@@ -16,23 +16,30 @@
  *           entries from the head (up to WINDOW of them) and claims the best
  *           (highest priority, then oldest). Exact only while the backlog
  *           fits in the window.
- *   hybrid: window, exact: adds go to the window ring while its backlog is
- *           below WINDOW_ADD, else to their priority's ring; a take claims
- *           the best of the window's best and the best level's oldest entry
- *           (ties: the older id).
+ *   hybrid: window, exact: adds go to the window ring while it spans
+ *           fewer than WINDOW_ADD positions from its head (taken entries
+ *           the head has not passed included), else to their priority's
+ *           ring; a take claims the best of the window's best and the best
+ *           level's oldest entry (ties: the older id).
  *
  * `same` gives every task priority 0 (W1's shape), `rr` priorities 0-3 in
- * turn (W6's). Results (docs/ENGINE_PLAN.md, session 41): the model
- * reproduces btm's gap (levels, three sets of 7-9 rounds at 100k and 1M:
- * rr 73-80 ns per task, same 42-53, 1.5-1.7x), and the hybrid does not
- * remove it (rr 80-88, same 54-68): the window's scan to the newest entry
- * reads the line the host writes next, as the levels' scan does, and once
- * the window is full the upper levels are kept empty and read at every
- * take, as in btm.
+ * turn (W6's); the line printed says which share of the adds went to the
+ * window ring. Results (docs/ENGINE_PLAN.md, session 41; 5-9 interleaved
+ * rounds per set): at the default HOST_WORK (40) the model is bound by its
+ * workers and reproduces btm's gap (levels: rr 73-80 ns per task, same
+ * 42-53, 1.5-1.7x). It does not test one ring for every priority: the
+ * hybrid sent 0.0% of rr's adds and 0.1-0.2% of same's to its window (a
+ * review's counters, session 41): an exact order leaves the low priorities'
+ * entries waiting behind a backlog, the window stays full, and the hybrid
+ * runs as the levels plus a scan (rr 77-88, same 53-68). With a slower
+ * host (HOST_WORK 100 / 160) the window carries 12-53% of same's adds and
+ * still none of rr's, and the levels' own gap shrinks to 1.20x / 1.04x:
+ * the model does not reproduce the host-bound W6 runs of btm (session 37:
+ * rr's adds 78-104 ns against 36), where a single ring might still help.
  *
  * Usage: sim <levels|window|hybrid> <same|rr> <N>; one line, ns per task.
  * Build: gcc -O2 -pthread -o /tmp/sim bench/experiments/window_lane/sim.c
- * Interleaved rounds: python3 bench/experiments/window_lane/ab.py ROUNDS N
+ * Interleaved rounds: [HOST_WORK=k] python3 bench/experiments/window_lane/ab.py ROUNDS N
  * Not part of the tests or of bench/run.py. */
 #define _GNU_SOURCE
 #include <immintrin.h>
@@ -75,6 +82,7 @@ typedef struct {
 static ring_t rings[LEVELS];
 static ring_t window;
 static uint64_t cached_head; /* the host's */
+static size_t window_adds; /* the host's: adds that went to the window ring */
 static outq_t outq[2];
 static _Alignas(64) _Atomic int lock_word;
 static _Alignas(64) _Atomic int done;
@@ -113,6 +121,7 @@ static void host_add(uint64_t id, int prio) {
             cached_head = atomic_load_explicit(&r->head, memory_order_relaxed);
             if (window_mode == 2 && r->tail - cached_head >= WINDOW_ADD) r = &rings[prio];
         }
+        window_adds += r == &window;
     }
     uint64_t pos = r->tail++;
     slot_t *s = &r->slots[pos];
@@ -168,7 +177,7 @@ static int take_window(slot_t **out, size_t *backlog) {
     uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
     slot_t *best = NULL;
     int best_prio = ls ? ls->prio - 1 : -1;
-    uint64_t p = head, best_pos = 0;
+    uint64_t p = head;
     for (; p < head + WINDOW; p++) {
         slot_t *s = &r->slots[p];
         if (atomic_load_explicit(&s->seq, memory_order_acquire) != p + 1) break;
@@ -176,7 +185,6 @@ static int take_window(slot_t **out, size_t *backlog) {
         if (s->prio > best_prio) {
             best_prio = s->prio;
             best = s;
-            best_pos = p;
             if (best_prio == LEVELS - 1) break; /* none better */
         }
     }
@@ -191,11 +199,12 @@ static int take_window(slot_t **out, size_t *backlog) {
     if (!best) return EMPTY;
     uint64_t q = 0;
     if (!atomic_compare_exchange_strong(&best->state, &q, 1)) return LOST;
-    /* The head moves over the taken entries before the best one's. */
-    while (head <= best_pos && atomic_load_explicit(&r->slots[head].state, memory_order_relaxed) != 0) {
-        uint64_t h = head;
-        if (!atomic_compare_exchange_strong(&r->head, &h, head + 1)) break;
-        head++;
+    /* The head moves over every taken entry that begins the window (past
+     * another worker's move too). */
+    uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+    while (atomic_load_explicit(&r->slots[h].seq, memory_order_acquire) == h + 1 &&
+           atomic_load_explicit(&r->slots[h].state, memory_order_relaxed) != 0) {
+        if (atomic_compare_exchange_strong(&r->head, &h, h + 1)) h++;
     }
     *out = best;
     return TAKEN;
@@ -275,6 +284,7 @@ int main(int argc, char **argv) {
     size_t pos[2] = {atomic_load(&outq[0].pushed), atomic_load(&outq[1].pushed)};
     size_t base[2] = {pos[0], pos[1]};
     memset(max_backlog, 0, sizeof max_backlog);
+    window_adds = 0;
     double t0 = now_ns();
     for (size_t i = 0; i < n; i++, id++) host_add(id, rr ? (int)(i % LEVELS) : 0);
     double t_added = now_ns();
@@ -299,8 +309,8 @@ int main(int argc, char **argv) {
     atomic_store(&done, 1);
     for (int w = 0; w < 2; w++) pthread_join(th[w], NULL);
     size_t bl = max_backlog[0] > max_backlog[8] ? max_backlog[0] : max_backlog[8];
-    printf("%s %s %zu: %.1f ns/task (adds %.1f; workers %zu / %zu; largest window %zu; %llu)\n", argv[1], argv[2], n,
-           t / (double)n, (t_added - t0) / (double)n, pos[0] - base[0], pos[1] - base[1], bl,
-           (unsigned long long)(sum & 0xf));
+    printf("%s %s %zu: %.1f ns/task (adds %.1f; workers %zu / %zu; largest window %zu; window share %.1f%%; %llu)\n",
+           argv[1], argv[2], n, t / (double)n, (t_added - t0) / (double)n, pos[0] - base[0], pos[1] - base[1], bl,
+           100.0 * (double)window_adds / (double)n, (unsigned long long)(sum & 0xf));
     return 0;
 }
