@@ -909,7 +909,7 @@ def render(data, out_dir):
         trip = costs.get("line_round_trip_ns")
         L.append("- **What this machine charges** (`bench/machine.c`, medians): %s; a `PAUSE`: %.1f ns "
                  "(btm's spins count them). The lane's W6 depends on the first: 2x W1 where it was "
-                 "~140 ns (session 37), 1.13-1.20x on the AMD VMs before." % (
+                 "~140 ns (session 37), 1.01-1.37x (mostly within 1.2x) on the AMD VMs before." % (
                      "a cache line's round trip between CPU 0 and CPU 1: %.0f ns" % trip if trip is not None
                      else "no round trip between CPUs (fewer than 2, or not pinned)",
                      costs.get("pause_ns", float("nan"))))
