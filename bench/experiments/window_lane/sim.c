@@ -59,7 +59,7 @@
 #define CAP (1u << 21) /* no wrap in a run: N + 64 <= CAP */
 #define LEVELS 4
 #define WINDOW 64
-#define WINDOW_ADD 16 /* hybrid: adds go to the window while its backlog is below this */
+#define WINDOW_ADD 16 /* hybrid: adds go to the window while it spans fewer positions from its head */
 #define NEWEST_PAUSES 16
 #define LOST_PAUSES 100 /* ~1 us at ~10 ns a PAUSE */
 
