@@ -928,13 +928,17 @@ static void do_stop(mgr *m, btm_manager *h, uint64_t *rs, bool from_task, uint64
                       : (self && Ps(rs, 15)) ? self
                       : Ps(rs, 60) && hi > 6 ? hi - Rs(rs, 6)
                                               : 1 + Rs(rs, (uint32_t)hi);
+        /* Shut down before the call: nothing is live. (Read before it: a
+         * shut-down that another thread finishes after the stop returned
+         * OK may set `shut` before the check.) */
+        bool was_shut = atomic_load(&m->shut);
         uint64_t s0 = tick();
         btm_status s = btm_stop_task(h, id, up, down, want_rep ? &rep : NULL);
         uint64_t s1 = tick();
         snprintf(what, sizeof what, "%sstop_task(m%d, %" PRIu64 ", up %d, down %d)", from_task ? "in-task " : "", m->inc,
                  id, up, down);
         if (tl_is_host) trace("%s -> %s", what, st(s));
-        expect(s, atomic_load(&m->shut) ? B(1) : B(0) | B(1), what);
+        expect(s, was_shut ? B(1) : B(0) | B(1), what);
         if (s == BTM_STATUS_OK) {
             note_report(m, &rep, want_rep);
             if (want_rep && rep.before_start + rep.while_running + rep.after_finish == 0)
@@ -948,13 +952,14 @@ static void do_stop(mgr *m, btm_manager *h, uint64_t *rs, bool from_task, uint64
         pthread_mutex_lock(&m->mu);
         const btm_group *g = pick_group(m, &grs, &gb, &gbad, 1);
         pthread_mutex_unlock(&m->mu);
+        bool was_shut = atomic_load(&m->shut); /* (as for stop_task above) */
         uint64_t s0 = tick();
         btm_status s = btm_stop_task_group(h, g, up, down, want_rep ? &rep : NULL);
         uint64_t s1 = tick();
         snprintf(what, sizeof what, "%sstop_task_group(m%d, %u/%" PRIu64 "%s, up %d, down %d)", from_task ? "in-task " : "",
                  m->inc, g ? g->kind : 0, g ? g->value : 0, gbad ? " BAD" : "", up, down);
         if (tl_is_host) trace("%s -> %s", what, st(s));
-        expect(s, gbad ? B(BTM_STATUS_INVALID_GROUP) : atomic_load(&m->shut) ? B(1) : B(0) | B(1), what);
+        expect(s, gbad ? B(BTM_STATUS_INVALID_GROUP) : was_shut ? B(1) : B(0) | B(1), what);
         if (s == BTM_STATUS_OK) {
             note_report(m, &rep, want_rep);
             add_stoprec(m, 1, 0, g, s0, s1);
